@@ -1,0 +1,132 @@
+//! The acceptor: one thread that owns the listening socket and hands each accepted
+//! connection to a shard.
+//!
+//! Connections are dealt to shards round-robin. The acceptor also enforces `max-clients`: a
+//! connection past the limit is told so and closed here, before any shard sees it.
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use socket2::{Domain, Socket, Type};
+
+use crate::shard::mailbox::Message;
+use crate::shard::Shared;
+
+/// The listening socket's token.
+const LISTENER: Token = Token(0);
+/// The token of the waker that announces shutdown.
+pub const WAKER: Token = Token(1);
+
+/// Pending connections the kernel queues for us: a reconnect storm of thousands of clients
+/// must not see refused connections while the acceptor catches up. (The kernel caps it at
+/// `net.core.somaxconn`.)
+const BACKLOG: i32 = 4096;
+
+/// How long to back off when the process is out of file descriptors, before trying again.
+const EMFILE_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Opens the listening socket (SO_REUSEADDR, non-blocking, real backlog).
+pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    // Restart on the same port while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+pub struct Acceptor {
+    poll: Poll,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    next_shard: usize,
+}
+
+impl Acceptor {
+    /// `poll` must already carry the shutdown waker under [`WAKER`].
+    pub fn new(
+        poll: Poll,
+        listener: std::net::TcpListener,
+        shared: Arc<Shared>,
+    ) -> io::Result<Self> {
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Acceptor {
+            poll,
+            listener,
+            shared,
+            next_shard: 0,
+        })
+    }
+
+    /// Accepts until shutdown is requested; then the listener closes.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(64);
+        let mut timeout = None;
+        loop {
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("acceptor: poll failed: {e}");
+                }
+            }
+            if self.shared.shutdown.is_requested() {
+                log::info!("acceptor: listener closed");
+                return;
+            }
+            // After a back-off there may be no new event: try accepting anyway.
+            timeout = self.accept_all();
+        }
+    }
+
+    /// Accepts every pending connection. Returns a poll timeout when it must retry later.
+    fn accept_all(&mut self) -> Option<Duration> {
+        loop {
+            match self.listener.accept() {
+                Ok((socket, peer)) => self.hand_off(socket, peer),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
+                    log::warn!("acceptor: {e}; pausing accepts for {EMFILE_BACKOFF:?}");
+                    return Some(EMFILE_BACKOFF);
+                }
+                // A connection that died in the backlog (ECONNABORTED, ...) concerns only itself.
+                Err(e) => log::debug!("acceptor: accept failed: {e}"),
+            }
+        }
+    }
+
+    fn hand_off(&mut self, mut socket: mio::net::TcpStream, peer: SocketAddr) {
+        let max = self.shared.config.max_clients;
+        // Only this thread increments, so check-then-add cannot overshoot.
+        if self.shared.clients.load(Ordering::Relaxed) >= max {
+            // Best effort: the socket is fresh, its send buffer empty, so this small write
+            // does not block. Dropping it closes the connection.
+            let _ = socket.write_all(b"-ERR max number of clients reached\r\n");
+            log::warn!("refused {peer}: max number of clients ({max}) reached");
+            return;
+        }
+        if let Err(e) = socket.set_nodelay(true) {
+            log::debug!("set TCP_NODELAY for {peer}: {e}");
+        }
+        self.shared.clients.fetch_add(1, Ordering::Relaxed);
+        let shard = self.next_shard;
+        self.next_shard = (self.next_shard + 1) % self.shared.shards.len();
+        self.shared.shards[shard].send(Message::NewConnection(socket, peer));
+    }
+}

@@ -1,0 +1,252 @@
+//! Data commands: SET GET DEL EXISTS INCR DECR INCRBY DECRBY MGET MSET.
+//!
+//! They run on the shard that owns the partition, with the partition in hand — the same code
+//! whether the request came from a local connection or was forwarded by another shard. Every
+//! command validates all of its input before it changes anything, so an error reply always
+//! means "nothing was written".
+
+use crate::protocol::{Args, ReplyWriter};
+use crate::store::partition::ValueRef;
+use crate::store::{parse_canonical_i64, IncrError, Partition, PartitionStats, Schema};
+
+use super::{check_key, CommandError, CommandId};
+
+/// Limits a data command checks.
+#[derive(Clone, Copy, Debug)]
+pub struct DataLimits {
+    pub max_key_len: usize,
+}
+
+/// Runs a data command (`args[1]` is the partition, already resolved to `partition`) and
+/// writes its reply. On `Err` nothing was written to the reply or the partition.
+pub fn execute(
+    id: CommandId,
+    args: &Args,
+    partition: &mut Partition,
+    limits: DataLimits,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    let stats = partition.stats();
+    PartitionStats::add(&stats.ops, 1);
+    match id {
+        CommandId::Get | CommandId::MGet | CommandId::Exists => {
+            PartitionStats::add(&stats.reads, 1)
+        }
+        _ => PartitionStats::add(&stats.writes, 1),
+    }
+    match id {
+        CommandId::Get => {
+            let key = args.get(2);
+            check_key(key, limits.max_key_len)?;
+            let found = write_value(partition.get(key), w);
+            count_lookups(partition, found as u64, !found as u64);
+            Ok(())
+        }
+        CommandId::MGet => {
+            let keys = keys(args, 2, 1);
+            for key in keys.clone() {
+                check_key(key, limits.max_key_len)?;
+            }
+            w.array(args.len() - 2);
+            let mut hits = 0;
+            for key in keys {
+                hits += write_value(partition.get(key), w) as u64;
+            }
+            count_lookups(partition, hits, (args.len() - 2) as u64 - hits);
+            Ok(())
+        }
+        CommandId::Exists => {
+            let mut present = 0;
+            for key in keys(args, 2, 1) {
+                check_key(key, limits.max_key_len)?;
+                present += partition.contains(key) as i64;
+            }
+            w.integer(present);
+            Ok(())
+        }
+        CommandId::Set => {
+            let (key, value) = (args.get(2), args.get(3));
+            check_key(key, limits.max_key_len)?;
+            match partition.schema() {
+                Schema::String => partition.set_str(key, value),
+                Schema::Int => {
+                    let n = parse_canonical_i64(value).ok_or(CommandError::NotAnInteger)?;
+                    partition.set_int(key, n);
+                }
+            }
+            w.ok();
+            Ok(())
+        }
+        CommandId::MSet => {
+            if !args.len().is_multiple_of(2) {
+                return Err(CommandError::WrongArity("mset"));
+            }
+            // Validate every pair before writing any, so MSET is all or nothing.
+            for key in keys(args, 2, 2) {
+                check_key(key, limits.max_key_len)?;
+            }
+            match partition.schema() {
+                Schema::String => {
+                    for i in (2..args.len()).step_by(2) {
+                        partition.set_str(args.get(i), args.get(i + 1));
+                    }
+                }
+                Schema::Int => {
+                    for value in keys(args, 3, 2) {
+                        parse_canonical_i64(value).ok_or(CommandError::NotAnInteger)?;
+                    }
+                    for i in (2..args.len()).step_by(2) {
+                        // Parsed above; cannot fail here.
+                        let n = parse_canonical_i64(args.get(i + 1)).unwrap_or_default();
+                        partition.set_int(args.get(i), n);
+                    }
+                }
+            }
+            w.ok();
+            Ok(())
+        }
+        CommandId::Del => {
+            for key in keys(args, 2, 1) {
+                check_key(key, limits.max_key_len)?;
+            }
+            let mut removed = 0;
+            for key in keys(args, 2, 1) {
+                removed += partition.remove(key) as i64;
+            }
+            w.integer(removed);
+            Ok(())
+        }
+        CommandId::Incr | CommandId::Decr | CommandId::IncrBy | CommandId::DecrBy => {
+            let key = args.get(2);
+            check_key(key, limits.max_key_len)?;
+            if partition.schema() != Schema::Int {
+                return Err(CommandError::WrongSchema("INT"));
+            }
+            let delta = match id {
+                CommandId::Incr => 1,
+                CommandId::Decr => -1,
+                _ => {
+                    let n = crate::protocol::parser::parse_i64(args.get(3))
+                        .ok_or(CommandError::ValueNotInteger)?;
+                    if id == CommandId::DecrBy {
+                        n.checked_neg().ok_or(CommandError::Overflow)?
+                    } else {
+                        n
+                    }
+                }
+            };
+            match partition.incr_by(key, delta) {
+                Ok(value) => {
+                    w.integer(value);
+                    Ok(())
+                }
+                Err(IncrError::Overflow) => Err(CommandError::Overflow),
+                Err(IncrError::WrongType) => Err(CommandError::WrongSchema("INT")),
+            }
+        }
+        _ => Err(CommandError::UnknownCommand(format!("{id:?}"))),
+    }
+}
+
+/// Arguments `from, from + step, ...` to the end.
+#[inline]
+fn keys<'a>(args: &Args<'a>, from: usize, step: usize) -> impl Iterator<Item = &'a [u8]> + Clone {
+    let args = *args;
+    (from..args.len()).step_by(step).map(move |i| args.get(i))
+}
+
+/// Writes a value (or null); true if there was one.
+#[inline]
+fn write_value(value: Option<ValueRef>, w: &mut ReplyWriter) -> bool {
+    match value {
+        Some(ValueRef::Str(bytes)) => w.bulk(bytes),
+        Some(ValueRef::Int(n)) => w.integer(n),
+        None => {
+            w.null();
+            return false;
+        }
+    }
+    true
+}
+
+#[inline]
+fn count_lookups(partition: &Partition, hits: u64, misses: u64) {
+    let stats = partition.stats();
+    if hits > 0 {
+        PartitionStats::add(&stats.hits, hits);
+    }
+    if misses > 0 {
+        PartitionStats::add(&stats.misses, misses);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Protocol, Span};
+    use std::sync::Arc;
+
+    fn run(p: &mut Partition, words: &[&str]) -> String {
+        let mut buf = Vec::new();
+        let mut spans = Vec::new();
+        for w in words {
+            let start = buf.len() as u32;
+            buf.extend_from_slice(w.as_bytes());
+            spans.push(Span {
+                start,
+                end: buf.len() as u32,
+            });
+        }
+        let args = Args::new(&buf, &spans);
+        let spec = crate::command::lookup(&args).expect("known command");
+        let mut out = Vec::new();
+        let mut w = ReplyWriter::new(&mut out, Protocol::Resp2);
+        if let Err(e) = execute(spec.id, &args, p, DataLimits { max_key_len: 8 }, &mut w) {
+            e.write_to(&mut w);
+        }
+        String::from_utf8(out).expect("ascii replies")
+    }
+
+    #[test]
+    fn mset_on_int_is_all_or_nothing() {
+        let mut p = Partition::new(Schema::Int, Arc::default());
+        assert!(run(&mut p, &["MSET", "p", "a", "1", "b", "x"]).starts_with("-WRONGTYPE"));
+        assert_eq!(run(&mut p, &["EXISTS", "p", "a", "b"]), ":0\r\n");
+        assert_eq!(run(&mut p, &["MSET", "p", "a", "1", "b", "2"]), "+OK\r\n");
+        assert_eq!(
+            run(&mut p, &["MGET", "p", "a", "b", "c"]),
+            "*3\r\n:1\r\n:2\r\n$-1\r\n"
+        );
+    }
+
+    #[test]
+    fn key_limit_rejects_before_writing() {
+        let mut p = Partition::new(Schema::String, Arc::default());
+        assert!(run(&mut p, &["MSET", "p", "a", "1", "waytoolongkey", "2"])
+            .starts_with("-ERR key too long"));
+        assert_eq!(run(&mut p, &["EXISTS", "p", "a"]), ":0\r\n");
+        assert!(run(&mut p, &["DEL", "p", "a", "waytoolongkey"]).starts_with("-ERR key too long"));
+    }
+
+    #[test]
+    fn decrby_min_is_overflow() {
+        let mut p = Partition::new(Schema::Int, Arc::default());
+        assert_eq!(
+            run(&mut p, &["DECRBY", "p", "k", "-9223372036854775808"]),
+            "-ERR increment or decrement would overflow\r\n"
+        );
+        assert_eq!(run(&mut p, &["EXISTS", "p", "k"]), ":0\r\n");
+    }
+
+    #[test]
+    fn stats_count_commands_and_lookups() {
+        let mut p = Partition::new(Schema::String, Arc::default());
+        run(&mut p, &["SET", "p", "a", "1"]);
+        run(&mut p, &["MGET", "p", "a", "b", "a"]);
+        run(&mut p, &["GET", "p", "zz"]);
+        let s = p.stats();
+        let g = PartitionStats::get;
+        assert_eq!((g(&s.ops), g(&s.reads), g(&s.writes)), (3, 2, 1));
+        assert_eq!((g(&s.hits), g(&s.misses), g(&s.keys)), (2, 2, 1));
+    }
+}

@@ -1,0 +1,94 @@
+//! The error a command answers, and the one place that turns it into a reply.
+
+use std::fmt;
+
+use crate::protocol::ReplyWriter;
+
+/// Why a command failed. Every variant maps to one reply error code (see PROTOCOL.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommandError {
+    UnknownCommand(String),
+    UnknownSubcommand {
+        command: &'static str,
+        sub: String,
+    },
+    WrongArity(&'static str),
+    Syntax(String),
+    InvalidName(String),
+    PartitionExists(String),
+    NoPartition(String),
+    NotAvailable(String),
+    /// An INT partition was given a value that is not a canonical i64.
+    NotAnInteger,
+    /// An operation that needs another schema (INCR on STRING).
+    WrongSchema(&'static str),
+    /// An argument that should have been an integer was not (INCRBY amount, ...).
+    ValueNotInteger,
+    Overflow,
+    KeyTooLong {
+        max: usize,
+    },
+    NoProto,
+    /// The server is shutting down and takes no new work.
+    ShuttingDown,
+}
+
+impl CommandError {
+    /// The reply code: the error's first word.
+    pub fn code(&self) -> &'static str {
+        match self {
+            CommandError::NoPartition(_) => "NOPARTITION",
+            CommandError::NotAnInteger | CommandError::WrongSchema(_) => "WRONGTYPE",
+            CommandError::NoProto => "NOPROTO",
+            _ => "ERR",
+        }
+    }
+
+    /// Writes the error reply.
+    pub fn write_to(&self, w: &mut ReplyWriter) {
+        w.error(self.code(), &self.to_string());
+    }
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::UnknownCommand(name) => write!(f, "unknown command '{name}'"),
+            CommandError::UnknownSubcommand { command, sub } => {
+                write!(f, "unknown subcommand '{sub}' for '{command}'")
+            }
+            CommandError::WrongArity(name) => {
+                write!(f, "wrong number of arguments for '{name}' command")
+            }
+            CommandError::Syntax(detail) => write!(f, "syntax error: {detail}"),
+            CommandError::InvalidName(name) => write!(
+                f,
+                "invalid partition name '{name}': expected 1 to 64 bytes of [A-Za-z0-9_.-]"
+            ),
+            CommandError::PartitionExists(name) => write!(f, "partition '{name}' already exists"),
+            CommandError::NoPartition(name) => write!(f, "partition '{name}' does not exist"),
+            CommandError::NotAvailable(what) => f.write_str(what),
+            CommandError::NotAnInteger => {
+                write!(f, "value is not a canonical 64-bit integer (INT partition)")
+            }
+            CommandError::WrongSchema(need) => write!(f, "operation needs an {need} partition"),
+            CommandError::ValueNotInteger => write!(f, "value is not an integer or out of range"),
+            CommandError::Overflow => write!(f, "increment or decrement would overflow"),
+            CommandError::KeyTooLong { max } => write!(f, "key too long (more than {max} bytes)"),
+            CommandError::NoProto => write!(f, "unsupported protocol version"),
+            CommandError::ShuttingDown => write!(f, "server is shutting down"),
+        }
+    }
+}
+
+/// Lossy text of client bytes for an error message, cut so that a huge argument cannot make a
+/// huge error.
+pub fn printable(bytes: &[u8]) -> String {
+    const MAX: usize = 128;
+    let cut = &bytes[..bytes.len().min(MAX)];
+    let mut s = String::from_utf8_lossy(cut).into_owned();
+    if bytes.len() > MAX {
+        s.push_str("...");
+    }
+    s
+}

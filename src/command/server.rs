@@ -1,0 +1,354 @@
+//! Server and connection commands: PING ECHO QUIT HELLO COMMAND CLIENT INFO CONFIG SHUTDOWN.
+//!
+//! They run on the connection's own shard. They read the [`Session`] (per connection) and a
+//! [`ServerView`] (the shard's catalog copy, the configuration, the metrics), and write a reply.
+
+use std::fmt::Write as _;
+
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::metrics::{rss_bytes, ServerMetrics, ShardMetrics};
+use crate::protocol::{Args, Protocol, ReplyWriter};
+
+use super::error::printable;
+use super::{CommandError, CommandId, Route, COMMANDS};
+
+/// Per-connection state a command may read or change.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// Unique for the life of the process (CLIENT ID).
+    pub id: u64,
+    pub protocol: Protocol,
+    /// CLIENT SETNAME.
+    pub name: Option<Vec<u8>>,
+    /// Set by QUIT: close once the replies so far are written.
+    pub close_after_reply: bool,
+    /// Set by SHUTDOWN: the shard starts a server-wide shutdown.
+    pub shutdown_requested: bool,
+}
+
+/// What a connection command can see of the server.
+pub struct ServerView<'a> {
+    pub catalog: &'a Catalog,
+    pub config: &'a Config,
+    pub metrics: &'a ServerMetrics,
+    pub shard: usize,
+}
+
+/// Runs a connection command and writes its reply.
+pub fn execute(
+    id: CommandId,
+    args: &Args,
+    session: &mut Session,
+    view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    match id {
+        CommandId::Ping => match args.len() {
+            1 => w.simple("PONG"),
+            2 => w.bulk(args.get(1)),
+            _ => return Err(CommandError::WrongArity("ping")),
+        },
+        CommandId::Echo => w.bulk(args.get(1)),
+        CommandId::Quit => {
+            session.close_after_reply = true;
+            w.ok();
+        }
+        CommandId::Hello => hello(args, session, w)?,
+        CommandId::Command => command(args, w)?,
+        CommandId::Client => client(args, session, w)?,
+        CommandId::Info => info(args, view, w),
+        CommandId::Config => config(args, view, w)?,
+        CommandId::Shutdown => {
+            // No reply: like Redis, the connection just closes as the server goes down.
+            session.shutdown_requested = true;
+            session.close_after_reply = true;
+        }
+        _ => return Err(CommandError::UnknownCommand(format!("{id:?}"))),
+    }
+    Ok(())
+}
+
+fn hello(args: &Args, session: &mut Session, w: &mut ReplyWriter) -> Result<(), CommandError> {
+    let mut protocol = session.protocol;
+    let mut name = None;
+    if args.len() >= 2 {
+        protocol = match args.get(1) {
+            b"2" => Protocol::Resp2,
+            b"3" => Protocol::Resp3,
+            _ => return Err(CommandError::NoProto),
+        };
+        let mut i = 2;
+        while i < args.len() {
+            let option = args.get(i);
+            if option.eq_ignore_ascii_case(b"AUTH") && i + 2 < args.len() {
+                return Err(CommandError::NotAvailable(
+                    "authentication is not available yet".into(),
+                ));
+            } else if option.eq_ignore_ascii_case(b"SETNAME") && i + 1 < args.len() {
+                name = Some(check_client_name(args.get(i + 1))?);
+                i += 2;
+            } else {
+                return Err(CommandError::Syntax(format!(
+                    "in HELLO option '{}'",
+                    printable(option)
+                )));
+            }
+        }
+    }
+    // All options are valid: apply them together.
+    session.protocol = protocol;
+    if let Some(name) = name {
+        session.name = Some(name);
+    }
+    w.protocol = protocol;
+    w.map(7);
+    w.field_bulk("server", b"gokv");
+    w.field_bulk("version", env!("CARGO_PKG_VERSION").as_bytes());
+    w.field_int("proto", if protocol == Protocol::Resp3 { 3 } else { 2 });
+    w.field_int("id", session.id as i64);
+    w.field_bulk("mode", b"standalone");
+    w.field_bulk("role", b"master");
+    w.bulk(b"modules");
+    w.array(0);
+    Ok(())
+}
+
+fn check_client_name(name: &[u8]) -> Result<Vec<u8>, CommandError> {
+    if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+        return Err(CommandError::Syntax(
+            "client names cannot contain spaces, newlines or special characters".into(),
+        ));
+    }
+    Ok(name.to_vec())
+}
+
+/// The commands `COMMAND` describes: one entry per top-level word.
+fn top_level() -> impl Iterator<Item = &'static super::CommandSpec> {
+    COMMANDS
+        .iter()
+        .enumerate()
+        .filter(|(i, spec)| {
+            !COMMANDS[..*i]
+                .iter()
+                .any(|earlier| earlier.top_name() == spec.top_name())
+        })
+        .map(|(_, spec)| spec)
+}
+
+/// One `COMMAND INFO` entry, in Redis 7's shape: name, arity, flags, first key, last key,
+/// step, ACL categories, tips, key specs, subcommands. The partition is the routing key of a
+/// data command, so cluster-aware clients route by it (first = last = step = 1).
+fn write_command_info(spec: &super::CommandSpec, w: &mut ReplyWriter) {
+    let top = spec.top_name();
+    let grouped = top != spec.name;
+    w.array(10);
+    w.bulk(top.as_bytes());
+    w.integer(if grouped { -2 } else { i64::from(spec.arity) });
+    w.set(spec.flags.len());
+    for flag in spec.flags {
+        w.simple(flag);
+    }
+    let key = if spec.route == Route::Partition { 1 } else { 0 };
+    w.integer(key);
+    w.integer(key);
+    w.integer(key);
+    for _ in 0..4 {
+        w.array(0);
+    }
+}
+
+fn command(args: &Args, w: &mut ReplyWriter) -> Result<(), CommandError> {
+    if args.len() == 1 {
+        let specs: Vec<_> = top_level().collect();
+        w.array(specs.len());
+        for spec in specs {
+            write_command_info(spec, w);
+        }
+        return Ok(());
+    }
+    let sub = args.get(1);
+    if sub.eq_ignore_ascii_case(b"COUNT") {
+        w.integer(top_level().count() as i64);
+    } else if sub.eq_ignore_ascii_case(b"INFO") {
+        w.array(args.len() - 2);
+        for name in args.iter().skip(2) {
+            match top_level().find(|s| s.top_name().as_bytes().eq_ignore_ascii_case(name)) {
+                Some(spec) => write_command_info(spec, w),
+                None => w.null(),
+            }
+        }
+    } else if sub.eq_ignore_ascii_case(b"DOCS") {
+        // Allowed by PROTOCOL.md: clients only use docs for hints.
+        w.map(0);
+    } else {
+        return Err(CommandError::UnknownSubcommand {
+            command: "command",
+            sub: printable(sub),
+        });
+    }
+    Ok(())
+}
+
+fn client(args: &Args, session: &mut Session, w: &mut ReplyWriter) -> Result<(), CommandError> {
+    let sub = args.get(1);
+    let arity = |n: usize| {
+        if args.len() == n {
+            Ok(())
+        } else {
+            Err(CommandError::WrongArity("client"))
+        }
+    };
+    if sub.eq_ignore_ascii_case(b"ID") {
+        arity(2)?;
+        w.integer(session.id as i64);
+    } else if sub.eq_ignore_ascii_case(b"SETNAME") {
+        arity(3)?;
+        let name = check_client_name(args.get(2))?;
+        session.name = (!name.is_empty()).then_some(name);
+        w.ok();
+    } else if sub.eq_ignore_ascii_case(b"GETNAME") {
+        arity(2)?;
+        match &session.name {
+            Some(name) => w.bulk(name),
+            None => w.null(),
+        }
+    } else if sub.eq_ignore_ascii_case(b"SETINFO") {
+        // Client libraries announce their name and version; accepted and ignored.
+        arity(4)?;
+        w.ok();
+    } else {
+        return Err(CommandError::UnknownSubcommand {
+            command: "client",
+            sub: printable(sub),
+        });
+    }
+    Ok(())
+}
+
+/// `INFO [section ...]`: Redis-style `# Section` blocks of `field:value` lines.
+fn info(args: &Args, view: &ServerView, w: &mut ReplyWriter) {
+    const SECTIONS: [&str; 6] = [
+        "server",
+        "clients",
+        "memory",
+        "stats",
+        "persistence",
+        "shards",
+    ];
+    let wanted: Vec<String> = args
+        .iter()
+        .skip(1)
+        .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+        .collect();
+    let all = wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|s| s == "all" || s == "everything" || s == "default");
+    let m = view.metrics;
+    let total = |f: fn(&ShardMetrics) -> &std::sync::atomic::AtomicU64| m.total(f);
+    let mut text = String::new();
+    for section in SECTIONS {
+        if !all && !wanted.iter().any(|s| s == section) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str("\r\n");
+        }
+        // Writing to a String cannot fail.
+        let _ = match section {
+            "server" => write!(
+                text,
+                "# Server\r\ngokv_version:{}\r\nredis_version:7.2.0\r\nredis_mode:standalone\r\n\
+                 process_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nshards:{}\r\n",
+                env!("CARGO_PKG_VERSION"),
+                std::process::id(),
+                view.config.port,
+                m.started.elapsed().as_secs(),
+                view.config.shards,
+            ),
+            "clients" => write!(
+                text,
+                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n",
+                total(|s| &s.connections),
+                view.config.max_clients,
+            ),
+            "memory" => write!(text, "# Memory\r\nused_memory_rss:{}\r\n", rss_bytes()),
+            "stats" => write!(
+                text,
+                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+                 forwarded_requests:{}\r\nforwarded_batches:{}\r\n",
+                total(|s| &s.connections_total),
+                total(|s| &s.commands),
+                total(|s| &s.forwarded_out),
+                total(|s| &s.batches_out),
+            ),
+            "persistence" => write!(
+                text,
+                "# Persistence\r\nloading:0\r\naof_enabled:0\r\nrdb_bgsave_in_progress:0\r\n\
+                 partitions_durable:0\r\n"
+            ),
+            _ => {
+                let _ = write!(text, "# Shards\r\n");
+                for (i, s) in m.shards.iter().enumerate() {
+                    let g = ShardMetrics::get;
+                    let _ = write!(
+                        text,
+                        "shard{i}:core={},partitions={},connections={},commands={},\
+                         forwarded_out={},forwarded_in={},batches_out={}\r\n",
+                        s.core.load(std::sync::atomic::Ordering::Relaxed),
+                        g(&s.partitions),
+                        g(&s.connections),
+                        g(&s.commands),
+                        g(&s.forwarded_out),
+                        g(&s.forwarded_in),
+                        g(&s.batches_out),
+                    );
+                }
+                Ok(())
+            }
+        };
+    }
+    let _ = (view.shard, view.catalog.version);
+    w.verbatim_text(text.as_bytes());
+}
+
+/// `CONFIG GET <pattern>`: enough for tools that probe (redis-benchmark asks for `save` and
+/// `appendonly`). Patterns are exact names or `*`. `CONFIG SET` is refused.
+fn config(args: &Args, view: &ServerView, w: &mut ReplyWriter) -> Result<(), CommandError> {
+    let sub = args.get(1);
+    if !sub.eq_ignore_ascii_case(b"GET") {
+        return Err(CommandError::UnknownSubcommand {
+            command: "config",
+            sub: printable(sub),
+        });
+    }
+    if args.len() < 3 {
+        return Err(CommandError::WrongArity("config get"));
+    }
+    let c = view.config;
+    let params: [(&str, String); 9] = [
+        ("save", String::new()),
+        ("appendonly", "no".into()),
+        ("bind", c.bind.clone()),
+        ("port", c.port.to_string()),
+        ("maxclients", c.max_clients.to_string()),
+        ("proto-max-bulk-len", c.limits.max_bulk_len.to_string()),
+        ("dir", c.data_dir.display().to_string()),
+        ("databases", "1".into()),
+        ("shards", c.shards.to_string()),
+    ];
+    let matched: Vec<&(&str, String)> = params
+        .iter()
+        .filter(|(name, _)| {
+            args.iter()
+                .skip(2)
+                .any(|p| p == b"*" || p.eq_ignore_ascii_case(name.as_bytes()))
+        })
+        .collect();
+    w.map(matched.len());
+    for (name, value) in matched {
+        w.field_bulk(name, value.as_bytes());
+    }
+    Ok(())
+}

@@ -1,0 +1,266 @@
+//! Configuration: command-line flags, an optional TOML file with the same keys, defaults.
+//!
+//! Precedence: a flag given on the command line, then the key in `--config FILE`, then the
+//! default documented on the flag (and in the README's table). Everything is validated here,
+//! once, before any thread starts.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::protocol::Limits;
+
+/// Command-line flags. Every field is optional so that we can tell "not given" from "given
+/// as the default" and let the config file fill the gaps.
+#[derive(Parser, Debug, Default)]
+#[command(
+    name = "gokv-server",
+    version,
+    about = "GoKV: a thread-per-core, partitioned, RESP-compatible in-memory key-value server"
+)]
+pub struct Cli {
+    /// TOML file with the same keys as these flags (e.g. `port = 7379`, `max-clients = 100`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1].
+    #[arg(long)]
+    pub bind: Option<String>,
+    /// TCP port; 0 picks a free one (logged at startup) [default: 7379].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Shard threads, one pinned per core [default: number of cores].
+    #[arg(long)]
+    pub shards: Option<usize>,
+    /// Directory for persistent state [default: ./gokv-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Most simultaneous client connections [default: 10000].
+    #[arg(long)]
+    pub max_clients: Option<usize>,
+    /// Longest bulk string in a request, e.g. `512mb` [default: 512mb].
+    #[arg(long, value_parser = parse_size)]
+    pub max_bulk_len: Option<u64>,
+    /// Longest inline (text) request line [default: 64kb].
+    #[arg(long, value_parser = parse_size)]
+    pub max_inline_len: Option<u64>,
+    /// Most arguments in one request [default: 1048576].
+    #[arg(long)]
+    pub max_args: Option<usize>,
+    /// Longest key [default: 64kb].
+    #[arg(long, value_parser = parse_size)]
+    pub max_key_len: Option<u64>,
+}
+
+/// The TOML file: the same keys as the flags, kebab-case.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    bind: Option<String>,
+    port: Option<u16>,
+    shards: Option<usize>,
+    data_dir: Option<PathBuf>,
+    max_clients: Option<usize>,
+    max_bulk_len: Option<SizeValue>,
+    max_inline_len: Option<SizeValue>,
+    max_args: Option<usize>,
+    max_key_len: Option<SizeValue>,
+}
+
+/// A size in the file: a number of bytes or a string like `"64mb"`.
+#[derive(Deserialize, Debug)]
+#[serde(untagged)]
+enum SizeValue {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeValue {
+    fn bytes(&self) -> Result<u64, String> {
+        match self {
+            SizeValue::Bytes(n) => Ok(*n),
+            SizeValue::Text(s) => parse_size(s),
+        }
+    }
+}
+
+/// The validated configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: String,
+    pub port: u16,
+    pub shards: usize,
+    pub data_dir: PathBuf,
+    pub max_clients: usize,
+    pub limits: Limits,
+    pub max_key_len: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: "127.0.0.1".into(),
+            port: 7379,
+            shards: default_shards(),
+            data_dir: PathBuf::from("./gokv-data"),
+            // Redis's default maxclients.
+            max_clients: 10_000,
+            limits: Limits::default(),
+            // Keys are looked up and hashed whole on every request; 64 KiB is far beyond any
+            // sane key and keeps a hostile key from costing a megabyte per lookup.
+            max_key_len: 64 * 1024,
+        }
+    }
+}
+
+fn default_shards() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+impl Config {
+    /// Builds the configuration from flags, reading `--config` if given.
+    pub fn from_cli(cli: Cli) -> Result<Config, String> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .map_err(|e| format!("config file {}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let d = Config::default();
+        let size =
+            |flag: Option<u64>, key: &Option<SizeValue>, default: usize| -> Result<usize, String> {
+                let bytes = match (flag, key) {
+                    (Some(n), _) => n,
+                    (None, Some(v)) => v.bytes()?,
+                    (None, None) => return Ok(default),
+                };
+                usize::try_from(bytes).map_err(|_| format!("size {bytes} is too large"))
+            };
+        let config = Config {
+            bind: cli.bind.or(file.bind).unwrap_or(d.bind),
+            port: cli.port.or(file.port).unwrap_or(d.port),
+            shards: cli.shards.or(file.shards).unwrap_or(d.shards),
+            data_dir: cli.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
+            max_clients: cli
+                .max_clients
+                .or(file.max_clients)
+                .unwrap_or(d.max_clients),
+            limits: Limits {
+                max_bulk_len: size(cli.max_bulk_len, &file.max_bulk_len, d.limits.max_bulk_len)?,
+                max_inline_len: size(
+                    cli.max_inline_len,
+                    &file.max_inline_len,
+                    d.limits.max_inline_len,
+                )?,
+                max_args: cli.max_args.or(file.max_args).unwrap_or(d.limits.max_args),
+            },
+            max_key_len: size(cli.max_key_len, &file.max_key_len, d.max_key_len)?,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        // Shards are threads with their own poll and maps; more than this is a typo.
+        const MAX_SHARDS: usize = 1024;
+        if self.shards == 0 || self.shards > MAX_SHARDS {
+            return Err(format!(
+                "shards must be 1..={MAX_SHARDS}, got {}",
+                self.shards
+            ));
+        }
+        if self.max_clients == 0 {
+            return Err("max-clients must be at least 1".into());
+        }
+        // Request spans are 32-bit offsets into the read buffer.
+        if self.limits.max_bulk_len > u32::MAX as usize / 2 {
+            return Err(format!(
+                "max-bulk-len must be at most {} bytes",
+                u32::MAX / 2
+            ));
+        }
+        if self.limits.max_inline_len == 0 || self.limits.max_args == 0 {
+            return Err("max-inline-len and max-args must be at least 1".into());
+        }
+        if self.max_key_len == 0 {
+            return Err("max-key-len must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parses a size: plain bytes (`1048576`) or with a unit `kb`, `mb`, `gb` (powers of 1024,
+/// case-insensitive; `k`, `m`, `g` too).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid size '{text}': expected e.g. 1048576, 64kb, 512mb, 2gb"))?;
+    let multiplier: u64 = match unit {
+        "" | "b" => 1,
+        "k" | "kb" => 1 << 10,
+        "m" | "mb" => 1 << 20,
+        "g" | "gb" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "invalid size unit in '{text}': use b, kb, mb or gb"
+            ))
+        }
+    };
+    n.checked_mul(multiplier)
+        .ok_or_else(|| format!("size '{text}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("64kb"), Ok(65536));
+        assert_eq!(parse_size("64MB"), Ok(64 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        assert!(parse_size("").is_err());
+        assert!(parse_size("12xb").is_err());
+        assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let dir = std::env::temp_dir().join(format!("gokv-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gokv.toml");
+        std::fs::write(&path, "port = 9000\nshards = 3\nmax-bulk-len = \"1mb\"\n").unwrap();
+        let cli = Cli::try_parse_from([
+            "gokv-server",
+            "--config",
+            path.to_str().unwrap(),
+            "--port",
+            "9100",
+        ])
+        .unwrap();
+        let config = Config::from_cli(cli).unwrap();
+        assert_eq!(config.port, 9100);
+        assert_eq!(config.shards, 3);
+        assert_eq!(config.limits.max_bulk_len, 1 << 20);
+        assert_eq!(config.bind, "127.0.0.1");
+        std::fs::write(&path, "prot = 9000\n").unwrap();
+        let cli = Cli::try_parse_from(["gokv-server", "--config", path.to_str().unwrap()]).unwrap();
+        assert!(Config::from_cli(cli).unwrap_err().contains("unknown field"));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        let cli = Cli::try_parse_from(["gokv-server", "--shards", "0"]).unwrap();
+        assert!(Config::from_cli(cli).is_err());
+    }
+}

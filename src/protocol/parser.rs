@@ -1,0 +1,680 @@
+//! Incremental request parser: RESP arrays of bulk strings and inline text lines.
+//!
+//! The parser works on the connection's read buffer, in place, and never copies an argument:
+//! a parsed request is a list of [`Span`]s into that buffer. Inline arguments with escapes are
+//! unescaped *in place* (an escape sequence is always longer than the byte it stands for, so the
+//! unescaped text never overtakes the raw text it is read from).
+//!
+//! "Incomplete" is an ordinary outcome ([`Parsed::Incomplete`]), not an error: the caller reads
+//! more bytes and calls again with the same buffer start. For RESP the parser remembers how far
+//! it got (arguments already framed), so a huge `MSET` that arrives in many reads is not
+//! re-scanned from its first argument each time.
+//!
+//! Every length from the client is checked against [`Limits`] before it is trusted, and no
+//! allocation is ever sized by a client's claim: the span list grows as arguments actually
+//! arrive.
+//!
+//! Owned by one connection, on its shard's thread.
+
+use std::fmt;
+
+/// Where one argument lies in the buffer handed to [`Parser::parse`], relative to its start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    #[inline]
+    pub fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// Per-request limits, checked while parsing, before any allocation of the claimed size.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Longest bulk string accepted (`$<len>`).
+    pub max_bulk_len: usize,
+    /// Longest inline line accepted, counting up to its newline.
+    pub max_inline_len: usize,
+    /// Most arguments in one request (`*<count>` or words on an inline line).
+    pub max_args: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            // Redis's proto-max-bulk-len: the largest value a Redis client expects to store.
+            max_bulk_len: 512 * 1024 * 1024,
+            // Redis's PROTO_INLINE_MAX_SIZE: inline is for people typing, 64 KiB is plenty.
+            max_inline_len: 64 * 1024,
+            // Redis accepts 1M arguments (a large MSET); more is a broken or hostile client.
+            max_args: 1024 * 1024,
+        }
+    }
+}
+
+/// A malformed frame. The connection answers `-ERR Protocol error: <this>` and closes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProtocolError(ErrorKind);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ErrorKind {
+    InvalidMultibulkLength,
+    TooManyArgs { max: usize },
+    ExpectedBulk { got: u8 },
+    InvalidBulkLength,
+    BulkTooLong { max: usize },
+    MissingCrlf,
+    InlineTooLong { max: usize },
+    UnbalancedQuotes,
+    FrameTooLarge,
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            ErrorKind::InvalidMultibulkLength => write!(f, "invalid multibulk length"),
+            ErrorKind::TooManyArgs { max } => {
+                write!(f, "invalid multibulk length (more than {max} arguments)")
+            }
+            ErrorKind::ExpectedBulk { got } => {
+                write!(f, "expected '$', got '{}'", got.escape_ascii())
+            }
+            ErrorKind::InvalidBulkLength => write!(f, "invalid bulk length"),
+            ErrorKind::BulkTooLong { max } => {
+                write!(f, "invalid bulk length (longer than {max} bytes)")
+            }
+            ErrorKind::MissingCrlf => write!(f, "expected '\\r\\n' after bulk data"),
+            ErrorKind::InlineTooLong { max } => {
+                write!(f, "too big inline request (more than {max} bytes)")
+            }
+            ErrorKind::UnbalancedQuotes => write!(f, "unbalanced quotes in request"),
+            ErrorKind::FrameTooLarge => write!(f, "request larger than 4 GiB"),
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+/// What one call of [`Parser::parse`] found at the start of the buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// A complete request of `consumed` bytes; its arguments are [`Parser::args`].
+    Request { consumed: usize },
+    /// Bytes that hold no request (an empty inline line, `*0`, `*-1`): drop them and go on.
+    Skip { consumed: usize },
+    /// Not enough bytes yet; call again with the same buffer start once more have arrived.
+    Incomplete,
+}
+
+/// Longest `*<n>\r\n` / `$<n>\r\n` header line we read before calling it malformed: a sign,
+/// 20 digits and the CRLF fit easily.
+const MAX_HEADER_LINE: usize = 32;
+
+/// Resumable state of a RESP array being framed.
+#[derive(Debug, Default, Clone, Copy)]
+struct ArrayState {
+    /// Arguments the array header announced that are not framed yet.
+    remaining: usize,
+    /// Offset (from the frame start) where the next argument's `$` header begins.
+    pos: usize,
+}
+
+/// The request parser of one connection.
+#[derive(Debug)]
+pub struct Parser {
+    limits: Limits,
+    /// Spans of the request being framed (complete once `parse` returns `Request`).
+    spans: Vec<Span>,
+    /// `Some` while a RESP array is partly framed.
+    array: Option<ArrayState>,
+}
+
+impl Parser {
+    pub fn new(limits: Limits) -> Self {
+        Parser {
+            limits,
+            spans: Vec::with_capacity(8),
+            array: None,
+        }
+    }
+
+    /// The arguments of the request last returned as [`Parsed::Request`], relative to the
+    /// buffer passed to that call.
+    #[inline]
+    pub fn args(&self) -> &[Span] {
+        &self.spans
+    }
+
+    /// Frames the request at the start of `buf`. `buf` must start at the same byte on every
+    /// call until a `Request` or `Skip` is returned (bytes may only be appended).
+    pub fn parse(&mut self, buf: &mut [u8]) -> Result<Parsed, ProtocolError> {
+        if let Some(state) = self.array {
+            return self.parse_array_args(buf, state);
+        }
+        match buf.first() {
+            None => Ok(Parsed::Incomplete),
+            Some(b'*') => self.parse_array_header(buf),
+            Some(_) => self.parse_inline(buf),
+        }
+    }
+
+    fn parse_array_header(&mut self, buf: &mut [u8]) -> Result<Parsed, ProtocolError> {
+        let Some((value, next)) = read_number_line(buf, 1)? else {
+            return Ok(Parsed::Incomplete);
+        };
+        let count = value.ok_or(ProtocolError(ErrorKind::InvalidMultibulkLength))?;
+        if count <= 0 {
+            // `*0` and `*-1` carry no command; Redis skips them silently.
+            return Ok(Parsed::Skip { consumed: next });
+        }
+        let count = count as usize;
+        if count > self.limits.max_args {
+            return Err(ProtocolError(ErrorKind::TooManyArgs {
+                max: self.limits.max_args,
+            }));
+        }
+        self.spans.clear();
+        self.parse_array_args(
+            buf,
+            ArrayState {
+                remaining: count,
+                pos: next,
+            },
+        )
+    }
+
+    fn parse_array_args(
+        &mut self,
+        buf: &mut [u8],
+        mut state: ArrayState,
+    ) -> Result<Parsed, ProtocolError> {
+        while state.remaining > 0 {
+            let Some(&first) = buf.get(state.pos) else {
+                self.array = Some(state);
+                return Ok(Parsed::Incomplete);
+            };
+            if first != b'$' {
+                self.array = None;
+                return Err(ProtocolError(ErrorKind::ExpectedBulk { got: first }));
+            }
+            let header = match read_number_line(&buf[state.pos..], 1) {
+                Ok(Some(h)) => h,
+                Ok(None) => {
+                    self.array = Some(state);
+                    return Ok(Parsed::Incomplete);
+                }
+                Err(e) => {
+                    self.array = None;
+                    return Err(e);
+                }
+            };
+            let len = match header.0 {
+                Some(n) if n >= 0 => n as usize,
+                _ => {
+                    self.array = None;
+                    return Err(ProtocolError(ErrorKind::InvalidBulkLength));
+                }
+            };
+            if len > self.limits.max_bulk_len {
+                self.array = None;
+                return Err(ProtocolError(ErrorKind::BulkTooLong {
+                    max: self.limits.max_bulk_len,
+                }));
+            }
+            let data_start = state.pos + header.1;
+            // Checked: `len` is bounded by max_bulk_len, but a 32-bit span must hold it.
+            let data_end = data_start + len;
+            if buf.len() < data_end + 2 {
+                self.array = Some(state);
+                return Ok(Parsed::Incomplete);
+            }
+            if &buf[data_end..data_end + 2] != b"\r\n" {
+                self.array = None;
+                return Err(ProtocolError(ErrorKind::MissingCrlf));
+            }
+            let (Ok(start), Ok(end)) = (u32::try_from(data_start), u32::try_from(data_end)) else {
+                self.array = None;
+                return Err(ProtocolError(ErrorKind::FrameTooLarge));
+            };
+            self.spans.push(Span { start, end });
+            state.pos = data_end + 2;
+            state.remaining -= 1;
+        }
+        self.array = None;
+        Ok(Parsed::Request {
+            consumed: state.pos,
+        })
+    }
+
+    fn parse_inline(&mut self, buf: &mut [u8]) -> Result<Parsed, ProtocolError> {
+        let scan = buf.len().min(self.limits.max_inline_len.saturating_add(1));
+        let Some(newline) = memchr(b'\n', &buf[..scan]) else {
+            if buf.len() > self.limits.max_inline_len {
+                return Err(ProtocolError(ErrorKind::InlineTooLong {
+                    max: self.limits.max_inline_len,
+                }));
+            }
+            return Ok(Parsed::Incomplete);
+        };
+        let consumed = newline + 1;
+        let line_end = if newline > 0 && buf[newline - 1] == b'\r' {
+            newline - 1
+        } else {
+            newline
+        };
+        self.spans.clear();
+        split_inline(&mut buf[..line_end], &mut self.spans, self.limits.max_args)?;
+        if self.spans.is_empty() {
+            Ok(Parsed::Skip { consumed })
+        } else {
+            Ok(Parsed::Request { consumed })
+        }
+    }
+}
+
+/// Reads `<digits>\r\n` starting at `buf[from]`. Returns the number (`None` if it is not a
+/// valid decimal) and the offset just past the CRLF, or `Ok(None)` when the line is not
+/// complete yet.
+#[allow(clippy::type_complexity)]
+fn read_number_line(
+    buf: &[u8],
+    from: usize,
+) -> Result<Option<(Option<i64>, usize)>, ProtocolError> {
+    let window = &buf[from..buf.len().min(from + MAX_HEADER_LINE)];
+    let Some(cr) = memchr(b'\r', window) else {
+        if window.len() >= MAX_HEADER_LINE {
+            return Err(ProtocolError(if buf[0] == b'*' {
+                ErrorKind::InvalidMultibulkLength
+            } else {
+                ErrorKind::InvalidBulkLength
+            }));
+        }
+        return Ok(None);
+    };
+    // The LF may lie just past the window; look it up in the whole buffer.
+    let Some(&lf) = buf.get(from + cr + 1) else {
+        return Ok(None);
+    };
+    if lf != b'\n' {
+        return Err(ProtocolError(if buf[0] == b'*' {
+            ErrorKind::InvalidMultibulkLength
+        } else {
+            ErrorKind::InvalidBulkLength
+        }));
+    }
+    Ok(Some((parse_i64(&window[..cr]), from + cr + 2)))
+}
+
+/// Parses a plain decimal (optional `-`, digits only) without overflow.
+pub fn parse_i64(digits: &[u8]) -> Option<i64> {
+    let (negative, digits) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, digits),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return None;
+    }
+    let mut value: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        let digit = i64::from(d - b'0');
+        value = if negative {
+            value.checked_mul(10)?.checked_sub(digit)?
+        } else {
+            value.checked_mul(10)?.checked_add(digit)?
+        };
+    }
+    Some(value)
+}
+
+#[inline]
+fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
+    haystack.iter().position(|&b| b == needle)
+}
+
+/// Splits one inline line into arguments the way `redis-cli` and Redis's `sdssplitargs` do:
+/// words separated by spaces/tabs; `"double quoted"` words honour `\n \r \t \b \a \\ \" \xHH`;
+/// `'single quoted'` words honour only `\'`; a closing quote must be followed by a space or the
+/// end of the line. Unescaped bytes are written back into `line` in place.
+fn split_inline(
+    line: &mut [u8],
+    spans: &mut Vec<Span>,
+    max_args: usize,
+) -> Result<(), ProtocolError> {
+    let mut read = 0;
+    let len = line.len();
+    loop {
+        while read < len && is_inline_space(line[read]) {
+            read += 1;
+        }
+        if read == len {
+            return Ok(());
+        }
+        if spans.len() == max_args {
+            return Err(ProtocolError(ErrorKind::TooManyArgs { max: max_args }));
+        }
+        // The unescaped word is written starting where its raw text starts.
+        let start = read;
+        let mut write = read;
+        match line[read] {
+            b'"' => {
+                read += 1;
+                loop {
+                    let Some(&c) = line.get(read) else {
+                        return Err(ProtocolError(ErrorKind::UnbalancedQuotes));
+                    };
+                    match c {
+                        b'\\'
+                            if read + 3 < len
+                                && line[read + 1] == b'x'
+                                && line[read + 2].is_ascii_hexdigit()
+                                && line[read + 3].is_ascii_hexdigit() =>
+                        {
+                            line[write] = hex(line[read + 2]) << 4 | hex(line[read + 3]);
+                            read += 4;
+                        }
+                        b'\\' if read + 1 < len => {
+                            line[write] = match line[read + 1] {
+                                b'n' => b'\n',
+                                b'r' => b'\r',
+                                b't' => b'\t',
+                                b'b' => 0x08,
+                                b'a' => 0x07,
+                                other => other,
+                            };
+                            read += 2;
+                        }
+                        b'"' => {
+                            read += 1;
+                            if read < len && !is_inline_space(line[read]) {
+                                return Err(ProtocolError(ErrorKind::UnbalancedQuotes));
+                            }
+                            break;
+                        }
+                        other => {
+                            line[write] = other;
+                            read += 1;
+                        }
+                    }
+                    write += 1;
+                }
+            }
+            b'\'' => {
+                read += 1;
+                loop {
+                    let Some(&c) = line.get(read) else {
+                        return Err(ProtocolError(ErrorKind::UnbalancedQuotes));
+                    };
+                    match c {
+                        b'\\' if line.get(read + 1) == Some(&b'\'') => {
+                            line[write] = b'\'';
+                            read += 2;
+                        }
+                        b'\'' => {
+                            read += 1;
+                            if read < len && !is_inline_space(line[read]) {
+                                return Err(ProtocolError(ErrorKind::UnbalancedQuotes));
+                            }
+                            break;
+                        }
+                        other => {
+                            line[write] = other;
+                            read += 1;
+                        }
+                    }
+                    write += 1;
+                }
+            }
+            _ => {
+                while read < len && !is_inline_space(line[read]) {
+                    read += 1;
+                }
+                write = read;
+            }
+        }
+        // Lines are bounded by max_inline_len, far below u32::MAX; checked all the same.
+        let (Ok(s), Ok(e)) = (u32::try_from(start), u32::try_from(write)) else {
+            return Err(ProtocolError(ErrorKind::FrameTooLarge));
+        };
+        spans.push(Span { start: s, end: e });
+    }
+}
+
+#[inline]
+fn is_inline_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t')
+}
+
+#[inline]
+fn hex(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => c - b'A' + 10,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_all(input: &[u8]) -> Result<Vec<Vec<Vec<u8>>>, ProtocolError> {
+        let mut parser = Parser::new(Limits::default());
+        let mut buf = input.to_vec();
+        let mut pos = 0;
+        let mut out = Vec::new();
+        loop {
+            match parser.parse(&mut buf[pos..])? {
+                Parsed::Request { consumed } => {
+                    let frame = &buf[pos..];
+                    out.push(
+                        parser
+                            .args()
+                            .iter()
+                            .map(|s| frame[s.range()].to_vec())
+                            .collect(),
+                    );
+                    pos += consumed;
+                }
+                Parsed::Skip { consumed } => pos += consumed,
+                Parsed::Incomplete => return Ok(out),
+            }
+        }
+    }
+
+    fn words(list: &[&str]) -> Vec<Vec<u8>> {
+        list.iter().map(|w| w.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn resp_array() {
+        let got = parse_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$5\r\nhello\r\n").unwrap();
+        assert_eq!(got, vec![words(&["SET", "k", "hello"])]);
+    }
+
+    #[test]
+    fn binary_safe_bulk() {
+        let got = parse_all(b"*1\r\n$4\r\na\r\nb\r\n").unwrap();
+        assert_eq!(got, vec![vec![b"a\r\nb".to_vec()]]);
+        let got = parse_all(b"*1\r\n$0\r\n\r\n").unwrap();
+        assert_eq!(got, vec![vec![Vec::<u8>::new()]]);
+    }
+
+    #[test]
+    fn inline_words_and_quotes() {
+        let got = parse_all(b"SET p k v\r\nGET  p\tk\n\r\n\n").unwrap();
+        assert_eq!(
+            got,
+            vec![words(&["SET", "p", "k", "v"]), words(&["GET", "p", "k"])]
+        );
+        let got = parse_all(b"SET \"a b\\n\\x41\\\"\" 'it\\'s' \"\"\r\n").unwrap();
+        assert_eq!(
+            got,
+            vec![vec![
+                b"SET".to_vec(),
+                b"a b\nA\"".to_vec(),
+                b"it's".to_vec(),
+                vec![]
+            ]]
+        );
+        let got = parse_all(b"ECHO 'a\\nb'\n").unwrap();
+        assert_eq!(got, vec![vec![b"ECHO".to_vec(), b"a\\nb".to_vec()]]);
+    }
+
+    #[test]
+    fn inline_unbalanced_quotes() {
+        for bad in [
+            &b"GET \"abc\n"[..],
+            b"GET 'abc\n",
+            b"GET \"a\"b\n",
+            b"GET 'a'b\n",
+        ] {
+            let err = parse_all(bad).unwrap_err();
+            assert_eq!(err.to_string(), "unbalanced quotes in request", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn empty_arrays_are_skipped() {
+        let got = parse_all(b"*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n").unwrap();
+        assert_eq!(got, vec![words(&["PING"])]);
+    }
+
+    #[test]
+    fn every_split_point_of_a_pipeline() {
+        let pipeline: &[u8] = b"*3\r\n$3\r\nSET\r\n$2\r\nk1\r\n$3\r\nv\r\n\r\nPING\r\nECHO \"x y\"\n*2\r\n$3\r\nGET\r\n$2\r\nk1\r\n\r\n*0\r\n";
+        let expected = parse_all(pipeline).unwrap();
+        assert_eq!(expected.len(), 4);
+        // Feed the bytes in two pieces, then byte by byte, and compare.
+        for split in 0..=pipeline.len() {
+            let got = feed_in_chunks(pipeline, &[split]);
+            assert_eq!(got, expected, "split at {split}");
+        }
+        let every: Vec<usize> = (1..pipeline.len()).collect();
+        assert_eq!(feed_in_chunks(pipeline, &every), expected);
+    }
+
+    /// Simulates a connection: bytes arrive in pieces cut at `cuts`; the buffer keeps its
+    /// start until a frame is consumed, as the connection does.
+    fn feed_in_chunks(input: &[u8], cuts: &[usize]) -> Vec<Vec<Vec<u8>>> {
+        let mut parser = Parser::new(Limits::default());
+        let mut buf: Vec<u8> = Vec::new();
+        let mut out = Vec::new();
+        let mut last = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+            buf.extend_from_slice(&input[last..cut]);
+            last = cut;
+            loop {
+                match parser.parse(&mut buf).unwrap() {
+                    Parsed::Request { consumed } => {
+                        out.push(
+                            parser
+                                .args()
+                                .iter()
+                                .map(|s| buf[s.range()].to_vec())
+                                .collect(),
+                        );
+                        buf.drain(..consumed);
+                    }
+                    Parsed::Skip { consumed } => {
+                        buf.drain(..consumed);
+                    }
+                    Parsed::Incomplete => break,
+                }
+            }
+        }
+        assert!(buf.is_empty(), "left over: {buf:?}");
+        out
+    }
+
+    #[test]
+    fn malformed_frames() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"*abc\r\n", "invalid multibulk length"),
+            (b"*1x\r\n", "invalid multibulk length"),
+            (b"*2\r\n:1\r\n", "expected '$', got ':'"),
+            (b"*1\r\n*1\r\n", "expected '$', got '*'"),
+            (b"*1\r\n$-5\r\n", "invalid bulk length"),
+            (b"*1\r\n$x\r\n", "invalid bulk length"),
+            (
+                b"*1\r\n$3\r\nabcde\r\n",
+                "expected '\\r\\n' after bulk data",
+            ),
+            (b"*1\r\n$99999999999999999999999\r\n", "invalid bulk length"),
+            (b"*99999999999999999999\r\n", "invalid multibulk length"),
+            (b"*1\r\n$3\rX", "invalid bulk length"),
+            (
+                b"*123456789012345678901234567890123\r\n",
+                "invalid multibulk length",
+            ),
+        ];
+        for (input, message) in cases {
+            let err = parse_all(input).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                *message,
+                "input {:?}",
+                input.escape_ascii().to_string()
+            );
+        }
+    }
+
+    #[test]
+    fn limits_are_checked_before_the_data_arrives() {
+        let limits = Limits {
+            max_bulk_len: 16,
+            max_inline_len: 10,
+            max_args: 3,
+        };
+        let mut parser = Parser::new(limits);
+        // A claimed 1 GB bulk is refused from its header alone.
+        let err = parser
+            .parse(&mut b"*1\r\n$1000000000\r\n".to_vec())
+            .unwrap_err();
+        assert!(err.to_string().starts_with("invalid bulk length"));
+        let mut parser = Parser::new(limits);
+        let err = parser.parse(&mut b"*4\r\n".to_vec()).unwrap_err();
+        assert!(err.to_string().contains("more than 3 arguments"));
+        let mut parser = Parser::new(limits);
+        let err = parser.parse(&mut b"ECHO 123456789".to_vec()).unwrap_err();
+        assert!(err.to_string().starts_with("too big inline request"));
+        let mut parser = Parser::new(limits);
+        let err = parser.parse(&mut b"a b c d\n".to_vec()).unwrap_err();
+        assert!(err.to_string().contains("more than 3 arguments"));
+        // Exactly at the limits is fine.
+        let mut parser = Parser::new(limits);
+        assert!(matches!(
+            parser.parse(&mut b"ECHO 1234\n".to_vec()).unwrap(),
+            Parsed::Request { .. }
+        ));
+    }
+
+    #[test]
+    fn huge_count_allocates_nothing_up_front() {
+        let mut parser = Parser::new(Limits::default());
+        assert_eq!(
+            parser.parse(&mut b"*1000000\r\n".to_vec()).unwrap(),
+            Parsed::Incomplete
+        );
+        assert!(parser.spans.capacity() < 1024);
+    }
+
+    #[test]
+    fn parse_i64_edges() {
+        assert_eq!(parse_i64(b"0"), Some(0));
+        assert_eq!(parse_i64(b"-12"), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775807"), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(parse_i64(b"9223372036854775808"), None);
+        assert_eq!(parse_i64(b""), None);
+        assert_eq!(parse_i64(b"-"), None);
+        assert_eq!(parse_i64(b"1a"), None);
+        assert_eq!(parse_i64(b"+1"), None);
+    }
+}

@@ -1,0 +1,327 @@
+//! One client connection: its socket, read buffer, parser, session and ordered reply queue.
+//!
+//! A connection lives on one shard for its whole life and is touched only by that thread.
+//!
+//! Replies must leave in request order although a request for a remote partition is answered
+//! later than a local request behind it. The [`ReplyQueue`] keeps that order with *slots*:
+//! every request takes the next sequence number; while no slot is waiting, a reply is encoded
+//! straight into the output buffer (the common, all-local case costs nothing extra); once a
+//! slot waits for another shard, later replies are parked until it is filled.
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+
+use crate::command::server::Session;
+use crate::protocol::{Limits, Parser, Protocol, ReplyWriter};
+
+use super::mailbox::ConnRef;
+
+/// First size of a read buffer, and the smallest free space we read into: big enough for a
+/// deep pipeline of small requests in one `read`, small enough for thousands of connections.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// A read buffer larger than this is given back to the allocator once it is empty again, so a
+/// single huge request does not pin its memory for the connection's lifetime.
+const READ_BUFFER_KEEP: usize = 256 * 1024;
+
+/// Output larger than this is given back to the allocator once written, for the same reason.
+const WRITE_BUFFER_KEEP: usize = 256 * 1024;
+
+/// A slot in the reply queue.
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    /// Waiting for another shard (or the coordinator).
+    Waiting,
+    /// Answered: `parked[start..end]`, to be written after the slots before it.
+    Ready { start: usize, end: usize },
+}
+
+/// Replies of one connection, in request order.
+#[derive(Default)]
+pub struct ReplyQueue {
+    /// Bytes ready to write, in order; `out[..written]` went out already.
+    out: Vec<u8>,
+    written: usize,
+    /// Slots from the first unanswered one on; empty when nothing waits.
+    slots: VecDeque<Slot>,
+    /// Sequence number of `slots[0]`.
+    first_seq: u64,
+    /// Sequence number the next request takes.
+    next_seq: u64,
+    /// Replies answered behind a waiting slot. Cleared whenever `slots` empties, so it never
+    /// holds more than the replies of one window of in-flight requests.
+    parked: Vec<u8>,
+}
+
+impl ReplyQueue {
+    /// Encodes a reply that is ready now; `encode` gets a writer over the right buffer.
+    #[inline]
+    pub fn push_ready<R>(
+        &mut self,
+        protocol: Protocol,
+        encode: impl FnOnce(&mut ReplyWriter) -> R,
+    ) -> R {
+        self.next_seq += 1;
+        if self.slots.is_empty() {
+            self.first_seq = self.next_seq;
+            return encode(&mut ReplyWriter::new(&mut self.out, protocol));
+        }
+        let start = self.parked.len();
+        let result = encode(&mut ReplyWriter::new(&mut self.parked, protocol));
+        self.slots.push_back(Slot::Ready {
+            start,
+            end: self.parked.len(),
+        });
+        result
+    }
+
+    /// Reserves the slot of a request answered later; returns its sequence number.
+    #[inline]
+    pub fn push_waiting(&mut self) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if self.slots.is_empty() {
+            self.first_seq = seq;
+        }
+        self.slots.push_back(Slot::Waiting);
+        seq
+    }
+
+    /// Fills a waiting slot. Returns false for an unknown or already-filled slot.
+    pub fn fill(&mut self, seq: u64, reply: &[u8]) -> bool {
+        let Some(index) = seq.checked_sub(self.first_seq) else {
+            return false;
+        };
+        match self.slots.get(index as usize) {
+            Some(Slot::Waiting) => {}
+            _ => return false,
+        }
+        if index == 0 {
+            // The head: straight to the output, then release what was parked behind it.
+            self.out.extend_from_slice(reply);
+            self.slots.pop_front();
+            self.first_seq += 1;
+            self.release_ready();
+        } else {
+            let start = self.parked.len();
+            self.parked.extend_from_slice(reply);
+            self.slots[index as usize] = Slot::Ready {
+                start,
+                end: self.parked.len(),
+            };
+        }
+        true
+    }
+
+    fn release_ready(&mut self) {
+        while let Some(&Slot::Ready { start, end }) = self.slots.front() {
+            self.out.extend_from_slice(&self.parked[start..end]);
+            self.slots.pop_front();
+            self.first_seq += 1;
+        }
+        if self.slots.is_empty() {
+            self.parked.clear();
+            self.first_seq = self.next_seq;
+        }
+    }
+
+    /// Requests whose replies are not written yet but are in the queue (waiting or parked).
+    #[inline]
+    pub fn in_flight(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Bytes encoded but not written to the socket yet.
+    #[inline]
+    pub fn unwritten(&self) -> usize {
+        self.out.len() - self.written
+    }
+
+    #[inline]
+    pub fn has_output(&self) -> bool {
+        self.written < self.out.len()
+    }
+
+    /// Writes as much output as the socket takes. `Ok(true)` when all of it went out.
+    pub fn write_to(&mut self, socket: &mut impl Write) -> io::Result<bool> {
+        while self.written < self.out.len() {
+            match socket.write(&self.out[self.written..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.written = 0;
+        self.out.clear();
+        if self.out.capacity() > WRITE_BUFFER_KEEP {
+            self.out = Vec::new();
+        }
+        Ok(true)
+    }
+}
+
+/// What reading the socket found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Drained to `WouldBlock`.
+    Drained,
+    /// Stopped with bytes possibly left in the socket (buffer budget reached).
+    More,
+    /// The peer closed its side.
+    Closed,
+}
+
+/// A client connection.
+pub struct Connection {
+    pub socket: TcpStream,
+    pub peer: SocketAddr,
+    pub conn_ref: ConnRef,
+    /// Read buffer: `rbuf[rstart..rend]` is unparsed input. The parser's state refers to
+    /// offsets from `rstart`, which only moves past whole requests.
+    pub rbuf: Vec<u8>,
+    pub rstart: usize,
+    pub rend: usize,
+    pub parser: Parser,
+    pub session: Session,
+    pub replies: ReplyQueue,
+    /// A catalog change is in flight: later requests wait until it is answered, so that a
+    /// pipelined `CREATE` then `SET` sees the partition.
+    pub barrier: bool,
+    /// Input ended (EOF or protocol error): read nothing more, close once output is written.
+    pub closing: bool,
+    /// Bytes may be left in the socket or buffer that were not processed yet (backpressure or
+    /// fairness budget); the shard comes back to this connection without a new poll event.
+    pub needs_service: bool,
+    /// Already queued in the shard's list of connections with output to write.
+    pub queued_for_write: bool,
+}
+
+impl Connection {
+    pub fn new(
+        socket: TcpStream,
+        peer: SocketAddr,
+        conn_ref: ConnRef,
+        id: u64,
+        limits: Limits,
+    ) -> Self {
+        Connection {
+            socket,
+            peer,
+            conn_ref,
+            rbuf: Vec::new(),
+            rstart: 0,
+            rend: 0,
+            parser: Parser::new(limits),
+            session: Session {
+                id,
+                ..Session::default()
+            },
+            replies: ReplyQueue::default(),
+            barrier: false,
+            closing: false,
+            needs_service: false,
+            queued_for_write: false,
+        }
+    }
+
+    /// Reads from the socket into the buffer, at most about `budget` bytes.
+    pub fn read(&mut self, budget: usize) -> io::Result<ReadOutcome> {
+        let mut total = 0;
+        loop {
+            self.make_room();
+            match self.socket.read(&mut self.rbuf[self.rend..]) {
+                Ok(0) => return Ok(ReadOutcome::Closed),
+                Ok(n) => {
+                    self.rend += n;
+                    total += n;
+                    if total >= budget {
+                        return Ok(ReadOutcome::More);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(ReadOutcome::Drained),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Ensures free space after `rend`: moves unparsed bytes to the front, grows if needed.
+    fn make_room(&mut self) {
+        if self.rstart == self.rend {
+            self.rstart = 0;
+            self.rend = 0;
+            if self.rbuf.len() > READ_BUFFER_KEEP {
+                self.rbuf = Vec::new();
+            }
+        }
+        if self.rbuf.len() - self.rend >= READ_CHUNK / 2 {
+            return;
+        }
+        if self.rstart > 0 {
+            self.rbuf.copy_within(self.rstart..self.rend, 0);
+            self.rend -= self.rstart;
+            self.rstart = 0;
+        }
+        if self.rbuf.len() - self.rend < READ_CHUNK / 2 {
+            let new_len = (self.rbuf.len() * 2).max(READ_CHUNK);
+            self.rbuf.resize(new_len, 0);
+        }
+    }
+
+    /// Unparsed bytes are waiting in the buffer.
+    #[inline]
+    pub fn has_input(&self) -> bool {
+        self.rstart < self.rend
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(q: &ReplyQueue) -> String {
+        String::from_utf8_lossy(&q.out[q.written..]).into_owned()
+    }
+
+    #[test]
+    fn replies_leave_in_request_order() {
+        let mut q = ReplyQueue::default();
+        q.push_ready(Protocol::Resp2, |w| w.integer(1));
+        let a = q.push_waiting();
+        q.push_ready(Protocol::Resp2, |w| w.integer(3));
+        let b = q.push_waiting();
+        q.push_ready(Protocol::Resp2, |w| w.integer(5));
+        assert_eq!(text(&q), ":1\r\n");
+        // The later remote reply arrives first: it must wait for the earlier one.
+        assert!(q.fill(b, b":4\r\n"));
+        assert_eq!(text(&q), ":1\r\n");
+        assert!(q.fill(a, b":2\r\n"));
+        assert_eq!(text(&q), ":1\r\n:2\r\n:3\r\n:4\r\n:5\r\n");
+        assert_eq!(q.in_flight(), 0);
+        // A duplicate or unknown fill is refused.
+        assert!(!q.fill(a, b":9\r\n"));
+        assert!(!q.fill(99, b":9\r\n"));
+        // After draining, direct encoding resumes.
+        q.push_ready(Protocol::Resp2, |w| w.integer(6));
+        assert_eq!(text(&q), ":1\r\n:2\r\n:3\r\n:4\r\n:5\r\n:6\r\n");
+        assert!(q.parked.is_empty());
+    }
+
+    #[test]
+    fn waiting_head_then_ready() {
+        let mut q = ReplyQueue::default();
+        let a = q.push_waiting();
+        let b = q.push_waiting();
+        q.push_ready(Protocol::Resp2, |w| w.ok());
+        assert!(q.fill(a, b":1\r\n"));
+        assert_eq!(text(&q), ":1\r\n");
+        assert_eq!(q.in_flight(), 2);
+        assert!(q.fill(b, b":2\r\n"));
+        assert_eq!(text(&q), ":1\r\n:2\r\n+OK\r\n");
+    }
+}

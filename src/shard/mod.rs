@@ -1,0 +1,740 @@
+//! The shard: one pinned thread, its `mio::Poll`, its connections and its partitions.
+//!
+//! # Invariants
+//! - A partition is owned by exactly one shard and touched only by that shard's thread, so a
+//!   command on a partition runs alone, without locks. No `Mutex`/`RwLock` exists in here.
+//! - A connection lives on one shard for its whole life.
+//! - The event loop never blocks except in `poll`.
+//!
+//! # One pass of the loop
+//! 1. `poll` for socket events (without blocking when work is already waiting).
+//! 2. For each readable connection: read (bounded), parse every complete request, and for each
+//!    one either execute it now (local partition, connection command) with its reply encoded
+//!    into the connection's reply queue, or copy it into the outbox of the shard that owns its
+//!    partition, keeping a waiting slot for its reply.
+//! 3. Drain the inbox: execute request batches from other shards (their replies go into a
+//!    reply outbox per shard), fill slots from reply batches, apply catalog versions.
+//! 4. Send every non-empty outbox as one message per destination (one wake at most).
+//! 5. Write every connection with new output, in one `write` when the socket takes it all.
+
+pub mod connection;
+pub mod coordinator;
+pub mod mailbox;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::catalog::Catalog;
+use crate::command::data::{self, DataLimits};
+use crate::command::error::printable;
+use crate::command::partition as partition_cmd;
+use crate::command::server::{self as server_cmd, ServerView};
+use crate::command::{lookup, CommandError, CommandId, Route};
+use crate::config::Config;
+use crate::metrics::{ServerMetrics, ShardMetrics};
+use crate::protocol::{Args, Parsed, ReplyWriter};
+use crate::store::Partition;
+
+use connection::{Connection, ReadOutcome};
+use coordinator::Coordinator;
+use mailbox::{
+    CatalogChange, ConnRef, Mailbox, Message, ReplyBatch, ReplyTo, RequestBatch, ShardHandle,
+};
+
+/// The inbox's waker. Connection tokens are slab indexes, which never reach this value.
+pub const WAKER: Token = Token(usize::MAX);
+
+/// The shard that runs the catalog coordinator.
+pub const COORDINATOR: usize = 0;
+
+/// Bytes read from one connection before the loop moves on to others (fairness): a client
+/// streaming a huge pipeline cannot starve the rest of the shard.
+const READ_BUDGET: usize = 256 * 1024;
+
+/// Requests of one connection that may wait for another shard at once. Past it the shard stops
+/// reading that connection until replies come back, which bounds memory and can never deadlock
+/// two shards (the channels between them are unbounded; this is what bounds them).
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// Encoded output of one connection past which the shard stops reading it until the client
+/// has read some: a client that pipelines without reading gets backpressure, not a server
+/// that buffers without limit.
+const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
+
+/// How long a shutdown waits for replies in flight before giving up on slow clients.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Server-wide shutdown: requested once, by a signal or SHUTDOWN, seen by every thread.
+pub struct Shutdown {
+    requested: AtomicBool,
+    /// Shards still finishing their replies; a shard exits when this reaches zero, so that
+    /// until then it keeps answering requests other shards forwarded before the shutdown.
+    draining: AtomicUsize,
+    shards: Vec<ShardHandle>,
+    acceptor: Arc<mio::Waker>,
+}
+
+impl Shutdown {
+    pub fn new(shards: Vec<ShardHandle>, acceptor: Arc<mio::Waker>) -> Self {
+        Shutdown {
+            requested: AtomicBool::new(false),
+            draining: AtomicUsize::new(shards.len()),
+            shards,
+            acceptor,
+        }
+    }
+
+    /// Starts the shutdown (idempotent).
+    pub fn request(&self) {
+        if self.requested.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        log::info!("shutdown requested: no new connections, finishing replies in flight");
+        if let Err(e) = self.acceptor.wake() {
+            log::error!("cannot wake the acceptor: {e}");
+        }
+        for shard in &self.shards {
+            shard.send(Message::Shutdown);
+        }
+    }
+
+    pub fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+}
+
+/// What every shard shares (read-only, or atomics).
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub metrics: Arc<ServerMetrics>,
+    pub shards: Vec<ShardHandle>,
+    pub shutdown: Arc<Shutdown>,
+    /// Open client connections, server-wide (the acceptor checks it against max-clients).
+    pub clients: Arc<AtomicUsize>,
+    /// Source of CLIENT IDs.
+    pub next_client_id: AtomicU64,
+}
+
+/// Where a partition named in a request lives, as this shard sees it.
+enum Target {
+    Local(Partition),
+    Remote(usize),
+}
+
+type Routes = hashbrown::HashMap<Box<[u8]>, Target, ahash::RandomState>;
+
+/// Everything a request may touch besides its own connection.
+struct Core {
+    id: usize,
+    shared: Arc<Shared>,
+    catalog: Arc<Catalog>,
+    /// Partition name -> the partition itself (local) or its shard: one hash lookup routes a
+    /// request and, when local, finds its table.
+    routes: Routes,
+    data_limits: DataLimits,
+    /// Requests for each other shard, collected during this pass.
+    outboxes: Vec<RequestBatch>,
+    /// Replies to each other shard's forwarded requests, collected during this pass.
+    reply_outboxes: Vec<ReplyBatch>,
+    /// Catalog changes to send to the coordinator after the outboxes, so that requests a
+    /// connection sent before a CREATE/DROP reach their shard before the new catalog does.
+    changes: Vec<Message>,
+    /// Present on the coordinator shard only.
+    coordinator: Option<Coordinator>,
+    next_generation: u32,
+    /// Connections with new output to write at the end of the pass.
+    to_write: Vec<usize>,
+    /// Connections to come back to without a poll event (input left after a budget or pause).
+    to_service: Vec<usize>,
+    draining: bool,
+    /// This shard has counted itself out of `Shutdown::draining`.
+    drain_reported: bool,
+}
+
+pub struct Shard {
+    poll: Poll,
+    mailbox: Mailbox,
+    conns: Slab<Connection>,
+    core: Core,
+}
+
+impl Shard {
+    /// Creates shard `id`'s poll and inbox. Its handle goes to everyone who sends to it.
+    pub fn create() -> std::io::Result<(Poll, Mailbox, ShardHandle)> {
+        let poll = Poll::new()?;
+        let (mailbox, handle) = Mailbox::new(poll.registry(), WAKER)?;
+        Ok((poll, mailbox, handle))
+    }
+
+    pub fn new(
+        id: usize,
+        poll: Poll,
+        mailbox: Mailbox,
+        shared: Arc<Shared>,
+        catalog: Arc<Catalog>,
+    ) -> Self {
+        let shards = shared.shards.len();
+        let coordinator = (id == COORDINATOR).then(|| Coordinator::new(catalog.clone()));
+        let data_limits = DataLimits {
+            max_key_len: shared.config.max_key_len,
+        };
+        let mut core = Core {
+            id,
+            shared,
+            catalog: Arc::new(Catalog::default()),
+            routes: Routes::default(),
+            data_limits,
+            outboxes: (0..shards).map(|_| RequestBatch::default()).collect(),
+            reply_outboxes: (0..shards).map(|_| ReplyBatch::default()).collect(),
+            changes: Vec::new(),
+            coordinator,
+            next_generation: 0,
+            to_write: Vec::new(),
+            to_service: Vec::new(),
+            draining: false,
+            drain_reported: false,
+        };
+        core.apply_catalog(catalog);
+        Shard {
+            poll,
+            mailbox,
+            conns: Slab::new(),
+            core,
+        }
+    }
+
+    /// Runs the event loop until shutdown completes.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let mut drain_started: Option<Instant> = None;
+        loop {
+            let timeout = if !self.core.to_service.is_empty() {
+                Some(Duration::ZERO)
+            } else if self.core.draining {
+                // While draining, check often whether every shard is done.
+                Some(Duration::from_millis(5))
+            } else if self.mailbox.prepare_to_sleep() {
+                None
+            } else {
+                Some(Duration::ZERO)
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    log::error!("shard {}: poll failed: {e}", self.core.id);
+                }
+            }
+            self.mailbox.woke_up();
+
+            for event in events.iter() {
+                let token = event.token();
+                if token == WAKER {
+                    continue;
+                }
+                let index = token.0;
+                if !self.conns.contains(index) {
+                    continue; // closed earlier in this pass
+                }
+                if event.is_readable() || event.is_read_closed() || event.is_error() {
+                    self.service(index);
+                }
+                if event.is_writable() {
+                    self.queue_write(index);
+                }
+            }
+            for index in std::mem::take(&mut self.core.to_service) {
+                if self.conns.contains(index) {
+                    self.service(index);
+                }
+            }
+            self.drain_inbox();
+            self.core.flush_outboxes();
+            self.flush_writes();
+
+            if self.core.draining {
+                let started = *drain_started.get_or_insert_with(Instant::now);
+                if self.drain_step(started) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads and processes one connection, within the fairness budget.
+    fn service(&mut self, index: usize) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        conn.needs_service = false;
+        let outcome = if conn.closing || is_paused(conn) {
+            None
+        } else {
+            match conn.read(READ_BUDGET) {
+                Ok(outcome) => Some(outcome),
+                Err(e) => {
+                    log::debug!("read from {}: {e}", conn.peer);
+                    self.close(index);
+                    return;
+                }
+            }
+        };
+        self.core.process_input(index, conn);
+        match outcome {
+            Some(ReadOutcome::Closed) => conn.closing = true,
+            // Input may remain in the socket: come back after the other connections.
+            Some(ReadOutcome::More) if !conn.closing => {
+                conn.needs_service = true;
+                if !is_paused(conn) {
+                    self.core.to_service.push(index);
+                }
+            }
+            None if !conn.closing => conn.needs_service = true,
+            _ => {}
+        }
+        if conn.session.shutdown_requested {
+            self.core.shared.shutdown.request();
+        }
+        self.after_progress(index);
+    }
+
+    /// Bookkeeping after a connection's state moved: queue its output, resume its input, or
+    /// close it when it is done.
+    fn after_progress(&mut self, index: usize) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        if conn.replies.has_output() {
+            if !conn.queued_for_write {
+                conn.queued_for_write = true;
+                self.core.to_write.push(index);
+            }
+        } else if conn.closing && conn.replies.in_flight() == 0 {
+            self.close(index);
+            return;
+        }
+        if conn.needs_service && !conn.closing && !is_paused(conn) {
+            conn.needs_service = false;
+            self.core.to_service.push(index);
+        }
+    }
+
+    fn queue_write(&mut self, index: usize) {
+        if let Some(conn) = self.conns.get_mut(index) {
+            if conn.replies.has_output() && !conn.queued_for_write {
+                conn.queued_for_write = true;
+                self.core.to_write.push(index);
+            }
+        }
+    }
+
+    fn flush_writes(&mut self) {
+        for index in std::mem::take(&mut self.core.to_write) {
+            let Some(conn) = self.conns.get_mut(index) else {
+                continue;
+            };
+            conn.queued_for_write = false;
+            match conn.replies.write_to(&mut conn.socket) {
+                // All out: maybe resume reading, maybe close.
+                Ok(true) => self.after_progress(index),
+                // The socket is full: the writable event brings us back.
+                Ok(false) => {
+                    if conn.needs_service && !conn.closing && !is_paused(conn) {
+                        conn.needs_service = false;
+                        self.core.to_service.push(index);
+                    }
+                }
+                Err(e) => {
+                    log::debug!("write to {}: {e}", conn.peer);
+                    self.close(index);
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, index: usize) {
+        if !self.conns.contains(index) {
+            return;
+        }
+        let mut conn = self.conns.remove(index);
+        if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
+            log::debug!("deregister {}: {e}", conn.peer);
+        }
+        let metrics = &self.core.shared.metrics.shards[self.core.id];
+        ShardMetrics::sub(&metrics.connections, 1);
+        self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    fn drain_inbox(&mut self) {
+        while let Some(message) = self.mailbox.try_recv() {
+            match message {
+                Message::NewConnection(socket, peer) => self.accept(socket, peer),
+                Message::Requests(batch) => self.core.execute_forwarded(batch),
+                Message::Replies(batch) => {
+                    for (conn_ref, seq, bytes) in batch.iter() {
+                        let index = conn_ref.index as usize;
+                        match self.conns.get_mut(index) {
+                            Some(conn) if conn.conn_ref == conn_ref => {
+                                conn.replies.fill(seq, bytes);
+                            }
+                            // The connection closed while its request was away.
+                            _ => continue,
+                        }
+                        self.after_progress(index);
+                    }
+                }
+                Message::Change { reply_to, change } => {
+                    let shards = &self.core.shared.shards;
+                    match &mut self.core.coordinator {
+                        Some(coordinator) => coordinator.submit(reply_to, change, shards),
+                        None => log::error!(
+                            "shard {} got a catalog change but is not the coordinator",
+                            self.core.id
+                        ),
+                    }
+                }
+                Message::CatalogUpdate(catalog) => {
+                    let version = catalog.version;
+                    self.core.apply_catalog(catalog);
+                    self.core.shared.shards[COORDINATOR].send(Message::CatalogAck { version });
+                }
+                Message::CatalogAck { version } => {
+                    let shards = &self.core.shared.shards;
+                    if let Some(coordinator) = &mut self.core.coordinator {
+                        coordinator.ack(version, shards);
+                    }
+                }
+                Message::ChangeDone { reply_to, result } => {
+                    let index = reply_to.conn.index as usize;
+                    let Some(conn) = self.conns.get_mut(index) else {
+                        continue;
+                    };
+                    if conn.conn_ref != reply_to.conn {
+                        continue;
+                    }
+                    let mut reply = Vec::new();
+                    let mut w = ReplyWriter::new(&mut reply, conn.session.protocol);
+                    match result {
+                        Ok(()) => w.ok(),
+                        Err(e) => e.write_to(&mut w),
+                    }
+                    conn.replies.fill(reply_to.seq, &reply);
+                    conn.barrier = false;
+                    // Requests queued behind the change run now.
+                    conn.needs_service = true;
+                    self.after_progress(index);
+                }
+                Message::Shutdown => self.begin_drain(),
+            }
+        }
+    }
+
+    fn accept(&mut self, socket: mio::net::TcpStream, peer: std::net::SocketAddr) {
+        if self.core.draining {
+            self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            return; // dropping the socket closes it
+        }
+        let entry = self.conns.vacant_entry();
+        let index = entry.key();
+        let mut socket = socket;
+        // Edge-triggered, both directions, registered once: no re-registration syscalls when
+        // output backs up.
+        if let Err(e) = self.poll.registry().register(
+            &mut socket,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("cannot register connection from {peer}: {e}");
+            self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            return; // the vacant entry is dropped unused: the slab rolls back
+        }
+        self.core.next_generation = self.core.next_generation.wrapping_add(1);
+        let conn_ref = ConnRef {
+            index: index as u32,
+            generation: self.core.next_generation,
+        };
+        let id = self
+            .core
+            .shared
+            .next_client_id
+            .fetch_add(1, Ordering::Relaxed);
+        entry.insert(Connection::new(
+            socket,
+            peer,
+            conn_ref,
+            id,
+            self.core.shared.config.limits,
+        ));
+        let metrics = &self.core.shared.metrics.shards[self.core.id];
+        ShardMetrics::add(&metrics.connections, 1);
+        ShardMetrics::add(&metrics.connections_total, 1);
+        log::debug!("shard {}: connection {id} from {peer}", self.core.id);
+    }
+
+    /// Shutdown, step one: take in what clients already sent, then read nothing more.
+    fn begin_drain(&mut self) {
+        if self.core.draining {
+            return;
+        }
+        self.core.draining = true;
+        let indexes: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
+        for index in indexes {
+            // Answer what is already here (bounded by the read budget), then stop reading.
+            self.service(index);
+            if let Some(conn) = self.conns.get_mut(index) {
+                conn.closing = true;
+            }
+            self.after_progress(index);
+        }
+    }
+
+    /// Shutdown, step two, once a pass: true when this thread may exit.
+    fn drain_step(&mut self, started: Instant) -> bool {
+        let shutdown = self.core.shared.shutdown.clone();
+        let late = started.elapsed() > DRAIN_DEADLINE;
+        if !self.conns.is_empty() && !late {
+            return false;
+        }
+        if !self.conns.is_empty() {
+            log::warn!(
+                "shard {}: {} connections still had replies pending at the shutdown deadline",
+                self.core.id,
+                self.conns.len()
+            );
+            let indexes: Vec<usize> = self.conns.iter().map(|(i, _)| i).collect();
+            for index in indexes {
+                self.close(index);
+            }
+        }
+        if !self.core.drain_reported {
+            self.core.drain_reported = true;
+            shutdown.draining.fetch_sub(1, Ordering::SeqCst);
+        }
+        shutdown.draining.load(Ordering::SeqCst) == 0 || late
+    }
+}
+
+/// Stop reading this connection for now?
+#[inline]
+fn is_paused(conn: &Connection) -> bool {
+    conn.barrier
+        || conn.replies.in_flight() >= MAX_IN_FLIGHT
+        || conn.replies.unwritten() >= OUTPUT_HIGH_WATER
+}
+
+impl Core {
+    /// Parses and runs every complete request in the connection's buffer, until it runs out,
+    /// the connection pauses (backpressure, catalog barrier), or the input is malformed.
+    fn process_input(&mut self, index: usize, conn: &mut Connection) {
+        let mut commands = 0;
+        while !conn.closing && !is_paused(conn) && conn.has_input() {
+            let input = &mut conn.rbuf[conn.rstart..conn.rend];
+            match conn.parser.parse(input) {
+                Ok(Parsed::Request { consumed }) => {
+                    let args = Args::new(&conn.rbuf[conn.rstart..conn.rend], conn.parser.args());
+                    commands += 1;
+                    let session = &mut conn.session;
+                    self.dispatch(
+                        index,
+                        conn.conn_ref,
+                        &args,
+                        session,
+                        &mut conn.replies,
+                        &mut conn.barrier,
+                    );
+                    conn.rstart += consumed;
+                    if conn.session.close_after_reply {
+                        conn.closing = true;
+                    }
+                }
+                Ok(Parsed::Skip { consumed }) => conn.rstart += consumed,
+                Ok(Parsed::Incomplete) => break,
+                Err(e) => {
+                    log::debug!("protocol error from {}: {e}", conn.peer);
+                    let protocol = conn.session.protocol;
+                    conn.replies.push_ready(protocol, |w| {
+                        w.error("ERR", &format!("Protocol error: {e}"))
+                    });
+                    conn.closing = true;
+                }
+            }
+        }
+        ShardMetrics::add(&self.shared.metrics.shards[self.id].commands, commands);
+    }
+
+    /// Runs one request: here, on another shard, or on the coordinator.
+    fn dispatch(
+        &mut self,
+        _index: usize,
+        conn_ref: ConnRef,
+        args: &Args,
+        session: &mut server_cmd::Session,
+        replies: &mut connection::ReplyQueue,
+        barrier: &mut bool,
+    ) {
+        let protocol = session.protocol;
+        let spec = match lookup(args) {
+            Ok(spec) => spec,
+            Err(e) => {
+                replies.push_ready(protocol, |w| e.write_to(w));
+                return;
+            }
+        };
+        match spec.route {
+            Route::Partition => match self.routes.get_mut(args.get(1)) {
+                // The local path: execute now, encode straight into the output.
+                Some(Target::Local(partition)) => {
+                    let limits = self.data_limits;
+                    replies.push_ready(protocol, |w| {
+                        if let Err(e) = data::execute(spec.id, args, partition, limits, w) {
+                            e.write_to(w);
+                        }
+                    });
+                }
+                // The forwarded path: copy into the owner's outbox, answer later in order.
+                Some(Target::Remote(shard)) => {
+                    let shard = *shard;
+                    let seq = replies.push_waiting();
+                    self.outboxes[shard].push(conn_ref, seq, protocol, spec.id, args);
+                    ShardMetrics::add(&self.shared.metrics.shards[self.id].forwarded_out, 1);
+                }
+                None => {
+                    let e = CommandError::NoPartition(printable(args.get(1)));
+                    replies.push_ready(protocol, |w| e.write_to(w));
+                }
+            },
+            Route::Connection => {
+                let catalog = self.catalog.clone();
+                replies.push_ready(protocol, |w| {
+                    let result = match spec.id {
+                        CommandId::ListPartitions => {
+                            partition_cmd::list(&catalog, w);
+                            Ok(())
+                        }
+                        CommandId::DescribePartition => partition_cmd::find(&catalog, args.get(2))
+                            .map(|m| partition_cmd::describe(m, w)),
+                        CommandId::StatsPartition => partition_cmd::find(&catalog, args.get(2))
+                            .map(|m| partition_cmd::stats(m, w)),
+                        _ => {
+                            let view = ServerView {
+                                catalog: &catalog,
+                                config: &self.shared.config,
+                                metrics: &self.shared.metrics,
+                                shard: self.id,
+                            };
+                            server_cmd::execute(spec.id, args, session, &view, w)
+                        }
+                    };
+                    if let Err(e) = result {
+                        e.write_to(w);
+                    }
+                });
+            }
+            Route::Catalog => {
+                let change = if self.draining {
+                    Err(CommandError::ShuttingDown)
+                } else if spec.id == CommandId::CreatePartition {
+                    partition_cmd::parse_create(args).map(CatalogChange::Create)
+                } else {
+                    partition_cmd::parse_name(args.get(2)).map(CatalogChange::Drop)
+                };
+                match change {
+                    Err(e) => replies.push_ready(protocol, |w| e.write_to(w)),
+                    Ok(change) => {
+                        let seq = replies.push_waiting();
+                        *barrier = true;
+                        self.changes.push(Message::Change {
+                            reply_to: ReplyTo {
+                                shard: self.id,
+                                conn: conn_ref,
+                                seq,
+                            },
+                            change,
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Executes a batch of requests another shard forwarded; replies go back in one batch.
+    fn execute_forwarded(&mut self, batch: RequestBatch) {
+        let from = batch.from;
+        let out = &mut self.reply_outboxes[from];
+        for request in &batch.requests {
+            let args = batch.args(request);
+            let mut w = ReplyWriter::new(&mut out.buf, request.protocol);
+            let result = match self.routes.get_mut(args.get(1)) {
+                Some(Target::Local(partition)) => {
+                    data::execute(request.command, &args, partition, self.data_limits, &mut w)
+                }
+                // Dropped (or moved) since the sender routed it.
+                _ => Err(CommandError::NoPartition(printable(args.get(1)))),
+            };
+            if let Err(e) = result {
+                e.write_to(&mut w);
+            }
+            out.replies.push(mailbox::ForwardedReply {
+                conn: request.conn,
+                seq: request.seq,
+                end: out.buf.len() as u32,
+            });
+        }
+        ShardMetrics::add(
+            &self.shared.metrics.shards[self.id].forwarded_in,
+            batch.requests.len() as u64,
+        );
+    }
+
+    /// Sends this pass's outboxes: one message per destination shard, then catalog changes.
+    fn flush_outboxes(&mut self) {
+        let metrics = &self.shared.metrics.shards[self.id];
+        for shard in 0..self.outboxes.len() {
+            if !self.outboxes[shard].is_empty() {
+                let mut batch = std::mem::take(&mut self.outboxes[shard]);
+                batch.from = self.id;
+                self.shared.shards[shard].send(Message::Requests(batch));
+                ShardMetrics::add(&metrics.batches_out, 1);
+            }
+            if !self.reply_outboxes[shard].replies.is_empty() {
+                let batch = std::mem::take(&mut self.reply_outboxes[shard]);
+                self.shared.shards[shard].send(Message::Replies(batch));
+                ShardMetrics::add(&metrics.batches_out, 1);
+            }
+        }
+        for change in self.changes.drain(..) {
+            self.shared.shards[COORDINATOR].send(change);
+        }
+    }
+
+    /// Switches to a new catalog version: creates the partitions this shard now owns, drops
+    /// the ones that are gone, and rebuilds the routes.
+    fn apply_catalog(&mut self, catalog: Arc<Catalog>) {
+        let mut old = std::mem::take(&mut self.routes);
+        let mut owned = 0;
+        for (name, meta) in &catalog.partitions {
+            let key: Box<[u8]> = name.as_bytes().into();
+            let target = if meta.shard == self.id {
+                owned += 1;
+                match old.remove(&key) {
+                    // Same partition as before (a name dropped and created again has a new id).
+                    Some(Target::Local(p)) if Arc::ptr_eq(p.stats_arc(), &meta.stats) => {
+                        Target::Local(p)
+                    }
+                    _ => Target::Local(Partition::new(meta.schema, meta.stats.clone())),
+                }
+            } else {
+                Target::Remote(meta.shard)
+            };
+            self.routes.insert(key, target);
+        }
+        self.shared.metrics.shards[self.id]
+            .partitions
+            .store(owned, Ordering::Relaxed);
+        self.catalog = catalog;
+        // Whatever is left in `old` was dropped: its memory goes now.
+        drop(old);
+    }
+}

@@ -1,0 +1,125 @@
+//! Partitions and their data: the tables one shard owns.
+//!
+//! A [`Partition`] is owned by exactly one shard thread and touched only there, so nothing in
+//! this module locks. Its [`PartitionStats`] are the one part other threads read.
+
+pub mod partition;
+pub mod stats;
+
+pub use partition::{IncrError, Partition};
+pub use stats::PartitionStats;
+
+use std::fmt;
+
+/// What a partition's values are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Schema {
+    /// Signed 64-bit integers, stored natively (GET answers an integer reply).
+    Int,
+    /// Binary-safe byte strings.
+    String,
+}
+
+impl Schema {
+    pub fn parse(word: &[u8]) -> Option<Schema> {
+        if word.eq_ignore_ascii_case(b"INT") {
+            Some(Schema::Int)
+        } else if word.eq_ignore_ascii_case(b"STRING") {
+            Some(Schema::String)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Schema::Int => "INT",
+            Schema::String => "STRING",
+        }
+    }
+}
+
+impl fmt::Display for Schema {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a partition's writes are made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PersistMode {
+    /// Nothing on disk.
+    Memory,
+    /// Logged and handed to the OS before the reply; fsync'd within a second.
+    Async,
+    /// Logged and fsync'd before the reply.
+    Sync,
+}
+
+impl PersistMode {
+    pub fn parse(word: &[u8]) -> Option<PersistMode> {
+        if word.eq_ignore_ascii_case(b"MEMORY") {
+            Some(PersistMode::Memory)
+        } else if word.eq_ignore_ascii_case(b"ASYNC") {
+            Some(PersistMode::Async)
+        } else if word.eq_ignore_ascii_case(b"SYNC") {
+            Some(PersistMode::Sync)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PersistMode::Memory => "MEMORY",
+            PersistMode::Async => "ASYNC",
+            PersistMode::Sync => "SYNC",
+        }
+    }
+}
+
+impl fmt::Display for PersistMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Parses a value for an INT partition: only the canonical decimal form of an `i64` (`-12`,
+/// `0`, `42`; not `+1`, `01`, `-0` or ` 1`), so that what GET answers is exactly what SET got.
+pub fn parse_canonical_i64(bytes: &[u8]) -> Option<i64> {
+    let value = crate::protocol::parser::parse_i64(bytes)?;
+    let digits = bytes.strip_prefix(b"-").unwrap_or(bytes);
+    let canonical = (digits.len() == 1 || digits[0] != b'0') && !(value == 0 && bytes[0] == b'-');
+    canonical.then_some(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_integers() {
+        for (text, value) in [("0", Some(0)), ("-12", Some(-12)), ("42", Some(42))] {
+            assert_eq!(parse_canonical_i64(text.as_bytes()), value, "{text}");
+        }
+        let max = i64::MAX.to_string();
+        let min = i64::MIN.to_string();
+        assert_eq!(parse_canonical_i64(max.as_bytes()), Some(i64::MAX));
+        assert_eq!(parse_canonical_i64(min.as_bytes()), Some(i64::MIN));
+        for bad in [
+            "",
+            "-",
+            "01",
+            "-0",
+            "+1",
+            " 1",
+            "1 ",
+            "1.0",
+            "abc",
+            "9223372036854775808",
+            "-01",
+        ] {
+            assert_eq!(parse_canonical_i64(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+}
