@@ -6,7 +6,7 @@
 pub mod partition;
 pub mod stats;
 
-pub use partition::{IncrError, Partition};
+pub use partition::{IncrError, Partition, Value, ValueRef};
 pub use stats::PartitionStats;
 
 use std::fmt;
