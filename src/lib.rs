@@ -24,6 +24,7 @@ pub mod catalog;
 pub mod command;
 pub mod config;
 pub mod metrics;
+pub mod persist;
 pub mod protocol;
 pub mod server;
 pub mod shard;

@@ -22,6 +22,26 @@ pub struct ShardMetrics {
     pub partitions: AtomicU64,
     /// The core this shard's thread is pinned to, or -1.
     pub core: AtomicI64,
+    /// Durable (ASYNC/SYNC) partitions this shard owns.
+    pub durable_partitions: AtomicU64,
+    /// Bytes of this shard's partitions on disk (log segments and snapshots).
+    pub log_bytes: AtomicU64,
+    /// Group commits that wrote records (one per partition per pass with writes).
+    pub log_commits: AtomicU64,
+    /// fsyncs (fdatasync) of log segments: SYNC commits and the ASYNC timer.
+    pub fsyncs: AtomicU64,
+    /// Failed log writes or fsyncs (each answered -IOERR, or logged for the ASYNC timer).
+    pub io_errors: AtomicU64,
+    /// Compactions completed.
+    pub compactions: AtomicU64,
+    /// When the last compaction completed (ms since the Unix epoch; 0: never).
+    pub last_compaction_ms: AtomicU64,
+    /// How long the last compaction took, from the new segment to the durable snapshot.
+    pub last_compaction_duration_ms: AtomicU64,
+    /// How long this shard's recovery took at startup.
+    pub recovery_ms: AtomicU64,
+    /// Keys loaded by this shard's recovery.
+    pub recovered_keys: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -29,6 +49,12 @@ impl ShardMetrics {
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Sets a gauge. Only the owning shard may call this (single writer).
+    #[inline]
+    pub fn set(gauge: &AtomicU64, value: u64) {
+        gauge.store(value, Relaxed);
     }
 
     /// Subtracts from a gauge. Only the owning shard may call this (single writer).

@@ -1,5 +1,7 @@
-//! Boot and shutdown: opens the listener, starts the shard threads (pinned), the acceptor and
-//! the signal watcher, and waits for them to finish.
+//! Boot and shutdown: loads the catalog, starts the shard threads (pinned), which recover
+//! their durable partitions in parallel, then opens the listener, starts the acceptor and the
+//! signal watcher, and waits for them to finish. The listener opens only after every shard has
+//! recovered, so no client ever sees a half-loaded partition; a recovery error stops startup.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -7,10 +9,12 @@ use std::sync::Arc;
 use std::thread;
 
 use crate::acceptor::{self, Acceptor};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, PartitionMeta};
 use crate::config::Config;
 use crate::metrics::ServerMetrics;
+use crate::persist::{catalog_file, partitions_dir, recovery};
 use crate::shard::{Shard, Shared, Shutdown};
+use crate::store::PersistMode;
 
 /// Runs the server until SIGTERM, SIGINT or SHUTDOWN, then returns.
 pub fn run(config: Config) -> Result<(), String> {
@@ -23,6 +27,7 @@ pub fn run(config: Config) -> Result<(), String> {
     })?;
 
     let shards = config.shards;
+    let (catalog, next_partition_id) = load_catalog(&config.data_dir, shards)?;
     let mut parts = Vec::with_capacity(shards);
     for _ in 0..shards {
         parts.push(Shard::create().map_err(|e| format!("cannot create shard event loop: {e}"))?);
@@ -46,17 +51,19 @@ pub fn run(config: Config) -> Result<(), String> {
         next_client_id: AtomicU64::new(1),
     });
 
-    // Recovery will run here, per shard, before the listener opens.
-    let catalog = Arc::new(Catalog::default());
+    let catalog = Arc::new(catalog);
 
     let core_ids = core_affinity::get_core_ids().unwrap_or_default();
-    let (pinned_tx, pinned_rx) = crossbeam_channel::bounded::<(usize, Option<usize>)>(shards);
+    type Started = (usize, Option<usize>, Result<(), String>);
+    let (pinned_tx, pinned_rx) = crossbeam_channel::bounded::<Started>(shards);
     let mut threads = Vec::with_capacity(shards + 1);
+    let recovery_started = std::time::Instant::now();
     for (id, (poll, mailbox, _)) in parts.into_iter().enumerate() {
-        let shard = Shard::new(id, poll, mailbox, shared.clone(), catalog.clone());
         let core = (!core_ids.is_empty()).then(|| core_ids[id % core_ids.len()]);
         let pinned_tx = pinned_tx.clone();
         let metrics = metrics.clone();
+        let shared = shared.clone();
+        let catalog = catalog.clone();
         let thread = thread::Builder::new()
             .name(format!("gokv-shard-{id}"))
             .spawn(move || {
@@ -69,15 +76,47 @@ pub fn run(config: Config) -> Result<(), String> {
                 metrics.shards[id]
                     .core
                     .store(pinned.map_or(-1, |c| c as i64), Ordering::Relaxed);
-                let _ = pinned_tx.send((id, pinned));
-                shard.run();
+                // Recovery runs here, in the shard's own (pinned) thread, all shards at once.
+                match Shard::new(id, poll, mailbox, shared, catalog, next_partition_id) {
+                    Ok(shard) => {
+                        let _ = pinned_tx.send((id, pinned, Ok(())));
+                        shard.run();
+                    }
+                    Err(e) => {
+                        let _ = pinned_tx.send((id, pinned, Err(e)));
+                    }
+                }
             })
             .map_err(|e| format!("cannot start shard thread: {e}"))?;
         threads.push(thread);
     }
     drop(pinned_tx);
-    let mut pinning: Vec<(usize, Option<usize>)> = pinned_rx.iter().take(shards).collect();
-    pinning.sort_unstable();
+    let mut started: Vec<Started> = pinned_rx.iter().take(shards).collect();
+    started.sort_unstable_by_key(|s| s.0);
+    let errors: Vec<String> = started
+        .iter()
+        .filter_map(|(_, _, r)| r.as_ref().err().cloned())
+        .collect();
+    if !errors.is_empty() || started.len() < shards {
+        // Stop the shards that did start; they have no clients yet.
+        shutdown.request();
+        for thread in threads {
+            let _ = thread.join();
+        }
+        return Err(if errors.is_empty() {
+            "a shard thread died during recovery".into()
+        } else {
+            errors.join("; ")
+        });
+    }
+    log::info!(
+        "recovery done in {} ms",
+        recovery_started.elapsed().as_millis()
+    );
+    let pinning: Vec<(usize, Option<usize>)> = started
+        .into_iter()
+        .map(|(id, core, _)| (id, core))
+        .collect();
 
     let listener = acceptor::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
@@ -112,6 +151,66 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     log::info!("shutdown complete");
     Ok(())
+}
+
+/// Loads the catalog file (an empty catalog on a first start), moves partitions of shards
+/// that no longer exist (fewer `--shards` than last time), and removes the files of
+/// partitions the catalog no longer names.
+fn load_catalog(data_dir: &std::path::Path, shards: usize) -> Result<(Catalog, u64), String> {
+    std::fs::create_dir_all(partitions_dir(data_dir))
+        .map_err(|e| format!("cannot create {}: {e}", partitions_dir(data_dir).display()))?;
+    let Some(stored) = catalog_file::load(data_dir).map_err(|e| e.to_string())? else {
+        recovery::remove_orphans(data_dir, &[]);
+        return Ok((Catalog::default(), 1));
+    };
+    let mut catalog = stored.catalog;
+    let mut moved = false;
+    let names: Vec<String> = catalog.partitions.keys().cloned().collect();
+    for name in names {
+        let Some(meta) = catalog.partitions.get(&name) else {
+            continue;
+        };
+        if meta.shard < shards {
+            continue;
+        }
+        let shard = {
+            let rest = catalog.without_partition(&name);
+            rest.placement(shards)
+        };
+        log::info!(
+            "partition '{name}' was on shard {}, which does not exist now: moving it to              shard {shard}",
+            meta.shard
+        );
+        let meta = Arc::new(PartitionMeta {
+            name: meta.name.clone(),
+            id: meta.id,
+            shard,
+            schema: meta.schema,
+            persist: meta.persist,
+            created_ms: meta.created_ms,
+            stats: meta.stats.clone(),
+        });
+        catalog.partitions.insert(name, meta);
+        moved = true;
+    }
+    if moved {
+        catalog_file::store(data_dir, &catalog, stored.next_id)
+            .map_err(|e| format!("cannot rewrite the catalog: {e}"))?;
+    }
+    let durable: Vec<u64> = catalog
+        .partitions
+        .values()
+        .filter(|m| m.persist != PersistMode::Memory)
+        .map(|m| m.id)
+        .collect();
+    recovery::remove_orphans(data_dir, &durable);
+    log::info!(
+        "catalog version {}: {} partitions ({} durable)",
+        catalog.version,
+        catalog.partitions.len(),
+        durable.len()
+    );
+    Ok((catalog, stored.next_id))
 }
 
 fn resolve(bind: &str, port: u16) -> Result<SocketAddr, String> {

@@ -4,7 +4,12 @@
 //! whether the request came from a local connection or was forwarded by another shard. Every
 //! command validates all of its input before it changes anything, so an error reply always
 //! means "nothing was written".
+//!
+//! Writes to a durable partition go through its [`Journal`] (given as `journal`), which
+//! applies them, logs a physical record per change (INCR as the SET of its result) and keeps
+//! what to undo should the pass's commit fail. A MEMORY partition passes `None`.
 
+use crate::persist::Journal;
 use crate::protocol::{Args, ReplyWriter};
 use crate::store::partition::ValueRef;
 use crate::store::{parse_canonical_i64, IncrError, Partition, PartitionStats, Schema};
@@ -17,16 +22,73 @@ pub struct DataLimits {
     pub max_key_len: usize,
 }
 
+/// True for the commands that may change a partition.
+#[inline]
+pub fn is_write(id: CommandId) -> bool {
+    matches!(
+        id,
+        CommandId::Set
+            | CommandId::MSet
+            | CommandId::Del
+            | CommandId::Incr
+            | CommandId::Decr
+            | CommandId::IncrBy
+            | CommandId::DecrBy
+    )
+}
+
+/// The partition's mutations, journaled when the partition is durable.
+struct Writes<'a, 'j> {
+    partition: &'a mut Partition,
+    journal: Option<&'j mut Journal>,
+}
+
+impl Writes<'_, '_> {
+    #[inline]
+    fn set_str(&mut self, key: &[u8], value: &[u8]) {
+        match &mut self.journal {
+            Some(j) => j.set_str(self.partition, key, value),
+            None => self.partition.set_str(key, value),
+        }
+    }
+
+    #[inline]
+    fn set_int(&mut self, key: &[u8], value: i64) {
+        match &mut self.journal {
+            Some(j) => j.set_int(self.partition, key, value),
+            None => self.partition.set_int(key, value),
+        }
+    }
+
+    #[inline]
+    fn remove(&mut self, key: &[u8]) -> bool {
+        match &mut self.journal {
+            Some(j) => j.remove(self.partition, key),
+            None => self.partition.remove(key),
+        }
+    }
+
+    #[inline]
+    fn incr_by(&mut self, key: &[u8], delta: i64) -> Result<i64, IncrError> {
+        match &mut self.journal {
+            Some(j) => j.incr_by(self.partition, key, delta),
+            None => self.partition.incr_by(key, delta),
+        }
+    }
+}
+
 /// Runs a data command (`args[1]` is the partition, already resolved to `partition`) and
 /// writes its reply. On `Err` nothing was written to the reply or the partition.
 pub fn execute(
     id: CommandId,
     args: &Args,
     partition: &mut Partition,
+    journal: Option<&mut Journal>,
     limits: DataLimits,
     w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
-    let stats = partition.stats();
+    let mut writes = Writes { partition, journal };
+    let stats = writes.partition.stats();
     PartitionStats::add(&stats.ops, 1);
     match id {
         CommandId::Get | CommandId::MGet | CommandId::Exists => {
@@ -38,8 +100,8 @@ pub fn execute(
         CommandId::Get => {
             let key = args.get(2);
             check_key(key, limits.max_key_len)?;
-            let found = write_value(partition.get(key), w);
-            count_lookups(partition, found as u64, !found as u64);
+            let found = write_value(writes.partition.get(key), w);
+            count_lookups(writes.partition, found as u64, !found as u64);
             Ok(())
         }
         CommandId::MGet => {
@@ -50,16 +112,16 @@ pub fn execute(
             w.array(args.len() - 2);
             let mut hits = 0;
             for key in keys {
-                hits += write_value(partition.get(key), w) as u64;
+                hits += write_value(writes.partition.get(key), w) as u64;
             }
-            count_lookups(partition, hits, (args.len() - 2) as u64 - hits);
+            count_lookups(writes.partition, hits, (args.len() - 2) as u64 - hits);
             Ok(())
         }
         CommandId::Exists => {
             let mut present = 0;
             for key in keys(args, 2, 1) {
                 check_key(key, limits.max_key_len)?;
-                present += partition.contains(key) as i64;
+                present += writes.partition.contains(key) as i64;
             }
             w.integer(present);
             Ok(())
@@ -67,11 +129,11 @@ pub fn execute(
         CommandId::Set => {
             let (key, value) = (args.get(2), args.get(3));
             check_key(key, limits.max_key_len)?;
-            match partition.schema() {
-                Schema::String => partition.set_str(key, value),
+            match writes.partition.schema() {
+                Schema::String => writes.set_str(key, value),
                 Schema::Int => {
                     let n = parse_canonical_i64(value).ok_or(CommandError::NotAnInteger)?;
-                    partition.set_int(key, n);
+                    writes.set_int(key, n);
                 }
             }
             w.ok();
@@ -85,10 +147,10 @@ pub fn execute(
             for key in keys(args, 2, 2) {
                 check_key(key, limits.max_key_len)?;
             }
-            match partition.schema() {
+            match writes.partition.schema() {
                 Schema::String => {
                     for i in (2..args.len()).step_by(2) {
-                        partition.set_str(args.get(i), args.get(i + 1));
+                        writes.set_str(args.get(i), args.get(i + 1));
                     }
                 }
                 Schema::Int => {
@@ -98,7 +160,7 @@ pub fn execute(
                     for i in (2..args.len()).step_by(2) {
                         // Parsed above; cannot fail here.
                         let n = parse_canonical_i64(args.get(i + 1)).unwrap_or_default();
-                        partition.set_int(args.get(i), n);
+                        writes.set_int(args.get(i), n);
                     }
                 }
             }
@@ -111,7 +173,7 @@ pub fn execute(
             }
             let mut removed = 0;
             for key in keys(args, 2, 1) {
-                removed += partition.remove(key) as i64;
+                removed += writes.remove(key) as i64;
             }
             w.integer(removed);
             Ok(())
@@ -119,7 +181,7 @@ pub fn execute(
         CommandId::Incr | CommandId::Decr | CommandId::IncrBy | CommandId::DecrBy => {
             let key = args.get(2);
             check_key(key, limits.max_key_len)?;
-            if partition.schema() != Schema::Int {
+            if writes.partition.schema() != Schema::Int {
                 return Err(CommandError::WrongSchema("INT"));
             }
             let delta = match id {
@@ -135,7 +197,7 @@ pub fn execute(
                     }
                 }
             };
-            match partition.incr_by(key, delta) {
+            match writes.incr_by(key, delta) {
                 Ok(value) => {
                     w.integer(value);
                     Ok(())
@@ -201,7 +263,8 @@ mod tests {
         let spec = crate::command::lookup(&args).expect("known command");
         let mut out = Vec::new();
         let mut w = ReplyWriter::new(&mut out, Protocol::Resp2);
-        if let Err(e) = execute(spec.id, &args, p, DataLimits { max_key_len: 8 }, &mut w) {
+        let limits = DataLimits { max_key_len: 8 };
+        if let Err(e) = execute(spec.id, &args, p, None, limits, &mut w) {
             e.write_to(&mut w);
         }
         String::from_utf8(out).expect("ascii replies")

@@ -31,6 +31,10 @@ pub enum CommandError {
     NoProto,
     /// The server is shutting down and takes no new work.
     ShuttingDown,
+    /// A write could not be made durable as the partition's persist mode promises; it was not
+    /// applied. The text says what failed (never a path or OS detail the client cannot use
+    /// beyond the error kind).
+    Io(String),
 }
 
 impl CommandError {
@@ -40,6 +44,7 @@ impl CommandError {
             CommandError::NoPartition(_) => "NOPARTITION",
             CommandError::NotAnInteger | CommandError::WrongSchema(_) => "WRONGTYPE",
             CommandError::NoProto => "NOPROTO",
+            CommandError::Io(_) => "IOERR",
             _ => "ERR",
         }
     }
@@ -77,6 +82,7 @@ impl fmt::Display for CommandError {
             CommandError::KeyTooLong { max } => write!(f, "key too long (more than {max} bytes)"),
             CommandError::NoProto => write!(f, "unsupported protocol version"),
             CommandError::ShuttingDown => write!(f, "server is shutting down"),
+            CommandError::Io(what) => write!(f, "{what}; the write was not applied"),
         }
     }
 }

@@ -76,6 +76,7 @@ pub enum CommandId {
     Info,
     Config,
     Shutdown,
+    Debug,
 }
 
 /// One row of the command table.
@@ -294,6 +295,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         None,
         ["admin"]
     ),
+    spec!(Debug, "debug", -2, AdminAll, Connection, None, ["admin"]),
 ];
 
 fn spec(id: CommandId) -> &'static CommandSpec {
@@ -339,6 +341,7 @@ pub fn lookup(args: &Args) -> Result<&'static CommandSpec, CommandError> {
         b"INFO" => CommandId::Info,
         b"CONFIG" => CommandId::Config,
         b"SHUTDOWN" => CommandId::Shutdown,
+        b"DEBUG" => CommandId::Debug,
         top @ (b"CREATE" | b"DROP" | b"LIST" | b"DESCRIBE" | b"STATS") => {
             let top: &'static str = match top {
                 b"CREATE" => "create",

@@ -34,12 +34,6 @@ pub fn parse_create(args: &Args) -> Result<CreatePartition, CommandError> {
             printable(args.get(4))
         ))
     })?;
-    if persist != PersistMode::Memory {
-        // Never pretend to persist: durable modes arrive with the persistence work.
-        return Err(CommandError::NotAvailable(format!(
-            "persist mode {persist} is not available yet: only MEMORY partitions can be created"
-        )));
-    }
     Ok(CreatePartition {
         name,
         schema,

@@ -1,4 +1,5 @@
-//! Server and connection commands: PING ECHO QUIT HELLO COMMAND CLIENT INFO CONFIG SHUTDOWN.
+//! Server and connection commands: PING ECHO QUIT HELLO COMMAND CLIENT INFO CONFIG SHUTDOWN
+//! DEBUG.
 //!
 //! They run on the connection's own shard. They read the [`Session`] (per connection) and a
 //! [`ServerView`] (the shard's catalog copy, the configuration, the metrics), and write a reply.
@@ -59,6 +60,7 @@ pub fn execute(
         CommandId::Client => client(args, session, w)?,
         CommandId::Info => info(args, view, w),
         CommandId::Config => config(args, view, w)?,
+        CommandId::Debug => debug(args, w)?,
         CommandId::Shutdown => {
             // No reply: like Redis, the connection just closes as the server goes down.
             session.shutdown_requested = true;
@@ -226,6 +228,38 @@ fn client(args: &Args, session: &mut Session, w: &mut ReplyWriter) -> Result<(),
     Ok(())
 }
 
+/// `DEBUG FAIL-WRITE <n>` / `DEBUG FAIL-FSYNC <n>`: make the next `n` log writes or fsyncs
+/// fail (builds with the `fault-injection` feature only; tests use it for the -IOERR path).
+fn debug(args: &Args, w: &mut ReplyWriter) -> Result<(), CommandError> {
+    use crate::persist::fault::{self, Fault};
+    let sub = args.get(1);
+    let fault = if sub.eq_ignore_ascii_case(b"FAIL-WRITE") {
+        Fault::Write
+    } else if sub.eq_ignore_ascii_case(b"FAIL-FSYNC") {
+        Fault::Fsync
+    } else {
+        return Err(CommandError::UnknownSubcommand {
+            command: "debug",
+            sub: printable(sub),
+        });
+    };
+    if args.len() != 3 {
+        return Err(CommandError::WrongArity("debug"));
+    }
+    let n = crate::protocol::parser::parse_i64(args.get(2))
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or(CommandError::ValueNotInteger)?;
+    if !fault::ENABLED {
+        return Err(CommandError::NotAvailable(
+            "fault injection is not compiled into this build (cargo feature fault-injection)"
+                .into(),
+        ));
+    }
+    fault::arm(fault, n);
+    w.ok();
+    Ok(())
+}
+
 /// `INFO [section ...]`: Redis-style `# Section` blocks of `field:value` lines.
 fn info(args: &Args, view: &ServerView, w: &mut ReplyWriter) {
     const SECTIONS: [&str; 6] = [
@@ -283,11 +317,7 @@ fn info(args: &Args, view: &ServerView, w: &mut ReplyWriter) {
                 total(|s| &s.forwarded_out),
                 total(|s| &s.batches_out),
             ),
-            "persistence" => write!(
-                text,
-                "# Persistence\r\nloading:0\r\naof_enabled:0\r\nrdb_bgsave_in_progress:0\r\n\
-                 partitions_durable:0\r\n"
-            ),
+            "persistence" => persistence_info(&mut text, m),
             _ => {
                 let _ = write!(text, "# Shards\r\n");
                 for (i, s) in m.shards.iter().enumerate() {
@@ -311,6 +341,54 @@ fn info(args: &Args, view: &ServerView, w: &mut ReplyWriter) {
     }
     let _ = (view.shard, view.catalog.version);
     w.verbatim_text(text.as_bytes());
+}
+
+/// The persistence section: totals, then one line per shard.
+fn persistence_info(text: &mut String, m: &ServerMetrics) -> std::fmt::Result {
+    let total = |f: fn(&ShardMetrics) -> &std::sync::atomic::AtomicU64| m.total(f);
+    let durable = total(|s| &s.durable_partitions);
+    write!(
+        text,
+        "# Persistence\r\nloading:0\r\naof_enabled:{}\r\nrdb_bgsave_in_progress:0\r\n\
+         partitions_durable:{durable}\r\nlog_bytes:{}\r\nlog_commits:{}\r\nfsyncs:{}\r\n\
+         io_errors:{}\r\ncompactions:{}\r\n",
+        u8::from(durable > 0),
+        total(|s| &s.log_bytes),
+        total(|s| &s.log_commits),
+        total(|s| &s.fsyncs),
+        total(|s| &s.io_errors),
+        total(|s| &s.compactions),
+    )?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    for (i, s) in m.shards.iter().enumerate() {
+        let g = ShardMetrics::get;
+        let last = g(&s.last_compaction_ms);
+        let age = if last == 0 {
+            -1
+        } else {
+            (now_ms.saturating_sub(last) / 1000) as i64
+        };
+        write!(
+            text,
+            "shard{i}_persistence:durable_partitions={},log_bytes={},log_commits={},fsyncs={},\
+             io_errors={},compactions={},last_compaction_ms={last},\
+             last_compaction_age_s={age},last_compaction_duration_ms={},recovery_ms={},\
+             recovered_keys={}\r\n",
+            g(&s.durable_partitions),
+            g(&s.log_bytes),
+            g(&s.log_commits),
+            g(&s.fsyncs),
+            g(&s.io_errors),
+            g(&s.compactions),
+            g(&s.last_compaction_duration_ms),
+            g(&s.recovery_ms),
+            g(&s.recovered_keys),
+        )?;
+    }
+    Ok(())
 }
 
 /// `CONFIG GET <pattern>`: enough for tools that probe (redis-benchmark asks for `save` and

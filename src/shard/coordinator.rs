@@ -5,13 +5,24 @@
 //! it to every shard (itself included) and answers the client only when every shard has
 //! acknowledged that version, so a client never sees its own change missing on any shard.
 //! Changes are applied one at a time, in arrival order.
+//!
+//! Durability: before broadcasting, the coordinator creates a new durable partition's first
+//! log segment and then replaces the catalog file (`persist::catalog_file`), both fsync'd. So
+//! a change the client hears `+OK` for survives a crash, and the catalog on disk never names a
+//! durable partition without its files. If either step fails the change is refused with
+//! `-IOERR` and nothing changes. This blocks shard 0's loop for a few fsyncs, which is fine
+//! for something as rare as CREATE or DROP.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::catalog::Catalog;
 use crate::command::partition::{plan_create, plan_drop};
+use crate::command::CommandError;
+use crate::persist::{catalog_file, PartitionLog};
+use crate::store::PersistMode;
 
 use super::mailbox::{CatalogChange, Message, ReplyTo, ShardHandle};
 
@@ -26,22 +37,27 @@ pub struct Coordinator {
     catalog: Arc<Catalog>,
     queue: VecDeque<(ReplyTo, CatalogChange)>,
     in_flight: Option<InFlight>,
+    /// Never reused, even after a restart (it is in the catalog file), so a partition's files
+    /// can never be mistaken for a dropped predecessor's.
     next_partition_id: u64,
+    data_dir: PathBuf,
 }
 
 impl Coordinator {
-    pub fn new(catalog: Arc<Catalog>) -> Self {
+    pub fn new(catalog: Arc<Catalog>, next_partition_id: u64, data_dir: PathBuf) -> Self {
         let next_partition_id = catalog
             .partitions
             .values()
             .map(|m| m.id + 1)
             .max()
-            .unwrap_or(1);
+            .unwrap_or(1)
+            .max(next_partition_id);
         Coordinator {
             catalog,
             queue: VecDeque::new(),
             in_flight: None,
             next_partition_id,
+            data_dir,
         }
     }
 
@@ -83,13 +99,21 @@ impl Coordinator {
                         .duration_since(UNIX_EPOCH)
                         .map(|d| d.as_millis() as u64)
                         .unwrap_or(0);
-                    let planned = plan_create(&self.catalog, request, shards.len(), id, created_ms);
-                    if planned.is_ok() {
-                        self.next_partition_id += 1;
-                    }
-                    planned
+                    plan_create(&self.catalog, request, shards.len(), id, created_ms).and_then(
+                        |catalog| {
+                            self.next_partition_id += 1;
+                            let durable = request.persist != PersistMode::Memory;
+                            self.persist(&catalog, durable.then_some(id))?;
+                            Ok(catalog)
+                        },
+                    )
                 }
-                CatalogChange::Drop(name) => plan_drop(&self.catalog, name),
+                CatalogChange::Drop(name) => plan_drop(&self.catalog, name).and_then(|catalog| {
+                    // The owning shard deletes the files when it applies this version; a
+                    // crash before that leaves orphans, which startup removes.
+                    self.persist(&catalog, None)?;
+                    Ok(catalog)
+                }),
             };
             match planned {
                 Err(e) => shards[reply_to.shard].send(Message::ChangeDone {
@@ -111,5 +135,22 @@ impl Coordinator {
                 }
             }
         }
+    }
+
+    /// Makes a catalog version durable (creating a new durable partition's files first).
+    fn persist(&self, catalog: &Catalog, new_durable: Option<u64>) -> Result<(), CommandError> {
+        if let Some(id) = new_durable {
+            PartitionLog::create_files(&self.data_dir, id).map_err(|e| {
+                log::error!("cannot create the files of partition {id}: {e}");
+                CommandError::Io(format!("cannot create the partition's log: {e}"))
+            })?;
+        }
+        catalog_file::store(&self.data_dir, catalog, self.next_partition_id).map_err(|e| {
+            log::error!("cannot write the catalog: {e}");
+            if let Some(id) = new_durable {
+                let _ = std::fs::remove_dir_all(crate::persist::partition_dir(&self.data_dir, id));
+            }
+            CommandError::Io(format!("cannot write the catalog: {e}"))
+        })
     }
 }

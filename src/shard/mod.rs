@@ -14,11 +14,19 @@
 //!    partition, keeping a waiting slot for its reply.
 //! 3. Drain the inbox: execute request batches from other shards (their replies go into a
 //!    reply outbox per shard), fill slots from reply batches, apply catalog versions.
-//! 4. Send every non-empty outbox as one message per destination (one wake at most).
-//! 5. Write every connection with new output, in one `write` when the socket takes it all.
+//! 4. Group commit ([`durability`]): write this pass's log records, one `write` per durable
+//!    partition with writes and one `fdatasync` per SYNC one; release the replies held for
+//!    them, or turn them into `-IOERR` and roll the writes back.
+//! 5. Send every non-empty outbox as one message per destination (one wake at most).
+//! 6. Write every connection with new output, in one `write` when the socket takes it all.
+//! 7. Persistence timers: the ASYNC fsync, a step of any compaction in progress.
+//!
+//! Steps 4 to 6 are in that order so that no reply to a durable write, local or forwarded,
+//! leaves before its record is on disk as its persist mode promises.
 
 pub mod connection;
 pub mod coordinator;
+pub mod durability;
 pub mod mailbox;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -37,10 +45,9 @@ use crate::command::{lookup, CommandError, CommandId, Route};
 use crate::config::Config;
 use crate::metrics::{ServerMetrics, ShardMetrics};
 use crate::protocol::{Args, Parsed, ReplyWriter};
-use crate::store::Partition;
-
 use connection::{Connection, ReadOutcome};
 use coordinator::Coordinator;
+use durability::{Durability, GroupCommit, LocalPartition};
 use mailbox::{
     CatalogChange, ConnRef, Mailbox, Message, ReplyBatch, ReplyTo, RequestBatch, ShardHandle,
 };
@@ -121,7 +128,7 @@ pub struct Shared {
 
 /// Where a partition named in a request lives, as this shard sees it.
 enum Target {
-    Local(Partition),
+    Local(LocalPartition),
     Remote(usize),
 }
 
@@ -153,6 +160,10 @@ struct Core {
     draining: bool,
     /// This shard has counted itself out of `Shutdown::draining`.
     drain_reported: bool,
+    /// This pass's durable writes and the replies held for their commit.
+    commit: GroupCommit,
+    /// Partitions loaded by recovery, until the first catalog takes them.
+    recovered: hashbrown::HashMap<u64, LocalPartition>,
 }
 
 pub struct Shard {
@@ -170,15 +181,24 @@ impl Shard {
         Ok((poll, mailbox, handle))
     }
 
+    /// Builds shard `id`, recovering its durable partitions from disk first (in the calling
+    /// thread: each shard's thread recovers its own, all in parallel).
     pub fn new(
         id: usize,
         poll: Poll,
         mailbox: Mailbox,
         shared: Arc<Shared>,
         catalog: Arc<Catalog>,
-    ) -> Self {
+        next_partition_id: u64,
+    ) -> Result<Self, String> {
         let shards = shared.shards.len();
-        let coordinator = (id == COORDINATOR).then(|| Coordinator::new(catalog.clone()));
+        let coordinator = (id == COORDINATOR).then(|| {
+            Coordinator::new(
+                catalog.clone(),
+                next_partition_id,
+                shared.config.data_dir.clone(),
+            )
+        });
         let data_limits = DataLimits {
             max_key_len: shared.config.max_key_len,
         };
@@ -197,14 +217,17 @@ impl Shard {
             to_service: Vec::new(),
             draining: false,
             drain_reported: false,
+            commit: GroupCommit::default(),
+            recovered: hashbrown::HashMap::new(),
         };
+        core.recover(&catalog)?;
         core.apply_catalog(catalog);
-        Shard {
+        Ok(Shard {
             poll,
             mailbox,
             conns: Slab::new(),
             core,
-        }
+        })
     }
 
     /// Runs the event loop until shutdown completes.
@@ -212,13 +235,16 @@ impl Shard {
         let mut events = Events::with_capacity(1024);
         let mut drain_started: Option<Instant> = None;
         loop {
+            let persist_timeout = self.core.commit.poll_timeout(Instant::now());
             let timeout = if !self.core.to_service.is_empty() {
                 Some(Duration::ZERO)
             } else if self.core.draining {
                 // While draining, check often whether every shard is done.
-                Some(Duration::from_millis(5))
+                Some(Duration::from_millis(5).min(persist_timeout.unwrap_or(Duration::MAX)))
+            } else if persist_timeout == Some(Duration::ZERO) {
+                Some(Duration::ZERO)
             } else if self.mailbox.prepare_to_sleep() {
-                None
+                persist_timeout
             } else {
                 Some(Duration::ZERO)
             };
@@ -251,12 +277,16 @@ impl Shard {
                 }
             }
             self.drain_inbox();
+            // Before anything leaves: replies to durable writes wait for their commit.
+            self.commit();
             self.core.flush_outboxes();
             self.flush_writes();
+            self.core.persistence_tick();
 
             if self.core.draining {
                 let started = *drain_started.get_or_insert_with(Instant::now);
                 if self.drain_step(started) {
+                    self.sync_all();
                     return;
                 }
             }
@@ -584,14 +614,51 @@ impl Core {
         };
         match spec.route {
             Route::Partition => match self.routes.get_mut(args.get(1)) {
-                // The local path: execute now, encode straight into the output.
-                Some(Target::Local(partition)) => {
+                // The local path: execute now, encode straight into the output...
+                Some(Target::Local(local)) => {
                     let limits = self.data_limits;
-                    replies.push_ready(protocol, |w| {
-                        if let Err(e) = data::execute(spec.id, args, partition, limits, w) {
-                            e.write_to(w);
+                    match &mut local.log {
+                        // ... except a durable write, whose reply waits for the group commit.
+                        Durability::Logged(log) if data::is_write(spec.id) => {
+                            let seq = replies.push_waiting();
+                            let writes = log.journal.writes();
+                            let start = self.commit.buf.len();
+                            let mut w = ReplyWriter::new(&mut self.commit.buf, protocol);
+                            let journal = Some(&mut log.journal);
+                            if let Err(e) = data::execute(
+                                spec.id,
+                                args,
+                                &mut local.data,
+                                journal,
+                                limits,
+                                &mut w,
+                            ) {
+                                e.write_to(&mut w);
+                            }
+                            if log.journal.writes() > writes {
+                                self.commit.logged(writes == 0, args.get(1), local.id);
+                                self.commit.hold(conn_ref, seq, protocol, local.id, start);
+                            } else {
+                                // Changed nothing: nothing to wait for.
+                                replies.fill(seq, &self.commit.buf[start..]);
+                                self.commit.buf.truncate(start);
+                            }
                         }
-                    });
+                        Durability::Broken(why) if data::is_write(spec.id) => {
+                            let e = CommandError::Io(why.clone());
+                            replies.push_ready(protocol, |w| e.write_to(w));
+                        }
+                        _ => {
+                            replies.push_ready(protocol, |w| {
+                                let partition = &mut local.data;
+                                if let Err(e) =
+                                    data::execute(spec.id, args, partition, None, limits, w)
+                                {
+                                    e.write_to(w);
+                                }
+                            });
+                        }
+                    }
                 }
                 // The forwarded path: copy into the owner's outbox, answer later in order.
                 Some(Target::Remote(shard)) => {
@@ -666,10 +733,43 @@ impl Core {
         for request in &batch.requests {
             let args = batch.args(request);
             let mut w = ReplyWriter::new(&mut out.buf, request.protocol);
+            let limits = self.data_limits;
             let result = match self.routes.get_mut(args.get(1)) {
-                Some(Target::Local(partition)) => {
-                    data::execute(request.command, &args, partition, self.data_limits, &mut w)
-                }
+                Some(Target::Local(local)) => match &mut local.log {
+                    // A durable write: the batch leaves after the commit, which may still
+                    // patch this reply into -IOERR.
+                    Durability::Logged(log) if data::is_write(request.command) => {
+                        let writes = log.journal.writes();
+                        let journal = Some(&mut log.journal);
+                        let partition = &mut local.data;
+                        let result = data::execute(
+                            request.command,
+                            &args,
+                            partition,
+                            journal,
+                            limits,
+                            &mut w,
+                        );
+                        if log.journal.writes() > writes {
+                            self.commit.logged(writes == 0, args.get(1), local.id);
+                            let index = out.replies.len();
+                            self.commit
+                                .hold_remote(from, index, request.protocol, local.id);
+                        }
+                        result
+                    }
+                    Durability::Broken(why) if data::is_write(request.command) => {
+                        Err(CommandError::Io(why.clone()))
+                    }
+                    _ => data::execute(
+                        request.command,
+                        &args,
+                        &mut local.data,
+                        None,
+                        limits,
+                        &mut w,
+                    ),
+                },
                 // Dropped (or moved) since the sender routed it.
                 _ => Err(CommandError::NoPartition(printable(args.get(1)))),
             };
@@ -720,10 +820,13 @@ impl Core {
                 owned += 1;
                 match old.remove(&key) {
                     // Same partition as before (a name dropped and created again has a new id).
-                    Some(Target::Local(p)) if Arc::ptr_eq(p.stats_arc(), &meta.stats) => {
-                        Target::Local(p)
+                    Some(Target::Local(p)) if p.id == meta.id => Target::Local(p),
+                    previous => {
+                        if let Some(Target::Local(p)) = previous {
+                            self.retire(p);
+                        }
+                        Target::Local(self.open_partition(meta))
                     }
-                    _ => Target::Local(Partition::new(meta.schema, meta.stats.clone())),
                 }
             } else {
                 Target::Remote(meta.shard)
@@ -734,7 +837,12 @@ impl Core {
             .partitions
             .store(owned, Ordering::Relaxed);
         self.catalog = catalog;
-        // Whatever is left in `old` was dropped: its memory goes now.
-        drop(old);
+        // Whatever is left in `old` was dropped: its memory goes now, and its files.
+        for (_, target) in old.drain() {
+            if let Target::Local(p) = target {
+                self.retire(p);
+            }
+        }
+        self.count_durable();
     }
 }

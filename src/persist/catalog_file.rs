@@ -1,0 +1,173 @@
+//! The catalog on disk: every partition's name, id, shard, schema and persist mode.
+//!
+//! A small text file, rewritten whole on every change by the coordinator (shard 0) with an
+//! atomic replace: write `catalog.tmp`, fsync it, rename it over `catalog`, fsync the
+//! directory. A reader therefore sees the old catalog or the new one, never a mix. The last
+//! line is a CRC32C of everything before it, so a damaged file is an error at startup rather
+//! than a silently different set of partitions.
+//!
+//! ```text
+//! gokv-catalog 1
+//! version 7
+//! next-id 12
+//! partition orders 3 0 STRING SYNC 1795641684456
+//! crc32c 1a2b3c4d
+//! ```
+//! (`partition <name> <id> <shard> <schema> <persist> <created_ms>`; names are
+//! `[A-Za-z0-9_.-]`, so no quoting is needed.)
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::catalog::{is_valid_name, Catalog, PartitionMeta};
+use crate::store::{PartitionStats, PersistMode, Schema};
+
+use super::{sync_dir, PersistError};
+
+const MAGIC: &str = "gokv-catalog 1";
+
+pub fn path(data_dir: &Path) -> PathBuf {
+    data_dir.join("catalog")
+}
+
+/// The catalog and the next partition id to hand out.
+#[derive(Debug)]
+pub struct Stored {
+    pub catalog: Catalog,
+    pub next_id: u64,
+}
+
+/// Serialises a catalog.
+pub fn encode(catalog: &Catalog, next_id: u64) -> String {
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = writeln!(text, "{MAGIC}");
+    let _ = writeln!(text, "version {}", catalog.version);
+    let _ = writeln!(text, "next-id {next_id}");
+    for meta in catalog.partitions.values() {
+        let _ = writeln!(
+            text,
+            "partition {} {} {} {} {} {}",
+            meta.name, meta.id, meta.shard, meta.schema, meta.persist, meta.created_ms
+        );
+    }
+    let crc = crc32c::crc32c(text.as_bytes());
+    let _ = writeln!(text, "crc32c {crc:08x}");
+    text
+}
+
+/// Parses a catalog file's text. Errors say which line is wrong.
+pub fn decode(text: &str) -> Result<Stored, String> {
+    let body_end = text
+        .trim_end_matches('\n')
+        .rfind('\n')
+        .map(|i| i + 1)
+        .ok_or("file is too short")?;
+    let (body, crc_line) = text.split_at(body_end);
+    let crc = crc_line
+        .trim_end()
+        .strip_prefix("crc32c ")
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .ok_or("last line is not a crc32c line")?;
+    if crc32c::crc32c(body.as_bytes()) != crc {
+        return Err("checksum mismatch".into());
+    }
+    let mut lines = body.lines().enumerate();
+    if lines.next().map(|(_, l)| l) != Some(MAGIC) {
+        return Err(format!("first line is not '{MAGIC}'"));
+    }
+    let mut version = None;
+    let mut next_id = None;
+    let mut partitions = BTreeMap::new();
+    for (i, line) in lines {
+        let bad = || format!("line {}: cannot parse '{line}'", i + 1);
+        let words: Vec<&str> = line.split(' ').collect();
+        match words.as_slice() {
+            ["version", v] => version = Some(v.parse().map_err(|_| bad())?),
+            ["next-id", n] => next_id = Some(n.parse().map_err(|_| bad())?),
+            ["partition", name, id, shard, schema, persist, created] => {
+                if !is_valid_name(name.as_bytes()) {
+                    return Err(bad());
+                }
+                let meta = PartitionMeta {
+                    name: name.to_string(),
+                    id: id.parse().map_err(|_| bad())?,
+                    shard: shard.parse().map_err(|_| bad())?,
+                    schema: Schema::parse(schema.as_bytes()).ok_or_else(bad)?,
+                    persist: PersistMode::parse(persist.as_bytes()).ok_or_else(bad)?,
+                    created_ms: created.parse().map_err(|_| bad())?,
+                    stats: Arc::new(PartitionStats::default()),
+                };
+                partitions.insert(meta.name.clone(), Arc::new(meta));
+            }
+            _ => return Err(bad()),
+        }
+    }
+    let catalog = Catalog {
+        version: version.ok_or("no version line")?,
+        partitions,
+    };
+    let next_id = next_id.ok_or("no next-id line")?;
+    Ok(Stored { catalog, next_id })
+}
+
+/// Loads the catalog; `None` on a first start (no file).
+pub fn load(data_dir: &Path) -> Result<Option<Stored>, PersistError> {
+    let path = path(data_dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(PersistError::io(&path, e)),
+    };
+    decode(&text)
+        .map(Some)
+        .map_err(|why| PersistError::corrupt(&path, 0, why))
+}
+
+/// Replaces the catalog file atomically and durably.
+pub fn store(data_dir: &Path, catalog: &Catalog, next_id: u64) -> io::Result<()> {
+    let tmp = data_dir.join("catalog.tmp");
+    let mut file = File::create(&tmp)?;
+    super::fault::check(super::fault::Fault::Write)?;
+    file.write_all(encode(catalog, next_id).as_bytes())?;
+    super::fault::check(super::fault::Fault::Fsync)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path(data_dir))?;
+    sync_dir(data_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_damage() {
+        let c = Catalog::default().with_partition(PartitionMeta {
+            name: "orders".into(),
+            id: 3,
+            shard: 1,
+            schema: Schema::String,
+            persist: PersistMode::Sync,
+            created_ms: 42,
+            stats: Arc::default(),
+        });
+        let text = encode(&c, 4);
+        let back = decode(&text).expect("valid");
+        assert_eq!(back.next_id, 4);
+        assert_eq!(back.catalog.version, c.version);
+        let m = &back.catalog.partitions["orders"];
+        assert_eq!(
+            (m.id, m.shard, m.schema, m.persist, m.created_ms),
+            (3, 1, Schema::String, PersistMode::Sync, 42)
+        );
+        let damaged = text.replace("orders", "ordets");
+        assert!(decode(&damaged).unwrap_err().contains("checksum"));
+        assert!(decode("").is_err());
+        assert!(decode(&text[..text.len() / 2]).is_err());
+    }
+}

@@ -1,0 +1,63 @@
+//! Fault injection for tests (cargo feature `fault-injection`): makes the next `n` log writes
+//! or fsyncs fail, so that the `-IOERR` path can be tested against the real binary
+//! (`DEBUG FAIL-WRITE <n>`, `DEBUG FAIL-FSYNC <n>`).
+//!
+//! Without the feature every check is an inlined `Ok(())`. With it, the counters are
+//! process-wide atomics (a test arms them, the next shard to write consumes them); they are
+//! never touched otherwise.
+
+use std::io;
+
+/// Which operation to fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Write,
+    Fsync,
+}
+
+#[cfg(feature = "fault-injection")]
+mod armed {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub static WRITES: AtomicU64 = AtomicU64::new(0);
+    pub static FSYNCS: AtomicU64 = AtomicU64::new(0);
+
+    pub fn take(counter: &AtomicU64) -> bool {
+        counter
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    }
+}
+
+/// True when this build can inject faults.
+pub const ENABLED: bool = cfg!(feature = "fault-injection");
+
+/// Makes the next `n` operations of `fault` fail (no-op without the feature).
+pub fn arm(fault: Fault, n: u64) {
+    #[cfg(feature = "fault-injection")]
+    {
+        let counter = match fault {
+            Fault::Write => &armed::WRITES,
+            Fault::Fsync => &armed::FSYNCS,
+        };
+        counter.store(n, std::sync::atomic::Ordering::SeqCst);
+    }
+    let _ = (fault, n);
+}
+
+/// Fails if a fault of this kind is armed.
+#[inline]
+pub fn check(fault: Fault) -> io::Result<()> {
+    #[cfg(feature = "fault-injection")]
+    {
+        let counter = match fault {
+            Fault::Write => &armed::WRITES,
+            Fault::Fsync => &armed::FSYNCS,
+        };
+        if armed::take(counter) {
+            return Err(io::Error::other(format!("injected {fault:?} failure")));
+        }
+    }
+    let _ = fault;
+    Ok(())
+}

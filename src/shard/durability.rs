@@ -1,0 +1,508 @@
+//! The shard's side of persistence: group commit, reply holding, the ASYNC fsync timer and
+//! compaction steps.
+//!
+//! # Group commit, and why replies wait
+//! A write to a durable partition is applied in memory at once (later commands of the pass
+//! must see it) and logged into the partition's [`Journal`](crate::persist::Journal). Its
+//! reply must not leave before the record is written (ASYNC) or fsync'd (SYNC), and must become
+//! `-IOERR` if that fails. So:
+//! - **Local request**: the connection gets a *waiting* reply slot
+//!   ([`ReplyQueue::push_waiting`](super::connection::ReplyQueue::push_waiting)); the success
+//!   reply is encoded into [`GroupCommit::held`]'s buffer. Later replies of the connection queue
+//!   behind the slot, so request order holds.
+//! - **Forwarded request**: the reply is encoded into the reply batch for its shard as usual,
+//!   and its position noted. The batch is sent only after the commit (`flush_outboxes` runs
+//!   after it), so it can still be patched.
+//! - **Commit** (once per pass, after `drain_inbox`, before `flush_outboxes` and
+//!   `flush_writes`): each partition with records gets one `write` and, if SYNC, one
+//!   `fdatasync`, shared by every write of the pass. On success the held replies fill their
+//!   slots; on failure the partition's journal rolls its writes back (newest first), and the
+//!   held replies, local and forwarded, become `-IOERR`.
+//!
+//! A write that changed nothing (DEL of an absent key, a WRONGTYPE error) logs nothing and its
+//! reply is filled at once. Reads are never held. Known limit: a read in the same pass as a
+//! write whose commit then fails may have seen the value that was rolled back.
+//!
+//! # Timers
+//! ASYNC partitions are fsync'd when their oldest unsynced commit is [`ASYNC_FSYNC_INTERVAL`]
+//! old (the poll timeout makes sure the loop wakes for it). A compaction writes
+//! [`COMPACTION_STEP`] entries per pass and keeps the poll from sleeping until it is done.
+
+use std::time::{Duration, Instant};
+
+use crate::command::CommandError;
+use crate::metrics::ShardMetrics;
+use crate::persist::recovery::{self, Loaded};
+use crate::persist::PartitionLog;
+use crate::protocol::{Protocol, ReplyWriter};
+use crate::store::{Partition, PersistMode};
+
+use super::mailbox::{ConnRef, ReplyBatch};
+use super::{Core, Shard, Target};
+
+/// How old unsynced ASYNC data may get before the shard fsyncs it. Half the promised second,
+/// so that a long pass or a slow disk still keeps the promise.
+pub const ASYNC_FSYNC_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Entries one compaction step writes per pass: about 1 ms of encoding and a few hundred KB
+/// of writes, small next to a pass's own work, large enough that 1M keys take a few hundred
+/// passes.
+pub const COMPACTION_STEP: usize = 4096;
+
+/// A partition this shard owns.
+pub struct LocalPartition {
+    pub data: Partition,
+    /// The catalog's id: tells a partition from a namesake dropped and created again.
+    pub id: u64,
+    pub log: Durability,
+}
+
+/// How a local partition's writes are made durable.
+pub enum Durability {
+    Memory,
+    Logged(Box<PartitionLog>),
+    /// The log could not be opened (after a CREATE): every write answers `-IOERR`.
+    Broken(String),
+}
+
+/// A local write's reply, held until its partition's commit.
+struct Held {
+    conn: ConnRef,
+    seq: u64,
+    protocol: Protocol,
+    partition: u64,
+    /// `buf[start..end]` is the success reply.
+    start: usize,
+    end: usize,
+}
+
+/// A forwarded write's reply in `reply_outboxes[shard].replies[index]`.
+struct HeldRemote {
+    shard: usize,
+    index: usize,
+    protocol: Protocol,
+    partition: u64,
+}
+
+/// This pass's durable writes and held replies (see the module docs).
+#[derive(Default)]
+pub struct GroupCommit {
+    /// Partitions with records this pass: (name, id).
+    dirty: Vec<(Box<[u8]>, u64)>,
+    held: Vec<Held>,
+    remote: Vec<HeldRemote>,
+    /// Encoded success replies of `held`.
+    pub buf: Vec<u8>,
+    /// ASYNC partitions with unsynced commits, and since when.
+    unsynced: Vec<(Box<[u8]>, u64)>,
+    unsynced_since: Option<Instant>,
+    /// Partitions compacting, or due to start.
+    compacting: Vec<(Box<[u8]>, u64)>,
+}
+
+impl GroupCommit {
+    /// Notes that a write logged a record for partition `id` (name `name`); `first` when it was
+    /// the partition's first this pass.
+    #[inline]
+    pub fn logged(&mut self, first: bool, name: &[u8], id: u64) {
+        if first {
+            self.dirty.push((name.into(), id));
+        }
+    }
+
+    /// Holds a local write's reply, encoded at `buf[start..]`.
+    #[inline]
+    pub fn hold(
+        &mut self,
+        conn: ConnRef,
+        seq: u64,
+        protocol: Protocol,
+        partition: u64,
+        start: usize,
+    ) {
+        self.held.push(Held {
+            conn,
+            seq,
+            protocol,
+            partition,
+            start,
+            end: self.buf.len(),
+        });
+    }
+
+    /// Notes a forwarded write's reply, to patch should its commit fail.
+    #[inline]
+    pub fn hold_remote(&mut self, shard: usize, index: usize, protocol: Protocol, partition: u64) {
+        self.remote.push(HeldRemote {
+            shard,
+            index,
+            protocol,
+            partition,
+        });
+    }
+
+    /// How long the loop may sleep before persistence needs it; `None`: no limit.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        if !self.compacting.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        self.unsynced_since
+            .map(|since| (since + ASYNC_FSYNC_INTERVAL).saturating_duration_since(now))
+    }
+}
+
+/// `-IOERR ...` in `protocol`.
+fn ioerr_reply(protocol: Protocol, why: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    CommandError::Io(why.to_string()).write_to(&mut ReplyWriter::new(&mut out, protocol));
+    out
+}
+
+impl Shard {
+    /// The group commit: write (and fsync) every partition with records from this pass, then
+    /// release or fail the held replies.
+    pub(super) fn commit(&mut self) {
+        if self.core.commit.dirty.is_empty() {
+            debug_assert!(self.core.commit.held.is_empty());
+            return;
+        }
+        let failed = self.core.commit_logs();
+        let mut held = std::mem::take(&mut self.core.commit.held);
+        for h in held.drain(..) {
+            let index = h.conn.index as usize;
+            let Some(conn) = self.conns.get_mut(index) else {
+                continue;
+            };
+            if conn.conn_ref != h.conn {
+                continue;
+            }
+            match failed.iter().find(|(id, _)| *id == h.partition) {
+                None => conn
+                    .replies
+                    .fill(h.seq, &self.core.commit.buf[h.start..h.end]),
+                Some((_, why)) => conn.replies.fill(h.seq, &ioerr_reply(h.protocol, why)),
+            };
+            self.after_progress(index);
+        }
+        self.core.commit.held = held;
+        self.core.commit.buf.clear();
+        let remote = std::mem::take(&mut self.core.commit.remote);
+        if !failed.is_empty() {
+            for r in &remote {
+                if let Some((_, why)) = failed.iter().find(|(id, _)| *id == r.partition) {
+                    let reply = ioerr_reply(r.protocol, why);
+                    replace_reply(&mut self.core.reply_outboxes[r.shard], r.index, &reply);
+                }
+            }
+        }
+        self.core.commit.remote = remote;
+        self.core.commit.remote.clear();
+    }
+
+    /// Fsyncs every durable partition (shutdown).
+    pub(super) fn sync_all(&mut self) {
+        for target in self.core.routes.values_mut() {
+            if let Target::Local(LocalPartition {
+                log: Durability::Logged(log),
+                ..
+            }) = target
+            {
+                if let Err(e) = log.sync() {
+                    log::error!("shutdown: cannot fsync {}: {e}", log.dir().display());
+                }
+            }
+        }
+        log::info!("shard {}: every log synced", self.core.id);
+    }
+}
+
+/// Replaces reply `index` of a batch (rare: only after a failed commit).
+fn replace_reply(batch: &mut ReplyBatch, index: usize, reply: &[u8]) {
+    let mut buf = Vec::with_capacity(batch.buf.len());
+    let mut start = 0usize;
+    for (i, r) in batch.replies.iter_mut().enumerate() {
+        let end = r.end as usize;
+        if i == index {
+            buf.extend_from_slice(reply);
+        } else {
+            buf.extend_from_slice(&batch.buf[start..end]);
+        }
+        start = end;
+        r.end = buf.len() as u32;
+    }
+    batch.buf = buf;
+}
+
+impl Core {
+    /// Commits every dirty partition; returns the ids that failed, with why.
+    fn commit_logs(&mut self) -> Vec<(u64, String)> {
+        let metrics = &self.shared.metrics.shards[self.id];
+        let mut failed = Vec::new();
+        let now = Instant::now();
+        for (name, id) in self.commit.dirty.drain(..) {
+            // Dropped during the pass: its writes went with it.
+            let Some(Target::Local(local)) = self.routes.get_mut(&name) else {
+                continue;
+            };
+            let Durability::Logged(log) = &mut local.log else {
+                continue;
+            };
+            if local.id != id {
+                continue;
+            }
+            let before = log.disk_bytes();
+            match log.commit() {
+                Ok(done) => {
+                    ShardMetrics::add(&metrics.log_commits, 1);
+                    ShardMetrics::add(&metrics.fsyncs, done.fsynced as u64);
+                    ShardMetrics::add(&metrics.log_bytes, log.disk_bytes() - before);
+                    if log.mode() == PersistMode::Async {
+                        if self.commit.unsynced_since.is_none() {
+                            self.commit.unsynced_since = Some(now);
+                        }
+                        if !self.commit.unsynced.iter().any(|(_, i)| *i == id) {
+                            self.commit.unsynced.push((name.clone(), id));
+                        }
+                    }
+                    if log.wants_compaction(now)
+                        && !self.commit.compacting.iter().any(|(_, i)| *i == id)
+                    {
+                        self.commit.compacting.push((name, id));
+                    }
+                }
+                Err(e) => {
+                    log.journal.rollback(&mut local.data);
+                    ShardMetrics::add(&metrics.io_errors, 1);
+                    log::error!(
+                        "partition '{}' ({}): {e}; the pass's writes were rolled back and \
+                         answered -IOERR",
+                        String::from_utf8_lossy(&name),
+                        log.dir().display()
+                    );
+                    failed.push((id, e.to_string()));
+                }
+            }
+        }
+        failed
+    }
+
+    /// Between passes: the ASYNC fsync timer and compaction steps.
+    pub(super) fn persistence_tick(&mut self) {
+        let now = Instant::now();
+        if self
+            .commit
+            .unsynced_since
+            .is_some_and(|since| now >= since + ASYNC_FSYNC_INTERVAL)
+        {
+            self.sync_async(now);
+        }
+        if !self.commit.compacting.is_empty() {
+            self.compaction_steps(now);
+        }
+    }
+
+    fn sync_async(&mut self, now: Instant) {
+        let metrics = &self.shared.metrics.shards[self.id];
+        self.commit.unsynced_since = None;
+        for (name, id) in std::mem::take(&mut self.commit.unsynced) {
+            let Some(Target::Local(local)) = self.routes.get_mut(&name) else {
+                continue;
+            };
+            let Durability::Logged(log) = &mut local.log else {
+                continue;
+            };
+            if local.id != id {
+                continue;
+            }
+            match log.sync() {
+                Ok(synced) => ShardMetrics::add(&metrics.fsyncs, synced as u64),
+                Err(e) => {
+                    // The writes were acknowledged already (ASYNC's promise is "handed to the
+                    // OS"); keep the data and try again next interval.
+                    ShardMetrics::add(&metrics.io_errors, 1);
+                    log::error!("ASYNC fsync of {} failed: {e}", log.dir().display());
+                    self.commit.unsynced_since.get_or_insert(now);
+                    self.commit.unsynced.push((name, id));
+                }
+            }
+        }
+    }
+
+    fn compaction_steps(&mut self, now: Instant) {
+        let metrics = &self.shared.metrics.shards[self.id];
+        let mut list = std::mem::take(&mut self.commit.compacting);
+        list.retain(|(name, id)| {
+            let Some(Target::Local(local)) = self.routes.get_mut(name) else {
+                return false;
+            };
+            let Durability::Logged(log) = &mut local.log else {
+                return false;
+            };
+            if local.id != *id {
+                return false;
+            }
+            let before = log.disk_bytes();
+            let keep = if !log.compacting() {
+                if !log.wants_compaction(now) {
+                    return false;
+                }
+                log::info!(
+                    "partition '{}': compacting {} bytes of log ({} keys)",
+                    String::from_utf8_lossy(name),
+                    log.disk_bytes(),
+                    local.data.len()
+                );
+                log.start_compaction(&mut local.data).is_ok()
+            } else {
+                match log.compaction_step(&mut local.data, COMPACTION_STEP) {
+                    Ok(Some(took)) => {
+                        ShardMetrics::add(&metrics.compactions, 1);
+                        ShardMetrics::set(&metrics.last_compaction_ms, unix_ms());
+                        ShardMetrics::set(
+                            &metrics.last_compaction_duration_ms,
+                            took.as_millis() as u64,
+                        );
+                        log::info!(
+                            "partition '{}': compacted to {} bytes in {} ms",
+                            String::from_utf8_lossy(name),
+                            log.disk_bytes(),
+                            took.as_millis()
+                        );
+                        false
+                    }
+                    Ok(None) => true,
+                    Err(_) => {
+                        ShardMetrics::add(&metrics.io_errors, 1);
+                        false
+                    }
+                }
+            };
+            let after = log.disk_bytes();
+            if after >= before {
+                ShardMetrics::add(&metrics.log_bytes, after - before);
+            } else {
+                ShardMetrics::sub(&metrics.log_bytes, before - after);
+            }
+            keep
+        });
+        self.commit.compacting = list;
+    }
+
+    /// Opens the partitions this shard owns at startup: recovery, in this shard's thread (so
+    /// every shard recovers in parallel), before the listener opens.
+    pub(super) fn recover(&mut self, catalog: &crate::catalog::Catalog) -> Result<(), String> {
+        let started = Instant::now();
+        let mut total = Loaded::default();
+        let mut count = 0;
+        for meta in catalog.partitions.values() {
+            if meta.shard != self.id || meta.persist == PersistMode::Memory {
+                continue;
+            }
+            let mut data = Partition::new(meta.schema, meta.stats.clone());
+            let (log, loaded) =
+                recovery::recover_partition(&self.shared.config.data_dir, meta, &mut data)
+                    .map_err(|e| format!("recovery of partition '{}' failed: {e}", meta.name))?;
+            log::info!(
+                "partition '{}': {} keys from {} records ({} bytes){}",
+                meta.name,
+                loaded.keys,
+                loaded.records,
+                loaded.bytes,
+                if loaded.truncated > 0 {
+                    format!(", torn tail of {} bytes truncated", loaded.truncated)
+                } else {
+                    String::new()
+                }
+            );
+            total.keys += loaded.keys;
+            total.records += loaded.records;
+            total.bytes += loaded.bytes;
+            count += 1;
+            self.recovered.insert(
+                meta.id,
+                LocalPartition {
+                    data,
+                    id: meta.id,
+                    log: Durability::Logged(Box::new(log)),
+                },
+            );
+        }
+        let elapsed = started.elapsed();
+        let metrics = &self.shared.metrics.shards[self.id];
+        ShardMetrics::set(&metrics.recovery_ms, elapsed.as_millis() as u64);
+        ShardMetrics::set(&metrics.recovered_keys, total.keys);
+        if count > 0 {
+            log::info!(
+                "shard {}: recovered {count} durable partitions, {} keys, {} records, {} bytes \
+                 in {} ms",
+                self.id,
+                total.keys,
+                total.records,
+                total.bytes,
+                elapsed.as_millis()
+            );
+        }
+        Ok(())
+    }
+
+    /// A partition this shard now owns: recovered at startup, or new (CREATE).
+    pub(super) fn open_partition(
+        &mut self,
+        meta: &crate::catalog::PartitionMeta,
+    ) -> LocalPartition {
+        if let Some(local) = self.recovered.remove(&meta.id) {
+            return local;
+        }
+        let mut data = Partition::new(meta.schema, meta.stats.clone());
+        let log = match meta.persist {
+            PersistMode::Memory => Durability::Memory,
+            _ => match recovery::recover_partition(&self.shared.config.data_dir, meta, &mut data) {
+                Ok((log, _)) => Durability::Logged(Box::new(log)),
+                Err(e) => {
+                    log::error!("partition '{}': cannot open its log: {e}", meta.name);
+                    Durability::Broken(format!("the partition's log cannot be opened: {e}"))
+                }
+            },
+        };
+        LocalPartition {
+            data,
+            id: meta.id,
+            log,
+        }
+    }
+
+    /// A partition this shard no longer owns (DROP): its memory goes, its files are deleted.
+    pub(super) fn retire(&mut self, local: LocalPartition) {
+        if let Durability::Logged(log) = local.log {
+            let metrics = &self.shared.metrics.shards[self.id];
+            ShardMetrics::sub(&metrics.log_bytes, log.disk_bytes());
+            log.destroy();
+        }
+    }
+
+    /// Recomputes the durable-partition gauges after a catalog change.
+    pub(super) fn count_durable(&self) {
+        let mut durable = 0;
+        let mut bytes = 0;
+        for target in self.routes.values() {
+            if let Target::Local(LocalPartition {
+                log: Durability::Logged(log),
+                ..
+            }) = target
+            {
+                durable += 1;
+                bytes += log.disk_bytes();
+            }
+        }
+        let metrics = &self.shared.metrics.shards[self.id];
+        ShardMetrics::set(&metrics.durable_partitions, durable);
+        ShardMetrics::set(&metrics.log_bytes, bytes);
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
