@@ -281,7 +281,7 @@ impl Shard {
                 }
             }
         };
-        self.core.process_input(index, conn);
+        let stalled = self.core.process_input(index, conn);
         match outcome {
             Some(ReadOutcome::Closed) => conn.closing = true,
             // Input may remain in the socket: come back after the other connections.
@@ -291,7 +291,9 @@ impl Shard {
                     self.core.to_service.push(index);
                 }
             }
-            None if !conn.closing => conn.needs_service = true,
+            // Paused before reading, or paused with requests left in the buffer: resume when
+            // the pause ends (replies drained, catalog change answered).
+            _ if stalled || (outcome.is_none() && !conn.closing) => conn.needs_service = true,
             _ => {}
         }
         if conn.session.shutdown_requested {
@@ -527,7 +529,8 @@ fn is_paused(conn: &Connection) -> bool {
 impl Core {
     /// Parses and runs every complete request in the connection's buffer, until it runs out,
     /// the connection pauses (backpressure, catalog barrier), or the input is malformed.
-    fn process_input(&mut self, index: usize, conn: &mut Connection) {
+    /// Returns true if it stopped on a pause with input left to process.
+    fn process_input(&mut self, index: usize, conn: &mut Connection) -> bool {
         let mut commands = 0;
         while !conn.closing && !is_paused(conn) && conn.has_input() {
             let input = &mut conn.rbuf[conn.rstart..conn.rend];
@@ -562,6 +565,7 @@ impl Core {
             }
         }
         ShardMetrics::add(&self.shared.metrics.shards[self.id].commands, commands);
+        !conn.closing && is_paused(conn) && conn.has_input()
     }
 
     /// Runs one request: here, on another shard, or on the coordinator.
