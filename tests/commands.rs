@@ -163,6 +163,24 @@ fn wrong_arity_names_the_command_in_lowercase() {
 }
 
 #[test]
+fn client_info_names_id_protocol_and_shard() {
+    let server = start(2);
+    let mut a = server.raw();
+    let mut b = server.raw();
+    let id = a.call_value(&["CLIENT", "ID"]).int();
+    a.expect(&cmd(&["CLIENT", "SETNAME", "w1"]), OK);
+    let line_a = a.call_value(&["CLIENT", "INFO"]).text();
+    assert!(
+        line_a.starts_with(&format!("id={id} name=w1 resp=2 shard=")),
+        "{line_a}"
+    );
+    let line_b = b.call_value(&["CLIENT", "INFO"]).text();
+    let shard = |line: &str| line.trim_end().rsplit("shard=").next().map(str::to_owned);
+    // Connections are dealt round-robin: two in a row land on different shards.
+    assert_ne!(shard(&line_a), shard(&line_b), "{line_a} / {line_b}");
+}
+
+#[test]
 fn client_id_name_and_setinfo() {
     let server = start(2);
     let mut a = server.raw();
