@@ -121,6 +121,37 @@ fn inline_and_resp_mix_in_one_pipeline() {
     assert_eq!(replies, expected);
 }
 
+/// Requests queued behind a catalog change are framed again once it is answered: escaped
+/// inline arguments must come out the same (their unescaping rewrites the read buffer), and a
+/// RESP request cut in the middle must be completed, not garbled.
+#[test]
+fn requests_behind_a_catalog_change_run_unchanged() {
+    for shards in ["1", "2"] {
+        let server = Server::start(&["--shards", shards]);
+        let mut c = server.raw();
+        // One batch: CREATE, SET, and half a GET. CREATE holds the rest back until every
+        // shard has the partition, so the SET and the half GET are framed again later.
+        let mut pipeline = cmd(&["CREATE", "PARTITION", "q", "STRING", "MEMORY"]);
+        pipeline.extend_from_slice(&cmd(&["SET", "q", "k2", "resp"]));
+        let get_k2 = cmd(&["GET", "q", "k2"]);
+        let (head, tail) = get_k2.split_at(9);
+        pipeline.extend_from_slice(head);
+        c.send(&pipeline);
+        thread::sleep(Duration::from_millis(50));
+        let mut rest = tail.to_vec();
+        rest.extend_from_slice(
+            b"CREATE PARTITION r STRING MEMORY\r\nSET r k \"a\\x41\\n\"\r\nGET r k\r\n",
+        );
+        c.send(&rest);
+        assert_eq!(show(&c.read_reply()), show(OK));
+        assert_eq!(show(&c.read_reply()), show(OK));
+        assert_eq!(show(&c.read_reply()), show(&bulk(b"resp")));
+        assert_eq!(show(&c.read_reply()), show(OK));
+        assert_eq!(show(&c.read_reply()), show(OK));
+        assert_eq!(show(&c.read_reply()), show(&bulk(b"aA\n")));
+    }
+}
+
 // ------------------------------------------------------------------------------------------
 // RESP3
 // ------------------------------------------------------------------------------------------

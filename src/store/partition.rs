@@ -80,6 +80,18 @@ impl Partition {
         })
     }
 
+    /// Starts fetching the memory a lookup of `key` will touch (see [`Table::prefetch`]).
+    #[inline]
+    pub fn prefetch(&self, key: &[u8]) {
+        self.table.prefetch(key);
+    }
+
+    /// Second prefetch step, after [`Partition::prefetch`] had time to land.
+    #[inline]
+    pub fn prefetch_entry(&self, key: &[u8]) {
+        self.table.prefetch_entry(key);
+    }
+
     #[inline]
     pub fn contains(&self, key: &[u8]) -> bool {
         self.table.contains(key)
