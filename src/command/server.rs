@@ -317,7 +317,7 @@ fn info(args: &Args, view: &ServerView, w: &mut ReplyWriter) {
                     let _ = write!(
                         text,
                         "shard{i}:core={},partitions={},connections={},commands={},\
-                         forwarded_out={},forwarded_in={},batches_out={}\r\n",
+                         forwarded_out={},forwarded_in={},batches_out={},migrated_out={}\r\n",
                         s.core.load(std::sync::atomic::Ordering::Relaxed),
                         g(&s.partitions),
                         g(&s.connections),
@@ -325,6 +325,7 @@ fn info(args: &Args, view: &ServerView, w: &mut ReplyWriter) {
                         g(&s.forwarded_out),
                         g(&s.forwarded_in),
                         g(&s.batches_out),
+                        g(&s.migrated_out),
                     );
                 }
                 Ok(())

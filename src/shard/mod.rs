@@ -319,7 +319,7 @@ impl Shard {
                 }
             }
         };
-        let stalled = self.core.process_input(index, conn);
+        let stalled = self.core.process_input(conn);
         match outcome {
             Some(ReadOutcome::Closed) => conn.closing = true,
             // Input may remain in the socket: come back after the other connections.
@@ -354,6 +354,13 @@ impl Shard {
         } else if conn.closing && conn.replies.in_flight() == 0 {
             self.close(index);
             return;
+        } else if let Some(shard) = conn.affinity.target() {
+            // Idle between requests (nothing owed, nothing unwritten): the moment to move.
+            let idle = conn.replies.in_flight() == 0 && !conn.barrier && !conn.closing;
+            if idle && !self.core.draining && self.core.shared.config.migrate_connections {
+                self.migrate(index, shard);
+                return;
+            }
         }
         if conn.needs_service && !conn.closing && !is_paused(conn) {
             conn.needs_service = false;
@@ -411,6 +418,7 @@ impl Shard {
         while let Some(message) = self.mailbox.try_recv() {
             match message {
                 Message::NewConnection(socket, peer) => self.accept(socket, peer),
+                Message::Migrate(conn) => self.adopt(conn),
                 Message::Requests(batch) => self.core.execute_forwarded(batch),
                 Message::Replies(batch) => {
                     for (conn_ref, seq, bytes) in batch.iter() {
@@ -469,6 +477,63 @@ impl Shard {
                 Message::Shutdown => self.begin_drain(),
             }
         }
+    }
+
+    /// Hands an idle connection to the shard that owns the partitions it uses.
+    fn migrate(&mut self, index: usize, shard: usize) {
+        let mut conn = self.conns.remove(index);
+        if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
+            log::warn!("cannot move connection from {}: {e}", conn.peer);
+            self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        conn.affinity = connection::Affinity::default();
+        conn.queued_for_write = false;
+        ShardMetrics::sub(
+            &self.core.shared.metrics.shards[self.core.id].connections,
+            1,
+        );
+        ShardMetrics::add(
+            &self.core.shared.metrics.shards[self.core.id].migrated_out,
+            1,
+        );
+        log::debug!(
+            "connection {} moves from shard {} to shard {shard}",
+            conn.session.id,
+            self.core.id
+        );
+        self.core.shared.shards[shard].send(Message::Migrate(Box::new(conn)));
+    }
+
+    /// Takes in a connection moved here by another shard.
+    fn adopt(&mut self, mut conn: Box<Connection>) {
+        if self.core.draining {
+            self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let entry = self.conns.vacant_entry();
+        let index = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut conn.socket,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("cannot take in connection from {}: {e}", conn.peer);
+            self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        self.core.next_generation = self.core.next_generation.wrapping_add(1);
+        conn.conn_ref = ConnRef {
+            index: index as u32,
+            generation: self.core.next_generation,
+        };
+        entry.insert(*conn);
+        ShardMetrics::add(
+            &self.core.shared.metrics.shards[self.core.id].connections,
+            1,
+        );
+        // Requests may already wait in its buffer or socket.
+        self.core.to_service.push(index);
     }
 
     fn accept(&mut self, socket: mio::net::TcpStream, peer: std::net::SocketAddr) {
@@ -572,7 +637,7 @@ impl Core {
     /// Requests are framed in batches of up to [`BATCH`] before any of them runs, so that the
     /// table lines of all their keys are fetched together ([`Core::prefetch`]): with a
     /// pipelining client the cache misses of a batch overlap instead of adding up.
-    fn process_input(&mut self, index: usize, conn: &mut Connection) -> bool {
+    fn process_input(&mut self, conn: &mut Connection) -> bool {
         let mut batch = std::mem::take(&mut self.batch);
         let mut commands = 0;
         'batches: while !conn.closing && !is_paused(conn) && conn.has_input() {
@@ -637,7 +702,7 @@ impl Core {
                         let args = Args::new(input, &batch.spans[frame.spans.clone()]);
                         commands += 1;
                         self.dispatch(
-                            index,
+                            &mut conn.affinity,
                             conn.conn_ref,
                             &args,
                             &mut conn.session,
@@ -695,7 +760,7 @@ impl Core {
     /// Runs one request: here, on another shard, or on the coordinator.
     fn dispatch(
         &mut self,
-        _index: usize,
+        affinity: &mut connection::Affinity,
         conn_ref: ConnRef,
         args: &Args,
         session: &mut server_cmd::Session,
@@ -714,6 +779,7 @@ impl Core {
             Route::Partition => match self.routes.get_mut(args.get(1)) {
                 // The local path: execute now, encode straight into the output.
                 Some(Target::Local(partition)) => {
+                    affinity.local();
                     let limits = self.data_limits;
                     replies.push_ready(protocol, |w| {
                         if let Err(e) = data::execute(spec.id, args, partition, limits, w) {
@@ -724,6 +790,7 @@ impl Core {
                 // The forwarded path: copy into the owner's outbox, answer later in order.
                 Some(Target::Remote(shard)) => {
                     let shard = *shard;
+                    affinity.remote(shard);
                     let seq = replies.push_waiting();
                     self.outboxes[shard].push(conn_ref, seq, protocol, spec.id, args);
                     ShardMetrics::add(&self.shared.metrics.shards[self.id].forwarded_out, 1);
