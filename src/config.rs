@@ -50,6 +50,9 @@ pub struct Cli {
     /// Longest key [default: 64kb].
     #[arg(long, value_parser = parse_size)]
     pub max_key_len: Option<u64>,
+    /// Move a connection to the shard whose partitions it alone uses [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub migrate_connections: Option<bool>,
 }
 
 /// The TOML file: the same keys as the flags, kebab-case.
@@ -65,6 +68,7 @@ struct FileConfig {
     max_inline_len: Option<SizeValue>,
     max_args: Option<usize>,
     max_key_len: Option<SizeValue>,
+    migrate_connections: Option<bool>,
 }
 
 /// A size in the file: a number of bytes or a string like `"64mb"`.
@@ -94,6 +98,7 @@ pub struct Config {
     pub max_clients: usize,
     pub limits: Limits,
     pub max_key_len: usize,
+    pub migrate_connections: bool,
 }
 
 impl Default for Config {
@@ -109,6 +114,7 @@ impl Default for Config {
             // Keys are looked up and hashed whole on every request; 64 KiB is far beyond any
             // sane key and keeps a hostile key from costing a megabyte per lookup.
             max_key_len: 64 * 1024,
+            migrate_connections: true,
         }
     }
 }
@@ -160,6 +166,10 @@ impl Config {
                 max_args: cli.max_args.or(file.max_args).unwrap_or(d.limits.max_args),
             },
             max_key_len: size(cli.max_key_len, &file.max_key_len, d.max_key_len)?,
+            migrate_connections: cli
+                .migrate_connections
+                .or(file.migrate_connections)
+                .unwrap_or(d.migrate_connections),
         };
         config.validate()?;
         Ok(config)
@@ -187,8 +197,9 @@ impl Config {
         if self.limits.max_inline_len == 0 || self.limits.max_args == 0 {
             return Err("max-inline-len and max-args must be at least 1".into());
         }
-        if self.max_key_len == 0 {
-            return Err("max-key-len must be at least 1".into());
+        // Table entries record a key's length in 32 bits.
+        if self.max_key_len == 0 || self.max_key_len > u32::MAX as usize {
+            return Err("max-key-len must be 1 byte to 4 GiB".into());
         }
         Ok(())
     }

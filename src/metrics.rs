@@ -18,6 +18,8 @@ pub struct ShardMetrics {
     pub forwarded_in: AtomicU64,
     /// Messages (batches) this shard sent to other shards.
     pub batches_out: AtomicU64,
+    /// Connections this shard handed to another shard (see `Affinity`).
+    pub migrated_out: AtomicU64,
     /// Partitions this shard owns.
     pub partitions: AtomicU64,
     /// The core this shard's thread is pinned to, or -1.

@@ -49,6 +49,9 @@ pub enum CatalogChange {
 pub enum Message {
     /// A freshly accepted client socket (from the acceptor).
     NewConnection(mio::net::TcpStream, std::net::SocketAddr),
+    /// A connection moving here because all its recent requests were for this shard's
+    /// partitions. It has nothing in flight: no reply owed by any shard.
+    Migrate(Box<super::connection::Connection>),
     /// Requests from another shard's connections for partitions this shard owns.
     Requests(RequestBatch),
     /// Replies to requests this shard forwarded.

@@ -5,6 +5,7 @@
 
 pub mod partition;
 pub mod stats;
+pub mod table;
 
 pub use partition::{IncrError, Partition, Value, ValueRef};
 pub use stats::PartitionStats;
