@@ -289,7 +289,8 @@ mod faults {
         }
         // A pipelined pass: every write of the failed commit is rolled back, in order.
         let c = &mut clients[0];
-        let _: () = q(c, &["DEBUG", "FAIL-FSYNC", "1"]);
+        // Two: should the pipeline arrive in two passes, both commits fail.
+        let _: () = q(c, &["DEBUG", "FAIL-FSYNC", "2"]);
         let mut pipe = redis::pipe();
         pipe.cmd("SET").arg("s").arg("p1").arg("x");
         pipe.cmd("SET").arg("s").arg("p1").arg("y");

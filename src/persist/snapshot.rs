@@ -22,7 +22,6 @@ use std::path::{Path, PathBuf};
 
 use crate::store::{Partition, ValueRef};
 
-use super::fault::{self, Fault};
 use super::record::{self, FileHeader, FileKind, Record, FILE_HEADER};
 use super::{snapshot_path, snapshot_tmp_path, sync_dir};
 
@@ -51,7 +50,6 @@ impl Compaction {
             seq,
             hint: u32::try_from(partition.len()).unwrap_or(u32::MAX),
         };
-        fault::check(Fault::Write)?;
         file.write_all(&header.encode())?;
         partition.begin_scan();
         Ok(Compaction {
@@ -83,7 +81,6 @@ impl Compaction {
         if done {
             record::encode(&Record::End { count: self.count }, buf);
         }
-        fault::check(Fault::Write)?;
         self.file.write_all(&self.buf)?;
         let start = self.written;
         self.written += self.buf.len() as u64;
@@ -91,7 +88,6 @@ impl Compaction {
         if !done {
             return Ok(None);
         }
-        fault::check(Fault::Fsync)?;
         self.file.sync_data()?;
         std::fs::rename(&self.tmp, snapshot_path(&self.dir, self.seq))?;
         sync_dir(&self.dir)?;
