@@ -506,3 +506,35 @@ fn unix_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::shard::mailbox::ForwardedReply;
+
+    #[test]
+    fn a_failed_forwarded_reply_is_replaced_in_place() {
+        let conn = ConnRef {
+            index: 0,
+            generation: 0,
+        };
+        let mut batch = ReplyBatch::default();
+        for reply in [&b"+OK\r\n"[..], b":7\r\n", b"$1\r\nx\r\n"] {
+            batch.buf.extend_from_slice(reply);
+            batch.replies.push(ForwardedReply {
+                conn,
+                seq: batch.replies.len() as u64,
+                end: batch.buf.len() as u32,
+            });
+        }
+        let ioerr = ioerr_reply(Protocol::Resp2, "log fsync failed");
+        replace_reply(&mut batch, 1, &ioerr);
+        let replies: Vec<&[u8]> = batch.iter().map(|(_, _, r)| r).collect();
+        assert_eq!(replies[0], b"+OK\r\n");
+        assert_eq!(
+            replies[1],
+            b"-IOERR log fsync failed; the write was not applied\r\n"
+        );
+        assert_eq!(replies[2], b"$1\r\nx\r\n");
+    }
+}
