@@ -123,6 +123,27 @@ fn sigterm_flushes_async_writes() {
     assert!(node.stop().success());
 }
 
+/// ASYNC: acknowledged at `write`, fsync'd by the shard's timer within the second.
+#[test]
+fn async_writes_are_fsynced_within_a_second() {
+    let dir = DataDir::new("async-timer");
+    let node = Node::start(&dir, &["--shards", "1"]);
+    let mut c = node.client();
+    let _: () = q(&mut c, &["CREATE", "PARTITION", "a", "STRING", "ASYNC"]);
+    assert_eq!(info_field(&mut c, "fsyncs"), 0);
+    let _: () = q(&mut c, &["SET", "a", "k", "v"]);
+    // No fsync at the reply (that is SYNC's cost), one soon after.
+    let started = std::time::Instant::now();
+    while info_field(&mut c, "fsyncs") == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "no fsync within a second of an ASYNC write"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(info_field(&mut c, "log_commits"), 1);
+}
+
 #[test]
 fn torn_tail_is_truncated_and_corruption_before_it_stops_startup() {
     let dir = DataDir::new("torn");

@@ -4,7 +4,10 @@
 //! - A partition is owned by exactly one shard and touched only by that shard's thread, so a
 //!   command on a partition runs alone, without locks. No `Mutex`/`RwLock` exists in here.
 //! - A connection lives on one shard for its whole life.
-//! - The event loop never blocks except in `poll`.
+//! - The event loop never blocks except in `poll` and in the disk work of durable partitions,
+//!   done at most once per pass and never per request: the group commit's `write` and
+//!   `fdatasync` (that wait is what SYNC promises), the ASYNC fsync every 500 ms, one slice of
+//!   a compaction, and the coordinator's catalog fsyncs on CREATE/DROP.
 //!
 //! # One pass of the loop
 //! 1. `poll` for socket events (without blocking when work is already waiting).
