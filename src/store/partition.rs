@@ -3,9 +3,14 @@
 //! INT partitions keep `i64`s natively (8 bytes, no allocation per value, no parsing on INCR);
 //! STRING partitions keep boxed byte slices. Keys are boxed byte slices in both. The tables are
 //! `hashbrown` maps with `ahash`, owned by one shard thread.
+//!
+//! Every change keeps the partition's memory estimate ([`Partition::used_memory`], see
+//! [`super::memory`]) exact, and the `*_growth` methods say beforehand what a write would add,
+//! so that the `max-memory` check happens before anything changes.
 
 use std::sync::Arc;
 
+use super::memory::{entry_size, INT_VALUE_SIZE};
 use super::{PartitionStats, Schema};
 
 type Map<V> = hashbrown::HashMap<Box<[u8]>, V, ahash::RandomState>;
@@ -35,6 +40,8 @@ pub enum IncrError {
 pub struct Partition {
     table: Table,
     stats: Arc<PartitionStats>,
+    /// Estimated bytes of the entries (see [`super::memory`]).
+    used: u64,
 }
 
 impl Partition {
@@ -43,7 +50,31 @@ impl Partition {
             Schema::Int => Table::Int(Map::default()),
             Schema::String => Table::Str(Map::default()),
         };
-        Partition { table, stats }
+        Partition {
+            table,
+            stats,
+            used: 0,
+        }
+    }
+
+    /// Estimated bytes of this partition's entries.
+    #[inline]
+    pub fn used_memory(&self) -> u64 {
+        self.used
+    }
+
+    /// Bytes storing `value_len` bytes (STRING) or an integer (INT) under `key` would add to
+    /// the estimate; 0 when it would not grow.
+    #[inline]
+    pub fn set_growth(&self, key: &[u8], value_len: usize) -> u64 {
+        match &self.table {
+            Table::Int(m) if m.contains_key(key) => 0,
+            Table::Int(_) => entry_size(key.len(), INT_VALUE_SIZE),
+            Table::Str(m) => match m.get(key) {
+                Some(old) => value_len.saturating_sub(old.len()) as u64,
+                None => entry_size(key.len(), value_len),
+            },
+        }
     }
 
     pub fn schema(&self) -> Schema {
@@ -100,9 +131,13 @@ impl Partition {
         match m.get_mut(key) {
             // Overwrite in place when the size matches: no allocator round trip.
             Some(old) if old.len() == value.len() => old.copy_from_slice(value),
-            Some(old) => *old = value.into(),
+            Some(old) => {
+                self.used = self.used - old.len() as u64 + value.len() as u64;
+                *old = value.into();
+            }
             None => {
                 m.insert(key.into(), value.into());
+                self.used += entry_size(key.len(), value.len());
             }
         }
         self.update_keys();
@@ -119,6 +154,7 @@ impl Partition {
             Some(old) => *old = value,
             None => {
                 m.insert(key.into(), value);
+                self.used += entry_size(key.len(), INT_VALUE_SIZE);
             }
         }
         self.update_keys();
@@ -127,14 +163,16 @@ impl Partition {
     /// Removes a key; true if it was there.
     #[inline]
     pub fn remove(&mut self, key: &[u8]) -> bool {
-        let removed = match &mut self.table {
-            Table::Int(m) => m.remove(key).is_some(),
-            Table::Str(m) => m.remove(key).is_some(),
+        let freed = match &mut self.table {
+            Table::Int(m) => m.remove(key).map(|_| entry_size(key.len(), INT_VALUE_SIZE)),
+            Table::Str(m) => m.remove(key).map(|v| entry_size(key.len(), v.len())),
         };
-        if removed {
-            self.update_keys();
-        }
-        removed
+        let Some(freed) = freed else {
+            return false;
+        };
+        self.used -= freed;
+        self.update_keys();
+        true
     }
 
     /// Adds `delta` to an integer (absent counts as 0) and returns the new value.
@@ -150,6 +188,7 @@ impl Partition {
             }
             None => {
                 m.insert(key.into(), delta);
+                self.used += entry_size(key.len(), INT_VALUE_SIZE);
                 delta
             }
         };
@@ -160,6 +199,7 @@ impl Partition {
     #[inline]
     fn update_keys(&self) {
         PartitionStats::set(&self.stats.keys, self.len() as u64);
+        PartitionStats::set(&self.stats.memory, self.used);
     }
 }
 
@@ -192,5 +232,36 @@ mod tests {
         assert_eq!(p.incr_by(b"n", 1), Err(IncrError::Overflow));
         assert_eq!(p.get(b"n"), Some(ValueRef::Int(i64::MAX)));
         assert!(p.contains(b"n"));
+    }
+
+    #[test]
+    fn memory_estimate_follows_every_change() {
+        use crate::store::memory::ENTRY_OVERHEAD as O;
+        let mut p = Partition::new(Schema::String, Arc::default());
+        assert_eq!(p.set_growth(b"key", 5), 3 + 5 + O);
+        p.set_str(b"key", b"value");
+        assert_eq!(p.used_memory(), 3 + 5 + O);
+        assert_eq!(p.set_growth(b"key", 5), 0);
+        assert_eq!(p.set_growth(b"key", 2), 0);
+        assert_eq!(p.set_growth(b"key", 9), 4);
+        p.set_str(b"key", b"v");
+        assert_eq!(p.used_memory(), 3 + 1 + O);
+        p.set_str(b"key", b"longer");
+        assert_eq!(p.used_memory(), 3 + 6 + O);
+        assert!(p.remove(b"key"));
+        assert_eq!(p.used_memory(), 0);
+        let mut p = Partition::new(Schema::Int, Arc::default());
+        assert_eq!(p.set_growth(b"n", 20), 1 + 8 + O);
+        p.incr_by(b"n", 1).unwrap();
+        p.set_int(b"m", 7);
+        assert_eq!(p.set_growth(b"n", 20), 0);
+        assert_eq!(p.used_memory(), 2 * (1 + 8 + O));
+        assert_eq!(
+            p.stats().memory.load(std::sync::atomic::Ordering::Relaxed),
+            p.used_memory()
+        );
+        p.remove(b"n");
+        p.remove(b"m");
+        assert_eq!(p.used_memory(), 0);
     }
 }
