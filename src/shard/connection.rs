@@ -208,6 +208,9 @@ pub struct Connection {
     pub barrier: bool,
     /// Input ended (EOF or protocol error): read nothing more, close once output is written.
     pub closing: bool,
+    /// The peer closed its side: read nothing more, but answer every complete request still
+    /// in the buffer (a pause may have left some there), then close.
+    pub input_closed: bool,
     /// Bytes may be left in the socket or buffer that were not processed yet (backpressure or
     /// fairness budget); the shard comes back to this connection without a new poll event.
     pub needs_service: bool,
@@ -244,6 +247,7 @@ impl Connection {
             replies: ReplyQueue::default(),
             barrier: false,
             closing: false,
+            input_closed: false,
             needs_service: false,
             queued_for_write: false,
             over_output_limit: false,

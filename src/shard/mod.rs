@@ -307,7 +307,7 @@ impl Shard {
             return;
         };
         conn.needs_service = false;
-        let outcome = if conn.closing || is_paused(conn) {
+        let outcome = if conn.closing || conn.input_closed || is_paused(conn) {
             None
         } else {
             match conn.read(READ_BUDGET, self.core.now) {
@@ -319,18 +319,23 @@ impl Shard {
                 }
             }
         };
+        if outcome == Some(ReadOutcome::Closed) {
+            conn.input_closed = true;
+        }
         self.core.process_input(index, conn);
-        match outcome {
-            Some(ReadOutcome::Closed) => conn.closing = true,
-            // Input may remain in the socket: come back after the other connections.
-            Some(ReadOutcome::More) if !conn.closing => {
+        if !conn.closing {
+            if is_paused(conn) {
+                // Requests may wait in the buffer or the socket, and an edge-triggered poll
+                // will not report them again: come back when the pause ends.
                 conn.needs_service = true;
-                if !is_paused(conn) {
-                    self.core.to_service.push(index);
-                }
+            } else if conn.input_closed {
+                // The peer closed its side and every complete request it sent is processed.
+                conn.closing = true;
+            } else if outcome == Some(ReadOutcome::More) {
+                // Input may remain in the socket: come back after the other connections.
+                conn.needs_service = true;
+                self.core.to_service.push(index);
             }
-            None if !conn.closing => conn.needs_service = true,
-            _ => {}
         }
         if conn.session.shutdown_requested {
             self.core.shared.shutdown.request();
