@@ -6,6 +6,7 @@
 pub mod memory;
 pub mod partition;
 pub mod stats;
+pub mod table;
 
 pub use memory::MemoryBudget;
 pub use partition::{IncrError, Partition};
