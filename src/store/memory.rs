@@ -19,9 +19,9 @@
 
 use crate::metrics::ServerMetrics;
 
-/// Bytes an entry costs besides its key and value bytes (see the module docs). Measured:
-/// one million 16-byte keys with 16-byte values grow RSS by about 100 bytes per entry
-/// including the table's spare capacity; 48 is the part that never goes away.
+/// Bytes an entry costs besides its key and value bytes (see the module docs): an estimate of
+/// the table slot and the allocator's header and rounding, not a measurement. Compare INFO's
+/// `used_memory` with `used_memory_rss` under your own data to see how far off it is.
 pub const ENTRY_OVERHEAD: u64 = 48;
 
 /// Estimated bytes of an entry whose key and value have these lengths.
