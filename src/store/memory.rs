@@ -2,9 +2,9 @@
 //!
 //! # The estimate
 //! Every entry counts `key bytes + value bytes + ENTRY_OVERHEAD`, where an INT value counts 8
-//! bytes. [`ENTRY_OVERHEAD`] stands for what an entry costs besides its bytes: the table slot
-//! (two 16-byte boxed-slice headers and a control byte, divided by hashbrown's 7/8 load
-//! factor) and the allocator's headers and rounding of the two heap blocks. It does not count
+//! bytes. [`ENTRY_OVERHEAD`] stands for what an entry costs besides its bytes: its slot in the
+//! table (`store::table`: a pointer and a control byte, divided by the 7/8 load factor), the
+//! entry's own header (lengths) and the allocator's header and rounding. It does not count
 //! the table's spare capacity after growth, read and write buffers, or allocator
 //! fragmentation, so the process's RSS is above `used_memory`: as with Redis's `maxmemory`,
 //! leave headroom.
