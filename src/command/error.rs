@@ -31,6 +31,11 @@ pub enum CommandError {
     NoProto,
     /// The server is shutting down and takes no new work.
     ShuttingDown,
+    /// The write would take the data past `max-memory`; nothing was written.
+    OutOfMemory,
+    /// The reply would pass what is left of the client's output limit; it was not built.
+    /// The connection is closed rather than answered (see `shard`), but the text says why.
+    ReplyTooLarge,
 }
 
 impl CommandError {
@@ -40,6 +45,7 @@ impl CommandError {
             CommandError::NoPartition(_) => "NOPARTITION",
             CommandError::NotAnInteger | CommandError::WrongSchema(_) => "WRONGTYPE",
             CommandError::NoProto => "NOPROTO",
+            CommandError::OutOfMemory => "OOM",
             _ => "ERR",
         }
     }
@@ -77,6 +83,12 @@ impl fmt::Display for CommandError {
             CommandError::KeyTooLong { max } => write!(f, "key too long (more than {max} bytes)"),
             CommandError::NoProto => write!(f, "unsupported protocol version"),
             CommandError::ShuttingDown => write!(f, "server is shutting down"),
+            CommandError::ReplyTooLarge => {
+                write!(f, "reply larger than the client output limit")
+            }
+            CommandError::OutOfMemory => {
+                write!(f, "command not allowed when used memory > 'max-memory'")
+            }
         }
     }
 }

@@ -16,6 +16,18 @@
 //!    reply outbox per shard), fill slots from reply batches, apply catalog versions.
 //! 4. Send every non-empty outbox as one message per destination (one wake at most).
 //! 5. Write every connection with new output, in one `write` when the socket takes it all.
+//! 6. Once a second, when `timeout` is on: close connections idle for longer.
+//!
+//! # What bounds a connection's memory
+//! - Input: a request is at most `max-bulk-len` per argument and `max-args` arguments (the
+//!   parser refuses more before the bytes arrive), and reading pauses (below).
+//! - Requests waiting for other shards: at most [`MAX_IN_FLIGHT`]; reading pauses past it.
+//! - Output: reading pauses while [`OUTPUT_HIGH_WATER`] bytes are unwritten, so a client that
+//!   pipelines without reading costs little. What can still pile up is replies already on
+//!   their way: one large read, or forwarded replies coming back. For those the
+//!   `client-output-limit` holds: a read whose reply would not fit what is left of it is not
+//!   built (here, or on the shard that executes it for us), and a connection whose pending
+//!   replies (unwritten + parked) pass it is closed on the spot.
 
 pub mod connection;
 pub mod coordinator;
@@ -37,7 +49,7 @@ use crate::command::{lookup, CommandError, CommandId, Route};
 use crate::config::Config;
 use crate::metrics::{ServerMetrics, ShardMetrics};
 use crate::protocol::{Args, Parsed, ReplyWriter, Span};
-use crate::store::Partition;
+use crate::store::{MemoryBudget, Partition};
 
 use connection::{Connection, ReadOutcome};
 use coordinator::Coordinator;
@@ -64,6 +76,11 @@ const MAX_IN_FLIGHT: usize = 1024;
 /// has read some: a client that pipelines without reading gets backpressure, not a server
 /// that buffers without limit.
 const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
+
+/// How often idle connections are looked for when `timeout` is on: a connection is closed
+/// between `timeout` and `timeout` + 1 s after its last byte, for one pass over the
+/// connections per second (no timer per connection, no clock read per request).
+const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a shutdown waits for replies in flight before giving up on slow clients.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
@@ -170,7 +187,15 @@ struct Core {
     /// Partition name -> the partition itself (local) or its shard: one hash lookup routes a
     /// request and, when local, finds its table.
     routes: Routes,
-    data_limits: DataLimits,
+    max_key_len: usize,
+    /// `client-output-limit`, in bytes.
+    output_limit: usize,
+    /// `timeout`, when on.
+    idle_timeout: Option<Duration>,
+    /// Coarse clock: read once per loop pass, used for idle time.
+    now: Instant,
+    /// When to look for idle connections next.
+    next_sweep: Instant,
     /// Requests for each other shard, collected during this pass.
     outboxes: Vec<RequestBatch>,
     /// Replies to each other shard's forwarded requests, collected during this pass.
@@ -216,15 +241,19 @@ impl Shard {
     ) -> Self {
         let shards = shared.shards.len();
         let coordinator = (id == COORDINATOR).then(|| Coordinator::new(catalog.clone()));
-        let data_limits = DataLimits {
-            max_key_len: shared.config.max_key_len,
-        };
+        let config = &shared.config;
+        let now = Instant::now();
         let mut core = Core {
             id,
+            max_key_len: config.max_key_len,
+            output_limit: config.client_output_limit,
+            idle_timeout: (config.timeout_secs > 0)
+                .then(|| Duration::from_secs(config.timeout_secs)),
+            now,
+            next_sweep: now + IDLE_SWEEP_INTERVAL,
             shared,
             catalog: Arc::new(Catalog::default()),
             routes: Routes::default(),
-            data_limits,
             outboxes: (0..shards).map(|_| RequestBatch::default()).collect(),
             reply_outboxes: (0..shards).map(|_| ReplyBatch::default()).collect(),
             changes: Vec::new(),
@@ -256,7 +285,12 @@ impl Shard {
                 // While draining, check often whether every shard is done.
                 Some(Duration::from_millis(5))
             } else if self.mailbox.prepare_to_sleep() {
-                None
+                // Idle: sleep until an event, or until the next idle sweep when it is on.
+                self.core.idle_timeout.map(|_| {
+                    self.core
+                        .next_sweep
+                        .saturating_duration_since(Instant::now())
+                })
             } else {
                 Some(Duration::ZERO)
             };
@@ -266,6 +300,7 @@ impl Shard {
                 }
             }
             self.mailbox.woke_up();
+            self.core.now = Instant::now();
 
             for event in events.iter() {
                 let token = event.token();
@@ -291,6 +326,9 @@ impl Shard {
             self.drain_inbox();
             self.core.flush_outboxes();
             self.flush_writes();
+            if self.core.idle_timeout.is_some() && self.core.now >= self.core.next_sweep {
+                self.close_idle();
+            }
 
             if self.core.draining {
                 let started = *drain_started.get_or_insert_with(Instant::now);
@@ -307,10 +345,10 @@ impl Shard {
             return;
         };
         conn.needs_service = false;
-        let outcome = if conn.closing || is_paused(conn) {
+        let outcome = if conn.closing || conn.input_closed || is_paused(conn) {
             None
         } else {
-            match conn.read(READ_BUDGET) {
+            match conn.read(READ_BUDGET, self.core.now) {
                 Ok(outcome) => Some(outcome),
                 Err(e) => {
                     log::debug!("read from {}: {e}", conn.peer);
@@ -319,25 +357,77 @@ impl Shard {
                 }
             }
         };
-        let stalled = self.core.process_input(conn);
-        match outcome {
-            Some(ReadOutcome::Closed) => conn.closing = true,
-            // Input may remain in the socket: come back after the other connections.
-            Some(ReadOutcome::More) if !conn.closing => {
+        if outcome == Some(ReadOutcome::Closed) {
+            conn.input_closed = true;
+        }
+        self.core.process_input(conn);
+        if !conn.closing {
+            if is_paused(conn) {
+                // Requests may wait in the buffer or the socket, and an edge-triggered poll
+                // will not report them again: come back when the pause ends.
                 conn.needs_service = true;
-                if !is_paused(conn) {
-                    self.core.to_service.push(index);
-                }
+            } else if conn.input_closed {
+                // The peer closed its side and every complete request it sent is processed.
+                conn.closing = true;
+            } else if outcome == Some(ReadOutcome::More) {
+                // Input may remain in the socket: come back after the other connections.
+                conn.needs_service = true;
+                self.core.to_service.push(index);
             }
-            // Paused before reading, or paused with requests left in the buffer: resume when
-            // the pause ends (replies drained, catalog change answered).
-            _ if stalled || (outcome.is_none() && !conn.closing) => conn.needs_service = true,
-            _ => {}
         }
         if conn.session.shutdown_requested {
             self.core.shared.shutdown.request();
         }
-        self.after_progress(index);
+        if !self.close_if_over_output_limit(index) {
+            self.after_progress(index);
+        }
+    }
+
+    /// Closes a connection whose pending replies passed the client output limit (or one of
+    /// whose replies would have). True when it was closed.
+    fn close_if_over_output_limit(&mut self, index: usize) -> bool {
+        let limit = self.core.output_limit;
+        let Some(conn) = self.conns.get(index) else {
+            return false;
+        };
+        if !conn.over_output_limit && conn.replies.pending() <= limit {
+            return false;
+        }
+        log::warn!(
+            "closing client {} ({}): pending output passed client-output-limit ({limit} bytes)",
+            conn.session.id,
+            conn.peer
+        );
+        let metrics = &self.core.shared.metrics.shards[self.core.id];
+        ShardMetrics::add(&metrics.output_limit_disconnects, 1);
+        self.close(index);
+        true
+    }
+
+    /// Closes connections that neither read nor wrote a byte for longer than `timeout`.
+    fn close_idle(&mut self) {
+        let Some(timeout) = self.core.idle_timeout else {
+            return;
+        };
+        let now = self.core.now;
+        self.core.next_sweep = now + IDLE_SWEEP_INTERVAL;
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| now.saturating_duration_since(conn.last_active) > timeout)
+            .map(|(index, _)| index)
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        let metrics = &self.core.shared.metrics.shards[self.core.id];
+        ShardMetrics::add(&metrics.timeout_disconnects, idle.len() as u64);
+        for index in idle {
+            if let Some(conn) = self.conns.get(index) {
+                log::debug!("closing idle client {} ({})", conn.session.id, conn.peer);
+            }
+            self.close(index);
+        }
     }
 
     /// Bookkeeping after a connection's state moved: queue its output, resume its input, or
@@ -383,7 +473,12 @@ impl Shard {
                 continue;
             };
             conn.queued_for_write = false;
-            match conn.replies.write_to(&mut conn.socket) {
+            let unwritten = conn.replies.unwritten();
+            let result = conn.replies.write_to(&mut conn.socket);
+            if conn.replies.unwritten() < unwritten {
+                conn.last_active = self.core.now;
+            }
+            match result {
                 // All out: maybe resume reading, maybe close.
                 Ok(true) => self.after_progress(index),
                 // The socket is full: the writable event brings us back.
@@ -421,16 +516,23 @@ impl Shard {
                 Message::Migrate(conn) => self.adopt(conn),
                 Message::Requests(batch) => self.core.execute_forwarded(batch),
                 Message::Replies(batch) => {
-                    for (conn_ref, seq, bytes) in batch.iter() {
-                        let index = conn_ref.index as usize;
+                    for (reply, bytes) in batch.iter() {
+                        let index = reply.conn.index as usize;
                         match self.conns.get_mut(index) {
-                            Some(conn) if conn.conn_ref == conn_ref => {
-                                conn.replies.fill(seq, bytes);
+                            Some(conn) if conn.conn_ref == reply.conn => {
+                                if reply.over_output_limit {
+                                    conn.over_output_limit = true;
+                                } else {
+                                    conn.replies.fill(reply.seq, bytes);
+                                }
                             }
                             // The connection closed while its request was away.
                             _ => continue,
                         }
-                        self.after_progress(index);
+                        // Output grows here without any read: the limit is checked here too.
+                        if !self.close_if_over_output_limit(index) {
+                            self.after_progress(index);
+                        }
                     }
                 }
                 Message::Change { reply_to, change } => {
@@ -571,6 +673,7 @@ impl Shard {
             conn_ref,
             id,
             self.core.shared.config.limits,
+            self.core.now,
         ));
         let metrics = &self.core.shared.metrics.shards[self.core.id];
         ShardMetrics::add(&metrics.connections, 1);
@@ -632,15 +735,18 @@ fn is_paused(conn: &Connection) -> bool {
 impl Core {
     /// Parses and runs every complete request in the connection's buffer, until it runs out,
     /// the connection pauses (backpressure, catalog barrier), or the input is malformed.
-    /// Returns true if it stopped on a pause with input left to process.
     ///
     /// Requests are framed in batches of up to [`BATCH`] before any of them runs, so that the
     /// table lines of all their keys are fetched together ([`Core::prefetch`]): with a
     /// pipelining client the cache misses of a batch overlap instead of adding up.
-    fn process_input(&mut self, conn: &mut Connection) -> bool {
+    fn process_input(&mut self, conn: &mut Connection) {
         let mut batch = std::mem::take(&mut self.batch);
         let mut commands = 0;
-        'batches: while !conn.closing && !is_paused(conn) && conn.has_input() {
+        'batches: while !conn.closing
+            && !conn.over_output_limit
+            && !is_paused(conn)
+            && conn.has_input()
+        {
             // 1. Frame.
             batch.clear();
             let base = conn.rstart;
@@ -691,7 +797,7 @@ impl Core {
             self.prefetch(input, &batch);
             // 3. Run, in order.
             for frame in &batch.frames {
-                if conn.closing || is_paused(conn) {
+                if conn.closing || conn.over_output_limit || is_paused(conn) {
                     // The rest is framed again later; forget any partly framed request that
                     // lies beyond the point we stop at.
                     conn.parser.reset();
@@ -701,7 +807,7 @@ impl Core {
                     FrameKind::Request => {
                         let args = Args::new(input, &batch.spans[frame.spans.clone()]);
                         commands += 1;
-                        self.dispatch(
+                        let refused = self.dispatch(
                             &mut conn.affinity,
                             conn.conn_ref,
                             &args,
@@ -709,6 +815,10 @@ impl Core {
                             &mut conn.replies,
                             &mut conn.barrier,
                         );
+                        // The shard closes it once this pass over its input ends.
+                        if refused || conn.replies.pending() > self.output_limit {
+                            conn.over_output_limit = true;
+                        }
                         if conn.session.close_after_reply {
                             conn.closing = true;
                         }
@@ -728,7 +838,6 @@ impl Core {
         }
         self.batch = batch;
         ShardMetrics::add(&self.shared.metrics.shards[self.id].commands, commands);
-        !conn.closing && is_paused(conn) && conn.has_input()
     }
 
     /// Prefetches the table lines of the keys that a batch's local data requests will touch
@@ -757,7 +866,8 @@ impl Core {
         }
     }
 
-    /// Runs one request: here, on another shard, or on the coordinator.
+    /// Runs one request: here, on another shard, or on the coordinator. Returns true when its
+    /// reply was not built because it would pass the client output limit.
     fn dispatch(
         &mut self,
         affinity: &mut connection::Affinity,
@@ -766,13 +876,13 @@ impl Core {
         session: &mut server_cmd::Session,
         replies: &mut connection::ReplyQueue,
         barrier: &mut bool,
-    ) {
+    ) -> bool {
         let protocol = session.protocol;
         let spec = match lookup(args) {
             Ok(spec) => spec,
             Err(e) => {
                 replies.push_ready(protocol, |w| e.write_to(w));
-                return;
+                return false;
             }
         };
         match spec.route {
@@ -780,10 +890,23 @@ impl Core {
                 // The local path: execute now, encode straight into the output.
                 Some(Target::Local(partition)) => {
                     affinity.local();
-                    let limits = self.data_limits;
-                    replies.push_ready(protocol, |w| {
-                        if let Err(e) = data::execute(spec.id, args, partition, limits, w) {
-                            e.write_to(w);
+                    let limits = DataLimits {
+                        max_key_len: self.max_key_len,
+                        memory: MemoryBudget::new(
+                            self.shared.config.max_memory,
+                            &self.shared.metrics,
+                        ),
+                        max_reply: self.output_limit.saturating_sub(replies.pending()),
+                    };
+                    let metrics = &self.shared.metrics.shards[self.id];
+                    return replies.push_ready(protocol, |w| {
+                        match execute_data(spec.id, args, partition, limits, metrics, w) {
+                            Ok(()) => false,
+                            Err(CommandError::ReplyTooLarge) => true,
+                            Err(e) => {
+                                e.write_to(w);
+                                false
+                            }
                         }
                     });
                 }
@@ -852,6 +975,7 @@ impl Core {
                 }
             }
         }
+        false
     }
 
     /// Executes a batch of requests another shard forwarded; replies go back in one batch.
@@ -872,23 +996,49 @@ impl Core {
         }
         let from = batch.from;
         let out = &mut self.reply_outboxes[from];
+        let metrics = &self.shared.metrics.shards[self.id];
+        let memory = MemoryBudget::new(self.shared.config.max_memory, &self.shared.metrics);
+        // Reply bytes built so far for the current run of one connection's requests: its
+        // replies together may not pass its output limit here either, or a pipeline of large
+        // GETs would pile up in this batch before its own shard could count them. (A
+        // connection's requests come in runs, one per time its shard serviced it this pass.)
+        let mut run: Option<(ConnRef, usize)> = None;
         for request in &batch.requests {
             let args = batch.args(request);
+            let built = match run {
+                Some((conn, bytes)) if conn == request.conn => bytes,
+                _ => 0,
+            };
+            let limits = DataLimits {
+                max_key_len: self.max_key_len,
+                memory,
+                max_reply: self.output_limit.saturating_sub(built),
+            };
+            let start = out.buf.len();
             let mut w = ReplyWriter::new(&mut out.buf, request.protocol);
             let result = match self.routes.get_mut(args.get(1)) {
                 Some(Target::Local(partition)) => {
-                    data::execute(request.command, &args, partition, self.data_limits, &mut w)
+                    execute_data(request.command, &args, partition, limits, metrics, &mut w)
                 }
                 // Dropped (or moved) since the sender routed it.
                 _ => Err(CommandError::NoPartition(printable(args.get(1)))),
             };
-            if let Err(e) = result {
-                e.write_to(&mut w);
+            let over_output_limit = matches!(result, Err(CommandError::ReplyTooLarge));
+            match result {
+                Err(e) if !over_output_limit => e.write_to(&mut w),
+                _ => {}
             }
+            let built = if over_output_limit {
+                self.output_limit
+            } else {
+                built + (out.buf.len() - start)
+            };
+            run = Some((request.conn, built));
             out.replies.push(mailbox::ForwardedReply {
                 conn: request.conn,
                 seq: request.seq,
                 end: out.buf.len() as u32,
+                over_output_limit,
             });
         }
         ShardMetrics::add(
@@ -923,6 +1073,8 @@ impl Core {
     fn apply_catalog(&mut self, catalog: Arc<Catalog>) {
         let mut old = std::mem::take(&mut self.routes);
         let mut owned = 0;
+        // Memory of the partitions this shard no longer owns.
+        let mut freed = 0;
         for (name, meta) in &catalog.partitions {
             let key: Box<[u8]> = name.as_bytes().into();
             let target = if meta.shard == self.id {
@@ -932,7 +1084,12 @@ impl Core {
                     Some(Target::Local(p)) if Arc::ptr_eq(p.stats_arc(), &meta.stats) => {
                         Target::Local(p)
                     }
-                    _ => Target::Local(Partition::new(meta.schema, meta.stats.clone())),
+                    other => {
+                        if let Some(Target::Local(p)) = other {
+                            freed += p.used_memory();
+                        }
+                        Target::Local(Partition::new(meta.schema, meta.stats.clone()))
+                    }
                 }
             } else {
                 Target::Remote(meta.shard)
@@ -944,6 +1101,40 @@ impl Core {
             .store(owned, Ordering::Relaxed);
         self.catalog = catalog;
         // Whatever is left in `old` was dropped: its memory goes now.
+        for target in old.values() {
+            if let Target::Local(p) = target {
+                freed += p.used_memory();
+            }
+        }
         drop(old);
+        let gauge = &self.shared.metrics.shards[self.id].used_memory;
+        ShardMetrics::set(gauge, ShardMetrics::get(gauge).saturating_sub(freed));
     }
+}
+
+/// Runs a data command on a partition this shard owns, and keeps the shard's memory gauge
+/// (what every shard's `max-memory` check reads) in step with the partition's estimate.
+#[inline]
+fn execute_data(
+    id: CommandId,
+    args: &Args,
+    partition: &mut Partition,
+    limits: DataLimits,
+    metrics: &ShardMetrics,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    let before = partition.used_memory();
+    let result = data::execute(id, args, partition, limits, w);
+    let after = partition.used_memory();
+    if after != before {
+        let gauge = &metrics.used_memory;
+        ShardMetrics::set(
+            gauge,
+            (ShardMetrics::get(gauge) + after).saturating_sub(before),
+        );
+    }
+    if matches!(result, Err(CommandError::OutOfMemory)) {
+        ShardMetrics::add(&metrics.oom_rejections, 1);
+    }
+    result
 }
