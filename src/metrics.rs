@@ -22,6 +22,14 @@ pub struct ShardMetrics {
     pub migrated_out: AtomicU64,
     /// Partitions this shard owns.
     pub partitions: AtomicU64,
+    /// Estimated bytes of the data in this shard's partitions (see `store::memory`).
+    pub used_memory: AtomicU64,
+    /// Clients this shard disconnected for passing the client output limit.
+    pub output_limit_disconnects: AtomicU64,
+    /// Clients this shard disconnected for being idle past the timeout.
+    pub timeout_disconnects: AtomicU64,
+    /// Writes refused with `-OOM` because of max-memory.
+    pub oom_rejections: AtomicU64,
     /// The core this shard's thread is pinned to, or -1.
     pub core: AtomicI64,
     /// Durable (ASYNC/SYNC) partitions this shard owns.

@@ -35,6 +35,11 @@ pub enum CommandError {
     /// applied. The text says what failed (never a path or OS detail the client cannot use
     /// beyond the error kind).
     Io(String),
+    /// The write would take the data past `max-memory`; nothing was written.
+    OutOfMemory,
+    /// The reply would pass what is left of the client's output limit; it was not built.
+    /// The connection is closed rather than answered (see `shard`), but the text says why.
+    ReplyTooLarge,
 }
 
 impl CommandError {
@@ -45,6 +50,7 @@ impl CommandError {
             CommandError::NotAnInteger | CommandError::WrongSchema(_) => "WRONGTYPE",
             CommandError::NoProto => "NOPROTO",
             CommandError::Io(_) => "IOERR",
+            CommandError::OutOfMemory => "OOM",
             _ => "ERR",
         }
     }
@@ -83,6 +89,12 @@ impl fmt::Display for CommandError {
             CommandError::NoProto => write!(f, "unsupported protocol version"),
             CommandError::ShuttingDown => write!(f, "server is shutting down"),
             CommandError::Io(what) => write!(f, "{what}; the write was not applied"),
+            CommandError::ReplyTooLarge => {
+                write!(f, "reply larger than the client output limit")
+            }
+            CommandError::OutOfMemory => {
+                write!(f, "command not allowed when used memory > 'max-memory'")
+            }
         }
     }
 }

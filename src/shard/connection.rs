@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use mio::net::TcpStream;
 
@@ -95,6 +96,8 @@ pub struct ReplyQueue {
     /// Replies answered behind a waiting slot. Cleared whenever `slots` empties, so it never
     /// holds more than the replies of one window of in-flight requests.
     parked: Vec<u8>,
+    /// Bytes of `parked` not yet moved to `out` (what the output limit counts of it).
+    parked_live: usize,
 }
 
 impl ReplyQueue {
@@ -112,6 +115,7 @@ impl ReplyQueue {
         }
         let start = self.parked.len();
         let result = encode(&mut ReplyWriter::new(&mut self.parked, protocol));
+        self.parked_live += self.parked.len() - start;
         self.slots.push_back(Slot::Ready {
             start,
             end: self.parked.len(),
@@ -149,6 +153,7 @@ impl ReplyQueue {
         } else {
             let start = self.parked.len();
             self.parked.extend_from_slice(reply);
+            self.parked_live += reply.len();
             self.slots[index as usize] = Slot::Ready {
                 start,
                 end: self.parked.len(),
@@ -160,11 +165,13 @@ impl ReplyQueue {
     fn release_ready(&mut self) {
         while let Some(&Slot::Ready { start, end }) = self.slots.front() {
             self.out.extend_from_slice(&self.parked[start..end]);
+            self.parked_live -= end - start;
             self.slots.pop_front();
             self.first_seq += 1;
         }
         if self.slots.is_empty() {
             self.parked.clear();
+            self.parked_live = 0;
             self.first_seq = self.next_seq;
         }
     }
@@ -179,6 +186,13 @@ impl ReplyQueue {
     #[inline]
     pub fn unwritten(&self) -> usize {
         self.out.len() - self.written
+    }
+
+    /// Bytes of replies this connection holds: unwritten output plus replies parked behind
+    /// a slot still waiting for another shard. This is what the client output limit bounds.
+    #[inline]
+    pub fn pending(&self) -> usize {
+        self.unwritten() + self.parked_live
     }
 
     #[inline]
@@ -235,12 +249,20 @@ pub struct Connection {
     pub barrier: bool,
     /// Input ended (EOF or protocol error): read nothing more, close once output is written.
     pub closing: bool,
+    /// The peer closed its side: read nothing more, but answer every complete request still
+    /// in the buffer (a pause may have left some there), then close.
+    pub input_closed: bool,
     /// Bytes may be left in the socket or buffer that were not processed yet (backpressure or
     /// fairness budget); the shard comes back to this connection without a new poll event.
     pub needs_service: bool,
     /// Already queued in the shard's list of connections with output to write.
     pub queued_for_write: bool,
     pub affinity: Affinity,
+    /// Its output passed the client output limit (or a reply would have): the shard closes
+    /// it at once, without writing what is pending.
+    pub over_output_limit: bool,
+    /// The shard's coarse clock when the connection last read or wrote a byte (idle timeout).
+    pub last_active: Instant,
 }
 
 impl Connection {
@@ -250,6 +272,7 @@ impl Connection {
         conn_ref: ConnRef,
         id: u64,
         limits: Limits,
+        now: Instant,
     ) -> Self {
         Connection {
             socket,
@@ -266,14 +289,18 @@ impl Connection {
             replies: ReplyQueue::default(),
             barrier: false,
             closing: false,
+            input_closed: false,
             needs_service: false,
             queued_for_write: false,
             affinity: Affinity::default(),
+            over_output_limit: false,
+            last_active: now,
         }
     }
 
-    /// Reads from the socket into the buffer, at most about `budget` bytes.
-    pub fn read(&mut self, budget: usize) -> io::Result<ReadOutcome> {
+    /// Reads from the socket into the buffer, at most about `budget` bytes. `now` is the
+    /// shard's coarse clock, recorded as the last activity when a byte arrives.
+    pub fn read(&mut self, budget: usize, now: Instant) -> io::Result<ReadOutcome> {
         let mut total = 0;
         loop {
             self.make_room();
@@ -281,6 +308,7 @@ impl Connection {
             match self.socket.read(&mut self.rbuf[self.rend..]) {
                 Ok(0) => return Ok(ReadOutcome::Closed),
                 Ok(n) => {
+                    self.last_active = now;
                     self.rend += n;
                     total += n;
                     // A short read emptied the socket's receive queue: with edge-triggered
@@ -393,5 +421,23 @@ mod tests {
         assert_eq!(q.in_flight(), 2);
         assert!(q.fill(b, b":2\r\n"));
         assert_eq!(text(&q), ":1\r\n:2\r\n+OK\r\n");
+    }
+
+    #[test]
+    fn pending_counts_parked_replies_once() {
+        let mut q = ReplyQueue::default();
+        let a = q.push_waiting();
+        q.push_ready(Protocol::Resp2, |w| w.bulk(b"0123456789"));
+        let b = q.push_waiting();
+        assert_eq!(q.pending(), 17);
+        assert!(q.fill(b, b":2\r\n"));
+        assert_eq!(q.pending(), 21);
+        assert!(q.fill(a, b":1\r\n"));
+        // Everything moved to the output: counted there, not twice.
+        assert_eq!(q.pending(), 25);
+        assert_eq!(q.pending(), q.unwritten());
+        let mut sink = Vec::new();
+        assert!(q.write_to(&mut sink).unwrap());
+        assert_eq!(q.pending(), 0);
     }
 }

@@ -271,7 +271,14 @@ impl Core {
                     }
                 }
                 Err(e) => {
+                    let before = local.data.used_memory();
                     log.journal.rollback(&mut local.data);
+                    let after = local.data.used_memory();
+                    let gauge = &metrics.used_memory;
+                    ShardMetrics::set(
+                        gauge,
+                        (ShardMetrics::get(gauge) + after).saturating_sub(before),
+                    );
                     ShardMetrics::add(&metrics.io_errors, 1);
                     log::error!(
                         "partition '{}' ({}): {e}; the pass's writes were rolled back and \
@@ -525,11 +532,12 @@ mod tests {
                 conn,
                 seq: batch.replies.len() as u64,
                 end: batch.buf.len() as u32,
+                over_output_limit: false,
             });
         }
         let ioerr = ioerr_reply(Protocol::Resp2, "log fsync failed");
         replace_reply(&mut batch, 1, &ioerr);
-        let replies: Vec<&[u8]> = batch.iter().map(|(_, _, r)| r).collect();
+        let replies: Vec<&[u8]> = batch.iter().map(|(_, r)| r).collect();
         assert_eq!(replies[0], b"+OK\r\n");
         assert_eq!(
             replies[1],

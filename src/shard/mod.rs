@@ -23,9 +23,21 @@
 //! 5. Send every non-empty outbox as one message per destination (one wake at most).
 //! 6. Write every connection with new output, in one `write` when the socket takes it all.
 //! 7. Persistence timers: the ASYNC fsync, a step of any compaction in progress.
+//! 8. Once a second, when `timeout` is on: close connections idle for longer.
 //!
 //! Steps 4 to 6 are in that order so that no reply to a durable write, local or forwarded,
 //! leaves before its record is on disk as its persist mode promises.
+//!
+//! # What bounds a connection's memory
+//! - Input: a request is at most `max-bulk-len` per argument and `max-args` arguments (the
+//!   parser refuses more before the bytes arrive), and reading pauses (below).
+//! - Requests waiting for other shards: at most [`MAX_IN_FLIGHT`]; reading pauses past it.
+//! - Output: reading pauses while [`OUTPUT_HIGH_WATER`] bytes are unwritten, so a client that
+//!   pipelines without reading costs little. What can still pile up is replies already on
+//!   their way: one large read, or forwarded replies coming back. For those the
+//!   `client-output-limit` holds: a read whose reply would not fit what is left of it is not
+//!   built (here, or on the shard that executes it for us), and a connection whose pending
+//!   replies (unwritten + parked) pass it is closed on the spot.
 
 pub mod connection;
 pub mod coordinator;
@@ -48,6 +60,7 @@ use crate::command::{lookup, CommandError, CommandId, Route};
 use crate::config::Config;
 use crate::metrics::{ServerMetrics, ShardMetrics};
 use crate::protocol::{Args, Parsed, ReplyWriter, Span};
+use crate::store::{MemoryBudget, Partition};
 
 use connection::{Connection, ReadOutcome};
 use coordinator::Coordinator;
@@ -75,6 +88,11 @@ const MAX_IN_FLIGHT: usize = 1024;
 /// has read some: a client that pipelines without reading gets backpressure, not a server
 /// that buffers without limit.
 const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
+
+/// How often idle connections are looked for when `timeout` is on: a connection is closed
+/// between `timeout` and `timeout` + 1 s after its last byte, for one pass over the
+/// connections per second (no timer per connection, no clock read per request).
+const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a shutdown waits for replies in flight before giving up on slow clients.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
@@ -181,7 +199,15 @@ struct Core {
     /// Partition name -> the partition itself (local) or its shard: one hash lookup routes a
     /// request and, when local, finds its table.
     routes: Routes,
-    data_limits: DataLimits,
+    max_key_len: usize,
+    /// `client-output-limit`, in bytes.
+    output_limit: usize,
+    /// `timeout`, when on.
+    idle_timeout: Option<Duration>,
+    /// Coarse clock: read once per loop pass, used for idle time.
+    now: Instant,
+    /// When to look for idle connections next.
+    next_sweep: Instant,
     /// Requests for each other shard, collected during this pass.
     outboxes: Vec<RequestBatch>,
     /// Replies to each other shard's forwarded requests, collected during this pass.
@@ -240,15 +266,19 @@ impl Shard {
                 shared.config.data_dir.clone(),
             )
         });
-        let data_limits = DataLimits {
-            max_key_len: shared.config.max_key_len,
-        };
+        let config = &shared.config;
+        let now = Instant::now();
         let mut core = Core {
             id,
+            max_key_len: config.max_key_len,
+            output_limit: config.client_output_limit,
+            idle_timeout: (config.timeout_secs > 0)
+                .then(|| Duration::from_secs(config.timeout_secs)),
+            now,
+            next_sweep: now + IDLE_SWEEP_INTERVAL,
             shared,
             catalog: Arc::new(Catalog::default()),
             routes: Routes::default(),
-            data_limits,
             outboxes: (0..shards).map(|_| RequestBatch::default()).collect(),
             reply_outboxes: (0..shards).map(|_| ReplyBatch::default()).collect(),
             changes: Vec::new(),
@@ -286,7 +316,17 @@ impl Shard {
             } else if persist_timeout == Some(Duration::ZERO) {
                 Some(Duration::ZERO)
             } else if self.mailbox.prepare_to_sleep() {
-                persist_timeout
+                // Idle: sleep until an event, the next idle sweep (when it is on), or the
+                // next persistence timer, whichever comes first.
+                let sweep = self.core.idle_timeout.map(|_| {
+                    self.core
+                        .next_sweep
+                        .saturating_duration_since(Instant::now())
+                });
+                match (sweep, persist_timeout) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                }
             } else {
                 Some(Duration::ZERO)
             };
@@ -296,6 +336,7 @@ impl Shard {
                 }
             }
             self.mailbox.woke_up();
+            self.core.now = Instant::now();
 
             for event in events.iter() {
                 let token = event.token();
@@ -324,6 +365,9 @@ impl Shard {
             self.core.flush_outboxes();
             self.flush_writes();
             self.core.persistence_tick();
+            if self.core.idle_timeout.is_some() && self.core.now >= self.core.next_sweep {
+                self.close_idle();
+            }
 
             if self.core.draining {
                 let started = *drain_started.get_or_insert_with(Instant::now);
@@ -341,10 +385,10 @@ impl Shard {
             return;
         };
         conn.needs_service = false;
-        let outcome = if conn.closing || is_paused(conn) {
+        let outcome = if conn.closing || conn.input_closed || is_paused(conn) {
             None
         } else {
-            match conn.read(READ_BUDGET) {
+            match conn.read(READ_BUDGET, self.core.now) {
                 Ok(outcome) => Some(outcome),
                 Err(e) => {
                     log::debug!("read from {}: {e}", conn.peer);
@@ -353,25 +397,77 @@ impl Shard {
                 }
             }
         };
-        let stalled = self.core.process_input(conn);
-        match outcome {
-            Some(ReadOutcome::Closed) => conn.closing = true,
-            // Input may remain in the socket: come back after the other connections.
-            Some(ReadOutcome::More) if !conn.closing => {
+        if outcome == Some(ReadOutcome::Closed) {
+            conn.input_closed = true;
+        }
+        self.core.process_input(conn);
+        if !conn.closing {
+            if is_paused(conn) {
+                // Requests may wait in the buffer or the socket, and an edge-triggered poll
+                // will not report them again: come back when the pause ends.
                 conn.needs_service = true;
-                if !is_paused(conn) {
-                    self.core.to_service.push(index);
-                }
+            } else if conn.input_closed {
+                // The peer closed its side and every complete request it sent is processed.
+                conn.closing = true;
+            } else if outcome == Some(ReadOutcome::More) {
+                // Input may remain in the socket: come back after the other connections.
+                conn.needs_service = true;
+                self.core.to_service.push(index);
             }
-            // Paused before reading, or paused with requests left in the buffer: resume when
-            // the pause ends (replies drained, catalog change answered).
-            _ if stalled || (outcome.is_none() && !conn.closing) => conn.needs_service = true,
-            _ => {}
         }
         if conn.session.shutdown_requested {
             self.core.shared.shutdown.request();
         }
-        self.after_progress(index);
+        if !self.close_if_over_output_limit(index) {
+            self.after_progress(index);
+        }
+    }
+
+    /// Closes a connection whose pending replies passed the client output limit (or one of
+    /// whose replies would have). True when it was closed.
+    fn close_if_over_output_limit(&mut self, index: usize) -> bool {
+        let limit = self.core.output_limit;
+        let Some(conn) = self.conns.get(index) else {
+            return false;
+        };
+        if !conn.over_output_limit && conn.replies.pending() <= limit {
+            return false;
+        }
+        log::warn!(
+            "closing client {} ({}): pending output passed client-output-limit ({limit} bytes)",
+            conn.session.id,
+            conn.peer
+        );
+        let metrics = &self.core.shared.metrics.shards[self.core.id];
+        ShardMetrics::add(&metrics.output_limit_disconnects, 1);
+        self.close(index);
+        true
+    }
+
+    /// Closes connections that neither read nor wrote a byte for longer than `timeout`.
+    fn close_idle(&mut self) {
+        let Some(timeout) = self.core.idle_timeout else {
+            return;
+        };
+        let now = self.core.now;
+        self.core.next_sweep = now + IDLE_SWEEP_INTERVAL;
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| now.saturating_duration_since(conn.last_active) > timeout)
+            .map(|(index, _)| index)
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        let metrics = &self.core.shared.metrics.shards[self.core.id];
+        ShardMetrics::add(&metrics.timeout_disconnects, idle.len() as u64);
+        for index in idle {
+            if let Some(conn) = self.conns.get(index) {
+                log::debug!("closing idle client {} ({})", conn.session.id, conn.peer);
+            }
+            self.close(index);
+        }
     }
 
     /// Bookkeeping after a connection's state moved: queue its output, resume its input, or
@@ -417,7 +513,12 @@ impl Shard {
                 continue;
             };
             conn.queued_for_write = false;
-            match conn.replies.write_to(&mut conn.socket) {
+            let unwritten = conn.replies.unwritten();
+            let result = conn.replies.write_to(&mut conn.socket);
+            if conn.replies.unwritten() < unwritten {
+                conn.last_active = self.core.now;
+            }
+            match result {
                 // All out: maybe resume reading, maybe close.
                 Ok(true) => self.after_progress(index),
                 // The socket is full: the writable event brings us back.
@@ -455,16 +556,23 @@ impl Shard {
                 Message::Migrate(conn) => self.adopt(conn),
                 Message::Requests(batch) => self.core.execute_forwarded(batch),
                 Message::Replies(batch) => {
-                    for (conn_ref, seq, bytes) in batch.iter() {
-                        let index = conn_ref.index as usize;
+                    for (reply, bytes) in batch.iter() {
+                        let index = reply.conn.index as usize;
                         match self.conns.get_mut(index) {
-                            Some(conn) if conn.conn_ref == conn_ref => {
-                                conn.replies.fill(seq, bytes);
+                            Some(conn) if conn.conn_ref == reply.conn => {
+                                if reply.over_output_limit {
+                                    conn.over_output_limit = true;
+                                } else {
+                                    conn.replies.fill(reply.seq, bytes);
+                                }
                             }
                             // The connection closed while its request was away.
                             _ => continue,
                         }
-                        self.after_progress(index);
+                        // Output grows here without any read: the limit is checked here too.
+                        if !self.close_if_over_output_limit(index) {
+                            self.after_progress(index);
+                        }
                     }
                 }
                 Message::Change { reply_to, change } => {
@@ -605,6 +713,7 @@ impl Shard {
             conn_ref,
             id,
             self.core.shared.config.limits,
+            self.core.now,
         ));
         let metrics = &self.core.shared.metrics.shards[self.core.id];
         ShardMetrics::add(&metrics.connections, 1);
@@ -666,15 +775,18 @@ fn is_paused(conn: &Connection) -> bool {
 impl Core {
     /// Parses and runs every complete request in the connection's buffer, until it runs out,
     /// the connection pauses (backpressure, catalog barrier), or the input is malformed.
-    /// Returns true if it stopped on a pause with input left to process.
     ///
     /// Requests are framed in batches of up to [`BATCH`] before any of them runs, so that the
     /// table lines of all their keys are fetched together ([`Core::prefetch`]): with a
     /// pipelining client the cache misses of a batch overlap instead of adding up.
-    fn process_input(&mut self, conn: &mut Connection) -> bool {
+    fn process_input(&mut self, conn: &mut Connection) {
         let mut batch = std::mem::take(&mut self.batch);
         let mut commands = 0;
-        'batches: while !conn.closing && !is_paused(conn) && conn.has_input() {
+        'batches: while !conn.closing
+            && !conn.over_output_limit
+            && !is_paused(conn)
+            && conn.has_input()
+        {
             // 1. Frame.
             batch.clear();
             let base = conn.rstart;
@@ -725,7 +837,7 @@ impl Core {
             self.prefetch(input, &batch);
             // 3. Run, in order.
             for frame in &batch.frames {
-                if conn.closing || is_paused(conn) {
+                if conn.closing || conn.over_output_limit || is_paused(conn) {
                     // The rest is framed again later; forget any partly framed request that
                     // lies beyond the point we stop at.
                     conn.parser.reset();
@@ -735,7 +847,7 @@ impl Core {
                     FrameKind::Request => {
                         let args = Args::new(input, &batch.spans[frame.spans.clone()]);
                         commands += 1;
-                        self.dispatch(
+                        let refused = self.dispatch(
                             &mut conn.affinity,
                             conn.conn_ref,
                             &args,
@@ -743,6 +855,10 @@ impl Core {
                             &mut conn.replies,
                             &mut conn.barrier,
                         );
+                        // The shard closes it once this pass over its input ends.
+                        if refused || conn.replies.pending() > self.output_limit {
+                            conn.over_output_limit = true;
+                        }
                         if conn.session.close_after_reply {
                             conn.closing = true;
                         }
@@ -762,7 +878,6 @@ impl Core {
         }
         self.batch = batch;
         ShardMetrics::add(&self.shared.metrics.shards[self.id].commands, commands);
-        !conn.closing && is_paused(conn) && conn.has_input()
     }
 
     /// Prefetches the table lines of the keys that a batch's local data requests will touch
@@ -791,7 +906,8 @@ impl Core {
         }
     }
 
-    /// Runs one request: here, on another shard, or on the coordinator.
+    /// Runs one request: here, on another shard, or on the coordinator. Returns true when its
+    /// reply was not built because it would pass the client output limit.
     fn dispatch(
         &mut self,
         affinity: &mut connection::Affinity,
@@ -800,13 +916,13 @@ impl Core {
         session: &mut server_cmd::Session,
         replies: &mut connection::ReplyQueue,
         barrier: &mut bool,
-    ) {
+    ) -> bool {
         let protocol = session.protocol;
         let spec = match lookup(args) {
             Ok(spec) => spec,
             Err(e) => {
                 replies.push_ready(protocol, |w| e.write_to(w));
-                return;
+                return false;
             }
         };
         match spec.route {
@@ -814,7 +930,15 @@ impl Core {
                 // The local path: execute now, encode straight into the output...
                 Some(Target::Local(local)) => {
                     affinity.local();
-                    let limits = self.data_limits;
+                    let limits = DataLimits {
+                        max_key_len: self.max_key_len,
+                        memory: MemoryBudget::new(
+                            self.shared.config.max_memory,
+                            &self.shared.metrics,
+                        ),
+                        max_reply: self.output_limit.saturating_sub(replies.pending()),
+                    };
+                    let metrics = &self.shared.metrics.shards[self.id];
                     match &mut local.log {
                         // ... except a durable write, whose reply waits for the group commit.
                         Durability::Logged(log) if data::is_write(spec.id) => {
@@ -823,13 +947,10 @@ impl Core {
                             let start = self.commit.buf.len();
                             let mut w = ReplyWriter::new(&mut self.commit.buf, protocol);
                             let journal = Some(&mut log.journal);
-                            if let Err(e) = data::execute(
-                                spec.id,
-                                args,
-                                &mut local.data,
-                                journal,
-                                limits,
-                                &mut w,
+                            let partition = &mut local.data;
+                            // A write's reply is small: it is never over the output limit.
+                            if let Err(e) = execute_data(
+                                spec.id, args, partition, journal, limits, metrics, &mut w,
                             ) {
                                 e.write_to(&mut w);
                             }
@@ -847,12 +968,17 @@ impl Core {
                             replies.push_ready(protocol, |w| e.write_to(w));
                         }
                         _ => {
-                            replies.push_ready(protocol, |w| {
-                                let partition = &mut local.data;
-                                if let Err(e) =
-                                    data::execute(spec.id, args, partition, None, limits, w)
-                                {
-                                    e.write_to(w);
+                            let partition = &mut local.data;
+                            return replies.push_ready(protocol, |w| {
+                                match execute_data(
+                                    spec.id, args, partition, None, limits, metrics, w,
+                                ) {
+                                    Ok(()) => false,
+                                    Err(CommandError::ReplyTooLarge) => true,
+                                    Err(e) => {
+                                        e.write_to(w);
+                                        false
+                                    }
                                 }
                             });
                         }
@@ -923,6 +1049,7 @@ impl Core {
                 }
             }
         }
+        false
     }
 
     /// Executes a batch of requests another shard forwarded; replies go back in one batch.
@@ -943,10 +1070,26 @@ impl Core {
         }
         let from = batch.from;
         let out = &mut self.reply_outboxes[from];
+        let metrics = &self.shared.metrics.shards[self.id];
+        let memory = MemoryBudget::new(self.shared.config.max_memory, &self.shared.metrics);
+        // Reply bytes built so far for the current run of one connection's requests: its
+        // replies together may not pass its output limit here either, or a pipeline of large
+        // GETs would pile up in this batch before its own shard could count them. (A
+        // connection's requests come in runs, one per time its shard serviced it this pass.)
+        let mut run: Option<(ConnRef, usize)> = None;
         for request in &batch.requests {
             let args = batch.args(request);
+            let built = match run {
+                Some((conn, bytes)) if conn == request.conn => bytes,
+                _ => 0,
+            };
+            let limits = DataLimits {
+                max_key_len: self.max_key_len,
+                memory,
+                max_reply: self.output_limit.saturating_sub(built),
+            };
+            let start = out.buf.len();
             let mut w = ReplyWriter::new(&mut out.buf, request.protocol);
-            let limits = self.data_limits;
             let result = match self.routes.get_mut(args.get(1)) {
                 Some(Target::Local(local)) => match &mut local.log {
                     // A durable write: the batch leaves after the commit, which may still
@@ -955,12 +1098,13 @@ impl Core {
                         let writes = log.journal.writes();
                         let journal = Some(&mut log.journal);
                         let partition = &mut local.data;
-                        let result = data::execute(
+                        let result = execute_data(
                             request.command,
                             &args,
                             partition,
                             journal,
                             limits,
+                            metrics,
                             &mut w,
                         );
                         if log.journal.writes() > writes {
@@ -974,25 +1118,35 @@ impl Core {
                     Durability::Broken(why) if data::is_write(request.command) => {
                         Err(CommandError::Io(why.clone()))
                     }
-                    _ => data::execute(
+                    _ => execute_data(
                         request.command,
                         &args,
                         &mut local.data,
                         None,
                         limits,
+                        metrics,
                         &mut w,
                     ),
                 },
                 // Dropped (or moved) since the sender routed it.
                 _ => Err(CommandError::NoPartition(printable(args.get(1)))),
             };
-            if let Err(e) = result {
-                e.write_to(&mut w);
+            let over_output_limit = matches!(result, Err(CommandError::ReplyTooLarge));
+            match result {
+                Err(e) if !over_output_limit => e.write_to(&mut w),
+                _ => {}
             }
+            let built = if over_output_limit {
+                self.output_limit
+            } else {
+                built + (out.buf.len() - start)
+            };
+            run = Some((request.conn, built));
             out.replies.push(mailbox::ForwardedReply {
                 conn: request.conn,
                 seq: request.seq,
                 end: out.buf.len() as u32,
+                over_output_limit,
             });
         }
         ShardMetrics::add(
@@ -1027,6 +1181,9 @@ impl Core {
     fn apply_catalog(&mut self, catalog: Arc<Catalog>) {
         let mut old = std::mem::take(&mut self.routes);
         let mut owned = 0;
+        // Memory of the partitions this shard no longer owns, and of those recovered.
+        let mut freed = 0;
+        let mut added = 0;
         for (name, meta) in &catalog.partitions {
             let key: Box<[u8]> = name.as_bytes().into();
             let target = if meta.shard == self.id {
@@ -1036,9 +1193,12 @@ impl Core {
                     Some(Target::Local(p)) if p.id == meta.id => Target::Local(p),
                     previous => {
                         if let Some(Target::Local(p)) = previous {
+                            freed += p.data.used_memory();
                             self.retire(p);
                         }
-                        Target::Local(self.open_partition(meta))
+                        let local = self.open_partition(meta);
+                        added += local.data.used_memory();
+                        Target::Local(local)
                     }
                 }
             } else {
@@ -1053,9 +1213,43 @@ impl Core {
         // Whatever is left in `old` was dropped: its memory goes now, and its files.
         for (_, target) in old.drain() {
             if let Target::Local(p) = target {
+                freed += p.data.used_memory();
                 self.retire(p);
             }
         }
         self.count_durable();
+        let gauge = &self.shared.metrics.shards[self.id].used_memory;
+        ShardMetrics::set(
+            gauge,
+            (ShardMetrics::get(gauge) + added).saturating_sub(freed),
+        );
     }
+}
+
+/// Runs a data command on a partition this shard owns, and keeps the shard's memory gauge
+/// (what every shard's `max-memory` check reads) in step with the partition's estimate.
+#[inline]
+fn execute_data(
+    id: CommandId,
+    args: &Args,
+    partition: &mut Partition,
+    journal: Option<&mut crate::persist::Journal>,
+    limits: DataLimits,
+    metrics: &ShardMetrics,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    let before = partition.used_memory();
+    let result = data::execute(id, args, partition, journal, limits, w);
+    let after = partition.used_memory();
+    if after != before {
+        let gauge = &metrics.used_memory;
+        ShardMetrics::set(
+            gauge,
+            (ShardMetrics::get(gauge) + after).saturating_sub(before),
+        );
+    }
+    if matches!(result, Err(CommandError::OutOfMemory)) {
+        ShardMetrics::add(&metrics.oom_rejections, 1);
+    }
+    result
 }
