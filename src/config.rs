@@ -50,6 +50,31 @@ pub struct Cli {
     /// Longest key [default: 64kb].
     #[arg(long, value_parser = parse_size)]
     pub max_key_len: Option<u64>,
+    /// Password of the `admin` user, set at every start (also `GOKV_ADMIN_PASSWORD`, which
+    /// keeps it out of `ps`). Without either, a first start generates one into the data
+    /// directory.
+    #[arg(long, value_name = "PASSWORD")]
+    pub admin_password: Option<String>,
+}
+
+/// The environment variable that may carry the admin password.
+pub const ADMIN_PASSWORD_ENV: &str = "GOKV_ADMIN_PASSWORD";
+
+/// A secret from the configuration: printed as `<redacted>`, so that logging the
+/// configuration never logs it.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// The TOML file: the same keys as the flags, kebab-case.
@@ -94,6 +119,8 @@ pub struct Config {
     pub max_clients: usize,
     pub limits: Limits,
     pub max_key_len: usize,
+    /// From `--admin-password` or `GOKV_ADMIN_PASSWORD` (the flag wins).
+    pub admin_password: Option<Secret>,
 }
 
 impl Default for Config {
@@ -109,6 +136,7 @@ impl Default for Config {
             // Keys are looked up and hashed whole on every request; 64 KiB is far beyond any
             // sane key and keeps a hostile key from costing a megabyte per lookup.
             max_key_len: 64 * 1024,
+            admin_password: None,
         }
     }
 }
@@ -160,6 +188,10 @@ impl Config {
                 max_args: cli.max_args.or(file.max_args).unwrap_or(d.limits.max_args),
             },
             max_key_len: size(cli.max_key_len, &file.max_key_len, d.max_key_len)?,
+            admin_password: cli
+                .admin_password
+                .or_else(|| std::env::var(ADMIN_PASSWORD_ENV).ok())
+                .map(Secret),
         };
         config.validate()?;
         Ok(config)
@@ -189,6 +221,16 @@ impl Config {
         }
         if self.max_key_len == 0 {
             return Err("max-key-len must be at least 1".into());
+        }
+        if let Some(password) = &self.admin_password {
+            if password.expose().is_empty()
+                || password.expose().len() > crate::acl::hasher::MAX_PASSWORD_LEN
+            {
+                return Err(format!(
+                    "the admin password must be 1 to {} bytes",
+                    crate::acl::hasher::MAX_PASSWORD_LEN
+                ));
+            }
         }
         Ok(())
     }

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::thread;
 
 use crate::acceptor::{self, Acceptor};
+use crate::acl::hasher::{self, Hasher};
+use crate::acl::store as acl_store;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::metrics::ServerMetrics;
@@ -37,6 +39,19 @@ pub fn run(config: Config) -> Result<(), String> {
     );
     let shutdown = Arc::new(Shutdown::new(handles.clone(), acceptor_waker));
     let metrics = Arc::new(ServerMetrics::new(shards));
+
+    // Users and grants, with `admin` ensured, before any client can connect.
+    let acl = acl_store::bootstrap(
+        &config.data_dir,
+        config.admin_password.as_ref().map(|p| p.expose()),
+    )?;
+    log::info!(
+        "{} users loaded from {}",
+        acl.users.len(),
+        config.data_dir.join(acl_store::USERS_FILE).display()
+    );
+    let acl = Arc::new(acl);
+    let hasher = Hasher::start(hasher::THREADS, handles.clone())?;
     let shared = Arc::new(Shared {
         config: Arc::new(config),
         metrics: metrics.clone(),
@@ -44,6 +59,7 @@ pub fn run(config: Config) -> Result<(), String> {
         shutdown: shutdown.clone(),
         clients: Arc::new(AtomicUsize::new(0)),
         next_client_id: AtomicU64::new(1),
+        hasher,
     });
 
     // Recovery will run here, per shard, before the listener opens.
@@ -53,7 +69,14 @@ pub fn run(config: Config) -> Result<(), String> {
     let (pinned_tx, pinned_rx) = crossbeam_channel::bounded::<(usize, Option<usize>)>(shards);
     let mut threads = Vec::with_capacity(shards + 1);
     for (id, (poll, mailbox, _)) in parts.into_iter().enumerate() {
-        let shard = Shard::new(id, poll, mailbox, shared.clone(), catalog.clone());
+        let shard = Shard::new(
+            id,
+            poll,
+            mailbox,
+            shared.clone(),
+            catalog.clone(),
+            acl.clone(),
+        );
         let core = (!core_ids.is_empty()).then(|| core_ids[id % core_ids.len()]);
         let pinned_tx = pinned_tx.clone();
         let metrics = metrics.clone();

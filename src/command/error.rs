@@ -15,6 +15,7 @@ pub enum CommandError {
     WrongArity(&'static str),
     Syntax(String),
     InvalidName(String),
+    InvalidUserName(String),
     PartitionExists(String),
     NoPartition(String),
     NotAvailable(String),
@@ -31,6 +32,27 @@ pub enum CommandError {
     NoProto,
     /// The server is shutting down and takes no new work.
     ShuttingDown,
+    /// The connection has not logged in and the command needs it.
+    NoAuth,
+    /// Unknown user or wrong password: deliberately does not say which.
+    WrongPass,
+    /// Logged in, but lacks `needed` on `target` (a partition name or `*`).
+    NoPerm {
+        user: String,
+        needed: &'static str,
+        target: String,
+    },
+    /// Logged in, but the command is only for ADMIN on `*` or the user named.
+    NoPermUser {
+        user: String,
+        command: &'static str,
+    },
+    NoUser(String),
+    UserExists(String),
+    /// The bootstrap user must keep existing and administering, or nobody could.
+    ProtectedAdmin(&'static str),
+    /// A change could not be made durable; it was not applied.
+    Io(String),
 }
 
 impl CommandError {
@@ -40,6 +62,10 @@ impl CommandError {
             CommandError::NoPartition(_) => "NOPARTITION",
             CommandError::NotAnInteger | CommandError::WrongSchema(_) => "WRONGTYPE",
             CommandError::NoProto => "NOPROTO",
+            CommandError::NoAuth => "NOAUTH",
+            CommandError::WrongPass => "WRONGPASS",
+            CommandError::NoPerm { .. } | CommandError::NoPermUser { .. } => "NOPERM",
+            CommandError::Io(_) => "IOERR",
             _ => "ERR",
         }
     }
@@ -65,6 +91,10 @@ impl fmt::Display for CommandError {
                 f,
                 "invalid partition name '{name}': expected 1 to 64 bytes of [A-Za-z0-9_.-]"
             ),
+            CommandError::InvalidUserName(name) => write!(
+                f,
+                "invalid user name '{name}': expected 1 to 64 bytes of [A-Za-z0-9_.-]"
+            ),
             CommandError::PartitionExists(name) => write!(f, "partition '{name}' already exists"),
             CommandError::NoPartition(name) => write!(f, "partition '{name}' does not exist"),
             CommandError::NotAvailable(what) => f.write_str(what),
@@ -77,6 +107,26 @@ impl fmt::Display for CommandError {
             CommandError::KeyTooLong { max } => write!(f, "key too long (more than {max} bytes)"),
             CommandError::NoProto => write!(f, "unsupported protocol version"),
             CommandError::ShuttingDown => write!(f, "server is shutting down"),
+            // The exact texts Redis answers, which clients and tools recognise.
+            CommandError::NoAuth => write!(f, "Authentication required."),
+            CommandError::WrongPass => {
+                write!(f, "invalid username-password pair or user is disabled.")
+            }
+            CommandError::NoPerm {
+                user,
+                needed,
+                target,
+            } => write!(f, "user '{user}' has no {needed} permission on '{target}'"),
+            CommandError::NoPermUser { user, command } => write!(
+                f,
+                "user '{user}' may run '{command}' only on itself (or needs ADMIN on '*')"
+            ),
+            CommandError::NoUser(name) => write!(f, "user '{name}' does not exist"),
+            CommandError::UserExists(name) => write!(f, "user '{name}' already exists"),
+            CommandError::ProtectedAdmin(what) => {
+                write!(f, "the 'admin' user cannot be {what}")
+            }
+            CommandError::Io(what) => f.write_str(what),
         }
     }
 }

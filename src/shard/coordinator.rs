@@ -1,36 +1,50 @@
-//! The catalog coordinator: runs inside shard 0 and owns the catalog's truth.
+//! The coordinator: runs inside shard 0 and owns the truth of the catalog and the ACL.
 //!
-//! A change (CREATE/DROP PARTITION) arrives as a message from the connection's shard. The
-//! coordinator validates it against the current catalog, builds the next version, broadcasts
-//! it to every shard (itself included) and answers the client only when every shard has
-//! acknowledged that version, so a client never sees its own change missing on any shard.
+//! A change (CREATE/DROP PARTITION, a user or grant change) arrives as a message from the
+//! connection's shard (or from the hasher pool, once a new password is hashed). The
+//! coordinator validates it against the current state, builds the next version, persists the
+//! ACL when it changed (`users.json`, atomically, before anyone can see the new version),
+//! broadcasts catalog and ACL to every shard (itself included) and answers the client only
+//! when every shard has acknowledged that epoch, so a client never sees its own change missing
+//! on any shard, and a revoked grant is gone everywhere before REVOKE answers `+OK`.
 //! Changes are applied one at a time, in arrival order.
+//!
+//! Persisting blocks shard 0 for a write and two fsyncs; user changes are rare enough that
+//! this is cheaper than a dedicated I/O thread.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::acl::{store, Acl};
 use crate::catalog::Catalog;
 use crate::command::partition::{plan_create, plan_drop};
+use crate::command::CommandError;
 
-use super::mailbox::{CatalogChange, Message, ReplyTo, ShardHandle};
+use super::mailbox::{Change, Message, ReplyTo, ShardHandle};
 
 /// The change whose broadcast is being acknowledged.
 struct InFlight {
     reply_to: ReplyTo,
-    version: u64,
+    epoch: u64,
     acks_missing: usize,
 }
 
 pub struct Coordinator {
     catalog: Arc<Catalog>,
-    queue: VecDeque<(ReplyTo, CatalogChange)>,
+    acl: Arc<Acl>,
+    /// Where `users.json` lives.
+    data_dir: PathBuf,
+    /// Counts broadcasts; what shards acknowledge.
+    epoch: u64,
+    queue: VecDeque<(ReplyTo, Change)>,
     in_flight: Option<InFlight>,
     next_partition_id: u64,
 }
 
 impl Coordinator {
-    pub fn new(catalog: Arc<Catalog>) -> Self {
+    pub fn new(catalog: Arc<Catalog>, acl: Arc<Acl>, data_dir: PathBuf) -> Self {
         let next_partition_id = catalog
             .partitions
             .values()
@@ -39,6 +53,9 @@ impl Coordinator {
             .unwrap_or(1);
         Coordinator {
             catalog,
+            acl,
+            data_dir,
+            epoch: 0,
             queue: VecDeque::new(),
             in_flight: None,
             next_partition_id,
@@ -46,17 +63,17 @@ impl Coordinator {
     }
 
     /// Queues a change and starts it if nothing else is in flight.
-    pub fn submit(&mut self, reply_to: ReplyTo, change: CatalogChange, shards: &[ShardHandle]) {
+    pub fn submit(&mut self, reply_to: ReplyTo, change: Change, shards: &[ShardHandle]) {
         self.queue.push_back((reply_to, change));
         self.start_next(shards);
     }
 
-    /// A shard now uses `version`.
-    pub fn ack(&mut self, version: u64, shards: &[ShardHandle]) {
+    /// A shard now uses the state of `epoch`.
+    pub fn ack(&mut self, epoch: u64, shards: &[ShardHandle]) {
         let Some(flight) = &mut self.in_flight else {
             return;
         };
-        if flight.version != version {
+        if flight.epoch != epoch {
             return;
         }
         flight.acks_missing -= 1;
@@ -76,40 +93,71 @@ impl Coordinator {
             let Some((reply_to, change)) = self.queue.pop_front() else {
                 return;
             };
-            let planned = match &change {
-                CatalogChange::Create(request) => {
-                    let id = self.next_partition_id;
-                    let created_ms = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_millis() as u64)
-                        .unwrap_or(0);
-                    let planned = plan_create(&self.catalog, request, shards.len(), id, created_ms);
-                    if planned.is_ok() {
-                        self.next_partition_id += 1;
-                    }
-                    planned
-                }
-                CatalogChange::Drop(name) => plan_drop(&self.catalog, name),
-            };
+            let planned = self.plan(&change, shards.len());
             match planned {
                 Err(e) => shards[reply_to.shard].send(Message::ChangeDone {
                     reply_to,
                     result: Err(e),
                 }),
-                Ok(catalog) => {
-                    log::info!("catalog version {}: {change:?}", catalog.version);
-                    let catalog = Arc::new(catalog);
-                    self.catalog = catalog.clone();
+                Ok((catalog, acl)) => {
+                    self.epoch += 1;
+                    log::info!("epoch {}: {change:?}", self.epoch);
+                    if let Some(catalog) = catalog {
+                        self.catalog = Arc::new(catalog);
+                    }
+                    if let Some(acl) = acl {
+                        self.acl = Arc::new(acl);
+                    }
                     self.in_flight = Some(InFlight {
                         reply_to,
-                        version: catalog.version,
+                        epoch: self.epoch,
                         acks_missing: shards.len(),
                     });
                     for shard in shards {
-                        shard.send(Message::CatalogUpdate(catalog.clone()));
+                        shard.send(Message::Update {
+                            epoch: self.epoch,
+                            catalog: self.catalog.clone(),
+                            acl: self.acl.clone(),
+                        });
                     }
                 }
             }
         }
+    }
+
+    /// The next catalog and/or ACL for `change` (`None`: unchanged), with a changed ACL
+    /// already persisted; or why not.
+    fn plan(
+        &mut self,
+        change: &Change,
+        shards: usize,
+    ) -> Result<(Option<Catalog>, Option<Acl>), CommandError> {
+        let (catalog, acl) = match change {
+            Change::Create(request) => {
+                let id = self.next_partition_id;
+                let created_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let catalog = plan_create(&self.catalog, request, shards, id, created_ms)?;
+                self.next_partition_id += 1;
+                (Some(catalog), None)
+            }
+            // Dropping a partition revokes every grant on its name.
+            Change::Drop(name) => (
+                Some(plan_drop(&self.catalog, name)?),
+                self.acl.without_partition(name),
+            ),
+            Change::Acl(change) => (None, Some(self.acl.apply(change)?)),
+        };
+        if let Some(acl) = &acl {
+            if let Err(e) = store::save(&self.data_dir, acl) {
+                log::error!("{e}");
+                return Err(CommandError::Io(format!(
+                    "the user change could not be persisted: {e}"
+                )));
+            }
+        }
+        Ok((catalog, acl))
     }
 }

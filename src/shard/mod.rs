@@ -13,7 +13,14 @@
 //!    into the connection's reply queue, or copy it into the outbox of the shard that owns its
 //!    partition, keeping a waiting slot for its reply.
 //! 3. Drain the inbox: execute request batches from other shards (their replies go into a
-//!    reply outbox per shard), fill slots from reply batches, apply catalog versions.
+//!    reply outbox per shard), fill slots from reply batches, apply catalog and ACL versions,
+//!    answer logins the hasher pool has checked.
+//!
+//! # Access control
+//! Every request is checked against the session's user, as of this shard's own copy of the
+//! ACL, before it is routed ([`crate::command::access`]); a forwarded request was allowed by
+//! the shard that forwarded it. Password checks never run here: they go to the hasher pool
+//! ([`crate::acl::hasher`]) while the connection waits behind a barrier.
 //! 4. Send every non-empty outbox as one message per destination (one wake at most).
 //! 5. Write every connection with new output, in one `write` when the socket takes it all.
 
@@ -28,11 +35,15 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::acl::hasher::{Hasher, Job, NewPassword};
+use crate::acl::{Acl, AclChange};
 use crate::catalog::Catalog;
+use crate::command::access::authorize;
 use crate::command::data::{self, DataLimits};
 use crate::command::error::printable;
 use crate::command::partition as partition_cmd;
-use crate::command::server::{self as server_cmd, ServerView};
+use crate::command::server::{self as server_cmd, PendingLogin, ServerView, MAX_AUTH_FAILURES};
+use crate::command::user as user_cmd;
 use crate::command::{lookup, CommandError, CommandId, Route};
 use crate::config::Config;
 use crate::metrics::{ServerMetrics, ShardMetrics};
@@ -41,9 +52,7 @@ use crate::store::Partition;
 
 use connection::{Connection, ReadOutcome};
 use coordinator::Coordinator;
-use mailbox::{
-    CatalogChange, ConnRef, Mailbox, Message, ReplyBatch, ReplyTo, RequestBatch, ShardHandle,
-};
+use mailbox::{Change, ConnRef, Mailbox, Message, ReplyBatch, ReplyTo, RequestBatch, ShardHandle};
 
 /// The inbox's waker. Connection tokens are slab indexes, which never reach this value.
 pub const WAKER: Token = Token(usize::MAX);
@@ -117,6 +126,8 @@ pub struct Shared {
     pub clients: Arc<AtomicUsize>,
     /// Source of CLIENT IDs.
     pub next_client_id: AtomicU64,
+    /// Where password checks and hashes go, so that no shard ever runs argon2.
+    pub hasher: Hasher,
 }
 
 /// Where a partition named in a request lives, as this shard sees it.
@@ -132,6 +143,8 @@ struct Core {
     id: usize,
     shared: Arc<Shared>,
     catalog: Arc<Catalog>,
+    /// This shard's copy of users and grants, replaced whole by the coordinator's broadcast.
+    acl: Arc<Acl>,
     /// Partition name -> the partition itself (local) or its shard: one hash lookup routes a
     /// request and, when local, finds its table.
     routes: Routes,
@@ -140,7 +153,7 @@ struct Core {
     outboxes: Vec<RequestBatch>,
     /// Replies to each other shard's forwarded requests, collected during this pass.
     reply_outboxes: Vec<ReplyBatch>,
-    /// Catalog changes to send to the coordinator after the outboxes, so that requests a
+    /// Catalog and ACL changes to send to the coordinator after the outboxes, so that requests a
     /// connection sent before a CREATE/DROP reach their shard before the new catalog does.
     changes: Vec<Message>,
     /// Present on the coordinator shard only.
@@ -176,9 +189,12 @@ impl Shard {
         mailbox: Mailbox,
         shared: Arc<Shared>,
         catalog: Arc<Catalog>,
+        acl: Arc<Acl>,
     ) -> Self {
         let shards = shared.shards.len();
-        let coordinator = (id == COORDINATOR).then(|| Coordinator::new(catalog.clone()));
+        let coordinator = (id == COORDINATOR).then(|| {
+            Coordinator::new(catalog.clone(), acl.clone(), shared.config.data_dir.clone())
+        });
         let data_limits = DataLimits {
             max_key_len: shared.config.max_key_len,
         };
@@ -186,6 +202,7 @@ impl Shard {
             id,
             shared,
             catalog: Arc::new(Catalog::default()),
+            acl,
             routes: Routes::default(),
             data_limits,
             outboxes: (0..shards).map(|_| RequestBatch::default()).collect(),
@@ -395,17 +412,31 @@ impl Shard {
                         ),
                     }
                 }
-                Message::CatalogUpdate(catalog) => {
-                    let version = catalog.version;
-                    self.core.apply_catalog(catalog);
-                    self.core.shared.shards[COORDINATOR].send(Message::CatalogAck { version });
+                Message::Update {
+                    epoch,
+                    catalog,
+                    acl,
+                } => {
+                    if !Arc::ptr_eq(&self.core.catalog, &catalog) {
+                        self.core.apply_catalog(catalog);
+                    }
+                    if !Arc::ptr_eq(&self.core.acl, &acl) {
+                        self.apply_acl(acl);
+                    }
+                    self.core.shared.shards[COORDINATOR].send(Message::UpdateAck { epoch });
                 }
-                Message::CatalogAck { version } => {
+                Message::UpdateAck { epoch } => {
                     let shards = &self.core.shared.shards;
                     if let Some(coordinator) = &mut self.core.coordinator {
-                        coordinator.ack(version, shards);
+                        coordinator.ack(epoch, shards);
                     }
                 }
+                Message::AuthChecked {
+                    reply_to,
+                    user_id,
+                    hash,
+                    ok,
+                } => self.finish_login(reply_to, user_id, hash, ok),
                 Message::ChangeDone { reply_to, result } => {
                     let index = reply_to.conn.index as usize;
                     let Some(conn) = self.conns.get_mut(index) else {
@@ -428,6 +459,91 @@ impl Shard {
                 }
                 Message::Shutdown => self.begin_drain(),
             }
+        }
+    }
+
+    /// Answers a login once the hasher pool has checked its password.
+    fn finish_login(&mut self, reply_to: ReplyTo, user_id: u64, hash: Option<Arc<str>>, ok: bool) {
+        let index = reply_to.conn.index as usize;
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        if conn.conn_ref != reply_to.conn {
+            return;
+        }
+        let Some(PendingLogin { user, hello }) = conn.session.pending_login.take() else {
+            return;
+        };
+        // The user must still be the one whose hash was checked: dropped and re-created, or
+        // given a new password meanwhile, the old password proves nothing.
+        let acl = &self.core.acl;
+        let found = acl
+            .get(&user)
+            .filter(|u| ok && u.id == user_id && Some(&u.hash) == hash.as_ref())
+            .cloned();
+        let mut reply = Vec::new();
+        let mut w = ReplyWriter::new(&mut reply, conn.session.protocol);
+        match found {
+            Some(found) => {
+                log::debug!("{}: logged in as '{}'", conn.peer, found.name);
+                conn.session.user = Some(found);
+                conn.session.acl_version = acl.version;
+                conn.session.auth_failures = 0;
+                match hello {
+                    Some(hello) => server_cmd::finish_hello(hello, &mut conn.session, &mut w),
+                    None => w.ok(),
+                }
+            }
+            None => {
+                conn.session.auth_failures += 1;
+                let failures = conn.session.auth_failures;
+                log::warn!(
+                    "failed login as '{}' from {} ({failures} in a row)",
+                    log_safe(&user),
+                    conn.peer
+                );
+                CommandError::WrongPass.write_to(&mut w);
+                if failures >= MAX_AUTH_FAILURES {
+                    log::warn!(
+                        "closing the connection from {}: {failures} failed logins in a row",
+                        conn.peer
+                    );
+                    conn.closing = true;
+                }
+            }
+        }
+        conn.replies.fill(reply_to.seq, &reply);
+        conn.barrier = false;
+        // Requests queued behind the login run now.
+        conn.needs_service = true;
+        self.after_progress(index);
+    }
+
+    /// Switches to a new ACL version and closes the connections of users that are gone
+    /// (dropped, or dropped and re-created: a new user is a new id).
+    fn apply_acl(&mut self, acl: Arc<Acl>) {
+        self.core.acl = acl;
+        let gone: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| {
+                conn.session.user.as_ref().is_some_and(|user| {
+                    self.core.acl.users.get(&user.name).map(|u| u.id) != Some(user.id)
+                })
+            })
+            .map(|(index, _)| index)
+            .collect();
+        for index in gone {
+            if let Some(conn) = self.conns.get_mut(index) {
+                log::info!(
+                    "closing connection {} from {}: its user was dropped",
+                    conn.session.id,
+                    conn.peer
+                );
+                conn.session.user = None;
+                conn.closing = true;
+            }
+            self.after_progress(index);
         }
     }
 
@@ -516,6 +632,61 @@ impl Shard {
     }
 }
 
+/// What a coordinator command becomes once parsed on the connection's shard.
+enum CoordinatorWork {
+    Change(Change),
+    /// A new password to hash first (CREATE USER, ALTER USER).
+    HashThen(Vec<u8>, NewPassword),
+}
+
+/// Parses and validates a coordinator command where the connection lives, so the coordinator
+/// (and the hasher pool) only ever sees well-formed changes.
+fn coordinator_work(id: CommandId, args: &Args) -> Result<CoordinatorWork, CommandError> {
+    Ok(match id {
+        CommandId::CreatePartition => {
+            CoordinatorWork::Change(Change::Create(partition_cmd::parse_create(args)?))
+        }
+        CommandId::DropPartition => {
+            CoordinatorWork::Change(Change::Drop(partition_cmd::parse_name(args.get(2))?))
+        }
+        CommandId::CreateUser => {
+            let name = user_cmd::parse_user_name(args.get(2))?;
+            let password = user_cmd::parse_password(args.get(3))?;
+            CoordinatorWork::HashThen(password, NewPassword::CreateUser(name))
+        }
+        CommandId::AlterUser => {
+            let (name, password) = user_cmd::parse_alter(args)?;
+            CoordinatorWork::HashThen(password, NewPassword::SetPassword(name))
+        }
+        CommandId::DropUser => CoordinatorWork::Change(Change::Acl(AclChange::DropUser(
+            user_cmd::parse_user_name(args.get(2))?,
+        ))),
+        CommandId::Grant => CoordinatorWork::Change(Change::Acl(AclChange::Grant(
+            user_cmd::parse_grant(id, args)?,
+        ))),
+        CommandId::Revoke => CoordinatorWork::Change(Change::Acl(AclChange::Revoke(
+            user_cmd::parse_grant(id, args)?,
+        ))),
+        _ => return Err(CommandError::UnknownCommand(format!("{id:?}"))),
+    })
+}
+
+/// Client bytes fit for one log line: printable ASCII kept, anything else (a newline that
+/// would forge a log line, say) shown as `?`, cut at 64 bytes.
+fn log_safe(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .take(64)
+        .map(|&b| {
+            if (b' '..=b'~').contains(&b) {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
+}
+
 /// Stop reading this connection for now?
 #[inline]
 fn is_paused(conn: &Connection) -> bool {
@@ -564,7 +735,8 @@ impl Core {
         ShardMetrics::add(&self.shared.metrics.shards[self.id].commands, commands);
     }
 
-    /// Runs one request: here, on another shard, or on the coordinator.
+    /// Runs one request: here, on another shard, on the coordinator, or (a login) on the
+    /// hasher pool.
     fn dispatch(
         &mut self,
         _index: usize,
@@ -575,13 +747,35 @@ impl Core {
         barrier: &mut bool,
     ) {
         let protocol = session.protocol;
+        // Grants and revocations apply from the next command: a moved ACL version means the
+        // session's user must be looked up again (gone: logged out; its connection is closing).
+        if session.acl_version != self.acl.version {
+            session.acl_version = self.acl.version;
+            if let Some(user) = session.user.take() {
+                session.user = self
+                    .acl
+                    .users
+                    .get(&user.name)
+                    .filter(|u| u.id == user.id)
+                    .cloned();
+            }
+        }
         let spec = match lookup(args) {
             Ok(spec) => spec,
+            // Before login, even an unknown command is only "log in first".
+            Err(_) if session.user.is_none() => {
+                replies.push_ready(protocol, |w| CommandError::NoAuth.write_to(w));
+                return;
+            }
             Err(e) => {
                 replies.push_ready(protocol, |w| e.write_to(w));
                 return;
             }
         };
+        if let Err(e) = authorize(spec, args, session.user.as_deref(), &self.catalog) {
+            replies.push_ready(protocol, |w| e.write_to(w));
+            return;
+        }
         match spec.route {
             Route::Partition => match self.routes.get_mut(args.get(1)) {
                 // The local path: execute now, encode straight into the output.
@@ -606,17 +800,40 @@ impl Core {
                 }
             },
             Route::Connection => {
+                if let Some(login) = self.parse_login(spec.id, args, session) {
+                    match login {
+                        Ok(pending) => {
+                            self.start_login(conn_ref, pending, session, replies, barrier)
+                        }
+                        Err(e) => replies.push_ready(protocol, |w| e.write_to(w)),
+                    }
+                    return;
+                }
                 let catalog = self.catalog.clone();
+                let acl = self.acl.clone();
                 replies.push_ready(protocol, |w| {
-                    let result = match spec.id {
-                        CommandId::ListPartitions => {
-                            partition_cmd::list(&catalog, w);
+                    let result = match (spec.id, session.user.as_deref()) {
+                        (CommandId::ListPartitions, Some(user)) => {
+                            partition_cmd::list(&catalog, user, w);
                             Ok(())
                         }
-                        CommandId::DescribePartition => partition_cmd::find(&catalog, args.get(2))
-                            .map(|m| partition_cmd::describe(m, w)),
-                        CommandId::StatsPartition => partition_cmd::find(&catalog, args.get(2))
-                            .map(|m| partition_cmd::stats(m, w)),
+                        (CommandId::Whoami, Some(user)) => {
+                            user_cmd::whoami(user, w);
+                            Ok(())
+                        }
+                        (CommandId::ListUsers, _) => {
+                            user_cmd::list(&acl, w);
+                            Ok(())
+                        }
+                        (CommandId::DescribeUser, _) => user_cmd::describe(&acl, args.get(2), w),
+                        (CommandId::DescribePartition, _) => {
+                            partition_cmd::find(&catalog, args.get(2))
+                                .map(|m| partition_cmd::describe(m, w))
+                        }
+                        (CommandId::StatsPartition, _) => {
+                            partition_cmd::find(&catalog, args.get(2))
+                                .map(|m| partition_cmd::stats(m, w))
+                        }
                         _ => {
                             let view = ServerView {
                                 catalog: &catalog,
@@ -632,31 +849,95 @@ impl Core {
                     }
                 });
             }
-            Route::Catalog => {
-                let change = if self.draining {
+            Route::Coordinator => {
+                let work = if self.draining {
                     Err(CommandError::ShuttingDown)
-                } else if spec.id == CommandId::CreatePartition {
-                    partition_cmd::parse_create(args).map(CatalogChange::Create)
                 } else {
-                    partition_cmd::parse_name(args.get(2)).map(CatalogChange::Drop)
+                    coordinator_work(spec.id, args)
                 };
-                match change {
+                match work {
                     Err(e) => replies.push_ready(protocol, |w| e.write_to(w)),
-                    Ok(change) => {
+                    Ok(work) => {
                         let seq = replies.push_waiting();
                         *barrier = true;
-                        self.changes.push(Message::Change {
-                            reply_to: ReplyTo {
-                                shard: self.id,
-                                conn: conn_ref,
-                                seq,
-                            },
-                            change,
-                        });
+                        let reply_to = ReplyTo {
+                            shard: self.id,
+                            conn: conn_ref,
+                            seq,
+                        };
+                        match work {
+                            CoordinatorWork::Change(change) => {
+                                self.changes.push(Message::Change { reply_to, change })
+                            }
+                            // Hashed on the pool, which then hands the change to the
+                            // coordinator itself.
+                            CoordinatorWork::HashThen(password, then) => {
+                                self.shared.hasher.submit(Job::Hash {
+                                    reply_to,
+                                    password,
+                                    then,
+                                })
+                            }
+                        }
                     }
                 }
             }
         }
+    }
+
+    /// A login request (AUTH, LOGIN, HELLO ... AUTH): `None` when the command is not one.
+    fn parse_login(
+        &self,
+        id: CommandId,
+        args: &Args,
+        session: &server_cmd::Session,
+    ) -> Option<Result<(user_cmd::Credentials, PendingLogin), CommandError>> {
+        match id {
+            CommandId::Auth | CommandId::Login => Some(user_cmd::parse_auth(args).map(|c| {
+                let pending = PendingLogin {
+                    user: c.user.clone(),
+                    hello: None,
+                };
+                (c, pending)
+            })),
+            CommandId::Hello => match server_cmd::parse_hello(args, session) {
+                Ok(mut hello) => hello.auth.take().map(|c| {
+                    let pending = PendingLogin {
+                        user: c.user.clone(),
+                        hello: Some(hello),
+                    };
+                    Ok((c, pending))
+                }),
+                Err(e) => Some(Err(e)),
+            },
+            _ => None,
+        }
+    }
+
+    /// Sends a login's password check to the hasher pool; the connection waits behind a
+    /// barrier, so a pipelined command after AUTH runs as the new user.
+    fn start_login(
+        &mut self,
+        conn_ref: ConnRef,
+        (credentials, pending): (user_cmd::Credentials, PendingLogin),
+        session: &mut server_cmd::Session,
+        replies: &mut connection::ReplyQueue,
+        barrier: &mut bool,
+    ) {
+        let user = self.acl.get(&credentials.user);
+        let seq = replies.push_waiting();
+        *barrier = true;
+        session.pending_login = Some(pending);
+        self.shared.hasher.submit(Job::Verify {
+            reply_to: ReplyTo {
+                shard: self.id,
+                conn: conn_ref,
+                seq,
+            },
+            user_id: user.map_or(0, |u| u.id),
+            hash: user.map(|u| u.hash.clone()),
+            password: credentials.password,
+        });
     }
 
     /// Executes a batch of requests another shard forwarded; replies go back in one batch.
