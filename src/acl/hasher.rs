@@ -26,7 +26,9 @@
 //! are MACs under a key the client never sees, which reveal nothing about the password.
 //!
 //! The threads are not pinned: hashing is rare and short, and the kernel puts them on
-//! whichever core is idlest.
+//! whichever core is idlest. They run at nice 10, so that during a storm of failing logins
+//! (each a full argon2) a shard sharing their core still gets the CPU first: logins queue up,
+//! reads and writes do not.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -194,7 +196,24 @@ impl VerifiedCache {
     }
 }
 
+/// Lowers the calling thread's scheduling priority (Linux: `setpriority` on thread id 0 is
+/// the calling thread, not the whole process).
+fn lower_priority() {
+    // Nice 10: a runnable shard gets about ten times the CPU share of a hasher.
+    const NICE: libc::c_int = 10;
+    // SAFETY: setpriority takes plain integers and touches no memory of ours; failure only
+    // leaves the priority unchanged, which is reported below.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) };
+    if rc != 0 {
+        log::debug!(
+            "hasher thread keeps its priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 fn run(inbox: Receiver<Job>, shards: Vec<ShardHandle>) {
+    lower_priority();
     let mut cache = VerifiedCache::new();
     // A hash of a random password: what unknown users are checked against.
     let mut secret = [0u8; 32];
