@@ -854,3 +854,33 @@ fn a_first_start_without_a_password_generates_one_in_a_private_file() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_changed_password_is_not_served_from_the_login_cache() {
+    let server = Server::start_in(
+        harness::fresh_dir(),
+        &["--admin-password", ADMIN_PW, "--shards", "1"],
+    );
+    let mut admin = server.admin();
+    assert_eq!(admin.cmd(&["CREATE", "USER", "bob", "old"]), ok());
+    // Several logins: the first is checked by argon2, the rest come from the caches.
+    for _ in 0..5 {
+        let mut c = server.login("bob", "old");
+        assert_eq!(c.cmd(&["WHOAMI"]), V::Bulk(b"bob".to_vec()));
+    }
+    assert_eq!(
+        admin.cmd(&["ALTER", "USER", "bob", "PASSWORD", "new"]),
+        ok()
+    );
+    let mut c = server.raw();
+    assert!(c.cmd(&["AUTH", "bob", "old"]).is_error_code("WRONGPASS"));
+    assert_eq!(c.cmd(&["AUTH", "bob", "new"]), ok());
+    // Dropped and re-created with the old password: a new user, logged in afresh.
+    assert_eq!(admin.cmd(&["DROP", "USER", "bob"]), ok());
+    assert!(c.closed_by_server());
+    let mut d = server.raw();
+    assert!(d.cmd(&["AUTH", "bob", "new"]).is_error_code("WRONGPASS"));
+    assert_eq!(admin.cmd(&["CREATE", "USER", "bob", "old"]), ok());
+    assert!(d.cmd(&["AUTH", "bob", "new"]).is_error_code("WRONGPASS"));
+    assert_eq!(d.cmd(&["AUTH", "bob", "old"]), ok());
+}

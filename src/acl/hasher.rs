@@ -8,14 +8,17 @@
 //! The answer comes back to the shard as a message (`AuthChecked`), or, for a new password, the
 //! pool forwards the hashed change to the coordinator itself.
 //!
-//! # The verified cache
-//! A reconnect storm (`redis-benchmark -c 200` reconnecting, a web tier restarting) presents
-//! the same user and password hundreds of times a second. Each hasher thread therefore
-//! remembers the pairs it has *successfully* verified, as a keyed BLAKE2b MAC of (PHC hash
-//! string, password) under a random per-thread key; a later attempt whose MAC is remembered
-//! is accepted without running argon2 again. Only successes are cached, so a wrong password
-//! always costs the attacker the full argon2 time, and the MAC covers the PHC string (salt
-//! included), so a changed password or a re-created user never matches an old entry.
+//! # The login cache
+//! A reconnect storm (`redis-benchmark -c 200 -k 0`, a web tier restarting) presents the same
+//! user and password hundreds of times a second. So each shard, and each hasher thread, keeps
+//! a [`LoginCache`] of the pairs *successfully* verified, as a keyed BLAKE2b MAC of (PHC hash
+//! string, password) under a random key of its own. A shard computes the MAC of a login (a
+//! microsecond) and, when it is remembered, answers at once without the pool; otherwise the
+//! pool runs argon2 and, on success, the shard remembers the MAC. The pool's own cache covers
+//! the cold burst: 200 identical logins arriving before the first is answered cost one argon2
+//! per hasher thread, not 200. Only successes are cached, so a wrong password always costs
+//! the full argon2 time, and the MAC covers the PHC string (salt included), so a changed
+//! password or a re-created user never matches an old entry.
 //!
 //! The trade-off: while the process runs, its memory holds fast MACs of recently used
 //! passwords besides their slow hashes. Someone who can read the process's memory (a core
@@ -146,20 +149,27 @@ impl Hasher {
     }
 }
 
-/// Successful verifications one thread remembers (see the module docs).
-struct VerifiedCache {
+/// Successful verifications one thread remembers (see the module docs). Owned by one thread;
+/// no locks.
+pub struct LoginCache {
     key: [u8; 32],
     entries: HashSet<[u8; 32]>,
 }
 
-impl VerifiedCache {
-    fn new() -> VerifiedCache {
+impl Default for LoginCache {
+    fn default() -> Self {
+        LoginCache::new()
+    }
+}
+
+impl LoginCache {
+    pub fn new() -> LoginCache {
         let mut key = [0u8; 32];
         if let Err(e) = getrandom::getrandom(&mut key) {
             // Without a secret key the cache would be a plain fast hash: run without it.
             log::warn!("no randomness for the login cache key ({e}); cache disabled");
         }
-        VerifiedCache {
+        LoginCache {
             key,
             entries: HashSet::new(),
         }
@@ -169,7 +179,12 @@ impl VerifiedCache {
         self.key != [0u8; 32]
     }
 
-    fn mac(&self, phc: &str, password: &[u8]) -> Option<[u8; 32]> {
+    /// The MAC of a (hash, password) pair; `None` when the cache is disabled. Fast (BLAKE2b
+    /// over a few hundred bytes): fine on a shard's thread.
+    pub fn mac(&self, phc: &str, password: &[u8]) -> Option<[u8; 32]> {
+        if !self.enabled() {
+            return None;
+        }
         let mut mac = <Blake2bMac<U32> as Mac>::new_from_slice(&self.key).ok()?;
         // Length-prefixed, so (hash, password) pairs cannot collide by shifting bytes.
         mac.update(&(phc.len() as u64).to_le_bytes());
@@ -178,19 +193,27 @@ impl VerifiedCache {
         Some(mac.finalize().into_bytes().into())
     }
 
+    pub fn contains(&self, mac: &[u8; 32]) -> bool {
+        self.entries.contains(mac)
+    }
+
+    /// Remembers a pair that argon2 verified.
+    pub fn remember(&mut self, mac: [u8; 32]) {
+        if self.entries.len() >= MAX_CACHED {
+            self.entries.clear();
+        }
+        self.entries.insert(mac);
+    }
+
+    /// Verifies through the cache. Slow on a miss: only for hasher threads.
     fn verify(&mut self, phc: &str, password: &[u8]) -> bool {
-        let mac = self.enabled().then(|| self.mac(phc, password)).flatten();
-        if let Some(mac) = mac {
-            if self.entries.contains(&mac) {
-                return true;
-            }
+        let mac = self.mac(phc, password);
+        if mac.is_some_and(|m| self.contains(&m)) {
+            return true;
         }
         let ok = verify_password(phc, password);
         if let (true, Some(mac)) = (ok, mac) {
-            if self.entries.len() >= MAX_CACHED {
-                self.entries.clear();
-            }
-            self.entries.insert(mac);
+            self.remember(mac);
         }
         ok
     }
@@ -214,7 +237,7 @@ fn lower_priority() {
 
 fn run(inbox: Receiver<Job>, shards: Vec<ShardHandle>) {
     lower_priority();
-    let mut cache = VerifiedCache::new();
+    let mut cache = LoginCache::new();
     // A hash of a random password: what unknown users are checked against.
     let mut secret = [0u8; 32];
     let _ = getrandom::getrandom(&mut secret);
@@ -293,7 +316,7 @@ mod tests {
     #[test]
     fn cache_only_remembers_successes_of_the_same_hash() {
         let phc = hash_password(b"pw").unwrap();
-        let mut cache = VerifiedCache::new();
+        let mut cache = LoginCache::new();
         assert!(!cache.verify(&phc, b"wrong"));
         assert!(cache.entries.is_empty());
         assert!(cache.verify(&phc, b"pw"));

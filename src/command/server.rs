@@ -47,6 +47,8 @@ pub const MAX_AUTH_FAILURES: u32 = 10;
 #[derive(Debug)]
 pub struct PendingLogin {
     pub user: Vec<u8>,
+    /// The login cache's MAC of (hash, password), remembered when the check succeeds.
+    pub mac: Option<[u8; 32]>,
     /// `None` for AUTH/LOGIN (`+OK`); the negotiated HELLO for `HELLO ... AUTH`.
     pub hello: Option<Hello>,
 }

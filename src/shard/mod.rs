@@ -35,8 +35,8 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::acl::hasher::{Hasher, Job, NewPassword};
-use crate::acl::{Acl, AclChange};
+use crate::acl::hasher::{Hasher, Job, LoginCache, NewPassword};
+use crate::acl::{Acl, AclChange, User};
 use crate::catalog::Catalog;
 use crate::command::access::authorize;
 use crate::command::data::{self, DataLimits};
@@ -145,6 +145,9 @@ struct Core {
     catalog: Arc<Catalog>,
     /// This shard's copy of users and grants, replaced whole by the coordinator's broadcast.
     acl: Arc<Acl>,
+    /// Logins this shard has seen succeed, so a reconnecting client is answered without the
+    /// hasher pool (see [`crate::acl::hasher`] for what it holds and why that is acceptable).
+    login_cache: LoginCache,
     /// Partition name -> the partition itself (local) or its shard: one hash lookup routes a
     /// request and, when local, finds its table.
     routes: Routes,
@@ -203,6 +206,7 @@ impl Shard {
             shared,
             catalog: Arc::new(Catalog::default()),
             acl,
+            login_cache: LoginCache::new(),
             routes: Routes::default(),
             data_limits,
             outboxes: (0..shards).map(|_| RequestBatch::default()).collect(),
@@ -471,7 +475,7 @@ impl Shard {
         if conn.conn_ref != reply_to.conn {
             return;
         }
-        let Some(PendingLogin { user, hello }) = conn.session.pending_login.take() else {
+        let Some(PendingLogin { user, mac, hello }) = conn.session.pending_login.take() else {
             return;
         };
         // The user must still be the one whose hash was checked: dropped and re-created, or
@@ -485,14 +489,11 @@ impl Shard {
         let mut w = ReplyWriter::new(&mut reply, conn.session.protocol);
         match found {
             Some(found) => {
-                log::debug!("{}: logged in as '{}'", conn.peer, found.name);
-                conn.session.user = Some(found);
-                conn.session.acl_version = acl.version;
-                conn.session.auth_failures = 0;
-                match hello {
-                    Some(hello) => server_cmd::finish_hello(hello, &mut conn.session, &mut w),
-                    None => w.ok(),
+                if let Some(mac) = mac {
+                    self.core.login_cache.remember(mac);
                 }
+                log::debug!("{}: logged in as '{}'", conn.peer, found.name);
+                logged_in(&mut conn.session, found, acl.version, hello, &mut w);
             }
             None => {
                 conn.session.auth_failures += 1;
@@ -629,6 +630,23 @@ impl Shard {
             shutdown.draining.fetch_sub(1, Ordering::SeqCst);
         }
         shutdown.draining.load(Ordering::SeqCst) == 0 || late
+    }
+}
+
+/// Binds a session to the user it proved to be, and answers the login.
+fn logged_in(
+    session: &mut server_cmd::Session,
+    user: Arc<User>,
+    acl_version: u64,
+    hello: Option<server_cmd::Hello>,
+    w: &mut ReplyWriter,
+) {
+    session.user = Some(user);
+    session.acl_version = acl_version;
+    session.auth_failures = 0;
+    match hello {
+        Some(hello) => server_cmd::finish_hello(hello, session, w),
+        None => w.ok(),
     }
 }
 
@@ -896,6 +914,7 @@ impl Core {
             CommandId::Auth | CommandId::Login => Some(user_cmd::parse_auth(args).map(|c| {
                 let pending = PendingLogin {
                     user: c.user.clone(),
+                    mac: None,
                     hello: None,
                 };
                 (c, pending)
@@ -904,6 +923,7 @@ impl Core {
                 Ok(mut hello) => hello.auth.take().map(|c| {
                     let pending = PendingLogin {
                         user: c.user.clone(),
+                        mac: None,
                         hello: Some(hello),
                     };
                     Ok((c, pending))
@@ -914,17 +934,31 @@ impl Core {
         }
     }
 
-    /// Sends a login's password check to the hasher pool; the connection waits behind a
-    /// barrier, so a pipelined command after AUTH runs as the new user.
+    /// Answers a login this shard's cache knows at once; otherwise sends its password check to
+    /// the hasher pool while the connection waits behind a barrier, so a pipelined command
+    /// after AUTH runs as the new user.
     fn start_login(
         &mut self,
         conn_ref: ConnRef,
-        (credentials, pending): (user_cmd::Credentials, PendingLogin),
+        (credentials, mut pending): (user_cmd::Credentials, PendingLogin),
         session: &mut server_cmd::Session,
         replies: &mut connection::ReplyQueue,
         barrier: &mut bool,
     ) {
         let user = self.acl.get(&credentials.user);
+        if let Some(user) = user {
+            pending.mac = self.login_cache.mac(&user.hash, &credentials.password);
+            if pending
+                .mac
+                .is_some_and(|mac| self.login_cache.contains(&mac))
+            {
+                let (user, version) = (user.clone(), self.acl.version);
+                replies.push_ready(session.protocol, |w| {
+                    logged_in(session, user, version, pending.hello, w)
+                });
+                return;
+            }
+        }
         let seq = replies.push_waiting();
         *barrier = true;
         session.pending_login = Some(pending);
