@@ -30,7 +30,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-RUST_LOG=error "$BIN" --port "$PORT" --shards "$SHARDS" --data-dir "$DIR" \
+RUST_LOG=warn "$BIN" --port "$PORT" --shards "$SHARDS" --data-dir "$DIR" \
   --admin-password "$PW" 2>"$DIR/server.log" &
 SERVER=$!
 for _ in $(seq 50); do
@@ -41,6 +41,11 @@ cli() { redis-cli -p "$PORT" --user admin --pass "$PW" --no-auth-warning "$@" >/
 cli CREATE PARTITION p STRING MEMORY
 cli CREATE USER stormer stormer-pw
 cli SET p k value
+
+connections() {
+  redis-cli -p "$PORT" --user admin --pass "$PW" --no-auth-warning INFO stats |
+    tr -d '\r' | awk -F: '/total_connections_received/ {print $2}'
+}
 
 get_load() {
   # ~N requests so that the run lasts about SECONDS_PER_RUN at the baseline rate.
@@ -63,7 +68,10 @@ redis-benchmark -p "$PORT" --user stormer -a stormer-pw -c 200 -k 0 -n 100000000
   >/dev/null 2>&1 &
 STORM=$!
 sleep 1
+BEFORE=$(connections); START=$(date +%s.%N)
 get_load "$N"
+AFTER=$(connections); END=$(date +%s.%N)
+echo "  storm: $(( AFTER - BEFORE )) new connections, each AUTH'd, in $(echo "$END - $START" | bc) s"
 kill "$STORM" 2>/dev/null || true
 wait "$STORM" 2>/dev/null || true
 STORM=
@@ -90,6 +98,9 @@ threading.Event().wait()
 EOF
 STORM=$!
 sleep 1
+FAILS_BEFORE=$(grep -c "failed login" "$DIR/server.log" || true); START=$(date +%s.%N)
 get_load "$N"
+FAILS_AFTER=$(grep -c "failed login" "$DIR/server.log" || true); END=$(date +%s.%N)
+echo "  storm: $(( FAILS_AFTER - FAILS_BEFORE )) failed logins (argon2 each) in $(echo "$END - $START" | bc) s"
 kill "$STORM" 2>/dev/null || true
 STORM=
