@@ -219,8 +219,9 @@ impl Config {
         if self.limits.max_inline_len == 0 || self.limits.max_args == 0 {
             return Err("max-inline-len and max-args must be at least 1".into());
         }
-        if self.max_key_len == 0 {
-            return Err("max-key-len must be at least 1".into());
+        // Table entries record a key's length in 32 bits.
+        if self.max_key_len == 0 || self.max_key_len > u32::MAX as usize {
+            return Err("max-key-len must be 1 byte to 4 GiB".into());
         }
         if let Some(password) = &self.admin_password {
             if password.expose().is_empty()

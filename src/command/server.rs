@@ -90,7 +90,7 @@ pub fn execute(
         }
         CommandId::Hello => hello(args, session, w)?,
         CommandId::Command => command(args, w)?,
-        CommandId::Client => client(args, session, w)?,
+        CommandId::Client => client(args, session, view, w)?,
         CommandId::Info => info(args, view, w),
         CommandId::Config => config(args, view, w)?,
         CommandId::Shutdown => {
@@ -252,7 +252,12 @@ fn command(args: &Args, w: &mut ReplyWriter) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn client(args: &Args, session: &mut Session, w: &mut ReplyWriter) -> Result<(), CommandError> {
+fn client(
+    args: &Args,
+    session: &mut Session,
+    view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
     let sub = args.get(1);
     let arity = |n: usize| {
         if args.len() == n {
@@ -275,6 +280,23 @@ fn client(args: &Args, session: &mut Session, w: &mut ReplyWriter) -> Result<(),
             Some(name) => w.bulk(name),
             None => w.null(),
         }
+    } else if sub.eq_ignore_ascii_case(b"INFO") {
+        // Redis's one-line `field=value` form, plus the shard this connection lives on (load
+        // tools use it to place connections, e.g. to measure the cross-shard path).
+        arity(2)?;
+        let name = session.name.as_deref().map(String::from_utf8_lossy);
+        let line = format!(
+            "id={} name={} resp={} shard={}\n",
+            session.id,
+            name.as_deref().unwrap_or(""),
+            if session.protocol == Protocol::Resp3 {
+                3
+            } else {
+                2
+            },
+            view.shard
+        );
+        w.verbatim_text(line.as_bytes());
     } else if sub.eq_ignore_ascii_case(b"SETINFO") {
         // Client libraries announce their name and version; accepted and ignored.
         arity(4)?;
@@ -371,7 +393,6 @@ fn info(args: &Args, view: &ServerView, w: &mut ReplyWriter) {
             }
         };
     }
-    let _ = (view.shard, view.catalog.version);
     w.verbatim_text(text.as_bytes());
 }
 

@@ -142,6 +142,13 @@ impl Parser {
         }
     }
 
+    /// Forgets a partly framed request, so that the next call frames from scratch at the
+    /// buffer start it is given. RESP framing never changes the buffer, so re-framing the same
+    /// bytes later gives the same request.
+    pub fn reset(&mut self) {
+        self.array = None;
+    }
+
     /// The arguments of the request last returned as [`Parsed::Request`], relative to the
     /// buffer passed to that call.
     #[inline]

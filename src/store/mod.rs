@@ -5,6 +5,7 @@
 
 pub mod partition;
 pub mod stats;
+pub mod table;
 
 pub use partition::{IncrError, Partition};
 pub use stats::PartitionStats;

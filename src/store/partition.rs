@@ -1,19 +1,13 @@
 //! One partition's table.
 //!
-//! INT partitions keep `i64`s natively (8 bytes, no allocation per value, no parsing on INCR);
-//! STRING partitions keep boxed byte slices. Keys are boxed byte slices in both. The tables are
-//! `hashbrown` maps with `ahash`, owned by one shard thread.
+//! Both schemas use the compact [`Table`] (one allocation per key holding key and value).
+//! INT partitions keep the `i64` natively, as 8 bytes in the entry: no parsing on INCR, no
+//! formatting until a reply needs it. The table is owned by one shard thread.
 
 use std::sync::Arc;
 
+use super::table::Table;
 use super::{PartitionStats, Schema};
-
-type Map<V> = hashbrown::HashMap<Box<[u8]>, V, ahash::RandomState>;
-
-enum Table {
-    Int(Map<i64>),
-    Str(Map<Box<[u8]>>),
-}
 
 /// A value as read from a partition.
 #[derive(Debug, PartialEq, Eq)]
@@ -33,24 +27,30 @@ pub enum IncrError {
 
 /// A partition's data and counters. Owned by one shard.
 pub struct Partition {
+    schema: Schema,
     table: Table,
     stats: Arc<PartitionStats>,
 }
 
+#[inline]
+fn decode_int(bytes: &[u8]) -> i64 {
+    let mut raw = [0u8; 8];
+    // INT entries always hold exactly 8 bytes (only `set_int`/`incr_by` write them).
+    raw.copy_from_slice(&bytes[..8]);
+    i64::from_le_bytes(raw)
+}
+
 impl Partition {
     pub fn new(schema: Schema, stats: Arc<PartitionStats>) -> Self {
-        let table = match schema {
-            Schema::Int => Table::Int(Map::default()),
-            Schema::String => Table::Str(Map::default()),
-        };
-        Partition { table, stats }
+        Partition {
+            schema,
+            table: Table::default(),
+            stats,
+        }
     }
 
     pub fn schema(&self) -> Schema {
-        match self.table {
-            Table::Int(_) => Schema::Int,
-            Table::Str(_) => Schema::String,
-        }
+        self.schema
     }
 
     pub fn stats(&self) -> &PartitionStats {
@@ -64,73 +64,61 @@ impl Partition {
     }
 
     pub fn len(&self) -> usize {
-        match &self.table {
-            Table::Int(m) => m.len(),
-            Table::Str(m) => m.len(),
-        }
+        self.table.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.table.is_empty()
     }
 
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<ValueRef<'_>> {
-        match &self.table {
-            Table::Int(m) => m.get(key).map(|&v| ValueRef::Int(v)),
-            Table::Str(m) => m.get(key).map(|v| ValueRef::Str(v)),
-        }
+        let value = self.table.get(key)?;
+        Some(match self.schema {
+            Schema::Int => ValueRef::Int(decode_int(value)),
+            Schema::String => ValueRef::Str(value),
+        })
+    }
+
+    /// Starts fetching the memory a lookup of `key` will touch (see [`Table::prefetch`]).
+    #[inline]
+    pub fn prefetch(&self, key: &[u8]) {
+        self.table.prefetch(key);
+    }
+
+    /// Second prefetch step, after [`Partition::prefetch`] had time to land.
+    #[inline]
+    pub fn prefetch_entry(&self, key: &[u8]) {
+        self.table.prefetch_entry(key);
     }
 
     #[inline]
     pub fn contains(&self, key: &[u8]) -> bool {
-        match &self.table {
-            Table::Int(m) => m.contains_key(key),
-            Table::Str(m) => m.contains_key(key),
-        }
+        self.table.contains(key)
     }
 
     /// Stores a byte string. The caller has checked the schema is STRING.
     #[inline]
     pub fn set_str(&mut self, key: &[u8], value: &[u8]) {
-        let Table::Str(m) = &mut self.table else {
-            debug_assert!(false, "set_str on an INT partition");
-            return;
-        };
-        match m.get_mut(key) {
-            // Overwrite in place when the size matches: no allocator round trip.
-            Some(old) if old.len() == value.len() => old.copy_from_slice(value),
-            Some(old) => *old = value.into(),
-            None => {
-                m.insert(key.into(), value.into());
-            }
+        debug_assert_eq!(self.schema, Schema::String);
+        if self.table.insert(key, value).is_none() {
+            self.update_keys();
         }
-        self.update_keys();
     }
 
     /// Stores an integer. The caller has checked the schema is INT.
     #[inline]
     pub fn set_int(&mut self, key: &[u8], value: i64) {
-        let Table::Int(m) = &mut self.table else {
-            debug_assert!(false, "set_int on a STRING partition");
-            return;
-        };
-        match m.get_mut(key) {
-            Some(old) => *old = value,
-            None => {
-                m.insert(key.into(), value);
-            }
+        debug_assert_eq!(self.schema, Schema::Int);
+        if self.table.insert(key, &value.to_le_bytes()).is_none() {
+            self.update_keys();
         }
-        self.update_keys();
     }
 
     /// Removes a key; true if it was there.
     #[inline]
     pub fn remove(&mut self, key: &[u8]) -> bool {
-        let removed = match &mut self.table {
-            Table::Int(m) => m.remove(key).is_some(),
-            Table::Str(m) => m.remove(key).is_some(),
-        };
+        let removed = self.table.remove(key).is_some();
         if removed {
             self.update_keys();
         }
@@ -140,21 +128,18 @@ impl Partition {
     /// Adds `delta` to an integer (absent counts as 0) and returns the new value.
     #[inline]
     pub fn incr_by(&mut self, key: &[u8], delta: i64) -> Result<i64, IncrError> {
-        let Table::Int(m) = &mut self.table else {
+        if self.schema != Schema::Int {
             return Err(IncrError::WrongType);
-        };
-        let result = match m.get_mut(key) {
-            Some(value) => {
-                *value = value.checked_add(delta).ok_or(IncrError::Overflow)?;
-                *value
-            }
-            None => {
-                m.insert(key.into(), delta);
-                delta
-            }
-        };
-        self.update_keys();
-        Ok(result)
+        }
+        if let Some(raw) = self.table.get_mut(key) {
+            let value = decode_int(raw)
+                .checked_add(delta)
+                .ok_or(IncrError::Overflow)?;
+            raw.copy_from_slice(&value.to_le_bytes());
+            return Ok(value);
+        }
+        self.set_int(key, delta);
+        Ok(delta)
     }
 
     #[inline]

@@ -1,0 +1,385 @@
+//! Reply order under pipelining across shards, and atomicity of INCR under concurrent
+//! connections, with the partition local to some connections and remote to others.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use common::*;
+
+#[track_caller]
+fn create_on_shard(c: &mut RawConn, name: &str, schema: &str, shard: i64) {
+    c.expect(&cmd(&["CREATE", "PARTITION", name, schema, "MEMORY"]), OK);
+    let describe = c.call_value(&["DESCRIBE", "PARTITION", name]).pairs();
+    let placed = describe
+        .iter()
+        .find(|(k, _)| k.bytes() == b"shard")
+        .map(|(_, v)| v.clone());
+    assert_eq!(
+        placed,
+        Some(Resp::Int(shard)),
+        "placement of {name}: {describe:?}"
+    );
+}
+
+#[test]
+fn pipeline_across_two_shards_keeps_request_order() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut c = server.raw();
+    create_on_shard(&mut c, "left", "INT", 0);
+    create_on_shard(&mut c, "right", "INT", 1);
+    create_on_shard(&mut c, "text", "STRING", 0);
+
+    // Alternate partitions on every request; cycle SET / GET / INCR; values are unique per
+    // request so a reply delivered out of order cannot match by accident.
+    let mut model: HashMap<(&str, String), i64> = HashMap::new();
+    let mut requests = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..2000i64 {
+        let p = if i % 2 == 0 { "left" } else { "right" };
+        let key = format!("k{}", i % 7);
+        match (i / 2) % 3 {
+            0 => {
+                let v = i * 1000 + 17;
+                requests.push(cmd(&["SET", p, &key, &v.to_string()]));
+                expected.push(OK.to_vec());
+                model.insert((p, key), v);
+            }
+            1 => {
+                requests.push(cmd(&["GET", p, &key]));
+                expected.push(match model.get(&(p, key)) {
+                    Some(v) => int(*v),
+                    None => NULL2.to_vec(),
+                });
+            }
+            _ => {
+                let v = model.entry((p, key.clone())).or_insert(0);
+                *v += 1;
+                requests.push(cmd(&["INCR", p, &key]));
+                expected.push(int(*v));
+            }
+        }
+        // Every 50th request also touches a STRING partition with a bulk reply.
+        if i % 50 == 0 {
+            let v = format!("value-{i}");
+            requests.push(cmd(&["SET", "text", "t", &v]));
+            expected.push(OK.to_vec());
+            requests.push(cmd(&["GET", "text", "t"]));
+            expected.push(bulk(v.as_bytes()));
+        }
+    }
+
+    // One write for the whole pipeline; replies are read while it is being written.
+    let replies = c.pipeline(&requests);
+    for (i, (got, want)) in replies.iter().zip(&expected).enumerate() {
+        assert_eq!(
+            show(got),
+            show(want),
+            "reply {i} to {} is out of order or wrong",
+            show(&requests[i])
+        );
+    }
+    // And nothing more follows.
+    c.expect(&cmd(&["PING"]), b"+PONG\r\n");
+}
+
+/// 16 connections, each 1,000 INCRs on one key (`pipelined`: in batches of 100 per write).
+/// The final value must be exactly 16,000 and every returned value unique: no increment is
+/// lost or applied twice, whichever shard each connection is served by.
+fn concurrent_incrs(partition_shard: i64, pipelined: bool) {
+    const CONNECTIONS: usize = 16;
+    const INCRS: usize = 1000;
+    let server = Server::start(&["--shards", "2"]);
+    let mut admin = server.raw();
+    if partition_shard == 1 {
+        create_on_shard(&mut admin, "filler", "INT", 0);
+    }
+    create_on_shard(&mut admin, "counter", "INT", partition_shard);
+
+    let barrier = Arc::new(Barrier::new(CONNECTIONS));
+    let addr = server.addr();
+    let workers: Vec<_> = (0..CONNECTIONS)
+        .map(|_| {
+            let barrier = Arc::clone(&barrier);
+            let addr = addr.clone();
+            thread::spawn(move || {
+                let mut c = RawConn::connect_admin(&addr);
+                c.expect(&cmd(&["PING"]), b"+PONG\r\n");
+                barrier.wait();
+                let incr = cmd(&["INCR", "counter", "hits"]);
+                let mut seen = Vec::with_capacity(INCRS);
+                if pipelined {
+                    let batch: Vec<Vec<u8>> = vec![incr; 100];
+                    for _ in 0..INCRS / 100 {
+                        for r in c.pipeline(&batch) {
+                            seen.push(parse_resp(&r).unwrap().unwrap().0.int());
+                        }
+                    }
+                } else {
+                    for _ in 0..INCRS {
+                        c.send(&incr);
+                        seen.push(c.read_value().int());
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+
+    let mut all = Vec::with_capacity(CONNECTIONS * INCRS);
+    for w in workers {
+        let seen = w.join().expect("worker panicked");
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "one connection saw its INCR results go backwards"
+        );
+        all.extend(seen);
+    }
+    admin.expect(
+        &cmd(&["GET", "counter", "hits"]),
+        &int((CONNECTIONS * INCRS) as i64),
+    );
+    all.sort_unstable();
+    let expected: Vec<i64> = (1..=(CONNECTIONS * INCRS) as i64).collect();
+    assert!(
+        all == expected,
+        "INCR results are not exactly 1..=16000 (duplicates or gaps)"
+    );
+}
+
+#[test]
+fn concurrent_incr_on_shard_0() {
+    concurrent_incrs(0, false);
+}
+
+#[test]
+fn concurrent_incr_on_shard_1_half_the_connections_remote() {
+    concurrent_incrs(1, false);
+}
+
+#[test]
+fn concurrent_pipelined_incr_on_shard_1() {
+    concurrent_incrs(1, true);
+}
+
+#[test]
+fn redis_crate_pipeline_across_shards() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut con = server.client();
+    let mut setup = redis::pipe();
+    setup
+        .cmd("CREATE")
+        .arg("PARTITION")
+        .arg("a")
+        .arg("STRING")
+        .arg("MEMORY")
+        .cmd("CREATE")
+        .arg("PARTITION")
+        .arg("b")
+        .arg("INT")
+        .arg("MEMORY");
+    let _: () = setup.query(&mut con).unwrap();
+
+    let mut pipe = redis::pipe();
+    for i in 0..500 {
+        pipe.cmd("SET")
+            .arg("a")
+            .arg(format!("k{i}"))
+            .arg(format!("v{i}"));
+        pipe.cmd("INCRBY").arg("b").arg("sum").arg(i);
+        pipe.cmd("GET").arg("a").arg(format!("k{i}"));
+    }
+    let replies: Vec<redis::Value> = pipe.query(&mut con).unwrap();
+    let mut sum = 0i64;
+    for i in 0..500i64 {
+        sum += i;
+        let r = &replies[(i * 3) as usize..(i * 3 + 3) as usize];
+        assert_eq!(r[0], redis::Value::Okay, "reply to SET #{i}");
+        assert_eq!(r[1], redis::Value::Int(sum), "reply to INCRBY #{i}");
+        assert_eq!(
+            r[2],
+            redis::Value::BulkString(format!("v{i}").into_bytes()),
+            "reply to GET #{i}"
+        );
+    }
+}
+
+#[test]
+fn pipelined_catalog_changes_take_effect_in_request_order() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut c = server.raw();
+    // All in one write: partitions are created, used, dropped and re-created with another
+    // schema, each request seeing exactly the catalog the requests before it left.
+    let steps: Vec<(Vec<&str>, Vec<u8>)> = vec![
+        (
+            vec!["CREATE", "PARTITION", "a", "STRING", "MEMORY"],
+            OK.to_vec(),
+        ),
+        (
+            vec!["CREATE", "PARTITION", "b", "INT", "MEMORY"],
+            OK.to_vec(),
+        ),
+        (vec!["SET", "a", "k", "va"], OK.to_vec()),
+        (vec!["INCR", "b", "k"], int(1)),
+        (vec!["GET", "a", "k"], bulk(b"va")),
+        (vec!["DROP", "PARTITION", "a"], OK.to_vec()),
+        (
+            vec!["GET", "a", "k"],
+            b"-NOPARTITION partition 'a' does not exist\r\n".to_vec(),
+        ),
+        (vec!["INCR", "b", "k"], int(2)),
+        (
+            vec!["CREATE", "PARTITION", "a", "INT", "MEMORY"],
+            OK.to_vec(),
+        ),
+        (vec!["GET", "a", "k"], NULL2.to_vec()),
+        (vec!["INCRBY", "a", "k", "5"], int(5)),
+        (vec!["DROP", "PARTITION", "b"], OK.to_vec()),
+        (
+            vec!["INCR", "b", "k"],
+            b"-NOPARTITION partition 'b' does not exist\r\n".to_vec(),
+        ),
+        (
+            vec!["CREATE", "PARTITION", "b", "STRING", "MEMORY"],
+            OK.to_vec(),
+        ),
+        (vec!["SET", "b", "k", "vb"], OK.to_vec()),
+        (
+            vec!["MGET", "b", "k", "x"],
+            array(&[bulk(b"vb"), NULL2.to_vec()]),
+        ),
+        (vec!["GET", "a", "k"], int(5)),
+        (vec!["LIST", "PARTITIONS"], array(&[bulk(b"a"), bulk(b"b")])),
+    ];
+    // Repeat the script under fresh names so it spans several placements.
+    for round in 0..10 {
+        let rename = |w: &str| -> String {
+            match w {
+                "a" | "b" => format!("{w}{round}"),
+                _ => w.to_string(),
+            }
+        };
+        let mut requests = Vec::new();
+        let mut expected = Vec::new();
+        for (args, reply) in &steps {
+            if args[0] == "LIST" {
+                continue; // names differ per round; checked once below
+            }
+            let args: Vec<String> = args.iter().map(|w| rename(w)).collect();
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            requests.push(cmd(&refs));
+            let reply = String::from_utf8_lossy(reply)
+                .replace("'a'", &format!("'a{round}'"))
+                .replace("'b'", &format!("'b{round}'"));
+            expected.push(reply.into_bytes());
+        }
+        let replies = c.pipeline(&requests);
+        for (i, (got, want)) in replies.iter().zip(&expected).enumerate() {
+            assert_eq!(
+                show(got),
+                show(want),
+                "round {round}, request {}",
+                show(&requests[i])
+            );
+        }
+        for name in [format!("a{round}"), format!("b{round}")] {
+            c.expect(&cmd(&["DROP", "PARTITION", &name]), OK);
+        }
+    }
+    // And the script verbatim, LIST included.
+    let requests: Vec<Vec<u8>> = steps.iter().map(|(args, _)| cmd(args)).collect();
+    let replies = c.pipeline(&requests);
+    for (i, (got, (_, want))) in replies.iter().zip(&steps).enumerate() {
+        assert_eq!(show(got), show(want), "request {}", show(&requests[i]));
+    }
+}
+
+#[test]
+fn catalog_changes_are_visible_to_other_connections_once_acknowledged() {
+    let server = Server::start(&["--shards", "2"]);
+    // With round-robin assignment these two connections live on different shards.
+    let mut a = server.raw();
+    let mut b = server.raw();
+    for i in 0..40 {
+        let p = format!("v{i}");
+        let (creator, user) = if i % 2 == 0 {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        creator.expect(&cmd(&["CREATE", "PARTITION", &p, "STRING", "MEMORY"]), OK);
+        user.expect(&cmd(&["SET", &p, "k", "x"]), OK);
+        creator.expect(&cmd(&["GET", &p, "k"]), &bulk(b"x"));
+        user.expect(&cmd(&["DROP", "PARTITION", &p]), OK);
+        creator.expect(
+            &cmd(&["GET", &p, "k"]),
+            format!("-NOPARTITION partition '{p}' does not exist\r\n").as_bytes(),
+        );
+        creator.expect(&cmd(&["CREATE", "PARTITION", &p, "INT", "MEMORY"]), OK);
+        user.expect(&cmd(&["GET", &p, "k"]), NULL2);
+        user.expect(&cmd(&["DROP", "PARTITION", &p]), OK);
+    }
+}
+
+#[test]
+fn large_replies_pipelined_across_shards_arrive_in_order() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut c = server.raw();
+    create_on_shard(&mut c, "near", "STRING", 0);
+    create_on_shard(&mut c, "far", "STRING", 1);
+    // Four distinct 64 KiB values per partition; 400 GETs make ~25 MiB of replies, far more
+    // than the socket buffers hold, so the server must pause and resume this connection.
+    let value = |p: &str, k: usize| -> Vec<u8> {
+        let seed = p.len() * 31 + k;
+        (0..64 * 1024)
+            .map(|i| ((i * 7 + seed) % 251) as u8)
+            .collect()
+    };
+    for p in ["near", "far"] {
+        for k in 0..4 {
+            c.expect(
+                &cmd_bytes(&[
+                    b"SET",
+                    p.as_bytes(),
+                    format!("k{k}").as_bytes(),
+                    &value(p, k),
+                ]),
+                OK,
+            );
+        }
+    }
+    let mut requests = Vec::new();
+    let mut expected = Vec::new();
+    for i in 0..400 {
+        let p = if i % 2 == 0 { "near" } else { "far" };
+        let k = (i / 2) % 4;
+        requests.push(cmd(&["GET", p, &format!("k{k}")]));
+        expected.push(bulk(&value(p, k)));
+        if i % 40 == 0 {
+            requests.push(cmd(&["ECHO", &format!("marker{i}")]));
+            expected.push(bulk(format!("marker{i}").as_bytes()));
+        }
+    }
+    let mut all = Vec::new();
+    for r in &requests {
+        all.extend_from_slice(r);
+    }
+    let mut writer = c.stream.try_clone().unwrap();
+    let handle = std::thread::spawn(move || writer.write_all(&all));
+    // Let the output back up before reading anything.
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    for (i, want) in expected.iter().enumerate() {
+        let got = c.read_reply();
+        assert!(
+            got == *want,
+            "reply {i} to {} is wrong or out of order: {}",
+            show(&requests[i]),
+            show(&got[..got.len().min(64)])
+        );
+    }
+    handle.join().unwrap().unwrap();
+    c.expect(&cmd(&["PING"]), b"+PONG\r\n");
+}
