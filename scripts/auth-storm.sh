@@ -10,7 +10,7 @@
 # flight), each printing redis-benchmark's latency summary:
 #   1. baseline: no logins;
 #   2. reconnect storm: redis-benchmark -c 200 -k 0 (a new connection and AUTH per request),
-#      the same user and password each time (the hasher's verified cache answers);
+#      the same user and password each time (the shards' login caches answer);
 #   3. wrong-password storm: 200 connections failing AUTH over and over, so every attempt
 #      runs argon2 in full (the cache only remembers successes).
 set -euo pipefail
