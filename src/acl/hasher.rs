@@ -49,8 +49,9 @@ use crate::shard::mailbox::{Change, Message, ReplyTo, ShardHandle};
 use crate::shard::COORDINATOR;
 
 /// argon2id with 19 MiB of memory, 2 passes, 1 lane: OWASP's first recommended setting for
-/// argon2id, which costs about 20-30 ms on one core of a current server CPU (measured in the
-/// README's numbers). Verification reads the parameters from each stored hash, so raising
+/// argon2id. It costs 30-90 ms per check on the 2-vCPU VM the README's numbers come from
+/// (less on an idle server core): slow enough to make guessing expensive, fast enough that a
+/// person logging in does not notice. Verification reads the parameters from each stored hash, so raising
 /// them later needs no migration: old hashes keep verifying with theirs.
 pub const PARAMS: (u32, u32, u32) = (19 * 1024, 2, 1);
 
