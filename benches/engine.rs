@@ -12,7 +12,7 @@ use gokv::command::data::{self, DataLimits};
 use gokv::command::CommandId;
 use gokv::protocol::{Args, Limits, Parsed, Parser, Protocol, ReplyWriter, Span};
 use gokv::shard::mailbox::{ConnRef, Mailbox, Message, RequestBatch};
-use gokv::store::{Partition, Schema};
+use gokv::store::{MemoryBudget, Partition, Schema};
 
 /// 16 pipelined `GET bench key:NNNNNNNNNNNN` requests, as redis-benchmark -P 16 sends them.
 fn pipeline(n: usize) -> Vec<u8> {
@@ -109,6 +109,8 @@ fn store(c: &mut Criterion) {
     const KEYS: usize = 100_000;
     let limits = DataLimits {
         max_key_len: 1 << 16,
+        memory: MemoryBudget::unlimited(),
+        max_reply: usize::MAX,
     };
     let mut group = c.benchmark_group("store");
     let mut partition = Partition::new(Schema::String, Arc::default());
@@ -193,6 +195,8 @@ fn cross_shard(c: &mut Criterion) {
         let mut partition = Partition::new(Schema::String, Arc::default());
         let limits = DataLimits {
             max_key_len: 1 << 16,
+            memory: MemoryBudget::unlimited(),
+            max_reply: usize::MAX,
         };
         let mut events = mio::Events::with_capacity(8);
         let mut poll_b = poll_b;
@@ -210,6 +214,7 @@ fn cross_shard(c: &mut Criterion) {
                         conn: r.conn,
                         seq: r.seq,
                         end: replies.buf.len() as u32,
+                        over_output_limit: false,
                     });
                 }
                 handle_a.send(Message::Replies(replies));

@@ -50,6 +50,20 @@ pub struct Cli {
     /// Longest key [default: 64kb].
     #[arg(long, value_parser = parse_size)]
     pub max_key_len: Option<u64>,
+    /// Move a connection to the shard whose partitions it alone uses [default: true].
+    #[arg(long, value_name = "BOOL")]
+    pub migrate_connections: Option<bool>,
+    /// Unwritten reply bytes one client may have before it is disconnected, e.g. `64mb`
+    /// [default: 64mb].
+    #[arg(long, value_parser = parse_size)]
+    pub client_output_limit: Option<u64>,
+    /// Estimated data size past which writes answer `-OOM`, e.g. `2gb`; 0 is no limit
+    /// [default: 0].
+    #[arg(long, value_parser = parse_size)]
+    pub max_memory: Option<u64>,
+    /// Seconds a client may stay idle before it is disconnected; 0 is never [default: 0].
+    #[arg(long, value_name = "SECONDS")]
+    pub timeout: Option<u64>,
     /// Password of the `admin` user, set at every start (also `GOKV_ADMIN_PASSWORD`, which
     /// keeps it out of `ps`). Without either, a first start generates one into the data
     /// directory.
@@ -90,6 +104,10 @@ struct FileConfig {
     max_inline_len: Option<SizeValue>,
     max_args: Option<usize>,
     max_key_len: Option<SizeValue>,
+    migrate_connections: Option<bool>,
+    client_output_limit: Option<SizeValue>,
+    max_memory: Option<SizeValue>,
+    timeout: Option<u64>,
 }
 
 /// A size in the file: a number of bytes or a string like `"64mb"`.
@@ -121,6 +139,15 @@ pub struct Config {
     pub max_key_len: usize,
     /// From `--admin-password` or `GOKV_ADMIN_PASSWORD` (the flag wins).
     pub admin_password: Option<Secret>,
+    pub migrate_connections: bool,
+    /// Bytes of replies a client may leave unread (encoded, not yet taken by the socket)
+    /// before it is disconnected.
+    pub client_output_limit: usize,
+    /// Estimated bytes of data (see `store::partition`) past which writes are refused with
+    /// `-OOM`; 0 means no limit.
+    pub max_memory: u64,
+    /// Idle seconds after which a client is disconnected; 0 means never.
+    pub timeout_secs: u64,
 }
 
 impl Default for Config {
@@ -137,6 +164,16 @@ impl Default for Config {
             // sane key and keeps a hostile key from costing a megabyte per lookup.
             max_key_len: 64 * 1024,
             admin_password: None,
+            migrate_connections: true,
+            // Like Redis's pubsub class (32 MiB hard), doubled: reading pauses at 1 MiB of
+            // unwritten output, so only replies already in flight (a large MGET, up to 1024
+            // forwarded replies) can pile up past it; 64 MiB bounds what one client that
+            // stops reading can pin, while a value up to about 64 MiB can still be read.
+            client_output_limit: 64 * 1024 * 1024,
+            // Off, as in Redis: a limit only makes sense when the operator knows the machine.
+            max_memory: 0,
+            // Off, as in Redis: idle connections of a pool are normal.
+            timeout_secs: 0,
         }
     }
 }
@@ -188,6 +225,21 @@ impl Config {
                 max_args: cli.max_args.or(file.max_args).unwrap_or(d.limits.max_args),
             },
             max_key_len: size(cli.max_key_len, &file.max_key_len, d.max_key_len)?,
+            migrate_connections: cli
+                .migrate_connections
+                .or(file.migrate_connections)
+                .unwrap_or(d.migrate_connections),
+            client_output_limit: size(
+                cli.client_output_limit,
+                &file.client_output_limit,
+                d.client_output_limit,
+            )?,
+            max_memory: match (cli.max_memory, &file.max_memory) {
+                (Some(n), _) => n,
+                (None, Some(v)) => v.bytes()?,
+                (None, None) => d.max_memory,
+            },
+            timeout_secs: cli.timeout.or(file.timeout).unwrap_or(d.timeout_secs),
             admin_password: cli
                 .admin_password
                 .or_else(|| std::env::var(ADMIN_PASSWORD_ENV).ok())
@@ -232,6 +284,16 @@ impl Config {
                     crate::acl::hasher::MAX_PASSWORD_LEN
                 ));
             }
+        }
+        if self.client_output_limit == 0 {
+            return Err("client-output-limit must be at least 1".into());
+        }
+        // A timer of more than a century is a typo, and it keeps `Duration` arithmetic safe.
+        const MAX_TIMEOUT_SECS: u64 = 100 * 365 * 24 * 3600;
+        if self.timeout_secs > MAX_TIMEOUT_SECS {
+            return Err(format!(
+                "timeout must be at most {MAX_TIMEOUT_SECS} seconds"
+            ));
         }
         Ok(())
     }
@@ -299,6 +361,27 @@ mod tests {
         let cli = Cli::try_parse_from(["gokv-server", "--config", path.to_str().unwrap()]).unwrap();
         assert!(Config::from_cli(cli).unwrap_err().contains("unknown field"));
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn limits_flags() {
+        let cli = Cli::try_parse_from([
+            "gokv-server",
+            "--max-memory",
+            "64mb",
+            "--client-output-limit",
+            "2gb",
+            "--timeout",
+            "30",
+        ])
+        .unwrap();
+        let config = Config::from_cli(cli).unwrap();
+        assert_eq!(config.max_memory, 64 << 20);
+        assert_eq!(config.client_output_limit, 2 << 30);
+        assert_eq!(config.timeout_secs, 30);
+        let d = Config::default();
+        assert_eq!((d.max_memory, d.timeout_secs), (0, 0));
+        assert_eq!(d.client_output_limit, 64 << 20);
     }
 
     #[test]

@@ -18,8 +18,18 @@ pub struct ShardMetrics {
     pub forwarded_in: AtomicU64,
     /// Messages (batches) this shard sent to other shards.
     pub batches_out: AtomicU64,
+    /// Connections this shard handed to another shard (see `Affinity`).
+    pub migrated_out: AtomicU64,
     /// Partitions this shard owns.
     pub partitions: AtomicU64,
+    /// Estimated bytes of the data in this shard's partitions (see `store::memory`).
+    pub used_memory: AtomicU64,
+    /// Clients this shard disconnected for passing the client output limit.
+    pub output_limit_disconnects: AtomicU64,
+    /// Clients this shard disconnected for being idle past the timeout.
+    pub timeout_disconnects: AtomicU64,
+    /// Writes refused with `-OOM` because of max-memory.
+    pub oom_rejections: AtomicU64,
     /// The core this shard's thread is pinned to, or -1.
     pub core: AtomicI64,
 }
@@ -29,6 +39,12 @@ impl ShardMetrics {
     #[inline]
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+    }
+
+    /// Sets a gauge. Only the owning shard may call this (single writer).
+    #[inline]
+    pub fn set(gauge: &AtomicU64, value: u64) {
+        gauge.store(value, Relaxed);
     }
 
     /// Subtracts from a gauge. Only the owning shard may call this (single writer).

@@ -15,8 +15,9 @@ use crate::metrics::ServerMetrics;
 use crate::shard::{Shard, Shared, Shutdown};
 
 /// Runs the server until SIGTERM, SIGINT or SHUTDOWN, then returns.
-pub fn run(config: Config) -> Result<(), String> {
+pub fn run(mut config: Config) -> Result<(), String> {
     let addr = resolve(&config.bind, config.port)?;
+    config.max_clients = raise_fd_limit(config.max_clients);
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         format!(
             "cannot create data directory {}: {e}",
@@ -135,6 +136,61 @@ pub fn run(config: Config) -> Result<(), String> {
     }
     log::info!("shutdown complete");
     Ok(())
+}
+
+/// File descriptors the server needs besides one per client: listener, pollers, wakers,
+/// logs, data files. Generous, since running out makes `accept` fail for everyone.
+const RESERVED_FDS: u64 = 64;
+
+/// Raises the soft limit on open files to the hard limit (as far as the process may without
+/// privileges), so that `max-clients` connections fit with the distribution's default
+/// `ulimit -n` of 1024; logs the result. Returns the max-clients to enforce: lowered (as Redis
+/// does) when the hard limit cannot hold the configured number, so that a client past it is
+/// told `max number of clients reached` rather than the acceptor failing with EMFILE.
+fn raise_fd_limit(max_clients: usize) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct we pass, which is a valid, owned `rlimit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        log::warn!(
+            "cannot read the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+        return max_clients;
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit only reads the struct we pass; raising the soft limit up to the
+        // hard limit needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        } else {
+            log::warn!(
+                "cannot raise the open-file limit from {before} to {}: {}",
+                limit.rlim_max,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    let now = limit.rlim_cur;
+    let needed = (max_clients as u64).saturating_add(RESERVED_FDS);
+    if now == libc::RLIM_INFINITY || now >= needed {
+        log::info!("open-file limit: {now} (was {before}); enough for max-clients {max_clients}");
+        max_clients
+    } else {
+        let fit = now.saturating_sub(RESERVED_FDS).max(1) as usize;
+        log::warn!(
+            "open-file limit is {now} (the hard limit); max-clients {max_clients} needs about \
+             {needed}, so max-clients is lowered to {fit} (raise `ulimit -Hn` to lift this)"
+        );
+        fit
+    }
 }
 
 fn resolve(bind: &str, port: u16) -> Result<SocketAddr, String> {

@@ -383,3 +383,55 @@ fn large_replies_pipelined_across_shards_arrive_in_order() {
     handle.join().unwrap().unwrap();
     c.expect(&cmd(&["PING"]), b"+PONG\r\n");
 }
+
+/// The shard a connection lives on, from CLIENT INFO.
+fn shard_of(c: &mut RawConn) -> String {
+    let line = c.call_value(&["CLIENT", "INFO"]).text();
+    line.trim_end()
+        .rsplit("shard=")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// A connection whose requests all go to one other shard moves there, keeps its state, and
+/// its replies stay correct across the move; with migration off it stays put.
+#[test]
+fn connection_moves_to_the_shard_it_uses() {
+    for migrate in ["true", "false"] {
+        let server = Server::start(&["--shards", "2", "--migrate-connections", migrate]);
+        let mut admin = server.raw();
+        admin.expect(&cmd(&["CREATE", "PARTITION", "p0", "INT", "MEMORY"]), OK);
+        admin.expect(&cmd(&["CREATE", "PARTITION", "p1", "INT", "MEMORY"]), OK);
+        // Find a connection on shard 0 (connections are dealt round-robin).
+        let mut c = loop {
+            let mut c = server.raw();
+            if shard_of(&mut c) == "0" {
+                break c;
+            }
+        };
+        c.expect(&cmd(&["CLIENT", "SETNAME", "mover"]), OK);
+        let id = c.call_value(&["CLIENT", "ID"]).int();
+        for i in 1..=300 {
+            c.expect(&cmd(&["INCR", "p1", "n"]), &int(i));
+        }
+        let expected = if migrate == "true" { "1" } else { "0" };
+        assert_eq!(shard_of(&mut c), expected, "migration {migrate}");
+        // The session moved with it.
+        assert_eq!(c.call_value(&["CLIENT", "ID"]).int(), id);
+        c.expect(&cmd(&["CLIENT", "GETNAME"]), &bulk(b"mover"));
+        // Pipelined requests to both shards still answer in order after the move.
+        let requests: Vec<Vec<u8>> = (0..200)
+            .map(|i| cmd(&["INCR", if i % 2 == 0 { "p0" } else { "p1" }, "n"]))
+            .collect();
+        let replies = c.pipeline(&requests);
+        for (i, reply) in replies.iter().enumerate() {
+            let want = if i % 2 == 0 {
+                i as i64 / 2 + 1
+            } else {
+                300 + i as i64 / 2 + 1
+            };
+            assert_eq!(show(reply), show(&int(want)), "reply {i}");
+        }
+    }
+}

@@ -89,6 +89,11 @@ pub struct Args {
     #[arg(long)]
     pub password: Option<String>,
 
+    /// Keep only connections that GoKV placed on shard N (from `CLIENT INFO`): a connection on
+    /// another shard is closed and replaced, up to 50 connects per connection in all (gokv only).
+    #[arg(long, value_name = "N")]
+    pub conn_shard: Option<u32>,
+
     /// Write every key once (in every partition) before the timed run.
     #[arg(long)]
     pub prefill: bool,
@@ -224,6 +229,8 @@ impl Args {
             }
         } else if self.create {
             return Err("--create applies to --target gokv only".into());
+        } else if self.conn_shard.is_some() {
+            return Err("--conn-shard applies to --target gokv only".into());
         }
         Ok(())
     }
@@ -313,7 +320,19 @@ mod tests {
         assert_eq!(b.partitions, ["a", "b"]);
         assert_eq!(b.run_duration(), Some(Duration::from_secs(10)));
         assert_eq!(b.auth().unwrap(), ["AUTH", "p"]);
+        assert_eq!(b.conn_shard, None);
         assert!(Args::try_parse_from(["gokv-loadtest", "--user", "u"]).is_err());
         assert!(Args::try_parse_from(["gokv-loadtest", "--duration", "1s", "-n", "5"]).is_err());
+    }
+
+    #[test]
+    fn conn_shard_is_for_gokv_only() {
+        let a = Args::try_parse_from(["gokv-loadtest", "--conn-shard", "1"]).unwrap();
+        a.validate().unwrap();
+        assert_eq!(a.conn_shard, Some(1));
+        let r = Args::try_parse_from(["gokv-loadtest", "--target", "redis", "--conn-shard", "0"])
+            .unwrap();
+        assert!(r.validate().unwrap_err().contains("--conn-shard"));
+        assert!(Args::try_parse_from(["gokv-loadtest", "--conn-shard", "-1"]).is_err());
     }
 }

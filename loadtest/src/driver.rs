@@ -24,6 +24,8 @@ const TIMER: Token = Token(usize::MAX - 1);
 const MAX_WAIT: Duration = Duration::from_millis(100);
 /// How long outstanding replies are awaited once no more requests are to be sent.
 const DRAIN_TIMEOUT_NS: u64 = 10_000_000_000;
+/// Connects allowed per connection, on average, to place the connections on `--conn-shard`.
+const SHARD_ATTEMPTS_PER_CONN: u64 = 50;
 /// Read buffer size per connection (it grows if one reply is larger).
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -31,6 +33,8 @@ const READ_CHUNK: usize = 16 * 1024;
 pub struct Phase {
     pub addr: SocketAddr,
     pub auth: Option<Vec<String>>,
+    /// Keep only connections the server placed on this shard (GoKV's `CLIENT INFO`).
+    pub conn_shard: Option<u32>,
     pub connections: usize,
     pub threads: usize,
     pub pipeline: usize,
@@ -55,6 +59,8 @@ struct Shared {
     abort: AtomicBool,
     /// Requests handed out so far, when the phase is bounded by a request count.
     claimed: AtomicU64,
+    /// Connects left for placing the connections on `conn_shard`, shared by all threads.
+    shard_attempts: AtomicU64,
     counters: Vec<LiveCounters>,
 }
 
@@ -69,6 +75,7 @@ pub fn run_phase(
         stop,
         abort: AtomicBool::new(false),
         claimed: AtomicU64::new(0),
+        shard_attempts: AtomicU64::new(SHARD_ATTEMPTS_PER_CONN * phase.connections as u64),
         counters: (0..threads).map(|_| LiveCounters::default()).collect(),
     };
     // Everyone connects first; the clock starts when the last connection is ready.
@@ -198,7 +205,15 @@ impl<'a> Worker<'a> {
         let poll = Poll::new().map_err(|e| format!("cannot create poll: {e}"))?;
         let mut conns = Vec::new();
         for global in (id..phase.connections).step_by(threads) {
-            let std_stream = setup::connect(phase.addr, phase.auth.as_deref())?;
+            let std_stream = match phase.conn_shard {
+                Some(shard) => setup::connect_on_shard(
+                    phase.addr,
+                    phase.auth.as_deref(),
+                    shard,
+                    &shared.shard_attempts,
+                )?,
+                None => setup::connect(phase.addr, phase.auth.as_deref())?,
+            };
             std_stream
                 .set_nonblocking(true)
                 .map_err(|e| format!("cannot make socket non-blocking: {e}"))?;

@@ -53,7 +53,12 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     }
 
     // Fail early and plainly if the server is unreachable or refuses the credentials.
-    setup::connect(addr, auth.as_deref())?;
+    let mut probe = setup::connect(addr, auth.as_deref())?;
+    if args.conn_shard.is_some() {
+        // ... and plainly if it cannot say which shard a connection is on.
+        setup::client_shard(&mut probe)?;
+    }
+    drop(probe);
 
     let partitions = match args.target {
         TargetArg::Gokv => args.partitions.clone(),
@@ -94,6 +99,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         let phase = Phase {
             addr,
             auth: auth.clone(),
+            conn_shard: args.conn_shard,
             connections: args.connections,
             threads: args.threads,
             pipeline: args.pipeline.max(PREFILL_PIPELINE),
@@ -128,6 +134,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
     let phase = Phase {
         addr,
         auth,
+        conn_shard: args.conn_shard,
         connections: args.connections,
         threads: args.threads,
         pipeline: args.pipeline,
@@ -161,6 +168,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         value_size: args.value_size,
         partitions,
         rate: args.rate,
+        conn_shard: args.conn_shard,
     };
     let summary = Summary::new(info, &result.stats, result.elapsed);
     if args.json {

@@ -217,6 +217,8 @@ pub struct RunInfo {
     pub value_size: usize,
     pub partitions: Vec<String>,
     pub rate: Option<f64>,
+    /// The shard every connection was placed on (`--conn-shard`), if any.
+    pub conn_shard: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -288,8 +290,12 @@ impl Summary {
             Some(ratio) => format!("GET:SET {ratio}"),
             None => "PING".to_string(),
         };
+        let placed = i
+            .conn_shard
+            .map(|n| format!(" (all on shard {n})"))
+            .unwrap_or_default();
         line(format!(
-            "target {} at {}: {what}, {} connections on {} thread(s), pipeline {}",
+            "target {} at {}: {what}, {} connections{placed} on {} thread(s), pipeline {}",
             i.target, i.addr, i.connections, i.threads, i.pipeline
         ));
         if i.command != "ping" {
@@ -374,6 +380,7 @@ mod tests {
             value_size: 1,
             partitions: vec![],
             rate: None,
+            conn_shard: None,
         };
         let s = Summary::new(info, &a, Duration::from_secs(2));
         assert!((s.ops_per_sec - 500.5).abs() < 1e-9);

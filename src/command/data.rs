@@ -7,14 +7,34 @@
 
 use crate::protocol::{Args, ReplyWriter};
 use crate::store::partition::ValueRef;
-use crate::store::{parse_canonical_i64, IncrError, Partition, PartitionStats, Schema};
+use crate::store::{
+    parse_canonical_i64, IncrError, MemoryBudget, Partition, PartitionStats, Schema,
+};
 
 use super::{check_key, CommandError, CommandId};
 
 /// Limits a data command checks.
-#[derive(Clone, Copy, Debug)]
-pub struct DataLimits {
+#[derive(Clone, Copy)]
+pub struct DataLimits<'a> {
     pub max_key_len: usize,
+    /// `max-memory`: checked before a write that would grow the data.
+    pub memory: MemoryBudget<'a>,
+    /// Largest reply a read may build (what is left of the client's output limit): a GET or
+    /// MGET past it is refused before its reply is built, so that no single request can make
+    /// the server copy gigabytes of values into an output buffer only to drop them.
+    pub max_reply: usize,
+}
+
+impl DataLimits<'_> {
+    /// Refuses a write that would grow the data by `growth` bytes past `max-memory`.
+    #[inline]
+    fn admit(&self, growth: u64) -> Result<(), CommandError> {
+        if self.memory.admits(growth) {
+            Ok(())
+        } else {
+            Err(CommandError::OutOfMemory)
+        }
+    }
 }
 
 /// Runs a data command (`args[1]` is the partition, already resolved to `partition`) and
@@ -38,7 +58,11 @@ pub fn execute(
         CommandId::Get => {
             let key = args.get(2);
             check_key(key, limits.max_key_len)?;
-            let found = write_value(partition.get(key), w);
+            let value = partition.get(key);
+            if encoded_size(&value) > limits.max_reply {
+                return Err(CommandError::ReplyTooLarge);
+            }
+            let found = write_value(value, w);
             count_lookups(partition, found as u64, !found as u64);
             Ok(())
         }
@@ -47,10 +71,17 @@ pub fn execute(
             for key in keys.clone() {
                 check_key(key, limits.max_key_len)?;
             }
+            let start = w.buf.len();
             w.array(args.len() - 2);
             let mut hits = 0;
             for key in keys {
-                hits += write_value(partition.get(key), w) as u64;
+                let value = partition.get(key);
+                if w.buf.len() - start + encoded_size(&value) > limits.max_reply {
+                    // Nothing written on error: take back the part already encoded.
+                    w.buf.truncate(start);
+                    return Err(CommandError::ReplyTooLarge);
+                }
+                hits += write_value(value, w) as u64;
             }
             count_lookups(partition, hits, (args.len() - 2) as u64 - hits);
             Ok(())
@@ -68,9 +99,13 @@ pub fn execute(
             let (key, value) = (args.get(2), args.get(3));
             check_key(key, limits.max_key_len)?;
             match partition.schema() {
-                Schema::String => partition.set_str(key, value),
+                Schema::String => {
+                    limits.admit(partition.set_growth(key, value.len()))?;
+                    partition.set_str(key, value);
+                }
                 Schema::Int => {
                     let n = parse_canonical_i64(value).ok_or(CommandError::NotAnInteger)?;
+                    limits.admit(partition.set_growth(key, 0))?;
                     partition.set_int(key, n);
                 }
             }
@@ -85,8 +120,14 @@ pub fn execute(
             for key in keys(args, 2, 2) {
                 check_key(key, limits.max_key_len)?;
             }
+            // A key named twice counts twice: an overestimate, never an underestimate.
+            let growth = (2..args.len())
+                .step_by(2)
+                .map(|i| partition.set_growth(args.get(i), args.get(i + 1).len()))
+                .sum();
             match partition.schema() {
                 Schema::String => {
+                    limits.admit(growth)?;
                     for i in (2..args.len()).step_by(2) {
                         partition.set_str(args.get(i), args.get(i + 1));
                     }
@@ -95,6 +136,7 @@ pub fn execute(
                     for value in keys(args, 3, 2) {
                         parse_canonical_i64(value).ok_or(CommandError::NotAnInteger)?;
                     }
+                    limits.admit(growth)?;
                     for i in (2..args.len()).step_by(2) {
                         // Parsed above; cannot fail here.
                         let n = parse_canonical_i64(args.get(i + 1)).unwrap_or_default();
@@ -135,6 +177,7 @@ pub fn execute(
                     }
                 }
             };
+            limits.admit(partition.set_growth(key, 0))?;
             match partition.incr_by(key, delta) {
                 Ok(value) => {
                     w.integer(value);
@@ -153,6 +196,17 @@ pub fn execute(
 fn keys<'a>(args: &Args<'a>, from: usize, step: usize) -> impl Iterator<Item = &'a [u8]> + Clone {
     let args = *args;
     (from..args.len()).step_by(step).map(move |i| args.get(i))
+}
+
+/// An upper bound of a value's encoded size (header, data, CRLF).
+#[inline]
+fn encoded_size(value: &Option<ValueRef>) -> usize {
+    // `$` + up to 20 digits + CRLF + CRLF; integers and nulls fit in it.
+    const FRAMING: usize = 25;
+    match value {
+        Some(ValueRef::Str(bytes)) => bytes.len() + FRAMING,
+        _ => FRAMING,
+    }
 }
 
 /// Writes a value (or null); true if there was one.
@@ -201,7 +255,12 @@ mod tests {
         let spec = crate::command::lookup(&args).expect("known command");
         let mut out = Vec::new();
         let mut w = ReplyWriter::new(&mut out, Protocol::Resp2);
-        if let Err(e) = execute(spec.id, &args, p, DataLimits { max_key_len: 8 }, &mut w) {
+        let limits = DataLimits {
+            max_key_len: 8,
+            memory: MemoryBudget::unlimited(),
+            max_reply: 1000,
+        };
+        if let Err(e) = execute(spec.id, &args, p, limits, &mut w) {
             e.write_to(&mut w);
         }
         String::from_utf8(out).expect("ascii replies")
@@ -226,6 +285,74 @@ mod tests {
             .starts_with("-ERR key too long"));
         assert_eq!(run(&mut p, &["EXISTS", "p", "a"]), ":0\r\n");
         assert!(run(&mut p, &["DEL", "p", "a", "waytoolongkey"]).starts_with("-ERR key too long"));
+    }
+
+    #[test]
+    fn max_memory_refuses_growth_but_not_shrinking() {
+        use crate::metrics::{ServerMetrics, ShardMetrics};
+        use crate::store::memory::ENTRY_OVERHEAD;
+        let metrics = ServerMetrics::new(2);
+        let limits = DataLimits {
+            max_key_len: 64,
+            memory: MemoryBudget::new(1000, &metrics),
+            max_reply: 1 << 20,
+        };
+        let exec = |p: &mut Partition, words: &[&str]| {
+            let buf: Vec<u8> = words.concat().into_bytes();
+            let mut spans = Vec::new();
+            let mut at = 0u32;
+            for w in words {
+                spans.push(Span {
+                    start: at,
+                    end: at + w.len() as u32,
+                });
+                at += w.len() as u32;
+            }
+            let args = Args::new(&buf, &spans);
+            let spec = crate::command::lookup(&args).expect("known command");
+            let mut out = Vec::new();
+            let mut w = ReplyWriter::new(&mut out, Protocol::Resp2);
+            if let Err(e) = execute(spec.id, &args, p, limits, &mut w) {
+                e.write_to(&mut w);
+            }
+            String::from_utf8(out).expect("ascii replies")
+        };
+        let mut p = Partition::new(Schema::String, Arc::default());
+        // Another shard holds 900 bytes: 100 are left.
+        ShardMetrics::set(&metrics.shards[1].used_memory, 900);
+        let fits = "x".repeat(100 - ENTRY_OVERHEAD as usize - 1);
+        assert_eq!(exec(&mut p, &["SET", "p", "k", &fits]), "+OK\r\n");
+        ShardMetrics::set(&metrics.shards[0].used_memory, p.used_memory());
+        assert_eq!(
+            exec(&mut p, &["SET", "p", "j", "v"]),
+            "-OOM command not allowed when used memory > 'max-memory'\r\n"
+        );
+        assert_eq!(exec(&mut p, &["GET", "p", "j"]), "$-1\r\n");
+        assert!(exec(&mut p, &["MSET", "p", "a", "1", "b", "2"]).starts_with("-OOM"));
+        assert_eq!(exec(&mut p, &["EXISTS", "p", "a", "b"]), ":0\r\n");
+        // Overwriting with a shorter value does not grow: allowed at the limit.
+        assert_eq!(exec(&mut p, &["SET", "p", "k", "short"]), "+OK\r\n");
+        assert_eq!(exec(&mut p, &["DEL", "p", "k"]), ":1\r\n");
+        let mut ints = Partition::new(Schema::Int, Arc::default());
+        ShardMetrics::set(&metrics.shards[1].used_memory, 1000);
+        assert!(exec(&mut ints, &["INCR", "p", "n"]).starts_with("-OOM"));
+        assert!(ints.is_empty());
+    }
+
+    #[test]
+    fn oversized_reads_are_refused_before_building_the_reply() {
+        let mut p = Partition::new(Schema::String, Arc::default());
+        let big = "v".repeat(400);
+        run(&mut p, &["SET", "p", "a", &big]);
+        assert!(run(&mut p, &["GET", "p", "a"]).starts_with("$400\r\n"));
+        assert!(run(&mut p, &["MGET", "p", "a", "a"]).starts_with("*2\r\n$400"));
+        // Three copies pass the 1000-byte reply limit of `run`: nothing is encoded.
+        assert_eq!(
+            run(&mut p, &["MGET", "p", "a", "a", "a"]),
+            "-ERR reply larger than the client output limit\r\n"
+        );
+        run(&mut p, &["SET", "p", "b", &"v".repeat(1000)]);
+        assert!(run(&mut p, &["GET", "p", "b"]).starts_with("-ERR reply larger"));
     }
 
     #[test]

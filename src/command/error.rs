@@ -53,6 +53,11 @@ pub enum CommandError {
     ProtectedAdmin(&'static str),
     /// A change could not be made durable; it was not applied.
     Io(String),
+    /// The write would take the data past `max-memory`; nothing was written.
+    OutOfMemory,
+    /// The reply would pass what is left of the client's output limit; it was not built.
+    /// The connection is closed rather than answered (see `shard`), but the text says why.
+    ReplyTooLarge,
 }
 
 impl CommandError {
@@ -66,6 +71,7 @@ impl CommandError {
             CommandError::WrongPass => "WRONGPASS",
             CommandError::NoPerm { .. } | CommandError::NoPermUser { .. } => "NOPERM",
             CommandError::Io(_) => "IOERR",
+            CommandError::OutOfMemory => "OOM",
             _ => "ERR",
         }
     }
@@ -127,6 +133,12 @@ impl fmt::Display for CommandError {
                 write!(f, "the 'admin' user cannot be {what}")
             }
             CommandError::Io(what) => f.write_str(what),
+            CommandError::ReplyTooLarge => {
+                write!(f, "reply larger than the client output limit")
+            }
+            CommandError::OutOfMemory => {
+                write!(f, "command not allowed when used memory > 'max-memory'")
+            }
         }
     }
 }

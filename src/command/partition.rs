@@ -119,11 +119,12 @@ pub fn describe(meta: &PartitionMeta, w: &mut ReplyWriter) {
 pub fn stats(meta: &PartitionMeta, w: &mut ReplyWriter) {
     let s = &meta.stats;
     let g = |c| PartitionStats::get(c) as i64;
-    w.map(6);
+    w.map(7);
     w.field_int("ops", g(&s.ops));
     w.field_int("reads", g(&s.reads));
     w.field_int("writes", g(&s.writes));
     w.field_int("keys", g(&s.keys));
     w.field_int("hits", g(&s.hits));
     w.field_int("misses", g(&s.misses));
+    w.field_int("memory", g(&s.memory));
 }

@@ -353,19 +353,36 @@ fn info(args: &Args, view: &ServerView, w: &mut ReplyWriter) {
             ),
             "clients" => write!(
                 text,
-                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n",
+                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\
+                 client_output_limit:{}\r\ntimeout:{}\r\n",
                 total(|s| &s.connections),
                 view.config.max_clients,
+                view.config.client_output_limit,
+                view.config.timeout_secs,
             ),
-            "memory" => write!(text, "# Memory\r\nused_memory_rss:{}\r\n", rss_bytes()),
+            // used_memory is the data estimate max-memory is checked against (see
+            // store::memory); maxmemory 0 means no limit, as in Redis.
+            "memory" => write!(
+                text,
+                "# Memory\r\nused_memory:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\n\
+                 used_memory_rss:{}\r\n",
+                total(|s| &s.used_memory),
+                view.config.max_memory,
+                rss_bytes(),
+            ),
             "stats" => write!(
                 text,
                 "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-                 forwarded_requests:{}\r\nforwarded_batches:{}\r\n",
+                 forwarded_requests:{}\r\nforwarded_batches:{}\r\n\
+                 client_output_limit_disconnections:{}\r\nidle_timeout_disconnections:{}\r\n\
+                 oom_rejected_writes:{}\r\n",
                 total(|s| &s.connections_total),
                 total(|s| &s.commands),
                 total(|s| &s.forwarded_out),
                 total(|s| &s.batches_out),
+                total(|s| &s.output_limit_disconnects),
+                total(|s| &s.timeout_disconnects),
+                total(|s| &s.oom_rejections),
             ),
             "persistence" => write!(
                 text,
@@ -379,7 +396,7 @@ fn info(args: &Args, view: &ServerView, w: &mut ReplyWriter) {
                     let _ = write!(
                         text,
                         "shard{i}:core={},partitions={},connections={},commands={},\
-                         forwarded_out={},forwarded_in={},batches_out={}\r\n",
+                         forwarded_out={},forwarded_in={},batches_out={},migrated_out={}\r\n",
                         s.core.load(std::sync::atomic::Ordering::Relaxed),
                         g(&s.partitions),
                         g(&s.connections),
@@ -387,6 +404,7 @@ fn info(args: &Args, view: &ServerView, w: &mut ReplyWriter) {
                         g(&s.forwarded_out),
                         g(&s.forwarded_in),
                         g(&s.batches_out),
+                        g(&s.migrated_out),
                     );
                 }
                 Ok(())
@@ -410,7 +428,7 @@ fn config(args: &Args, view: &ServerView, w: &mut ReplyWriter) -> Result<(), Com
         return Err(CommandError::WrongArity("config get"));
     }
     let c = view.config;
-    let params: [(&str, String); 9] = [
+    let params: [(&str, String); 12] = [
         ("save", String::new()),
         ("appendonly", "no".into()),
         ("bind", c.bind.clone()),
@@ -420,6 +438,9 @@ fn config(args: &Args, view: &ServerView, w: &mut ReplyWriter) -> Result<(), Com
         ("dir", c.data_dir.display().to_string()),
         ("databases", "1".into()),
         ("shards", c.shards.to_string()),
+        ("maxmemory", c.max_memory.to_string()),
+        ("timeout", c.timeout_secs.to_string()),
+        ("client-output-limit", c.client_output_limit.to_string()),
     ];
     let matched: Vec<&(&str, String)> = params
         .iter()

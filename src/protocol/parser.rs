@@ -70,6 +70,7 @@ enum ErrorKind {
     MissingCrlf,
     InlineTooLong { max: usize },
     UnbalancedQuotes,
+    NulInInline,
     FrameTooLarge,
 }
 
@@ -92,6 +93,10 @@ impl fmt::Display for ProtocolError {
                 write!(f, "too big inline request (more than {max} bytes)")
             }
             ErrorKind::UnbalancedQuotes => write!(f, "unbalanced quotes in request"),
+            ErrorKind::NulInInline => write!(
+                f,
+                "NUL byte in inline request (send binary data as RESP bulk strings)"
+            ),
             ErrorKind::FrameTooLarge => write!(f, "request larger than 4 GiB"),
         }
     }
@@ -257,9 +262,17 @@ impl Parser {
         })
     }
 
+    /// An inline line is text a person typed: a raw NUL byte in it means the peer is not
+    /// speaking our protocol at all (binary garbage, TLS, a port scanner), so it is refused as
+    /// soon as it is seen, without waiting for a newline that may never come. Binary data,
+    /// NUL included, travels in RESP bulk strings (or as `\x00` in a quoted inline word).
     fn parse_inline(&mut self, buf: &mut [u8]) -> Result<Parsed, ProtocolError> {
         let scan = buf.len().min(self.limits.max_inline_len.saturating_add(1));
-        let Some(newline) = memchr(b'\n', &buf[..scan]) else {
+        let newline = memchr(b'\n', &buf[..scan]);
+        if memchr(0, &buf[..newline.unwrap_or(scan)]).is_some() {
+            return Err(ProtocolError(ErrorKind::NulInInline));
+        }
+        let Some(newline) = newline else {
             if buf.len() > self.limits.max_inline_len {
                 return Err(ProtocolError(ErrorKind::InlineTooLong {
                     max: self.limits.max_inline_len,
@@ -545,6 +558,28 @@ mod tests {
             let err = parse_all(bad).unwrap_err();
             assert_eq!(err.to_string(), "unbalanced quotes in request", "{bad:?}");
         }
+    }
+
+    #[test]
+    fn nul_in_inline_is_garbage_but_bulk_is_binary_safe() {
+        for bad in [&b"GET p\0k\r\n"[..], b"\0\0\0", b"PING\0"] {
+            let err = parse_all(bad).unwrap_err();
+            assert!(err.to_string().starts_with("NUL byte in inline"), "{bad:?}");
+        }
+        // A NUL after the newline belongs to the next line.
+        let mut parser = Parser::new(Limits::default());
+        assert_eq!(
+            parser.parse(&mut b"PING\n\0".to_vec()),
+            Ok(Parsed::Request { consumed: 5 })
+        );
+        let got = parse_all(b"*2\r\n$4\r\nECHO\r\n$3\r\na\0b\r\nECHO \"\\x00\"\n").unwrap();
+        assert_eq!(
+            got,
+            vec![
+                vec![b"ECHO".to_vec(), b"a\0b".to_vec()],
+                vec![b"ECHO".to_vec(), b"\0".to_vec()]
+            ]
+        );
     }
 
     #[test]

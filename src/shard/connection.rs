@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use mio::net::TcpStream;
 
@@ -29,6 +30,47 @@ const READ_BUFFER_KEEP: usize = 256 * 1024;
 
 /// Output larger than this is given back to the allocator once written, for the same reason.
 const WRITE_BUFFER_KEEP: usize = 256 * 1024;
+
+/// Consecutive requests of a connection that must all go to one other shard before the
+/// connection moves there. High enough that a client alternating between partitions on
+/// different shards never moves (it would only ping-pong), low enough that a benchmark or a
+/// service talking to one partition moves within its first few pipelines.
+const MIGRATE_AFTER: u32 = 64;
+
+/// Where a connection's requests have been going. A connection that only uses partitions of
+/// one other shard is moved to that shard (as Dragonfly does), so its requests stop paying
+/// for the hop there and back.
+#[derive(Debug, Default)]
+pub struct Affinity {
+    shard: usize,
+    /// Requests in a row forwarded to `shard`.
+    streak: u32,
+}
+
+impl Affinity {
+    /// A request ran on the connection's own shard.
+    #[inline]
+    pub fn local(&mut self) {
+        self.streak = 0;
+    }
+
+    /// A request was forwarded to `shard`.
+    #[inline]
+    pub fn remote(&mut self, shard: usize) {
+        if self.streak > 0 && self.shard == shard {
+            self.streak = self.streak.saturating_add(1);
+        } else {
+            self.shard = shard;
+            self.streak = 1;
+        }
+    }
+
+    /// The shard this connection should move to, if any.
+    #[inline]
+    pub fn target(&self) -> Option<usize> {
+        (self.streak >= MIGRATE_AFTER).then_some(self.shard)
+    }
+}
 
 /// A slot in the reply queue.
 #[derive(Clone, Copy, Debug)]
@@ -54,6 +96,8 @@ pub struct ReplyQueue {
     /// Replies answered behind a waiting slot. Cleared whenever `slots` empties, so it never
     /// holds more than the replies of one window of in-flight requests.
     parked: Vec<u8>,
+    /// Bytes of `parked` not yet moved to `out` (what the output limit counts of it).
+    parked_live: usize,
 }
 
 impl ReplyQueue {
@@ -71,6 +115,7 @@ impl ReplyQueue {
         }
         let start = self.parked.len();
         let result = encode(&mut ReplyWriter::new(&mut self.parked, protocol));
+        self.parked_live += self.parked.len() - start;
         self.slots.push_back(Slot::Ready {
             start,
             end: self.parked.len(),
@@ -108,6 +153,7 @@ impl ReplyQueue {
         } else {
             let start = self.parked.len();
             self.parked.extend_from_slice(reply);
+            self.parked_live += reply.len();
             self.slots[index as usize] = Slot::Ready {
                 start,
                 end: self.parked.len(),
@@ -119,11 +165,13 @@ impl ReplyQueue {
     fn release_ready(&mut self) {
         while let Some(&Slot::Ready { start, end }) = self.slots.front() {
             self.out.extend_from_slice(&self.parked[start..end]);
+            self.parked_live -= end - start;
             self.slots.pop_front();
             self.first_seq += 1;
         }
         if self.slots.is_empty() {
             self.parked.clear();
+            self.parked_live = 0;
             self.first_seq = self.next_seq;
         }
     }
@@ -138,6 +186,13 @@ impl ReplyQueue {
     #[inline]
     pub fn unwritten(&self) -> usize {
         self.out.len() - self.written
+    }
+
+    /// Bytes of replies this connection holds: unwritten output plus replies parked behind
+    /// a slot still waiting for another shard. This is what the client output limit bounds.
+    #[inline]
+    pub fn pending(&self) -> usize {
+        self.unwritten() + self.parked_live
     }
 
     #[inline]
@@ -194,11 +249,20 @@ pub struct Connection {
     pub barrier: bool,
     /// Input ended (EOF or protocol error): read nothing more, close once output is written.
     pub closing: bool,
+    /// The peer closed its side: read nothing more, but answer every complete request still
+    /// in the buffer (a pause may have left some there), then close.
+    pub input_closed: bool,
     /// Bytes may be left in the socket or buffer that were not processed yet (backpressure or
     /// fairness budget); the shard comes back to this connection without a new poll event.
     pub needs_service: bool,
     /// Already queued in the shard's list of connections with output to write.
     pub queued_for_write: bool,
+    pub affinity: Affinity,
+    /// Its output passed the client output limit (or a reply would have): the shard closes
+    /// it at once, without writing what is pending.
+    pub over_output_limit: bool,
+    /// The shard's coarse clock when the connection last read or wrote a byte (idle timeout).
+    pub last_active: Instant,
 }
 
 impl Connection {
@@ -208,6 +272,7 @@ impl Connection {
         conn_ref: ConnRef,
         id: u64,
         limits: Limits,
+        now: Instant,
     ) -> Self {
         Connection {
             socket,
@@ -224,13 +289,18 @@ impl Connection {
             replies: ReplyQueue::default(),
             barrier: false,
             closing: false,
+            input_closed: false,
             needs_service: false,
             queued_for_write: false,
+            affinity: Affinity::default(),
+            over_output_limit: false,
+            last_active: now,
         }
     }
 
-    /// Reads from the socket into the buffer, at most about `budget` bytes.
-    pub fn read(&mut self, budget: usize) -> io::Result<ReadOutcome> {
+    /// Reads from the socket into the buffer, at most about `budget` bytes. `now` is the
+    /// shard's coarse clock, recorded as the last activity when a byte arrives.
+    pub fn read(&mut self, budget: usize, now: Instant) -> io::Result<ReadOutcome> {
         let mut total = 0;
         loop {
             self.make_room();
@@ -238,6 +308,7 @@ impl Connection {
             match self.socket.read(&mut self.rbuf[self.rend..]) {
                 Ok(0) => return Ok(ReadOutcome::Closed),
                 Ok(n) => {
+                    self.last_active = now;
                     self.rend += n;
                     total += n;
                     // A short read emptied the socket's receive queue: with edge-triggered
@@ -321,6 +392,25 @@ mod tests {
     }
 
     #[test]
+    fn affinity_needs_an_unbroken_streak_to_one_shard() {
+        let mut a = Affinity::default();
+        for _ in 0..MIGRATE_AFTER - 1 {
+            a.remote(1);
+        }
+        assert_eq!(a.target(), None);
+        a.local();
+        for _ in 0..MIGRATE_AFTER - 1 {
+            a.remote(1);
+        }
+        a.remote(2);
+        assert_eq!(a.target(), None);
+        for _ in 1..MIGRATE_AFTER {
+            a.remote(2);
+        }
+        assert_eq!(a.target(), Some(2));
+    }
+
+    #[test]
     fn waiting_head_then_ready() {
         let mut q = ReplyQueue::default();
         let a = q.push_waiting();
@@ -331,5 +421,23 @@ mod tests {
         assert_eq!(q.in_flight(), 2);
         assert!(q.fill(b, b":2\r\n"));
         assert_eq!(text(&q), ":1\r\n:2\r\n+OK\r\n");
+    }
+
+    #[test]
+    fn pending_counts_parked_replies_once() {
+        let mut q = ReplyQueue::default();
+        let a = q.push_waiting();
+        q.push_ready(Protocol::Resp2, |w| w.bulk(b"0123456789"));
+        let b = q.push_waiting();
+        assert_eq!(q.pending(), 17);
+        assert!(q.fill(b, b":2\r\n"));
+        assert_eq!(q.pending(), 21);
+        assert!(q.fill(a, b":1\r\n"));
+        // Everything moved to the output: counted there, not twice.
+        assert_eq!(q.pending(), 25);
+        assert_eq!(q.pending(), q.unwritten());
+        let mut sink = Vec::new();
+        assert!(q.write_to(&mut sink).unwrap());
+        assert_eq!(q.pending(), 0);
     }
 }

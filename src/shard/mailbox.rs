@@ -51,6 +51,9 @@ pub enum Change {
 pub enum Message {
     /// A freshly accepted client socket (from the acceptor).
     NewConnection(mio::net::TcpStream, std::net::SocketAddr),
+    /// A connection moving here because all its recent requests were for this shard's
+    /// partitions. It has nothing in flight: no reply owed by any shard.
+    Migrate(Box<super::connection::Connection>),
     /// Requests from another shard's connections for partitions this shard owns.
     Requests(RequestBatch),
     /// Replies to requests this shard forwarded.
@@ -153,6 +156,9 @@ pub struct ForwardedReply {
     pub seq: u64,
     /// The reply is `buf[previous reply's end..end]`.
     pub end: u32,
+    /// The reply was not built because it would pass the client's output limit: the
+    /// connection's shard closes the connection instead of answering.
+    pub over_output_limit: bool,
 }
 
 /// Encoded replies going back to the shard that forwarded the requests.
@@ -163,13 +169,13 @@ pub struct ReplyBatch {
 }
 
 impl ReplyBatch {
-    /// Iterates `(conn, seq, reply bytes)`.
-    pub fn iter(&self) -> impl Iterator<Item = (ConnRef, u64, &[u8])> {
+    /// Iterates `(reply, its bytes)`.
+    pub fn iter(&self) -> impl Iterator<Item = (&ForwardedReply, &[u8])> {
         let mut start = 0usize;
         self.replies.iter().map(move |r| {
             let bytes = &self.buf[start..r.end as usize];
             start = r.end as usize;
-            (r.conn, r.seq, bytes)
+            (r, bytes)
         })
     }
 }

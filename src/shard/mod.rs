@@ -15,14 +15,28 @@
 //! 3. Drain the inbox: execute request batches from other shards (their replies go into a
 //!    reply outbox per shard), fill slots from reply batches, apply catalog and ACL versions,
 //!    answer logins the hasher pool has checked.
+//! 4. Send every non-empty outbox as one message per destination (one wake at most).
+//! 5. Write every connection with new output, in one `write` when the socket takes it all.
+//! 6. Once a second, when `timeout` is on: close connections idle for longer.
 //!
 //! # Access control
 //! Every request is checked against the session's user, as of this shard's own copy of the
 //! ACL, before it is routed ([`crate::command::access`]); a forwarded request was allowed by
 //! the shard that forwarded it. Password checks never run here: they go to the hasher pool
 //! ([`crate::acl::hasher`]) while the connection waits behind a barrier.
-//! 4. Send every non-empty outbox as one message per destination (one wake at most).
-//! 5. Write every connection with new output, in one `write` when the socket takes it all.
+//! A connection moved to another shard carries its session (and so its user) with it; it
+//! never moves while a login or a change is pending (the barrier is up).
+//!
+//! # What bounds a connection's memory
+//! - Input: a request is at most `max-bulk-len` per argument and `max-args` arguments (the
+//!   parser refuses more before the bytes arrive), and reading pauses (below).
+//! - Requests waiting for other shards: at most [`MAX_IN_FLIGHT`]; reading pauses past it.
+//! - Output: reading pauses while [`OUTPUT_HIGH_WATER`] bytes are unwritten, so a client that
+//!   pipelines without reading costs little. What can still pile up is replies already on
+//!   their way: one large read, or forwarded replies coming back. For those the
+//!   `client-output-limit` holds: a read whose reply would not fit what is left of it is not
+//!   built (here, or on the shard that executes it for us), and a connection whose pending
+//!   replies (unwritten + parked) pass it is closed on the spot.
 
 pub mod connection;
 pub mod coordinator;
@@ -48,7 +62,7 @@ use crate::command::{lookup, CommandError, CommandId, Route};
 use crate::config::Config;
 use crate::metrics::{ServerMetrics, ShardMetrics};
 use crate::protocol::{Args, Parsed, ReplyWriter, Span};
-use crate::store::Partition;
+use crate::store::{MemoryBudget, Partition};
 
 use connection::{Connection, ReadOutcome};
 use coordinator::Coordinator;
@@ -73,6 +87,11 @@ const MAX_IN_FLIGHT: usize = 1024;
 /// has read some: a client that pipelines without reading gets backpressure, not a server
 /// that buffers without limit.
 const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
+
+/// How often idle connections are looked for when `timeout` is on: a connection is closed
+/// between `timeout` and `timeout` + 1 s after its last byte, for one pass over the
+/// connections per second (no timer per connection, no clock read per request).
+const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long a shutdown waits for replies in flight before giving up on slow clients.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
@@ -186,7 +205,15 @@ struct Core {
     /// Partition name -> the partition itself (local) or its shard: one hash lookup routes a
     /// request and, when local, finds its table.
     routes: Routes,
-    data_limits: DataLimits,
+    max_key_len: usize,
+    /// `client-output-limit`, in bytes.
+    output_limit: usize,
+    /// `timeout`, when on.
+    idle_timeout: Option<Duration>,
+    /// Coarse clock: read once per loop pass, used for idle time.
+    now: Instant,
+    /// When to look for idle connections next.
+    next_sweep: Instant,
     /// Requests for each other shard, collected during this pass.
     outboxes: Vec<RequestBatch>,
     /// Replies to each other shard's forwarded requests, collected during this pass.
@@ -235,17 +262,21 @@ impl Shard {
         let coordinator = (id == COORDINATOR).then(|| {
             Coordinator::new(catalog.clone(), acl.clone(), shared.config.data_dir.clone())
         });
-        let data_limits = DataLimits {
-            max_key_len: shared.config.max_key_len,
-        };
+        let config = &shared.config;
+        let now = Instant::now();
         let mut core = Core {
             id,
+            max_key_len: config.max_key_len,
+            output_limit: config.client_output_limit,
+            idle_timeout: (config.timeout_secs > 0)
+                .then(|| Duration::from_secs(config.timeout_secs)),
+            now,
+            next_sweep: now + IDLE_SWEEP_INTERVAL,
             shared,
             catalog: Arc::new(Catalog::default()),
             acl,
             login_cache: LoginCache::new(),
             routes: Routes::default(),
-            data_limits,
             outboxes: (0..shards).map(|_| RequestBatch::default()).collect(),
             reply_outboxes: (0..shards).map(|_| ReplyBatch::default()).collect(),
             changes: Vec::new(),
@@ -277,7 +308,12 @@ impl Shard {
                 // While draining, check often whether every shard is done.
                 Some(Duration::from_millis(5))
             } else if self.mailbox.prepare_to_sleep() {
-                None
+                // Idle: sleep until an event, or until the next idle sweep when it is on.
+                self.core.idle_timeout.map(|_| {
+                    self.core
+                        .next_sweep
+                        .saturating_duration_since(Instant::now())
+                })
             } else {
                 Some(Duration::ZERO)
             };
@@ -287,6 +323,7 @@ impl Shard {
                 }
             }
             self.mailbox.woke_up();
+            self.core.now = Instant::now();
 
             for event in events.iter() {
                 let token = event.token();
@@ -312,6 +349,9 @@ impl Shard {
             self.drain_inbox();
             self.core.flush_outboxes();
             self.flush_writes();
+            if self.core.idle_timeout.is_some() && self.core.now >= self.core.next_sweep {
+                self.close_idle();
+            }
 
             if self.core.draining {
                 let started = *drain_started.get_or_insert_with(Instant::now);
@@ -328,10 +368,10 @@ impl Shard {
             return;
         };
         conn.needs_service = false;
-        let outcome = if conn.closing || is_paused(conn) {
+        let outcome = if conn.closing || conn.input_closed || is_paused(conn) {
             None
         } else {
-            match conn.read(READ_BUDGET) {
+            match conn.read(READ_BUDGET, self.core.now) {
                 Ok(outcome) => Some(outcome),
                 Err(e) => {
                     log::debug!("read from {}: {e}", conn.peer);
@@ -340,25 +380,77 @@ impl Shard {
                 }
             }
         };
-        let stalled = self.core.process_input(index, conn);
-        match outcome {
-            Some(ReadOutcome::Closed) => conn.closing = true,
-            // Input may remain in the socket: come back after the other connections.
-            Some(ReadOutcome::More) if !conn.closing => {
+        if outcome == Some(ReadOutcome::Closed) {
+            conn.input_closed = true;
+        }
+        self.core.process_input(conn);
+        if !conn.closing {
+            if is_paused(conn) {
+                // Requests may wait in the buffer or the socket, and an edge-triggered poll
+                // will not report them again: come back when the pause ends.
                 conn.needs_service = true;
-                if !is_paused(conn) {
-                    self.core.to_service.push(index);
-                }
+            } else if conn.input_closed {
+                // The peer closed its side and every complete request it sent is processed.
+                conn.closing = true;
+            } else if outcome == Some(ReadOutcome::More) {
+                // Input may remain in the socket: come back after the other connections.
+                conn.needs_service = true;
+                self.core.to_service.push(index);
             }
-            // Paused before reading, or paused with requests left in the buffer: resume when
-            // the pause ends (replies drained, catalog change answered).
-            _ if stalled || (outcome.is_none() && !conn.closing) => conn.needs_service = true,
-            _ => {}
         }
         if conn.session.shutdown_requested {
             self.core.shared.shutdown.request();
         }
-        self.after_progress(index);
+        if !self.close_if_over_output_limit(index) {
+            self.after_progress(index);
+        }
+    }
+
+    /// Closes a connection whose pending replies passed the client output limit (or one of
+    /// whose replies would have). True when it was closed.
+    fn close_if_over_output_limit(&mut self, index: usize) -> bool {
+        let limit = self.core.output_limit;
+        let Some(conn) = self.conns.get(index) else {
+            return false;
+        };
+        if !conn.over_output_limit && conn.replies.pending() <= limit {
+            return false;
+        }
+        log::warn!(
+            "closing client {} ({}): pending output passed client-output-limit ({limit} bytes)",
+            conn.session.id,
+            conn.peer
+        );
+        let metrics = &self.core.shared.metrics.shards[self.core.id];
+        ShardMetrics::add(&metrics.output_limit_disconnects, 1);
+        self.close(index);
+        true
+    }
+
+    /// Closes connections that neither read nor wrote a byte for longer than `timeout`.
+    fn close_idle(&mut self) {
+        let Some(timeout) = self.core.idle_timeout else {
+            return;
+        };
+        let now = self.core.now;
+        self.core.next_sweep = now + IDLE_SWEEP_INTERVAL;
+        let idle: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| now.saturating_duration_since(conn.last_active) > timeout)
+            .map(|(index, _)| index)
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        let metrics = &self.core.shared.metrics.shards[self.core.id];
+        ShardMetrics::add(&metrics.timeout_disconnects, idle.len() as u64);
+        for index in idle {
+            if let Some(conn) = self.conns.get(index) {
+                log::debug!("closing idle client {} ({})", conn.session.id, conn.peer);
+            }
+            self.close(index);
+        }
     }
 
     /// Bookkeeping after a connection's state moved: queue its output, resume its input, or
@@ -375,6 +467,13 @@ impl Shard {
         } else if conn.closing && conn.replies.in_flight() == 0 {
             self.close(index);
             return;
+        } else if let Some(shard) = conn.affinity.target() {
+            // Idle between requests (nothing owed, nothing unwritten): the moment to move.
+            let idle = conn.replies.in_flight() == 0 && !conn.barrier && !conn.closing;
+            if idle && !self.core.draining && self.core.shared.config.migrate_connections {
+                self.migrate(index, shard);
+                return;
+            }
         }
         if conn.needs_service && !conn.closing && !is_paused(conn) {
             conn.needs_service = false;
@@ -397,7 +496,12 @@ impl Shard {
                 continue;
             };
             conn.queued_for_write = false;
-            match conn.replies.write_to(&mut conn.socket) {
+            let unwritten = conn.replies.unwritten();
+            let result = conn.replies.write_to(&mut conn.socket);
+            if conn.replies.unwritten() < unwritten {
+                conn.last_active = self.core.now;
+            }
+            match result {
                 // All out: maybe resume reading, maybe close.
                 Ok(true) => self.after_progress(index),
                 // The socket is full: the writable event brings us back.
@@ -432,18 +536,26 @@ impl Shard {
         while let Some(message) = self.mailbox.try_recv() {
             match message {
                 Message::NewConnection(socket, peer) => self.accept(socket, peer),
+                Message::Migrate(conn) => self.adopt(conn),
                 Message::Requests(batch) => self.core.execute_forwarded(batch),
                 Message::Replies(batch) => {
-                    for (conn_ref, seq, bytes) in batch.iter() {
-                        let index = conn_ref.index as usize;
+                    for (reply, bytes) in batch.iter() {
+                        let index = reply.conn.index as usize;
                         match self.conns.get_mut(index) {
-                            Some(conn) if conn.conn_ref == conn_ref => {
-                                conn.replies.fill(seq, bytes);
+                            Some(conn) if conn.conn_ref == reply.conn => {
+                                if reply.over_output_limit {
+                                    conn.over_output_limit = true;
+                                } else {
+                                    conn.replies.fill(reply.seq, bytes);
+                                }
                             }
                             // The connection closed while its request was away.
                             _ => continue,
                         }
-                        self.after_progress(index);
+                        // Output grows here without any read: the limit is checked here too.
+                        if !self.close_if_over_output_limit(index) {
+                            self.after_progress(index);
+                        }
                     }
                 }
                 Message::Change { reply_to, change } => {
@@ -567,25 +679,90 @@ impl Shard {
         let gone: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, conn)| {
-                conn.session.user.as_ref().is_some_and(|user| {
-                    self.core.acl.users.get(&user.name).map(|u| u.id) != Some(user.id)
-                })
-            })
+            .filter(|(_, conn)| user_gone(&self.core.acl, conn))
             .map(|(index, _)| index)
             .collect();
         for index in gone {
-            if let Some(conn) = self.conns.get_mut(index) {
-                log::info!(
-                    "closing connection {} from {}: its user was dropped",
-                    conn.session.id,
-                    conn.peer
-                );
-                conn.session.user = None;
-                conn.closing = true;
-            }
-            self.after_progress(index);
+            self.close_dropped_user(index);
         }
+    }
+
+    /// Closes a connection whose user was dropped, once its replies in flight are written.
+    fn close_dropped_user(&mut self, index: usize) {
+        if let Some(conn) = self.conns.get_mut(index) {
+            log::info!(
+                "closing connection {} from {}: its user was dropped",
+                conn.session.id,
+                conn.peer
+            );
+            conn.session.user = None;
+            conn.closing = true;
+        }
+        self.after_progress(index);
+    }
+
+    /// Hands an idle connection to the shard that owns the partitions it uses.
+    fn migrate(&mut self, index: usize, shard: usize) {
+        let mut conn = self.conns.remove(index);
+        if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
+            log::warn!("cannot move connection from {}: {e}", conn.peer);
+            self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        conn.affinity = connection::Affinity::default();
+        conn.queued_for_write = false;
+        ShardMetrics::sub(
+            &self.core.shared.metrics.shards[self.core.id].connections,
+            1,
+        );
+        ShardMetrics::add(
+            &self.core.shared.metrics.shards[self.core.id].migrated_out,
+            1,
+        );
+        log::debug!(
+            "connection {} moves from shard {} to shard {shard}",
+            conn.session.id,
+            self.core.id
+        );
+        self.core.shared.shards[shard].send(Message::Migrate(Box::new(conn)));
+    }
+
+    /// Takes in a connection moved here by another shard.
+    fn adopt(&mut self, mut conn: Box<Connection>) {
+        if self.core.draining {
+            self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        let entry = self.conns.vacant_entry();
+        let index = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut conn.socket,
+            Token(index),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            log::warn!("cannot take in connection from {}: {e}", conn.peer);
+            self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
+            return;
+        }
+        self.core.next_generation = self.core.next_generation.wrapping_add(1);
+        conn.conn_ref = ConnRef {
+            index: index as u32,
+            generation: self.core.next_generation,
+        };
+        let gone = user_gone(&self.core.acl, &conn);
+        entry.insert(*conn);
+        ShardMetrics::add(
+            &self.core.shared.metrics.shards[self.core.id].connections,
+            1,
+        );
+        if gone {
+            // Its user was dropped while it travelled here: this shard's ACL already says so,
+            // so `apply_acl` will not come back to it.
+            self.close_dropped_user(index);
+            return;
+        }
+        // Requests may already wait in its buffer or socket.
+        self.core.to_service.push(index);
     }
 
     fn accept(&mut self, socket: mio::net::TcpStream, peer: std::net::SocketAddr) {
@@ -623,6 +800,7 @@ impl Shard {
             conn_ref,
             id,
             self.core.shared.config.limits,
+            self.core.now,
         ));
         let metrics = &self.core.shared.metrics.shards[self.core.id];
         ShardMetrics::add(&metrics.connections, 1);
@@ -671,6 +849,15 @@ impl Shard {
         }
         shutdown.draining.load(Ordering::SeqCst) == 0 || late
     }
+}
+
+/// The connection's user no longer exists as it logged in (dropped, or dropped and
+/// re-created: a new user is a new id).
+fn user_gone(acl: &Acl, conn: &Connection) -> bool {
+    conn.session
+        .user
+        .as_ref()
+        .is_some_and(|user| acl.users.get(&user.name).map(|u| u.id) != Some(user.id))
 }
 
 /// Binds a session to the user it proved to be, and answers the login.
@@ -756,15 +943,18 @@ fn is_paused(conn: &Connection) -> bool {
 impl Core {
     /// Parses and runs every complete request in the connection's buffer, until it runs out,
     /// the connection pauses (backpressure, catalog barrier), or the input is malformed.
-    /// Returns true if it stopped on a pause with input left to process.
     ///
     /// Requests are framed in batches of up to [`BATCH`] before any of them runs, so that the
     /// table lines of all their keys are fetched together ([`Core::prefetch`]): with a
     /// pipelining client the cache misses of a batch overlap instead of adding up.
-    fn process_input(&mut self, index: usize, conn: &mut Connection) -> bool {
+    fn process_input(&mut self, conn: &mut Connection) {
         let mut batch = std::mem::take(&mut self.batch);
         let mut commands = 0;
-        'batches: while !conn.closing && !is_paused(conn) && conn.has_input() {
+        'batches: while !conn.closing
+            && !conn.over_output_limit
+            && !is_paused(conn)
+            && conn.has_input()
+        {
             // 1. Frame.
             batch.clear();
             let base = conn.rstart;
@@ -815,7 +1005,7 @@ impl Core {
             self.prefetch(input, &batch);
             // 3. Run, in order.
             for frame in &batch.frames {
-                if conn.closing || is_paused(conn) {
+                if conn.closing || conn.over_output_limit || is_paused(conn) {
                     // The rest is framed again later; forget any partly framed request that
                     // lies beyond the point we stop at.
                     conn.parser.reset();
@@ -825,14 +1015,18 @@ impl Core {
                     FrameKind::Request => {
                         let args = Args::new(input, &batch.spans[frame.spans.clone()]);
                         commands += 1;
-                        self.dispatch(
-                            index,
+                        let refused = self.dispatch(
+                            &mut conn.affinity,
                             conn.conn_ref,
                             &args,
                             &mut conn.session,
                             &mut conn.replies,
                             &mut conn.barrier,
                         );
+                        // The shard closes it once this pass over its input ends.
+                        if refused || conn.replies.pending() > self.output_limit {
+                            conn.over_output_limit = true;
+                        }
                         if conn.session.close_after_reply {
                             conn.closing = true;
                         }
@@ -852,7 +1046,6 @@ impl Core {
         }
         self.batch = batch;
         ShardMetrics::add(&self.shared.metrics.shards[self.id].commands, commands);
-        !conn.closing && is_paused(conn) && conn.has_input()
     }
 
     /// Prefetches the table lines of the keys that a batch's local data requests will touch
@@ -882,16 +1075,17 @@ impl Core {
     }
 
     /// Runs one request: here, on another shard, on the coordinator, or (a login) on the
-    /// hasher pool.
+    /// hasher pool. Returns true when its reply was not built because it would pass the
+    /// client output limit.
     fn dispatch(
         &mut self,
-        _index: usize,
+        affinity: &mut connection::Affinity,
         conn_ref: ConnRef,
         args: &Args,
         session: &mut server_cmd::Session,
         replies: &mut connection::ReplyQueue,
         barrier: &mut bool,
-    ) {
+    ) -> bool {
         let protocol = session.protocol;
         // Grants and revocations apply from the next command: a moved ACL version means the
         // session's user must be looked up again (gone: logged out; its connection is closing).
@@ -911,31 +1105,46 @@ impl Core {
             // Before login, even an unknown command is only "log in first".
             Err(_) if session.user.is_none() => {
                 replies.push_ready(protocol, |w| CommandError::NoAuth.write_to(w));
-                return;
+                return false;
             }
             Err(e) => {
                 replies.push_ready(protocol, |w| e.write_to(w));
-                return;
+                return false;
             }
         };
         if let Err(e) = authorize(spec, args, session.user.as_deref(), &self.catalog) {
             replies.push_ready(protocol, |w| e.write_to(w));
-            return;
+            return false;
         }
         match spec.route {
             Route::Partition => match self.routes.get_mut(args.get(1)) {
                 // The local path: execute now, encode straight into the output.
                 Some(Target::Local(partition)) => {
-                    let limits = self.data_limits;
-                    replies.push_ready(protocol, |w| {
-                        if let Err(e) = data::execute(spec.id, args, partition, limits, w) {
-                            e.write_to(w);
+                    affinity.local();
+                    let limits = DataLimits {
+                        max_key_len: self.max_key_len,
+                        memory: MemoryBudget::new(
+                            self.shared.config.max_memory,
+                            &self.shared.metrics,
+                        ),
+                        max_reply: self.output_limit.saturating_sub(replies.pending()),
+                    };
+                    let metrics = &self.shared.metrics.shards[self.id];
+                    return replies.push_ready(protocol, |w| {
+                        match execute_data(spec.id, args, partition, limits, metrics, w) {
+                            Ok(()) => false,
+                            Err(CommandError::ReplyTooLarge) => true,
+                            Err(e) => {
+                                e.write_to(w);
+                                false
+                            }
                         }
                     });
                 }
                 // The forwarded path: copy into the owner's outbox, answer later in order.
                 Some(Target::Remote(shard)) => {
                     let shard = *shard;
+                    affinity.remote(shard);
                     let seq = replies.push_waiting();
                     self.outboxes[shard].push(conn_ref, seq, protocol, spec.id, args);
                     ShardMetrics::add(&self.shared.metrics.shards[self.id].forwarded_out, 1);
@@ -953,7 +1162,7 @@ impl Core {
                         }
                         Err(e) => replies.push_ready(protocol, |w| e.write_to(w)),
                     }
-                    return;
+                    return false;
                 }
                 let catalog = self.catalog.clone();
                 let acl = self.acl.clone();
@@ -1029,6 +1238,7 @@ impl Core {
                 }
             }
         }
+        false
     }
 
     /// A login request (AUTH, LOGIN, HELLO ... AUTH): `None` when the command is not one.
@@ -1120,23 +1330,49 @@ impl Core {
         }
         let from = batch.from;
         let out = &mut self.reply_outboxes[from];
+        let metrics = &self.shared.metrics.shards[self.id];
+        let memory = MemoryBudget::new(self.shared.config.max_memory, &self.shared.metrics);
+        // Reply bytes built so far for the current run of one connection's requests: its
+        // replies together may not pass its output limit here either, or a pipeline of large
+        // GETs would pile up in this batch before its own shard could count them. (A
+        // connection's requests come in runs, one per time its shard serviced it this pass.)
+        let mut run: Option<(ConnRef, usize)> = None;
         for request in &batch.requests {
             let args = batch.args(request);
+            let built = match run {
+                Some((conn, bytes)) if conn == request.conn => bytes,
+                _ => 0,
+            };
+            let limits = DataLimits {
+                max_key_len: self.max_key_len,
+                memory,
+                max_reply: self.output_limit.saturating_sub(built),
+            };
+            let start = out.buf.len();
             let mut w = ReplyWriter::new(&mut out.buf, request.protocol);
             let result = match self.routes.get_mut(args.get(1)) {
                 Some(Target::Local(partition)) => {
-                    data::execute(request.command, &args, partition, self.data_limits, &mut w)
+                    execute_data(request.command, &args, partition, limits, metrics, &mut w)
                 }
                 // Dropped (or moved) since the sender routed it.
                 _ => Err(CommandError::NoPartition(printable(args.get(1)))),
             };
-            if let Err(e) = result {
-                e.write_to(&mut w);
+            let over_output_limit = matches!(result, Err(CommandError::ReplyTooLarge));
+            match result {
+                Err(e) if !over_output_limit => e.write_to(&mut w),
+                _ => {}
             }
+            let built = if over_output_limit {
+                self.output_limit
+            } else {
+                built + (out.buf.len() - start)
+            };
+            run = Some((request.conn, built));
             out.replies.push(mailbox::ForwardedReply {
                 conn: request.conn,
                 seq: request.seq,
                 end: out.buf.len() as u32,
+                over_output_limit,
             });
         }
         ShardMetrics::add(
@@ -1171,6 +1407,8 @@ impl Core {
     fn apply_catalog(&mut self, catalog: Arc<Catalog>) {
         let mut old = std::mem::take(&mut self.routes);
         let mut owned = 0;
+        // Memory of the partitions this shard no longer owns.
+        let mut freed = 0;
         for (name, meta) in &catalog.partitions {
             let key: Box<[u8]> = name.as_bytes().into();
             let target = if meta.shard == self.id {
@@ -1180,7 +1418,12 @@ impl Core {
                     Some(Target::Local(p)) if Arc::ptr_eq(p.stats_arc(), &meta.stats) => {
                         Target::Local(p)
                     }
-                    _ => Target::Local(Partition::new(meta.schema, meta.stats.clone())),
+                    other => {
+                        if let Some(Target::Local(p)) = other {
+                            freed += p.used_memory();
+                        }
+                        Target::Local(Partition::new(meta.schema, meta.stats.clone()))
+                    }
                 }
             } else {
                 Target::Remote(meta.shard)
@@ -1192,6 +1435,40 @@ impl Core {
             .store(owned, Ordering::Relaxed);
         self.catalog = catalog;
         // Whatever is left in `old` was dropped: its memory goes now.
+        for target in old.values() {
+            if let Target::Local(p) = target {
+                freed += p.used_memory();
+            }
+        }
         drop(old);
+        let gauge = &self.shared.metrics.shards[self.id].used_memory;
+        ShardMetrics::set(gauge, ShardMetrics::get(gauge).saturating_sub(freed));
     }
+}
+
+/// Runs a data command on a partition this shard owns, and keeps the shard's memory gauge
+/// (what every shard's `max-memory` check reads) in step with the partition's estimate.
+#[inline]
+fn execute_data(
+    id: CommandId,
+    args: &Args,
+    partition: &mut Partition,
+    limits: DataLimits,
+    metrics: &ShardMetrics,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    let before = partition.used_memory();
+    let result = data::execute(id, args, partition, limits, w);
+    let after = partition.used_memory();
+    if after != before {
+        let gauge = &metrics.used_memory;
+        ShardMetrics::set(
+            gauge,
+            (ShardMetrics::get(gauge) + after).saturating_sub(before),
+        );
+    }
+    if matches!(result, Err(CommandError::OutOfMemory)) {
+        ShardMetrics::add(&metrics.oom_rejections, 1);
+    }
+    result
 }

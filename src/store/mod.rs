@@ -3,10 +3,12 @@
 //! A [`Partition`] is owned by exactly one shard thread and touched only there, so nothing in
 //! this module locks. Its [`PartitionStats`] are the one part other threads read.
 
+pub mod memory;
 pub mod partition;
 pub mod stats;
 pub mod table;
 
+pub use memory::MemoryBudget;
 pub use partition::{IncrError, Partition};
 pub use stats::PartitionStats;
 

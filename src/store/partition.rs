@@ -3,9 +3,14 @@
 //! Both schemas use the compact [`Table`] (one allocation per key holding key and value).
 //! INT partitions keep the `i64` natively, as 8 bytes in the entry: no parsing on INCR, no
 //! formatting until a reply needs it. The table is owned by one shard thread.
+//!
+//! Every change keeps the partition's memory estimate ([`Partition::used_memory`], see
+//! [`super::memory`]) exact, and [`Partition::set_growth`] says beforehand what a write would
+//! add, so that the `max-memory` check happens before anything changes.
 
 use std::sync::Arc;
 
+use super::memory::{entry_size, INT_VALUE_SIZE};
 use super::table::Table;
 use super::{PartitionStats, Schema};
 
@@ -30,6 +35,8 @@ pub struct Partition {
     schema: Schema,
     table: Table,
     stats: Arc<PartitionStats>,
+    /// Estimated bytes of the entries (see [`super::memory`]).
+    used: u64,
 }
 
 #[inline]
@@ -46,7 +53,38 @@ impl Partition {
             schema,
             table: Table::default(),
             stats,
+            used: 0,
         }
+    }
+
+    /// Estimated bytes of this partition's entries.
+    #[inline]
+    pub fn used_memory(&self) -> u64 {
+        self.used
+    }
+
+    /// Bytes storing `value_len` bytes (STRING) or an integer (INT) under `key` would add to
+    /// the estimate; 0 when it would not grow.
+    #[inline]
+    pub fn set_growth(&self, key: &[u8], value_len: usize) -> u64 {
+        let value_len = match self.schema {
+            Schema::Int => INT_VALUE_SIZE,
+            Schema::String => value_len,
+        };
+        match self.table.get(key) {
+            Some(old) => value_len.saturating_sub(old.len()) as u64,
+            None => entry_size(key.len(), value_len),
+        }
+    }
+
+    /// Accounts for storing `value_len` bytes under `key`, given what `Table::insert` said.
+    #[inline]
+    fn account_insert(&mut self, key: &[u8], value_len: usize, old_len: Option<usize>) {
+        match old_len {
+            Some(old) => self.used = self.used - old as u64 + value_len as u64,
+            None => self.used += entry_size(key.len(), value_len),
+        }
+        PartitionStats::set(&self.stats.memory, self.used);
     }
 
     pub fn schema(&self) -> Schema {
@@ -101,7 +139,9 @@ impl Partition {
     #[inline]
     pub fn set_str(&mut self, key: &[u8], value: &[u8]) {
         debug_assert_eq!(self.schema, Schema::String);
-        if self.table.insert(key, value).is_none() {
+        let old = self.table.insert(key, value);
+        self.account_insert(key, value.len(), old);
+        if old.is_none() {
             self.update_keys();
         }
     }
@@ -110,7 +150,9 @@ impl Partition {
     #[inline]
     pub fn set_int(&mut self, key: &[u8], value: i64) {
         debug_assert_eq!(self.schema, Schema::Int);
-        if self.table.insert(key, &value.to_le_bytes()).is_none() {
+        let old = self.table.insert(key, &value.to_le_bytes());
+        self.account_insert(key, INT_VALUE_SIZE, old);
+        if old.is_none() {
             self.update_keys();
         }
     }
@@ -118,11 +160,13 @@ impl Partition {
     /// Removes a key; true if it was there.
     #[inline]
     pub fn remove(&mut self, key: &[u8]) -> bool {
-        let removed = self.table.remove(key).is_some();
-        if removed {
-            self.update_keys();
-        }
-        removed
+        let Some(value_len) = self.table.remove(key) else {
+            return false;
+        };
+        self.used -= entry_size(key.len(), value_len);
+        PartitionStats::set(&self.stats.memory, self.used);
+        self.update_keys();
+        true
     }
 
     /// Adds `delta` to an integer (absent counts as 0) and returns the new value.
@@ -177,5 +221,37 @@ mod tests {
         assert_eq!(p.incr_by(b"n", 1), Err(IncrError::Overflow));
         assert_eq!(p.get(b"n"), Some(ValueRef::Int(i64::MAX)));
         assert!(p.contains(b"n"));
+    }
+
+    #[test]
+    fn memory_estimate_follows_every_change() {
+        use crate::store::memory::ENTRY_OVERHEAD as O;
+        let mut p = Partition::new(Schema::String, Arc::default());
+        assert_eq!(p.set_growth(b"key", 5), 3 + 5 + O);
+        p.set_str(b"key", b"value");
+        assert_eq!(p.used_memory(), 3 + 5 + O);
+        assert_eq!(p.set_growth(b"key", 5), 0);
+        assert_eq!(p.set_growth(b"key", 2), 0);
+        assert_eq!(p.set_growth(b"key", 9), 4);
+        p.set_str(b"key", b"v");
+        assert_eq!(p.used_memory(), 3 + 1 + O);
+        p.set_str(b"key", b"longer");
+        assert_eq!(p.used_memory(), 3 + 6 + O);
+        assert!(p.remove(b"key"));
+        assert_eq!(p.used_memory(), 0);
+        let mut p = Partition::new(Schema::Int, Arc::default());
+        assert_eq!(p.set_growth(b"n", 20), 1 + 8 + O);
+        p.incr_by(b"n", 1).unwrap();
+        p.set_int(b"m", 7);
+        p.incr_by(b"m", 1).unwrap();
+        assert_eq!(p.set_growth(b"n", 20), 0);
+        assert_eq!(p.used_memory(), 2 * (1 + 8 + O));
+        assert_eq!(
+            p.stats().memory.load(std::sync::atomic::Ordering::Relaxed),
+            p.used_memory()
+        );
+        p.remove(b"n");
+        p.remove(b"m");
+        assert_eq!(p.used_memory(), 0);
     }
 }

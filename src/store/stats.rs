@@ -21,6 +21,8 @@ pub struct PartitionStats {
     pub hits: AtomicU64,
     /// Keys not found by GET and MGET (one per key looked up).
     pub misses: AtomicU64,
+    /// Estimated bytes of the partition's entries (see `store::memory`).
+    pub memory: AtomicU64,
 }
 
 impl PartitionStats {

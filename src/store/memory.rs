@@ -1,0 +1,70 @@
+//! How much memory the data takes, and the `max-memory` check.
+//!
+//! # The estimate
+//! Every entry counts `key bytes + value bytes + ENTRY_OVERHEAD`, where an INT value counts 8
+//! bytes. [`ENTRY_OVERHEAD`] stands for what an entry costs besides its bytes: its slot in the
+//! table (`store::table`: a pointer and a control byte, divided by the 7/8 load factor), the
+//! entry's own header (lengths) and the allocator's header and rounding. It does not count
+//! the table's spare capacity after growth, read and write buffers, or allocator
+//! fragmentation, so the process's RSS is above `used_memory`: as with Redis's `maxmemory`,
+//! leave headroom.
+//!
+//! # Who writes what
+//! Each partition keeps its own exact sum (its shard is the only writer). Each shard mirrors
+//! the sum over its partitions in its `ShardMetrics::used_memory`, a single-writer relaxed
+//! atomic. A write's check reads every shard's gauge (relaxed loads, no locked instruction):
+//! its own shard's value is exact, another shard's may trail that shard's newest writes by an
+//! instant, so two shards writing at once can pass the limit by at most what they write in
+//! that instant.
+
+use crate::metrics::ServerMetrics;
+
+/// Bytes an entry costs besides its key and value bytes (see the module docs): an estimate of
+/// the table slot and the allocator's header and rounding, not a measurement. Compare INFO's
+/// `used_memory` with `used_memory_rss` under your own data to see how far off it is.
+pub const ENTRY_OVERHEAD: u64 = 48;
+
+/// Estimated bytes of an entry whose key and value have these lengths.
+#[inline]
+pub fn entry_size(key_len: usize, value_len: usize) -> u64 {
+    key_len as u64 + value_len as u64 + ENTRY_OVERHEAD
+}
+
+/// What an INT value counts: the `i64` itself.
+pub const INT_VALUE_SIZE: usize = 8;
+
+/// The `max-memory` check a write makes before it changes anything.
+#[derive(Clone, Copy)]
+pub struct MemoryBudget<'a> {
+    /// The limit in bytes; 0 means none.
+    max: u64,
+    metrics: Option<&'a ServerMetrics>,
+}
+
+impl<'a> MemoryBudget<'a> {
+    pub fn new(max: u64, metrics: &'a ServerMetrics) -> Self {
+        MemoryBudget {
+            max,
+            metrics: Some(metrics),
+        }
+    }
+
+    /// No limit (tests, tools).
+    pub fn unlimited() -> Self {
+        MemoryBudget {
+            max: 0,
+            metrics: None,
+        }
+    }
+
+    /// May a write that grows the data by `growth` bytes go ahead? A write that does not grow
+    /// it (an overwrite with a value no longer than the old, any DEL) always may.
+    #[inline]
+    pub fn admits(&self, growth: u64) -> bool {
+        if self.max == 0 || growth == 0 {
+            return true;
+        }
+        let used = self.metrics.map_or(0, |m| m.total(|s| &s.used_memory));
+        used.saturating_add(growth) <= self.max
+    }
+}
