@@ -884,3 +884,56 @@ fn a_changed_password_is_not_served_from_the_login_cache() {
     assert!(d.cmd(&["AUTH", "bob", "new"]).is_error_code("WRONGPASS"));
     assert_eq!(d.cmd(&["AUTH", "bob", "old"]), ok());
 }
+
+/// The shard a connection lives on, from `CLIENT INFO`.
+fn shard_of(c: &mut Raw) -> String {
+    let line = c.cmd(&["CLIENT", "INFO"]).bulk_text();
+    line.trim_end()
+        .rsplit("shard=")
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_migrated_connection_keeps_its_user_and_grants() {
+    let server = Server::start_in(
+        harness::fresh_dir(),
+        &["--admin-password", ADMIN_PW, "--shards", "2"],
+    );
+    let mut admin = server.admin();
+    // Placement fills shards in turn: one partition per shard.
+    assert_eq!(
+        admin.cmd(&["CREATE", "PARTITION", "p0", "INT", "MEMORY"]),
+        ok()
+    );
+    assert_eq!(
+        admin.cmd(&["CREATE", "PARTITION", "p1", "INT", "MEMORY"]),
+        ok()
+    );
+    assert_eq!(admin.cmd(&["CREATE", "USER", "bob", "bpw"]), ok());
+    assert_eq!(admin.cmd(&["GRANT", "READ", "ON", "p0", "TO", "bob"]), ok());
+    assert_eq!(admin.cmd(&["GRANT", "READ", "ON", "p1", "TO", "bob"]), ok());
+    let mut bob = server.login("bob", "bpw");
+    let home = shard_of(&mut bob);
+    // Read only the partition on the other shard until the connection moves there.
+    let other = if home == "0" { "p1" } else { "p0" };
+    let mut moved = false;
+    for _ in 0..500 {
+        assert_eq!(bob.cmd(&["GET", other, "k"]), V::Null);
+        if shard_of(&mut bob) != home {
+            moved = true;
+            break;
+        }
+    }
+    assert!(moved, "the connection never moved off shard {home}");
+    assert_eq!(bob.cmd(&["WHOAMI"]), V::Bulk(b"bob".to_vec()));
+    assert!(bob.cmd(&["SET", other, "k", "1"]).is_error_code("NOPERM"));
+    assert_eq!(
+        admin.cmd(&["REVOKE", "READ", "ON", other, "FROM", "bob"]),
+        ok()
+    );
+    assert!(bob.cmd(&["GET", other, "k"]).is_error_code("NOPERM"));
+    assert_eq!(admin.cmd(&["DROP", "USER", "bob"]), ok());
+    assert!(bob.closed_by_server());
+}
