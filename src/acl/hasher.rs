@@ -29,9 +29,9 @@
 //! are MACs under a key the client never sees, which reveal nothing about the password.
 //!
 //! The threads are not pinned: hashing is rare and short, and the kernel puts them on
-//! whichever core is idlest. They run at nice 10, so that during a storm of failing logins
-//! (each a full argon2) a shard sharing their core still gets the CPU first: logins queue up,
-//! reads and writes do not.
+//! whichever core is idlest. They run in the `SCHED_IDLE` class, so that during a storm of
+//! failing logins (each a full argon2) a shard sharing their core still gets the CPU first:
+//! logins queue up, reads and writes do not.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -220,17 +220,31 @@ impl LoginCache {
     }
 }
 
-/// Lowers the calling thread's scheduling priority (Linux: `setpriority` on thread id 0 is
-/// the calling thread, not the whole process).
+/// Puts the calling thread in Linux's `SCHED_IDLE` class (`sched_setscheduler` with pid 0
+/// is the calling thread): a shard that wakes up preempts a hashing thread at once instead of
+/// waiting for its time slice, which is what keeps a shard's tail latency flat when a storm of
+/// failing logins keeps the hashers busy on the same cores. The hashers still get the CPU
+/// that shards leave idle (and a small share when none is), so logins slow down under full
+/// load instead of stalling reads and writes: the order of priorities a store wants. Falls
+/// back to nice 19 where the class is refused.
 fn lower_priority() {
-    // Nice 10: a runnable shard gets about ten times the CPU share of a hasher.
-    const NICE: libc::c_int = 10;
-    // SAFETY: setpriority takes plain integers and touches no memory of ours; failure only
-    // leaves the priority unchanged, which is reported below.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, NICE) };
+    // The policy's number in the Linux ABI (include/uapi/linux/sched.h), stable since 2.6.23;
+    // the libc crate does not export it for every target.
+    const SCHED_IDLE: libc::c_int = 5;
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: `param` is a valid, initialised sched_param that outlives the call, which only
+    // reads it; pid 0 names the calling thread.
+    let rc = unsafe { libc::sched_setscheduler(0, SCHED_IDLE, &param) };
+    if rc == 0 {
+        return;
+    }
+    let idle_error = std::io::Error::last_os_error();
+    // SAFETY: setpriority takes plain integers and touches no memory of ours; who = 0 is the
+    // calling thread on Linux.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 19) };
     if rc != 0 {
         log::debug!(
-            "hasher thread keeps its priority: {}",
+            "hasher thread keeps its priority: SCHED_IDLE: {idle_error}; nice: {}",
             std::io::Error::last_os_error()
         );
     }
