@@ -162,6 +162,9 @@ pub fn save(dir: &Path, acl: &Acl) -> Result<(), String> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| fail("create a temporary file for", e))?;
+    // `mode` applies only to a file it creates; a temporary file left by a crash keeps its own.
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(|e| fail("restrict the temporary file of", e))?;
     file.write_all(&text).map_err(|e| fail("write", e))?;
     file.sync_all().map_err(|e| fail("fsync", e))?;
     drop(file);
