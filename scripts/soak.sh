@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Bounded soak run against a release build: many connections with pipelines, garbage
 # connections, reconnect storms and a slow reader, all at once; then checks that the server
-# still answers, that its RSS stayed bounded, and that every key written is there.
+# still answers, that its RSS stayed bounded, and that every key written is there. Every
+# connection but the garbage ones logs in as `admin` (a throwaway password), so the reconnect
+# storms also exercise logins.
 #
 #   scripts/soak.sh [SECONDS]      (default 30; needs python3; loopback only)
 #
@@ -14,7 +16,8 @@ RSS_LIMIT_MB="${RSS_LIMIT_MB:-512}"
 cargo build --release -q -p gokv --bin gokv-server
 DATA_DIR="$(mktemp -d)"
 LOG="$DATA_DIR/server.log"
-RUST_LOG=info target/release/gokv-server --port 0 --data-dir "$DATA_DIR" \
+PW="$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+GOKV_ADMIN_PASSWORD="$PW" RUST_LOG=info target/release/gokv-server --port 0 --data-dir "$DATA_DIR" \
   --client-output-limit 8mb --max-clients 4000 2>"$LOG" &
 PID=$!
 cleanup() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; rm -rf "$DATA_DIR"; }
@@ -29,10 +32,11 @@ done
 [ -n "$PORT" ] || { echo "soak: server did not start"; cat "$LOG"; exit 1; }
 echo "soak: server pid $PID on port $PORT for ${DURATION}s"
 
-timeout $((DURATION + 120)) python3 - "$PORT" "$PID" "$DURATION" "$RSS_LIMIT_MB" <<'PY'
+timeout $((DURATION + 120)) python3 - "$PORT" "$PID" "$DURATION" "$RSS_LIMIT_MB" "$PW" <<'PY'
 import os, random, socket, sys, threading, time
 
 port, pid, duration, rss_limit_mb = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+password = sys.argv[5]
 deadline = time.time() + duration
 errors, written, peak_rss = [], {}, [0]
 lock = threading.Lock()
@@ -48,6 +52,9 @@ class Conn:
     def __init__(self):
         self.s = socket.create_connection(("127.0.0.1", port), timeout=30)
         self.f = self.s.makefile("rb")
+        r = self.call("AUTH", "admin", password)
+        if r != b"OK":
+            raise RuntimeError("AUTH answered %r" % r)
     def reply(self):
         line = self.f.readline()
         if not line:

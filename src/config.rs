@@ -64,6 +64,31 @@ pub struct Cli {
     /// Seconds a client may stay idle before it is disconnected; 0 is never [default: 0].
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+    /// Password of the `admin` user, set at every start (also `GOKV_ADMIN_PASSWORD`, which
+    /// keeps it out of `ps`). Without either, a first start generates one into the data
+    /// directory.
+    #[arg(long, value_name = "PASSWORD")]
+    pub admin_password: Option<String>,
+}
+
+/// The environment variable that may carry the admin password.
+pub const ADMIN_PASSWORD_ENV: &str = "GOKV_ADMIN_PASSWORD";
+
+/// A secret from the configuration: printed as `<redacted>`, so that logging the
+/// configuration never logs it.
+#[derive(Clone, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// The TOML file: the same keys as the flags, kebab-case.
@@ -112,6 +137,8 @@ pub struct Config {
     pub max_clients: usize,
     pub limits: Limits,
     pub max_key_len: usize,
+    /// From `--admin-password` or `GOKV_ADMIN_PASSWORD` (the flag wins).
+    pub admin_password: Option<Secret>,
     pub migrate_connections: bool,
     /// Bytes of replies a client may leave unread (encoded, not yet taken by the socket)
     /// before it is disconnected.
@@ -136,6 +163,7 @@ impl Default for Config {
             // Keys are looked up and hashed whole on every request; 64 KiB is far beyond any
             // sane key and keeps a hostile key from costing a megabyte per lookup.
             max_key_len: 64 * 1024,
+            admin_password: None,
             migrate_connections: true,
             // Like Redis's pubsub class (32 MiB hard), doubled: reading pauses at 1 MiB of
             // unwritten output, so only replies already in flight (a large MGET, up to 1024
@@ -212,6 +240,10 @@ impl Config {
                 (None, None) => d.max_memory,
             },
             timeout_secs: cli.timeout.or(file.timeout).unwrap_or(d.timeout_secs),
+            admin_password: cli
+                .admin_password
+                .or_else(|| std::env::var(ADMIN_PASSWORD_ENV).ok())
+                .map(Secret),
         };
         config.validate()?;
         Ok(config)
@@ -242,6 +274,16 @@ impl Config {
         // Table entries record a key's length in 32 bits.
         if self.max_key_len == 0 || self.max_key_len > u32::MAX as usize {
             return Err("max-key-len must be 1 byte to 4 GiB".into());
+        }
+        if let Some(password) = &self.admin_password {
+            if password.expose().is_empty()
+                || password.expose().len() > crate::acl::hasher::MAX_PASSWORD_LEN
+            {
+                return Err(format!(
+                    "the admin password must be 1 to {} bytes",
+                    crate::acl::hasher::MAX_PASSWORD_LEN
+                ));
+            }
         }
         if self.client_output_limit == 0 {
             return Err("client-output-limit must be at least 1".into());

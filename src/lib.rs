@@ -9,9 +9,12 @@
 //! - A request for a partition on another shard is copied into a per-destination batch and
 //!   sent over a crossbeam channel once per event-loop pass; replies come back the same way and
 //!   are written to the client in request order.
-//! - The catalog of partitions ([`catalog`]) is an immutable value every shard holds a copy of;
-//!   changes go through a coordinator on shard 0 and are acknowledged by every shard before
-//!   the client hears back.
+//! - The catalog of partitions ([`catalog`]) and the users and grants ([`acl`]) are immutable
+//!   values every shard holds a copy of; changes go through a coordinator on shard 0 and are
+//!   acknowledged by every shard before the client hears back.
+//! - Access is default-deny: a connection must log in, and every command is checked against
+//!   the shard's ACL copy before it is routed. Password hashing (argon2id) runs on a small
+//!   hasher pool, never on a shard's thread.
 //!
 //! # Layers
 //! bytes -> [`protocol::Parser`] -> [`command::lookup`] -> a command family in [`command`] ->
@@ -20,6 +23,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod acceptor;
+pub mod acl;
 pub mod catalog;
 pub mod command;
 pub mod config;

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use std::thread;
 
 use crate::acceptor::{self, Acceptor};
+use crate::acl::hasher::{self, Hasher};
+use crate::acl::store as acl_store;
 use crate::catalog::{Catalog, PartitionMeta};
 use crate::config::Config;
 use crate::metrics::ServerMetrics;
@@ -43,6 +45,19 @@ pub fn run(mut config: Config) -> Result<(), String> {
     );
     let shutdown = Arc::new(Shutdown::new(handles.clone(), acceptor_waker));
     let metrics = Arc::new(ServerMetrics::new(shards));
+
+    // Users and grants, with `admin` ensured, before any client can connect.
+    let acl = acl_store::bootstrap(
+        &config.data_dir,
+        config.admin_password.as_ref().map(|p| p.expose()),
+    )?;
+    log::info!(
+        "{} users loaded from {}",
+        acl.users.len(),
+        config.data_dir.join(acl_store::USERS_FILE).display()
+    );
+    let acl = Arc::new(acl);
+    let hasher = Hasher::start(hasher::THREADS, handles.clone())?;
     let shared = Arc::new(Shared {
         config: Arc::new(config),
         metrics: metrics.clone(),
@@ -50,6 +65,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
         shutdown: shutdown.clone(),
         clients: Arc::new(AtomicUsize::new(0)),
         next_client_id: AtomicU64::new(1),
+        hasher,
     });
 
     let catalog = Arc::new(catalog);
@@ -65,6 +81,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
         let metrics = metrics.clone();
         let shared = shared.clone();
         let catalog = catalog.clone();
+        let acl = acl.clone();
         let thread = thread::Builder::new()
             .name(format!("gokv-shard-{id}"))
             .spawn(move || {
@@ -78,7 +95,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
                     .core
                     .store(pinned.map_or(-1, |c| c as i64), Ordering::Relaxed);
                 // Recovery runs here, in the shard's own (pinned) thread, all shards at once.
-                match Shard::new(id, poll, mailbox, shared, catalog, next_partition_id) {
+                match Shard::new(id, poll, mailbox, shared, catalog, acl, next_partition_id) {
                     Ok(shard) => {
                         let _ = pinned_tx.send((id, pinned, Ok(())));
                         shard.run();

@@ -38,9 +38,9 @@ fn rng(seed: &mut u64) -> u64 {
     *seed >> 33
 }
 
-fn writer(port: u16, w: usize, stop: Arc<AtomicBool>) -> Acked {
+fn writer(url: String, w: usize, stop: Arc<AtomicBool>) -> Acked {
     let mut acked = Acked::default();
-    let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
+    let Ok(client) = redis::Client::open(url) else {
         return acked;
     };
     let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(5)) else {
@@ -117,11 +117,11 @@ fn trial(seed: u64) {
     drop(admin);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let port = node.port;
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let stop = stop.clone();
-            thread::spawn(move || writer(port, w, stop))
+            let url = node.url();
+            thread::spawn(move || writer(url, w, stop))
         })
         .collect();
     let mut s = seed;

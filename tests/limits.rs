@@ -2,7 +2,9 @@
 //! pipeline, the client output limit, max-memory, the idle timeout, malformed frames.
 //!
 //! Each test starts its own server on port 0 (killed on drop) and talks raw RESP to it, so
-//! that what is checked is exactly what goes over the wire.
+//! that what is checked is exactly what goes over the wire. Access is default-deny: servers
+//! start with `--admin-password` and [`Server::connect`] logs in as `admin`;
+//! [`Server::connect_unauthenticated`] does not.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -14,6 +16,9 @@ use std::time::{Duration, Instant};
 /// Long enough never to fire on a healthy server on a loaded 2-core machine, short enough
 /// that a missing reply fails the test instead of hanging it.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The password of `admin` on every server here.
+const ADMIN_PASSWORD: &str = "limits-test-pw";
 
 struct Server {
     child: Child,
@@ -34,8 +39,10 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gokv-server"))
             .args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
             .arg(&data_dir)
+            .args(["--admin-password", ADMIN_PASSWORD])
             .args(args)
             .env("RUST_LOG", "info")
+            .env_remove("GOKV_ADMIN_PASSWORD")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -67,7 +74,15 @@ impl Server {
         }
     }
 
+    /// A connection logged in as `admin`.
     fn connect(&self) -> Conn {
+        let mut c = self.connect_unauthenticated();
+        assert_eq!(c.call(&["AUTH", "admin", ADMIN_PASSWORD]), ok());
+        c
+    }
+
+    /// A connection that has not logged in (what the acceptor's refusal reaches).
+    fn connect_unauthenticated(&self) -> Conn {
         let stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
         stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         stream.set_nodelay(true).unwrap();
@@ -209,7 +224,7 @@ fn max_clients_refuses_only_the_connection_past_the_limit() {
     for c in &mut held {
         assert_eq!(c.call(&["PING"]), Reply::Simple("PONG".into()));
     }
-    let mut refused = server.connect();
+    let mut refused = server.connect_unauthenticated();
     assert_eq!(
         refused.read_reply(),
         Some(Reply::Error("ERR max number of clients reached".into()))
@@ -226,7 +241,7 @@ fn max_clients_refuses_only_the_connection_past_the_limit() {
     drop(held.pop());
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let mut c = server.connect();
+        let mut c = server.connect_unauthenticated();
         match c.call(&["PING"]) {
             Reply::Simple(s) if s == "PONG" => break,
             other => assert!(Instant::now() < deadline, "still refused: {other:?}"),

@@ -106,7 +106,7 @@ fn concurrent_incrs(partition_shard: i64, pipelined: bool) {
             let barrier = Arc::clone(&barrier);
             let addr = addr.clone();
             thread::spawn(move || {
-                let mut c = RawConn::connect(&addr);
+                let mut c = RawConn::connect_admin(&addr);
                 c.expect(&cmd(&["PING"]), b"+PONG\r\n");
                 barrier.wait();
                 let incr = cmd(&["INCR", "counter", "hits"]);

@@ -15,6 +15,7 @@ pub enum CommandError {
     WrongArity(&'static str),
     Syntax(String),
     InvalidName(String),
+    InvalidUserName(String),
     PartitionExists(String),
     NoPartition(String),
     NotAvailable(String),
@@ -31,9 +32,26 @@ pub enum CommandError {
     NoProto,
     /// The server is shutting down and takes no new work.
     ShuttingDown,
-    /// A write could not be made durable as the partition's persist mode promises; it was not
-    /// applied. The text says what failed (never a path or OS detail the client cannot use
-    /// beyond the error kind).
+    /// The connection has not logged in and the command needs it.
+    NoAuth,
+    /// Unknown user or wrong password: deliberately does not say which.
+    WrongPass,
+    /// Logged in, but lacks `needed` on `target` (a partition name or `*`).
+    NoPerm {
+        user: String,
+        needed: &'static str,
+        target: String,
+    },
+    /// Logged in, but the command is only for ADMIN on `*` or the user named.
+    NoPermUser {
+        user: String,
+        command: &'static str,
+    },
+    NoUser(String),
+    UserExists(String),
+    /// The bootstrap user must keep existing and administering, or nobody could.
+    ProtectedAdmin(&'static str),
+    /// A change could not be made durable; it was not applied.
     Io(String),
     /// The write would take the data past `max-memory`; nothing was written.
     OutOfMemory,
@@ -49,6 +67,9 @@ impl CommandError {
             CommandError::NoPartition(_) => "NOPARTITION",
             CommandError::NotAnInteger | CommandError::WrongSchema(_) => "WRONGTYPE",
             CommandError::NoProto => "NOPROTO",
+            CommandError::NoAuth => "NOAUTH",
+            CommandError::WrongPass => "WRONGPASS",
+            CommandError::NoPerm { .. } | CommandError::NoPermUser { .. } => "NOPERM",
             CommandError::Io(_) => "IOERR",
             CommandError::OutOfMemory => "OOM",
             _ => "ERR",
@@ -76,6 +97,10 @@ impl fmt::Display for CommandError {
                 f,
                 "invalid partition name '{name}': expected 1 to 64 bytes of [A-Za-z0-9_.-]"
             ),
+            CommandError::InvalidUserName(name) => write!(
+                f,
+                "invalid user name '{name}': expected 1 to 64 bytes of [A-Za-z0-9_.-]"
+            ),
             CommandError::PartitionExists(name) => write!(f, "partition '{name}' already exists"),
             CommandError::NoPartition(name) => write!(f, "partition '{name}' does not exist"),
             CommandError::NotAvailable(what) => f.write_str(what),
@@ -88,7 +113,26 @@ impl fmt::Display for CommandError {
             CommandError::KeyTooLong { max } => write!(f, "key too long (more than {max} bytes)"),
             CommandError::NoProto => write!(f, "unsupported protocol version"),
             CommandError::ShuttingDown => write!(f, "server is shutting down"),
-            CommandError::Io(what) => write!(f, "{what}; the write was not applied"),
+            // The exact texts Redis answers, which clients and tools recognise.
+            CommandError::NoAuth => write!(f, "Authentication required."),
+            CommandError::WrongPass => {
+                write!(f, "invalid username-password pair or user is disabled.")
+            }
+            CommandError::NoPerm {
+                user,
+                needed,
+                target,
+            } => write!(f, "user '{user}' has no {needed} permission on '{target}'"),
+            CommandError::NoPermUser { user, command } => write!(
+                f,
+                "user '{user}' may run '{command}' only on itself (or needs ADMIN on '*')"
+            ),
+            CommandError::NoUser(name) => write!(f, "user '{name}' does not exist"),
+            CommandError::UserExists(name) => write!(f, "user '{name}' already exists"),
+            CommandError::ProtectedAdmin(what) => {
+                write!(f, "the 'admin' user cannot be {what}")
+            }
+            CommandError::Io(what) => f.write_str(what),
             CommandError::ReplyTooLarge => {
                 write!(f, "reply larger than the client output limit")
             }

@@ -4,18 +4,20 @@
 //! permission, and *route* — where it runs:
 //! - [`Route::Partition`]: on the shard that owns the partition named by argument 1 (data
 //!   commands, in [`data`]); locally or forwarded, the same function runs;
-//! - [`Route::Catalog`]: on the coordinator, which changes the catalog (CREATE/DROP, in
-//!   [`partition`]);
+//! - [`Route::Coordinator`]: on the coordinator, which changes the catalog (CREATE/DROP
+//!   PARTITION, in [`partition`]) or the ACL (users and grants, in [`user`]);
 //! - [`Route::Connection`]: right where the connection lives (PING, HELLO, INFO, LIST and
 //!   DESCRIBE, ... in [`server`] and [`partition`]).
 //!
-//! Help text (`COMMAND`), permission checks and routing all read this one table.
+//! Help text (`COMMAND`), permission checks ([`access`]) and routing all read this one table.
 //! Commands never touch sockets: they get arguments and state and write a reply.
 
+pub mod access;
 pub mod data;
 pub mod error;
 pub mod partition;
 pub mod server;
+pub mod user;
 
 pub use error::CommandError;
 
@@ -26,13 +28,14 @@ use crate::protocol::Args;
 pub enum Route {
     /// On the shard owning the partition named by argument 1.
     Partition,
-    /// On the coordinator (shard 0), which owns the catalog.
-    Catalog,
+    /// On the coordinator (shard 0), which owns the catalog and the ACL.
+    Coordinator,
     /// On the connection's own shard.
     Connection,
 }
 
-/// What a caller must hold to run a command (enforced by the authentication issue's ACL).
+/// What a caller must hold to run a command (checked by [`access::authorize`] before the
+/// command is routed anywhere).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Permission {
     /// Served before authentication (AUTH, HELLO, PING, QUIT).
@@ -47,6 +50,8 @@ pub enum Permission {
     Admin,
     /// ADMIN on `*`.
     AdminAll,
+    /// ADMIN on `*`, or being the user named by argument 2 (ALTER USER, DESCRIBE USER).
+    SelfOrAdminAll,
 }
 
 /// Every command GoKV knows, one variant each.
@@ -77,6 +82,16 @@ pub enum CommandId {
     Config,
     Shutdown,
     Debug,
+    Auth,
+    Login,
+    Whoami,
+    CreateUser,
+    DropUser,
+    AlterUser,
+    Grant,
+    Revoke,
+    ListUsers,
+    DescribeUser,
 }
 
 /// One row of the command table.
@@ -214,7 +229,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "create partition",
         5,
         AdminAll,
-        Catalog,
+        Coordinator,
         Some(2),
         ["write", "admin"]
     ),
@@ -223,7 +238,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         "drop partition",
         3,
         Admin,
-        Catalog,
+        Coordinator,
         Some(2),
         ["write", "admin"]
     ),
@@ -296,6 +311,65 @@ pub static COMMANDS: &[CommandSpec] = &[
         ["admin"]
     ),
     spec!(Debug, "debug", -2, AdminAll, Connection, None, ["admin"]),
+    spec!(Auth, "auth", -2, Open, Connection, None, ["fast"]),
+    spec!(Login, "login", 3, Open, Connection, None, ["fast"]),
+    spec!(
+        Whoami,
+        "whoami",
+        1,
+        Authenticated,
+        Connection,
+        None,
+        ["fast"]
+    ),
+    spec!(
+        CreateUser,
+        "create user",
+        4,
+        AdminAll,
+        Coordinator,
+        None,
+        ["admin"]
+    ),
+    spec!(
+        DropUser,
+        "drop user",
+        3,
+        AdminAll,
+        Coordinator,
+        None,
+        ["admin"]
+    ),
+    spec!(
+        AlterUser,
+        "alter user",
+        5,
+        SelfOrAdminAll,
+        Coordinator,
+        None,
+        ["admin"]
+    ),
+    // The partition (or `*`) is argument 3: GRANT <perm> ON <partition> TO <user>.
+    spec!(Grant, "grant", 6, Admin, Coordinator, Some(3), ["admin"]),
+    spec!(Revoke, "revoke", 6, Admin, Coordinator, Some(3), ["admin"]),
+    spec!(
+        ListUsers,
+        "list users",
+        2,
+        AdminAll,
+        Connection,
+        None,
+        ["admin"]
+    ),
+    spec!(
+        DescribeUser,
+        "describe user",
+        3,
+        SelfOrAdminAll,
+        Connection,
+        None,
+        ["admin"]
+    ),
 ];
 
 fn spec(id: CommandId) -> &'static CommandSpec {
@@ -342,12 +416,18 @@ pub fn lookup(args: &Args) -> Result<&'static CommandSpec, CommandError> {
         b"CONFIG" => CommandId::Config,
         b"SHUTDOWN" => CommandId::Shutdown,
         b"DEBUG" => CommandId::Debug,
-        top @ (b"CREATE" | b"DROP" | b"LIST" | b"DESCRIBE" | b"STATS") => {
+        b"AUTH" => CommandId::Auth,
+        b"LOGIN" => CommandId::Login,
+        b"WHOAMI" => CommandId::Whoami,
+        b"GRANT" => CommandId::Grant,
+        b"REVOKE" => CommandId::Revoke,
+        top @ (b"CREATE" | b"DROP" | b"LIST" | b"DESCRIBE" | b"STATS" | b"ALTER") => {
             let top: &'static str = match top {
                 b"CREATE" => "create",
                 b"DROP" => "drop",
                 b"LIST" => "list",
                 b"DESCRIBE" => "describe",
+                b"ALTER" => "alter",
                 _ => "stats",
             };
             if args.len() < 2 {
@@ -365,6 +445,11 @@ pub fn lookup(args: &Args) -> Result<&'static CommandSpec, CommandError> {
                 ("list", b"PARTITIONS") => CommandId::ListPartitions,
                 ("describe", b"PARTITION") => CommandId::DescribePartition,
                 ("stats", b"PARTITION") => CommandId::StatsPartition,
+                ("create", b"USER") => CommandId::CreateUser,
+                ("drop", b"USER") => CommandId::DropUser,
+                ("alter", b"USER") => CommandId::AlterUser,
+                ("list", b"USERS") => CommandId::ListUsers,
+                ("describe", b"USER") => CommandId::DescribeUser,
                 _ => return Err(unknown_sub()),
             }
         }

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::acl::User;
 use crate::catalog::{is_valid_name, Catalog, PartitionMeta};
 use crate::protocol::{Args, ReplyWriter};
 use crate::store::{PartitionStats, PersistMode, Schema};
@@ -80,10 +81,12 @@ pub fn plan_drop(catalog: &Catalog, name: &str) -> Result<Catalog, CommandError>
     Ok(catalog.without_partition(name))
 }
 
-/// LIST PARTITIONS: names, sorted.
-pub fn list(catalog: &Catalog, w: &mut ReplyWriter) {
-    w.array(catalog.partitions.len());
-    for name in catalog.partitions.keys() {
+/// LIST PARTITIONS: names, sorted, only those `user` holds something on (directly or
+/// through `*`).
+pub fn list(catalog: &Catalog, user: &User, w: &mut ReplyWriter) {
+    let visible = || catalog.partitions.keys().filter(|p| user.holds_any_on(p));
+    w.array(visible().count());
+    for name in visible() {
         w.bulk(name.as_bytes());
     }
 }

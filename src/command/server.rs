@@ -5,13 +5,16 @@
 //! [`ServerView`] (the shard's catalog copy, the configuration, the metrics), and write a reply.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
+use crate::acl::User;
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::metrics::{rss_bytes, ServerMetrics, ShardMetrics};
 use crate::protocol::{Args, Protocol, ReplyWriter};
 
 use super::error::printable;
+use super::user::Credentials;
 use super::{CommandError, CommandId, Route, COMMANDS};
 
 /// Per-connection state a command may read or change.
@@ -26,6 +29,37 @@ pub struct Session {
     pub close_after_reply: bool,
     /// Set by SHUTDOWN: the shard starts a server-wide shutdown.
     pub shutdown_requested: bool,
+    /// The logged-in user as of ACL version `acl_version`; `None` before login. The shard
+    /// refreshes it from its ACL copy when the version moved, so grants and revocations apply
+    /// from the next command.
+    pub user: Option<Arc<User>>,
+    pub acl_version: u64,
+    /// A login whose password check is on the hasher pool; the connection's barrier is up.
+    pub pending_login: Option<PendingLogin>,
+    /// Failed logins in a row; the connection is closed at [`MAX_AUTH_FAILURES`].
+    pub auth_failures: u32,
+}
+
+/// Failed logins in a row after which the connection is closed: enough for a person to
+/// mistype, few enough that guessing costs a reconnect (and a warn log line) every ten tries.
+pub const MAX_AUTH_FAILURES: u32 = 10;
+
+/// What to answer once a login's password check comes back.
+#[derive(Debug)]
+pub struct PendingLogin {
+    pub user: Vec<u8>,
+    /// The login cache's MAC of (hash, password), remembered when the check succeeds.
+    pub mac: Option<[u8; 32]>,
+    /// `None` for AUTH/LOGIN (`+OK`); the negotiated HELLO for `HELLO ... AUTH`.
+    pub hello: Option<Hello>,
+}
+
+/// A parsed `HELLO [protover [AUTH user pass] [SETNAME name]]`.
+#[derive(Debug, Clone)]
+pub struct Hello {
+    pub protocol: Protocol,
+    pub name: Option<Vec<u8>>,
+    pub auth: Option<Credentials>,
 }
 
 /// What a connection command can see of the server.
@@ -71,11 +105,15 @@ pub fn execute(
     Ok(())
 }
 
-fn hello(args: &Args, session: &mut Session, w: &mut ReplyWriter) -> Result<(), CommandError> {
-    let mut protocol = session.protocol;
-    let mut name = None;
+/// Parses HELLO's options; applies nothing.
+pub fn parse_hello(args: &Args, session: &Session) -> Result<Hello, CommandError> {
+    let mut hello = Hello {
+        protocol: session.protocol,
+        name: None,
+        auth: None,
+    };
     if args.len() >= 2 {
-        protocol = match args.get(1) {
+        hello.protocol = match args.get(1) {
             b"2" => Protocol::Resp2,
             b"3" => Protocol::Resp3,
             _ => return Err(CommandError::NoProto),
@@ -84,11 +122,13 @@ fn hello(args: &Args, session: &mut Session, w: &mut ReplyWriter) -> Result<(), 
         while i < args.len() {
             let option = args.get(i);
             if option.eq_ignore_ascii_case(b"AUTH") && i + 2 < args.len() {
-                return Err(CommandError::NotAvailable(
-                    "authentication is not available yet".into(),
-                ));
+                hello.auth = Some(Credentials {
+                    user: args.get(i + 1).to_vec(),
+                    password: args.get(i + 2).to_vec(),
+                });
+                i += 3;
             } else if option.eq_ignore_ascii_case(b"SETNAME") && i + 1 < args.len() {
-                name = Some(check_client_name(args.get(i + 1))?);
+                hello.name = Some(check_client_name(args.get(i + 1))?);
                 i += 2;
             } else {
                 return Err(CommandError::Syntax(format!(
@@ -98,21 +138,43 @@ fn hello(args: &Args, session: &mut Session, w: &mut ReplyWriter) -> Result<(), 
             }
         }
     }
-    // All options are valid: apply them together.
-    session.protocol = protocol;
-    if let Some(name) = name {
+    Ok(hello)
+}
+
+/// Applies a HELLO (after its login, if any, succeeded) and writes its reply.
+pub fn finish_hello(hello: Hello, session: &mut Session, w: &mut ReplyWriter) {
+    session.protocol = hello.protocol;
+    if let Some(name) = hello.name {
         session.name = Some(name);
     }
-    w.protocol = protocol;
+    w.protocol = hello.protocol;
     w.map(7);
     w.field_bulk("server", b"gokv");
     w.field_bulk("version", env!("CARGO_PKG_VERSION").as_bytes());
-    w.field_int("proto", if protocol == Protocol::Resp3 { 3 } else { 2 });
+    w.field_int(
+        "proto",
+        if hello.protocol == Protocol::Resp3 {
+            3
+        } else {
+            2
+        },
+    );
     w.field_int("id", session.id as i64);
     w.field_bulk("mode", b"standalone");
     w.field_bulk("role", b"master");
     w.bulk(b"modules");
     w.array(0);
+}
+
+fn hello(args: &Args, session: &mut Session, w: &mut ReplyWriter) -> Result<(), CommandError> {
+    let hello = parse_hello(args, session)?;
+    if hello.auth.is_some() {
+        // The shard sends logins to the hasher pool before it gets here.
+        return Err(CommandError::NotAvailable(
+            "HELLO AUTH must go through the login path".into(),
+        ));
+    }
+    finish_hello(hello, session, w);
     Ok(())
 }
 

@@ -1,50 +1,65 @@
-//! The catalog coordinator: runs inside shard 0 and owns the catalog's truth.
+//! The coordinator: runs inside shard 0 and owns the truth of the catalog and the ACL.
 //!
-//! A change (CREATE/DROP PARTITION) arrives as a message from the connection's shard. The
-//! coordinator validates it against the current catalog, builds the next version, broadcasts
-//! it to every shard (itself included) and answers the client only when every shard has
-//! acknowledged that version, so a client never sees its own change missing on any shard.
+//! A change (CREATE/DROP PARTITION, a user or grant change) arrives as a message from the
+//! connection's shard (or from the hasher pool, once a new password is hashed). The
+//! coordinator validates it against the current state, builds the next version, persists the
+//! ACL when it changed (`users.json`, atomically, before anyone can see the new version),
+//! broadcasts catalog and ACL to every shard (itself included) and answers the client only
+//! when every shard has acknowledged that epoch, so a client never sees its own change missing
+//! on any shard, and a revoked grant is gone everywhere before REVOKE answers `+OK`.
 //! Changes are applied one at a time, in arrival order.
 //!
-//! Durability: before broadcasting, the coordinator creates a new durable partition's first
+//! Persisting blocks shard 0 for a write and two fsyncs; user changes are rare enough that
+//! this is cheaper than a dedicated I/O thread.
+//!
+//! Partitions: before broadcasting, the coordinator creates a new durable partition's first
 //! log segment and then replaces the catalog file (`persist::catalog_file`), both fsync'd. So
-//! a change the client hears `+OK` for survives a crash, and the catalog on disk never names a
-//! durable partition without its files. If either step fails the change is refused with
-//! `-IOERR` and nothing changes. This blocks shard 0's loop for a few fsyncs, which is fine
-//! for something as rare as CREATE or DROP.
+//! a CREATE or DROP the client hears `+OK` for survives a crash, and the catalog on disk never
+//! names a durable partition without its files. If either step fails the change is refused
+//! with `-IOERR` and nothing changes.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::acl::{store, Acl};
 use crate::catalog::Catalog;
 use crate::command::partition::{plan_create, plan_drop};
 use crate::command::CommandError;
 use crate::persist::{catalog_file, PartitionLog};
 use crate::store::PersistMode;
 
-use super::mailbox::{CatalogChange, Message, ReplyTo, ShardHandle};
+use super::mailbox::{Change, Message, ReplyTo, ShardHandle};
 
 /// The change whose broadcast is being acknowledged.
 struct InFlight {
     reply_to: ReplyTo,
-    version: u64,
+    epoch: u64,
     acks_missing: usize,
 }
 
 pub struct Coordinator {
     catalog: Arc<Catalog>,
-    queue: VecDeque<(ReplyTo, CatalogChange)>,
+    acl: Arc<Acl>,
+    /// Where `users.json`, the catalog file and the partitions' files live.
+    data_dir: PathBuf,
+    /// Counts broadcasts; what shards acknowledge.
+    epoch: u64,
+    queue: VecDeque<(ReplyTo, Change)>,
     in_flight: Option<InFlight>,
     /// Never reused, even after a restart (it is in the catalog file), so a partition's files
     /// can never be mistaken for a dropped predecessor's.
     next_partition_id: u64,
-    data_dir: PathBuf,
 }
 
 impl Coordinator {
-    pub fn new(catalog: Arc<Catalog>, next_partition_id: u64, data_dir: PathBuf) -> Self {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        acl: Arc<Acl>,
+        next_partition_id: u64,
+        data_dir: PathBuf,
+    ) -> Self {
         let next_partition_id = catalog
             .partitions
             .values()
@@ -54,25 +69,27 @@ impl Coordinator {
             .max(next_partition_id);
         Coordinator {
             catalog,
+            acl,
+            data_dir,
+            epoch: 0,
             queue: VecDeque::new(),
             in_flight: None,
             next_partition_id,
-            data_dir,
         }
     }
 
     /// Queues a change and starts it if nothing else is in flight.
-    pub fn submit(&mut self, reply_to: ReplyTo, change: CatalogChange, shards: &[ShardHandle]) {
+    pub fn submit(&mut self, reply_to: ReplyTo, change: Change, shards: &[ShardHandle]) {
         self.queue.push_back((reply_to, change));
         self.start_next(shards);
     }
 
-    /// A shard now uses `version`.
-    pub fn ack(&mut self, version: u64, shards: &[ShardHandle]) {
+    /// A shard now uses the state of `epoch`.
+    pub fn ack(&mut self, epoch: u64, shards: &[ShardHandle]) {
         let Some(flight) = &mut self.in_flight else {
             return;
         };
-        if flight.version != version {
+        if flight.epoch != epoch {
             return;
         }
         flight.acks_missing -= 1;
@@ -92,57 +109,91 @@ impl Coordinator {
             let Some((reply_to, change)) = self.queue.pop_front() else {
                 return;
             };
-            let planned = match &change {
-                CatalogChange::Create(request) => {
-                    let id = self.next_partition_id;
-                    let created_ms = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_millis() as u64)
-                        .unwrap_or(0);
-                    plan_create(&self.catalog, request, shards.len(), id, created_ms).and_then(
-                        |catalog| {
-                            self.next_partition_id += 1;
-                            let durable = request.persist != PersistMode::Memory;
-                            self.persist(&catalog, durable.then_some(id))?;
-                            Ok(catalog)
-                        },
-                    )
-                }
-                CatalogChange::Drop(name) => plan_drop(&self.catalog, name).and_then(|catalog| {
-                    // The owning shard deletes the files when it applies this version; a
-                    // crash before that leaves orphans, which startup removes.
-                    self.persist(&catalog, None)?;
-                    Ok(catalog)
-                }),
-            };
+            let planned = self.plan(&change, shards.len());
             match planned {
                 Err(e) => shards[reply_to.shard].send(Message::ChangeDone {
                     reply_to,
                     result: Err(e),
                 }),
-                Ok(catalog) => {
-                    log::info!("catalog version {}: {change:?}", catalog.version);
-                    let catalog = Arc::new(catalog);
-                    self.catalog = catalog.clone();
+                Ok((catalog, acl)) => {
+                    self.epoch += 1;
+                    log::info!("epoch {}: {change:?}", self.epoch);
+                    if let Some(catalog) = catalog {
+                        self.catalog = Arc::new(catalog);
+                    }
+                    if let Some(acl) = acl {
+                        self.acl = Arc::new(acl);
+                    }
                     self.in_flight = Some(InFlight {
                         reply_to,
-                        version: catalog.version,
+                        epoch: self.epoch,
                         acks_missing: shards.len(),
                     });
                     for shard in shards {
-                        shard.send(Message::CatalogUpdate(catalog.clone()));
+                        shard.send(Message::Update {
+                            epoch: self.epoch,
+                            catalog: self.catalog.clone(),
+                            acl: self.acl.clone(),
+                        });
                     }
                 }
             }
         }
     }
 
+    /// The next catalog and/or ACL for `change` (`None`: unchanged), with a changed ACL
+    /// already persisted; or why not.
+    fn plan(
+        &mut self,
+        change: &Change,
+        shards: usize,
+    ) -> Result<(Option<Catalog>, Option<Acl>), CommandError> {
+        let (catalog, acl) = match change {
+            Change::Create(request) => {
+                let id = self.next_partition_id;
+                let created_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0);
+                let catalog = plan_create(&self.catalog, request, shards, id, created_ms)?;
+                self.next_partition_id += 1;
+                let durable = request.persist != PersistMode::Memory;
+                self.persist_catalog(&catalog, durable.then_some(id))?;
+                (Some(catalog), None)
+            }
+            // Dropping a partition revokes every grant on its name. The owning shard deletes
+            // its files when it applies the new catalog; a crash before that leaves orphans,
+            // which startup removes.
+            Change::Drop(name) => {
+                let catalog = plan_drop(&self.catalog, name)?;
+                self.persist_catalog(&catalog, None)?;
+                (Some(catalog), self.acl.without_partition(name))
+            }
+            Change::Acl(change) => (None, Some(self.acl.apply(change)?)),
+        };
+        if let Some(acl) = &acl {
+            if let Err(e) = store::save(&self.data_dir, acl) {
+                log::error!("{e}");
+                return Err(CommandError::Io(format!(
+                    "the user change could not be persisted: {e}"
+                )));
+            }
+        }
+        Ok((catalog, acl))
+    }
+
     /// Makes a catalog version durable (creating a new durable partition's files first).
-    fn persist(&self, catalog: &Catalog, new_durable: Option<u64>) -> Result<(), CommandError> {
+    fn persist_catalog(
+        &self,
+        catalog: &Catalog,
+        new_durable: Option<u64>,
+    ) -> Result<(), CommandError> {
         if let Some(id) = new_durable {
             PartitionLog::create_files(&self.data_dir, id).map_err(|e| {
                 log::error!("cannot create the files of partition {id}: {e}");
-                CommandError::Io(format!("cannot create the partition's log: {e}"))
+                CommandError::Io(format!(
+                    "cannot create the partition's log: {e}; the partition was not created"
+                ))
             })?;
         }
         catalog_file::store(&self.data_dir, catalog, self.next_partition_id).map_err(|e| {
@@ -150,7 +201,7 @@ impl Coordinator {
             if let Some(id) = new_durable {
                 let _ = std::fs::remove_dir_all(crate::persist::partition_dir(&self.data_dir, id));
             }
-            CommandError::Io(format!("cannot write the catalog: {e}"))
+            CommandError::Io(format!("cannot write the catalog: {e}; nothing changed"))
         })
     }
 }

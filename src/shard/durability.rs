@@ -154,7 +154,8 @@ impl GroupCommit {
 /// `-IOERR ...` in `protocol`.
 fn ioerr_reply(protocol: Protocol, why: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    CommandError::Io(why.to_string()).write_to(&mut ReplyWriter::new(&mut out, protocol));
+    CommandError::Io(format!("{why}; the write was not applied"))
+        .write_to(&mut ReplyWriter::new(&mut out, protocol));
     out
 }
 

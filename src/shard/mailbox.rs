@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::acl::{Acl, AclChange};
 use crate::catalog::Catalog;
 use crate::command::partition::CreatePartition;
 use crate::command::{CommandError, CommandId};
@@ -38,11 +39,12 @@ pub struct ReplyTo {
     pub seq: u64,
 }
 
-/// A change to the catalog, executed by the coordinator.
+/// A change to cluster-wide state (catalog or ACL), executed by the coordinator.
 #[derive(Debug)]
-pub enum CatalogChange {
+pub enum Change {
     Create(CreatePartition),
     Drop(String),
+    Acl(AclChange),
 }
 
 /// Everything a shard's inbox can carry.
@@ -56,15 +58,26 @@ pub enum Message {
     Requests(RequestBatch),
     /// Replies to requests this shard forwarded.
     Replies(ReplyBatch),
-    /// To the coordinator: please change the catalog, answer `reply_to` when every shard has.
-    Change {
-        reply_to: ReplyTo,
-        change: CatalogChange,
+    /// To the coordinator: please change the catalog or the ACL, answer `reply_to` when every
+    /// shard has the new version.
+    Change { reply_to: ReplyTo, change: Change },
+    /// From the coordinator: the current catalog and ACL (either or both new); acknowledge
+    /// with `UpdateAck`.
+    Update {
+        epoch: u64,
+        catalog: Arc<Catalog>,
+        acl: Arc<Acl>,
     },
-    /// From the coordinator: the catalog's new version; acknowledge with `CatalogAck`.
-    CatalogUpdate(Arc<Catalog>),
-    /// To the coordinator: this shard now uses catalog `version`.
-    CatalogAck { version: u64 },
+    /// To the coordinator: this shard now uses the state of `epoch`.
+    UpdateAck { epoch: u64 },
+    /// From the hasher pool: how a login's password check ended. `hash` is the PHC string
+    /// that was checked, so a password changed meanwhile does not let the old one in.
+    AuthChecked {
+        reply_to: ReplyTo,
+        user_id: u64,
+        hash: Option<Arc<str>>,
+        ok: bool,
+    },
     /// From the coordinator: how a `Change` ended.
     ChangeDone {
         reply_to: ReplyTo,

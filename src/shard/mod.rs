@@ -16,7 +16,8 @@
 //!    into the connection's reply queue, or copy it into the outbox of the shard that owns its
 //!    partition, keeping a waiting slot for its reply.
 //! 3. Drain the inbox: execute request batches from other shards (their replies go into a
-//!    reply outbox per shard), fill slots from reply batches, apply catalog versions.
+//!    reply outbox per shard), fill slots from reply batches, apply catalog and ACL versions,
+//!    answer logins the hasher pool has checked.
 //! 4. Group commit ([`durability`]): write this pass's log records, one `write` per durable
 //!    partition with writes and one `fdatasync` per SYNC one; release the replies held for
 //!    them, or turn them into `-IOERR` and roll the writes back.
@@ -27,6 +28,14 @@
 //!
 //! Steps 4 to 6 are in that order so that no reply to a durable write, local or forwarded,
 //! leaves before its record is on disk as its persist mode promises.
+//!
+//! # Access control
+//! Every request is checked against the session's user, as of this shard's own copy of the
+//! ACL, before it is routed ([`crate::command::access`]); a forwarded request was allowed by
+//! the shard that forwarded it. Password checks never run here: they go to the hasher pool
+//! ([`crate::acl::hasher`]) while the connection waits behind a barrier.
+//! A connection moved to another shard carries its session (and so its user) with it; it
+//! never moves while a login or a change is pending (the barrier is up).
 //!
 //! # What bounds a connection's memory
 //! - Input: a request is at most `max-bulk-len` per argument and `max-args` arguments (the
@@ -51,11 +60,15 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::acl::hasher::{Hasher, Job, LoginCache, NewPassword};
+use crate::acl::{Acl, AclChange, User};
 use crate::catalog::Catalog;
+use crate::command::access::authorize;
 use crate::command::data::{self, DataLimits};
 use crate::command::error::printable;
 use crate::command::partition as partition_cmd;
-use crate::command::server::{self as server_cmd, ServerView};
+use crate::command::server::{self as server_cmd, PendingLogin, ServerView, MAX_AUTH_FAILURES};
+use crate::command::user as user_cmd;
 use crate::command::{lookup, CommandError, CommandId, Route};
 use crate::config::Config;
 use crate::metrics::{ServerMetrics, ShardMetrics};
@@ -65,9 +78,7 @@ use crate::store::{MemoryBudget, Partition};
 use connection::{Connection, ReadOutcome};
 use coordinator::Coordinator;
 use durability::{Durability, GroupCommit, LocalPartition};
-use mailbox::{
-    CatalogChange, ConnRef, Mailbox, Message, ReplyBatch, ReplyTo, RequestBatch, ShardHandle,
-};
+use mailbox::{Change, ConnRef, Mailbox, Message, ReplyBatch, ReplyTo, RequestBatch, ShardHandle};
 
 /// The inbox's waker. Connection tokens are slab indexes, which never reach this value.
 pub const WAKER: Token = Token(usize::MAX);
@@ -146,6 +157,8 @@ pub struct Shared {
     pub clients: Arc<AtomicUsize>,
     /// Source of CLIENT IDs.
     pub next_client_id: AtomicU64,
+    /// Where password checks and hashes go, so that no shard ever runs argon2.
+    pub hasher: Hasher,
 }
 
 /// Requests framed together before any of them runs (see `Core::process_input`). Enough to
@@ -196,6 +209,11 @@ struct Core {
     id: usize,
     shared: Arc<Shared>,
     catalog: Arc<Catalog>,
+    /// This shard's copy of users and grants, replaced whole by the coordinator's broadcast.
+    acl: Arc<Acl>,
+    /// Logins this shard has seen succeed, so a reconnecting client is answered without the
+    /// hasher pool (see [`crate::acl::hasher`] for what it holds and why that is acceptable).
+    login_cache: LoginCache,
     /// Partition name -> the partition itself (local) or its shard: one hash lookup routes a
     /// request and, when local, finds its table.
     routes: Routes,
@@ -212,7 +230,7 @@ struct Core {
     outboxes: Vec<RequestBatch>,
     /// Replies to each other shard's forwarded requests, collected during this pass.
     reply_outboxes: Vec<ReplyBatch>,
-    /// Catalog changes to send to the coordinator after the outboxes, so that requests a
+    /// Catalog and ACL changes to send to the coordinator after the outboxes, so that requests a
     /// connection sent before a CREATE/DROP reach their shard before the new catalog does.
     changes: Vec<Message>,
     /// Present on the coordinator shard only.
@@ -256,12 +274,14 @@ impl Shard {
         mailbox: Mailbox,
         shared: Arc<Shared>,
         catalog: Arc<Catalog>,
+        acl: Arc<Acl>,
         next_partition_id: u64,
     ) -> Result<Self, String> {
         let shards = shared.shards.len();
         let coordinator = (id == COORDINATOR).then(|| {
             Coordinator::new(
                 catalog.clone(),
+                acl.clone(),
                 next_partition_id,
                 shared.config.data_dir.clone(),
             )
@@ -278,6 +298,8 @@ impl Shard {
             next_sweep: now + IDLE_SWEEP_INTERVAL,
             shared,
             catalog: Arc::new(Catalog::default()),
+            acl,
+            login_cache: LoginCache::new(),
             routes: Routes::default(),
             outboxes: (0..shards).map(|_| RequestBatch::default()).collect(),
             reply_outboxes: (0..shards).map(|_| ReplyBatch::default()).collect(),
@@ -585,17 +607,31 @@ impl Shard {
                         ),
                     }
                 }
-                Message::CatalogUpdate(catalog) => {
-                    let version = catalog.version;
-                    self.core.apply_catalog(catalog);
-                    self.core.shared.shards[COORDINATOR].send(Message::CatalogAck { version });
+                Message::Update {
+                    epoch,
+                    catalog,
+                    acl,
+                } => {
+                    if !Arc::ptr_eq(&self.core.catalog, &catalog) {
+                        self.core.apply_catalog(catalog);
+                    }
+                    if !Arc::ptr_eq(&self.core.acl, &acl) {
+                        self.apply_acl(acl);
+                    }
+                    self.core.shared.shards[COORDINATOR].send(Message::UpdateAck { epoch });
                 }
-                Message::CatalogAck { version } => {
+                Message::UpdateAck { epoch } => {
                     let shards = &self.core.shared.shards;
                     if let Some(coordinator) = &mut self.core.coordinator {
-                        coordinator.ack(version, shards);
+                        coordinator.ack(epoch, shards);
                     }
                 }
+                Message::AuthChecked {
+                    reply_to,
+                    user_id,
+                    hash,
+                    ok,
+                } => self.finish_login(reply_to, user_id, hash, ok),
                 Message::ChangeDone { reply_to, result } => {
                     let index = reply_to.conn.index as usize;
                     let Some(conn) = self.conns.get_mut(index) else {
@@ -619,6 +655,89 @@ impl Shard {
                 Message::Shutdown => self.begin_drain(),
             }
         }
+    }
+
+    /// Answers a login once the hasher pool has checked its password.
+    fn finish_login(&mut self, reply_to: ReplyTo, user_id: u64, hash: Option<Arc<str>>, ok: bool) {
+        let index = reply_to.conn.index as usize;
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        if conn.conn_ref != reply_to.conn {
+            return;
+        }
+        let Some(PendingLogin { user, mac, hello }) = conn.session.pending_login.take() else {
+            return;
+        };
+        // The user must still be the one whose hash was checked: dropped and re-created, or
+        // given a new password meanwhile, the old password proves nothing.
+        let acl = &self.core.acl;
+        let found = acl
+            .get(&user)
+            .filter(|u| ok && u.id == user_id && Some(&u.hash) == hash.as_ref())
+            .cloned();
+        let mut reply = Vec::new();
+        let mut w = ReplyWriter::new(&mut reply, conn.session.protocol);
+        match found {
+            Some(found) => {
+                if let Some(mac) = mac {
+                    self.core.login_cache.remember(mac);
+                }
+                log::debug!("{}: logged in as '{}'", conn.peer, found.name);
+                logged_in(&mut conn.session, found, acl.version, hello, &mut w);
+            }
+            None => {
+                conn.session.auth_failures += 1;
+                let failures = conn.session.auth_failures;
+                log::warn!(
+                    "failed login as '{}' from {} ({failures} in a row)",
+                    log_safe(&user),
+                    conn.peer
+                );
+                CommandError::WrongPass.write_to(&mut w);
+                if failures >= MAX_AUTH_FAILURES {
+                    log::warn!(
+                        "closing the connection from {}: {failures} failed logins in a row",
+                        conn.peer
+                    );
+                    conn.closing = true;
+                }
+            }
+        }
+        conn.replies.fill(reply_to.seq, &reply);
+        conn.barrier = false;
+        // Requests queued behind the login run now.
+        conn.needs_service = true;
+        self.after_progress(index);
+    }
+
+    /// Switches to a new ACL version and closes the connections of users that are gone
+    /// (dropped, or dropped and re-created: a new user is a new id).
+    fn apply_acl(&mut self, acl: Arc<Acl>) {
+        self.core.acl = acl;
+        let gone: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, conn)| user_gone(&self.core.acl, conn))
+            .map(|(index, _)| index)
+            .collect();
+        for index in gone {
+            self.close_dropped_user(index);
+        }
+    }
+
+    /// Closes a connection whose user was dropped, once its replies in flight are written.
+    fn close_dropped_user(&mut self, index: usize) {
+        if let Some(conn) = self.conns.get_mut(index) {
+            log::info!(
+                "closing connection {} from {}: its user was dropped",
+                conn.session.id,
+                conn.peer
+            );
+            conn.session.user = None;
+            conn.closing = true;
+        }
+        self.after_progress(index);
     }
 
     /// Hands an idle connection to the shard that owns the partitions it uses.
@@ -669,11 +788,18 @@ impl Shard {
             index: index as u32,
             generation: self.core.next_generation,
         };
+        let gone = user_gone(&self.core.acl, &conn);
         entry.insert(*conn);
         ShardMetrics::add(
             &self.core.shared.metrics.shards[self.core.id].connections,
             1,
         );
+        if gone {
+            // Its user was dropped while it travelled here: this shard's ACL already says so,
+            // so `apply_acl` will not come back to it.
+            self.close_dropped_user(index);
+            return;
+        }
         // Requests may already wait in its buffer or socket.
         self.core.to_service.push(index);
     }
@@ -762,6 +888,87 @@ impl Shard {
         }
         shutdown.draining.load(Ordering::SeqCst) == 0 || late
     }
+}
+
+/// The connection's user no longer exists as it logged in (dropped, or dropped and
+/// re-created: a new user is a new id).
+fn user_gone(acl: &Acl, conn: &Connection) -> bool {
+    conn.session
+        .user
+        .as_ref()
+        .is_some_and(|user| acl.users.get(&user.name).map(|u| u.id) != Some(user.id))
+}
+
+/// Binds a session to the user it proved to be, and answers the login.
+fn logged_in(
+    session: &mut server_cmd::Session,
+    user: Arc<User>,
+    acl_version: u64,
+    hello: Option<server_cmd::Hello>,
+    w: &mut ReplyWriter,
+) {
+    session.user = Some(user);
+    session.acl_version = acl_version;
+    session.auth_failures = 0;
+    match hello {
+        Some(hello) => server_cmd::finish_hello(hello, session, w),
+        None => w.ok(),
+    }
+}
+
+/// What a coordinator command becomes once parsed on the connection's shard.
+enum CoordinatorWork {
+    Change(Change),
+    /// A new password to hash first (CREATE USER, ALTER USER).
+    HashThen(Vec<u8>, NewPassword),
+}
+
+/// Parses and validates a coordinator command where the connection lives, so the coordinator
+/// (and the hasher pool) only ever sees well-formed changes.
+fn coordinator_work(id: CommandId, args: &Args) -> Result<CoordinatorWork, CommandError> {
+    Ok(match id {
+        CommandId::CreatePartition => {
+            CoordinatorWork::Change(Change::Create(partition_cmd::parse_create(args)?))
+        }
+        CommandId::DropPartition => {
+            CoordinatorWork::Change(Change::Drop(partition_cmd::parse_name(args.get(2))?))
+        }
+        CommandId::CreateUser => {
+            let name = user_cmd::parse_user_name(args.get(2))?;
+            let password = user_cmd::parse_password(args.get(3))?;
+            CoordinatorWork::HashThen(password, NewPassword::CreateUser(name))
+        }
+        CommandId::AlterUser => {
+            let (name, password) = user_cmd::parse_alter(args)?;
+            CoordinatorWork::HashThen(password, NewPassword::SetPassword(name))
+        }
+        CommandId::DropUser => CoordinatorWork::Change(Change::Acl(AclChange::DropUser(
+            user_cmd::parse_user_name(args.get(2))?,
+        ))),
+        CommandId::Grant => CoordinatorWork::Change(Change::Acl(AclChange::Grant(
+            user_cmd::parse_grant(id, args)?,
+        ))),
+        CommandId::Revoke => CoordinatorWork::Change(Change::Acl(AclChange::Revoke(
+            user_cmd::parse_grant(id, args)?,
+        ))),
+        _ => return Err(CommandError::UnknownCommand(format!("{id:?}"))),
+    })
+}
+
+/// Client bytes fit for one log line: printable ASCII kept, anything else (a newline that
+/// would forge a log line, say) shown as `?`, cut at 64 bytes.
+fn log_safe(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .take(64)
+        .map(|&b| {
+            if (b' '..=b'~').contains(&b) {
+                b as char
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 /// Stop reading this connection for now?
@@ -906,8 +1113,9 @@ impl Core {
         }
     }
 
-    /// Runs one request: here, on another shard, or on the coordinator. Returns true when its
-    /// reply was not built because it would pass the client output limit.
+    /// Runs one request: here, on another shard, on the coordinator, or (a login) on the
+    /// hasher pool. Returns true when its reply was not built because it would pass the
+    /// client output limit.
     fn dispatch(
         &mut self,
         affinity: &mut connection::Affinity,
@@ -918,13 +1126,35 @@ impl Core {
         barrier: &mut bool,
     ) -> bool {
         let protocol = session.protocol;
+        // Grants and revocations apply from the next command: a moved ACL version means the
+        // session's user must be looked up again (gone: logged out; its connection is closing).
+        if session.acl_version != self.acl.version {
+            session.acl_version = self.acl.version;
+            if let Some(user) = session.user.take() {
+                session.user = self
+                    .acl
+                    .users
+                    .get(&user.name)
+                    .filter(|u| u.id == user.id)
+                    .cloned();
+            }
+        }
         let spec = match lookup(args) {
             Ok(spec) => spec,
+            // Before login, even an unknown command is only "log in first".
+            Err(_) if session.user.is_none() => {
+                replies.push_ready(protocol, |w| CommandError::NoAuth.write_to(w));
+                return false;
+            }
             Err(e) => {
                 replies.push_ready(protocol, |w| e.write_to(w));
                 return false;
             }
         };
+        if let Err(e) = authorize(spec, args, session.user.as_deref(), &self.catalog) {
+            replies.push_ready(protocol, |w| e.write_to(w));
+            return false;
+        }
         match spec.route {
             Route::Partition => match self.routes.get_mut(args.get(1)) {
                 // The local path: execute now, encode straight into the output...
@@ -964,7 +1194,7 @@ impl Core {
                             }
                         }
                         Durability::Broken(why) if data::is_write(spec.id) => {
-                            let e = CommandError::Io(why.clone());
+                            let e = CommandError::Io(format!("{why}; the write was not applied"));
                             replies.push_ready(protocol, |w| e.write_to(w));
                         }
                         _ => {
@@ -998,17 +1228,40 @@ impl Core {
                 }
             },
             Route::Connection => {
+                if let Some(login) = self.parse_login(spec.id, args, session) {
+                    match login {
+                        Ok(pending) => {
+                            self.start_login(conn_ref, pending, session, replies, barrier)
+                        }
+                        Err(e) => replies.push_ready(protocol, |w| e.write_to(w)),
+                    }
+                    return false;
+                }
                 let catalog = self.catalog.clone();
+                let acl = self.acl.clone();
                 replies.push_ready(protocol, |w| {
-                    let result = match spec.id {
-                        CommandId::ListPartitions => {
-                            partition_cmd::list(&catalog, w);
+                    let result = match (spec.id, session.user.as_deref()) {
+                        (CommandId::ListPartitions, Some(user)) => {
+                            partition_cmd::list(&catalog, user, w);
                             Ok(())
                         }
-                        CommandId::DescribePartition => partition_cmd::find(&catalog, args.get(2))
-                            .map(|m| partition_cmd::describe(m, w)),
-                        CommandId::StatsPartition => partition_cmd::find(&catalog, args.get(2))
-                            .map(|m| partition_cmd::stats(m, w)),
+                        (CommandId::Whoami, Some(user)) => {
+                            user_cmd::whoami(user, w);
+                            Ok(())
+                        }
+                        (CommandId::ListUsers, _) => {
+                            user_cmd::list(&acl, w);
+                            Ok(())
+                        }
+                        (CommandId::DescribeUser, _) => user_cmd::describe(&acl, args.get(2), w),
+                        (CommandId::DescribePartition, _) => {
+                            partition_cmd::find(&catalog, args.get(2))
+                                .map(|m| partition_cmd::describe(m, w))
+                        }
+                        (CommandId::StatsPartition, _) => {
+                            partition_cmd::find(&catalog, args.get(2))
+                                .map(|m| partition_cmd::stats(m, w))
+                        }
                         _ => {
                             let view = ServerView {
                                 catalog: &catalog,
@@ -1024,32 +1277,112 @@ impl Core {
                     }
                 });
             }
-            Route::Catalog => {
-                let change = if self.draining {
+            Route::Coordinator => {
+                let work = if self.draining {
                     Err(CommandError::ShuttingDown)
-                } else if spec.id == CommandId::CreatePartition {
-                    partition_cmd::parse_create(args).map(CatalogChange::Create)
                 } else {
-                    partition_cmd::parse_name(args.get(2)).map(CatalogChange::Drop)
+                    coordinator_work(spec.id, args)
                 };
-                match change {
+                match work {
                     Err(e) => replies.push_ready(protocol, |w| e.write_to(w)),
-                    Ok(change) => {
+                    Ok(work) => {
                         let seq = replies.push_waiting();
                         *barrier = true;
-                        self.changes.push(Message::Change {
-                            reply_to: ReplyTo {
-                                shard: self.id,
-                                conn: conn_ref,
-                                seq,
-                            },
-                            change,
-                        });
+                        let reply_to = ReplyTo {
+                            shard: self.id,
+                            conn: conn_ref,
+                            seq,
+                        };
+                        match work {
+                            CoordinatorWork::Change(change) => {
+                                self.changes.push(Message::Change { reply_to, change })
+                            }
+                            // Hashed on the pool, which then hands the change to the
+                            // coordinator itself.
+                            CoordinatorWork::HashThen(password, then) => {
+                                self.shared.hasher.submit(Job::Hash {
+                                    reply_to,
+                                    password,
+                                    then,
+                                })
+                            }
+                        }
                     }
                 }
             }
         }
         false
+    }
+
+    /// A login request (AUTH, LOGIN, HELLO ... AUTH): `None` when the command is not one.
+    fn parse_login(
+        &self,
+        id: CommandId,
+        args: &Args,
+        session: &server_cmd::Session,
+    ) -> Option<Result<(user_cmd::Credentials, PendingLogin), CommandError>> {
+        match id {
+            CommandId::Auth | CommandId::Login => Some(user_cmd::parse_auth(args).map(|c| {
+                let pending = PendingLogin {
+                    user: c.user.clone(),
+                    mac: None,
+                    hello: None,
+                };
+                (c, pending)
+            })),
+            CommandId::Hello => match server_cmd::parse_hello(args, session) {
+                Ok(mut hello) => hello.auth.take().map(|c| {
+                    let pending = PendingLogin {
+                        user: c.user.clone(),
+                        mac: None,
+                        hello: Some(hello),
+                    };
+                    Ok((c, pending))
+                }),
+                Err(e) => Some(Err(e)),
+            },
+            _ => None,
+        }
+    }
+
+    /// Answers a login this shard's cache knows at once; otherwise sends its password check to
+    /// the hasher pool while the connection waits behind a barrier, so a pipelined command
+    /// after AUTH runs as the new user.
+    fn start_login(
+        &mut self,
+        conn_ref: ConnRef,
+        (credentials, mut pending): (user_cmd::Credentials, PendingLogin),
+        session: &mut server_cmd::Session,
+        replies: &mut connection::ReplyQueue,
+        barrier: &mut bool,
+    ) {
+        let user = self.acl.get(&credentials.user);
+        if let Some(user) = user {
+            pending.mac = self.login_cache.mac(&user.hash, &credentials.password);
+            if pending
+                .mac
+                .is_some_and(|mac| self.login_cache.contains(&mac))
+            {
+                let (user, version) = (user.clone(), self.acl.version);
+                replies.push_ready(session.protocol, |w| {
+                    logged_in(session, user, version, pending.hello, w)
+                });
+                return;
+            }
+        }
+        let seq = replies.push_waiting();
+        *barrier = true;
+        session.pending_login = Some(pending);
+        self.shared.hasher.submit(Job::Verify {
+            reply_to: ReplyTo {
+                shard: self.id,
+                conn: conn_ref,
+                seq,
+            },
+            user_id: user.map_or(0, |u| u.id),
+            hash: user.map(|u| u.hash.clone()),
+            password: credentials.password,
+        });
     }
 
     /// Executes a batch of requests another shard forwarded; replies go back in one batch.
@@ -1115,9 +1448,9 @@ impl Core {
                         }
                         result
                     }
-                    Durability::Broken(why) if data::is_write(request.command) => {
-                        Err(CommandError::Io(why.clone()))
-                    }
+                    Durability::Broken(why) if data::is_write(request.command) => Err(
+                        CommandError::Io(format!("{why}; the write was not applied")),
+                    ),
                     _ => execute_data(
                         request.command,
                         &args,

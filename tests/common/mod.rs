@@ -2,7 +2,12 @@
 //! to it with the `redis` crate (typed values) or with raw bytes (exact encodings).
 //!
 //! Every [`Server`] gets a fresh data directory and is killed (SIGKILL) when dropped, so a
-//! failing test never leaves a process or a directory behind. Each test binary includes this
+//! failing test never leaves a process or a directory behind.
+//!
+//! Access is default-deny, so every server starts with `--admin-password` [`ADMIN_PASSWORD`]
+//! (unless the test passes its own) and every connection handed out ([`Server::client`],
+//! [`Server::client_resp3`], [`Server::raw`], [`RawConn::connect_admin`]) is logged in as
+//! `admin`; the `*_unauthenticated` variants are not. Each test binary includes this
 //! module and uses only part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
@@ -25,6 +30,10 @@ const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
 /// short enough that a missing reply fails the test instead of hanging it.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The password of `admin` on every test server (unless a test passes `--admin-password`).
+/// At most 16 bytes: tests that set `--max-bulk-len 16` must still be able to log in.
+pub const ADMIN_PASSWORD: &str = "gokv-test-pw";
+
 /// Distinguishes the data directories of servers started by one test process.
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
@@ -43,8 +52,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts the server with `--bind 127.0.0.1 --port 0 --data-dir <fresh dir>` plus `args`,
-    /// and waits (up to 10 s) for its `listening on 127.0.0.1:<PORT>` line.
+    /// Starts the server with `--bind 127.0.0.1 --port 0 --data-dir <fresh dir>
+    /// --admin-password <ADMIN_PASSWORD>` plus `args`, and waits (up to 10 s) for its
+    /// `listening on 127.0.0.1:<PORT>` line.
     pub fn start(args: &[&str]) -> Server {
         let data_dir = std::env::temp_dir().join(format!(
             "gokv-test-{}-{}-{}",
@@ -60,8 +70,14 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_gokv-server"))
             .args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
             .arg(&data_dir)
+            .args(if args.contains(&"--admin-password") {
+                &[][..]
+            } else {
+                &["--admin-password", ADMIN_PASSWORD][..]
+            })
             .args(args)
             .env("RUST_LOG", "info")
+            .env_remove("GOKV_ADMIN_PASSWORD")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -157,14 +173,26 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
-    /// A `redis` crate connection speaking RESP2.
+    /// A `redis` crate connection speaking RESP2, logged in as `admin`.
     pub fn client(&self) -> redis::Connection {
-        self.client_url(&format!("redis://127.0.0.1:{}/", self.port))
+        self.client_url(&format!(
+            "redis://admin:{ADMIN_PASSWORD}@127.0.0.1:{}/",
+            self.port
+        ))
     }
 
-    /// A `redis` crate connection that negotiated RESP3 (`HELLO 3`) on connect.
+    /// A `redis` crate connection that negotiated RESP3 (`HELLO 3 AUTH ...`) on connect,
+    /// logged in as `admin`.
     pub fn client_resp3(&self) -> redis::Connection {
-        self.client_url(&format!("redis://127.0.0.1:{}/?protocol=resp3", self.port))
+        self.client_url(&format!(
+            "redis://admin:{ADMIN_PASSWORD}@127.0.0.1:{}/?protocol=resp3",
+            self.port
+        ))
+    }
+
+    /// A `redis` crate connection that has not logged in.
+    pub fn client_unauthenticated(&self) -> redis::Connection {
+        self.client_url(&format!("redis://127.0.0.1:{}/", self.port))
     }
 
     fn client_url(&self, url: &str) -> redis::Connection {
@@ -177,8 +205,13 @@ impl Server {
         con
     }
 
-    /// A raw TCP connection for exact-byte tests.
+    /// A raw TCP connection for exact-byte tests, logged in as `admin` (its `+OK` consumed).
     pub fn raw(&self) -> RawConn {
+        RawConn::connect_admin(&self.addr())
+    }
+
+    /// A raw TCP connection that has not logged in.
+    pub fn raw_unauthenticated(&self) -> RawConn {
         RawConn::connect(&self.addr())
     }
 
@@ -249,6 +282,18 @@ impl RawConn {
             buf: Vec::new(),
             pos: 0,
         }
+    }
+
+    /// Connects and logs in as `admin` (the `+OK` is consumed).
+    pub fn connect_admin(addr: &str) -> RawConn {
+        let mut c = RawConn::connect(addr);
+        let password = ADMIN_PASSWORD.as_bytes();
+        let mut auth = b"*3\r\n$4\r\nAUTH\r\n$5\r\nadmin\r\n".to_vec();
+        auth.extend_from_slice(format!("${}\r\n", password.len()).as_bytes());
+        auth.extend_from_slice(password);
+        auth.extend_from_slice(b"\r\n");
+        c.expect(&auth, b"+OK\r\n");
+        c
     }
 
     pub fn send(&mut self, bytes: &[u8]) {

@@ -23,6 +23,10 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
+/// Access is default deny: every server here starts with this admin password, and every
+/// client logs in as `admin`.
+pub const ADMIN_PASSWORD: &str = "persist-tests-admin-pw";
+
 /// The server binary: this build's, or `GOKV_SERVER_BIN` (scripts/crash-test.sh points it at
 /// a user's own build).
 pub fn server_bin() -> PathBuf {
@@ -74,6 +78,7 @@ fn spawn(dir: &Path, args: &[&str]) -> (Child, Arc<Mutex<Vec<String>>>, mpsc::Re
     let mut child = Command::new(server_bin())
         .args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
         .arg(dir)
+        .args(["--admin-password", ADMIN_PASSWORD])
         .args(args)
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -160,9 +165,14 @@ impl Node {
         self.stderr.lock().unwrap().join("\n")
     }
 
-    /// A `redis` crate connection.
+    /// The URL of a client logged in as admin.
+    pub fn url(&self) -> String {
+        format!("redis://admin:{ADMIN_PASSWORD}@127.0.0.1:{}/", self.port)
+    }
+
+    /// A `redis` crate connection, logged in as admin.
     pub fn client(&self) -> redis::Connection {
-        let client = redis::Client::open(format!("redis://127.0.0.1:{}/", self.port)).expect("url");
+        let client = redis::Client::open(self.url()).expect("url");
         let con = client
             .get_connection_with_timeout(READ_TIMEOUT)
             .expect("connect");

@@ -1,0 +1,287 @@
+//! Access control at dispatch: may this session run this command on this partition?
+//!
+//! [`authorize`] is a pure function of the command table row, the arguments, the session's
+//! user (as of the shard's ACL copy) and the shard's catalog copy. The connection's shard calls
+//! it before routing, so a request forwarded to another shard, or a change sent to the
+//! coordinator, has already been allowed: no other thread ever checks permissions.
+//!
+//! Default deny: before login only [`Permission::Open`] commands run (`NOAUTH` otherwise);
+//! after it, a user holds nothing but what was granted.
+//!
+//! Names do not leak: for a partition that does not exist, a caller who holds nothing on `*`
+//! gets the same `NOPERM` as for one that exists but is not theirs. A caller holding something
+//! on `*` can list every partition anyway, so it is told `NOPARTITION`.
+
+use crate::acl::{Perms, User, ALL};
+use crate::catalog::Catalog;
+use crate::protocol::Args;
+
+use super::error::printable;
+use super::{CommandError, CommandSpec, Permission};
+
+/// Checks the session's right to run `spec` with `args`. `user` is `None` before login.
+#[inline]
+pub fn authorize(
+    spec: &CommandSpec,
+    args: &Args,
+    user: Option<&User>,
+    catalog: &Catalog,
+) -> Result<(), CommandError> {
+    let needed = match spec.permission {
+        Permission::Open => return Ok(()),
+        Permission::Read => Perms::READ,
+        Permission::Write => Perms::WRITE,
+        Permission::Admin | Permission::AdminAll | Permission::SelfOrAdminAll => Perms::ADMIN,
+        Permission::Authenticated => Perms::NONE,
+    };
+    let Some(user) = user else {
+        return Err(CommandError::NoAuth);
+    };
+    let denied = |target: &[u8]| CommandError::NoPerm {
+        user: user.name.clone(),
+        needed: perm_name(needed),
+        target: printable(target),
+    };
+    match spec.permission {
+        Permission::Open | Permission::Authenticated => Ok(()),
+        Permission::AdminAll if user.allows(Perms::ADMIN, ALL.as_bytes()) => Ok(()),
+        Permission::AdminAll => Err(denied(ALL.as_bytes())),
+        Permission::SelfOrAdminAll => {
+            if user.allows(Perms::ADMIN, ALL.as_bytes()) || args.get(2) == user.name.as_bytes() {
+                Ok(())
+            } else {
+                Err(CommandError::NoPermUser {
+                    user: user.name.clone(),
+                    command: spec.name,
+                })
+            }
+        }
+        Permission::Read | Permission::Write | Permission::Admin => {
+            // Every row with these permissions names its partition (checked by a test).
+            let partition = args.get(spec.partition_arg.unwrap_or(1));
+            if user.allows(needed, partition) {
+                return Ok(());
+            }
+            let missing = partition != ALL.as_bytes() && catalog.get(partition).is_none();
+            if missing && !user.all.is_empty() {
+                Err(CommandError::NoPartition(printable(partition)))
+            } else {
+                Err(denied(partition))
+            }
+        }
+    }
+}
+
+fn perm_name(p: Perms) -> &'static str {
+    if p == Perms::READ {
+        "READ"
+    } else if p == Perms::WRITE {
+        "WRITE"
+    } else {
+        "ADMIN"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::acl::{Acl, AclChange, GrantChange};
+    use crate::catalog::PartitionMeta;
+    use crate::command::{lookup, COMMANDS};
+    use crate::protocol::Span;
+    use crate::store::{PersistMode, Schema};
+
+    /// The five grant levels of the matrix, as (label, target, perms).
+    const LEVELS: [(&str, &str, Perms); 5] = [
+        ("none", "", Perms::NONE),
+        ("READ p", "p", Perms::READ),
+        ("WRITE p", "p", Perms::WRITE),
+        ("ADMIN p", "p", Perms::ADMIN),
+        ("ADMIN *", "*", Perms::ADMIN),
+    ];
+
+    /// Every command with sample arguments, and whether each level may run it (PROTOCOL.md's
+    /// tables, written out by hand rather than derived from the command table, so that a
+    /// wrong row in the table fails here). `u` is the caller itself, `v` another user.
+    pub(crate) const MATRIX: &[(&str, [bool; 5])] = &[
+        ("GET p k", [false, true, false, true, true]),
+        ("MGET p k k2", [false, true, false, true, true]),
+        ("EXISTS p k", [false, true, false, true, true]),
+        ("DESCRIBE PARTITION p", [false, true, false, true, true]),
+        ("STATS PARTITION p", [false, true, false, true, true]),
+        ("SET p k 1", [false, false, true, true, true]),
+        ("MSET p k 1 k2 2", [false, false, true, true, true]),
+        ("DEL p k", [false, false, true, true, true]),
+        ("INCR p k", [false, false, true, true, true]),
+        ("DECR p k", [false, false, true, true, true]),
+        ("INCRBY p k 2", [false, false, true, true, true]),
+        ("DECRBY p k 2", [false, false, true, true, true]),
+        ("DROP PARTITION p", [false, false, false, true, true]),
+        ("GRANT READ ON p TO v", [false, false, false, true, true]),
+        ("REVOKE READ ON p FROM v", [false, false, false, true, true]),
+        ("GRANT READ ON * TO v", [false, false, false, false, true]),
+        (
+            "REVOKE READ ON * FROM v",
+            [false, false, false, false, true],
+        ),
+        (
+            "CREATE PARTITION q INT MEMORY",
+            [false, false, false, false, true],
+        ),
+        ("CREATE USER w pw", [false, false, false, false, true]),
+        ("DROP USER v", [false, false, false, false, true]),
+        ("LIST USERS", [false, false, false, false, true]),
+        (
+            "ALTER USER v PASSWORD x",
+            [false, false, false, false, true],
+        ),
+        ("DESCRIBE USER v", [false, false, false, false, true]),
+        ("ALTER USER u PASSWORD x", [true; 5]),
+        ("DESCRIBE USER u", [true; 5]),
+        ("SHUTDOWN", [false, false, false, false, true]),
+        ("DEBUG FAIL-FSYNC 1", [false, false, false, false, true]),
+        ("LIST PARTITIONS", [true; 5]),
+        ("WHOAMI", [true; 5]),
+        ("ECHO hi", [true; 5]),
+        ("INFO", [true; 5]),
+        ("COMMAND COUNT", [true; 5]),
+        ("CLIENT ID", [true; 5]),
+        ("CONFIG GET port", [true; 5]),
+        ("PING", [true; 5]),
+        ("QUIT", [true; 5]),
+        ("HELLO 3", [true; 5]),
+        ("AUTH u pw", [true; 5]),
+        ("LOGIN u pw", [true; 5]),
+    ];
+
+    fn args_of(line: &str) -> (Vec<u8>, Vec<Span>) {
+        let mut buf = Vec::new();
+        let mut spans = Vec::new();
+        for w in line.split(' ') {
+            let start = buf.len() as u32;
+            buf.extend_from_slice(w.as_bytes());
+            spans.push(Span {
+                start,
+                end: buf.len() as u32,
+            });
+        }
+        (buf, spans)
+    }
+
+    fn user_at(level: usize) -> User {
+        let (_, target, perms) = LEVELS[level];
+        let mut acl = Acl::default()
+            .apply(&AclChange::CreateUser {
+                name: "u".into(),
+                hash: "h".into(),
+            })
+            .unwrap();
+        if !perms.is_empty() {
+            acl = acl
+                .apply(&AclChange::Grant(GrantChange {
+                    perms,
+                    target: target.into(),
+                    user: "u".into(),
+                }))
+                .unwrap();
+        }
+        (**acl.get(b"u").unwrap()).clone()
+    }
+
+    fn catalog_with_p() -> Catalog {
+        Catalog::default().with_partition(PartitionMeta {
+            name: "p".into(),
+            id: 1,
+            shard: 0,
+            schema: Schema::Int,
+            persist: PersistMode::Memory,
+            created_ms: 0,
+            stats: Arc::default(),
+        })
+    }
+
+    #[test]
+    fn permission_matrix() {
+        let catalog = catalog_with_p();
+        for (line, expected) in MATRIX {
+            let (buf, spans) = args_of(line);
+            let args = Args::new(&buf, &spans);
+            let spec = lookup(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
+            for (level, &allowed) in expected.iter().enumerate() {
+                let user = user_at(level);
+                let result = authorize(spec, &args, Some(&user), &catalog);
+                assert_eq!(
+                    result.is_ok(),
+                    allowed,
+                    "{line} as {}: {result:?}",
+                    LEVELS[level].0
+                );
+                if let Err(e) = result {
+                    assert_eq!(e.code(), "NOPERM", "{line} as {}", LEVELS[level].0);
+                }
+            }
+            // Before login only the open commands run.
+            let open = matches!(
+                spec.id,
+                super::super::CommandId::Ping
+                    | super::super::CommandId::Quit
+                    | super::super::CommandId::Hello
+                    | super::super::CommandId::Auth
+                    | super::super::CommandId::Login
+            );
+            let result = authorize(spec, &args, None, &catalog);
+            assert_eq!(result.is_ok(), open, "{line} unauthenticated");
+            if !open {
+                assert_eq!(result, Err(CommandError::NoAuth));
+            }
+        }
+        // Every command of the table is in the matrix.
+        for spec in COMMANDS {
+            assert!(
+                MATRIX.iter().any(|(line, _)| {
+                    let (buf, spans) = args_of(line);
+                    lookup(&Args::new(&buf, &spans)).map(|s| s.id) == Ok(spec.id)
+                }),
+                "{} is missing from the matrix",
+                spec.name
+            );
+        }
+    }
+
+    #[test]
+    fn partition_commands_name_their_partition() {
+        for spec in COMMANDS {
+            if matches!(
+                spec.permission,
+                Permission::Read | Permission::Write | Permission::Admin
+            ) {
+                assert!(spec.partition_arg.is_some(), "{}", spec.name);
+            }
+        }
+    }
+
+    #[test]
+    fn missing_partitions_do_not_leak() {
+        let catalog = catalog_with_p();
+        let (buf, spans) = args_of("GET secret k");
+        let args = Args::new(&buf, &spans);
+        let spec = lookup(&args).unwrap();
+        // READ on p only: the same NOPERM as for an existing partition.
+        let reader = user_at(1);
+        let e = authorize(spec, &args, Some(&reader), &catalog).unwrap_err();
+        assert_eq!(e.code(), "NOPERM");
+        let (buf2, spans2) = args_of("SET p k 1");
+        let args2 = Args::new(&buf2, &spans2);
+        let e2 = authorize(lookup(&args2).unwrap(), &args2, Some(&reader), &catalog).unwrap_err();
+        assert_eq!(e2.code(), "NOPERM");
+        // ADMIN on *: may know, so NOPARTITION flows through (allowed, then not found).
+        assert!(authorize(spec, &args, Some(&user_at(4)), &catalog).is_ok());
+        // WRITE on *, asking to read a missing partition: NOPARTITION, not NOPERM.
+        let mut writer = user_at(0);
+        writer.all = Perms::WRITE;
+        let e = authorize(spec, &args, Some(&writer), &catalog).unwrap_err();
+        assert_eq!(e.code(), "NOPARTITION");
+    }
+}

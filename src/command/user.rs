@@ -1,0 +1,141 @@
+//! User commands: AUTH, LOGIN, WHOAMI, CREATE/DROP/ALTER USER, GRANT, REVOKE, LIST USERS,
+//! DESCRIBE USER.
+//!
+//! Parsing and validation happen on the connection's shard; password checks and hashing run
+//! on the hasher pool ([`crate::acl::hasher`]); changes run on the coordinator
+//! ([`crate::acl::Acl::apply`]); LIST/DESCRIBE/WHOAMI answer from the shard's ACL copy.
+
+use crate::acl::hasher::MAX_PASSWORD_LEN;
+use crate::acl::{Acl, GrantChange, Perms, User, ALL, DEFAULT_USER};
+use crate::catalog::is_valid_name;
+use crate::protocol::{Args, ReplyWriter};
+
+use super::error::printable;
+use super::{CommandError, CommandId};
+
+/// A login attempt: user name (any bytes: an unknown name is just a failed login) and
+/// password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: Vec<u8>,
+    pub password: Vec<u8>,
+}
+
+// By hand, so that a password never reaches a log line.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({}, <redacted>)", printable(&self.user))
+    }
+}
+
+/// `AUTH <user> <password>`, `AUTH <password>` (user `default`), `LOGIN <user> <password>`.
+pub fn parse_auth(args: &Args) -> Result<Credentials, CommandError> {
+    match args.len() {
+        2 => Ok(Credentials {
+            user: DEFAULT_USER.as_bytes().to_vec(),
+            password: args.get(1).to_vec(),
+        }),
+        3 => Ok(Credentials {
+            user: args.get(1).to_vec(),
+            password: args.get(2).to_vec(),
+        }),
+        _ => Err(CommandError::Syntax(
+            "expected AUTH <user> <password> or AUTH <password>".into(),
+        )),
+    }
+}
+
+/// Validates a user name argument.
+pub fn parse_user_name(raw: &[u8]) -> Result<String, CommandError> {
+    if !is_valid_name(raw) {
+        return Err(CommandError::InvalidUserName(printable(raw)));
+    }
+    // Valid names are ASCII.
+    Ok(String::from_utf8_lossy(raw).into_owned())
+}
+
+/// Validates a new password (never echoed in an error).
+pub fn parse_password(raw: &[u8]) -> Result<Vec<u8>, CommandError> {
+    if raw.is_empty() {
+        return Err(CommandError::Syntax(
+            "the password must not be empty".into(),
+        ));
+    }
+    if raw.len() > MAX_PASSWORD_LEN {
+        return Err(CommandError::Syntax(format!(
+            "the password must be at most {MAX_PASSWORD_LEN} bytes"
+        )));
+    }
+    Ok(raw.to_vec())
+}
+
+/// `ALTER USER <name> PASSWORD <password>`: the name and the new password.
+pub fn parse_alter(args: &Args) -> Result<(String, Vec<u8>), CommandError> {
+    let name = parse_user_name(args.get(2))?;
+    if !args.get(3).eq_ignore_ascii_case(b"PASSWORD") {
+        return Err(CommandError::Syntax(format!(
+            "expected ALTER USER <name> PASSWORD <password>, got '{}'",
+            printable(args.get(3))
+        )));
+    }
+    Ok((name, parse_password(args.get(4))?))
+}
+
+/// `GRANT <perm> ON <target> TO <user>` / `REVOKE <perm> ON <target> FROM <user>`.
+pub fn parse_grant(id: CommandId, args: &Args) -> Result<GrantChange, CommandError> {
+    let (verb, to) = if id == CommandId::Grant {
+        ("GRANT", &b"TO"[..])
+    } else {
+        ("REVOKE", &b"FROM"[..])
+    };
+    let shape = || {
+        CommandError::Syntax(format!(
+            "expected {verb} <READ|WRITE|ADMIN> ON <partition|*> {} <user>",
+            String::from_utf8_lossy(to)
+        ))
+    };
+    let perms = Perms::parse(args.get(1)).ok_or_else(shape)?;
+    if !args.get(2).eq_ignore_ascii_case(b"ON") || !args.get(4).eq_ignore_ascii_case(to) {
+        return Err(shape());
+    }
+    let target = args.get(3);
+    let target = if target == ALL.as_bytes() {
+        ALL.to_string()
+    } else {
+        super::partition::parse_name(target)?
+    };
+    Ok(GrantChange {
+        perms,
+        target,
+        user: parse_user_name(args.get(5))?,
+    })
+}
+
+/// WHOAMI.
+pub fn whoami(user: &User, w: &mut ReplyWriter) {
+    w.bulk(user.name.as_bytes());
+}
+
+/// LIST USERS: names, sorted.
+pub fn list(acl: &Acl, w: &mut ReplyWriter) {
+    w.array(acl.users.len());
+    for name in acl.users.keys() {
+        w.bulk(name.as_bytes());
+    }
+}
+
+/// DESCRIBE USER: name and grants as `partition:PERM` (never the hash).
+pub fn describe(acl: &Acl, raw: &[u8], w: &mut ReplyWriter) -> Result<(), CommandError> {
+    let user = acl
+        .get(raw)
+        .ok_or_else(|| CommandError::NoUser(printable(raw)))?;
+    let grants = user.grant_list();
+    w.map(2);
+    w.field_bulk("name", user.name.as_bytes());
+    w.bulk(b"grants");
+    w.array(grants.len());
+    for grant in grants {
+        w.bulk(grant.as_bytes());
+    }
+    Ok(())
+}
