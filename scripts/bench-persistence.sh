@@ -21,6 +21,9 @@ command -v redis-server >/dev/null && command -v redis-benchmark >/dev/null || {
   exit 1
 }
 WORK=$(mktemp -d /tmp/gokv-bench-persist.XXXXXX)
+# GoKV is default deny: start it with a throwaway admin password and log every tool in.
+PW=bench-$RANDOM$RANDOM
+G="redis-cli --no-auth-warning --user admin --pass $PW -p 7391"
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -39,13 +42,13 @@ wait_port() {
 }
 
 start_gokv() { # data-dir
-  "$BIN" --port 7391 --data-dir "$1" 2>>"$WORK/gokv.log" &
+  "$BIN" --port 7391 --data-dir "$1" --admin-password "$PW" 2>>"$WORK/gokv.log" &
   PIDS+=($!)
   wait_port 7391
 }
 
 stop_gokv() {
-  redis-cli -p 7391 SHUTDOWN >/dev/null 2>&1 || true
+  $G SHUTDOWN >/dev/null 2>&1 || true
   wait "${PIDS[-1]}" 2>/dev/null || true
   unset 'PIDS[-1]'
 }
@@ -74,14 +77,14 @@ echo "# durable SET throughput: redis-benchmark -c 50 -n $N -r 100000, 32-byte v
 printf '%-6s %-28s %-28s %-28s %-28s\n' round "GoKV SYNC" "Redis always" "GoKV ASYNC" "Redis everysec"
 for round in $(seq "$ROUNDS"); do
   rm -rf "$WORK/gokv" && start_gokv "$WORK/gokv"
-  redis-cli -p 7391 CREATE PARTITION s STRING SYNC >/dev/null
-  redis-cli -p 7391 CREATE PARTITION a STRING ASYNC >/dev/null
-  gs=$(rps 7391 SET s key:__rand_int__ "$VALUE")
+  $G CREATE PARTITION s STRING SYNC >/dev/null
+  $G CREATE PARTITION a STRING ASYNC >/dev/null
+  gs=$(rps 7391 --user admin -a "$PW" SET s key:__rand_int__ "$VALUE")
   start_redis always
   ra=$(rps 6391 SET key:__rand_int__ "$VALUE")
   stop_redis
-  ga=$(rps 7391 SET a key:__rand_int__ "$VALUE")
-  fsyncs=$(redis-cli -p 7391 INFO persistence | tr -d '\r' | sed -n 's/^fsyncs://p')
+  ga=$(rps 7391 --user admin -a "$PW" SET a key:__rand_int__ "$VALUE")
+  fsyncs=$($G INFO persistence | tr -d '\r' | sed -n 's/^fsyncs://p')
   stop_gokv
   start_redis everysec
   re=$(rps 6391 SET key:__rand_int__ "$VALUE")
@@ -93,8 +96,8 @@ done
 echo
 echo "# restart with $KEYS keys of 32-byte values (one SYNC partition, written by MSET)"
 rm -rf "$WORK/gokv" && start_gokv "$WORK/gokv"
-redis-cli -p 7391 CREATE PARTITION big STRING SYNC >/dev/null
-python3 - "$KEYS" "$VALUE" <<'PY' | redis-cli -p 7391 --pipe >/dev/null
+$G CREATE PARTITION big STRING SYNC >/dev/null
+python3 - "$KEYS" "$VALUE" <<'PY' | $G --pipe >/dev/null
 import sys
 keys, value = int(sys.argv[1]), sys.argv[2].encode()
 out = sys.stdout.buffer
@@ -108,15 +111,15 @@ for start in range(0, keys, batch):
     for p in parts:
         out.write(b"$%d\r\n%s\r\n" % (len(p), p))
 PY
-redis-cli -p 7391 STATS PARTITION big | paste - - | grep keys
+$G STATS PARTITION big | paste - - | grep keys
 du -sh "$WORK/gokv"
 kill -9 "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'
 for i in 1 2 3; do
   t0=$(date +%s.%N)
   start_gokv "$WORK/gokv"
   t1=$(date +%s.%N)
-  keys=$(redis-cli -p 7391 STATS PARTITION big | paste - - | awk '$1=="keys"{print $2}')
-  rec=$(redis-cli -p 7391 INFO persistence | tr -d '\r' | grep -o 'recovery_ms=[0-9]*' | sort -t= -k2 -n | tail -1)
+  keys=$($G STATS PARTITION big | paste - - | awk '$1=="keys"{print $2}')
+  rec=$($G INFO persistence | tr -d '\r' | grep -o 'recovery_ms=[0-9]*' | sort -t= -k2 -n | tail -1)
   echo "restart $i: $(echo "$t1 - $t0" | bc) s from exec to PING answered; $keys keys; slowest shard $rec"
   kill -9 "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true; unset 'PIDS[-1]'
 done
