@@ -384,16 +384,6 @@ fn large_replies_pipelined_across_shards_arrive_in_order() {
     c.expect(&cmd(&["PING"]), b"+PONG\r\n");
 }
 
-/// The shard a connection lives on, from CLIENT INFO.
-fn shard_of(c: &mut RawConn) -> String {
-    let line = c.call_value(&["CLIENT", "INFO"]).text();
-    line.trim_end()
-        .rsplit("shard=")
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// A connection whose requests all go to one other shard moves there, keeps its state, and
 /// its replies stay correct across the move; with migration off it stays put.
 #[test]
@@ -406,7 +396,7 @@ fn connection_moves_to_the_shard_it_uses() {
         // Find a connection on shard 0 (connections are dealt round-robin).
         let mut c = loop {
             let mut c = server.raw();
-            if shard_of(&mut c) == "0" {
+            if c.shard() == "0" {
                 break c;
             }
         };
@@ -416,7 +406,7 @@ fn connection_moves_to_the_shard_it_uses() {
             c.expect(&cmd(&["INCR", "p1", "n"]), &int(i));
         }
         let expected = if migrate == "true" { "1" } else { "0" };
-        assert_eq!(shard_of(&mut c), expected, "migration {migrate}");
+        assert_eq!(c.shard(), expected, "migration {migrate}");
         // The session moved with it.
         assert_eq!(c.call_value(&["CLIENT", "ID"]).int(), id);
         c.expect(&cmd(&["CLIENT", "GETNAME"]), &bulk(b"mover"));

@@ -394,6 +394,17 @@ impl RawConn {
     }
 
     /// Sends `cmd(args)` and returns the parsed reply.
+    /// The shard this connection lives on, as `CLIENT INFO` reports it.
+    #[allow(dead_code)]
+    pub fn shard(&mut self) -> String {
+        let line = self.call_value(&["CLIENT", "INFO"]).text();
+        line.trim_end()
+            .rsplit("shard=")
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     pub fn call_value(&mut self, args: &[&str]) -> Resp {
         self.send(&cmd(args));
         self.read_value()
