@@ -285,10 +285,14 @@ def main():
     ap.add_argument("--state-dir", help="scratch directory (default: a new temporary one)")
     ap.add_argument("--mem-keys", type=int, help="keys loaded for the memory scenario")
     ap.add_argument("--no-memory", action="store_true", help="skip the memory scenario")
+    ap.add_argument("--memory-only", action="store_true",
+                    help="run only the memory scenario (no throughput rounds)")
     ap.add_argument("--no-chart", action="store_true")
     args = ap.parse_args()
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
+    if args.memory_only and args.no_memory:
+        ap.error("--memory-only and --no-memory leave nothing to run")
 
     n_p1 = 20_000 if args.quick else 200_000
     n_p16 = 100_000 if args.quick else 1_000_000
@@ -427,7 +431,9 @@ def bench(args, state, pidfile, n_p1, n_p16, mem_keys):
                                                           ["bench"], auth)))
 
     results = {}  # (label, server name) -> [run results]
-    for rnd in range(1, args.rounds + 1):
+    if args.memory_only:
+        scenarios = []
+    for rnd in range(1, args.rounds + 1 if scenarios else 1):
         print(f"round {rnd}/{args.rounds} (load average {loadavg()})", flush=True)
         for label, targets, runner in scenarios:
             for s in targets:

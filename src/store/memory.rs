@@ -2,11 +2,12 @@
 //!
 //! # The estimate
 //! Every entry counts `key bytes + value bytes + ENTRY_OVERHEAD`, where an INT value counts 8
-//! bytes. [`ENTRY_OVERHEAD`] stands for what an entry costs besides its bytes: its slot in the
-//! table (`store::table`: a pointer and a control byte, divided by the 7/8 load factor), the
-//! entry's own header (lengths) and the allocator's header and rounding. It does not count
-//! the table's spare capacity after growth, read and write buffers, or allocator
-//! fragmentation, so the process's RSS is above `used_memory`: as with Redis's `maxmemory`,
+//! bytes. [`ENTRY_OVERHEAD`] stands for what an entry costs besides its bytes: its 6-byte
+//! slot in the table (`store::table`, divided by the 7/8 load factor) and its header and
+//! padding in the arena (`store::arena`: flags, two varint lengths, up to 3 bytes to the next
+//! 4-byte boundary). It does not count the table's spare capacity after growth, dead arena
+//! bytes not yet compacted (up to a quarter), read and write buffers, or large values'
+//! allocator headers, so the process's RSS is above `used_memory`: as with Redis's `maxmemory`,
 //! leave headroom.
 //!
 //! # Who writes what
@@ -20,9 +21,9 @@
 use crate::metrics::ServerMetrics;
 
 /// Bytes an entry costs besides its key and value bytes (see the module docs): an estimate of
-/// the table slot and the allocator's header and rounding, not a measurement. Compare INFO's
+/// its table slot and arena header, not a measurement. Compare INFO's
 /// `used_memory` with `used_memory_rss` under your own data to see how far off it is.
-pub const ENTRY_OVERHEAD: u64 = 48;
+pub const ENTRY_OVERHEAD: u64 = 16;
 
 /// Estimated bytes of an entry whose key and value have these lengths.
 #[inline]

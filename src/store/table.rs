@@ -1,18 +1,28 @@
-//! A compact hash table of byte keys: each entry is *one* heap allocation holding the key and
-//! its value side by side.
+//! A compact hash table of byte keys. Entries (key and value side by side) live packed in an
+//! [`Arena`]; the table itself is an index of 6-byte slots naming them.
 //!
-//! Why not `HashMap<Box<[u8]>, Box<[u8]>>`: that costs two allocations per key and, on a
-//! lookup, four dependent cache misses (control bytes, bucket, key bytes, value bytes). Here
-//! the slot holds a pointer to `[key_len: u32 LE][key][value]`, so a lookup touches a control
-//! byte, a slot, and one entry whose key and (small) value share a cache line: one miss less
-//! per request and one allocation per key instead of two. And the misses of a whole batch of
-//! requests can be started together ([`Table::prefetch`], [`Table::prefetch_entry`]).
+//! Why not `HashMap<Box<[u8]>, Box<[u8]>>`: that costs two allocations per key, each with the
+//! allocator's header and size-class rounding, a 16-byte pointer pair per slot, and, on a
+//! lookup, four dependent cache misses (control bytes, bucket, key bytes, value bytes). Here a
+//! slot is a 2-byte control word and a 4-byte handle, and a 16-byte key with a 32-byte value
+//! takes 52 bytes of arena: about 64 bytes per key in all at one million keys, where one
+//! allocation per entry with 16-byte slots took 100. A lookup touches a control word, a
+//! handle, and one entry whose key and (small) value share a cache line, and the misses of a
+//! whole batch of requests can be started together ([`Table::prefetch`],
+//! [`Table::prefetch_entry`]).
 //!
 //! The value part is opaque bytes: STRING partitions store the value itself, INT partitions
 //! store the `i64` as 8 little-endian bytes.
 //!
-//! # The scan cursor (compaction)
-//! Compaction writes a *fuzzy snapshot* of a partition a slice per event-loop pass while
+//! # Compaction of the arena
+//! Removing an entry or changing its value's length leaves dead bytes in the arena. After
+//! such a write, when more than a quarter of the arena is dead, the table moves the live
+//! entries of the emptiest segment to the arena's tail and re-points their slots (found by
+//! their key's probe sequence and old handle), one segment per write at most. Slots never move
+//! for this, so the scan cursor below is unaffected.
+//!
+//! # The scan cursor (snapshots)
+//! Persistence writes a *fuzzy snapshot* of a partition a slice per event-loop pass while
 //! clients keep writing (`persist::snapshot`), so it needs a walk that survives writes between
 //! its steps. [`Table::scan_step`] walks slot indexes; the only ways an entry present at
 //! [`Table::begin_scan`] could escape the cursor are handled where they happen:
@@ -26,69 +36,37 @@
 //! Entries inserted or changed after the scan began may or may not be seen; the log segment
 //! that began with the scan holds them.
 
-/// Bytes before the key in an entry: the key length.
-const HEADER: usize = 4;
+use super::arena::{Arena, Handle};
 
 /// Smallest non-empty table.
 const MIN_CAPACITY: usize = 16;
 
-/// Control byte of an empty slot. Full slots hold `0x80 | 7 bits of the hash`, so a probe
-/// compares keys only on a 1-in-128 false match.
-const EMPTY: u8 = 0;
-
-/// One key and its value in a single allocation.
-struct Entry(Box<[u8]>);
-
-impl Entry {
-    fn new(key: &[u8], value: &[u8]) -> Entry {
-        let mut bytes = Vec::with_capacity(HEADER + key.len() + value.len());
-        // Keys are bounded by max-key-len (validated to fit in u32 by the config).
-        bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
-        bytes.extend_from_slice(key);
-        bytes.extend_from_slice(value);
-        Entry(bytes.into_boxed_slice())
-    }
-
-    #[inline]
-    fn key_len(&self) -> usize {
-        let mut len = [0u8; HEADER];
-        len.copy_from_slice(&self.0[..HEADER]);
-        u32::from_le_bytes(len) as usize
-    }
-
-    #[inline]
-    fn key(&self) -> &[u8] {
-        &self.0[HEADER..HEADER + self.key_len()]
-    }
-
-    #[inline]
-    fn value(&self) -> &[u8] {
-        &self.0[HEADER + self.key_len()..]
-    }
-
-    #[inline]
-    fn value_mut(&mut self) -> &mut [u8] {
-        let start = HEADER + self.key_len();
-        &mut self.0[start..]
-    }
-}
+/// Control word of an empty slot. A full slot holds [`FULL`], 7 bits of the key's hash (so a
+/// probe compares keys only on a 1-in-128 false match) and the top 8 bits of the entry's
+/// 40-bit handle; the slot's `u32` holds the low 32.
+const EMPTY: u16 = 0;
+const FULL: u16 = 0x8000;
+/// The part of a control word a probe compares: [`FULL`] and the tag.
+const TAG_MASK: u16 = 0xff00;
 
 /// Byte keys to byte values: open addressing with linear probing and backward-shift deletion
-/// (no tombstones), one control byte per slot, at most 7/8 full.
+/// (no tombstones), at most 7/8 full.
 ///
-/// Written here rather than taken from `hashbrown` for one reason: prefetching. A pipelined
-/// batch of requests asks for the cache lines of all its keys before the first one executes,
-/// so their cache misses overlap instead of adding up (the shard's `process_input`). In a
-/// same-process A/B over 100k keys, batches of 16 looked up with the two prefetch steps took
-/// ~105 ns per key against ~150 ns one by one (and ~145 ns for `hashbrown`).
+/// Written here rather than taken from `hashbrown` for two reasons: the memory layout (above)
+/// and prefetching. A pipelined batch of requests asks for the cache lines of all its keys
+/// before the first one executes, so their cache misses overlap instead of adding up (the
+/// shard's `process_input`). In a same-process A/B over 100k keys, batches of 16 looked up
+/// with the two prefetch steps took ~105 ns per key against ~150 ns one by one (and ~145 ns
+/// for `hashbrown`).
 #[derive(Default)]
 pub struct Table {
-    /// One control byte per slot: [`EMPTY`] or a tag.
-    ctrl: Vec<u8>,
-    /// As long as `ctrl`; a power of two (or zero).
-    slots: Vec<Option<Entry>>,
+    /// One control word per slot: [`EMPTY`] or tag and handle's top bits.
+    ctrl: Vec<u16>,
+    /// As long as `ctrl`, a power of two (or zero): the low 32 bits of each entry's handle.
+    slots: Vec<u32>,
     len: usize,
     hasher: ahash::RandomState,
+    arena: Arena,
     /// The scan in progress, if any (boxed: tables without one pay a pointer).
     scan: Option<Box<Scan>>,
 }
@@ -102,9 +80,10 @@ struct Scan {
     rescued: Vec<Box<[u8]>>,
 }
 
+/// The control word's tag bits for a hash.
 #[inline]
-fn tag(hash: u64) -> u8 {
-    0x80 | (hash >> 57) as u8
+fn tag(hash: u64) -> u16 {
+    FULL | (((hash >> 57) as u16) << 8)
 }
 
 /// Asks the CPU to start loading `p`'s cache line.
@@ -141,6 +120,19 @@ impl Table {
         self.ctrl.len().wrapping_sub(1)
     }
 
+    /// The handle in full slot `i`.
+    #[inline]
+    fn handle(&self, i: usize) -> Handle {
+        ((self.ctrl[i] as u64 & 0xff) << 32) | self.slots[i] as u64
+    }
+
+    /// Fills slot `i` with `handle` under the tag bits `tag`.
+    #[inline]
+    fn set_slot(&mut self, i: usize, tag: u16, handle: Handle) {
+        self.ctrl[i] = tag | (handle >> 32) as u16;
+        self.slots[i] = handle as u32;
+    }
+
     /// The slot holding `key`, if any.
     #[inline]
     fn find(&self, key: &[u8]) -> Option<usize> {
@@ -156,12 +148,8 @@ impl Table {
             if c == EMPTY {
                 return None;
             }
-            if c == tag {
-                if let Some(entry) = &self.slots[i] {
-                    if entry.key() == key {
-                        return Some(i);
-                    }
-                }
+            if c & TAG_MASK == tag && self.arena.key(self.handle(i)) == key {
+                return Some(i);
             }
             i = (i + 1) & mask;
         }
@@ -170,13 +158,14 @@ impl Table {
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
         let i = self.find(key)?;
-        self.slots[i].as_ref().map(Entry::value)
+        Some(self.arena.value(self.handle(i)))
     }
 
     #[inline]
     pub fn get_mut(&mut self, key: &[u8]) -> Option<&mut [u8]> {
         let i = self.find(key)?;
-        self.slots[i].as_mut().map(Entry::value_mut)
+        let handle = self.handle(i);
+        Some(self.arena.value_mut(handle))
     }
 
     #[inline]
@@ -184,7 +173,7 @@ impl Table {
         self.find(key).is_some()
     }
 
-    /// Starts loading the control byte and slot where `key` would be: step one of a batch.
+    /// Starts loading the control word and slot where `key` would be: step one of a batch.
     #[inline]
     pub fn prefetch(&self, key: &[u8]) {
         if self.ctrl.is_empty() {
@@ -208,10 +197,8 @@ impl Table {
         loop {
             match self.ctrl[i] {
                 EMPTY => return,
-                c if c == tag => {
-                    if let Some(entry) = &self.slots[i] {
-                        prefetch(entry.0.as_ptr());
-                    }
+                c if c & TAG_MASK == tag => {
+                    prefetch(self.arena.address(self.handle(i)));
                     return;
                 }
                 _ => i = (i + 1) & mask,
@@ -223,13 +210,17 @@ impl Table {
     #[inline]
     pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Option<usize> {
         if let Some(i) = self.find(key) {
-            let entry = self.slots[i].as_mut()?;
-            let old_len = entry.value().len();
+            let old = self.handle(i);
+            let old_len = self.arena.value(old).len();
             if old_len == value.len() {
-                // Same size: overwrite in place, no allocator round trip.
-                entry.value_mut().copy_from_slice(value);
+                // Same size: overwrite in place.
+                self.arena.value_mut(old).copy_from_slice(value);
             } else {
-                *entry = Entry::new(key, value);
+                let new = self.arena.alloc(key, value);
+                self.arena.free(old);
+                let tag = self.ctrl[i] & TAG_MASK;
+                self.set_slot(i, tag, new);
+                self.compact_if_needed();
             }
             return Some(old_len);
         }
@@ -237,20 +228,20 @@ impl Table {
             self.grow();
         }
         let hash = self.hash(key);
-        self.place(hash, Entry::new(key, value));
+        let handle = self.arena.alloc(key, value);
+        self.place(hash, handle);
         self.len += 1;
         None
     }
 
     /// Puts an entry known to be absent into the first empty slot of its probe sequence.
-    fn place(&mut self, hash: u64, entry: Entry) {
+    fn place(&mut self, hash: u64, handle: Handle) {
         let mask = self.mask();
         let mut i = hash as usize & mask;
         while self.ctrl[i] != EMPTY {
             i = (i + 1) & mask;
         }
-        self.ctrl[i] = tag(hash);
-        self.slots[i] = Some(entry);
+        self.set_slot(i, tag(hash), handle);
     }
 
     fn grow(&mut self) {
@@ -273,28 +264,35 @@ impl Table {
             scan.cursor = 0;
             scan.rescued.clear();
         }
-        let old = std::mem::take(&mut self.slots);
-        self.ctrl = vec![EMPTY; capacity];
-        self.slots.resize_with(capacity, || None);
-        for entry in old.into_iter().flatten() {
-            let hash = self.hash(entry.key());
-            self.place(hash, entry);
+        let old_ctrl = std::mem::replace(&mut self.ctrl, vec![EMPTY; capacity]);
+        let old_slots = std::mem::replace(&mut self.slots, vec![0; capacity]);
+        for (c, lo) in old_ctrl.into_iter().zip(old_slots) {
+            if c != EMPTY {
+                let handle = ((c as u64 & 0xff) << 32) | lo as u64;
+                let hash = self.hash(self.arena.key(handle));
+                self.place(hash, handle);
+            }
         }
     }
 
     /// Removes `key`; returns its value's length if it was there.
     pub fn remove(&mut self, key: &[u8]) -> Option<usize> {
-        self.remove_entry(key).map(|e| e.value().len())
+        let i = self.find(key)?;
+        let len = self.arena.value(self.handle(i)).len();
+        self.remove_slot(i);
+        Some(len)
     }
 
     /// Removes `key`; returns its value if it was there.
     pub fn take(&mut self, key: &[u8]) -> Option<Box<[u8]>> {
-        self.remove_entry(key).map(|e| e.value().into())
+        let i = self.find(key)?;
+        let value = self.arena.value(self.handle(i)).into();
+        self.remove_slot(i);
+        Some(value)
     }
 
-    fn remove_entry(&mut self, key: &[u8]) -> Option<Entry> {
-        let mut hole = self.find(key)?;
-        let removed = self.slots[hole].take()?;
+    fn remove_slot(&mut self, mut hole: usize) {
+        self.arena.free(self.handle(hole));
         self.ctrl[hole] = EMPTY;
         self.len -= 1;
         // Backward shift: pull later members of the cluster into the hole when the hole lies
@@ -302,27 +300,57 @@ impl Table {
         let mask = self.mask();
         let mut next = (hole + 1) & mask;
         while self.ctrl[next] != EMPTY {
-            let home = match &self.slots[next] {
-                Some(entry) => self.hash(entry.key()) as usize & mask,
-                None => break,
-            };
+            let key = self.arena.key(self.handle(next));
+            let home = self.hash(key) as usize & mask;
             // May move if its home is not cyclically inside (hole, next].
             if (next.wrapping_sub(home) & mask) >= (next.wrapping_sub(hole) & mask) {
                 if let Some(scan) = &mut self.scan {
                     if hole < scan.cursor && next >= scan.cursor {
-                        if let Some(entry) = &self.slots[next] {
-                            scan.rescued.push(entry.key().into());
-                        }
+                        scan.rescued.push(key.into());
                     }
                 }
-                self.slots[hole] = self.slots[next].take();
                 self.ctrl[hole] = self.ctrl[next];
+                self.slots[hole] = self.slots[next];
                 self.ctrl[next] = EMPTY;
                 hole = next;
             }
             next = (next + 1) & mask;
         }
-        Some(removed)
+        self.compact_if_needed();
+    }
+
+    /// Moves the live entries of the arena's emptiest segment to its tail when the arena is
+    /// more than a quarter dead (see the module docs).
+    fn compact_if_needed(&mut self) {
+        if !self.arena.wants_compaction() {
+            return;
+        }
+        let Some(taken) = self.arena.take_segment() else {
+            return;
+        };
+        let mask = self.mask();
+        for (old, encoded) in taken.entries() {
+            let new = self.arena.append_raw(encoded);
+            let hash = self.hasher.hash_one(self.arena.key(new));
+            let mut i = hash as usize & mask;
+            // Terminates: the entry is in the table, so its probe sequence reaches its slot.
+            while self.ctrl[i] == EMPTY || self.handle(i) != old {
+                i = (i + 1) & mask;
+            }
+            let tag = self.ctrl[i] & TAG_MASK;
+            self.set_slot(i, tag, new);
+        }
+        self.arena.recycle(taken);
+    }
+
+    /// Bytes of arena (live and dead) and of them live: for tests and INFO-style reports.
+    pub fn arena_usage(&self) -> (usize, usize) {
+        self.arena.usage()
+    }
+
+    /// Bytes the index takes (control words and handles).
+    pub fn index_bytes(&self) -> usize {
+        self.ctrl.len() * (std::mem::size_of::<u16>() + std::mem::size_of::<u32>())
     }
 
     /// Starts a scan over every entry present now (restarts one in progress).
@@ -339,7 +367,7 @@ impl Table {
     /// every entry present at `begin_scan` and still present was visited at least once. True
     /// at once without a scan.
     pub fn scan_step(&mut self, max: usize, mut visit: impl FnMut(&[u8], &[u8])) -> bool {
-        let Some(scan) = &mut self.scan else {
+        let Some(mut scan) = self.scan.take() else {
             return true;
         };
         let mut budget = max;
@@ -348,32 +376,22 @@ impl Table {
                 break;
             };
             budget -= 1;
-            // find() borrows the table: look the slot up without touching `scan`.
-            let mut i = None;
-            if self.len > 0 {
-                let hash = self.hasher.hash_one(&key[..]);
-                let mask = self.ctrl.len() - 1;
-                let mut at = hash as usize & mask;
-                while self.ctrl[at] != EMPTY {
-                    if self.slots[at].as_ref().is_some_and(|e| e.key() == &key[..]) {
-                        i = Some(at);
-                        break;
-                    }
-                    at = (at + 1) & mask;
-                }
-            }
-            if let Some(entry) = i.and_then(|i| self.slots[i].as_ref()) {
-                visit(entry.key(), entry.value());
+            if let Some(i) = self.find(&key) {
+                let (key, value) = self.arena.get(self.handle(i));
+                visit(key, value);
             }
         }
-        while budget > 0 && scan.cursor < self.slots.len() {
-            if let Some(entry) = &self.slots[scan.cursor] {
-                visit(entry.key(), entry.value());
+        while budget > 0 && scan.cursor < self.ctrl.len() {
+            if self.ctrl[scan.cursor] != EMPTY {
+                let (key, value) = self.arena.get(self.handle(scan.cursor));
+                visit(key, value);
                 budget -= 1;
             }
             scan.cursor += 1;
         }
-        scan.cursor >= self.slots.len() && scan.rescued.is_empty()
+        let done = scan.cursor >= self.ctrl.len() && scan.rescued.is_empty();
+        self.scan = Some(scan);
+        done
     }
 }
 
@@ -469,6 +487,83 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Overwrites that change a value's length and removes leave dead bytes; compaction keeps
+    /// them under about a quarter of the arena while every key keeps its value.
+    #[test]
+    fn compaction_bounds_garbage_and_keeps_every_value() {
+        use super::super::arena::SEGMENT_BYTES;
+        let mut t = Table::default();
+        let mut model = std::collections::HashMap::new();
+        let mut state = 7u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as usize
+        };
+        for round in 0..200_000 {
+            let key = format!("key:{:06}", next() % 20_000).into_bytes();
+            if next() % 4 == 0 {
+                assert_eq!(t.remove(&key), model.remove(&key).map(|v: Vec<u8>| v.len()));
+            } else {
+                // Mostly small values, now and then one past the inline limit (boxed).
+                let len = if round % 997 == 0 { 5000 } else { next() % 64 };
+                let value = vec![(round % 251) as u8; len];
+                assert_eq!(
+                    t.insert(&key, &value),
+                    model.insert(key, value).map(|v| v.len())
+                );
+            }
+            let (used, live) = t.arena_usage();
+            assert!(
+                used - live <= (used / 4).max(2 * SEGMENT_BYTES) + SEGMENT_BYTES,
+                "round {round}: {used} used, {live} live"
+            );
+        }
+        assert_eq!(t.len(), model.len());
+        for (key, value) in &model {
+            assert_eq!(t.get(key), Some(&value[..]));
+        }
+        // Remove everything: every segment but the tail goes back.
+        let keys: Vec<Vec<u8>> = model.keys().cloned().collect();
+        for key in keys {
+            assert!(t.remove(&key).is_some());
+        }
+        assert!(t.arena_usage().0 <= SEGMENT_BYTES, "{:?}", t.arena_usage());
+    }
+
+    /// Values past the arena's inline limit are stored, read, changed in place and removed
+    /// like small ones.
+    #[test]
+    fn large_values() {
+        let mut t = Table::default();
+        let big = vec![3u8; 100_000];
+        assert_eq!(t.insert(b"big", &big), None);
+        assert_eq!(t.get(b"big"), Some(&big[..]));
+        t.get_mut(b"big").unwrap()[99_999] = 4;
+        assert_eq!(t.get(b"big").unwrap()[99_999], 4);
+        assert_eq!(t.insert(b"big", b"small now"), Some(100_000));
+        assert_eq!(t.get(b"big"), Some(&b"small now"[..]));
+        assert_eq!(t.insert(b"big", &big), Some(9));
+        assert_eq!(t.take(b"big").as_deref(), Some(&big[..]));
+        assert!(t.is_empty());
+    }
+
+    /// A million 16-byte keys with 32-byte values: the table's own accounting of what it
+    /// holds stays within 70 bytes per key (the index at its 2^21 slots, the arena's 52-byte
+    /// entries and the tail's spare room).
+    #[test]
+    fn a_million_entries_take_about_sixty_four_bytes_each() {
+        let mut t = Table::default();
+        for i in 0..1_000_000u64 {
+            t.insert(format!("key:{i:012}").as_bytes(), &[b'x'; 32]);
+        }
+        let (used, live) = t.arena_usage();
+        assert_eq!(live, 52 * 1_000_000);
+        let per_key = (used + t.index_bytes()) as f64 / 1e6;
+        assert!(per_key < 70.0, "{per_key} bytes per key");
     }
 
     #[test]
