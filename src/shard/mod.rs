@@ -208,6 +208,41 @@ enum Target {
 
 type Routes = hashbrown::HashMap<Box<[u8]>, Target, ahash::RandomState>;
 
+/// Starts loading the table lines that the (partition name, key) pairs of `requests` will
+/// touch, [`BATCH`] at a time and in two steps, so that the misses of a batch overlap: step
+/// one fetches each key's slot, step two, once those lines have had time to arrive, the entry
+/// the slot names. Each key is hashed once for both steps, and a partition named by
+/// consecutive requests is looked up once. Requests for other shards' partitions are skipped.
+fn prefetch_keys<'a>(routes: &Routes, requests: impl Iterator<Item = (&'a [u8], &'a [u8])>) {
+    let mut requests = requests.peekable();
+    while requests.peek().is_some() {
+        let mut hashed: [Option<(&Partition, u64)>; BATCH] = [None; BATCH];
+        let mut last: Option<(&[u8], Option<&Partition>)> = None;
+        // `zip` asks `hashed` first, so no request is taken without a slot.
+        for (slot, (name, key)) in hashed.iter_mut().zip(requests.by_ref()) {
+            let partition = match last {
+                Some((previous, partition)) if previous == name => partition,
+                _ => {
+                    let partition = match routes.get(name) {
+                        Some(Target::Local(p)) => Some(&p.data),
+                        _ => None,
+                    };
+                    last = Some((name, partition));
+                    partition
+                }
+            };
+            if let Some(partition) = partition {
+                let hash = partition.hash_key(key);
+                partition.prefetch(hash);
+                *slot = Some((partition, hash));
+            }
+        }
+        for (partition, hash) in hashed.iter().flatten() {
+            partition.prefetch_entry(*hash);
+        }
+    }
+}
+
 /// Everything a request may touch besides its own connection.
 struct Core {
     id: usize,
@@ -1092,29 +1127,18 @@ impl Core {
     }
 
     /// Prefetches the table lines of the keys that a batch's local data requests will touch
-    /// (argument 2: the first key), in two steps so that the second finds the first's lines.
+    /// (argument 2: the first key; see [`prefetch_keys`]).
     fn prefetch(&self, input: &[u8], batch: &Batch) {
-        let local_keys = || {
-            batch.frames.iter().filter_map(|f| {
-                let spans = &batch.spans[f.spans.clone()];
-                if spans.len() < 3 {
-                    return None;
-                }
-                match self.routes.get(&input[spans[1].range()]) {
-                    Some(Target::Local(p)) => Some((&p.data, &input[spans[2].range()])),
-                    _ => None,
-                }
-            })
-        };
         if batch.frames.len() < 2 {
             return; // nothing to overlap with
         }
-        for (partition, key) in local_keys() {
-            partition.prefetch(key);
-        }
-        for (partition, key) in local_keys() {
-            partition.prefetch_entry(key);
-        }
+        prefetch_keys(
+            &self.routes,
+            batch.frames.iter().filter_map(|frame| {
+                let spans = &batch.spans[frame.spans.clone()];
+                (spans.len() >= 3).then(|| (&input[spans[1].range()], &input[spans[2].range()]))
+            }),
+        );
     }
 
     /// Runs one request: here, on another shard, on the coordinator, or (a login) on the
@@ -1392,19 +1416,13 @@ impl Core {
     /// Executes a batch of requests another shard forwarded; replies go back in one batch.
     fn execute_forwarded(&mut self, batch: RequestBatch) {
         // Same two-step prefetch as for a connection's batch (see `Core::prefetch`).
-        let local = |r: &mailbox::ForwardedRequest| {
-            let args = batch.args(r);
-            match self.routes.get(args.get(1)) {
-                Some(Target::Local(p)) if args.len() >= 3 => Some((&p.data, args.get(2))),
-                _ => None,
-            }
-        };
-        for (partition, key) in batch.requests.iter().filter_map(local) {
-            partition.prefetch(key);
-        }
-        for (partition, key) in batch.requests.iter().filter_map(local) {
-            partition.prefetch_entry(key);
-        }
+        prefetch_keys(
+            &self.routes,
+            batch.requests.iter().filter_map(|r| {
+                let args = batch.args(r);
+                (args.len() >= 3).then(|| (args.get(1), args.get(2)))
+            }),
+        );
         let from = batch.from;
         let out = &mut self.reply_outboxes[from];
         let metrics = &self.shared.metrics.shards[self.id];

@@ -134,16 +134,23 @@ impl Partition {
         })
     }
 
-    /// Starts fetching the memory a lookup of `key` will touch (see [`Table::prefetch`]).
+    /// The hash of `key` that the two prefetch steps take (see [`Table::hash_key`]).
     #[inline]
-    pub fn prefetch(&self, key: &[u8]) {
-        self.table.prefetch(key);
+    pub fn hash_key(&self, key: &[u8]) -> u64 {
+        self.table.hash_key(key)
+    }
+
+    /// Starts fetching the memory a lookup of a key of this hash will touch (see
+    /// [`Table::prefetch`]).
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
+        self.table.prefetch(hash);
     }
 
     /// Second prefetch step, after [`Partition::prefetch`] had time to land.
     #[inline]
-    pub fn prefetch_entry(&self, key: &[u8]) {
-        self.table.prefetch_entry(key);
+    pub fn prefetch_entry(&self, hash: u64) {
+        self.table.prefetch_entry(hash);
     }
 
     #[inline]

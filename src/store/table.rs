@@ -136,6 +136,12 @@ impl Table {
     /// The slot holding `key`, if any.
     #[inline]
     fn find(&self, key: &[u8]) -> Option<usize> {
+        self.find_entry(key).map(|(i, _)| i)
+    }
+
+    /// The slot holding `key` and its value (one decoding of the entry for both).
+    #[inline]
+    fn find_entry(&self, key: &[u8]) -> Option<(usize, &[u8])> {
         if self.len == 0 {
             return None;
         }
@@ -148,8 +154,11 @@ impl Table {
             if c == EMPTY {
                 return None;
             }
-            if c & TAG_MASK == tag && self.arena.key(self.handle(i)) == key {
-                return Some(i);
+            if c & TAG_MASK == tag {
+                let (k, value) = self.arena.get(self.handle(i));
+                if k == key {
+                    return Some((i, value));
+                }
             }
             i = (i + 1) & mask;
         }
@@ -157,8 +166,7 @@ impl Table {
 
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
-        let i = self.find(key)?;
-        Some(self.arena.value(self.handle(i)))
+        self.find_entry(key).map(|(_, value)| value)
     }
 
     #[inline]
@@ -173,25 +181,33 @@ impl Table {
         self.find(key).is_some()
     }
 
-    /// Starts loading the control word and slot where `key` would be: step one of a batch.
+    /// The hash a lookup of `key` uses, for [`Table::prefetch`] and
+    /// [`Table::prefetch_entry`] (computed once for both).
     #[inline]
-    pub fn prefetch(&self, key: &[u8]) {
+    pub fn hash_key(&self, key: &[u8]) -> u64 {
+        self.hash(key)
+    }
+
+    /// Starts loading the control word and slot where a key of this hash would be: step one
+    /// of a batch.
+    #[inline]
+    pub fn prefetch(&self, hash: u64) {
         if self.ctrl.is_empty() {
             return;
         }
-        let i = self.hash(key) as usize & self.mask();
+        let i = hash as usize & self.mask();
         prefetch(&self.ctrl[i]);
         prefetch(&self.slots[i]);
     }
 
-    /// Starts loading the entry `key` probably lives in: step two of a batch, once step one's
-    /// lines have arrived. Compares tags only (comparing keys would wait for the miss).
+    /// Starts loading the entry a key of this hash probably lives in: step two of a batch,
+    /// once step one's lines have arrived. Compares tags only (comparing keys would wait for
+    /// the miss).
     #[inline]
-    pub fn prefetch_entry(&self, key: &[u8]) {
+    pub fn prefetch_entry(&self, hash: u64) {
         if self.len == 0 {
             return;
         }
-        let hash = self.hash(key);
         let (mask, tag) = (self.mask(), tag(hash));
         let mut i = hash as usize & mask;
         loop {
@@ -209,9 +225,9 @@ impl Table {
     /// Stores `value` under `key`; returns the previous value's length if there was one.
     #[inline]
     pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Option<usize> {
-        if let Some(i) = self.find(key) {
+        if let Some((i, old_value)) = self.find_entry(key) {
+            let old_len = old_value.len();
             let old = self.handle(i);
-            let old_len = self.arena.value(old).len();
             if old_len == value.len() {
                 // Same size: overwrite in place.
                 self.arena.value_mut(old).copy_from_slice(value);
@@ -277,16 +293,16 @@ impl Table {
 
     /// Removes `key`; returns its value's length if it was there.
     pub fn remove(&mut self, key: &[u8]) -> Option<usize> {
-        let i = self.find(key)?;
-        let len = self.arena.value(self.handle(i)).len();
+        let (i, value) = self.find_entry(key)?;
+        let len = value.len();
         self.remove_slot(i);
         Some(len)
     }
 
     /// Removes `key`; returns its value if it was there.
     pub fn take(&mut self, key: &[u8]) -> Option<Box<[u8]>> {
-        let i = self.find(key)?;
-        let value = self.arena.value(self.handle(i)).into();
+        let (i, value) = self.find_entry(key)?;
+        let value = value.into();
         self.remove_slot(i);
         Some(value)
     }
