@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# User-space instructions per request of a gokv-server binary, counted by callgrind: the same
+# number on every run of the same binary and workload, whatever else the machine is doing, so
+# two builds can be compared without timing noise (kernel time is not counted).
+#
+#   scripts/count-instructions.sh [BINARY] [TEST] [REQUESTS]
+#     BINARY    default target/release/gokv-server
+#     TEST      get | set | ping | incr (default get)
+#     REQUESTS  default 200000; redis-benchmark -c 50 -P 16 -r 100000
+#
+# Prints "<instructions per request> <TEST> <BINARY>" and, with TOP=N set, the N functions with
+# the most instructions (inclusive). Needs valgrind, redis-cli, redis-benchmark.
+set -euo pipefail
+bin=${1:-target/release/gokv-server}
+test=${2:-get}
+n=${3:-200000}
+port=${PORT:-7461}
+pw=count-pw
+value=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
+dir=$(mktemp -d)
+pid=""
+cleanup() {
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    rm -rf "$dir"
+}
+trap cleanup EXIT
+for tool in valgrind callgrind_control callgrind_annotate redis-cli redis-benchmark; do
+    command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
+done
+
+valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" --port "$port" \
+    --data-dir "$dir/data" --shards 1 --admin-password "$pw" >"$dir/log" 2>&1 &
+pid=$!
+cli() { redis-cli -p "$port" --user admin --pass "$pw" --no-auth-warning "$@"; }
+bench() { redis-benchmark -p "$port" --user admin -a "$pw" -c 50 -P 16 -r 100000 -q "$@" >/dev/null 2>&1; }
+for _ in $(seq 120); do
+    cli ping 2>/dev/null | grep -q PONG && break
+    sleep 0.5
+done
+cli create partition bench string memory >/dev/null
+cli create partition counters int memory >/dev/null
+case "$test" in
+    get) bench -n 100000 SET bench key:__rand_int__ "$value"; cmd=(GET bench key:__rand_int__) ;;
+    set) cmd=(SET bench key:__rand_int__ "$value") ;;
+    ping) cmd=(-t ping_mbulk) ;;
+    incr) cmd=(INCR counters ctr:__rand_int__) ;;
+    *) echo "unknown test $test" >&2; exit 2 ;;
+esac
+callgrind_control -z "$pid" >/dev/null
+bench -n "$n" "${cmd[@]}"
+callgrind_control -d "$pid" >/dev/null
+kill "$pid"
+wait "$pid" 2>/dev/null || true
+pid=""
+out=$(ls "$dir"/cg.out.* | head -1)
+[ -n "${KEEP:-}" ] && cp "$out" "$KEEP"
+total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "$((total / n)) $test $bin"
+if [ -n "${TOP:-}" ]; then
+    callgrind_annotate --inclusive=yes --auto=no "$out" 2>/dev/null \
+        | grep -E '^ *[0-9,]+ +\(' | head -n "$TOP"
+fi
