@@ -214,7 +214,11 @@ impl Table {
             match self.ctrl[i] {
                 EMPTY => return,
                 c if c & TAG_MASK == tag => {
-                    prefetch(self.arena.address(self.handle(i)));
+                    // A small entry spans at most two cache lines; at 4-byte alignment most
+                    // do cross a line boundary, so ask for the second line as well.
+                    let entry = self.arena.address(self.handle(i));
+                    prefetch(entry);
+                    prefetch(entry.wrapping_add(63));
                     return;
                 }
                 _ => i = (i + 1) & mask,
