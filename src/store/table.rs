@@ -278,20 +278,60 @@ impl Table {
         }
     }
 
+    /// Rehashes every entry into a table of `capacity` slots.
+    ///
+    /// Rehashing reads each entry's key from the arena and writes a random slot of the new
+    /// index: two cache misses per entry, which one at a time made growing past 917,504 keys
+    /// stall the shard for ~150 ms. The misses are overlapped instead: the entry `2 * AHEAD`
+    /// places ahead is prefetched, the one `AHEAD` ahead is hashed and its new slot prefetched.
     fn resize(&mut self, capacity: usize) {
+        const AHEAD: usize = 8;
+        let started = std::time::Instant::now();
         if let Some(scan) = &mut self.scan {
             // Every entry moves: start the walk again.
             scan.cursor = 0;
             scan.rescued.clear();
         }
-        let old_ctrl = std::mem::replace(&mut self.ctrl, vec![EMPTY; capacity]);
-        let old_slots = std::mem::replace(&mut self.slots, vec![0; capacity]);
-        for (c, lo) in old_ctrl.into_iter().zip(old_slots) {
-            if c != EMPTY {
-                let handle = ((c as u64 & 0xff) << 32) | lo as u64;
-                let hash = self.hash(self.arena.key(handle));
-                self.place(hash, handle);
+        let handles: Vec<Handle> = self
+            .ctrl
+            .iter()
+            .zip(&self.slots)
+            .filter(|(&c, _)| c != EMPTY)
+            .map(|(&c, &lo)| ((c as u64 & 0xff) << 32) | lo as u64)
+            .collect();
+        // Free the old index before the new one is touched.
+        self.ctrl = Vec::new();
+        self.slots = Vec::new();
+        self.ctrl = vec![EMPTY; capacity];
+        self.slots = vec![0; capacity];
+        let mask = self.mask();
+        let mut hashes = [0u64; AHEAD];
+        let hash_ahead = |table: &Table, at: usize| {
+            let hash = table.hash(table.arena.key(handles[at]));
+            prefetch(&table.ctrl[hash as usize & mask]);
+            prefetch(&table.slots[hash as usize & mask]);
+            hash
+        };
+        for (at, slot) in hashes.iter_mut().enumerate().take(handles.len()) {
+            *slot = hash_ahead(self, at);
+        }
+        for i in 0..handles.len() {
+            if let Some(&h) = handles.get(i + 2 * AHEAD) {
+                prefetch(self.arena.address(h));
             }
+            let hash = hashes[i % AHEAD];
+            if i + AHEAD < handles.len() {
+                hashes[i % AHEAD] = hash_ahead(self, i + AHEAD);
+            }
+            self.place(hash, handles[i]);
+        }
+        // The shard serves nothing while this runs: worth a line once tables get big.
+        if capacity >= 1 << 20 {
+            log::info!(
+                "table of {} keys grew to {capacity} slots in {:.1} ms",
+                handles.len(),
+                started.elapsed().as_secs_f64() * 1e3
+            );
         }
     }
 
