@@ -22,6 +22,7 @@ import argparse
 import os
 import secrets
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -62,6 +63,15 @@ def main():
         if t not in TESTS:
             ap.error(f"unknown test {t!r}; known: {', '.join(TESTS)}")
 
+    def on_signal(signum, _frame):
+        # A second signal must not cut the clean-up short: ignore the rest.
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    # The servers run in their own sessions: a signal must reach `finally` to stop them.
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
     state = tempfile.mkdtemp(prefix="gokv-ab-")
     pidfile = os.path.join(state, "pids")
     auth = ("admin", secrets.token_hex(12))
@@ -128,7 +138,12 @@ def main():
     except RunFailed as e:
         print(f"FAILED: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({e or 'Ctrl-C'}); stopping the servers", file=sys.stderr)
+        return 130
     finally:
+        # No signal may cut the clean-up short: the servers run in their own sessions.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGHUP, signal.SIGINT})
         stop_all()
         shutil.rmtree(state, ignore_errors=True)
 

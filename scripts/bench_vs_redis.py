@@ -302,6 +302,9 @@ def main():
     pidfile = os.path.join(state, "pids")
 
     def on_signal(signum, _frame):
+        # A second signal must not cut the clean-up short: ignore the rest.
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
