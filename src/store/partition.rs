@@ -188,6 +188,17 @@ impl Partition {
         }
     }
 
+    /// A step of the table's background work (see [`Table::maintain`]); cheap when none.
+    #[inline]
+    pub fn maintain(&mut self) {
+        self.table.maintain();
+    }
+
+    /// Entries still in the table's draining index, if one is (tests).
+    pub fn draining(&self) -> Option<usize> {
+        self.table.draining()
+    }
+
     /// Makes room for `additional` more keys (recovery knows roughly how many are coming).
     pub fn reserve(&mut self, additional: usize) {
         self.table.reserve(additional);

@@ -498,6 +498,16 @@ impl Table {
         }
     }
 
+    /// Drains a step of the old index, if one is draining. Writes drain as they go; a data
+    /// command of any kind calls this too, so that a table that grew and then is only read
+    /// (or only overwritten) stops paying a second probe and the old index's memory.
+    #[inline]
+    pub fn maintain(&mut self) {
+        if self.old.is_some() {
+            self.drain_step();
+        }
+    }
+
     /// Makes room for `additional` more keys at once (recovery knows how many are coming:
     /// one rehash instead of twenty).
     pub fn reserve(&mut self, additional: usize) {
