@@ -1072,6 +1072,13 @@ mod tests {
         assert_eq!(t.insert(b"big", &big), Some(9));
         assert_eq!(t.take(b"big").as_deref(), Some(&big[..]));
         assert!(t.is_empty());
+        // A key past the inline limit is boxed with its value.
+        let long_key = vec![b'k'; 10_000];
+        assert_eq!(t.insert(&long_key, b"v"), None);
+        assert_eq!(t.get(&long_key), Some(&b"v"[..]));
+        assert!(!t.contains(&long_key[1..]));
+        assert_eq!(t.remove(&long_key), Some(1));
+        assert!(t.is_empty());
     }
 
     /// A million 16-byte keys with 32-byte values: the table's own accounting of what it
