@@ -10,7 +10,7 @@
 //! `GOKV_CRASH_TRIALS` (default 5) sets the number of trials; `GOKV_SERVER_BIN` runs them
 //! against another build (see scripts/crash-test.sh).
 
-mod durable;
+mod common;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use durable::{q, DataDir, Node};
+use common::{q_ok, DataDir, Server};
 
 const WRITERS: usize = 6;
 const STRING_PARTITIONS: [&str; 2] = ["s_sync", "s_async"];
@@ -96,7 +96,7 @@ fn writer(url: String, w: usize, stop: Arc<AtomicBool>) -> Acked {
 
 fn trial(seed: u64) {
     let dir = DataDir::new("crash");
-    let node = Node::start(&dir, &["--shards", "2"]);
+    let node = Server::start_in(&dir, &["--shards", "2"]);
     let mut admin = node.client();
     for p in STRING_PARTITIONS {
         let persist = if p.ends_with("sync") && !p.ends_with("async") {
@@ -104,7 +104,7 @@ fn trial(seed: u64) {
         } else {
             "ASYNC"
         };
-        let _: () = q(&mut admin, &["CREATE", "PARTITION", p, "STRING", persist]);
+        let _: () = q_ok(&mut admin, &["CREATE", "PARTITION", p, "STRING", persist]);
     }
     for p in INT_PARTITIONS {
         let persist = if p.ends_with("async") {
@@ -112,7 +112,7 @@ fn trial(seed: u64) {
         } else {
             "SYNC"
         };
-        let _: () = q(&mut admin, &["CREATE", "PARTITION", p, "INT", persist]);
+        let _: () = q_ok(&mut admin, &["CREATE", "PARTITION", p, "INT", persist]);
     }
     drop(admin);
 
@@ -135,7 +135,7 @@ fn trial(seed: u64) {
     let counters: usize = acked.iter().map(|a| a.counters.len()).sum();
     assert!(sets > 50, "too little load before the kill ({sets} SETs)");
 
-    let node = Node::start(&dir, &["--shards", "2"]);
+    let node = Server::start_in(&dir, &["--shards", "2"]);
     let mut con = node.client();
     let mut missing = Vec::new();
     for a in &acked {
@@ -152,7 +152,7 @@ fn trial(seed: u64) {
             }
         }
         for ((p, key), n) in &a.counters {
-            let got: Option<i64> = q(&mut con, &["GET", p, key]);
+            let got: Option<i64> = q_ok(&mut con, &["GET", p, key]);
             let got = got.unwrap_or(0);
             if got < *n || got > n + 1 {
                 missing.push(format!("{p} {key}: acked INCR result {n}, found {got}"));

@@ -1,20 +1,23 @@
 //! Black-box test harness: starts the real `gokv-server` binary on an ephemeral port and talks
 //! to it with the `redis` crate (typed values) or with raw bytes (exact encodings).
 //!
-//! Every [`Server`] gets a fresh data directory and is killed (SIGKILL) when dropped, so a
-//! failing test never leaves a process or a directory behind.
+//! Every [`Server`] is killed (SIGKILL) when dropped. By default it gets a fresh data
+//! directory, removed with it; a test that restarts a server on the same data creates a
+//! [`DataDir`] and starts each server in it ([`Server::start_in`]). [`Server::launch`] covers
+//! the rarer needs: an environment override, no `--admin-password`, a start expected to fail.
 //!
 //! Access is default-deny, so every server starts with `--admin-password` [`ADMIN_PASSWORD`]
-//! (unless the test passes its own) and every connection handed out ([`Server::client`],
-//! [`Server::client_resp3`], [`Server::raw`], [`RawConn::connect_admin`]) is logged in as
-//! `admin`; the `*_unauthenticated` variants are not. Each test binary includes this
-//! module and uses only part of it, hence the `dead_code` allowance.
+//! (unless the test passes its own, or asks for none) and every connection handed out
+//! ([`Server::client`], [`Server::client_resp3`], [`Server::raw`], [`RawConn::connect_admin`])
+//! is logged in as `admin`; the `*_unauthenticated` variants are not, and [`Server::login`]
+//! logs in as any user. Each test binary includes this module and uses only part of it,
+//! hence the `dead_code` allowance.
 #![allow(dead_code)]
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -22,62 +25,145 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long the server may take to log its listening address. Generous: a debug build on a
-/// loaded 2-core CI machine can be slow to start, and a healthy start takes milliseconds.
-const STARTUP_DEADLINE: Duration = Duration::from_secs(10);
+/// How long the server may take to log its listening address. Generous: a debug build
+/// recovering a big log on a loaded 2-core CI machine can be slow to start, and a healthy
+/// start takes milliseconds.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
 
-/// Read timeout of every test connection: long enough never to fire on a healthy server,
-/// short enough that a missing reply fails the test instead of hanging it.
-pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`Server::stop`] waits for the process to exit after SIGTERM.
+const STOP_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Read timeout of every test connection: long enough never to fire on a healthy server on a
+/// loaded 2-core machine, short enough that a missing reply fails the test instead of hanging
+/// it.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The password of `admin` on every test server (unless a test passes `--admin-password`).
 /// At most 16 bytes: tests that set `--max-bulk-len 16` must still be able to log in.
 pub const ADMIN_PASSWORD: &str = "gokv-test-pw";
 
-/// Distinguishes the data directories of servers started by one test process.
+/// Distinguishes the data directories created by one test process.
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);
 
-/// A running `gokv-server` child process.
-pub struct Server {
-    child: Child,
-    port: u16,
-    data_dir: PathBuf,
-    /// Every stderr line the server has written so far (drained by a background thread so
-    /// the pipe never fills and blocks the server).
-    stderr: Arc<Mutex<Vec<String>>>,
-    /// Same for stdout (the server should log to stderr; kept for diagnostics).
-    stdout: Arc<Mutex<Vec<String>>>,
-    /// The stderr line that announced the listening address.
-    startup_line: String,
+/// The server binary: this build's, or `GOKV_SERVER_BIN` if set (scripts/crash-test.sh points
+/// it at a user's own build).
+pub fn server_bin() -> PathBuf {
+    std::env::var_os("GOKV_SERVER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_gokv-server")))
 }
 
-impl Server {
-    /// Starts the server with `--bind 127.0.0.1 --port 0 --data-dir <fresh dir>
-    /// --admin-password <ADMIN_PASSWORD>` plus `args`, and waits (up to 10 s) for its
-    /// `listening on 127.0.0.1:<PORT>` line.
-    pub fn start(args: &[&str]) -> Server {
-        let data_dir = std::env::temp_dir().join(format!(
-            "gokv-test-{}-{}-{}",
-            std::process::id(),
-            NEXT_DIR.fetch_add(1, Ordering::Relaxed),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-        ));
-        std::fs::create_dir_all(&data_dir).expect("create temp data dir");
+// ------------------------------------------------------------------------------------------
+// Data directories
+// ------------------------------------------------------------------------------------------
 
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gokv-server"))
+/// A fresh, empty temporary directory, removed (with everything in it) on drop. Servers
+/// started in it with [`Server::start_in`] leave it in place, so a test can stop or kill one
+/// and start the next on the same data.
+pub struct DataDir(PathBuf);
+
+impl DataDir {
+    /// Creates `<tmp>/gokv-test-<tag>-<pid>-<n>`, emptying any leftover of that name.
+    pub fn new(tag: &str) -> DataDir {
+        let dir = std::env::temp_dir().join(format!(
+            "gokv-test-{tag}-{}-{}",
+            std::process::id(),
+            NEXT_DIR.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp data dir");
+        DataDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Servers
+// ------------------------------------------------------------------------------------------
+
+/// How to start a server: built by [`Server::launch`], run by [`Launch::start`] or
+/// [`Launch::try_start`].
+pub struct Launch {
+    args: Vec<String>,
+    /// `None`: a fresh directory owned by the server.
+    data_dir: Option<PathBuf>,
+    admin_password: bool,
+    env: Vec<(String, String)>,
+}
+
+impl Launch {
+    /// Runs the server in `dir` instead of a fresh directory; `dir` outlives the server.
+    pub fn data_dir(mut self, dir: &DataDir) -> Launch {
+        self.data_dir = Some(dir.path().to_path_buf());
+        self
+    }
+
+    /// Passes no `--admin-password` (a first start that must generate one, a restart that
+    /// keeps the stored one, or a password from `GOKV_ADMIN_PASSWORD`).
+    pub fn without_admin_password(mut self) -> Launch {
+        self.admin_password = false;
+        self
+    }
+
+    /// Sets an environment variable of the server process, over the harness's defaults
+    /// (`RUST_LOG=info`, `GOKV_ADMIN_PASSWORD` removed).
+    pub fn env(mut self, key: &str, value: &str) -> Launch {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Starts the server and waits for its listening line; panics with its output if it
+    /// does not get there.
+    pub fn start(self) -> Server {
+        let args = self.args.clone();
+        match self.try_start() {
+            Ok(server) => server,
+            Err(failed) => panic!(
+                "gokv-server {args:?} did not log 'listening on 127.0.0.1:<PORT>' on stderr \
+                 within {STARTUP_DEADLINE:?} (exit: {:?})\nstderr:\n{}\nstdout:\n{}",
+                failed.status, failed.stderr, failed.stdout,
+            ),
+        }
+    }
+
+    /// Starts the server and waits (up to 30 s) for its `listening on 127.0.0.1:<PORT>` line;
+    /// `Err` with its exit status and output if it exits first or does not get there in time
+    /// (it is then killed).
+    pub fn try_start(self) -> Result<Server, StartFailure> {
+        let (data_dir, owned_dir) = match self.data_dir {
+            Some(path) => (path, None),
+            None => {
+                let dir = DataDir::new("server");
+                (dir.path().to_path_buf(), Some(dir))
+            }
+        };
+        let give_password =
+            self.admin_password && !self.args.iter().any(|a| a == "--admin-password");
+        let mut command = Command::new(server_bin());
+        command
             .args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
             .arg(&data_dir)
-            .args(if args.contains(&"--admin-password") {
-                &[][..]
-            } else {
+            .args(if give_password {
                 &["--admin-password", ADMIN_PASSWORD][..]
+            } else {
+                &[][..]
             })
-            .args(args)
+            .args(&self.args)
             .env("RUST_LOG", "info")
-            .env_remove("GOKV_ADMIN_PASSWORD")
+            .env_remove("GOKV_ADMIN_PASSWORD");
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -121,33 +207,83 @@ impl Server {
                         found = Some((port, line));
                     }
                 }
+                // Disconnected: stderr closed, so the process is exiting. Timeout: it hangs.
                 Err(_) => break,
             }
         }
         let Some((port, startup_line)) = found else {
             let _ = child.kill();
-            let status = child.wait();
-            // Give the drain threads a moment to collect the last lines for the message.
+            let status = child.wait().expect("wait for gokv-server");
+            // Give the drain threads a moment to collect the last lines.
             thread::sleep(Duration::from_millis(50));
-            let _ = std::fs::remove_dir_all(&data_dir);
-            panic!(
-                "gokv-server {:?} did not log 'listening on 127.0.0.1:<PORT>' on stderr within \
-                 {:?} (exit: {:?})\nstderr:\n{}\nstdout:\n{}",
-                args,
-                STARTUP_DEADLINE,
+            let stderr = stderr.lock().unwrap().join("\n");
+            let stdout = stdout.lock().unwrap().join("\n");
+            return Err(StartFailure {
                 status,
-                stderr.lock().unwrap().join("\n"),
-                stdout.lock().unwrap().join("\n"),
-            );
+                stderr,
+                stdout,
+            });
         };
 
-        Server {
+        Ok(Server {
             child,
             port,
             data_dir,
             stderr,
             stdout,
             startup_line,
+            _owned_dir: owned_dir,
+        })
+    }
+}
+
+/// How a start that did not reach the listening line ended.
+pub struct StartFailure {
+    pub status: ExitStatus,
+    /// Everything the process wrote to stderr, lines joined with `\n`.
+    pub stderr: String,
+    /// Same for stdout.
+    pub stdout: String,
+}
+
+/// A running `gokv-server` child process.
+pub struct Server {
+    child: Child,
+    port: u16,
+    data_dir: PathBuf,
+    /// Every stderr line the server has written so far (drained by a background thread so
+    /// the pipe never fills and blocks the server).
+    stderr: Arc<Mutex<Vec<String>>>,
+    /// Same for stdout (the server should log to stderr; kept for diagnostics).
+    stdout: Arc<Mutex<Vec<String>>>,
+    /// The stderr line that announced the listening address.
+    startup_line: String,
+    /// The fresh data directory of a server not started in a [`DataDir`] of the test's;
+    /// dropped (removed) after the process is killed.
+    _owned_dir: Option<DataDir>,
+}
+
+impl Server {
+    /// Starts the server with `--bind 127.0.0.1 --port 0 --data-dir <fresh dir>
+    /// --admin-password <ADMIN_PASSWORD>` plus `args`, and waits (up to 30 s) for its
+    /// `listening on 127.0.0.1:<PORT>` line.
+    pub fn start(args: &[&str]) -> Server {
+        Server::launch(args).start()
+    }
+
+    /// Like [`Server::start`], with `dir` as the data directory (kept when the server goes).
+    pub fn start_in(dir: &DataDir, args: &[&str]) -> Server {
+        Server::launch(args).data_dir(dir).start()
+    }
+
+    /// A start with options beyond `args`; finish it with [`Launch::start`] or
+    /// [`Launch::try_start`].
+    pub fn launch(args: &[&str]) -> Launch {
+        Launch {
+            args: args.iter().map(|a| a.to_string()).collect(),
+            data_dir: None,
+            admin_password: true,
+            env: Vec::new(),
         }
     }
 
@@ -163,6 +299,11 @@ impl Server {
         self.child.id()
     }
 
+    /// The server's data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
     /// The stderr line that announced the listening address.
     pub fn startup_line(&self) -> &str {
         &self.startup_line
@@ -173,21 +314,33 @@ impl Server {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Every stderr line logged so far, joined with `\n`.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.lock().unwrap().join("\n")
+    }
+
+    /// Everything the process has written so far, stderr lines then stdout lines, joined
+    /// with `\n`: what must (or must not) show up in its logs.
+    pub fn log_text(&self) -> String {
+        let mut lines = self.stderr_lines();
+        lines.extend(self.stdout.lock().unwrap().iter().cloned());
+        lines.join("\n")
+    }
+
+    /// The `redis` crate URL of a RESP2 connection logged in as `admin`.
+    pub fn url(&self) -> String {
+        format!("redis://admin:{ADMIN_PASSWORD}@127.0.0.1:{}/", self.port)
+    }
+
     /// A `redis` crate connection speaking RESP2, logged in as `admin`.
     pub fn client(&self) -> redis::Connection {
-        self.client_url(&format!(
-            "redis://admin:{ADMIN_PASSWORD}@127.0.0.1:{}/",
-            self.port
-        ))
+        self.client_url(&self.url())
     }
 
     /// A `redis` crate connection that negotiated RESP3 (`HELLO 3 AUTH ...`) on connect,
     /// logged in as `admin`.
     pub fn client_resp3(&self) -> redis::Connection {
-        self.client_url(&format!(
-            "redis://admin:{ADMIN_PASSWORD}@127.0.0.1:{}/?protocol=resp3",
-            self.port
-        ))
+        self.client_url(&format!("{}?protocol=resp3", self.url()))
     }
 
     /// A `redis` crate connection that has not logged in.
@@ -215,6 +368,12 @@ impl Server {
         RawConn::connect(&self.addr())
     }
 
+    /// A raw TCP connection logged in as `user` (`AUTH user password` must answer `+OK`).
+    #[track_caller]
+    pub fn login(&self, user: &str, password: &str) -> RawConn {
+        RawConn::connect_as(&self.addr(), user, password)
+    }
+
     /// Sends SIGTERM to the server process.
     pub fn sigterm(&self) {
         let status = Command::new("kill")
@@ -238,13 +397,25 @@ impl Server {
             thread::sleep(Duration::from_millis(10));
         }
     }
+
+    /// A clean stop: SIGTERM, then waits (up to 20 s, else panics) for the exit.
+    #[track_caller]
+    pub fn stop(mut self) -> ExitStatus {
+        self.sigterm();
+        self.wait_exit(STOP_DEADLINE)
+            .unwrap_or_else(|| panic!("server did not exit within {STOP_DEADLINE:?} of SIGTERM"))
+    }
+
+    /// A crash: SIGKILL, so the process dies at once, mid-write or not.
+    pub fn kill9(self) {
+        // Drop kills and reaps it.
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data_dir);
     }
 }
 
@@ -285,14 +456,16 @@ impl RawConn {
     }
 
     /// Connects and logs in as `admin` (the `+OK` is consumed).
+    #[track_caller]
     pub fn connect_admin(addr: &str) -> RawConn {
+        RawConn::connect_as(addr, "admin", ADMIN_PASSWORD)
+    }
+
+    /// Connects and logs in as `user` with `AUTH user password` (the `+OK` is consumed).
+    #[track_caller]
+    pub fn connect_as(addr: &str, user: &str, password: &str) -> RawConn {
         let mut c = RawConn::connect(addr);
-        let password = ADMIN_PASSWORD.as_bytes();
-        let mut auth = b"*3\r\n$4\r\nAUTH\r\n$5\r\nadmin\r\n".to_vec();
-        auth.extend_from_slice(format!("${}\r\n", password.len()).as_bytes());
-        auth.extend_from_slice(password);
-        auth.extend_from_slice(b"\r\n");
-        c.expect(&auth, b"+OK\r\n");
+        c.expect(&cmd(&["AUTH", user, password]), OK);
         c
     }
 
@@ -359,6 +532,24 @@ impl RawConn {
         parse_resp(&bytes).unwrap().unwrap().0
     }
 
+    /// Reads and parses one reply; `None` if the server closed the connection (EOF at a
+    /// reply boundary, or a reset) instead. Anything else, a timeout included, panics.
+    pub fn read_value_or_close(&mut self) -> Option<Resp> {
+        match self.try_read_reply() {
+            Ok(Some(bytes)) => Some(parse_resp(&bytes).unwrap().unwrap().0),
+            Ok(None) => None,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
+                ) =>
+            {
+                None
+            }
+            Err(e) => panic!("reading a reply failed: {e}"),
+        }
+    }
+
     /// Sends `request` and asserts the next reply is exactly `reply`.
     #[track_caller]
     pub fn expect(&mut self, request: &[u8], reply: &[u8]) {
@@ -393,9 +584,7 @@ impl RawConn {
         self.read_reply()
     }
 
-    /// Sends `cmd(args)` and returns the parsed reply.
     /// The shard this connection lives on, as `CLIENT INFO` reports it.
-    #[allow(dead_code)]
     pub fn shard(&mut self) -> String {
         let line = self.call_value(&["CLIENT", "INFO"]).text();
         line.trim_end()
@@ -405,6 +594,7 @@ impl RawConn {
             .to_string()
     }
 
+    /// Sends `cmd(args)` and returns the parsed reply.
     pub fn call_value(&mut self, args: &[&str]) -> Resp {
         self.send(&cmd(args));
         self.read_value()
@@ -431,6 +621,32 @@ impl RawConn {
                     io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
                 ) => {}
             Err(e) => panic!("expected the server to close the connection, got error {e}"),
+        }
+    }
+
+    /// Discards whatever the server still sends until it closes the connection (EOF or
+    /// reset); panics if it is still open after `within`.
+    #[track_caller]
+    pub fn drain_until_closed(&mut self, within: Duration) {
+        self.buf.clear();
+        self.pos = 0;
+        self.stream.set_read_timeout(Some(within)).unwrap();
+        let started = Instant::now();
+        let mut sink = [0u8; 64 * 1024];
+        loop {
+            match self.stream.read(&mut sink) {
+                Ok(0) => return,
+                Ok(_) => assert!(started.elapsed() < within, "still open after {within:?}"),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    panic!("connection still open after {within:?}")
+                }
+                Err(_) => return, // reset: closed too
+            }
         }
     }
 
@@ -611,6 +827,41 @@ impl Resp {
         String::from_utf8_lossy(self.bytes()).into_owned()
     }
 
+    /// The texts of an array (set, push) of strings.
+    pub fn texts(&self) -> Vec<String> {
+        self.items().iter().map(Resp::text).collect()
+    }
+
+    /// Whether this is an error reply whose first word (its code) is `code`.
+    pub fn is_error_code(&self, code: &str) -> bool {
+        matches!(self, Resp::Error(e) if e.split(|&b| b == b' ').next() == Some(code.as_bytes()))
+    }
+
+    /// `+OK`.
+    pub fn ok() -> Resp {
+        Resp::simple("OK")
+    }
+
+    /// A simple string reply, `+<s>`.
+    pub fn simple(s: &str) -> Resp {
+        Resp::Simple(s.as_bytes().to_vec())
+    }
+
+    /// An error reply, `-<s>`.
+    pub fn error(s: &str) -> Resp {
+        Resp::Error(s.as_bytes().to_vec())
+    }
+
+    /// A (non-null) bulk string reply.
+    pub fn bulk(b: &[u8]) -> Resp {
+        Resp::Bulk(Some(b.to_vec()))
+    }
+
+    /// A (non-null) RESP2 array reply.
+    pub fn array(items: Vec<Resp>) -> Resp {
+        Resp::Array(Some(items))
+    }
+
     pub fn int(&self) -> i64 {
         match self {
             Resp::Int(n) => *n,
@@ -745,6 +996,12 @@ pub fn q<T: redis::FromRedisValue>(
         c.arg(*a);
     }
     c.query(con)
+}
+
+/// Runs one command given as words; panics (naming the command) if it fails.
+#[track_caller]
+pub fn q_ok<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
+    q(con, args).unwrap_or_else(|e| panic!("{args:?} failed: {e}"))
 }
 
 /// Runs a command that must fail and returns the server error's code and full text.
