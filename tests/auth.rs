@@ -648,6 +648,37 @@ fn a_first_start_without_a_password_generates_one_in_a_private_file() {
     assert!(!path.exists());
 }
 
+/// The generated password file goes away once `admin` gets another password at run time:
+/// a password that no longer works must not lie around in plain text.
+#[test]
+fn altering_the_admin_password_removes_the_generated_file() {
+    let dir = DataDir::new("auth");
+    let server = launch(&["--shards", "2"])
+        .data_dir(&dir)
+        .without_admin_password()
+        .start();
+    let path = dir.path().join("admin-password");
+    let password = std::fs::read_to_string(&path).unwrap();
+    let mut admin = server.login("admin", password.trim_end());
+    // Another user's password change leaves it alone.
+    assert_eq!(
+        admin.call_value(&["CREATE", "USER", "bob", "b"]),
+        Resp::ok()
+    );
+    assert_eq!(
+        admin.call_value(&["ALTER", "USER", "bob", "PASSWORD", "b2"]),
+        Resp::ok()
+    );
+    assert!(path.exists());
+    assert_eq!(
+        admin.call_value(&["ALTER", "USER", "admin", "PASSWORD", "chosen-pw"]),
+        Resp::ok()
+    );
+    assert!(!path.exists(), "the stale password file is still there");
+    let mut c = server.login("admin", "chosen-pw");
+    assert_eq!(c.call_value(&["WHOAMI"]), Resp::bulk(b"admin"));
+}
+
 #[test]
 fn a_changed_password_is_not_served_from_the_login_cache() {
     let server = start("1");

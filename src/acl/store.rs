@@ -10,7 +10,8 @@
 //! exists. Its password comes from `--admin-password` / `GOKV_ADMIN_PASSWORD` (and is reset to
 //! that value whenever it is given), or, on a start where `admin` does not exist yet and none
 //! is given, is generated and written to `<data-dir>/admin-password` (mode 0600); only that
-//! path is logged.
+//! path is logged. The file is removed once `admin` has another password: one given at a
+//! later start, or `ALTER USER admin PASSWORD` at run time (the coordinator).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -269,12 +270,27 @@ pub fn bootstrap(dir: &Path, admin_password: Option<&str>) -> Result<Acl, String
     if changed {
         save(dir, &acl)?;
     }
-    if admin_password.is_some() && password_file.exists() {
-        // A generated password that no longer works must not lie around in plain text.
-        fs::remove_file(&password_file)
-            .map_err(|e| format!("cannot remove {}: {e}", password_file.display()))?;
+    if admin_password.is_some() {
+        forget_generated_admin_password(dir)?;
     }
     Ok(acl)
+}
+
+/// Removes the generated admin password file, if there is one: once `admin` has another
+/// password, the old one must not lie around in plain text.
+pub fn forget_generated_admin_password(dir: &Path) -> Result<(), String> {
+    let path = dir.join(ADMIN_PASSWORD_FILE);
+    match fs::remove_file(&path) {
+        Ok(()) => {
+            log::info!(
+                "removed {}: user '{ADMIN_USER}' has another password",
+                path.display()
+            );
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("cannot remove {}: {e}", path.display())),
+    }
 }
 
 #[cfg(test)]

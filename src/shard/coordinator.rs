@@ -23,7 +23,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::acl::{store, Acl};
+use crate::acl::{store, Acl, AclChange, ADMIN_USER};
 use crate::catalog::Catalog;
 use crate::command::partition::{plan_create, plan_drop};
 use crate::command::CommandError;
@@ -177,6 +177,14 @@ impl Coordinator {
                 return Err(CommandError::Io(format!(
                     "the user change could not be persisted: {e}"
                 )));
+            }
+        }
+        if let Change::Acl(AclChange::SetPassword { name, .. }) = change {
+            if name == ADMIN_USER {
+                // The change is durable already: a file we cannot remove is only logged.
+                if let Err(e) = store::forget_generated_admin_password(&self.data_dir) {
+                    log::error!("{e}");
+                }
             }
         }
         Ok((catalog, acl))
