@@ -347,8 +347,9 @@ mod faults {
         }
         // A pipelined pass: every write of the failed commit is rolled back, in order.
         let c = &mut clients[0];
-        // Two: should the pipeline arrive in two passes, both commits fail.
-        let _: () = q_ok(c, &["DEBUG", "FAIL-FSYNC", "2"]);
+        // Four: should the pipeline arrive in two passes, both commits fail (each failed
+        // commit also fsyncs its truncation, which takes an armed failure too).
+        let _: () = q_ok(c, &["DEBUG", "FAIL-FSYNC", "4"]);
         let mut pipe = redis::pipe();
         pipe.cmd("SET").arg("s").arg("p1").arg("x");
         pipe.cmd("SET").arg("s").arg("p1").arg("y");
@@ -380,6 +381,36 @@ mod faults {
             assert_eq!(q_ok::<i64>(&mut c, &["GET", "n", &key]), 11);
         }
         assert_eq!(q_ok::<Option<String>>(&mut c, &["GET", "s", "p1"]), None);
+    }
+
+    /// A failed commit's truncation is fsync'd (it takes the second armed fsync failure, so
+    /// the next write succeeds); when that fsync fails too, the segment is cut again, durably,
+    /// before the next write, and only acknowledged writes survive a restart.
+    #[test]
+    fn a_failed_commit_is_truncated_durably() {
+        let dir = DataDir::new("trunc");
+        let node = Server::start_in(&dir, &["--shards", "1"]);
+        let mut c = node.client();
+        let _: () = q_ok(&mut c, &["CREATE", "PARTITION", "s", "STRING", "SYNC"]);
+        let _: () = q_ok(&mut c, &["SET", "s", "k", "good"]);
+        // The commit's fsync fails, then the truncation's.
+        let _: () = q_ok(&mut c, &["DEBUG", "FAIL-FSYNC", "2"]);
+        let (code, msg) = q_err(&mut c, &["SET", "s", "k", "bad"]);
+        assert_eq!(code, "IOERR", "{msg}");
+        assert_eq!(q_ok::<String>(&mut c, &["GET", "s", "k"]), "good");
+        // Nothing armed is left for this write.
+        let _: () = q_ok(&mut c, &["SET", "s", "k2", "after"]);
+        assert!(
+            node.log_text().contains("cannot truncate durably"),
+            "{}",
+            node.log_text()
+        );
+        drop(c);
+        node.kill9();
+        let node = Server::start_in(&dir, &["--shards", "1"]);
+        let mut c = node.client();
+        assert_eq!(q_ok::<String>(&mut c, &["GET", "s", "k"]), "good");
+        assert_eq!(q_ok::<String>(&mut c, &["GET", "s", "k2"]), "after");
     }
 
     /// CREATE of a durable partition whose files cannot be made durable is refused.

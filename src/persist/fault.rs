@@ -1,6 +1,7 @@
 //! Fault injection for tests (cargo feature `fault-injection`): makes the next `n` log writes
-//! or fsyncs fail (group commits, segment creation, the catalog file; not the ASYNC timer or
-//! compaction, which run at moments a test cannot predict), so that the `-IOERR` path can be tested against the real binary
+//! or fsyncs fail (group commits and the truncation after a failed one, segment creation, the
+//! catalog file; not the ASYNC timer or compaction, which run at moments a test cannot
+//! predict), so that the `-IOERR` path can be tested against the real binary
 //! (`DEBUG FAIL-WRITE <n>`, `DEBUG FAIL-FSYNC <n>`).
 //!
 //! Without the feature every check is an inlined `Ok(())`. With it, the counters are

@@ -10,8 +10,8 @@
 //! shard then rolls the pass's writes back in memory and answers `-IOERR`. If even the
 //! truncation fails, the segment is marked *dirty* and every later commit first retries it:
 //! nothing is ever appended after a partial record, so a damaged record can only ever be the
-//! tail. (After a failed fsync the truncation is itself not yet durable; a crash right then may
-//! bring back writes that were answered `-IOERR`: "not acknowledged", not "never applied".)
+//! tail. The truncation is fsync'd too, so that a crash cannot bring back records that were
+//! answered `-IOERR`; if that fsync fails, the segment is marked dirty the same way.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -166,7 +166,7 @@ impl PartitionLog {
 
     fn append_and_sync(&mut self) -> io::Result<Committed> {
         if self.dirty_tail {
-            self.file.set_len(self.len)?;
+            self.truncate_durably()?;
             self.dirty_tail = false;
         }
         let records = self.journal.pending();
@@ -187,11 +187,19 @@ impl PartitionLog {
         Ok(Committed { bytes, fsynced })
     }
 
+    /// Cuts the segment back to its committed length and fsyncs that.
+    fn truncate_durably(&mut self) -> io::Result<()> {
+        self.file.set_len(self.len)?;
+        fault::check(Fault::Fsync)?;
+        self.file.sync_data()
+    }
+
+    /// Cuts a failed commit's records off the segment, durably (see the module docs).
     fn truncate_to_committed(&mut self) {
-        if let Err(e) = self.file.set_len(self.len) {
+        if let Err(e) = self.truncate_durably() {
             log::error!(
-                "{}: cannot truncate after a failed commit: {e}; will retry before the next \
-                 write",
+                "{}: cannot truncate durably after a failed commit: {e}; will retry before \
+                 the next write",
                 segment_path(&self.dir, self.seq).display()
             );
             self.dirty_tail = true;
