@@ -7,7 +7,7 @@
 //! pushed in between is never lost (see [`Mailbox::prepare_to_sleep`]).
 //!
 //! Requests for a partition on another shard are not sent one by one: the connection's shard
-//! collects them in an [`Outbox`] per destination during its poll pass and sends each outbox as
+//! collects them in a [`RequestBatch`] per destination during its poll pass and sends each outbox as
 //! one [`RequestBatch`] at the end of the pass (one message, at most one wake per destination
 //! per pass). The destination answers with one [`ReplyBatch`].
 

@@ -1,7 +1,7 @@
 //! Where a table's entries live: packed one after another in fixed-size segments.
 //!
 //! An entry is `[flags: u8][key_len: varint][value_len: varint][key][value]`, padded to a
-//! multiple of [`ALIGN`] bytes, and is named by a 40-bit [`Handle`] (segment id and offset).
+//! multiple of `ALIGN` bytes, and is named by a 40-bit [`Handle`] (segment id and offset).
 //! A 16-byte key with a 32-byte value takes 52 bytes: no allocator header, no rounding up to
 //! an allocator size class, no pointer per entry (the table keeps handles, 6 bytes each).
 //!
@@ -43,7 +43,7 @@ const BOXED: u8 = 2;
 /// Bytes of a boxed entry's stub: flags and a `u32` index (padded to [`ALIGN`]).
 const STUB: usize = 8;
 
-/// Names an entry: segment id (24 bits) and offset in [`ALIGN`] units (16 bits).
+/// Names an entry: segment id (24 bits) and offset in `ALIGN` units (16 bits).
 pub type Handle = u64;
 
 /// Largest handle value + 1.

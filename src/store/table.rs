@@ -19,7 +19,7 @@
 //! tombstones), at most 7/8 full. Rehashing a big index at once stops the shard (50 ms at a
 //! million keys, even with the misses overlapped), so past [`INCREMENTAL_FROM`] slots a
 //! growth only allocates the new, twice larger index; the old one is *drained* into it a few
-//! clusters per write ([`DRAIN_STEP`] entries or more), as Redis rehashes its dicts. Meanwhile
+//! clusters per write (`DRAIN_STEP` entries or more), as Redis rehashes its dicts. Meanwhile
 //! lookups try the new index and then the old; new keys go to the new one only.
 //!
 //! The old index is drained a whole *cluster* (a maximal run of full slots) at a time, walking
