@@ -7,9 +7,9 @@
 //! pushed in between is never lost (see [`Mailbox::prepare_to_sleep`]).
 //!
 //! Requests for a partition on another shard are not sent one by one: the connection's shard
-//! collects them in a [`RequestBatch`] per destination during its poll pass and sends each outbox as
-//! one [`RequestBatch`] at the end of the pass (one message, at most one wake per destination
-//! per pass). The destination answers with one [`ReplyBatch`].
+//! collects them in one [`RequestBatch`] per destination during its poll pass and sends each
+//! batch at the end of the pass (one message, at most one wake per destination per pass). The
+//! destination answers with one [`ReplyBatch`].
 
 use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
