@@ -38,7 +38,7 @@ use crate::protocol::{Protocol, ReplyWriter};
 use crate::store::{Partition, PersistMode};
 
 use super::mailbox::{ConnRef, ReplyBatch};
-use super::{Core, Shard, Target};
+use super::{Core, Routes, Shard, Target};
 
 /// How old unsynced ASYNC data may get before the shard fsyncs it. Half the promised second,
 /// so that a long pass or a slow disk still keeps the promise.
@@ -234,6 +234,24 @@ fn replace_reply(batch: &mut ReplyBatch, index: usize, reply: &[u8]) {
     batch.buf = buf;
 }
 
+/// The data and log of durable partition `id`, if this shard still owns it under `name`.
+/// Work queued for a partition (a commit, an ASYNC fsync, a compaction) is skipped once the
+/// partition was dropped, or dropped and created again under the same name.
+fn owned_log<'a>(
+    routes: &'a mut Routes,
+    name: &[u8],
+    id: u64,
+) -> Option<(&'a mut Partition, &'a mut PartitionLog)> {
+    match routes.get_mut(name)? {
+        Target::Local(LocalPartition {
+            data,
+            id: owned,
+            log: Durability::Logged(log),
+        }) if *owned == id => Some((data, &mut **log)),
+        _ => None,
+    }
+}
+
 impl Core {
     /// Commits every dirty partition; returns the ids that failed, with why.
     fn commit_logs(&mut self) -> Vec<(u64, String)> {
@@ -242,15 +260,9 @@ impl Core {
         let now = Instant::now();
         for (name, id) in self.commit.dirty.drain(..) {
             // Dropped during the pass: its writes went with it.
-            let Some(Target::Local(local)) = self.routes.get_mut(&name) else {
+            let Some((data, log)) = owned_log(&mut self.routes, &name, id) else {
                 continue;
             };
-            let Durability::Logged(log) = &mut local.log else {
-                continue;
-            };
-            if local.id != id {
-                continue;
-            }
             let before = log.disk_bytes();
             match log.commit() {
                 Ok(done) => {
@@ -272,9 +284,9 @@ impl Core {
                     }
                 }
                 Err(e) => {
-                    let before = local.data.used_memory();
-                    log.journal.rollback(&mut local.data);
-                    let after = local.data.used_memory();
+                    let before = data.used_memory();
+                    log.journal.rollback(data);
+                    let after = data.used_memory();
                     let gauge = &metrics.used_memory;
                     ShardMetrics::set(
                         gauge,
@@ -313,15 +325,9 @@ impl Core {
         let metrics = &self.shared.metrics.shards[self.id];
         self.commit.unsynced_since = None;
         for (name, id) in std::mem::take(&mut self.commit.unsynced) {
-            let Some(Target::Local(local)) = self.routes.get_mut(&name) else {
+            let Some((_, log)) = owned_log(&mut self.routes, &name, id) else {
                 continue;
             };
-            let Durability::Logged(log) = &mut local.log else {
-                continue;
-            };
-            if local.id != id {
-                continue;
-            }
             match log.sync() {
                 Ok(synced) => ShardMetrics::add(&metrics.fsyncs, synced as u64),
                 Err(e) => {
@@ -340,15 +346,9 @@ impl Core {
         let metrics = &self.shared.metrics.shards[self.id];
         let mut list = std::mem::take(&mut self.commit.compacting);
         list.retain(|(name, id)| {
-            let Some(Target::Local(local)) = self.routes.get_mut(name) else {
+            let Some((data, log)) = owned_log(&mut self.routes, name, *id) else {
                 return false;
             };
-            let Durability::Logged(log) = &mut local.log else {
-                return false;
-            };
-            if local.id != *id {
-                return false;
-            }
             let before = log.disk_bytes();
             let keep = if !log.compacting() {
                 if !log.wants_compaction(now) {
@@ -358,11 +358,11 @@ impl Core {
                     "partition '{}': compacting {} bytes of log ({} keys)",
                     String::from_utf8_lossy(name),
                     log.disk_bytes(),
-                    local.data.len()
+                    data.len()
                 );
-                log.start_compaction(&mut local.data).is_ok()
+                log.start_compaction(data).is_ok()
             } else {
-                match log.compaction_step(&mut local.data, COMPACTION_STEP) {
+                match log.compaction_step(data, COMPACTION_STEP) {
                     Ok(Some(took)) => {
                         ShardMetrics::add(&metrics.compactions, 1);
                         ShardMetrics::set(&metrics.last_compaction_ms, unix_ms());
