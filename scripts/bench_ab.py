@@ -28,8 +28,9 @@ import sys
 import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_vs_redis import (KEYSPACE, VALUE32, Ports, RunFailed, Server, load_keys,  # noqa: E402
-                            redis_benchmark, resp_call, stop_all)
+from bench_vs_redis import (KEYSPACE, VALUE32, Ports, RunFailed, Server,  # noqa: E402
+                            interrupt_on_signals, load_keys, redis_benchmark, resp_call,
+                            stop_all)
 
 TESTS = ("set", "get", "ping", "echo", "incr")
 
@@ -63,15 +64,7 @@ def main():
         if t not in TESTS:
             ap.error(f"unknown test {t!r}; known: {', '.join(TESTS)}")
 
-    def on_signal(signum, _frame):
-        # A second signal must not cut the clean-up short: ignore the rest.
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    # The servers run in their own sessions: a signal must reach `finally` to stop them.
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    interrupt_on_signals()
     state = tempfile.mkdtemp(prefix="gokv-ab-")
     pidfile = os.path.join(state, "pids")
     auth = ("admin", secrets.token_hex(12))

@@ -140,6 +140,19 @@ class Server:
             Server.registry.remove(self)
 
 
+def interrupt_on_signals():
+    """SIGTERM and SIGHUP raise KeyboardInterrupt, so that the caller's `finally` stops the
+    servers (they run in their own sessions: nothing else would). After the first signal
+    the rest are ignored, so that a second one cannot cut that clean-up short."""
+    def on_signal(signum, _frame):
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+
 def stop_all():
     for s in list(Server.registry):
         try:
@@ -301,14 +314,7 @@ def main():
     state = args.state_dir or tempfile.mkdtemp(prefix="gokv-bench-")
     pidfile = os.path.join(state, "pids")
 
-    def on_signal(signum, _frame):
-        # A second signal must not cut the clean-up short: ignore the rest.
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    interrupt_on_signals()
     try:
         return bench(args, state, pidfile, n_p1, n_p16, mem_keys)
     except RunFailed as e:
