@@ -895,16 +895,23 @@ mod tests {
         }
     }
 
+    /// A table filled with `<prefix><i>` = `value` for `i` in `0..n`, up to the insert that
+    /// started a drain; returns it and `n`.
+    fn filled_until_draining(prefix: &str, value: &[u8]) -> (Table, u32) {
+        let mut t = Table::default();
+        let mut n = 0u32;
+        while t.draining().is_none() {
+            t.insert(format!("{prefix}{n}").as_bytes(), value);
+            n += 1;
+        }
+        (t, n)
+    }
+
     /// Growing past INCREMENTAL_FROM slots does not rehash at once: the insert that grows
     /// the table leaves (nearly) every entry in the old index, and later writes drain it.
     #[test]
     fn growth_of_a_big_table_drains_a_little_per_write() {
-        let mut t = Table::default();
-        let mut i = 0u32;
-        while t.draining().is_none() {
-            t.insert(format!("key:{i}").as_bytes(), b"v");
-            i += 1;
-        }
+        let (mut t, mut i) = filled_until_draining("key:", b"v");
         let at_growth = t.len();
         assert!(at_growth > INCREMENTAL_FROM * 7 / 8, "grew at {at_growth}");
         // The growing insert drained one step (whole clusters, a few hundred at most).
@@ -974,13 +981,8 @@ mod tests {
     #[test]
     fn scan_survives_draining_between_steps() {
         for seed in 0..4u64 {
-            let mut t = Table::default();
+            let (mut t, i) = filled_until_draining("k", b"start");
             let mut next = lcg(seed);
-            let mut i = 0u32;
-            while t.draining().is_none() {
-                t.insert(format!("k{i}").as_bytes(), b"start");
-                i += 1;
-            }
             let present: Vec<Vec<u8>> = (0..i).map(|k| format!("k{k}").into_bytes()).collect();
             t.begin_scan();
             let mut seen = std::collections::HashSet::new();
@@ -1017,12 +1019,7 @@ mod tests {
     /// the old index, far from the drain, and the walk would miss it.
     #[test]
     fn scan_rescues_keys_shifted_in_the_draining_index() {
-        let mut t = Table::default();
-        let mut i = 0u32;
-        while t.draining().is_none() {
-            t.insert(format!("k{i}").as_bytes(), b"x");
-            i += 1;
-        }
+        let (mut t, _) = filled_until_draining("k", b"x");
         // A full slot `c - 1` followed by a key at `c` whose home is before `c`, far from
         // where the drain is.
         let (c, k1, k2) = {
