@@ -247,6 +247,22 @@ def shell_line(argv):
     return " ".join(shlex.quote(a) for a in argv)
 
 
+def rb_command(test, kind):
+    """The redis-benchmark arguments of `test` ("set", "get", "ping", "echo", "incr") against
+    a server of `kind`: GoKV gets the partition word, Redis the same command without it.
+    `echo` sends and receives the same bytes as `get` (a 32-byte argument and reply) and
+    touches no data: the null path, parsed, dispatched and answered, that `get` is measured
+    against. Shared with bench_ab.py."""
+    part = lambda name: [name] if kind == "gokv" else []  # noqa: E731
+    return {
+        "set": ["SET"] + part("bench") + ["key:__rand_int__", VALUE32],
+        "get": ["GET"] + part("bench") + ["key:__rand_int__"],
+        "ping": ["-t", "ping_mbulk"],
+        "echo": ["ECHO", VALUE32],
+        "incr": ["INCR"] + part("counters") + ["ctr:__rand_int__"],
+    }[test]
+
+
 def redis_benchmark(server, n, pipeline, command, auth):
     """redis-benchmark with --csv; `command` is a list of args, or ['-t', test]."""
     argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-c", str(CONNS),
@@ -416,15 +432,13 @@ def bench(args, state, pidfile, n_p1, n_p16, mem_keys):
     commands[("setup", "gokv s2 prefill p0,p1")] = shell_line(redact(prefill, auth))
 
     def rb_cmd(server, what):
-        part = ["bench"] if server.kind == "gokv" else []
-        return {"SET": ["SET"] + part + ["key:__rand_int__", VALUE32],
-                "GET": ["GET"] + part + ["key:__rand_int__"],
-                "PING": ["-t", "ping_mbulk"]}[what]
+        return rb_command(what.lower(), server.kind)
 
     # (scenario label, servers, runner(server) -> result)
     scenarios = []
+    # ECHO beside GET at each depth: the null path, measured in the same rounds (the floor).
     for pipe, n, num in ((1, n_p1, 1), (16, n_p16, 2)):
-        for what in ("SET", "GET"):
+        for what in ("SET", "GET", "ECHO"):
             scenarios.append((f"{num} {what} -P {pipe} (redis-benchmark)", servers,
                               lambda s, w=what, p=pipe, n=n:
                               redis_benchmark(s, n, p, rb_cmd(s, w), s.auth)))
@@ -557,7 +571,7 @@ def render(args, machine, auth, scenarios, results, memory, commands, n_p1, n_p1
     w("")
     w(f"- machine: {machine['nproc']} cores, {machine['cpu']}, Linux {machine['kernel']}; "
       f"load average before {machine['load_before']}, after {machine['load_after']}")
-    w(f"- GoKV {machine['gokv']} (release build), {machine['redis']}; "
+    w(f"- GoKV {machine['gokv']} ({args.gokv_bin}), {machine['redis']}; "
       f"auth {'on' if auth else 'off (server has no --admin-password)'}")
     w(f"- {args.rounds} interleaved round(s){' (--quick)' if args.quick else ''}: each round runs "
       f"every scenario against GoKV --shards 1, Redis, GoKV --shards 2 in turn; "
@@ -593,6 +607,13 @@ def render(args, machine, auth, scenarios, results, memory, commands, n_p1, n_p1
             if label.startswith("4 "):
                 notes.append("GoKV only; connections on shard 0, partition on shard "
                              + ("1" if "cross" in label else "0"))
+            if " ECHO " in label:
+                notes.append("null path: same bytes as GET, no data access")
+            if " GET " in label and label[0] in "12" and s.kind == "gokv":
+                echo = label.replace(" GET ", " ECHO ")
+                e_ops, e_cpu = med_of.get((echo, s.name), (0, 0))
+                if e_cpu > 0:
+                    notes.append(f"CPU/op GET/ECHO {m_cpu / e_cpu:.2f}x")
             if label.startswith("3 ") and s.kind == "gokv":
                 get = next(l for l, _, _ in scenarios if l.startswith("2 GET"))
                 notes.append(f"GET/PING ops/s {med_of[(get, s.name)][0] / m_ops:.2f}")
@@ -614,8 +635,8 @@ def render(args, machine, auth, scenarios, results, memory, commands, n_p1, n_p1
       f"{1e6 / CLK_TCK / n_p1:.2f} µs/op at -n {n_p1:,} and {1e6 / CLK_TCK / n_p16:.2f} µs/op at "
       f"-n {n_p16:,}; smaller differences are noise.")
     w("")
-    w("Floor (BENCHMARKS.md): a server that only frames and answers costs 0.35x Redis's CPU per "
-      "request at -P 16 and 0.8x at -P 1; compare the CPU/op ratios above with it.")
+    for line in floor_lines(scenarios, med_of):
+        w(line)
     w("")
     w("## Commands")
     w("")
@@ -637,6 +658,44 @@ def render(args, machine, auth, scenarios, results, memory, commands, n_p1, n_p1
         w(cmd)
     w("```")
     return "\n".join(lines) + "\n"
+
+
+def floor_lines(scenarios, med_of):
+    """The null-path floor, from this run's own ECHO rows: what a GoKV that only frames,
+    dispatches and answers costs per request against Redis's GET, next to what GET costs."""
+    out = ["Floor, measured in this run: GoKV answering `ECHO <32 bytes>` (the same request and "
+           "reply sizes as GET, parsed, dispatched and answered without touching data), "
+           "redis-benchmark with the same settings, in the same interleaved rounds. "
+           "`null/Redis GET` is that floor as a ratio to Redis's GET; `GET/Redis GET` is "
+           "GoKV's own GET; their quotient is GoKV's distance to the floor (1.00x: the data "
+           "path costs nothing measurable).", ""]
+    rows = []
+    for label, targets, _ in scenarios:
+        if " ECHO " not in label:
+            continue
+        get = label.replace(" ECHO ", " GET ")
+        if (get, "redis") not in med_of:
+            continue
+        r_ops, r_cpu = med_of[(get, "redis")]
+        for s in targets:
+            if s.kind != "gokv" or (get, s.name) not in med_of:
+                continue
+            e_ops, e_cpu = med_of[(label, s.name)]
+            g_ops, g_cpu = med_of[(get, s.name)]
+            pipe = label.split("-P ")[1].split()[0]
+            if r_cpu > 0 and e_cpu > 0:
+                cpu = (f"{e_cpu / r_cpu:.2f}x | {g_cpu / r_cpu:.2f}x | "
+                       f"{g_cpu / e_cpu:.2f}x")
+            else:
+                cpu = "n/a | n/a | n/a"
+            rows.append(f"| -P {pipe} | {s.name} | {e_ops / r_ops:.2f}x | {g_ops / r_ops:.2f}x "
+                        f"| {cpu} |")
+    if not rows:
+        return ["Floor: not measured in this run (no ECHO and GET rows for both servers)."]
+    out += ["| depth | server | ops/s null/Redis GET | ops/s GET/Redis GET "
+            "| CPU/op null/Redis GET | CPU/op GET/Redis GET | CPU/op GET/null |",
+            "|---|---|---|---|---|---|---|"]
+    return out + rows
 
 
 def chart(png, scenarios, results):

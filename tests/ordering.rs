@@ -1,5 +1,11 @@
 //! Reply order under pipelining across shards, and atomicity of INCR under concurrent
 //! connections, with the partition local to some connections and remote to others.
+//!
+//! A test that claims to cross shards checks that it did: it reads `forwarded_requests` from
+//! INFO and asserts that at least the share of requests it meant to forward was forwarded.
+//! Connection migration (a connection that talks only to another shard's partitions moves
+//! there) would otherwise turn a "remote" connection local after 64 requests; the tests of
+//! remote connections turn it off, and the one that wants it asserts that it happened.
 
 mod common;
 
@@ -23,6 +29,32 @@ fn create_on_shard(c: &mut RawConn, name: &str, schema: &str, shard: i64) {
         Some(Resp::Int(shard)),
         "placement of {name}: {describe:?}"
     );
+}
+
+/// One `INFO` field, read over `c`.
+fn info_field(c: &mut RawConn, name: &str) -> u64 {
+    let text = c.call_value(&["INFO", "everything"]).text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in INFO"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{name} in INFO: {e}"))
+}
+
+/// Requests forwarded to another shard so far, over all shards.
+fn forwarded(c: &mut RawConn) -> u64 {
+    info_field(c, "forwarded_requests")
+}
+
+/// Connections moved from one shard to another so far, summed over the per-shard lines.
+fn migrated(c: &mut RawConn) -> u64 {
+    let text = c.call_value(&["INFO", "everything"]).text();
+    text.lines()
+        .filter(|l| l.starts_with("shard"))
+        .filter_map(|l| l.split(',').find_map(|f| f.strip_prefix("migrated_out=")))
+        .map(|n| n.trim().parse::<u64>().unwrap())
+        .sum()
 }
 
 #[test]
@@ -73,6 +105,7 @@ fn pipeline_across_two_shards_keeps_request_order() {
     }
 
     // One write for the whole pipeline; replies are read while it is being written.
+    let before = forwarded(&mut c);
     let replies = c.pipeline(&requests);
     for (i, (got, want)) in replies.iter().zip(&expected).enumerate() {
         assert_eq!(
@@ -84,20 +117,37 @@ fn pipeline_across_two_shards_keeps_request_order() {
     }
     // And nothing more follows.
     c.expect(&cmd(&["PING"]), b"+PONG\r\n");
+    // Whichever shard the connection is on, "left" or "right" is remote to it.
+    let sent = forwarded(&mut c) - before;
+    assert!(
+        sent >= 1000,
+        "only {sent} of 2000 alternating requests were forwarded"
+    );
 }
 
 /// 16 connections, each 1,000 INCRs on one key (`pipelined`: in batches of 100 per write).
 /// The final value must be exactly 16,000 and every returned value unique: no increment is
 /// lost or applied twice, whichever shard each connection is served by.
-fn concurrent_incrs(partition_shard: i64, pipelined: bool) {
+///
+/// Connections are dealt to the two shards round-robin, so 8 of the 16 are on the other shard
+/// than the counter. With `migrate` off they stay there, and at least their 8,000 INCRs must
+/// have been forwarded (checked from INFO); with it on, they move to the counter's shard
+/// while their INCRs are in flight, and at least one must have moved.
+fn concurrent_incrs(partition_shard: i64, pipelined: bool, migrate: bool) {
     const CONNECTIONS: usize = 16;
     const INCRS: usize = 1000;
-    let server = Server::start(&["--shards", "2"]);
+    let server = Server::start(&[
+        "--shards",
+        "2",
+        "--migrate-connections",
+        if migrate { "true" } else { "false" },
+    ]);
     let mut admin = server.raw();
     if partition_shard == 1 {
         create_on_shard(&mut admin, "filler", "INT", 0);
     }
     create_on_shard(&mut admin, "counter", "INT", partition_shard);
+    let forwarded_before = forwarded(&mut admin);
 
     let barrier = Arc::new(Barrier::new(CONNECTIONS));
     let addr = server.addr();
@@ -108,6 +158,7 @@ fn concurrent_incrs(partition_shard: i64, pipelined: bool) {
             thread::spawn(move || {
                 let mut c = RawConn::connect_admin(&addr);
                 c.expect(&cmd(&["PING"]), b"+PONG\r\n");
+                let home = c.shard();
                 barrier.wait();
                 let incr = cmd(&["INCR", "counter", "hits"]);
                 let mut seen = Vec::with_capacity(INCRS);
@@ -124,18 +175,22 @@ fn concurrent_incrs(partition_shard: i64, pipelined: bool) {
                         seen.push(c.read_value().int());
                     }
                 }
-                seen
+                (home, seen)
             })
         })
         .collect();
 
     let mut all = Vec::with_capacity(CONNECTIONS * INCRS);
+    let mut remote = 0;
     for w in workers {
-        let seen = w.join().expect("worker panicked");
+        let (home, seen) = w.join().expect("worker panicked");
         assert!(
             seen.windows(2).all(|w| w[0] < w[1]),
             "one connection saw its INCR results go backwards"
         );
+        if home != partition_shard.to_string() {
+            remote += 1;
+        }
         all.extend(seen);
     }
     admin.expect(
@@ -148,21 +203,44 @@ fn concurrent_incrs(partition_shard: i64, pipelined: bool) {
         all == expected,
         "INCR results are not exactly 1..=16000 (duplicates or gaps)"
     );
+    assert_eq!(remote, CONNECTIONS / 2, "connections not dealt round-robin");
+    let sent = forwarded(&mut admin) - forwarded_before;
+    if migrate {
+        assert!(migrated(&mut admin) >= 1, "no remote connection moved");
+    } else {
+        assert!(
+            sent >= (remote * INCRS) as u64,
+            "only {sent} of the {} INCRs of remote connections were forwarded",
+            remote * INCRS
+        );
+        assert_eq!(
+            migrated(&mut admin),
+            0,
+            "a connection moved with migration off"
+        );
+    }
 }
 
 #[test]
 fn concurrent_incr_on_shard_0() {
-    concurrent_incrs(0, false);
+    concurrent_incrs(0, false, false);
 }
 
 #[test]
 fn concurrent_incr_on_shard_1_half_the_connections_remote() {
-    concurrent_incrs(1, false);
+    concurrent_incrs(1, false, false);
 }
 
 #[test]
 fn concurrent_pipelined_incr_on_shard_1() {
-    concurrent_incrs(1, true);
+    concurrent_incrs(1, true, false);
+}
+
+/// Migration on: the remote half moves to the counter's shard mid-stream, and not one INCR
+/// is lost, doubled or answered out of order across the move.
+#[test]
+fn concurrent_pipelined_incr_while_connections_migrate() {
+    concurrent_incrs(1, true, true);
 }
 
 #[test]
@@ -182,6 +260,8 @@ fn redis_crate_pipeline_across_shards() {
         .arg("INT")
         .arg("MEMORY");
     let _: () = setup.query(&mut con).unwrap();
+    let mut admin = server.raw();
+    let before = forwarded(&mut admin);
 
     let mut pipe = redis::pipe();
     for i in 0..500 {
@@ -205,6 +285,9 @@ fn redis_crate_pipeline_across_shards() {
             "reply to GET #{i}"
         );
     }
+    // "a" and "b" are placed on shards 0 and 1: a third or two thirds were forwarded.
+    let sent = forwarded(&mut admin) - before;
+    assert!(sent >= 500, "only {sent} of 1500 requests were forwarded");
 }
 
 #[test]
@@ -303,6 +386,7 @@ fn catalog_changes_are_visible_to_other_connections_once_acknowledged() {
     // With round-robin assignment these two connections live on different shards.
     let mut a = server.raw();
     let mut b = server.raw();
+    assert_ne!(a.shard(), b.shard(), "both connections on one shard");
     for i in 0..40 {
         let p = format!("v{i}");
         let (creator, user) = if i % 2 == 0 {
@@ -367,6 +451,7 @@ fn large_replies_pipelined_across_shards_arrive_in_order() {
     for r in &requests {
         all.extend_from_slice(r);
     }
+    let before = forwarded(&mut c);
     let mut writer = c.stream.try_clone().unwrap();
     let handle = std::thread::spawn(move || writer.write_all(&all));
     // Let the output back up before reading anything.
@@ -382,6 +467,9 @@ fn large_replies_pipelined_across_shards_arrive_in_order() {
     }
     handle.join().unwrap().unwrap();
     c.expect(&cmd(&["PING"]), b"+PONG\r\n");
+    // Half the GETs went to the partition on the other shard.
+    let sent = forwarded(&mut c) - before;
+    assert!(sent >= 200, "only {sent} of 400 GETs were forwarded");
 }
 
 /// A connection whose requests all go to one other shard moves there, keeps its state, and

@@ -1,6 +1,12 @@
 //! Fuzzes the request parser: arbitrary bytes, fed whole and then in pieces cut where the
 //! input's first bytes say, must never panic and must frame the same requests (and end with
-//! the same error) either way, with every span inside the buffer.
+//! the same error) either way, with every span inside the buffer; and every request framed,
+//! encoded again as a RESP array, must frame back to the same arguments.
+//!
+//! This is the unstructured half of `tests/parser_fuzz.rs` (its mutated and random
+//! generators, same limits, same properties). The structured halves, valid pipelines that
+//! must parse to the arguments generated and malformed ones that must end with their defect's
+//! error, live only there, where the generator knows the answer.
 //!
 //! Run from the repository root (new inputs go to the ignored work corpus, seeds stay):
 //! `cargo +nightly fuzz run parser fuzz/work-corpus fuzz/corpus/parser -- -max_total_time=60`
@@ -57,6 +63,17 @@ fn feed(input: &[u8], cuts: &[usize]) -> Outcome {
     (requests, Ok(buf.len()))
 }
 
+/// `args` as a RESP array of bulk strings.
+fn encode_resp(args: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
 fuzz_target!(|data: &[u8]| {
     // The first two bytes choose the cut points; the rest is the input.
     let (a, b, input) = match data {
@@ -69,4 +86,11 @@ fuzz_target!(|data: &[u8]| {
     let step = (a % 7) + 1;
     let cuts: Vec<usize> = (step..input.len()).step_by(step).collect();
     assert_eq!(whole, feed(input, &cuts), "cut every {step} bytes");
+    for args in &whole.0 {
+        assert_eq!(
+            feed(&encode_resp(args), &[]),
+            (vec![args.clone()], Ok(0)),
+            "round trip of {args:?}"
+        );
+    }
 });
