@@ -1,7 +1,8 @@
 //! The log record and file header: the only bytes GoKV writes to disk besides the catalog.
 //!
 //! # Record format
-//! Every log segment and snapshot is a [`FileHeader`] followed by records, back to back:
+//! Every log segment and snapshot is a [`FileHeader`] (a version-2 segment: also two
+//! [`Checkpoint`] slots, 64 bytes in all) followed by records, back to back:
 //!
 //! ```text
 //! offset  size  field
