@@ -69,6 +69,12 @@ pub struct Cli {
     /// directory.
     #[arg(long, value_name = "PASSWORD")]
     pub admin_password: Option<String>,
+    /// Start even when files or bytes that acknowledged writes were in are missing or
+    /// damaged (a deleted log segment, a log cut short): what is left is loaded and the loss
+    /// is logged. Without it such a start is refused with the file and offset. Command line
+    /// only, for one start.
+    #[arg(long)]
+    pub accept_data_loss: bool,
 }
 
 /// The environment variable that may carry the admin password.
@@ -148,6 +154,8 @@ pub struct Config {
     pub max_memory: u64,
     /// Idle seconds after which a client is disconnected; 0 means never.
     pub timeout_secs: u64,
+    /// `--accept-data-loss`: start with what is left when durable data is missing.
+    pub accept_data_loss: bool,
 }
 
 impl Default for Config {
@@ -174,6 +182,8 @@ impl Default for Config {
             max_memory: 0,
             // Off, as in Redis: idle connections of a pool are normal.
             timeout_secs: 0,
+            // Losing acknowledged data is never the default.
+            accept_data_loss: false,
         }
     }
 }
@@ -240,6 +250,7 @@ impl Config {
                 (None, None) => d.max_memory,
             },
             timeout_secs: cli.timeout.or(file.timeout).unwrap_or(d.timeout_secs),
+            accept_data_loss: cli.accept_data_loss,
             admin_password: cli
                 .admin_password
                 .or_else(|| std::env::var(ADMIN_PASSWORD_ENV).ok())

@@ -215,7 +215,8 @@ fn torn_tail_is_truncated_and_corruption_before_it_stops_startup() {
 
     // A flipped byte in the first record, with valid records after it: not a torn write.
     let mut bytes = std::fs::read(&seg).unwrap();
-    bytes[32 + 12] ^= 0x40;
+    let first_record = gokv::persist::record::SEGMENT_HEADER;
+    bytes[first_record + 12] ^= 0x40;
     std::fs::write(&seg, &bytes).unwrap();
     let failed = Server::launch(&["--shards", "1"])
         .data_dir(&dir)
@@ -225,10 +226,52 @@ fn torn_tail_is_truncated_and_corruption_before_it_stops_startup() {
     assert!(!failed.status.success());
     let seg_name = seg.display().to_string();
     assert!(
-        failed.stderr.contains(&seg_name) && failed.stderr.contains("offset 32"),
+        failed.stderr.contains(&seg_name)
+            && failed.stderr.contains(&format!("offset {first_record}")),
         "{}",
         failed.stderr
     );
+}
+
+/// Cutting the last segment in half drops acknowledged SYNC writes: the server refuses to
+/// start and says which file, where, and which flag accepts the loss; with the flag it starts
+/// with what is left, and later starts need no flag.
+#[test]
+fn a_log_cut_into_acknowledged_writes_refuses_to_start() {
+    let dir = DataDir::new("cut-acked");
+    let node = Server::start_in(&dir, &["--shards", "1"]);
+    let mut c = node.client();
+    let _: () = q_ok(&mut c, &["CREATE", "PARTITION", "s", "STRING", "SYNC"]);
+    for i in 0..20 {
+        let _: () = q_ok(&mut c, &["SET", "s", &format!("k{i}"), "acknowledged"]);
+    }
+    drop(c);
+    node.kill9();
+    let seg = segments(&dir, 1).pop().expect("a segment");
+    let bytes = std::fs::read(&seg).unwrap();
+    std::fs::write(&seg, &bytes[..bytes.len() / 2]).unwrap();
+    let failed = Server::launch(&["--shards", "1"])
+        .data_dir(&dir)
+        .try_start()
+        .err()
+        .expect("started without half of its acknowledged writes");
+    assert!(!failed.status.success());
+    assert!(
+        failed.stderr.contains(&seg.display().to_string())
+            && failed.stderr.contains("offset")
+            && failed.stderr.contains("--accept-data-loss"),
+        "{}",
+        failed.stderr
+    );
+    let node = Server::start_in(&dir, &["--shards", "1", "--accept-data-loss"]);
+    let mut c = node.client();
+    assert_eq!(q_ok::<String>(&mut c, &["GET", "s", "k0"]), "acknowledged");
+    assert_eq!(q_ok::<Option<String>>(&mut c, &["GET", "s", "k19"]), None);
+    drop(c);
+    node.kill9();
+    let node = Server::start_in(&dir, &["--shards", "1"]);
+    let mut c = node.client();
+    assert_eq!(q_ok::<String>(&mut c, &["GET", "s", "k0"]), "acknowledged");
 }
 
 #[test]

@@ -64,6 +64,13 @@ enum ErrorKind {
         offset: u64,
         why: String,
     },
+    /// Starting would drop data that was acknowledged (or may have been): only with
+    /// `--accept-data-loss`.
+    DataLoss {
+        path: PathBuf,
+        offset: Option<u64>,
+        why: String,
+    },
 }
 
 impl PersistError {
@@ -85,6 +92,18 @@ impl PersistError {
             },
         }
     }
+
+    /// Files or bytes that durable writes were in are missing or damaged; `offset` where
+    /// in the file, if it is one file's bytes.
+    pub fn data_loss(path: &Path, offset: Option<u64>, why: impl Into<String>) -> Self {
+        PersistError {
+            kind: ErrorKind::DataLoss {
+                path: path.to_path_buf(),
+                offset,
+                why: why.into(),
+            },
+        }
+    }
 }
 
 impl fmt::Display for PersistError {
@@ -93,10 +112,20 @@ impl fmt::Display for PersistError {
             ErrorKind::Io { path, err } => write!(f, "{}: {err}", path.display()),
             ErrorKind::Corrupt { path, offset, why } => write!(
                 f,
-                "{} is corrupt at offset {offset}: {why} (not at the tail, so it is not a \
-                 torn write; refusing to start rather than drop the records after it)",
+                "{} is corrupt at offset {offset}: {why}; refusing to start",
                 path.display()
             ),
+            ErrorKind::DataLoss { path, offset, why } => {
+                write!(f, "{}", path.display())?;
+                if let Some(offset) = offset {
+                    write!(f, " at offset {offset}")?;
+                }
+                write!(
+                    f,
+                    ": {why}; refusing to start rather than lose acknowledged writes (start \
+                     with --accept-data-loss to drop what is missing and go on)"
+                )
+            }
         }
     }
 }

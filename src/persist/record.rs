@@ -1,7 +1,8 @@
 //! The log record and file header: the only bytes GoKV writes to disk besides the catalog.
 //!
 //! # Record format
-//! Every log segment and snapshot is a [`FileHeader`] followed by records, back to back:
+//! Every log segment and snapshot is a [`FileHeader`] (a version-2 segment: also two
+//! [`Checkpoint`] slots, 64 bytes in all) followed by records, back to back:
 //!
 //! ```text
 //! offset  size  field
@@ -29,6 +30,11 @@
 
 /// Bytes before a record's kind: length and checksum.
 pub const RECORD_HEADER: usize = 8;
+
+/// The smallest record a snapshot holds besides its END: a `SET_STR` of an empty key to an
+/// empty value (header, kind, key length). Bounds how many records a file of N bytes can
+/// hold, whatever its header claims.
+pub const MIN_RECORD: usize = RECORD_HEADER + 1 + 4;
 
 const KIND_SET_STR: u8 = 1;
 const KIND_SET_INT: u8 = 2;
@@ -165,31 +171,85 @@ pub enum FileKind {
 ///
 /// ```text
 /// offset  size  field
-/// 0       8     magic: "GOKVLOG" or "GOKVSNP", then the format version byte (1)
+/// 0       8     magic: "GOKVLOG" or "GOKVSNP", then the format version byte
 /// 8       8     partition id: u64 LE (the catalog's id, never reused for another partition)
 /// 16      8     seq: u64 LE, the segment number (a snapshot takes its segment's number)
 /// 24      4     hint: u32 LE, expected record count (snapshots; 0 when unknown)
 /// 28      4     crc: u32 LE, CRC32C of bytes 0..28
 /// ```
+///
+/// # Versions
+/// - Snapshots: version 1 only.
+/// - Segments, version 1 (the first release): records start at byte 32.
+/// - Segments, version 2: two [`Checkpoint`] slots follow, at bytes 32 and 48
+///   ([`CHECKPOINT_SLOTS`]); records start at byte 64 ([`SEGMENT_HEADER`]). Recovery reads
+///   both versions; the log only writes version 2 (a version-1 segment found as the last one
+///   at startup is closed and a version-2 segment started after it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileHeader {
     pub kind: FileKind,
+    pub version: u8,
     pub partition: u64,
     pub seq: u64,
     pub hint: u32,
 }
 
+/// The identity header every file starts with.
 pub const FILE_HEADER: usize = 32;
-const MAGIC_SEGMENT: &[u8; 8] = b"GOKVLOG\x01";
-const MAGIC_SNAPSHOT: &[u8; 8] = b"GOKVSNP\x01";
+/// A version-2 segment's header: the identity header and two checkpoint slots.
+pub const SEGMENT_HEADER: usize = 64;
+/// Where a version-2 segment's checkpoint slots are.
+pub const CHECKPOINT_SLOTS: [usize; 2] = [32, 48];
+/// The segment version the log writes.
+pub const SEGMENT_VERSION: u8 = 2;
+const MAGIC_SEGMENT: &[u8; 7] = b"GOKVLOG";
+const MAGIC_SNAPSHOT: &[u8; 7] = b"GOKVSNP";
 
 impl FileHeader {
+    /// A new segment's header, in the version the log writes.
+    pub fn segment(partition: u64, seq: u64) -> FileHeader {
+        FileHeader {
+            kind: FileKind::Segment,
+            version: SEGMENT_VERSION,
+            partition,
+            seq,
+            hint: 0,
+        }
+    }
+
+    /// A snapshot's header.
+    pub fn snapshot(partition: u64, seq: u64, hint: u32) -> FileHeader {
+        FileHeader {
+            kind: FileKind::Snapshot,
+            version: 1,
+            partition,
+            seq,
+            hint,
+        }
+    }
+
+    /// Bytes before the first record: the identity header, and the checkpoint slots of a
+    /// version-2 segment.
+    pub fn header_len(&self) -> usize {
+        if self.has_checkpoints() {
+            SEGMENT_HEADER
+        } else {
+            FILE_HEADER
+        }
+    }
+
+    /// A version-2 segment: it records its durable length.
+    pub fn has_checkpoints(&self) -> bool {
+        self.kind == FileKind::Segment && self.version >= 2
+    }
+
     pub fn encode(&self) -> [u8; FILE_HEADER] {
         let mut out = [0u8; FILE_HEADER];
-        out[..8].copy_from_slice(match self.kind {
+        out[..7].copy_from_slice(match self.kind {
             FileKind::Segment => MAGIC_SEGMENT,
             FileKind::Snapshot => MAGIC_SNAPSHOT,
         });
+        out[7] = self.version;
         out[8..16].copy_from_slice(&self.partition.to_le_bytes());
         out[16..24].copy_from_slice(&self.seq.to_le_bytes());
         out[24..28].copy_from_slice(&self.hint.to_le_bytes());
@@ -198,24 +258,81 @@ impl FileHeader {
         out
     }
 
-    /// Parses a header; `None` when it is short, damaged or not ours.
+    /// Parses a header; `None` when it is short, damaged, not ours, or of a version this
+    /// build does not know.
     pub fn decode(bytes: &[u8]) -> Option<FileHeader> {
         let b = bytes.get(..FILE_HEADER)?;
         let crc = u32::from_le_bytes(b[28..32].try_into().ok()?);
         if crc32c::crc32c(&b[..28]) != crc {
             return None;
         }
-        let kind = match &b[..8] {
-            m if m == MAGIC_SEGMENT => FileKind::Segment,
-            m if m == MAGIC_SNAPSHOT => FileKind::Snapshot,
+        let (kind, version) = match (&b[..7], b[7]) {
+            (m, v @ (1 | 2)) if m == MAGIC_SEGMENT => (FileKind::Segment, v),
+            (m, 1) if m == MAGIC_SNAPSHOT => (FileKind::Snapshot, 1),
             _ => return None,
         };
         Some(FileHeader {
             kind,
+            version,
             partition: u64::from_le_bytes(b[8..16].try_into().ok()?),
             seq: u64::from_le_bytes(b[16..24].try_into().ok()?),
             hint: u32::from_le_bytes(b[24..28].try_into().ok()?),
         })
+    }
+}
+
+/// What a version-2 segment knows about itself: how many of its bytes an fsync that
+/// *completed* covered, and whether the next segment was created after it.
+///
+/// ```text
+/// offset  size  field (each of the two 16-byte slots)
+/// 0       8     durable: u64 LE, bytes of the file (header included) known to be on disk
+/// 8       4     flags: u32 LE, bit 0 = sealed (segment seq + 1 exists; this one is full)
+/// 12      4     crc: u32 LE, CRC32C of the segment's seq (8 bytes LE) ++ bytes 0..12
+/// ```
+///
+/// The log rewrites one slot in place just before an fsync it does anyway, with the length
+/// the *previous* fsync made durable (never the length this fsync is about to cover: the
+/// slot could reach the disk before the data). Slots alternate, so a slot torn by a crash
+/// leaves the other, older one; recovery takes the valid slot with the larger length. The seq
+/// in the checksum keeps a slot copied from another segment from passing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub durable: u64,
+    pub sealed: bool,
+}
+
+impl Checkpoint {
+    pub fn encode(&self, seq: u64) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..8].copy_from_slice(&self.durable.to_le_bytes());
+        out[8..12].copy_from_slice(&u32::from(self.sealed).to_le_bytes());
+        let crc = crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), &out[..12]);
+        out[12..].copy_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// The slot at `bytes`, if its checksum holds.
+    pub fn decode(seq: u64, bytes: &[u8]) -> Option<Checkpoint> {
+        let b = bytes.get(..16)?;
+        let crc = u32::from_le_bytes(b[12..16].try_into().ok()?);
+        if crc32c::crc32c_append(crc32c::crc32c(&seq.to_le_bytes()), &b[..12]) != crc {
+            return None;
+        }
+        let flags = u32::from_le_bytes(b[8..12].try_into().ok()?);
+        Some(Checkpoint {
+            durable: u64::from_le_bytes(b[..8].try_into().ok()?),
+            sealed: flags & 1 != 0,
+        })
+    }
+
+    /// The newer of a version-2 header's two slots (`header` is its first
+    /// [`SEGMENT_HEADER`] bytes); `None` when neither is valid.
+    pub fn newest(seq: u64, header: &[u8]) -> Option<Checkpoint> {
+        CHECKPOINT_SLOTS
+            .iter()
+            .filter_map(|&at| Checkpoint::decode(seq, header.get(at..)?))
+            .max_by_key(|c| (c.durable, c.sealed))
     }
 }
 
@@ -292,17 +409,61 @@ mod tests {
 
     #[test]
     fn header_round_trip_and_damage() {
-        let h = FileHeader {
-            kind: FileKind::Snapshot,
-            partition: 9,
-            seq: 3,
-            hint: 100,
-        };
+        let h = FileHeader::snapshot(9, 3, 100);
         let bytes = h.encode();
         assert_eq!(FileHeader::decode(&bytes), Some(h));
         let mut bad = bytes;
         bad[10] ^= 1;
         assert_eq!(FileHeader::decode(&bad), None);
         assert_eq!(FileHeader::decode(&bytes[..31]), None);
+        let s = FileHeader::segment(9, 3);
+        assert_eq!(FileHeader::decode(&s.encode()), Some(s));
+        assert_eq!(s.header_len(), SEGMENT_HEADER);
+        // A version this build does not know is not ours.
+        let mut future = s.encode();
+        future[7] = 3;
+        let crc = crc32c::crc32c(&future[..28]);
+        future[28..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(FileHeader::decode(&future), None);
+    }
+
+    /// The first release's segments (version 1, records at byte 32) still decode.
+    #[test]
+    fn version_one_segment_headers_decode() {
+        let mut v1 = [0u8; FILE_HEADER];
+        v1[..8].copy_from_slice(b"GOKVLOG\x01");
+        v1[8..16].copy_from_slice(&5u64.to_le_bytes());
+        v1[16..24].copy_from_slice(&2u64.to_le_bytes());
+        let crc = crc32c::crc32c(&v1[..28]);
+        v1[28..].copy_from_slice(&crc.to_le_bytes());
+        let h = FileHeader::decode(&v1).unwrap();
+        assert_eq!(
+            (h.kind, h.version, h.partition, h.seq),
+            (FileKind::Segment, 1, 5, 2)
+        );
+        assert!(!h.has_checkpoints());
+        assert_eq!(h.header_len(), FILE_HEADER);
+    }
+
+    #[test]
+    fn checkpoints_take_the_newest_valid_slot() {
+        let mut header = [0u8; SEGMENT_HEADER];
+        let a = Checkpoint {
+            durable: 100,
+            sealed: false,
+        };
+        let b = Checkpoint {
+            durable: 250,
+            sealed: true,
+        };
+        header[32..48].copy_from_slice(&a.encode(7));
+        assert_eq!(Checkpoint::newest(7, &header), Some(a));
+        header[48..64].copy_from_slice(&b.encode(7));
+        assert_eq!(Checkpoint::newest(7, &header), Some(b));
+        // Torn slot: the other one stands.
+        header[50] ^= 1;
+        assert_eq!(Checkpoint::newest(7, &header), Some(a));
+        // A slot of another segment does not pass.
+        assert_eq!(Checkpoint::newest(8, &header), None);
     }
 }

@@ -4,15 +4,44 @@
 //! # Policy (explicit, as in fjall and raft-engine)
 //! - A snapshot is complete or it is not used: `.tmp` files are deleted; a `.snap` file was
 //!   fsync'd before its rename, so any damage in it is corruption and stops startup.
+//! - **Nothing may be missing.** The segments run without a gap from the snapshot's number
+//!   (or from 1 when there is no snapshot: the first segment is created with the partition,
+//!   and segments are only deleted once a snapshot covers them). A segment whose checkpoint
+//!   says *sealed* was closed after the next one existed, so as the last one it means the
+//!   next is missing. A partition directory that is gone, or holds no segment, is missing
+//!   too.
 //! - Segments before the last were fsync'd before the next one began, so any damage in them
-//!   stops startup too.
-//! - In the last segment, a damaged record (cut short, bad checksum, bad length) is a **torn
-//!   tail** if no valid record follows it anywhere in the file: the tail is truncated, the
-//!   file fsync'd, and the loss logged with its offset and size. If a valid record does
-//!   follow, the damage is in the middle (a flipped bit, not a crash): startup stops with an
-//!   error naming the file and the offset, rather than silently dropping acknowledged writes.
-//!   (A torn write can only ever be the tail: after a failed commit the log truncates before it
-//!   appends again.)
+//!   stops startup.
+//! - **Only bytes past the durable length can be a torn write.** A version-2 segment records
+//!   in its header how many of its bytes a completed fsync covered ([`Checkpoint`], see
+//!   `persist::log`). A file shorter than that, or a damaged record that starts before it,
+//!   lost bytes that were on disk: startup stops with an error naming the file, the offset
+//!   and `--accept-data-loss`.
+//! - Past the durable length, a damaged record in the last segment is a **torn tail** and
+//!   is truncated (file fsync'd, loss logged with offset and size) unless its framing says
+//!   otherwise: when its length field is whole and the record it delimits lies inside the
+//!   file, the bytes right after it are decoded, and a valid record there means damage inside
+//!   the log, not a torn write (startup stops). Payload bytes are never searched for
+//!   something that looks like a record: a value may hold one. (A torn write can only ever
+//!   be the tail: after a failed commit the log truncates before it appends again.)
+//!
+//! # What this cannot tell apart
+//! The durable length lags one fsync behind (it is written with the fsync that follows the
+//! one it describes). For SYNC that is the last commit or two (one pass's writes each), for
+//! ASYNC the writes since the fsync before last (about a second). Damage confined to that
+//! window looks like a torn write and is truncated with a WARN, which is right for a crash
+//! (an ASYNC tail written but never fsync'd is legitimately lost on power failure; a SYNC
+//! commit in flight was never acknowledged), and wrong only if an acknowledged SYNC commit
+//! in that window is damaged afterwards. A file cut to less than its header loses its
+//! checkpoint too and is taken for a segment whose creation was torn. Version-1 segments
+//! (the first release) have no checkpoint: all of their records count as torn-able, as
+//! before; at startup the last one is closed and a version-2 segment started after it.
+//!
+//! # `--accept-data-loss`
+//! With the flag, each of the refusals above becomes a WARN: what is left is loaded
+//! (segments that exist, a damaged last segment truncated at the damage), then written as a
+//! fresh snapshot with a new segment and the old files deleted, so that the next start finds
+//! a consistent directory. Damage inside a snapshot or an older segment still stops startup.
 //!
 //! Reading is sequential through one large buffer; records are decoded in place and only the
 //! key and value are copied, into the table.
@@ -25,7 +54,11 @@ use crate::catalog::PartitionMeta;
 use crate::store::{Partition, Schema};
 
 use super::log::{create_segment, PartitionLog};
-use super::record::{self, Decoded, FileHeader, FileKind, Record, FILE_HEADER};
+use super::record::{
+    self, Checkpoint, Decoded, FileHeader, FileKind, Record, FILE_HEADER, MIN_RECORD,
+    RECORD_HEADER, SEGMENT_HEADER,
+};
+use super::snapshot::{Compaction, STEP_BYTES};
 use super::{partition_dir, segment_path, snapshot_path, sync_dir, PersistError};
 
 /// Read buffer: large enough that reading costs few syscalls, small enough to be nothing next
@@ -60,8 +93,24 @@ pub fn parse_file_name(name: &str) -> Option<(DirEntry, u64)> {
 enum ReadEnd {
     /// Every byte was a valid record; the file is `len` bytes.
     Clean { len: u64 },
-    /// The record at `offset` is damaged (or the file ends inside it).
-    Damaged { offset: u64, why: &'static str },
+    /// The record at `offset` is damaged (or the file ends inside it). `frame_end`: where the
+    /// next record would start by this one's length field, when that field was read, is not
+    /// zero, and the record it delimits lies inside the file.
+    Damaged {
+        offset: u64,
+        why: &'static str,
+        frame_end: Option<u64>,
+    },
+}
+
+/// A file read to its end or its first damage.
+struct FileRead {
+    header: FileHeader,
+    /// The durable length and seal of a version-2 segment; other files: durable through
+    /// their header, never sealed.
+    checkpoint: Checkpoint,
+    end: ReadEnd,
+    file_len: u64,
 }
 
 /// What recovering one partition found, for the startup log and INFO.
@@ -70,24 +119,47 @@ pub struct Loaded {
     pub keys: u64,
     pub records: u64,
     pub bytes: u64,
+    /// Bytes cut off damaged segment tails (torn writes, and with `--accept-data-loss` any
+    /// damage in the last segment).
     pub truncated: u64,
+    /// With `--accept-data-loss`: something durable was missing, and the partition was
+    /// started with what was left.
+    pub lost: bool,
 }
 
-/// Loads a durable partition and opens its log for appending.
+/// What loading one segment found.
+#[derive(Debug, Clone, Copy)]
+struct SegmentEnd {
+    /// Its length after any truncation.
+    len: u64,
+    durable: u64,
+    sealed: bool,
+    version: u8,
+}
+
+/// Loads a durable partition and opens its log for appending. `accept_data_loss`
+/// (`--accept-data-loss`) turns the refusals of the module docs into warnings.
 pub fn recover_partition(
     data_dir: &Path,
     meta: &PartitionMeta,
     partition: &mut Partition,
+    accept_data_loss: bool,
 ) -> Result<(PartitionLog, Loaded), PersistError> {
     let dir = partition_dir(data_dir, meta.id);
     let mut loaded = Loaded::default();
     if !dir.exists() {
-        log::warn!(
-            "partition '{}' (id {}) has no files in {}: starting it empty",
-            meta.name,
-            meta.id,
-            dir.display()
-        );
+        lose(
+            &mut loaded,
+            accept_data_loss,
+            PersistError::data_loss(
+                &dir,
+                None,
+                format!(
+                    "partition '{}' (id {}) has no directory, expected its log segments there",
+                    meta.name, meta.id
+                ),
+            ),
+        )?;
         PartitionLog::create_files(data_dir, meta.id).map_err(|e| PersistError::io(&dir, e))?;
     }
     let mut segments = Vec::new();
@@ -120,47 +192,173 @@ pub fn recover_partition(
         }
         segments.retain(|&s| s >= n);
     }
-    let first = base.unwrap_or_else(|| segments.first().copied().unwrap_or(1));
-    for (i, &seq) in segments.iter().enumerate() {
-        let expected = first + i as u64;
-        if seq != expected {
-            return Err(PersistError::corrupt(
-                &segment_path(&dir, expected),
-                0,
-                format!("segment {expected} is missing (found {seq})"),
-            ));
-        }
-    }
-    if segments.is_empty() {
-        create_segment(&dir, meta.id, first).map_err(|e| PersistError::io(&dir, e))?;
-        segments.push(first);
+    // Without a snapshot the log starts at segment 1 (see the module docs).
+    let first = base.unwrap_or(1);
+    if let Some(missing) = first_missing(first, &segments) {
+        let found = match (segments.first(), segments.last()) {
+            (Some(a), Some(b)) => format!("found segments {a} to {b}"),
+            _ => "found none".into(),
+        };
+        let from = match base {
+            Some(n) => format!("from snapshot {n}'s number"),
+            None => "from 1 (there is no snapshot)".into(),
+        };
+        let why = format!("segment {missing} is missing: the log must run {from}, {found}");
+        let path = segment_path(&dir, missing);
+        lose(
+            &mut loaded,
+            accept_data_loss,
+            PersistError::data_loss(&path, None, why),
+        )?;
     }
 
     let mut older = 0;
-    let last = segments.len() - 1;
-    let mut active_len = 0;
+    let mut active: Option<(u64, SegmentEnd)> = None;
+    let last = segments.len().wrapping_sub(1);
     for (i, &seq) in segments.iter().enumerate() {
         let path = segment_path(&dir, seq);
-        let len = load_segment(&path, meta, seq, i == last, partition, &mut loaded)?;
+        let end = load_segment(
+            &path,
+            meta,
+            seq,
+            i == last,
+            accept_data_loss,
+            partition,
+            &mut loaded,
+        )?;
         if i == last {
-            active_len = len;
+            active = Some((seq, end));
         } else {
-            older += len;
+            older += end.len;
         }
     }
+    if let Some((seq, _)) = active.filter(|(_, end)| end.sealed) {
+        let why = format!(
+            "segment {} is missing: segment {seq} was closed after it had been created",
+            seq + 1
+        );
+        let path = segment_path(&dir, seq + 1);
+        lose(
+            &mut loaded,
+            accept_data_loss,
+            PersistError::data_loss(&path, None, why),
+        )?;
+    }
     loaded.keys = partition.len() as u64;
-    loaded.bytes = older + active_len + snapshot_bytes;
-    let log = PartitionLog::open(
-        dir.clone(),
-        meta.id,
-        meta.persist,
-        segments[last],
-        active_len,
-        older,
-        snapshot_bytes,
-    )
-    .map_err(|e| PersistError::io(&dir, e))?;
+
+    let open = |seq, len, durable, older, snapshot_bytes| {
+        PartitionLog::open(
+            dir.clone(),
+            meta.id,
+            meta.persist,
+            seq,
+            len,
+            durable,
+            older,
+            snapshot_bytes,
+        )
+        .map_err(|e| PersistError::io(&dir, e))
+    };
+    let log = match active.filter(|_| !loaded.lost) {
+        Some((seq, end)) if end.version >= 2 => {
+            open(seq, end.len, end.durable, older, snapshot_bytes)?
+        }
+        Some((seq, end)) => {
+            // A version-1 segment: close it (its bytes may still be in the page cache only)
+            // and write on in a version-2 one.
+            let path = segment_path(&dir, seq);
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| PersistError::io(&path, e))?;
+            create_segment(&dir, meta.id, seq + 1).map_err(|e| PersistError::io(&dir, e))?;
+            log::info!(
+                "{}: a version-1 segment; new writes go to version-2 segment {}",
+                path.display(),
+                seq + 1
+            );
+            older += end.len;
+            open(
+                seq + 1,
+                SEGMENT_HEADER as u64,
+                SEGMENT_HEADER as u64,
+                older,
+                snapshot_bytes,
+            )?
+        }
+        // Something was missing and accepted as lost (no segment at all is that too).
+        None => {
+            let next = segments.last().copied().max(base).unwrap_or(0) + 1;
+            let bytes = rebuild(&dir, meta, next, partition)?;
+            log::warn!(
+                "partition '{}': started with what was left ({} keys), rewritten as snapshot \
+                 {next} (--accept-data-loss)",
+                meta.name,
+                loaded.keys
+            );
+            open(next, SEGMENT_HEADER as u64, SEGMENT_HEADER as u64, 0, bytes)?
+        }
+    };
+    loaded.bytes = log.disk_bytes();
     Ok((log, loaded))
+}
+
+/// The first segment number from `first` on that `segments` (sorted) lacks, up to its last.
+fn first_missing(first: u64, segments: &[u64]) -> Option<u64> {
+    if segments.is_empty() {
+        return Some(first);
+    }
+    (first..)
+        .zip(segments)
+        .find(|(expected, &seq)| seq != *expected)
+        .map(|(expected, _)| expected)
+}
+
+/// A refusal, or with `--accept-data-loss` its warning.
+fn lose(loaded: &mut Loaded, accept: bool, error: PersistError) -> Result<(), PersistError> {
+    if !accept {
+        return Err(error);
+    }
+    log::warn!("{error}: starting anyway (--accept-data-loss)");
+    loaded.lost = true;
+    Ok(())
+}
+
+/// After an accepted loss: writes what was loaded as snapshot `seq` with a new segment `seq`,
+/// and deletes every older file, so that the directory is consistent again.
+fn rebuild(
+    dir: &Path,
+    meta: &PartitionMeta,
+    seq: u64,
+    partition: &mut Partition,
+) -> Result<u64, PersistError> {
+    let io = |e| PersistError::io(dir, e);
+    create_segment(dir, meta.id, seq).map_err(io)?;
+    let mut compaction = Compaction::start(dir, meta.id, seq, partition).map_err(io)?;
+    let bytes = loop {
+        match compaction.step(partition, STEP_BYTES) {
+            Ok(Some(bytes)) => break bytes,
+            Ok(None) => {}
+            Err(e) => {
+                compaction.abandon();
+                partition.end_scan();
+                return Err(io(e));
+            }
+        }
+    };
+    partition.end_scan();
+    let entries = std::fs::read_dir(dir).map_err(io)?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if let Some((_, n)) = name.to_str().and_then(parse_file_name) {
+            if n < seq {
+                remove(&entry.path());
+            }
+        }
+    }
+    sync_dir(dir).map_err(io)?;
+    Ok(bytes)
 }
 
 fn remove(path: &Path) {
@@ -194,8 +392,13 @@ fn load_snapshot(
 ) -> Result<u64, PersistError> {
     let mut end: Option<(u64, u64)> = None; // (count in END, records before it)
     let mut records = 0u64;
-    let header = |h: &FileHeader, p: &mut Partition| p.reserve(h.hint as usize);
-    let outcome = read_file(
+    // The hint is read from disk: a file of N bytes holds at most N / MIN_RECORD records, so
+    // a damaged or hostile hint cannot size the table past what the file could fill.
+    let header = |h: &FileHeader, file_len: u64, p: &mut Partition| {
+        let fits = file_len.saturating_sub(FILE_HEADER as u64) / MIN_RECORD as u64;
+        p.reserve((h.hint as u64).min(fits) as usize)
+    };
+    let read = read_file(
         path,
         FileKind::Snapshot,
         meta.id,
@@ -218,8 +421,12 @@ fn load_snapshot(
         },
     )?;
     loaded.records += records;
-    match outcome {
-        ReadEnd::Damaged { offset, why } => Err(PersistError::corrupt(path, offset, why)),
+    match read.end {
+        ReadEnd::Damaged { offset, why, .. } => Err(PersistError::corrupt(
+            path,
+            offset,
+            format!("{why} (a snapshot is fsync'd before it gets its name)"),
+        )),
         ReadEnd::Clean { len } => match end {
             Some((count, seen)) if count == seen => Ok(len),
             Some((count, seen)) => Err(PersistError::corrupt(
@@ -236,22 +443,23 @@ fn load_snapshot(
     }
 }
 
-/// Replays a segment; returns its length after any torn-tail truncation.
+/// Replays a segment (see the module docs for what counts as torn and what as lost).
 fn load_segment(
     path: &Path,
     meta: &PartitionMeta,
     seq: u64,
     last: bool,
+    accept: bool,
     partition: &mut Partition,
     loaded: &mut Loaded,
-) -> Result<u64, PersistError> {
+) -> Result<SegmentEnd, PersistError> {
     let mut records = 0u64;
-    let outcome = read_file(
+    let read = read_file(
         path,
         FileKind::Segment,
         meta.id,
         seq,
-        |_, _| {},
+        |_, _, _| {},
         partition,
         |p, r| {
             records += 1;
@@ -259,9 +467,8 @@ fn load_segment(
         },
     );
     loaded.records += records;
-    let (offset, why) = match outcome {
-        Ok(ReadEnd::Clean { len }) => return Ok(len),
-        Ok(ReadEnd::Damaged { offset, why }) => (offset, why),
+    let read = match read {
+        Ok(read) => read,
         Err(e) => {
             // A damaged or short header on the last segment: it was being created when the
             // process died (nothing can have been acknowledged in it). Start it again.
@@ -270,40 +477,98 @@ fn load_segment(
                 std::fs::remove_file(path).map_err(|e| PersistError::io(path, e))?;
                 let dir = path.parent().unwrap_or(Path::new("."));
                 create_segment(dir, meta.id, seq).map_err(|e| PersistError::io(path, e))?;
-                return Ok(FILE_HEADER as u64);
+                return Ok(SegmentEnd {
+                    len: SEGMENT_HEADER as u64,
+                    durable: SEGMENT_HEADER as u64,
+                    sealed: false,
+                    version: record::SEGMENT_VERSION,
+                });
             }
             return Err(e);
         }
     };
+    let durable = read.checkpoint.durable;
+    let ended = |len: u64| SegmentEnd {
+        len,
+        durable: durable.min(len),
+        sealed: read.checkpoint.sealed,
+        version: read.header.version,
+    };
+    let (offset, why, frame_end) = match read.end {
+        ReadEnd::Clean { len } if len >= durable => return Ok(ended(len)),
+        ReadEnd::Clean { len } => {
+            let why = format!(
+                "the file ends at {len} bytes, but its header records {durable} bytes as \
+                 fsync'd"
+            );
+            lose(
+                loaded,
+                accept,
+                PersistError::data_loss(path, Some(len), why),
+            )?;
+            return Ok(ended(len));
+        }
+        ReadEnd::Damaged {
+            offset,
+            why,
+            frame_end,
+        } => (offset, why, frame_end),
+    };
     if !last {
-        return Err(PersistError::corrupt(path, offset, why));
-    }
-    let file_len = std::fs::metadata(path)
-        .map_err(|e| PersistError::io(path, e))?
-        .len();
-    if let Some(valid_at) =
-        valid_record_after(path, offset).map_err(|e| PersistError::io(path, e))?
-    {
         return Err(PersistError::corrupt(
             path,
             offset,
-            format!("{why}, and a valid record follows at offset {valid_at}"),
+            format!(
+                "{why}, in a segment before the last (fsync'd in full before the next one \
+                 began)"
+            ),
         ));
     }
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(|e| PersistError::io(path, e))?;
-    file.set_len(offset)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| PersistError::io(path, e))?;
+    let file_len = read.file_len;
+    let lost = if offset < durable {
+        Some(format!(
+            "{why}, inside the first {durable} bytes, which its header records as fsync'd"
+        ))
+    } else {
+        match frame_end.filter(|&at| at < file_len) {
+            Some(next)
+                if valid_record_at(path, next, file_len)
+                    .map_err(|e| PersistError::io(path, e))? =>
+            {
+                Some(format!(
+                    "{why}, and the record after it (at offset {next}, by its length) is \
+                     valid: damage inside the log, not a torn write"
+                ))
+            }
+            _ => None,
+        }
+    };
+    if let Some(why) = lost {
+        lose(
+            loaded,
+            accept,
+            PersistError::data_loss(path, Some(offset), why),
+        )?;
+    }
+    truncate(path, offset)?;
     loaded.truncated += file_len - offset;
     log::warn!(
         "{}: torn tail ({why}) at offset {offset}: truncated {} bytes and synced",
         path.display(),
         file_len - offset
     );
-    Ok(offset)
+    Ok(ended(offset))
+}
+
+/// Cuts `path` to `len` bytes, durably.
+fn truncate(path: &Path, len: u64) -> Result<(), PersistError> {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| PersistError::io(path, e))?;
+    file.set_len(len)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| PersistError::io(path, e))
 }
 
 fn header_is_torn(path: &Path) -> bool {
@@ -312,21 +577,31 @@ fn header_is_torn(path: &Path) -> bool {
     };
     // Only a header that never got its bytes down: short, or all zeros / garbage with nothing
     // after it that could be a record.
-    bytes.len() <= FILE_HEADER && FileHeader::decode(&bytes).is_none()
+    match FileHeader::decode(&bytes) {
+        None => bytes.len() <= SEGMENT_HEADER,
+        Some(header) => bytes.len() < header.header_len(),
+    }
 }
 
-/// The offset of the first valid record that starts after `offset`, if any.
-fn valid_record_after(path: &Path, offset: u64) -> io::Result<Option<u64>> {
+/// Whether a whole, valid record starts at `at` (the record framing of a damaged record said
+/// the next one begins there).
+fn valid_record_at(path: &Path, at: u64, file_len: u64) -> io::Result<bool> {
     let mut file = File::open(path)?;
-    let mut rest = Vec::new();
-    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(offset + 1))?;
-    file.read_to_end(&mut rest)?;
-    for at in 0..rest.len() {
-        if let Decoded::Record(..) = record::decode(&rest[at..]) {
-            return Ok(Some(offset + 1 + at as u64));
-        }
+    std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(at))?;
+    let mut head = [0u8; RECORD_HEADER];
+    if file_len - at < RECORD_HEADER as u64 {
+        return Ok(false);
     }
-    Ok(None)
+    file.read_exact(&mut head)?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as u64;
+    // Bounded by the file: a length read from disk never sizes more than the file holds.
+    if len == 0 || at + RECORD_HEADER as u64 + len > file_len {
+        return Ok(false);
+    }
+    let mut record = vec![0u8; RECORD_HEADER + len as usize];
+    record[..RECORD_HEADER].copy_from_slice(&head);
+    file.read_exact(&mut record[RECORD_HEADER..])?;
+    Ok(matches!(record::decode(&record), Decoded::Record(..)))
 }
 
 /// Reads a file's header and records, calling `on_record` for each valid one, until the end
@@ -336,14 +611,14 @@ fn read_file(
     kind: FileKind,
     id: u64,
     seq: u64,
-    on_header: impl FnOnce(&FileHeader, &mut Partition),
+    on_header: impl FnOnce(&FileHeader, u64, &mut Partition),
     partition: &mut Partition,
     mut on_record: impl FnMut(&mut Partition, Record) -> Result<(), &'static str>,
-) -> Result<ReadEnd, PersistError> {
+) -> Result<FileRead, PersistError> {
     let io_err = |e| PersistError::io(path, e);
     let mut file = File::open(path).map_err(io_err)?;
     let file_len = file.metadata().map_err(io_err)?.len();
-    let mut buf = vec![0u8; READ_CHUNK.min(file_len as usize).max(FILE_HEADER)];
+    let mut buf = vec![0u8; READ_CHUNK.min(file_len as usize).max(SEGMENT_HEADER)];
     let mut end = fill(&mut file, &mut buf, 0).map_err(io_err)?;
     let header = FileHeader::decode(&buf[..end])
         .ok_or_else(|| PersistError::corrupt(path, 0, "missing or damaged file header"))?;
@@ -357,8 +632,37 @@ fn read_file(
             ),
         ));
     }
-    on_header(&header, partition);
-    let mut start = FILE_HEADER;
+    if end < header.header_len() {
+        return Err(PersistError::corrupt(path, 0, "file header cut short"));
+    }
+    let checkpoint = if header.has_checkpoints() {
+        Checkpoint::newest(seq, &buf[..SEGMENT_HEADER]).unwrap_or_else(|| {
+            log::warn!(
+                "{}: both checkpoint slots are damaged; its durable length is unknown, so \
+                 damage anywhere in it will be taken for a torn write",
+                path.display()
+            );
+            Checkpoint {
+                durable: SEGMENT_HEADER as u64,
+                sealed: false,
+            }
+        })
+    } else {
+        Checkpoint {
+            durable: header.header_len() as u64,
+            sealed: false,
+        }
+    };
+    on_header(&header, file_len, partition);
+    let done = |end| {
+        Ok(FileRead {
+            header,
+            checkpoint,
+            end,
+            file_len,
+        })
+    };
+    let mut start = header.header_len();
     // File offset of buf[0].
     let mut base = 0u64;
     loop {
@@ -370,28 +674,38 @@ fn read_file(
                 start += n;
             }
             Decoded::Damaged(why) => {
-                return Ok(ReadEnd::Damaged {
-                    offset: base + start as u64,
+                let at = base + start as u64;
+                // `decode` only says Damaged with the whole frame in `buf` (or a zero length).
+                let len = buf
+                    .get(start..start + 4)
+                    .and_then(|b| b.try_into().ok())
+                    .map_or(0, u32::from_le_bytes);
+                let frame_end = (len > 0).then(|| at + RECORD_HEADER as u64 + len as u64);
+                return done(ReadEnd::Damaged {
+                    offset: at,
                     why,
-                })
+                    frame_end,
+                });
             }
             Decoded::Incomplete { need } => {
                 let at = base + start as u64;
                 let read_to = base + end as u64;
                 if read_to >= file_len {
-                    return Ok(if start == end {
+                    return done(if start == end {
                         ReadEnd::Clean { len: at }
                     } else {
                         ReadEnd::Damaged {
                             offset: at,
                             why: "record cut short by the end of the file",
+                            frame_end: None,
                         }
                     });
                 }
                 if at + need as u64 > file_len {
-                    return Ok(ReadEnd::Damaged {
+                    return done(ReadEnd::Damaged {
                         offset: at,
                         why: "record length runs past the end of the file",
+                        frame_end: None,
                     });
                 }
                 buf.copy_within(start..end, 0);
@@ -404,9 +718,10 @@ fn read_file(
                 let more = fill(&mut file, &mut buf, end).map_err(io_err)?;
                 if more == end {
                     // The file shrank under us: treat as its end.
-                    return Ok(ReadEnd::Damaged {
+                    return done(ReadEnd::Damaged {
                         offset: at,
                         why: "record cut short by the end of the file",
+                        frame_end: None,
                     });
                 }
                 end = more;

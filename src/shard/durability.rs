@@ -25,14 +25,17 @@
 //!
 //! # Timers
 //! ASYNC partitions are fsync'd when their oldest unsynced commit is [`ASYNC_FSYNC_INTERVAL`]
-//! old (the poll timeout makes sure the loop wakes for it). A compaction writes
-//! [`COMPACTION_STEP`] entries per pass and keeps the poll from sleeping until it is done.
+//! old (the poll timeout makes sure the loop wakes for it). A compaction writes about
+//! [`COMPACTION_STEP_BYTES`] of snapshot per pass (a byte budget: with large values an entry
+//! count would be an unbounded buffer and stall) and keeps the poll from sleeping until it is
+//! done.
 
 use std::time::{Duration, Instant};
 
 use crate::command::CommandError;
 use crate::metrics::ShardMetrics;
 use crate::persist::recovery::{self, Loaded};
+use crate::persist::snapshot;
 use crate::persist::PartitionLog;
 use crate::protocol::{Protocol, ReplyWriter};
 use crate::store::{Partition, PersistMode};
@@ -44,10 +47,10 @@ use super::{Core, Routes, Shard, Target};
 /// so that a long pass or a slow disk still keeps the promise.
 pub const ASYNC_FSYNC_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Entries one compaction step writes per pass: about 1 ms of encoding and a few hundred KB
-/// of writes, small next to a pass's own work, large enough that 1M keys take a few hundred
-/// passes.
-pub const COMPACTION_STEP: usize = 4096;
+/// Bytes of snapshot one compaction step writes per pass (why this value: see
+/// [`snapshot::STEP_BYTES`]); small entries also count a fixed cost each, so that a step of
+/// tiny keys stays near the 4096 entries a step used to be.
+pub const COMPACTION_STEP_BYTES: usize = snapshot::STEP_BYTES;
 
 /// A partition this shard owns.
 pub struct LocalPartition {
@@ -208,7 +211,7 @@ impl Shard {
                 ..
             }) = target
             {
-                if let Err(e) = log.sync() {
+                if let Err(e) = log.sync_and_checkpoint() {
                     log::error!("shutdown: cannot fsync {}: {e}", log.dir().display());
                 }
             }
@@ -362,7 +365,7 @@ impl Core {
                 );
                 log.start_compaction(data).is_ok()
             } else {
-                match log.compaction_step(data, COMPACTION_STEP) {
+                match log.compaction_step(data, COMPACTION_STEP_BYTES) {
                     Ok(Some(took)) => {
                         ShardMetrics::add(&metrics.compactions, 1);
                         ShardMetrics::set(&metrics.last_compaction_ms, unix_ms());
@@ -407,9 +410,14 @@ impl Core {
                 continue;
             }
             let mut data = Partition::new(meta.schema, meta.stats.clone());
-            let (log, loaded) =
-                recovery::recover_partition(&self.shared.config.data_dir, meta, &mut data)
-                    .map_err(|e| format!("recovery of partition '{}' failed: {e}", meta.name))?;
+            let config = &self.shared.config;
+            let (log, loaded) = recovery::recover_partition(
+                &config.data_dir,
+                meta,
+                &mut data,
+                config.accept_data_loss,
+            )
+            .map_err(|e| format!("recovery of partition '{}' failed: {e}", meta.name))?;
             log::info!(
                 "partition '{}': {} keys from {} records ({} bytes){}",
                 meta.name,
@@ -464,7 +472,12 @@ impl Core {
         let mut data = Partition::new(meta.schema, meta.stats.clone());
         let log = match meta.persist {
             PersistMode::Memory => Durability::Memory,
-            _ => match recovery::recover_partition(&self.shared.config.data_dir, meta, &mut data) {
+            _ => match recovery::recover_partition(
+                &self.shared.config.data_dir,
+                meta,
+                &mut data,
+                self.shared.config.accept_data_loss,
+            ) {
                 Ok((log, _)) => Durability::Logged(Box::new(log)),
                 Err(e) => {
                     log::error!("partition '{}': cannot open its log: {e}", meta.name);

@@ -226,10 +226,15 @@ impl Partition {
         self.table.end_scan();
     }
 
-    /// Visits up to `max` entries of the walk; true when it is complete.
-    pub fn scan_step(&mut self, max: usize, mut visit: impl FnMut(&[u8], ValueRef)) -> bool {
+    /// Visits entries of the walk until `budget` is spent, each visit returning what it cost
+    /// (in the caller's units: compaction counts bytes); true when the walk is complete.
+    pub fn scan_step(
+        &mut self,
+        budget: usize,
+        mut visit: impl FnMut(&[u8], ValueRef) -> usize,
+    ) -> bool {
         let schema = self.schema;
-        self.table.scan_step(max, |key, value| {
+        self.table.scan_step_by(budget, |key, value| {
             let value = match schema {
                 Schema::Int => ValueRef::Int(decode_int(value)),
                 Schema::String => ValueRef::Str(value),

@@ -668,18 +668,33 @@ impl Table {
     /// every entry present at `begin_scan` and still present was visited at least once. True
     /// at once without a scan.
     pub fn scan_step(&mut self, max: usize, mut visit: impl FnMut(&[u8], &[u8])) -> bool {
+        self.scan_step_by(max, |key, value| {
+            visit(key, value);
+            1
+        })
+    }
+
+    /// [`Table::scan_step`] with a budget in the caller's units: each visit returns what it
+    /// cost, and the step stops once `budget` is spent (the visit that overspends it still
+    /// happens, so every step makes progress).
+    pub fn scan_step_by(
+        &mut self,
+        budget: usize,
+        mut visit: impl FnMut(&[u8], &[u8]) -> usize,
+    ) -> bool {
         let Some(mut scan) = self.scan.take() else {
             return true;
         };
-        let mut budget = max;
+        let mut budget = budget;
         while budget > 0 {
             let Some(key) = scan.rescued.pop() else {
                 break;
             };
+            // A rescued key that is gone again still cost a lookup.
             budget -= 1;
             if let Some((at, _)) = self.find_hashed(self.hash(&key), &key) {
                 let (key, value) = self.arena.get(self.handle_at(at));
-                visit(key, value);
+                budget = budget.saturating_sub(visit(key, value));
             }
         }
         while budget > 0 {
@@ -702,8 +717,7 @@ impl Table {
             }
             if index.is_full(scan.cursor) {
                 let (key, value) = self.arena.get(index.handle(scan.cursor));
-                visit(key, value);
-                budget -= 1;
+                budget = budget.saturating_sub(visit(key, value).max(1));
             }
             scan.cursor += 1;
         }
