@@ -69,6 +69,12 @@ pub struct Cli {
     /// directory.
     #[arg(long, value_name = "PASSWORD")]
     pub admin_password: Option<String>,
+    /// Start even though files are missing from the data directory (the catalog, `users.json`,
+    /// a partition's directory) or it holds partition data the catalog does not explain: what
+    /// is lost is logged at WARN and that data is discarded. Without it such a start is
+    /// refused, naming the file [default: false].
+    #[arg(long)]
+    pub accept_data_loss: bool,
 }
 
 /// The environment variable that may carry the admin password.
@@ -108,6 +114,7 @@ struct FileConfig {
     client_output_limit: Option<SizeValue>,
     max_memory: Option<SizeValue>,
     timeout: Option<u64>,
+    accept_data_loss: Option<bool>,
 }
 
 /// A size in the file: a number of bytes or a string like `"64mb"`.
@@ -148,6 +155,9 @@ pub struct Config {
     pub max_memory: u64,
     /// Idle seconds after which a client is disconnected; 0 means never.
     pub timeout_secs: u64,
+    /// Start although the data directory lost files or holds data its catalog does not
+    /// explain, discarding what is lost (logged at WARN); without it startup refuses.
+    pub accept_data_loss: bool,
 }
 
 impl Default for Config {
@@ -174,6 +184,8 @@ impl Default for Config {
             max_memory: 0,
             // Off, as in Redis: idle connections of a pool are normal.
             timeout_secs: 0,
+            // Off: losing data must be a decision, never a default.
+            accept_data_loss: false,
         }
     }
 }
@@ -240,6 +252,8 @@ impl Config {
                 (None, None) => d.max_memory,
             },
             timeout_secs: cli.timeout.or(file.timeout).unwrap_or(d.timeout_secs),
+            accept_data_loss: cli.accept_data_loss
+                || file.accept_data_loss.unwrap_or(d.accept_data_loss),
             admin_password: cli
                 .admin_password
                 .or_else(|| std::env::var(ADMIN_PASSWORD_ENV).ok())
@@ -381,6 +395,9 @@ mod tests {
         assert_eq!(config.timeout_secs, 30);
         let d = Config::default();
         assert_eq!((d.max_memory, d.timeout_secs), (0, 0));
+        assert!(!d.accept_data_loss && !config.accept_data_loss);
+        let cli = Cli::try_parse_from(["gokv-server", "--accept-data-loss"]).unwrap();
+        assert!(Config::from_cli(cli).unwrap().accept_data_loss);
         assert_eq!(d.client_output_limit, 64 << 20);
     }
 

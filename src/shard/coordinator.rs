@@ -17,6 +17,16 @@
 //! a CREATE or DROP the client hears `+OK` for survives a crash, and the catalog on disk never
 //! names a durable partition without its files. If either step fails the change is refused
 //! with `-IOERR` and nothing changes.
+//!
+//! Every change is one durable step, so what the client hears is what a restart finds: a user
+//! or grant change is one `users.json` write, a CREATE one catalog write (after the
+//! partition's files, which are removed again if the catalog write fails). A DROP revokes the
+//! grants on the partition's name too, which would be a second file; instead the catalog it
+//! writes carries a `revoked <name> <version>` line that voids those grants in any
+//! `users.json` written before it, and `users.json` is then rewritten as a clean-up whose
+//! failure is only logged. Until a later `users.json` write succeeds, every catalog the
+//! coordinator writes keeps those lines ([`Coordinator::revoked`]), so a CREATE of the same
+//! name never inherits the stale grants, not even after a restart.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -27,7 +37,8 @@ use crate::acl::{store, Acl, AclChange, ADMIN_USER};
 use crate::catalog::Catalog;
 use crate::command::partition::{plan_create, plan_drop};
 use crate::command::CommandError;
-use crate::persist::{catalog_file, PartitionLog};
+use crate::persist::catalog_file::{self, Revoked};
+use crate::persist::PartitionLog;
 use crate::store::PersistMode;
 
 use super::mailbox::{Change, Message, ReplyTo, ShardHandle};
@@ -37,6 +48,17 @@ struct InFlight {
     reply_to: ReplyTo,
     epoch: u64,
     acks_missing: usize,
+}
+
+/// What the coordinator resumes from at startup, besides the catalog and the ACL: what the
+/// catalog file says beyond the catalog itself.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// The next partition id to hand out (from the catalog file; raised past every id in the
+    /// catalog).
+    pub next_partition_id: u64,
+    /// Drops whose revocation `users.json` may still lack.
+    pub revoked: Vec<Revoked>,
 }
 
 pub struct Coordinator {
@@ -51,22 +73,21 @@ pub struct Coordinator {
     /// Never reused, even after a restart (it is in the catalog file), so a partition's files
     /// can never be mistaken for a dropped predecessor's.
     next_partition_id: u64,
+    /// Drops whose revocation of grants is in the catalog file but maybe not in `users.json`
+    /// (its rewrite failed): written into every catalog file until `users.json` is written
+    /// again, which makes them moot.
+    revoked: Vec<Revoked>,
 }
 
 impl Coordinator {
-    pub fn new(
-        catalog: Arc<Catalog>,
-        acl: Arc<Acl>,
-        next_partition_id: u64,
-        data_dir: PathBuf,
-    ) -> Self {
+    pub fn new(catalog: Arc<Catalog>, acl: Arc<Acl>, resume: Resume, data_dir: PathBuf) -> Self {
         let next_partition_id = catalog
             .partitions
             .values()
             .map(|m| m.id + 1)
             .max()
             .unwrap_or(1)
-            .max(next_partition_id);
+            .max(resume.next_partition_id);
         Coordinator {
             catalog,
             acl,
@@ -75,6 +96,7 @@ impl Coordinator {
             queue: VecDeque::new(),
             in_flight: None,
             next_partition_id,
+            revoked: resume.revoked,
         }
     }
 
@@ -141,14 +163,14 @@ impl Coordinator {
         }
     }
 
-    /// The next catalog and/or ACL for `change` (`None`: unchanged), with a changed ACL
-    /// already persisted; or why not.
+    /// The next catalog and/or ACL for `change` (`None`: unchanged), already durable; or why
+    /// not (and then nothing changed, on disk or here).
     fn plan(
         &mut self,
         change: &Change,
         shards: usize,
     ) -> Result<(Option<Catalog>, Option<Acl>), CommandError> {
-        let (catalog, acl) = match change {
+        match change {
             Change::Create(request) => {
                 let id = self.next_partition_id;
                 let created_ms = SystemTime::now()
@@ -158,36 +180,58 @@ impl Coordinator {
                 let catalog = plan_create(&self.catalog, request, shards, id, created_ms)?;
                 self.next_partition_id += 1;
                 let durable = request.persist != PersistMode::Memory;
-                self.persist_catalog(&catalog, durable.then_some(id))?;
-                (Some(catalog), None)
+                self.persist_catalog(&catalog, durable.then_some(id), &self.revoked)?;
+                Ok((Some(catalog), None))
             }
-            // Dropping a partition revokes every grant on its name. The owning shard deletes
-            // its files when it applies the new catalog; a crash before that leaves orphans,
-            // which startup removes.
+            // Dropping a partition revokes every grant on its name, in the same catalog write
+            // (see the module docs). The owning shard deletes its files when it applies the
+            // new catalog; a crash before that leaves orphans, which startup removes.
             Change::Drop(name) => {
                 let catalog = plan_drop(&self.catalog, name)?;
-                self.persist_catalog(&catalog, None)?;
-                (Some(catalog), self.acl.without_partition(name))
-            }
-            Change::Acl(change) => (None, Some(self.acl.apply(change)?)),
-        };
-        if let Some(acl) = &acl {
-            if let Err(e) = store::save(&self.data_dir, acl) {
-                log::error!("{e}");
-                return Err(CommandError::Io(format!(
-                    "the user change could not be persisted: {e}"
-                )));
-            }
-        }
-        if let Change::Acl(AclChange::SetPassword { name, .. }) = change {
-            if name == ADMIN_USER {
-                // The change is durable already: a file we cannot remove is only logged.
-                if let Err(e) = store::forget_generated_admin_password(&self.data_dir) {
-                    log::error!("{e}");
+                let acl = self.acl.without_partition(name);
+                let mut revoked = self.revoked.clone();
+                if acl.is_some() {
+                    revoked.push(Revoked {
+                        name: name.clone(),
+                        version: catalog.version,
+                    });
                 }
+                self.persist_catalog(&catalog, None, &revoked)?;
+                // Committed: from here on the drop stands, whatever happens to users.json.
+                self.revoked = revoked;
+                if let Some(acl) = &acl {
+                    match store::save(&self.data_dir, acl, catalog.version) {
+                        Ok(()) => self.revoked.clear(),
+                        Err(e) => log::error!(
+                            "{e}: the grants on the dropped partition '{name}' stay revoked \
+                             through the catalog file until users.json can be written"
+                        ),
+                    }
+                }
+                Ok((Some(catalog), acl))
+            }
+            Change::Acl(change) => {
+                let acl = self.acl.apply(change)?;
+                if let Err(e) = store::save(&self.data_dir, &acl, self.catalog.version) {
+                    log::error!("{e}");
+                    return Err(CommandError::Io(format!(
+                        "the user change could not be persisted: {e}; nothing changed"
+                    )));
+                }
+                // users.json now says everything the `revoked` lines said.
+                self.revoked.clear();
+                if let AclChange::SetPassword { name, .. } = change {
+                    if name == ADMIN_USER {
+                        // The change is durable already: a file we cannot remove is only
+                        // logged.
+                        if let Err(e) = store::forget_generated_admin_password(&self.data_dir) {
+                            log::error!("{e}");
+                        }
+                    }
+                }
+                Ok((None, Some(acl)))
             }
         }
-        Ok((catalog, acl))
     }
 
     /// Makes a catalog version durable (creating a new durable partition's files first).
@@ -195,6 +239,7 @@ impl Coordinator {
         &self,
         catalog: &Catalog,
         new_durable: Option<u64>,
+        revoked: &[Revoked],
     ) -> Result<(), CommandError> {
         if let Some(id) = new_durable {
             PartitionLog::create_files(&self.data_dir, id).map_err(|e| {
@@ -204,7 +249,7 @@ impl Coordinator {
                 ))
             })?;
         }
-        catalog_file::store(&self.data_dir, catalog, self.next_partition_id).map_err(|e| {
+        catalog_file::store(&self.data_dir, catalog, self.next_partition_id, revoked).map_err(|e| {
             log::error!("cannot write the catalog: {e}");
             if let Some(id) = new_durable {
                 let _ = std::fs::remove_dir_all(crate::persist::partition_dir(&self.data_dir, id));
