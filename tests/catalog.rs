@@ -325,3 +325,48 @@ fn a_read_only_data_directory_is_named_as_such() {
     );
     assert!(failed.stderr.contains(&expected), "{}", failed.stderr);
 }
+
+/// The directory fsync that ends an atomic replace fails after the rename: the new file is in
+/// place and is what a restart reads, so the change is made (here and after a restart), and
+/// the client hears `-IOERR` saying it is made but may not survive a power loss. Before the
+/// fix the coordinator answered "nothing changed" and kept the old state in memory: a DROP
+/// kept serving a partition the next start deleted, a CREATE's files were removed although
+/// the catalog named the partition, a GRANT appeared only after a restart.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn a_failed_directory_fsync_after_the_rename_is_a_made_change() {
+    let dir = DataDir::new("dirsync");
+    let node = Server::start_in(&dir, &["--shards", "2"]);
+    let mut c = node.client();
+    let _: () = q_ok(&mut c, &["CREATE", "USER", "bob", "bpw"]);
+    let _: () = q_ok(&mut c, &["CREATE", "PARTITION", "doomed", "STRING", "SYNC"]);
+    let _: () = q_ok(&mut c, &["SET", "doomed", "k", "v"]);
+
+    let _: () = q_ok(&mut c, &["DEBUG", "FAIL-DIRSYNC", "1"]);
+    let (code, msg) = q_err(&mut c, &["CREATE", "PARTITION", "p", "STRING", "SYNC"]);
+    assert_eq!(code, "IOERR", "{msg}");
+    assert!(msg.contains("power loss"), "{msg}");
+    let names: Vec<String> = q_ok(&mut c, &["LIST", "PARTITIONS"]);
+    assert_eq!(names, ["doomed", "p"]);
+    let _: () = q_ok(&mut c, &["SET", "p", "k", "kept"]);
+
+    let _: () = q_ok(&mut c, &["DEBUG", "FAIL-DIRSYNC", "1"]);
+    let (code, msg) = q_err(&mut c, &["DROP", "PARTITION", "doomed"]);
+    assert_eq!(code, "IOERR", "{msg}");
+    let (code, msg) = q_err(&mut c, &["SET", "doomed", "k", "after"]);
+    assert_eq!(code, "NOPARTITION", "{msg}");
+
+    let _: () = q_ok(&mut c, &["DEBUG", "FAIL-DIRSYNC", "1"]);
+    let (code, msg) = q_err(&mut c, &["GRANT", "READ", "ON", "p", "TO", "bob"]);
+    assert_eq!(code, "IOERR", "{msg}");
+    assert_eq!(grants(&mut c, "bob"), ["p:READ"]);
+    drop(c);
+    node.kill9();
+
+    let node = Server::start_in(&dir, &["--shards", "2"]);
+    let mut c = node.client();
+    let names: Vec<String> = q_ok(&mut c, &["LIST", "PARTITIONS"]);
+    assert_eq!(names, ["p"]);
+    assert_eq!(q_ok::<String>(&mut c, &["GET", "p", "k"]), "kept");
+    assert_eq!(grants(&mut c, "bob"), ["p:READ"]);
+}

@@ -172,14 +172,41 @@ pub fn load(dir: &Path) -> Result<Option<Stored>, String> {
     }))
 }
 
+/// Why [`save`] failed, and whether the new file is in place anyway.
+#[derive(Debug)]
+pub struct SaveError {
+    pub message: String,
+    /// The rename happened, only the directory fsync after it failed: the new file is what a
+    /// restart reads, but a power loss may bring the old one back.
+    pub replaced: bool,
+}
+
+impl std::fmt::Display for SaveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<SaveError> for String {
+    fn from(e: SaveError) -> String {
+        e.message
+    }
+}
+
 /// Writes the ACL file atomically (temp file, fsync, rename, fsync the directory), recording
 /// the catalog version in force.
-pub fn save(dir: &Path, acl: &Acl, catalog_version: u64) -> Result<(), String> {
+pub fn save(dir: &Path, acl: &Acl, catalog_version: u64) -> Result<(), SaveError> {
     let path = dir.join(USERS_FILE);
     let tmp = dir.join(format!("{USERS_FILE}.tmp"));
-    let fail = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", path.display());
-    let text = serde_json::to_vec_pretty(&to_file(acl, catalog_version))
-        .map_err(|e| format!("cannot encode {}: {e}", path.display()))?;
+    let fail = |what: &str, e: std::io::Error| SaveError {
+        message: format!("cannot {what} {}: {e}", path.display()),
+        replaced: false,
+    };
+    let text =
+        serde_json::to_vec_pretty(&to_file(acl, catalog_version)).map_err(|e| SaveError {
+            message: format!("cannot encode {}: {e}", path.display()),
+            replaced: false,
+        })?;
     // 0600: the hashes are slow to crack, not impossible; nobody else needs them.
     let mut file = OpenOptions::new()
         .write(true)
@@ -195,7 +222,12 @@ pub fn save(dir: &Path, acl: &Acl, catalog_version: u64) -> Result<(), String> {
     file.sync_all().map_err(|e| fail("fsync", e))?;
     drop(file);
     fs::rename(&tmp, &path).map_err(|e| fail("replace", e))?;
-    sync_dir(dir).map_err(|e| fail("fsync the directory of", e))
+    crate::persist::fault::check(crate::persist::fault::Fault::DirSync)
+        .and_then(|()| sync_dir(dir))
+        .map_err(|e| SaveError {
+            replaced: true,
+            ..fail("fsync the directory after replacing", e)
+        })
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {

@@ -172,22 +172,55 @@ pub fn load(data_dir: &Path) -> Result<Option<Stored>, PersistError> {
         .map_err(|why| PersistError::corrupt(&path, 0, why))
 }
 
+/// Why [`store`] failed, and whether the new catalog is in place anyway.
+#[derive(Debug)]
+pub struct StoreError {
+    pub error: io::Error,
+    /// The rename happened, only the directory fsync after it failed: the new catalog is what
+    /// a restart reads, but a power loss may bring the old one back.
+    pub replaced: bool,
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.replaced {
+            write!(
+                f,
+                "cannot fsync the directory after the rename: {}",
+                self.error
+            )
+        } else {
+            self.error.fmt(f)
+        }
+    }
+}
+
 /// Replaces the catalog file atomically and durably.
 pub fn store(
     data_dir: &Path,
     catalog: &Catalog,
     next_id: u64,
     revoked: &[Revoked],
-) -> io::Result<()> {
+) -> Result<(), StoreError> {
+    let before = |error| StoreError {
+        error,
+        replaced: false,
+    };
     let tmp = data_dir.join("catalog.tmp");
-    let mut file = File::create(&tmp)?;
-    super::fault::check(super::fault::Fault::Write)?;
-    file.write_all(encode(catalog, next_id, revoked).as_bytes())?;
-    super::fault::check(super::fault::Fault::Fsync)?;
-    file.sync_all()?;
+    let mut file = File::create(&tmp).map_err(before)?;
+    super::fault::check(super::fault::Fault::Write).map_err(before)?;
+    file.write_all(encode(catalog, next_id, revoked).as_bytes())
+        .map_err(before)?;
+    super::fault::check(super::fault::Fault::Fsync).map_err(before)?;
+    file.sync_all().map_err(before)?;
     drop(file);
-    std::fs::rename(&tmp, path(data_dir))?;
-    sync_dir(data_dir)
+    std::fs::rename(&tmp, path(data_dir)).map_err(before)?;
+    super::fault::check(super::fault::Fault::DirSync)
+        .and_then(|()| sync_dir(data_dir))
+        .map_err(|error| StoreError {
+            error,
+            replaced: true,
+        })
 }
 
 #[cfg(test)]

@@ -16,7 +16,10 @@
 //! log segment and then replaces the catalog file (`persist::catalog_file`), both fsync'd. So
 //! a CREATE or DROP the client hears `+OK` for survives a crash, and the catalog on disk never
 //! names a durable partition without its files. If either step fails the change is refused
-//! with `-IOERR` and nothing changes.
+//! with `-IOERR` and nothing changes; except when only the directory fsync after the rename
+//! fails (of the catalog or of `users.json`): the new file is then what a restart reads, so
+//! the change is made and broadcast, and the client hears `-IOERR` saying it is made but a
+//! power loss may undo it.
 //!
 //! Every change is one durable step, so what the client hears is what a restart finds: a user
 //! or grant change is one `users.json` write, a CREATE one catalog write (after the
@@ -48,6 +51,17 @@ struct InFlight {
     reply_to: ReplyTo,
     epoch: u64,
     acks_missing: usize,
+    /// What the client hears once every shard has acknowledged.
+    reply: Result<(), CommandError>,
+}
+
+/// A change that is made (in the files a restart reads), to broadcast.
+struct Planned {
+    catalog: Option<Catalog>,
+    acl: Option<Acl>,
+    /// `Err` when the change is made but the directory fsync after its rename failed, so a
+    /// power loss may undo it: the client is told both.
+    reply: Result<(), CommandError>,
 }
 
 /// What the coordinator resumes from at startup, besides the catalog and the ACL: what the
@@ -116,12 +130,12 @@ impl Coordinator {
         }
         flight.acks_missing -= 1;
         if flight.acks_missing == 0 {
-            let reply_to = flight.reply_to;
-            self.in_flight = None;
-            shards[reply_to.shard].send(Message::ChangeDone {
-                reply_to,
-                result: Ok(()),
-            });
+            if let Some(flight) = self.in_flight.take() {
+                shards[flight.reply_to.shard].send(Message::ChangeDone {
+                    reply_to: flight.reply_to,
+                    result: flight.reply,
+                });
+            }
             self.start_next(shards);
         }
     }
@@ -137,7 +151,11 @@ impl Coordinator {
                     reply_to,
                     result: Err(e),
                 }),
-                Ok((catalog, acl)) => {
+                Ok(Planned {
+                    catalog,
+                    acl,
+                    reply,
+                }) => {
                     self.epoch += 1;
                     log::info!("epoch {}: {change:?}", self.epoch);
                     if let Some(catalog) = catalog {
@@ -150,6 +168,7 @@ impl Coordinator {
                         reply_to,
                         epoch: self.epoch,
                         acks_missing: shards.len(),
+                        reply,
                     });
                     for shard in shards {
                         shard.send(Message::Update {
@@ -163,13 +182,9 @@ impl Coordinator {
         }
     }
 
-    /// The next catalog and/or ACL for `change` (`None`: unchanged), already durable; or why
-    /// not (and then nothing changed, on disk or here).
-    fn plan(
-        &mut self,
-        change: &Change,
-        shards: usize,
-    ) -> Result<(Option<Catalog>, Option<Acl>), CommandError> {
+    /// The next catalog and/or ACL for `change` (`None`: unchanged), already in the files a
+    /// restart reads; or why not (and then nothing changed, on disk or here).
+    fn plan(&mut self, change: &Change, shards: usize) -> Result<Planned, CommandError> {
         match change {
             Change::Create(request) => {
                 let id = self.next_partition_id;
@@ -180,8 +195,12 @@ impl Coordinator {
                 let catalog = plan_create(&self.catalog, request, shards, id, created_ms)?;
                 self.next_partition_id += 1;
                 let durable = request.persist != PersistMode::Memory;
-                self.persist_catalog(&catalog, durable.then_some(id), &self.revoked)?;
-                Ok((Some(catalog), None))
+                let reply = self.persist_catalog(&catalog, durable.then_some(id), &self.revoked)?;
+                Ok(Planned {
+                    catalog: Some(catalog),
+                    acl: None,
+                    reply,
+                })
             }
             // Dropping a partition revokes every grant on its name, in the same catalog write
             // (see the module docs). The owning shard deletes its files when it applies the
@@ -196,7 +215,7 @@ impl Coordinator {
                         version: catalog.version,
                     });
                 }
-                self.persist_catalog(&catalog, None, &revoked)?;
+                let reply = self.persist_catalog(&catalog, None, &revoked)?;
                 // Committed: from here on the drop stands, whatever happens to users.json.
                 self.revoked = revoked;
                 if let Some(acl) = &acl {
@@ -208,18 +227,31 @@ impl Coordinator {
                         ),
                     }
                 }
-                Ok((Some(catalog), acl))
+                Ok(Planned {
+                    catalog: Some(catalog),
+                    acl,
+                    reply,
+                })
             }
             Change::Acl(change) => {
                 let acl = self.acl.apply(change)?;
-                if let Err(e) = store::save(&self.data_dir, &acl, self.catalog.version) {
-                    log::error!("{e}");
-                    return Err(CommandError::Io(format!(
-                        "the user change could not be persisted: {e}; nothing changed"
-                    )));
-                }
-                // users.json now says everything the `revoked` lines said.
-                self.revoked.clear();
+                let reply = match store::save(&self.data_dir, &acl, self.catalog.version) {
+                    Ok(()) => {
+                        // users.json now says everything the `revoked` lines said.
+                        self.revoked.clear();
+                        Ok(())
+                    }
+                    Err(e) if e.replaced => {
+                        log::error!("{e}");
+                        Err(unsynced("the user change is made", &e))
+                    }
+                    Err(e) => {
+                        log::error!("{e}");
+                        return Err(CommandError::Io(format!(
+                            "the user change could not be persisted: {e}; nothing changed"
+                        )));
+                    }
+                };
                 if let AclChange::SetPassword { name, .. } = change {
                     if name == ADMIN_USER {
                         // The change is durable already: a file we cannot remove is only
@@ -229,18 +261,25 @@ impl Coordinator {
                         }
                     }
                 }
-                Ok((None, Some(acl)))
+                Ok(Planned {
+                    catalog: None,
+                    acl: Some(acl),
+                    reply,
+                })
             }
         }
     }
 
     /// Makes a catalog version durable (creating a new durable partition's files first).
+    /// `Err`: nothing changed. `Ok(Err)`: the new catalog is in place (a restart reads it),
+    /// but the directory fsync after its rename failed; the change is made and the client
+    /// hears that it may not survive a power loss.
     fn persist_catalog(
         &self,
         catalog: &Catalog,
         new_durable: Option<u64>,
         revoked: &[Revoked],
-    ) -> Result<(), CommandError> {
+    ) -> Result<Result<(), CommandError>, CommandError> {
         if let Some(id) = new_durable {
             PartitionLog::create_files(&self.data_dir, id).map_err(|e| {
                 log::error!("cannot create the files of partition {id}: {e}");
@@ -249,12 +288,29 @@ impl Coordinator {
                 ))
             })?;
         }
-        catalog_file::store(&self.data_dir, catalog, self.next_partition_id, revoked).map_err(|e| {
-            log::error!("cannot write the catalog: {e}");
-            if let Some(id) = new_durable {
-                let _ = std::fs::remove_dir_all(crate::persist::partition_dir(&self.data_dir, id));
+        match catalog_file::store(&self.data_dir, catalog, self.next_partition_id, revoked) {
+            Ok(()) => Ok(Ok(())),
+            Err(e) if e.replaced => {
+                log::error!("catalog version {}: {e}", catalog.version);
+                Ok(Err(unsynced("the partition change is made", &e)))
             }
-            CommandError::Io(format!("cannot write the catalog: {e}; nothing changed"))
-        })
+            Err(e) => {
+                log::error!("cannot write the catalog: {e}");
+                if let Some(id) = new_durable {
+                    let _ =
+                        std::fs::remove_dir_all(crate::persist::partition_dir(&self.data_dir, id));
+                }
+                Err(CommandError::Io(format!(
+                    "cannot write the catalog: {e}; nothing changed"
+                )))
+            }
+        }
     }
+}
+
+/// The reply to a change that is made but whose last directory fsync failed.
+fn unsynced(made: &str, e: &dyn std::fmt::Display) -> CommandError {
+    CommandError::Io(format!(
+        "{made}, but {e}: a power loss may undo it (a restart keeps it)"
+    ))
 }
