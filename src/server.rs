@@ -248,7 +248,7 @@ fn open_data_dir(config: &Config) -> Result<(Catalog, Acl, Resume), String> {
                 path.display()
             ));
         }
-        remove.push(path.clone());
+        remove.push((path.clone(), explained));
     }
     match &stored {
         None if stored_acl.is_some() || !dirs.is_empty() => losses.push(format!(
@@ -289,12 +289,15 @@ fn open_data_dir(config: &Config) -> Result<(Catalog, Acl, Resume), String> {
             ));
         }
         for loss in &losses {
-            log::warn!("--accept-data-loss: {loss}");
+            log::warn!("accepting a loss (--accept-data-loss): {loss}");
         }
     }
-    for path in remove {
+    for (path, explained) in remove {
         match std::fs::remove_dir_all(&path) {
-            Ok(()) => log::info!("removed files of a dropped partition: {}", path.display()),
+            Ok(()) if explained => {
+                log::info!("removed files of a dropped partition: {}", path.display())
+            }
+            Ok(()) => log::warn!("removed unexplained partition data: {}", path.display()),
             Err(e) => log::warn!("cannot remove {}: {e}", path.display()),
         }
     }
