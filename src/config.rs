@@ -69,10 +69,11 @@ pub struct Cli {
     /// directory.
     #[arg(long, value_name = "PASSWORD")]
     pub admin_password: Option<String>,
-    /// Start even when files or bytes that acknowledged writes were in are missing or
-    /// damaged (a deleted log segment, a log cut short): what is left is loaded and the loss
-    /// is logged. Without it such a start is refused with the file and offset. Command line
-    /// only, for one start.
+    /// Start although durable data is missing or damaged (the catalog, `users.json`, a
+    /// partition's directory, a log segment, a log cut short) or the data directory holds
+    /// partition data the catalog does not explain: what is left is loaded and each loss is
+    /// logged at WARN. Without it such a start is refused, naming the file. Command line only,
+    /// for one start.
     #[arg(long)]
     pub accept_data_loss: bool,
 }
@@ -114,6 +115,9 @@ struct FileConfig {
     client_output_limit: Option<SizeValue>,
     max_memory: Option<SizeValue>,
     timeout: Option<u64>,
+    /// Read only to refuse it with a reason: accepting data loss is a decision for one start,
+    /// not a setting that would silently accept every later loss too.
+    accept_data_loss: Option<bool>,
 }
 
 /// A size in the file: a number of bytes or a string like `"64mb"`.
@@ -154,7 +158,8 @@ pub struct Config {
     pub max_memory: u64,
     /// Idle seconds after which a client is disconnected; 0 means never.
     pub timeout_secs: u64,
-    /// `--accept-data-loss`: start with what is left when durable data is missing.
+    /// Start although the data directory lost files or holds data its catalog does not
+    /// explain, discarding what is lost (logged at WARN); without it startup refuses.
     pub accept_data_loss: bool,
 }
 
@@ -182,7 +187,7 @@ impl Default for Config {
             max_memory: 0,
             // Off, as in Redis: idle connections of a pool are normal.
             timeout_secs: 0,
-            // Losing acknowledged data is never the default.
+            // Off: losing data must be a decision, never a default.
             accept_data_loss: false,
         }
     }
@@ -206,6 +211,16 @@ impl Config {
             }
             None => FileConfig::default(),
         };
+        if file.accept_data_loss.is_some() {
+            return Err(format!(
+                "config file {}: accept-data-loss is refused in a config file (it would accept \
+                 every later loss too); pass --accept-data-loss on the command line for one start",
+                cli.config
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display()
+            ));
+        }
         let d = Config::default();
         let size =
             |flag: Option<u64>, key: &Option<SizeValue>, default: usize| -> Result<usize, String> {
@@ -392,7 +407,20 @@ mod tests {
         assert_eq!(config.timeout_secs, 30);
         let d = Config::default();
         assert_eq!((d.max_memory, d.timeout_secs), (0, 0));
+        assert!(!d.accept_data_loss && !config.accept_data_loss);
+        let cli = Cli::try_parse_from(["gokv-server", "--accept-data-loss"]).unwrap();
+        assert!(Config::from_cli(cli).unwrap().accept_data_loss);
         assert_eq!(d.client_output_limit, 64 << 20);
+    }
+
+    #[test]
+    fn accept_data_loss_is_refused_in_a_config_file() {
+        let path = std::env::temp_dir().join(format!("gokv-accept-{}.toml", std::process::id()));
+        std::fs::write(&path, "accept-data-loss = true\n").unwrap();
+        let cli = Cli::try_parse_from(["gokv-server", "--config", path.to_str().unwrap()]).unwrap();
+        let e = Config::from_cli(cli).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(e.contains("--accept-data-loss on the command line"), "{e}");
     }
 
     #[test]

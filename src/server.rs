@@ -2,8 +2,17 @@
 //! their durable partitions in parallel, then opens the listener, starts the acceptor and the
 //! signal watcher, and waits for them to finish. The listener opens only after every shard has
 //! recovered, so no client ever sees a half-loaded partition; a recovery error stops startup.
+//!
+//! Before any of that, the data directory is checked against itself ([`open_data_dir`]): it
+//! must be writable, and a file that should be there and is not (the catalog next to users or
+//! partition data, `users.json` next to a catalog, a durable partition's directory), or
+//! partition data the catalog does not explain, refuses the start with a message naming it and
+//! `--accept-data-loss`. With that flag the loss is logged at WARN and the start goes on. Only
+//! a directory with none of these files is a first start; it writes `users.json` and then an
+//! empty catalog, so every later start finds both.
 
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -11,10 +20,14 @@ use std::thread;
 use crate::acceptor::{self, Acceptor};
 use crate::acl::hasher::{self, Hasher};
 use crate::acl::store as acl_store;
+use crate::acl::Acl;
 use crate::catalog::{Catalog, PartitionMeta};
 use crate::config::Config;
 use crate::metrics::ServerMetrics;
-use crate::persist::{catalog_file, partitions_dir, recovery};
+use crate::persist::catalog_file::{self, Revoked};
+use crate::persist::record::FILE_HEADER;
+use crate::persist::{partition_dir, partitions_dir, segment_path, sync_dir};
+use crate::shard::coordinator::Resume;
 use crate::shard::{Shard, Shared, Shutdown};
 use crate::store::PersistMode;
 
@@ -29,8 +42,10 @@ pub fn run(mut config: Config) -> Result<(), String> {
         )
     })?;
 
+    check_writable(&config.data_dir)?;
+
     let shards = config.shards;
-    let (catalog, next_partition_id) = load_catalog(&config.data_dir, shards)?;
+    let (catalog, acl, resume) = open_data_dir(&config)?;
     let mut parts = Vec::with_capacity(shards);
     for _ in 0..shards {
         parts.push(Shard::create().map_err(|e| format!("cannot create shard event loop: {e}"))?);
@@ -46,16 +61,6 @@ pub fn run(mut config: Config) -> Result<(), String> {
     let shutdown = Arc::new(Shutdown::new(handles.clone(), acceptor_waker));
     let metrics = Arc::new(ServerMetrics::new(shards));
 
-    // Users and grants, with `admin` ensured, before any client can connect.
-    let acl = acl_store::bootstrap(
-        &config.data_dir,
-        config.admin_password.as_ref().map(|p| p.expose()),
-    )?;
-    log::info!(
-        "{} users loaded from {}",
-        acl.users.len(),
-        config.data_dir.join(acl_store::USERS_FILE).display()
-    );
     let acl = Arc::new(acl);
     let hasher = Hasher::start(hasher::THREADS, handles.clone())?;
     let shared = Arc::new(Shared {
@@ -82,6 +87,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
         let shared = shared.clone();
         let catalog = catalog.clone();
         let acl = acl.clone();
+        let resume = resume.clone();
         let thread = thread::Builder::new()
             .name(format!("gokv-shard-{id}"))
             .spawn(move || {
@@ -95,7 +101,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
                     .core
                     .store(pinned.map_or(-1, |c| c as i64), Ordering::Relaxed);
                 // Recovery runs here, in the shard's own (pinned) thread, all shards at once.
-                match Shard::new(id, poll, mailbox, shared, catalog, acl, next_partition_id) {
+                match Shard::new(id, poll, mailbox, shared, catalog, acl, resume) {
                     Ok(shard) => {
                         let _ = pinned_tx.send((id, pinned, Ok(())));
                         shard.run();
@@ -171,17 +177,249 @@ pub fn run(mut config: Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Loads the catalog file (an empty catalog on a first start), moves partitions of shards
-/// that no longer exist (fewer `--shards` than last time), and removes the files of
-/// partitions the catalog no longer names.
-fn load_catalog(data_dir: &std::path::Path, shards: usize) -> Result<(Catalog, u64), String> {
-    std::fs::create_dir_all(partitions_dir(data_dir))
-        .map_err(|e| format!("cannot create {}: {e}", partitions_dir(data_dir).display()))?;
-    let Some(stored) = catalog_file::load(data_dir).map_err(|e| e.to_string())? else {
-        recovery::remove_orphans(data_dir, &[]);
-        return Ok((Catalog::default(), 1));
+/// Fails, naming the directory, when the server cannot create files in it: every later step
+/// (the catalog, users, logs, the generated admin password) needs to, and their own errors
+/// would name a file rather than the cause.
+fn check_writable(data_dir: &Path) -> Result<(), String> {
+    let probe = data_dir.join(".gokv-write-probe");
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+        .and_then(|_| std::fs::remove_file(&probe));
+    written.map_err(|e| not_writable(data_dir, &e))
+}
+
+/// The startup error for a data directory the server cannot write to.
+fn not_writable(data_dir: &Path, e: &std::io::Error) -> String {
+    format!(
+        "the data directory {} is not writable ({e}): the server keeps its catalog, users and \
+         logs there; make it writable for this user (permissions, a read-only mount), or \
+         choose another --data-dir",
+        data_dir.display()
+    )
+}
+
+/// Loads the catalog and the ACL, checks that the data directory lost nothing (see the module
+/// docs), removes the files of dropped partitions, moves partitions of shards that no longer
+/// exist (fewer `--shards` than last time), applies the catalog's revocations to the ACL and
+/// makes sure `admin` exists. Returns the catalog and ACL to start with and what the
+/// coordinator resumes from.
+fn open_data_dir(config: &Config) -> Result<(Catalog, Acl, Resume), String> {
+    let data_dir = &config.data_dir;
+    let shards = config.shards;
+    let catalog_path = catalog_file::path(data_dir);
+    let users_path = data_dir.join(acl_store::USERS_FILE);
+    let stored = catalog_file::load(data_dir).map_err(|e| e.to_string())?;
+    let stored_acl = acl_store::load(data_dir)?;
+    let dirs = partition_dirs(data_dir)?;
+
+    // What is missing or unexplained, each with what it means.
+    let mut losses = Vec::new();
+    let next_id = stored.as_ref().map_or(1, |s| s.next_id);
+    let durable: Vec<Arc<PartitionMeta>> = stored.as_ref().map_or_else(Vec::new, |s| {
+        s.catalog
+            .partitions
+            .values()
+            .filter(|m| m.persist != PersistMode::Memory)
+            .cloned()
+            .collect()
+    });
+    let mut remove = Vec::new();
+    for (id, path) in &dirs {
+        if durable.iter().any(|m| m.id == *id) {
+            continue;
+        }
+        let explained = stored.is_some()
+            && if *id < next_id {
+                // A dropped partition whose files the crash kept (the catalog handed out the
+                // id and no longer names it), unless it is a MEMORY partition's id.
+                stored
+                    .as_ref()
+                    .is_some_and(|s| s.catalog.partitions.values().all(|m| m.id != *id))
+            } else {
+                // A CREATE whose catalog write never happened: only a fresh, empty log.
+                is_fresh(path)
+            };
+        if !explained {
+            losses.push(format!(
+                "{} holds partition data the catalog does not explain",
+                path.display()
+            ));
+        }
+        remove.push((path.clone(), explained));
+    }
+    match &stored {
+        None if stored_acl.is_some() || !dirs.is_empty() => losses.push(format!(
+            "{} is missing although the directory holds {}: every partition's name, schema \
+             and persist mode is lost",
+            catalog_path.display(),
+            if stored_acl.is_some() {
+                "users.json"
+            } else {
+                "partition data"
+            }
+        )),
+        None => log::info!("first start in {}", data_dir.display()),
+        Some(_) if stored_acl.is_none() => losses.push(format!(
+            "{} is missing: every user and grant but '{}' is lost",
+            users_path.display(),
+            crate::acl::ADMIN_USER
+        )),
+        Some(_) => {}
+    }
+    for meta in &durable {
+        let dir = partition_dir(data_dir, meta.id);
+        if !dir.exists() {
+            losses.push(format!(
+                "{} of {} partition '{}' is missing: it would start empty",
+                dir.display(),
+                meta.persist,
+                meta.name
+            ));
+        }
+    }
+    if !losses.is_empty() {
+        if !config.accept_data_loss {
+            return Err(format!(
+                "refusing to start: {}; restore what is missing (or move away what is not \
+                 explained), or start with --accept-data-loss to accept the loss",
+                losses.join("; ")
+            ));
+        }
+        for loss in &losses {
+            log::warn!("accepting a loss (--accept-data-loss): {loss}");
+        }
+    }
+    for (path, explained) in remove {
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) if explained => {
+                log::info!("removed files of a dropped partition: {}", path.display())
+            }
+            Ok(()) => log::warn!("removed unexplained partition data: {}", path.display()),
+            Err(e) => log::warn!("cannot remove {}: {e}", path.display()),
+        }
+    }
+    let _ = sync_dir(&partitions_dir(data_dir));
+
+    let first_start = stored.is_none();
+    let catalog_file::Stored {
+        mut catalog,
+        next_id,
+        revoked,
+    } = stored.unwrap_or_else(|| catalog_file::Stored {
+        catalog: Catalog::default(),
+        // Past any id an accepted loss discarded, so no id is ever used twice.
+        next_id: dirs.iter().map(|(id, _)| id + 1).max().unwrap_or(1),
+        revoked: Vec::new(),
+    });
+    let moved = move_to_existing_shards(&mut catalog, shards);
+
+    let (mut acl, acl_catalog_version) = match stored_acl {
+        Some(s) => (s.acl, s.catalog_version),
+        None => (Acl::default(), 0),
     };
-    let mut catalog = stored.catalog;
+    // Grants a DROP revoked in the catalog but could not remove from users.json.
+    let mut revoked: Vec<Revoked> = revoked
+        .into_iter()
+        .filter(|r| r.voids(acl_catalog_version))
+        .collect();
+    let mut pruned = false;
+    for r in &revoked {
+        if let Some(without) = acl.without_partition(&r.name) {
+            pruned = true;
+            log::info!(
+                "grants on '{}' are void: the partition was dropped (catalog version {})",
+                r.name,
+                r.version
+            );
+            acl = without;
+        }
+    }
+    // A catalog older than users.json (lost and accepted): later revocations must still
+    // void what this users.json holds.
+    catalog.version = catalog.version.max(acl_catalog_version);
+    // Users and grants, with `admin` ensured, before any client can connect.
+    let acl = acl_store::bootstrap(
+        data_dir,
+        acl,
+        catalog.version,
+        config.admin_password.as_ref().map(|p| p.expose()),
+    )?;
+    log::info!(
+        "{} users loaded from {}",
+        acl.users.len(),
+        users_path.display()
+    );
+    if pruned {
+        // A clean-up: until it succeeds the catalog keeps voiding those grants.
+        match acl_store::save(data_dir, &acl, catalog.version) {
+            Ok(()) => revoked.clear(),
+            Err(e) => log::warn!("{e}: the void grants stay in it for now"),
+        }
+    }
+    // After users.json, so that a directory with a catalog always has users.json too.
+    if first_start || moved {
+        catalog_file::store(data_dir, &catalog, next_id, &revoked)
+            .map_err(|e| format!("cannot write {}: {e}", catalog_path.display()))?;
+    }
+    log::info!(
+        "catalog version {}: {} partitions ({} durable)",
+        catalog.version,
+        catalog.partitions.len(),
+        durable.len()
+    );
+    let resume = Resume {
+        next_partition_id: next_id,
+        revoked,
+    };
+    Ok((catalog, acl, resume))
+}
+
+/// Every numbered directory under `partitions/` (created if missing), with its id. Anything
+/// else there is not the server's and is left alone.
+fn partition_dirs(data_dir: &Path) -> Result<Vec<(u64, PathBuf)>, String> {
+    let dir = partitions_dir(data_dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let entries =
+        std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut dirs = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        match entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            Some(id) => dirs.push((id, entry.path())),
+            None => log::warn!("ignoring {}: not a partition's", entry.path().display()),
+        }
+    }
+    dirs.sort_unstable();
+    Ok(dirs)
+}
+
+/// A partition directory as `PartitionLog::create_files` leaves it: one segment holding only
+/// its header (so no record, nothing anybody wrote).
+fn is_fresh(dir: &Path) -> bool {
+    let first = segment_path(dir, 1);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    let mut only_first = true;
+    for entry in entries.flatten() {
+        only_first &= entry.path() == first;
+    }
+    only_first
+        && std::fs::metadata(&first)
+            .map(|m| m.len() <= FILE_HEADER as u64)
+            .unwrap_or(true)
+}
+
+/// Moves the partitions of shards that no longer exist (fewer `--shards` than last time) to
+/// existing ones; true when it moved any.
+fn move_to_existing_shards(catalog: &mut Catalog, shards: usize) -> bool {
     let mut moved = false;
     let names: Vec<String> = catalog.partitions.keys().cloned().collect();
     for name in names {
@@ -211,24 +449,7 @@ fn load_catalog(data_dir: &std::path::Path, shards: usize) -> Result<(Catalog, u
         catalog.partitions.insert(name, meta);
         moved = true;
     }
-    if moved {
-        catalog_file::store(data_dir, &catalog, stored.next_id)
-            .map_err(|e| format!("cannot rewrite the catalog: {e}"))?;
-    }
-    let durable: Vec<u64> = catalog
-        .partitions
-        .values()
-        .filter(|m| m.persist != PersistMode::Memory)
-        .map(|m| m.id)
-        .collect();
-    recovery::remove_orphans(data_dir, &durable);
-    log::info!(
-        "catalog version {}: {} partitions ({} durable)",
-        catalog.version,
-        catalog.partitions.len(),
-        durable.len()
-    );
-    Ok((catalog, stored.next_id))
+    moved
 }
 
 /// File descriptors the server needs besides one per client: listener, pollers, wakers,
@@ -313,4 +534,22 @@ fn watch_signals(shutdown: Arc<Shutdown>) -> Result<(), String> {
         })
         .map_err(|e| format!("cannot start signal thread: {e}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The message names the directory and the cause (the black-box test in tests/catalog.rs
+    /// needs a way to make a directory read-only for root, which not every machine has).
+    #[test]
+    fn a_read_only_directory_is_named() {
+        let e = std::io::Error::from_raw_os_error(libc::EROFS);
+        let text = not_writable(Path::new("/srv/gokv"), &e);
+        assert!(
+            text.starts_with("the data directory /srv/gokv is not writable (Read-only file"),
+            "{text}"
+        );
+        assert!(text.contains("--data-dir"), "{text}");
+    }
 }

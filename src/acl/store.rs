@@ -6,6 +6,12 @@
 //! or the new version, never a torn one. The coordinator writes it before it broadcasts a new
 //! version, so nothing a client was told succeeded is lost.
 //!
+//! The file also records the catalog version it was written under (`catalog_version`): a
+//! DROP PARTITION that could write the catalog but not this file leaves a `revoked` line in
+//! the catalog (see `persist::catalog_file`), and the grants on that name in a file written
+//! before the drop are void. Startup applies those revocations before anything else reads the
+//! ACL.
+//!
 //! Bootstrap (at startup, before any shard runs) makes sure a user `admin` with ADMIN on `*`
 //! exists. Its password comes from `--admin-password` / `GOKV_ADMIN_PASSWORD` (and is reset to
 //! that value whenever it is given), or, on a start where `admin` does not exist yet and none
@@ -43,6 +49,9 @@ const GENERATED_LEN: usize = 24;
 #[serde(deny_unknown_fields)]
 struct UsersFile {
     format: u32,
+    /// The catalog version when this file was written (absent in older files: 0).
+    #[serde(default)]
+    catalog_version: u64,
     next_user_id: u64,
     users: Vec<UserRecord>,
 }
@@ -58,9 +67,10 @@ struct UserRecord {
     grants: BTreeMap<String, Vec<String>>,
 }
 
-fn to_file(acl: &Acl) -> UsersFile {
+fn to_file(acl: &Acl, catalog_version: u64) -> UsersFile {
     UsersFile {
         format: FORMAT,
+        catalog_version,
         next_user_id: acl.next_user_id,
         users: acl
             .users
@@ -135,8 +145,17 @@ fn from_file(file: UsersFile, path: &Path) -> Result<Acl, String> {
     Ok(acl)
 }
 
-/// Reads the ACL file; `None` when there is none yet (a first start).
-pub fn load(dir: &Path) -> Result<Option<Acl>, String> {
+/// What `users.json` holds.
+#[derive(Debug)]
+pub struct Stored {
+    pub acl: Acl,
+    /// The catalog version the file was written under.
+    pub catalog_version: u64,
+}
+
+/// Reads the ACL file; `None` when there is none (a first start, or a lost file: the caller
+/// tells them apart).
+pub fn load(dir: &Path) -> Result<Option<Stored>, String> {
     let path = dir.join(USERS_FILE);
     let text = match fs::read_to_string(&path) {
         Ok(text) => text,
@@ -145,16 +164,49 @@ pub fn load(dir: &Path) -> Result<Option<Acl>, String> {
     };
     let file: UsersFile =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    from_file(file, &path).map(Some)
+    let catalog_version = file.catalog_version;
+    let acl = from_file(file, &path)?;
+    Ok(Some(Stored {
+        acl,
+        catalog_version,
+    }))
 }
 
-/// Writes the ACL file atomically (temp file, fsync, rename, fsync the directory).
-pub fn save(dir: &Path, acl: &Acl) -> Result<(), String> {
+/// Why [`save`] failed, and whether the new file is in place anyway.
+#[derive(Debug)]
+pub struct SaveError {
+    pub message: String,
+    /// The rename happened, only the directory fsync after it failed: the new file is what a
+    /// restart reads, but a power loss may bring the old one back.
+    pub replaced: bool,
+}
+
+impl std::fmt::Display for SaveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<SaveError> for String {
+    fn from(e: SaveError) -> String {
+        e.message
+    }
+}
+
+/// Writes the ACL file atomically (temp file, fsync, rename, fsync the directory), recording
+/// the catalog version in force.
+pub fn save(dir: &Path, acl: &Acl, catalog_version: u64) -> Result<(), SaveError> {
     let path = dir.join(USERS_FILE);
     let tmp = dir.join(format!("{USERS_FILE}.tmp"));
-    let fail = |what: &str, e: std::io::Error| format!("cannot {what} {}: {e}", path.display());
-    let text = serde_json::to_vec_pretty(&to_file(acl))
-        .map_err(|e| format!("cannot encode {}: {e}", path.display()))?;
+    let fail = |what: &str, e: std::io::Error| SaveError {
+        message: format!("cannot {what} {}: {e}", path.display()),
+        replaced: false,
+    };
+    let text =
+        serde_json::to_vec_pretty(&to_file(acl, catalog_version)).map_err(|e| SaveError {
+            message: format!("cannot encode {}: {e}", path.display()),
+            replaced: false,
+        })?;
     // 0600: the hashes are slow to crack, not impossible; nobody else needs them.
     let mut file = OpenOptions::new()
         .write(true)
@@ -170,7 +222,12 @@ pub fn save(dir: &Path, acl: &Acl) -> Result<(), String> {
     file.sync_all().map_err(|e| fail("fsync", e))?;
     drop(file);
     fs::rename(&tmp, &path).map_err(|e| fail("replace", e))?;
-    sync_dir(dir).map_err(|e| fail("fsync the directory of", e))
+    crate::persist::fault::check(crate::persist::fault::Fault::DirSync)
+        .and_then(|()| sync_dir(dir))
+        .map_err(|e| SaveError {
+            replaced: true,
+            ..fail("fsync the directory after replacing", e)
+        })
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
@@ -216,10 +273,15 @@ fn write_password_file(path: &Path, password: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Loads the ACL and makes sure `admin` exists with ADMIN on `*` and, when one is configured,
-/// the configured password. Persists what it changed. Runs once, at startup.
-pub fn bootstrap(dir: &Path, admin_password: Option<&str>) -> Result<Acl, String> {
-    let mut acl = load(dir)?.unwrap_or_default();
+/// Makes sure `acl` (as loaded, or empty on a first start) has a user `admin` with ADMIN on
+/// `*` and, when one is configured, the configured password. Persists what it changed, under
+/// `catalog_version`. Runs once, at startup.
+pub fn bootstrap(
+    dir: &Path,
+    mut acl: Acl,
+    catalog_version: u64,
+    admin_password: Option<&str>,
+) -> Result<Acl, String> {
     let mut changed = false;
     let password_file: PathBuf = dir.join(ADMIN_PASSWORD_FILE);
     let admin = match acl.users.get(ADMIN_USER) {
@@ -268,7 +330,7 @@ pub fn bootstrap(dir: &Path, admin_password: Option<&str>) -> Result<Acl, String
     }
     acl.users.insert(ADMIN_USER.into(), Arc::new(admin));
     if changed {
-        save(dir, &acl)?;
+        save(dir, &acl, catalog_version)?;
     }
     if admin_password.is_some() {
         forget_generated_admin_password(dir)?;
@@ -308,7 +370,7 @@ mod tests {
     #[test]
     fn save_then_load_round_trips() {
         let dir = temp_dir("roundtrip");
-        let acl = bootstrap(&dir, Some("pw")).unwrap();
+        let acl = bootstrap(&dir, Acl::default(), 0, Some("pw")).unwrap();
         let acl = acl
             .apply(&AclChange::CreateUser {
                 name: "bob".into(),
@@ -321,8 +383,10 @@ mod tests {
                 user: "bob".into(),
             }))
             .unwrap();
-        save(&dir, &acl).unwrap();
+        save(&dir, &acl, 7).unwrap();
         let loaded = load(&dir).unwrap().unwrap();
+        assert_eq!(loaded.catalog_version, 7);
+        let loaded = loaded.acl;
         assert_eq!(loaded.users, acl.users);
         assert_eq!(loaded.next_user_id, acl.next_user_id);
         let mode = fs::metadata(dir.join(USERS_FILE))
@@ -337,7 +401,7 @@ mod tests {
     #[test]
     fn generated_password_file_is_private_and_works() {
         let dir = temp_dir("generated");
-        let acl = bootstrap(&dir, None).unwrap();
+        let acl = bootstrap(&dir, Acl::default(), 0, None).unwrap();
         let path = dir.join(ADMIN_PASSWORD_FILE);
         let mode = fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
@@ -348,10 +412,10 @@ mod tests {
         assert!(verify_password(&admin.hash, password.as_bytes()));
         assert!(admin.all.covers(Perms::ADMIN));
         // A second start keeps the same admin and file.
-        let again = bootstrap(&dir, None).unwrap();
+        let again = bootstrap(&dir, load(&dir).unwrap().unwrap().acl, 0, None).unwrap();
         assert_eq!(again.get(b"admin").unwrap().hash, admin.hash);
         // A configured password replaces it and removes the stale file.
-        let set = bootstrap(&dir, Some("chosen")).unwrap();
+        let set = bootstrap(&dir, load(&dir).unwrap().unwrap().acl, 0, Some("chosen")).unwrap();
         assert!(verify_password(&set.get(b"admin").unwrap().hash, b"chosen"));
         assert!(!path.exists());
         fs::remove_dir_all(&dir).unwrap();

@@ -312,8 +312,8 @@ fn client(
     Ok(())
 }
 
-/// `DEBUG FAIL-WRITE <n>` / `DEBUG FAIL-FSYNC <n>`: make the next `n` log writes or fsyncs
-/// fail (builds with the `fault-injection` feature only; tests use it for the -IOERR path).
+/// `DEBUG FAIL-WRITE <n>` / `DEBUG FAIL-FSYNC <n>` / `DEBUG FAIL-DIRSYNC <n>`: make the next
+/// `n` log writes, fsyncs or directory fsyncs of an atomic replace fail (builds with the `fault-injection` feature only; tests use it for the -IOERR path).
 fn debug(args: &Args, w: &mut ReplyWriter) -> Result<(), CommandError> {
     use crate::persist::fault::{self, Fault};
     let sub = args.get(1);
@@ -321,6 +321,8 @@ fn debug(args: &Args, w: &mut ReplyWriter) -> Result<(), CommandError> {
         Fault::Write
     } else if sub.eq_ignore_ascii_case(b"FAIL-FSYNC") {
         Fault::Fsync
+    } else if sub.eq_ignore_ascii_case(b"FAIL-DIRSYNC") {
+        Fault::DirSync
     } else {
         return Err(CommandError::UnknownSubcommand {
             command: "debug",

@@ -11,10 +11,17 @@
 //! version 7
 //! next-id 12
 //! partition orders 3 0 STRING SYNC 1795641684456
+//! revoked carts 6
 //! crc32c 1a2b3c4d
 //! ```
 //! (`partition <name> <id> <shard> <schema> <persist> <created_ms>`; names are
 //! `[A-Za-z0-9_.-]`, so no quoting is needed.)
+//!
+//! `revoked <name> <version>`: DROP PARTITION `<name>`, which made catalog version
+//! `<version>`, revoked every grant on that name, but `users.json` could not be rewritten
+//! (a full disk, say). Grants on `<name>` in a `users.json` written under an older catalog
+//! version are void ([`Revoked`]). So a DROP is one durable step, this file, whether or not
+//! the ACL file follows; the line goes away once `users.json` has been written since.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -39,10 +46,30 @@ pub fn path(data_dir: &Path) -> PathBuf {
 pub struct Stored {
     pub catalog: Catalog,
     pub next_id: u64,
+    /// Drops whose revocation of grants may be missing from `users.json`.
+    pub revoked: Vec<Revoked>,
+}
+
+/// A DROP PARTITION whose revocation of the grants on `name` is recorded here rather than
+/// (yet) in `users.json`: grants on `name` in a `users.json` written under a catalog version
+/// below `version` are void.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    pub name: String,
+    /// The catalog version the drop made.
+    pub version: u64,
+}
+
+impl Revoked {
+    /// Do the grants on `name` in a `users.json` written under catalog version
+    /// `acl_catalog_version` predate this drop?
+    pub fn voids(&self, acl_catalog_version: u64) -> bool {
+        acl_catalog_version < self.version
+    }
 }
 
 /// Serialises a catalog.
-pub fn encode(catalog: &Catalog, next_id: u64) -> String {
+pub fn encode(catalog: &Catalog, next_id: u64, revoked: &[Revoked]) -> String {
     let mut text = String::new();
     // Writing to a String cannot fail.
     let _ = writeln!(text, "{MAGIC}");
@@ -54,6 +81,9 @@ pub fn encode(catalog: &Catalog, next_id: u64) -> String {
             "partition {} {} {} {} {} {}",
             meta.name, meta.id, meta.shard, meta.schema, meta.persist, meta.created_ms
         );
+    }
+    for r in revoked {
+        let _ = writeln!(text, "revoked {} {}", r.name, r.version);
     }
     let crc = crc32c::crc32c(text.as_bytes());
     let _ = writeln!(text, "crc32c {crc:08x}");
@@ -83,6 +113,7 @@ pub fn decode(text: &str) -> Result<Stored, String> {
     let mut version = None;
     let mut next_id = None;
     let mut partitions = BTreeMap::new();
+    let mut revoked = Vec::new();
     for (i, line) in lines {
         let bad = || format!("line {}: cannot parse '{line}'", i + 1);
         let words: Vec<&str> = line.split(' ').collect();
@@ -104,6 +135,15 @@ pub fn decode(text: &str) -> Result<Stored, String> {
                 };
                 partitions.insert(meta.name.clone(), Arc::new(meta));
             }
+            ["revoked", name, version] => {
+                if !is_valid_name(name.as_bytes()) {
+                    return Err(bad());
+                }
+                revoked.push(Revoked {
+                    name: name.to_string(),
+                    version: version.parse().map_err(|_| bad())?,
+                });
+            }
             _ => return Err(bad()),
         }
     }
@@ -112,7 +152,11 @@ pub fn decode(text: &str) -> Result<Stored, String> {
         partitions,
     };
     let next_id = next_id.ok_or("no next-id line")?;
-    Ok(Stored { catalog, next_id })
+    Ok(Stored {
+        catalog,
+        next_id,
+        revoked,
+    })
 }
 
 /// Loads the catalog; `None` on a first start (no file).
@@ -128,17 +172,55 @@ pub fn load(data_dir: &Path) -> Result<Option<Stored>, PersistError> {
         .map_err(|why| PersistError::corrupt(&path, 0, why))
 }
 
+/// Why [`store`] failed, and whether the new catalog is in place anyway.
+#[derive(Debug)]
+pub struct StoreError {
+    pub error: io::Error,
+    /// The rename happened, only the directory fsync after it failed: the new catalog is what
+    /// a restart reads, but a power loss may bring the old one back.
+    pub replaced: bool,
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.replaced {
+            write!(
+                f,
+                "cannot fsync the directory after the rename: {}",
+                self.error
+            )
+        } else {
+            self.error.fmt(f)
+        }
+    }
+}
+
 /// Replaces the catalog file atomically and durably.
-pub fn store(data_dir: &Path, catalog: &Catalog, next_id: u64) -> io::Result<()> {
+pub fn store(
+    data_dir: &Path,
+    catalog: &Catalog,
+    next_id: u64,
+    revoked: &[Revoked],
+) -> Result<(), StoreError> {
+    let before = |error| StoreError {
+        error,
+        replaced: false,
+    };
     let tmp = data_dir.join("catalog.tmp");
-    let mut file = File::create(&tmp)?;
-    super::fault::check(super::fault::Fault::Write)?;
-    file.write_all(encode(catalog, next_id).as_bytes())?;
-    super::fault::check(super::fault::Fault::Fsync)?;
-    file.sync_all()?;
+    let mut file = File::create(&tmp).map_err(before)?;
+    super::fault::check(super::fault::Fault::Write).map_err(before)?;
+    file.write_all(encode(catalog, next_id, revoked).as_bytes())
+        .map_err(before)?;
+    super::fault::check(super::fault::Fault::Fsync).map_err(before)?;
+    file.sync_all().map_err(before)?;
     drop(file);
-    std::fs::rename(&tmp, path(data_dir))?;
-    sync_dir(data_dir)
+    std::fs::rename(&tmp, path(data_dir)).map_err(before)?;
+    super::fault::check(super::fault::Fault::DirSync)
+        .and_then(|()| sync_dir(data_dir))
+        .map_err(|error| StoreError {
+            error,
+            replaced: true,
+        })
 }
 
 #[cfg(test)]
@@ -156,9 +238,15 @@ mod tests {
             created_ms: 42,
             stats: Arc::default(),
         });
-        let text = encode(&c, 4);
+        let revoked = [Revoked {
+            name: "carts".into(),
+            version: 6,
+        }];
+        let text = encode(&c, 4, &revoked);
         let back = decode(&text).expect("valid");
         assert_eq!(back.next_id, 4);
+        assert_eq!(back.revoked, revoked);
+        assert!(revoked[0].voids(5) && !revoked[0].voids(6));
         assert_eq!(back.catalog.version, c.version);
         let m = &back.catalog.partitions["orders"];
         assert_eq!(

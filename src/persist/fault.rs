@@ -2,7 +2,8 @@
 //! or fsyncs fail (group commits and the truncation after a failed one, segment creation, the
 //! catalog file; not the ASYNC timer or compaction, which run at moments a test cannot
 //! predict), so that the `-IOERR` path can be tested against the real binary
-//! (`DEBUG FAIL-WRITE <n>`, `DEBUG FAIL-FSYNC <n>`).
+//! (`DEBUG FAIL-WRITE <n>`, `DEBUG FAIL-FSYNC <n>`), and the directory fsync that ends an
+//! atomic replace of the catalog or `users.json`, after the rename (`DEBUG FAIL-DIRSYNC <n>`).
 //!
 //! Without the feature every check is an inlined `Ok(())`. With it, the counters are
 //! process-wide atomics (a test arms them, the next shard to write consumes them); they are
@@ -15,6 +16,8 @@ use std::io;
 pub enum Fault {
     Write,
     Fsync,
+    /// The directory fsync after the rename of an atomic replace (catalog, `users.json`).
+    DirSync,
 }
 
 #[cfg(feature = "fault-injection")]
@@ -23,6 +26,7 @@ mod armed {
 
     pub static WRITES: AtomicU64 = AtomicU64::new(0);
     pub static FSYNCS: AtomicU64 = AtomicU64::new(0);
+    pub static DIR_SYNCS: AtomicU64 = AtomicU64::new(0);
 
     pub fn take(counter: &AtomicU64) -> bool {
         counter
@@ -41,6 +45,7 @@ pub fn arm(fault: Fault, n: u64) {
         let counter = match fault {
             Fault::Write => &armed::WRITES,
             Fault::Fsync => &armed::FSYNCS,
+            Fault::DirSync => &armed::DIR_SYNCS,
         };
         counter.store(n, std::sync::atomic::Ordering::SeqCst);
     }
@@ -55,6 +60,7 @@ pub fn check(fault: Fault) -> io::Result<()> {
         let counter = match fault {
             Fault::Write => &armed::WRITES,
             Fault::Fsync => &armed::FSYNCS,
+            Fault::DirSync => &armed::DIR_SYNCS,
         };
         if armed::take(counter) {
             return Err(io::Error::other(format!("injected {fault:?} failure")));

@@ -16,7 +16,20 @@
 //! log segment and then replaces the catalog file (`persist::catalog_file`), both fsync'd. So
 //! a CREATE or DROP the client hears `+OK` for survives a crash, and the catalog on disk never
 //! names a durable partition without its files. If either step fails the change is refused
-//! with `-IOERR` and nothing changes.
+//! with `-IOERR` and nothing changes; except when only the directory fsync after the rename
+//! fails (of the catalog or of `users.json`): the new file is then what a restart reads, so
+//! the change is made and broadcast, and the client hears `-IOERR` saying it is made but a
+//! power loss may undo it.
+//!
+//! Every change is one durable step, so what the client hears is what a restart finds: a user
+//! or grant change is one `users.json` write, a CREATE one catalog write (after the
+//! partition's files, which are removed again if the catalog write fails). A DROP revokes the
+//! grants on the partition's name too, which would be a second file; instead the catalog it
+//! writes carries a `revoked <name> <version>` line that voids those grants in any
+//! `users.json` written before it, and `users.json` is then rewritten as a clean-up whose
+//! failure is only logged. Until a later `users.json` write succeeds, every catalog the
+//! coordinator writes keeps those lines ([`Coordinator::revoked`]), so a CREATE of the same
+//! name never inherits the stale grants, not even after a restart.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -27,7 +40,8 @@ use crate::acl::{store, Acl, AclChange, ADMIN_USER};
 use crate::catalog::Catalog;
 use crate::command::partition::{plan_create, plan_drop};
 use crate::command::CommandError;
-use crate::persist::{catalog_file, PartitionLog};
+use crate::persist::catalog_file::{self, Revoked};
+use crate::persist::PartitionLog;
 use crate::store::PersistMode;
 
 use super::mailbox::{Change, Message, ReplyTo, ShardHandle};
@@ -37,6 +51,28 @@ struct InFlight {
     reply_to: ReplyTo,
     epoch: u64,
     acks_missing: usize,
+    /// What the client hears once every shard has acknowledged.
+    reply: Result<(), CommandError>,
+}
+
+/// A change that is made (in the files a restart reads), to broadcast.
+struct Planned {
+    catalog: Option<Catalog>,
+    acl: Option<Acl>,
+    /// `Err` when the change is made but the directory fsync after its rename failed, so a
+    /// power loss may undo it: the client is told both.
+    reply: Result<(), CommandError>,
+}
+
+/// What the coordinator resumes from at startup, besides the catalog and the ACL: what the
+/// catalog file says beyond the catalog itself.
+#[derive(Debug, Clone, Default)]
+pub struct Resume {
+    /// The next partition id to hand out (from the catalog file; raised past every id in the
+    /// catalog).
+    pub next_partition_id: u64,
+    /// Drops whose revocation `users.json` may still lack.
+    pub revoked: Vec<Revoked>,
 }
 
 pub struct Coordinator {
@@ -51,22 +87,21 @@ pub struct Coordinator {
     /// Never reused, even after a restart (it is in the catalog file), so a partition's files
     /// can never be mistaken for a dropped predecessor's.
     next_partition_id: u64,
+    /// Drops whose revocation of grants is in the catalog file but maybe not in `users.json`
+    /// (its rewrite failed): written into every catalog file until `users.json` is written
+    /// again, which makes them moot.
+    revoked: Vec<Revoked>,
 }
 
 impl Coordinator {
-    pub fn new(
-        catalog: Arc<Catalog>,
-        acl: Arc<Acl>,
-        next_partition_id: u64,
-        data_dir: PathBuf,
-    ) -> Self {
+    pub fn new(catalog: Arc<Catalog>, acl: Arc<Acl>, resume: Resume, data_dir: PathBuf) -> Self {
         let next_partition_id = catalog
             .partitions
             .values()
             .map(|m| m.id + 1)
             .max()
             .unwrap_or(1)
-            .max(next_partition_id);
+            .max(resume.next_partition_id);
         Coordinator {
             catalog,
             acl,
@@ -75,6 +110,7 @@ impl Coordinator {
             queue: VecDeque::new(),
             in_flight: None,
             next_partition_id,
+            revoked: resume.revoked,
         }
     }
 
@@ -94,12 +130,12 @@ impl Coordinator {
         }
         flight.acks_missing -= 1;
         if flight.acks_missing == 0 {
-            let reply_to = flight.reply_to;
-            self.in_flight = None;
-            shards[reply_to.shard].send(Message::ChangeDone {
-                reply_to,
-                result: Ok(()),
-            });
+            if let Some(flight) = self.in_flight.take() {
+                shards[flight.reply_to.shard].send(Message::ChangeDone {
+                    reply_to: flight.reply_to,
+                    result: flight.reply,
+                });
+            }
             self.start_next(shards);
         }
     }
@@ -115,7 +151,11 @@ impl Coordinator {
                     reply_to,
                     result: Err(e),
                 }),
-                Ok((catalog, acl)) => {
+                Ok(Planned {
+                    catalog,
+                    acl,
+                    reply,
+                }) => {
                     self.epoch += 1;
                     log::info!("epoch {}: {change:?}", self.epoch);
                     if let Some(catalog) = catalog {
@@ -128,6 +168,7 @@ impl Coordinator {
                         reply_to,
                         epoch: self.epoch,
                         acks_missing: shards.len(),
+                        reply,
                     });
                     for shard in shards {
                         shard.send(Message::Update {
@@ -141,14 +182,10 @@ impl Coordinator {
         }
     }
 
-    /// The next catalog and/or ACL for `change` (`None`: unchanged), with a changed ACL
-    /// already persisted; or why not.
-    fn plan(
-        &mut self,
-        change: &Change,
-        shards: usize,
-    ) -> Result<(Option<Catalog>, Option<Acl>), CommandError> {
-        let (catalog, acl) = match change {
+    /// The next catalog and/or ACL for `change` (`None`: unchanged), already in the files a
+    /// restart reads; or why not (and then nothing changed, on disk or here).
+    fn plan(&mut self, change: &Change, shards: usize) -> Result<Planned, CommandError> {
+        match change {
             Change::Create(request) => {
                 let id = self.next_partition_id;
                 let created_ms = SystemTime::now()
@@ -158,44 +195,91 @@ impl Coordinator {
                 let catalog = plan_create(&self.catalog, request, shards, id, created_ms)?;
                 self.next_partition_id += 1;
                 let durable = request.persist != PersistMode::Memory;
-                self.persist_catalog(&catalog, durable.then_some(id))?;
-                (Some(catalog), None)
+                let reply = self.persist_catalog(&catalog, durable.then_some(id), &self.revoked)?;
+                Ok(Planned {
+                    catalog: Some(catalog),
+                    acl: None,
+                    reply,
+                })
             }
-            // Dropping a partition revokes every grant on its name. The owning shard deletes
-            // its files when it applies the new catalog; a crash before that leaves orphans,
-            // which startup removes.
+            // Dropping a partition revokes every grant on its name, in the same catalog write
+            // (see the module docs). The owning shard deletes its files when it applies the
+            // new catalog; a crash before that leaves orphans, which startup removes.
             Change::Drop(name) => {
                 let catalog = plan_drop(&self.catalog, name)?;
-                self.persist_catalog(&catalog, None)?;
-                (Some(catalog), self.acl.without_partition(name))
-            }
-            Change::Acl(change) => (None, Some(self.acl.apply(change)?)),
-        };
-        if let Some(acl) = &acl {
-            if let Err(e) = store::save(&self.data_dir, acl) {
-                log::error!("{e}");
-                return Err(CommandError::Io(format!(
-                    "the user change could not be persisted: {e}"
-                )));
-            }
-        }
-        if let Change::Acl(AclChange::SetPassword { name, .. }) = change {
-            if name == ADMIN_USER {
-                // The change is durable already: a file we cannot remove is only logged.
-                if let Err(e) = store::forget_generated_admin_password(&self.data_dir) {
-                    log::error!("{e}");
+                let acl = self.acl.without_partition(name);
+                let mut revoked = self.revoked.clone();
+                if acl.is_some() {
+                    revoked.push(Revoked {
+                        name: name.clone(),
+                        version: catalog.version,
+                    });
                 }
+                let reply = self.persist_catalog(&catalog, None, &revoked)?;
+                // Committed: from here on the drop stands, whatever happens to users.json.
+                self.revoked = revoked;
+                if let Some(acl) = &acl {
+                    match store::save(&self.data_dir, acl, catalog.version) {
+                        Ok(()) => self.revoked.clear(),
+                        Err(e) => log::error!(
+                            "{e}: the grants on the dropped partition '{name}' stay revoked \
+                             through the catalog file until users.json can be written"
+                        ),
+                    }
+                }
+                Ok(Planned {
+                    catalog: Some(catalog),
+                    acl,
+                    reply,
+                })
+            }
+            Change::Acl(change) => {
+                let acl = self.acl.apply(change)?;
+                let reply = match store::save(&self.data_dir, &acl, self.catalog.version) {
+                    Ok(()) => {
+                        // users.json now says everything the `revoked` lines said.
+                        self.revoked.clear();
+                        Ok(())
+                    }
+                    Err(e) if e.replaced => {
+                        log::error!("{e}");
+                        Err(unsynced("the user change is made", &e))
+                    }
+                    Err(e) => {
+                        log::error!("{e}");
+                        return Err(CommandError::Io(format!(
+                            "the user change could not be persisted: {e}; nothing changed"
+                        )));
+                    }
+                };
+                if let AclChange::SetPassword { name, .. } = change {
+                    if name == ADMIN_USER {
+                        // The change is durable already: a file we cannot remove is only
+                        // logged.
+                        if let Err(e) = store::forget_generated_admin_password(&self.data_dir) {
+                            log::error!("{e}");
+                        }
+                    }
+                }
+                Ok(Planned {
+                    catalog: None,
+                    acl: Some(acl),
+                    reply,
+                })
             }
         }
-        Ok((catalog, acl))
     }
 
     /// Makes a catalog version durable (creating a new durable partition's files first).
+    /// `Err`: nothing changed. `Ok(Err)`: the new catalog is in place (a restart reads it),
+    /// but the directory fsync after its rename failed; the change is made and the client
+    /// hears that it may not survive a power loss.
     fn persist_catalog(
         &self,
         catalog: &Catalog,
         new_durable: Option<u64>,
-    ) -> Result<(), CommandError> {
+        revoked: &[Revoked],
+    ) -> Result<Result<(), CommandError>, CommandError> {
         if let Some(id) = new_durable {
             PartitionLog::create_files(&self.data_dir, id).map_err(|e| {
                 log::error!("cannot create the files of partition {id}: {e}");
@@ -204,12 +288,29 @@ impl Coordinator {
                 ))
             })?;
         }
-        catalog_file::store(&self.data_dir, catalog, self.next_partition_id).map_err(|e| {
-            log::error!("cannot write the catalog: {e}");
-            if let Some(id) = new_durable {
-                let _ = std::fs::remove_dir_all(crate::persist::partition_dir(&self.data_dir, id));
+        match catalog_file::store(&self.data_dir, catalog, self.next_partition_id, revoked) {
+            Ok(()) => Ok(Ok(())),
+            Err(e) if e.replaced => {
+                log::error!("catalog version {}: {e}", catalog.version);
+                Ok(Err(unsynced("the partition change is made", &e)))
             }
-            CommandError::Io(format!("cannot write the catalog: {e}; nothing changed"))
-        })
+            Err(e) => {
+                log::error!("cannot write the catalog: {e}");
+                if let Some(id) = new_durable {
+                    let _ =
+                        std::fs::remove_dir_all(crate::persist::partition_dir(&self.data_dir, id));
+                }
+                Err(CommandError::Io(format!(
+                    "cannot write the catalog: {e}; nothing changed"
+                )))
+            }
+        }
     }
+}
+
+/// The reply to a change that is made but whose last directory fsync failed.
+fn unsynced(made: &str, e: &dyn std::fmt::Display) -> CommandError {
+    CommandError::Io(format!(
+        "{made}, but {e}: a power loss may undo it (a restart keeps it)"
+    ))
 }

@@ -314,14 +314,14 @@ impl Shard {
         shared: Arc<Shared>,
         catalog: Arc<Catalog>,
         acl: Arc<Acl>,
-        next_partition_id: u64,
+        resume: coordinator::Resume,
     ) -> Result<Self, String> {
         let shards = shared.shards.len();
         let coordinator = (id == COORDINATOR).then(|| {
             Coordinator::new(
                 catalog.clone(),
                 acl.clone(),
-                next_partition_id,
+                resume,
                 shared.config.data_dir.clone(),
             )
         });
