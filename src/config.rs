@@ -69,10 +69,11 @@ pub struct Cli {
     /// directory.
     #[arg(long, value_name = "PASSWORD")]
     pub admin_password: Option<String>,
-    /// Start even though files are missing from the data directory (the catalog, `users.json`,
-    /// a partition's directory) or it holds partition data the catalog does not explain: what
-    /// is lost is logged at WARN and that data is discarded. Without it such a start is
-    /// refused, naming the file [default: false].
+    /// Start even when files or bytes that acknowledged writes were in are missing or
+    /// damaged (the catalog, `users.json`, a partition's directory or log segment, a log cut
+    /// short) or the data directory holds partition data the catalog does not explain: what
+    /// is left is loaded, the rest discarded, and each loss logged at WARN. Without it such a
+    /// start is refused, naming the file. Command line only, for one start.
     #[arg(long)]
     pub accept_data_loss: bool,
 }
@@ -114,7 +115,6 @@ struct FileConfig {
     client_output_limit: Option<SizeValue>,
     max_memory: Option<SizeValue>,
     timeout: Option<u64>,
-    accept_data_loss: Option<bool>,
 }
 
 /// A size in the file: a number of bytes or a string like `"64mb"`.
@@ -155,8 +155,7 @@ pub struct Config {
     pub max_memory: u64,
     /// Idle seconds after which a client is disconnected; 0 means never.
     pub timeout_secs: u64,
-    /// Start although the data directory lost files or holds data its catalog does not
-    /// explain, discarding what is lost (logged at WARN); without it startup refuses.
+    /// `--accept-data-loss`: start with what is left when durable data is missing.
     pub accept_data_loss: bool,
 }
 
@@ -184,7 +183,7 @@ impl Default for Config {
             max_memory: 0,
             // Off, as in Redis: idle connections of a pool are normal.
             timeout_secs: 0,
-            // Off: losing data must be a decision, never a default.
+            // Losing acknowledged data is never the default.
             accept_data_loss: false,
         }
     }
@@ -252,8 +251,7 @@ impl Config {
                 (None, None) => d.max_memory,
             },
             timeout_secs: cli.timeout.or(file.timeout).unwrap_or(d.timeout_secs),
-            accept_data_loss: cli.accept_data_loss
-                || file.accept_data_loss.unwrap_or(d.accept_data_loss),
+            accept_data_loss: cli.accept_data_loss,
             admin_password: cli
                 .admin_password
                 .or_else(|| std::env::var(ADMIN_PASSWORD_ENV).ok())

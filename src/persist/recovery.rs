@@ -19,14 +19,14 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::catalog::PartitionMeta;
 use crate::store::{Partition, Schema};
 
 use super::log::{create_segment, PartitionLog};
 use super::record::{self, Decoded, FileHeader, FileKind, Record, FILE_HEADER};
-use super::{partition_dir, segment_path, snapshot_path, PersistError};
+use super::{partition_dir, segment_path, snapshot_path, sync_dir, PersistError};
 
 /// Read buffer: large enough that reading costs few syscalls, small enough to be nothing next
 /// to the data it loads. Grows only for a record larger than itself.
@@ -426,4 +426,28 @@ fn fill(file: &mut File, buf: &mut [u8], mut from: usize) -> io::Result<usize> {
         }
     }
     Ok(from)
+}
+
+/// Removes partition directories the catalog does not name as durable: files of a DROP that
+/// crashed before its shard deleted them, or of a CREATE that crashed before its catalog.
+pub fn remove_orphans(data_dir: &Path, durable_ids: &[u64]) {
+    let dir = super::partitions_dir(data_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let keep = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|id| durable_ids.contains(&id));
+        if !keep {
+            let path: PathBuf = entry.path();
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => log::info!("removed files of a dropped partition: {}", path.display()),
+                Err(e) => log::warn!("cannot remove {}: {e}", path.display()),
+            }
+        }
+    }
+    let _ = sync_dir(&dir);
 }
