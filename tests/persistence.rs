@@ -443,11 +443,8 @@ mod faults {
         assert_eq!(q_ok::<String>(&mut c, &["GET", "s", "k"]), "good");
         // Nothing armed is left for this write.
         let _: () = q_ok(&mut c, &["SET", "s", "k2", "after"]);
-        assert!(
-            node.log_text().contains("cannot truncate durably"),
-            "{}",
-            node.log_text()
-        );
+        let logs = node.log_text_once_it_contains("cannot truncate durably");
+        assert!(logs.contains("cannot truncate durably"), "{logs}");
         drop(c);
         node.kill9();
         let node = Server::start_in(&dir, &["--shards", "1"]);

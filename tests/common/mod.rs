@@ -327,6 +327,20 @@ impl Server {
         lines.join("\n")
     }
 
+    /// Waits up to 10 s for `needle` to show up in the logs, and returns the logs either
+    /// way. The harness reads the server's output on threads of its own, so a line the
+    /// server wrote before its last reply may reach `log_text` a moment after that reply.
+    pub fn log_text_once_it_contains(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.log_text();
+            if text.contains(needle) || Instant::now() >= deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The `redis` crate URL of a RESP2 connection logged in as `admin`.
     pub fn url(&self) -> String {
         format!("redis://admin:{ADMIN_PASSWORD}@127.0.0.1:{}/", self.port)
