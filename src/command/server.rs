@@ -639,8 +639,8 @@ fn persistence_info(text: &mut String, m: &ServerMetrics, operator: bool) -> std
 
 /// `CONFIG GET <pattern> [pattern ...]` (ADMIN on `*`: it shows the data directory): every
 /// parameter matching any of the patterns, once each. Patterns are Redis's globs
-/// ([`glob`](super::glob)), matched ignoring case as Redis does; one without `[*?` is a name. Values are the running
-/// server's: `appendonly` is `yes` exactly when INFO's `aof_enabled` is 1 (some partition
+/// ([`glob`](super::glob)), matched ignoring case as Redis does; one without `[*?` is a
+/// name. Values are the running server's: `appendonly` is `yes` exactly when INFO's `aof_enabled` is 1 (some partition
 /// logs its writes), `save` is empty (GoKV never writes RDB snapshots). `CONFIG SET` is
 /// refused.
 pub fn config(
