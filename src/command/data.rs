@@ -24,7 +24,7 @@ use crate::store::{
     parse_canonical_i64, IncrError, MemoryBudget, Partition, PartitionStats, Schema,
 };
 
-use super::{check_key, CommandError, CommandId, Handler};
+use super::{check_key, CommandError, CommandId, Handler, Keys};
 
 /// Limits a data command checks.
 #[derive(Clone, Copy)]
@@ -115,9 +115,7 @@ pub fn execute(
     partition.maintain();
     let stats = partition.stats();
     PartitionStats::add(&stats.ops, 1);
-    for at in spec.keys.positions(args.len()) {
-        check_key(args.get(at), limits.max_key_len)?;
-    }
+    check_keys(spec.keys, args, limits.max_key_len)?;
     match spec.handler {
         Handler::Read(read) => {
             PartitionStats::add(&stats.reads, 1);
@@ -132,6 +130,28 @@ pub fn execute(
             format!("{} is not a data command", spec.name),
         )),
     }
+}
+
+/// Checks every key argument against `max-key-len` (a plain loop: this runs for every data
+/// request).
+#[inline]
+fn check_keys(keys: Keys, args: &Args, max_key_len: usize) -> Result<(), CommandError> {
+    let argc = args.len();
+    let (first, step) = (usize::from(keys.first), usize::from(keys.step.max(1)));
+    if first == 0 {
+        return Ok(());
+    }
+    let end = if keys.last < 0 {
+        (argc + 1).saturating_sub(keys.last.unsigned_abs() as usize)
+    } else {
+        (keys.last as usize + 1).min(argc)
+    };
+    let mut at = first;
+    while at < end {
+        check_key(args.get(at), max_key_len)?;
+        at += step;
+    }
+    Ok(())
 }
 
 /// `GET <partition> <key>`

@@ -20,8 +20,8 @@
 //! and no executor matches over `CommandId` (a handler is a function named by the row).
 //!
 //! [`lookup`] finds a request's row by its names through an index built from the table when
-//! the crate compiles (a small open-addressing hash on the lowercased word): one hash, usually
-//! one comparison, no allocation. Help text (`COMMAND`), permission checks ([`access`]),
+//! the crate compiles (a small open-addressing hash on the lowercased word packed into one
+//! integer): one multiply, usually one integer comparison, no allocation. Help text (`COMMAND`), permission checks ([`access`]),
 //! routing and logging all read this one table. Commands never touch sockets: they get
 //! arguments and state and write a reply.
 
@@ -512,8 +512,32 @@ const _: () = check_table(&TABLE);
 // The name index
 // ------------------------------------------------------------------------------------------
 
-/// Longest command word we compare; longer words cannot be a command.
-const MAX_WORD: usize = 16;
+/// Longest command word we compare; longer words cannot be a command. A word is compared as
+/// one integer ([`Word`]): its bytes in the low 15 bytes, its length in the top one.
+const MAX_WORD: usize = 15;
+
+/// A lowercased command word packed into one integer, so that finding a name costs one
+/// integer comparison instead of a byte-slice comparison (`0`: no word, a one-word name's
+/// second word).
+type Word = u128;
+
+/// Packs `bytes[start..end]` (lowercased where `lower`) into a [`Word`]; `None` if too long.
+#[inline]
+const fn pack(bytes: &[u8], start: usize, end: usize, lower: bool) -> Option<Word> {
+    let len = end - start;
+    if len > MAX_WORD {
+        return None;
+    }
+    let mut word = [0u8; 16];
+    let mut i = 0;
+    while i < len {
+        let c = bytes[start + i];
+        word[i] = if lower { c.to_ascii_lowercase() } else { c };
+        i += 1;
+    }
+    word[15] = len as u8;
+    Some(u128::from_le_bytes(word))
+}
 
 /// Slots of the name index: a power of two, at least twice the number of keys (one per
 /// one-word command, one per two-word command, one per group word such as `create`), so
@@ -524,29 +548,23 @@ const INDEX_SLOTS: usize = 256;
 const EMPTY: u16 = u16::MAX;
 /// Keyed by a one-word command's name.
 const SINGLE: u16 = 0 << 8;
-/// Keyed by a group word (`create`); `row` is any row of the group.
+/// Keyed by a group word (`create`); `row` is the group's first row.
 const GROUP: u16 = 1 << 8;
 /// Keyed by both words of a two-word command.
 const PAIR: u16 = 2 << 8;
 const KIND: u16 = 3 << 8;
 const ROW: u16 = 0xff;
 
-/// Hash of `word[start..end]` (a lowercased command word): cheap, since words are short and
-/// every probe ends with a full comparison anyway.
+/// The slot a key starts probing at.
 #[inline]
-const fn word_hash(word: &[u8], start: usize, end: usize) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    let mut i = start;
-    while i < end {
-        h = (h ^ word[i] as u32).wrapping_mul(0x0100_0193);
-        i += 1;
-    }
-    h
-}
-
-#[inline]
-const fn pair_hash(top: u32, sub: u32) -> u32 {
-    top.rotate_left(13) ^ sub.wrapping_mul(0x9e37_79b9)
+const fn slot_of(top: Word, sub: Word, kind: u16) -> usize {
+    let x = (top as u64)
+        ^ ((top >> 64) as u64).rotate_left(23)
+        ^ (sub as u64).rotate_left(37)
+        ^ ((sub >> 64) as u64).rotate_left(51)
+        ^ kind as u64;
+    // The top bits of a multiplicative hash: INDEX_SLOTS is 2^8.
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
 }
 
 /// Where a command's name splits: the index of its space, or its length.
@@ -558,20 +576,34 @@ const fn space_at(name: &[u8]) -> usize {
     i
 }
 
-const fn same_bytes(a: &[u8], a_start: usize, b: &[u8], b_start: usize, len: usize) -> bool {
+/// Each row's name as (first word, second word or 0).
+const fn packed_names(table: &[CommandSpec]) -> [(Word, Word); CommandId::ALL.len()] {
+    let mut out = [(0, 0); CommandId::ALL.len()];
     let mut i = 0;
-    while i < len {
-        if a[a_start + i] != b[b_start + i] {
-            return false;
-        }
+    while i < table.len() {
+        let name = table[i].name.as_bytes();
+        let sp = space_at(name);
+        let Some(top) = pack(name, 0, sp, false) else {
+            panic!("command table: a word longer than MAX_WORD");
+        };
+        let sub = if sp == name.len() {
+            0
+        } else {
+            match pack(name, sp + 1, name.len(), false) {
+                Some(sub) => sub,
+                None => panic!("command table: a word longer than MAX_WORD"),
+            }
+        };
+        out[i] = (top, sub);
         i += 1;
     }
-    true
+    out
 }
 
-/// Inserts `entry` at the first free slot from `hash`.
-const fn insert(slots: &mut [u16; INDEX_SLOTS], hash: u32, entry: u16) {
-    let mut at = hash as usize % INDEX_SLOTS;
+static NAMES: [(Word, Word); CommandId::ALL.len()] = packed_names(&TABLE);
+
+/// Inserts `entry` at the first free slot from `at`.
+const fn insert(slots: &mut [u16; INDEX_SLOTS], mut at: usize, entry: u16) {
     while slots[at] != EMPTY {
         at = (at + 1) % INDEX_SLOTS;
     }
@@ -583,130 +615,90 @@ const fn build_index(table: &[CommandSpec]) -> [u16; INDEX_SLOTS] {
         table.len() <= ROW as usize,
         "command table: too many rows for the index"
     );
+    let names = packed_names(table);
     let mut slots = [EMPTY; INDEX_SLOTS];
     let mut keys = 0;
     let mut i = 0;
     while i < table.len() {
-        let name = table[i].name.as_bytes();
-        let sp = space_at(name);
-        let top = word_hash(name, 0, sp);
-        if sp == name.len() {
-            insert(&mut slots, top, SINGLE | i as u16);
+        let (top, sub) = names[i];
+        let mut j = 0;
+        while j < i {
+            assert!(
+                !(names[j].0 == top && names[j].1 == sub),
+                "command table: two rows with one name"
+            );
+            assert!(
+                !(names[j].0 == top && (names[j].1 == 0) != (sub == 0)),
+                "command table: a one-word command named like a group"
+            );
+            j += 1;
+        }
+        if sub == 0 {
+            insert(&mut slots, slot_of(top, 0, SINGLE), SINGLE | i as u16);
             keys += 1;
         } else {
-            let sub = word_hash(name, sp + 1, name.len());
-            insert(&mut slots, pair_hash(top, sub), PAIR | i as u16);
+            insert(&mut slots, slot_of(top, sub, PAIR), PAIR | i as u16);
             keys += 1;
             // The group word once, for its first row.
             let mut first = true;
             let mut j = 0;
             while j < i {
-                let other = table[j].name.as_bytes();
-                if space_at(other) == sp && other.len() > sp && same_bytes(other, 0, name, 0, sp) {
+                if names[j].0 == top {
                     first = false;
                 }
                 j += 1;
             }
             if first {
-                insert(&mut slots, top, GROUP | i as u16);
+                insert(&mut slots, slot_of(top, 0, GROUP), GROUP | i as u16);
                 keys += 1;
             }
         }
         i += 1;
     }
     assert!(keys * 2 <= INDEX_SLOTS, "command table: grow INDEX_SLOTS");
-    // A one-word command may not share its word with a group (`list` and `list users`).
-    let mut i = 0;
-    while i < table.len() {
-        let name = table[i].name.as_bytes();
-        let mut j = 0;
-        while j < table.len() {
-            let other = table[j].name.as_bytes();
-            let sp = space_at(other);
-            assert!(
-                !(space_at(name) == name.len()
-                    && sp < other.len()
-                    && sp == name.len()
-                    && same_bytes(other, 0, name, 0, sp)),
-                "command table: a one-word command named like a group"
-            );
-            assert!(
-                i == j || !(name.len() == other.len() && same_bytes(name, 0, other, 0, name.len())),
-                "command table: two rows with one name"
-            );
-            j += 1;
-        }
-        i += 1;
-    }
     slots
 }
 
 static INDEX: [u16; INDEX_SLOTS] = build_index(&TABLE);
 
-/// The row under `kind` whose name's words are `top` (and `sub`, for a pair).
+/// The row keyed `kind` whose name's words are `top` and `sub` (`0` for a single or a group).
 #[inline]
-fn find(hash: u32, kind: u16, top: &[u8], sub: &[u8]) -> Option<&'static CommandSpec> {
-    let mut at = hash as usize % INDEX_SLOTS;
+fn find(top: Word, sub: Word, kind: u16) -> Option<&'static CommandSpec> {
+    let mut at = slot_of(top, sub, kind);
     loop {
         let slot = INDEX[at];
         if slot == EMPTY {
             return None;
         }
-        if slot & KIND == kind {
-            let row = &COMMANDS[usize::from(slot & ROW)];
-            let name = row.name.as_bytes();
-            let hit = match kind {
-                SINGLE => name == top,
-                GROUP => name.len() > top.len() && name[top.len()] == b' ' && name.starts_with(top),
-                _ => {
-                    name.len() == top.len() + 1 + sub.len()
-                        && name[top.len()] == b' '
-                        && name.starts_with(top)
-                        && name.ends_with(sub)
-                }
-            };
-            if hit {
-                return Some(row);
-            }
+        let row = usize::from(slot & ROW);
+        if slot & KIND == kind && NAMES[row].0 == top && (kind == GROUP || NAMES[row].1 == sub) {
+            return Some(&COMMANDS[row]);
         }
         at = (at + 1) % INDEX_SLOTS;
     }
 }
 
-/// Lowercases a command word into `buf`; `None` if it is too long to be a command.
-#[inline]
-fn lower<'b>(word: &[u8], buf: &'b mut [u8; MAX_WORD]) -> Option<&'b [u8]> {
-    let out = buf.get_mut(..word.len())?;
-    for (o, &c) in out.iter_mut().zip(word) {
-        *o = c.to_ascii_lowercase();
-    }
-    Some(out)
-}
-
 /// Finds the command a request names and checks its arity.
+#[inline]
 pub fn lookup(args: &Args) -> Result<&'static CommandSpec, CommandError> {
-    let mut buf = [0u8; MAX_WORD];
     let name = args.get(0);
     let unknown = || CommandError::UnknownCommand(error::printable(name));
-    let top = lower(name, &mut buf).ok_or_else(unknown)?;
-    let top_hash = word_hash(top, 0, top.len());
-    let spec = match find(top_hash, SINGLE, top, &[]) {
+    let top = pack(name, 0, name.len(), true).ok_or_else(unknown)?;
+    let spec = match find(top, 0, SINGLE) {
         Some(spec) => spec,
         None => {
-            let group = find(top_hash, GROUP, top, &[]).ok_or_else(unknown)?;
+            let group = find(top, 0, GROUP).ok_or_else(unknown)?;
             let command = group.top_name();
             if args.len() < 2 {
                 return Err(CommandError::WrongArity(command));
             }
-            let raw_sub = args.get(1);
+            let raw = args.get(1);
             let unknown_sub = || CommandError::UnknownSubcommand {
                 command,
-                sub: error::printable(raw_sub),
+                sub: error::printable(raw),
             };
-            let mut sub_buf = [0u8; MAX_WORD];
-            let sub = lower(raw_sub, &mut sub_buf).ok_or_else(unknown_sub)?;
-            let hash = pair_hash(top_hash, word_hash(sub, 0, sub.len()));
-            find(hash, PAIR, top, sub).ok_or_else(unknown_sub)?
+            let sub = pack(raw, 0, raw.len(), true).ok_or_else(unknown_sub)?;
+            find(top, sub, PAIR).ok_or_else(unknown_sub)?
         }
     };
     if !spec.arity_ok(args.len()) {
