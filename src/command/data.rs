@@ -5,9 +5,17 @@
 //! command validates all of its input before it changes anything, so an error reply always
 //! means "nothing was written".
 //!
+//! Each command is one function, named by its row in the command table ([`super::COMMANDS`]):
+//! a [`ReadFn`] gets the partition read-only, a [`WriteFn`] gets [`Writes`], the only way to
+//! change it. [`execute`] does what every data command shares (the partition's maintenance
+//! step, its counters, the key-length check of the row's key arguments) and calls the row's
+//! function.
+//!
 //! Writes to a durable partition go through its [`Journal`] (given as `journal`), which
 //! applies them, logs a physical record per change (INCR as the SET of its result) and keeps
-//! what to undo should the pass's commit fail. A MEMORY partition passes `None`.
+//! what to undo should the pass's commit fail. A MEMORY partition passes `None`. The shard
+//! passes the journal exactly when the row is flagged `write`, which the table's compile-time
+//! check ties to its handler being a [`WriteFn`]: a command that can change data is logged.
 
 use crate::persist::Journal;
 use crate::protocol::{Args, ReplyWriter};
@@ -16,7 +24,7 @@ use crate::store::{
     parse_canonical_i64, IncrError, MemoryBudget, Partition, PartitionStats, Schema,
 };
 
-use super::{check_key, CommandError, CommandId};
+use super::{check_key, CommandError, CommandId, Handler, Keys};
 
 /// Limits a data command checks.
 #[derive(Clone, Copy)]
@@ -42,23 +50,17 @@ impl DataLimits<'_> {
     }
 }
 
-/// True for the commands that may change a partition.
-#[inline]
-pub fn is_write(id: CommandId) -> bool {
-    matches!(
-        id,
-        CommandId::Set
-            | CommandId::MSet
-            | CommandId::Del
-            | CommandId::Incr
-            | CommandId::Decr
-            | CommandId::IncrBy
-            | CommandId::DecrBy
-    )
-}
+/// Runs a read: the partition is read-only to it.
+pub type ReadFn = fn(&Args, &Partition, &DataLimits, &mut ReplyWriter) -> Result<(), CommandError>;
 
-/// The partition's mutations, journaled when the partition is durable.
-struct Writes<'a, 'j> {
+/// Runs a write: every change goes through [`Writes`], which journals it on a durable
+/// partition.
+pub type WriteFn =
+    fn(&Args, &mut Writes, &DataLimits, &mut ReplyWriter) -> Result<(), CommandError>;
+
+/// The partition's mutations, journaled when the partition is durable: the only way a data
+/// command can change a partition, and only [`Handler::Write`]s get one.
+pub struct Writes<'a, 'j> {
     partition: &'a mut Partition,
     journal: Option<&'j mut Journal>,
 }
@@ -98,7 +100,9 @@ impl Writes<'_, '_> {
 }
 
 /// Runs a data command (`args[1]` is the partition, already resolved to `partition`) and
-/// writes its reply. On `Err` nothing was written to the reply or the partition.
+/// writes its reply. On `Err` nothing was written to the reply or the partition. Every key
+/// argument (the row's [`Keys`](super::Keys)) is checked against `max-key-len` first.
+#[inline]
 pub fn execute(
     id: CommandId,
     args: &Args,
@@ -107,154 +111,263 @@ pub fn execute(
     limits: DataLimits,
     w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
+    let spec = id.spec();
     partition.maintain();
-    let mut writes = Writes { partition, journal };
-    let stats = writes.partition.stats();
+    let stats = partition.stats();
     PartitionStats::add(&stats.ops, 1);
-    match id {
-        CommandId::Get | CommandId::MGet | CommandId::Exists => {
-            PartitionStats::add(&stats.reads, 1)
+    check_keys(spec.keys, args, limits.max_key_len)?;
+    match spec.handler {
+        Handler::Read(read) => {
+            PartitionStats::add(&stats.reads, 1);
+            read(args, partition, &limits, w)
         }
-        _ => PartitionStats::add(&stats.writes, 1),
+        Handler::Write(write) => {
+            PartitionStats::add(&stats.writes, 1);
+            write(args, &mut Writes { partition, journal }, &limits, w)
+        }
+        // Only a row routed to a partition reaches here (the route is the handler's kind).
+        Handler::Connection(_) | Handler::Coordinator(_) => Err(CommandError::NotAvailable(
+            format!("{} is not a data command", spec.name),
+        )),
     }
-    match id {
-        CommandId::Get => {
-            let key = args.get(2);
-            check_key(key, limits.max_key_len)?;
-            let value = writes.partition.get(key);
-            if encoded_size(&value) > limits.max_reply {
-                return Err(CommandError::ReplyTooLarge);
-            }
-            let found = write_value(value, w);
-            count_lookups(writes.partition, found as u64, !found as u64);
-            Ok(())
+}
+
+/// Checks every key argument against `max-key-len` (a plain loop: this runs for every data
+/// request).
+#[inline]
+fn check_keys(keys: Keys, args: &Args, max_key_len: usize) -> Result<(), CommandError> {
+    let argc = args.len();
+    let (first, step) = (usize::from(keys.first), usize::from(keys.step.max(1)));
+    if first == 0 {
+        return Ok(());
+    }
+    let end = if keys.last < 0 {
+        (argc + 1).saturating_sub(keys.last.unsigned_abs() as usize)
+    } else {
+        (keys.last as usize + 1).min(argc)
+    };
+    let mut at = first;
+    while at < end {
+        check_key(args.get(at), max_key_len)?;
+        at += step;
+    }
+    Ok(())
+}
+
+/// `GET <partition> <key>`
+pub fn get(
+    args: &Args,
+    partition: &Partition,
+    limits: &DataLimits,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    let value = partition.get(args.get(2));
+    if encoded_size(&value) > limits.max_reply {
+        return Err(CommandError::ReplyTooLarge);
+    }
+    let found = write_value(value, w);
+    count_lookups(partition, found as u64, !found as u64);
+    Ok(())
+}
+
+/// `MGET <partition> <key> [key ...]`
+pub fn mget(
+    args: &Args,
+    partition: &Partition,
+    limits: &DataLimits,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    let start = w.buf.len();
+    w.array(args.len() - 2);
+    let mut hits = 0;
+    for key in keys(args, 2, 1) {
+        let value = partition.get(key);
+        if w.buf.len() - start + encoded_size(&value) > limits.max_reply {
+            // Nothing written on error: take back the part already encoded.
+            w.buf.truncate(start);
+            return Err(CommandError::ReplyTooLarge);
         }
-        CommandId::MGet => {
-            let keys = keys(args, 2, 1);
-            for key in keys.clone() {
-                check_key(key, limits.max_key_len)?;
-            }
-            let start = w.buf.len();
-            w.array(args.len() - 2);
-            let mut hits = 0;
-            for key in keys {
-                let value = writes.partition.get(key);
-                if w.buf.len() - start + encoded_size(&value) > limits.max_reply {
-                    // Nothing written on error: take back the part already encoded.
-                    w.buf.truncate(start);
-                    return Err(CommandError::ReplyTooLarge);
-                }
-                hits += write_value(value, w) as u64;
-            }
-            count_lookups(writes.partition, hits, (args.len() - 2) as u64 - hits);
-            Ok(())
+        hits += write_value(value, w) as u64;
+    }
+    count_lookups(partition, hits, (args.len() - 2) as u64 - hits);
+    Ok(())
+}
+
+/// `EXISTS <partition> <key> [key ...]`
+pub fn exists(
+    args: &Args,
+    partition: &Partition,
+    _limits: &DataLimits,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    let present = keys(args, 2, 1)
+        .filter(|key| partition.contains(key))
+        .count();
+    w.integer(present as i64);
+    Ok(())
+}
+
+/// `SET <partition> <key> <value>`
+pub fn set(
+    args: &Args,
+    writes: &mut Writes,
+    limits: &DataLimits,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    let (key, value) = (args.get(2), args.get(3));
+    match writes.partition.schema() {
+        Schema::String => {
+            limits.admit(writes.partition.set_growth(key, value.len()))?;
+            writes.set_str(key, value);
         }
-        CommandId::Exists => {
-            let mut present = 0;
-            for key in keys(args, 2, 1) {
-                check_key(key, limits.max_key_len)?;
-                present += writes.partition.contains(key) as i64;
-            }
-            w.integer(present);
-            Ok(())
-        }
-        CommandId::Set => {
-            let (key, value) = (args.get(2), args.get(3));
-            check_key(key, limits.max_key_len)?;
-            match writes.partition.schema() {
-                Schema::String => {
-                    limits.admit(writes.partition.set_growth(key, value.len()))?;
-                    writes.set_str(key, value);
-                }
-                Schema::Int => {
-                    let n = parse_canonical_i64(value).ok_or(CommandError::NotAnInteger)?;
-                    limits.admit(writes.partition.set_growth(key, 0))?;
-                    writes.set_int(key, n);
-                }
-            }
-            w.ok();
-            Ok(())
-        }
-        CommandId::MSet => {
-            if !args.len().is_multiple_of(2) {
-                return Err(CommandError::WrongArity("mset"));
-            }
-            // Validate every pair before writing any, so MSET is all or nothing.
-            for key in keys(args, 2, 2) {
-                check_key(key, limits.max_key_len)?;
-            }
-            // A key named twice counts twice: an overestimate, never an underestimate.
-            let growth = (2..args.len())
-                .step_by(2)
-                .map(|i| {
-                    writes
-                        .partition
-                        .set_growth(args.get(i), args.get(i + 1).len())
-                })
-                .sum();
-            match writes.partition.schema() {
-                Schema::String => {
-                    limits.admit(growth)?;
-                    for i in (2..args.len()).step_by(2) {
-                        writes.set_str(args.get(i), args.get(i + 1));
-                    }
-                }
-                Schema::Int => {
-                    for value in keys(args, 3, 2) {
-                        parse_canonical_i64(value).ok_or(CommandError::NotAnInteger)?;
-                    }
-                    limits.admit(growth)?;
-                    for i in (2..args.len()).step_by(2) {
-                        // Parsed above; cannot fail here.
-                        let n = parse_canonical_i64(args.get(i + 1)).unwrap_or_default();
-                        writes.set_int(args.get(i), n);
-                    }
-                }
-            }
-            w.ok();
-            Ok(())
-        }
-        CommandId::Del => {
-            for key in keys(args, 2, 1) {
-                check_key(key, limits.max_key_len)?;
-            }
-            let mut removed = 0;
-            for key in keys(args, 2, 1) {
-                removed += writes.remove(key) as i64;
-            }
-            w.integer(removed);
-            Ok(())
-        }
-        CommandId::Incr | CommandId::Decr | CommandId::IncrBy | CommandId::DecrBy => {
-            let key = args.get(2);
-            check_key(key, limits.max_key_len)?;
-            if writes.partition.schema() != Schema::Int {
-                return Err(CommandError::WrongSchema("INT"));
-            }
-            let delta = match id {
-                CommandId::Incr => 1,
-                CommandId::Decr => -1,
-                _ => {
-                    let n = crate::protocol::parser::parse_i64(args.get(3))
-                        .ok_or(CommandError::ValueNotInteger)?;
-                    if id == CommandId::DecrBy {
-                        n.checked_neg().ok_or(CommandError::Overflow)?
-                    } else {
-                        n
-                    }
-                }
-            };
+        Schema::Int => {
+            let n = parse_canonical_i64(value).ok_or(CommandError::NotAnInteger)?;
             limits.admit(writes.partition.set_growth(key, 0))?;
-            match writes.incr_by(key, delta) {
-                Ok(value) => {
-                    w.integer(value);
-                    Ok(())
-                }
-                Err(IncrError::Overflow) => Err(CommandError::Overflow),
-                Err(IncrError::WrongType) => Err(CommandError::WrongSchema("INT")),
+            writes.set_int(key, n);
+        }
+    }
+    w.ok();
+    Ok(())
+}
+
+/// `MSET <partition> <key> <value> [key value ...]`: all or nothing.
+pub fn mset(
+    args: &Args,
+    writes: &mut Writes,
+    limits: &DataLimits,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    if !args.len().is_multiple_of(2) {
+        return Err(CommandError::WrongArity("mset"));
+    }
+    // A key named twice counts twice: an overestimate, never an underestimate.
+    let growth = (2..args.len())
+        .step_by(2)
+        .map(|i| {
+            writes
+                .partition
+                .set_growth(args.get(i), args.get(i + 1).len())
+        })
+        .sum();
+    match writes.partition.schema() {
+        Schema::String => {
+            limits.admit(growth)?;
+            for i in (2..args.len()).step_by(2) {
+                writes.set_str(args.get(i), args.get(i + 1));
             }
         }
-        _ => Err(CommandError::UnknownCommand(format!("{id:?}"))),
+        Schema::Int => {
+            // Validate every value before writing any.
+            for value in keys(args, 3, 2) {
+                parse_canonical_i64(value).ok_or(CommandError::NotAnInteger)?;
+            }
+            limits.admit(growth)?;
+            for i in (2..args.len()).step_by(2) {
+                // Parsed above; cannot fail here.
+                let n = parse_canonical_i64(args.get(i + 1)).unwrap_or_default();
+                writes.set_int(args.get(i), n);
+            }
+        }
+    }
+    w.ok();
+    Ok(())
+}
+
+/// `DEL <partition> <key> [key ...]`
+pub fn del(
+    args: &Args,
+    writes: &mut Writes,
+    _limits: &DataLimits,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    let mut removed = 0;
+    for key in keys(args, 2, 1) {
+        removed += writes.remove(key) as i64;
+    }
+    w.integer(removed);
+    Ok(())
+}
+
+/// `INCR <partition> <key>`
+pub fn incr(
+    args: &Args,
+    writes: &mut Writes,
+    limits: &DataLimits,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    add(args.get(2), 1, writes, limits, w)
+}
+
+/// `DECR <partition> <key>`
+pub fn decr(
+    args: &Args,
+    writes: &mut Writes,
+    limits: &DataLimits,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    add(args.get(2), -1, writes, limits, w)
+}
+
+/// `INCRBY <partition> <key> <increment>`
+pub fn incrby(
+    args: &Args,
+    writes: &mut Writes,
+    limits: &DataLimits,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    need_int(writes)?;
+    let delta = parse_increment(args.get(3))?;
+    add(args.get(2), delta, writes, limits, w)
+}
+
+/// `DECRBY <partition> <key> <decrement>`
+pub fn decrby(
+    args: &Args,
+    writes: &mut Writes,
+    limits: &DataLimits,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    need_int(writes)?;
+    let delta = parse_increment(args.get(3))?
+        .checked_neg()
+        .ok_or(CommandError::Overflow)?;
+    add(args.get(2), delta, writes, limits, w)
+}
+
+/// An INCRBY/DECRBY argument, parsed as Redis 7 parses it (`string2ll`): the canonical
+/// decimal form only, so `01`, `-0`, `+1` and ` 1` are refused as SET refuses them.
+#[inline]
+fn parse_increment(raw: &[u8]) -> Result<i64, CommandError> {
+    parse_canonical_i64(raw).ok_or(CommandError::ValueNotInteger)
+}
+
+/// The INCR family works on INT partitions only (checked before the increment is parsed).
+#[inline]
+fn need_int(writes: &Writes) -> Result<(), CommandError> {
+    if writes.partition.schema() == Schema::Int {
+        Ok(())
+    } else {
+        Err(CommandError::WrongSchema("INT"))
+    }
+}
+
+/// The INCR family: adds `delta` to an INT partition's key (missing counts as 0).
+fn add(
+    key: &[u8],
+    delta: i64,
+    writes: &mut Writes,
+    limits: &DataLimits,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    need_int(writes)?;
+    limits.admit(writes.partition.set_growth(key, 0))?;
+    match writes.incr_by(key, delta) {
+        Ok(value) => {
+            w.integer(value);
+            Ok(())
+        }
+        Err(IncrError::Overflow) => Err(CommandError::Overflow),
+        Err(IncrError::WrongType) => Err(CommandError::WrongSchema("INT")),
     }
 }
 

@@ -92,6 +92,8 @@ impl fmt::Display for CommandError {
             CommandError::WrongArity(name) => {
                 write!(f, "wrong number of arguments for '{name}' command")
             }
+            // Empty: Redis's bare text, where Redis is the reference (SHUTDOWN's forms).
+            CommandError::Syntax(detail) if detail.is_empty() => f.write_str("syntax error"),
             CommandError::Syntax(detail) => write!(f, "syntax error: {detail}"),
             CommandError::InvalidName(name) => write!(
                 f,

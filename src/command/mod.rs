@@ -1,29 +1,48 @@
 //! The command table and the command families.
 //!
-//! [`lookup`] turns a request's first words into a [`CommandSpec`]: its name, arity,
-//! permission, and *route* — where it runs:
-//! - [`Route::Partition`]: on the shard that owns the partition named by argument 1 (data
-//!   commands, in [`data`]); locally or forwarded, the same function runs;
-//! - [`Route::Coordinator`]: on the coordinator, which changes the catalog (CREATE/DROP
-//!   PARTITION, in [`partition`]) or the ACL (users and grants, in [`user`]);
-//! - [`Route::Connection`]: right where the connection lives (PING, HELLO, INFO, LIST and
-//!   DESCRIBE, ... in [`server`] and [`partition`]).
+//! One row of [`COMMANDS`] per [`CommandId`] is the only place a fact about a command lives:
+//! its name, arity, flags (`write`, `readonly`, `admin`, ...), permission, partition argument,
+//! key positions, and its [`Handler`], the function that runs it. The handler's kind is also
+//! where it runs ([`CommandSpec::route`]):
+//! - [`Handler::Read`] / [`Handler::Write`]: on the shard that owns the partition named by
+//!   argument 1 (data commands, in [`data`]); locally or forwarded, the same function runs. A
+//!   read gets the partition read-only; only a write gets the [`data::Writes`] that journal
+//!   a durable partition's changes, and the shard sends a command through the durable path
+//!   exactly when its row says `write` (checked against the handler when this file compiles);
+//! - [`Handler::Coordinator`]: parsed where the connection lives into [`CoordinatorWork`] for
+//!   the coordinator, which changes the catalog (CREATE/DROP PARTITION, in [`partition`]) or
+//!   the ACL (users and grants, in [`user`]);
+//! - [`Handler::Connection`]: right where the connection lives (PING, HELLO, INFO, LIST and
+//!   DESCRIBE, ... in [`server`], [`partition`] and [`user`]).
 //!
-//! Help text (`COMMAND`), permission checks ([`access`]) and routing all read this one table.
-//! Commands never touch sockets: they get arguments and state and write a reply.
+//! A new command is one row here plus one function in its family's file: the enum, the
+//! table, [`spec`] and the name index are generated from the rows, so an id cannot lack a row,
+//! and no executor matches over `CommandId` (a handler is a function named by the row).
+//!
+//! [`lookup`] finds a request's row by its names through an index built from the table when
+//! the crate compiles (a small open-addressing hash on the lowercased word packed into one
+//! integer): one multiply, usually one integer comparison, no allocation. Help text (`COMMAND`), permission checks ([`access`]),
+//! routing and logging all read this one table. Commands never touch sockets: they get
+//! arguments and state and write a reply.
 
 pub mod access;
 pub mod data;
 pub mod error;
+pub mod glob;
 pub mod partition;
 pub mod server;
 pub mod user;
 
 pub use error::CommandError;
 
-use crate::protocol::Args;
+use crate::acl::hasher::NewPassword;
+use crate::acl::AclChange;
+use crate::protocol::{Args, ReplyWriter};
 
-/// Where a command runs.
+use partition::CreatePartition;
+use server::{ServerView, Session};
+
+/// Where a command runs (what its [`Handler`] implies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
     /// On the shard owning the partition named by argument 1.
@@ -54,44 +73,118 @@ pub enum Permission {
     SelfOrAdminAll,
 }
 
-/// Every command GoKV knows, one variant each.
+/// Redis-style command flags, a bit each (`COMMAND INFO` lists them by name).
+pub mod flag {
+    /// May change a partition (data commands: logged through the journal) or the catalog.
+    pub const WRITE: u16 = 1 << 0;
+    /// Never changes anything.
+    pub const READONLY: u16 = 1 << 1;
+    /// May grow memory use (refused past `max-memory`).
+    pub const DENYOOM: u16 = 1 << 2;
+    /// Constant time, small reply.
+    pub const FAST: u16 = 1 << 3;
+    /// An operator command.
+    pub const ADMIN: u16 = 1 << 4;
+    /// Answered while the server is loading.
+    pub const LOADING: u16 = 1 << 5;
+
+    /// Every flag with its `COMMAND INFO` name, in the order they are listed.
+    pub const NAMES: [(u16, &str); 6] = [
+        (WRITE, "write"),
+        (READONLY, "readonly"),
+        (DENYOOM, "denyoom"),
+        (FAST, "fast"),
+        (ADMIN, "admin"),
+        (LOADING, "loading"),
+    ];
+}
+
+/// Which arguments are keys, in Redis's convention: `first`, then every `step`-th up to
+/// `last` (`-1`: the last argument). `first == 0`: no keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CommandId {
-    Get,
-    Set,
-    Del,
-    Exists,
-    Incr,
-    Decr,
-    IncrBy,
-    DecrBy,
-    MGet,
-    MSet,
-    CreatePartition,
-    DropPartition,
-    ListPartitions,
-    DescribePartition,
-    StatsPartition,
-    Ping,
-    Echo,
-    Quit,
-    Hello,
-    Command,
-    Client,
-    Info,
-    Config,
-    Shutdown,
-    Debug,
-    Auth,
-    Login,
-    Whoami,
-    CreateUser,
-    DropUser,
-    AlterUser,
-    Grant,
-    Revoke,
-    ListUsers,
-    DescribeUser,
+pub struct Keys {
+    pub first: u8,
+    pub last: i8,
+    pub step: u8,
+}
+
+impl Keys {
+    pub const NONE: Keys = Keys {
+        first: 0,
+        last: 0,
+        step: 0,
+    };
+    /// One key, argument 2 (after the partition).
+    pub const ONE: Keys = Keys {
+        first: 2,
+        last: 2,
+        step: 1,
+    };
+    /// Every argument from 2 on.
+    pub const ALL: Keys = Keys {
+        first: 2,
+        last: -1,
+        step: 1,
+    };
+    /// Key-value pairs from argument 2 on.
+    pub const PAIRS: Keys = Keys {
+        first: 2,
+        last: -1,
+        step: 2,
+    };
+
+    /// The key arguments of a request of `argc` words.
+    #[inline]
+    pub fn positions(self, argc: usize) -> impl Iterator<Item = usize> + Clone {
+        let first = usize::from(self.first);
+        let last = if self.last < 0 {
+            argc.saturating_sub(self.last.unsigned_abs() as usize)
+        } else {
+            self.last as usize
+        };
+        let end = if first == 0 { 0 } else { (last + 1).min(argc) };
+        (first..end).step_by(usize::from(self.step.max(1)))
+    }
+}
+
+/// What a coordinator command becomes once parsed on the connection's shard, so that the
+/// coordinator (and the hasher pool) only ever sees well-formed changes.
+#[derive(Debug)]
+pub enum CoordinatorWork {
+    Create(CreatePartition),
+    Drop(String),
+    Acl(AclChange),
+    /// A new password to hash first (CREATE USER, ALTER USER).
+    HashThen(Vec<u8>, NewPassword),
+}
+
+/// Runs a connection command and writes its reply.
+pub type ConnectionFn =
+    fn(&Args, &mut Session, &ServerView, &mut ReplyWriter) -> Result<(), CommandError>;
+
+/// Parses a coordinator command.
+pub type CoordinatorFn = fn(&Args) -> Result<CoordinatorWork, CommandError>;
+
+/// The function that runs a command; its kind says where ([`CommandSpec::route`]).
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// Reads a partition, never changes it.
+    Read(data::ReadFn),
+    /// May change a partition.
+    Write(data::WriteFn),
+    Connection(ConnectionFn),
+    Coordinator(CoordinatorFn),
+}
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Handler::Read(_) => "Read",
+            Handler::Write(_) => "Write",
+            Handler::Connection(_) => "Connection",
+            Handler::Coordinator(_) => "Coordinator",
+        })
+    }
 }
 
 /// One row of the command table.
@@ -102,12 +195,14 @@ pub struct CommandSpec {
     pub name: &'static str,
     /// Redis convention over all words: `n` exactly n arguments, `-n` at least n.
     pub arity: i32,
+    /// [`flag`] bits.
+    pub flags: u16,
     pub permission: Permission,
-    pub route: Route,
     /// Argument index of the partition name, if the command names one.
     pub partition_arg: Option<usize>,
-    /// Redis-style flags for `COMMAND INFO` (`write`, `readonly`, `fast`, ...).
-    pub flags: &'static [&'static str],
+    /// The key arguments (each checked against `max-key-len` before a data command runs).
+    pub keys: Keys,
+    pub handler: Handler,
 }
 
 impl CommandSpec {
@@ -124,338 +219,488 @@ impl CommandSpec {
     pub fn top_name(&self) -> &'static str {
         self.name.split(' ').next().unwrap_or(self.name)
     }
+
+    /// True if the row has flag `bit`.
+    #[inline]
+    pub const fn has(&self, bit: u16) -> bool {
+        self.flags & bit != 0
+    }
+
+    /// True for a command that may change a partition: the shard runs it through the
+    /// partition's journal (and its reply waits for the commit) when the partition is durable.
+    #[inline]
+    pub const fn is_write(&self) -> bool {
+        self.has(flag::WRITE)
+    }
+
+    /// Where the command runs.
+    #[inline]
+    pub const fn route(&self) -> Route {
+        match self.handler {
+            Handler::Read(_) | Handler::Write(_) => Route::Partition,
+            Handler::Connection(_) => Route::Connection,
+            Handler::Coordinator(_) => Route::Coordinator,
+        }
+    }
+
+    /// The flags' names, for `COMMAND INFO`.
+    pub fn flag_names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        flag::NAMES
+            .iter()
+            .filter(|(bit, _)| self.has(*bit))
+            .map(|(_, name)| *name)
+    }
 }
 
-macro_rules! spec {
-    ($id:ident, $name:literal, $arity:expr, $perm:ident, $route:ident, $part:expr, [$($flag:literal),*]) => {
-        CommandSpec {
-            id: CommandId::$id,
-            name: $name,
-            arity: $arity,
-            permission: Permission::$perm,
-            route: Route::$route,
-            partition_arg: $part,
-            flags: &[$($flag),*],
+/// Defines [`CommandId`] (one variant per row), the table in the same order, and
+/// `CommandId::ALL`; each row gets its `id` from its variant.
+macro_rules! command_table {
+    ($($id:ident => { $($field:ident: $value:expr),* $(,)? }),* $(,)?) => {
+        /// Every command GoKV knows, one variant each (a row of [`COMMANDS`] each).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum CommandId {
+            $($id),*
         }
+
+        impl CommandId {
+            /// Every id, in table order.
+            pub const ALL: [CommandId; [$(CommandId::$id),*].len()] = [$(CommandId::$id),*];
+        }
+
+        /// The table as a constant, so that the name index can be built from it when the
+        /// crate compiles.
+        const TABLE: [CommandSpec; CommandId::ALL.len()] = [
+            $(CommandSpec { id: CommandId::$id, $($field: $value),* }),*
+        ];
     };
 }
 
-/// The command table. `COMMAND` lists it in this order.
-pub static COMMANDS: &[CommandSpec] = &[
-    spec!(
-        Get,
-        "get",
-        3,
-        Read,
-        Partition,
-        Some(1),
-        ["readonly", "fast"]
-    ),
-    spec!(
-        Set,
-        "set",
-        4,
-        Write,
-        Partition,
-        Some(1),
-        ["write", "denyoom"]
-    ),
-    spec!(Del, "del", -3, Write, Partition, Some(1), ["write"]),
-    spec!(
-        Exists,
-        "exists",
-        -3,
-        Read,
-        Partition,
-        Some(1),
-        ["readonly", "fast"]
-    ),
-    spec!(
-        Incr,
-        "incr",
-        3,
-        Write,
-        Partition,
-        Some(1),
-        ["write", "denyoom", "fast"]
-    ),
-    spec!(
-        Decr,
-        "decr",
-        3,
-        Write,
-        Partition,
-        Some(1),
-        ["write", "denyoom", "fast"]
-    ),
-    spec!(
-        IncrBy,
-        "incrby",
-        4,
-        Write,
-        Partition,
-        Some(1),
-        ["write", "denyoom", "fast"]
-    ),
-    spec!(
-        DecrBy,
-        "decrby",
-        4,
-        Write,
-        Partition,
-        Some(1),
-        ["write", "denyoom", "fast"]
-    ),
-    spec!(
-        MGet,
-        "mget",
-        -3,
-        Read,
-        Partition,
-        Some(1),
-        ["readonly", "fast"]
-    ),
-    spec!(
-        MSet,
-        "mset",
-        -4,
-        Write,
-        Partition,
-        Some(1),
-        ["write", "denyoom"]
-    ),
-    spec!(
-        CreatePartition,
-        "create partition",
-        5,
-        AdminAll,
-        Coordinator,
-        Some(2),
-        ["write", "admin"]
-    ),
-    spec!(
-        DropPartition,
-        "drop partition",
-        3,
-        Admin,
-        Coordinator,
-        Some(2),
-        ["write", "admin"]
-    ),
-    spec!(
-        ListPartitions,
-        "list partitions",
-        2,
-        Authenticated,
-        Connection,
-        None,
-        ["readonly"]
-    ),
-    spec!(
-        DescribePartition,
-        "describe partition",
-        3,
-        Read,
-        Connection,
-        Some(2),
-        ["readonly"]
-    ),
-    spec!(
-        StatsPartition,
-        "stats partition",
-        3,
-        Read,
-        Connection,
-        Some(2),
-        ["readonly"]
-    ),
-    spec!(Ping, "ping", -1, Open, Connection, None, ["fast"]),
-    spec!(Echo, "echo", 2, Authenticated, Connection, None, ["fast"]),
-    spec!(Quit, "quit", -1, Open, Connection, None, ["fast"]),
-    spec!(Hello, "hello", -1, Open, Connection, None, ["fast"]),
-    spec!(
-        Command,
-        "command",
-        -1,
-        Authenticated,
-        Connection,
-        None,
-        ["loading"]
-    ),
-    spec!(Client, "client", -2, Authenticated, Connection, None, []),
-    spec!(
-        Info,
-        "info",
-        -1,
-        Authenticated,
-        Connection,
-        None,
-        ["loading"]
-    ),
-    spec!(
-        Config,
-        "config",
-        -2,
-        Authenticated,
-        Connection,
-        None,
-        ["admin"]
-    ),
-    spec!(
-        Shutdown,
-        "shutdown",
-        -1,
-        AdminAll,
-        Connection,
-        None,
-        ["admin"]
-    ),
-    spec!(Debug, "debug", -2, AdminAll, Connection, None, ["admin"]),
-    spec!(Auth, "auth", -2, Open, Connection, None, ["fast"]),
-    spec!(Login, "login", 3, Open, Connection, None, ["fast"]),
-    spec!(
-        Whoami,
-        "whoami",
-        1,
-        Authenticated,
-        Connection,
-        None,
-        ["fast"]
-    ),
-    spec!(
-        CreateUser,
-        "create user",
-        4,
-        AdminAll,
-        Coordinator,
-        None,
-        ["admin"]
-    ),
-    spec!(
-        DropUser,
-        "drop user",
-        3,
-        AdminAll,
-        Coordinator,
-        None,
-        ["admin"]
-    ),
-    spec!(
-        AlterUser,
-        "alter user",
-        5,
-        SelfOrAdminAll,
-        Coordinator,
-        None,
-        ["admin"]
-    ),
-    // The partition (or `*`) is argument 3: GRANT <perm> ON <partition> TO <user>.
-    spec!(Grant, "grant", 6, Admin, Coordinator, Some(3), ["admin"]),
-    spec!(Revoke, "revoke", 6, Admin, Coordinator, Some(3), ["admin"]),
-    spec!(
-        ListUsers,
-        "list users",
-        2,
-        AdminAll,
-        Connection,
-        None,
-        ["admin"]
-    ),
-    spec!(
-        DescribeUser,
-        "describe user",
-        3,
-        SelfOrAdminAll,
-        Connection,
-        None,
-        ["admin"]
-    ),
-];
+use flag::{ADMIN, DENYOOM, FAST, LOADING, READONLY, WRITE};
 
-fn spec(id: CommandId) -> &'static CommandSpec {
-    // Invariant: COMMANDS has one row per CommandId (checked by a unit test).
-    COMMANDS.iter().find(|s| s.id == id).unwrap_or(&COMMANDS[0])
+command_table! {
+    Get => {
+        name: "get", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
+        partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(data::get),
+    },
+    Set => {
+        name: "set", arity: 4, flags: WRITE | DENYOOM, permission: Permission::Write,
+        partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(data::set),
+    },
+    Del => {
+        name: "del", arity: -3, flags: WRITE, permission: Permission::Write,
+        partition_arg: Some(1), keys: Keys::ALL, handler: Handler::Write(data::del),
+    },
+    Exists => {
+        name: "exists", arity: -3, flags: READONLY | FAST, permission: Permission::Read,
+        partition_arg: Some(1), keys: Keys::ALL, handler: Handler::Read(data::exists),
+    },
+    Incr => {
+        name: "incr", arity: 3, flags: WRITE | DENYOOM | FAST, permission: Permission::Write,
+        partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(data::incr),
+    },
+    Decr => {
+        name: "decr", arity: 3, flags: WRITE | DENYOOM | FAST, permission: Permission::Write,
+        partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(data::decr),
+    },
+    IncrBy => {
+        name: "incrby", arity: 4, flags: WRITE | DENYOOM | FAST, permission: Permission::Write,
+        partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(data::incrby),
+    },
+    DecrBy => {
+        name: "decrby", arity: 4, flags: WRITE | DENYOOM | FAST, permission: Permission::Write,
+        partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(data::decrby),
+    },
+    MGet => {
+        name: "mget", arity: -3, flags: READONLY | FAST, permission: Permission::Read,
+        partition_arg: Some(1), keys: Keys::ALL, handler: Handler::Read(data::mget),
+    },
+    MSet => {
+        name: "mset", arity: -4, flags: WRITE | DENYOOM, permission: Permission::Write,
+        partition_arg: Some(1), keys: Keys::PAIRS, handler: Handler::Write(data::mset),
+    },
+    CreatePartition => {
+        name: "create partition", arity: 5, flags: WRITE | ADMIN,
+        permission: Permission::AdminAll, partition_arg: Some(2), keys: Keys::NONE,
+        handler: Handler::Coordinator(partition::create),
+    },
+    DropPartition => {
+        name: "drop partition", arity: 3, flags: WRITE | ADMIN, permission: Permission::Admin,
+        partition_arg: Some(2), keys: Keys::NONE, handler: Handler::Coordinator(partition::drop),
+    },
+    ListPartitions => {
+        name: "list partitions", arity: 2, flags: READONLY,
+        permission: Permission::Authenticated, partition_arg: None, keys: Keys::NONE,
+        handler: Handler::Connection(partition::list_command),
+    },
+    DescribePartition => {
+        name: "describe partition", arity: 3, flags: READONLY, permission: Permission::Read,
+        partition_arg: Some(2), keys: Keys::NONE,
+        handler: Handler::Connection(partition::describe_command),
+    },
+    StatsPartition => {
+        name: "stats partition", arity: 3, flags: READONLY, permission: Permission::Read,
+        partition_arg: Some(2), keys: Keys::NONE,
+        handler: Handler::Connection(partition::stats_command),
+    },
+    Ping => {
+        name: "ping", arity: -1, flags: FAST, permission: Permission::Open,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::ping),
+    },
+    Echo => {
+        name: "echo", arity: 2, flags: FAST, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::echo),
+    },
+    Quit => {
+        name: "quit", arity: -1, flags: FAST, permission: Permission::Open,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::quit),
+    },
+    Hello => {
+        name: "hello", arity: -1, flags: FAST, permission: Permission::Open,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::hello),
+    },
+    Command => {
+        name: "command", arity: -1, flags: LOADING, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::command),
+    },
+    Client => {
+        name: "client", arity: -2, flags: 0, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::client),
+    },
+    Info => {
+        name: "info", arity: -1, flags: LOADING, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::info),
+    },
+    // Shows the data directory and limits: an operator's command.
+    Config => {
+        name: "config", arity: -2, flags: ADMIN, permission: Permission::AdminAll,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::config),
+    },
+    Shutdown => {
+        name: "shutdown", arity: -1, flags: ADMIN, permission: Permission::AdminAll,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::shutdown),
+    },
+    Debug => {
+        name: "debug", arity: -2, flags: ADMIN, permission: Permission::AdminAll,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::debug),
+    },
+    // AUTH and LOGIN (and HELLO ... AUTH) take the shard's login path before any handler;
+    // theirs only answers if that ever stops being so.
+    Auth => {
+        name: "auth", arity: -2, flags: FAST, permission: Permission::Open,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(user::login_path),
+    },
+    Login => {
+        name: "login", arity: 3, flags: FAST, permission: Permission::Open,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(user::login_path),
+    },
+    Whoami => {
+        name: "whoami", arity: 1, flags: FAST, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(user::whoami_command),
+    },
+    CreateUser => {
+        name: "create user", arity: 4, flags: ADMIN, permission: Permission::AdminAll,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Coordinator(user::create),
+    },
+    DropUser => {
+        name: "drop user", arity: 3, flags: ADMIN, permission: Permission::AdminAll,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Coordinator(user::drop),
+    },
+    AlterUser => {
+        name: "alter user", arity: 5, flags: ADMIN, permission: Permission::SelfOrAdminAll,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Coordinator(user::alter),
+    },
+    // The partition (or `*`) is argument 3: GRANT <perm> ON <partition> TO <user>.
+    Grant => {
+        name: "grant", arity: 6, flags: ADMIN, permission: Permission::Admin,
+        partition_arg: Some(3), keys: Keys::NONE, handler: Handler::Coordinator(user::grant),
+    },
+    Revoke => {
+        name: "revoke", arity: 6, flags: ADMIN, permission: Permission::Admin,
+        partition_arg: Some(3), keys: Keys::NONE, handler: Handler::Coordinator(user::revoke),
+    },
+    ListUsers => {
+        name: "list users", arity: 2, flags: ADMIN, permission: Permission::AdminAll,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(user::list_command),
+    },
+    DescribeUser => {
+        name: "describe user", arity: 3, flags: ADMIN, permission: Permission::SelfOrAdminAll,
+        partition_arg: None, keys: Keys::NONE,
+        handler: Handler::Connection(user::describe_command),
+    },
 }
 
-/// Longest command word we compare; longer words cannot be a command.
-const MAX_WORD: usize = 16;
+/// The command table, in [`CommandId`] order. `COMMAND` lists it in this order.
+pub static COMMANDS: [CommandSpec; CommandId::ALL.len()] = TABLE;
 
-/// Uppercases a command word into `buf`; `None` if it is too long to be a command.
-#[inline]
-fn upper<'b>(word: &[u8], buf: &'b mut [u8; MAX_WORD]) -> Option<&'b [u8]> {
-    let out = buf.get_mut(..word.len())?;
-    for (o, &c) in out.iter_mut().zip(word) {
-        *o = c.to_ascii_uppercase();
+impl CommandId {
+    /// This command's row.
+    #[inline]
+    pub fn spec(self) -> &'static CommandSpec {
+        // The table is generated in variant order (command_table!), so this is the row.
+        &COMMANDS[self as usize]
     }
-    Some(out)
+}
+
+/// A command's row (total: every id has one).
+#[inline]
+pub fn spec(id: CommandId) -> &'static CommandSpec {
+    id.spec()
+}
+
+/// Facts the compiler checks about the table, so that a wrong row fails the build:
+/// - a data command is `write` exactly when its handler is a [`Handler::Write`] (so the
+///   shard's durable path, which reads the flag, logs everything that can change data),
+///   and `readonly` exactly when it is a [`Handler::Read`];
+/// - a command that needs a permission on a partition names the argument holding it;
+/// - names are lowercase, one or two words, and fit [`MAX_WORD`].
+const fn check_table(table: &[CommandSpec]) {
+    let mut i = 0;
+    while i < table.len() {
+        let row = &table[i];
+        match row.handler {
+            Handler::Write(_) => assert!(
+                row.has(flag::WRITE) && !row.has(flag::READONLY),
+                "command table: a Write handler needs the write flag"
+            ),
+            Handler::Read(_) => assert!(
+                row.has(flag::READONLY) && !row.has(flag::WRITE),
+                "command table: a Read handler needs the readonly flag, not write"
+            ),
+            Handler::Connection(_) | Handler::Coordinator(_) => {}
+        }
+        match row.permission {
+            Permission::Read | Permission::Write | Permission::Admin => assert!(
+                row.partition_arg.is_some(),
+                "command table: a partition permission needs partition_arg"
+            ),
+            Permission::Open
+            | Permission::Authenticated
+            | Permission::AdminAll
+            | Permission::SelfOrAdminAll => {}
+        }
+        let name = row.name.as_bytes();
+        let mut spaces = 0;
+        let mut word = 0;
+        let mut j = 0;
+        while j < name.len() {
+            let c = name[j];
+            if c == b' ' {
+                spaces += 1;
+                assert!(word > 0, "command table: an empty word in a name");
+                word = 0;
+            } else {
+                assert!(
+                    !c.is_ascii_uppercase(),
+                    "command table: names are lowercase"
+                );
+                word += 1;
+                assert!(
+                    word <= MAX_WORD,
+                    "command table: a word longer than MAX_WORD"
+                );
+            }
+            j += 1;
+        }
+        assert!(word > 0 && spaces <= 1, "command table: one or two words");
+        i += 1;
+    }
+}
+
+const _: () = check_table(&TABLE);
+
+// ------------------------------------------------------------------------------------------
+// The name index
+// ------------------------------------------------------------------------------------------
+
+/// Longest command word we compare; longer words cannot be a command. A word is compared as
+/// one integer ([`Word`]): its bytes in the low 15 bytes, its length in the top one.
+const MAX_WORD: usize = 15;
+
+/// A lowercased command word packed into one integer, so that finding a name costs one
+/// integer comparison instead of a byte-slice comparison (`0`: no word, a one-word name's
+/// second word).
+type Word = u128;
+
+/// Packs `bytes[start..end]` (lowercased where `lower`) into a [`Word`]; `None` if too long.
+#[inline]
+const fn pack(bytes: &[u8], start: usize, end: usize, lower: bool) -> Option<Word> {
+    let len = end - start;
+    if len > MAX_WORD {
+        return None;
+    }
+    let mut word = [0u8; 16];
+    let mut i = 0;
+    while i < len {
+        let c = bytes[start + i];
+        word[i] = if lower { c.to_ascii_lowercase() } else { c };
+        i += 1;
+    }
+    word[15] = len as u8;
+    Some(u128::from_le_bytes(word))
+}
+
+/// Slots of the name index: a power of two, at least twice the number of keys (one per
+/// one-word command, one per two-word command, one per group word such as `create`), so
+/// probe chains stay short. 256 leaves room for the keyspace family's forty commands.
+const INDEX_SLOTS: usize = 256;
+
+/// An index slot: `row | kind`, or [`EMPTY`].
+const EMPTY: u16 = u16::MAX;
+/// Keyed by a one-word command's name.
+const SINGLE: u16 = 0 << 8;
+/// Keyed by a group word (`create`); `row` is the group's first row.
+const GROUP: u16 = 1 << 8;
+/// Keyed by both words of a two-word command.
+const PAIR: u16 = 2 << 8;
+const KIND: u16 = 3 << 8;
+const ROW: u16 = 0xff;
+
+/// The slot a key starts probing at.
+#[inline]
+const fn slot_of(top: Word, sub: Word, kind: u16) -> usize {
+    let x = (top as u64)
+        ^ ((top >> 64) as u64).rotate_left(23)
+        ^ (sub as u64).rotate_left(37)
+        ^ ((sub >> 64) as u64).rotate_left(51)
+        ^ kind as u64;
+    // The top bits of a multiplicative hash: INDEX_SLOTS is 2^8.
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as usize
+}
+
+/// Where a command's name splits: the index of its space, or its length.
+const fn space_at(name: &[u8]) -> usize {
+    let mut i = 0;
+    while i < name.len() && name[i] != b' ' {
+        i += 1;
+    }
+    i
+}
+
+/// Each row's name as (first word, second word or 0).
+const fn packed_names(table: &[CommandSpec]) -> [(Word, Word); CommandId::ALL.len()] {
+    let mut out = [(0, 0); CommandId::ALL.len()];
+    let mut i = 0;
+    while i < table.len() {
+        let name = table[i].name.as_bytes();
+        let sp = space_at(name);
+        let Some(top) = pack(name, 0, sp, false) else {
+            panic!("command table: a word longer than MAX_WORD");
+        };
+        let sub = if sp == name.len() {
+            0
+        } else {
+            match pack(name, sp + 1, name.len(), false) {
+                Some(sub) => sub,
+                None => panic!("command table: a word longer than MAX_WORD"),
+            }
+        };
+        out[i] = (top, sub);
+        i += 1;
+    }
+    out
+}
+
+static NAMES: [(Word, Word); CommandId::ALL.len()] = packed_names(&TABLE);
+
+/// Inserts `entry` at the first free slot from `at`.
+const fn insert(slots: &mut [u16; INDEX_SLOTS], mut at: usize, entry: u16) {
+    while slots[at] != EMPTY {
+        at = (at + 1) % INDEX_SLOTS;
+    }
+    slots[at] = entry;
+}
+
+const fn build_index(table: &[CommandSpec]) -> [u16; INDEX_SLOTS] {
+    assert!(
+        table.len() <= ROW as usize,
+        "command table: too many rows for the index"
+    );
+    let names = packed_names(table);
+    let mut slots = [EMPTY; INDEX_SLOTS];
+    let mut keys = 0;
+    let mut i = 0;
+    while i < table.len() {
+        let (top, sub) = names[i];
+        let mut j = 0;
+        while j < i {
+            assert!(
+                !(names[j].0 == top && names[j].1 == sub),
+                "command table: two rows with one name"
+            );
+            assert!(
+                !(names[j].0 == top && (names[j].1 == 0) != (sub == 0)),
+                "command table: a one-word command named like a group"
+            );
+            j += 1;
+        }
+        if sub == 0 {
+            insert(&mut slots, slot_of(top, 0, SINGLE), SINGLE | i as u16);
+            keys += 1;
+        } else {
+            insert(&mut slots, slot_of(top, sub, PAIR), PAIR | i as u16);
+            keys += 1;
+            // The group word once, for its first row.
+            let mut first = true;
+            let mut j = 0;
+            while j < i {
+                if names[j].0 == top {
+                    first = false;
+                }
+                j += 1;
+            }
+            if first {
+                insert(&mut slots, slot_of(top, 0, GROUP), GROUP | i as u16);
+                keys += 1;
+            }
+        }
+        i += 1;
+    }
+    assert!(keys * 2 <= INDEX_SLOTS, "command table: grow INDEX_SLOTS");
+    slots
+}
+
+static INDEX: [u16; INDEX_SLOTS] = build_index(&TABLE);
+
+/// The row keyed `kind` whose name's words are `top` and `sub` (`0` for a single or a group).
+#[inline]
+fn find(top: Word, sub: Word, kind: u16) -> Option<&'static CommandSpec> {
+    let mut at = slot_of(top, sub, kind);
+    loop {
+        let slot = INDEX[at];
+        if slot == EMPTY {
+            return None;
+        }
+        let row = usize::from(slot & ROW);
+        if slot & KIND == kind && NAMES[row].0 == top && (kind == GROUP || NAMES[row].1 == sub) {
+            return Some(&COMMANDS[row]);
+        }
+        at = (at + 1) % INDEX_SLOTS;
+    }
 }
 
 /// Finds the command a request names and checks its arity.
+#[inline]
 pub fn lookup(args: &Args) -> Result<&'static CommandSpec, CommandError> {
-    let mut buf = [0u8; MAX_WORD];
     let name = args.get(0);
     let unknown = || CommandError::UnknownCommand(error::printable(name));
-    let id = match upper(name, &mut buf).ok_or_else(unknown)? {
-        b"GET" => CommandId::Get,
-        b"SET" => CommandId::Set,
-        b"DEL" => CommandId::Del,
-        b"EXISTS" => CommandId::Exists,
-        b"INCR" => CommandId::Incr,
-        b"DECR" => CommandId::Decr,
-        b"INCRBY" => CommandId::IncrBy,
-        b"DECRBY" => CommandId::DecrBy,
-        b"MGET" => CommandId::MGet,
-        b"MSET" => CommandId::MSet,
-        b"PING" => CommandId::Ping,
-        b"ECHO" => CommandId::Echo,
-        b"QUIT" => CommandId::Quit,
-        b"HELLO" => CommandId::Hello,
-        b"COMMAND" => CommandId::Command,
-        b"CLIENT" => CommandId::Client,
-        b"INFO" => CommandId::Info,
-        b"CONFIG" => CommandId::Config,
-        b"SHUTDOWN" => CommandId::Shutdown,
-        b"DEBUG" => CommandId::Debug,
-        b"AUTH" => CommandId::Auth,
-        b"LOGIN" => CommandId::Login,
-        b"WHOAMI" => CommandId::Whoami,
-        b"GRANT" => CommandId::Grant,
-        b"REVOKE" => CommandId::Revoke,
-        top @ (b"CREATE" | b"DROP" | b"LIST" | b"DESCRIBE" | b"STATS" | b"ALTER") => {
-            let top: &'static str = match top {
-                b"CREATE" => "create",
-                b"DROP" => "drop",
-                b"LIST" => "list",
-                b"DESCRIBE" => "describe",
-                b"ALTER" => "alter",
-                _ => "stats",
-            };
+    let top = pack(name, 0, name.len(), true).ok_or_else(unknown)?;
+    let spec = match find(top, 0, SINGLE) {
+        Some(spec) => spec,
+        None => {
+            let group = find(top, 0, GROUP).ok_or_else(unknown)?;
+            let command = group.top_name();
             if args.len() < 2 {
-                return Err(CommandError::WrongArity(top));
+                return Err(CommandError::WrongArity(command));
             }
-            let mut sub_buf = [0u8; MAX_WORD];
-            let sub = args.get(1);
+            let raw = args.get(1);
             let unknown_sub = || CommandError::UnknownSubcommand {
-                command: top,
-                sub: error::printable(sub),
+                command,
+                sub: error::printable(raw),
             };
-            match (top, upper(sub, &mut sub_buf).ok_or_else(unknown_sub)?) {
-                ("create", b"PARTITION") => CommandId::CreatePartition,
-                ("drop", b"PARTITION") => CommandId::DropPartition,
-                ("list", b"PARTITIONS") => CommandId::ListPartitions,
-                ("describe", b"PARTITION") => CommandId::DescribePartition,
-                ("stats", b"PARTITION") => CommandId::StatsPartition,
-                ("create", b"USER") => CommandId::CreateUser,
-                ("drop", b"USER") => CommandId::DropUser,
-                ("alter", b"USER") => CommandId::AlterUser,
-                ("list", b"USERS") => CommandId::ListUsers,
-                ("describe", b"USER") => CommandId::DescribeUser,
-                _ => return Err(unknown_sub()),
-            }
+            let sub = pack(raw, 0, raw.len(), true).ok_or_else(unknown_sub)?;
+            find(top, sub, PAIR).ok_or_else(unknown_sub)?
         }
-        _ => return Err(unknown()),
     };
-    let spec = spec(id);
     if !spec.arity_ok(args.len()) {
         return Err(CommandError::WrongArity(spec.name));
     }
@@ -496,12 +741,57 @@ mod tests {
         lookup(&Args::new(&buf, &spans)).map(|s| s.id)
     }
 
-    #[test]
-    fn every_id_has_one_row() {
-        for row in COMMANDS {
-            assert_eq!(COMMANDS.iter().filter(|r| r.id == row.id).count(), 1);
-            assert_eq!(spec(row.id).id, row.id);
+    /// The smallest argument list the row's arity allows, its name's words first.
+    fn minimal_request(spec: &CommandSpec) -> Vec<String> {
+        let mut words: Vec<String> = spec.name.split(' ').map(str::to_string).collect();
+        while words.len() < spec.arity.unsigned_abs() as usize {
+            words.push("x".into());
         }
+        words
+    }
+
+    #[test]
+    fn every_id_has_exactly_one_row_and_its_name_finds_it() {
+        assert_eq!(COMMANDS.len(), CommandId::ALL.len());
+        for id in CommandId::ALL {
+            let rows: Vec<_> = COMMANDS.iter().filter(|r| r.id == id).collect();
+            assert_eq!(rows.len(), 1, "{id:?} has {} rows", rows.len());
+            assert_eq!(spec(id).id, id, "spec({id:?})");
+            let words = minimal_request(spec(id));
+            let words: Vec<&str> = words.iter().map(String::as_str).collect();
+            assert_eq!(find(&words), Ok(id), "{words:?}");
+            let upper: Vec<String> = words.iter().map(|w| w.to_ascii_uppercase()).collect();
+            let upper: Vec<&str> = upper.iter().map(String::as_str).collect();
+            assert_eq!(find(&upper), Ok(id), "{upper:?}");
+        }
+    }
+
+    #[test]
+    fn data_rows_log_exactly_what_can_write() {
+        for row in &COMMANDS {
+            match row.handler {
+                Handler::Write(_) => assert!(row.is_write(), "{}", row.name),
+                Handler::Read(_) => assert!(!row.is_write(), "{}", row.name),
+                Handler::Connection(_) | Handler::Coordinator(_) => {}
+            }
+            if row.route() == Route::Partition {
+                assert_eq!(row.partition_arg, Some(1), "{}", row.name);
+                assert!(
+                    row.keys.first >= 2,
+                    "{}: keys come after the partition",
+                    row.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn key_positions() {
+        let at = |keys: Keys, argc| keys.positions(argc).collect::<Vec<_>>();
+        assert_eq!(at(Keys::ONE, 3), [2]);
+        assert_eq!(at(Keys::ALL, 5), [2, 3, 4]);
+        assert_eq!(at(Keys::PAIRS, 6), [2, 4]);
+        assert_eq!(at(Keys::NONE, 4), Vec::<usize>::new());
     }
 
     #[test]
@@ -517,6 +807,22 @@ mod tests {
         assert_eq!(find(&["list"]), Err(CommandError::WrongArity("list")));
         assert!(matches!(
             find(&["list", "things"]),
+            Err(CommandError::UnknownSubcommand { .. })
+        ));
+        assert!(matches!(
+            find(&["list", "partitionsandmoreandmore"]),
+            Err(CommandError::UnknownSubcommand { .. })
+        ));
+        // A prefix or an extension of a name is not that name.
+        for word in ["ge", "gett", "creat", "", "get partition"] {
+            assert_eq!(
+                find(&[word, "p", "k"]),
+                Err(CommandError::UnknownCommand(word.into())),
+                "{word:?}"
+            );
+        }
+        assert!(matches!(
+            find(&["create", "partitio", "a", "INT", "MEMORY"]),
             Err(CommandError::UnknownSubcommand { .. })
         ));
         assert_eq!(

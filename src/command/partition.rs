@@ -10,7 +10,8 @@ use crate::protocol::{Args, ReplyWriter};
 use crate::store::{PartitionStats, PersistMode, Schema};
 
 use super::error::printable;
-use super::CommandError;
+use super::server::{ServerView, Session};
+use super::{CommandError, CoordinatorWork};
 
 /// A validated `CREATE PARTITION <name> <schema> <persist>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,4 +122,48 @@ pub fn stats(meta: &PartitionMeta, w: &mut ReplyWriter) {
     w.field_int("hits", g(&s.hits));
     w.field_int("misses", g(&s.misses));
     w.field_int("memory", g(&s.memory));
+}
+
+// The rows' handlers (see the command table in `super`).
+
+/// `CREATE PARTITION <name> <schema> <persist>`, for the coordinator.
+pub fn create(args: &Args) -> Result<CoordinatorWork, CommandError> {
+    Ok(CoordinatorWork::Create(parse_create(args)?))
+}
+
+/// `DROP PARTITION <name>`, for the coordinator.
+pub fn drop(args: &Args) -> Result<CoordinatorWork, CommandError> {
+    Ok(CoordinatorWork::Drop(parse_name(args.get(2))?))
+}
+
+/// `LIST PARTITIONS`
+pub fn list_command(
+    _args: &Args,
+    session: &mut Session,
+    view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    let user = session.user.as_deref().ok_or(CommandError::NoAuth)?;
+    list(view.catalog, user, w);
+    Ok(())
+}
+
+/// `DESCRIBE PARTITION <name>`
+pub fn describe_command(
+    args: &Args,
+    _session: &mut Session,
+    view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    find(view.catalog, args.get(2)).map(|meta| describe(meta, w))
+}
+
+/// `STATS PARTITION <name>`
+pub fn stats_command(
+    args: &Args,
+    _session: &mut Session,
+    view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    find(view.catalog, args.get(2)).map(|meta| stats(meta, w))
 }

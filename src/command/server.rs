@@ -1,13 +1,19 @@
 //! Server and connection commands: PING ECHO QUIT HELLO COMMAND CLIENT INFO CONFIG SHUTDOWN
 //! DEBUG.
 //!
-//! They run on the connection's own shard. They read the [`Session`] (per connection) and a
-//! [`ServerView`] (the shard's catalog copy, the configuration, the metrics), and write a reply.
+//! They run on the connection's own shard. Each is a [`ConnectionFn`](super::ConnectionFn)
+//! named by its row in the command table: it reads the [`Session`] (per connection) and a
+//! [`ServerView`] (the shard's catalog and ACL copies, the configuration, the metrics), and
+//! writes a reply.
+//!
+//! Operator facts (where partitions live, the data directory) are for ADMIN on `*` only:
+//! CONFIG needs it, and INFO leaves out its `shards` section and the per-shard persistence
+//! lines for anyone else.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 
-use crate::acl::User;
+use crate::acl::{Acl, Perms, User, ALL};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::metrics::{rss_bytes, ServerMetrics, ShardMetrics};
@@ -15,7 +21,7 @@ use crate::protocol::{Args, Protocol, ReplyWriter};
 
 use super::error::printable;
 use super::user::Credentials;
-use super::{CommandError, CommandId, Route, COMMANDS};
+use super::{glob, CommandError, Route, COMMANDS};
 
 /// Per-connection state a command may read or change.
 #[derive(Debug, Default)]
@@ -25,6 +31,9 @@ pub struct Session {
     pub protocol: Protocol,
     /// CLIENT SETNAME.
     pub name: Option<Vec<u8>>,
+    /// CLIENT SETINFO LIB-NAME / LIB-VER: what the client library says it is.
+    pub lib_name: Option<Vec<u8>>,
+    pub lib_ver: Option<Vec<u8>>,
     /// Set by QUIT: close once the replies so far are written.
     pub close_after_reply: bool,
     /// Set by SHUTDOWN: the shard starts a server-wide shutdown.
@@ -65,43 +74,93 @@ pub struct Hello {
 /// What a connection command can see of the server.
 pub struct ServerView<'a> {
     pub catalog: &'a Catalog,
+    /// The shard's ACL copy (LIST USERS, DESCRIBE USER).
+    pub acl: &'a Acl,
     pub config: &'a Config,
     pub metrics: &'a ServerMetrics,
     pub shard: usize,
 }
 
-/// Runs a connection command and writes its reply.
-pub fn execute(
-    id: CommandId,
+/// `PING [message]`
+pub fn ping(
     args: &Args,
-    session: &mut Session,
-    view: &ServerView,
+    _session: &mut Session,
+    _view: &ServerView,
     w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
-    match id {
-        CommandId::Ping => match args.len() {
-            1 => w.simple("PONG"),
-            2 => w.bulk(args.get(1)),
-            _ => return Err(CommandError::WrongArity("ping")),
-        },
-        CommandId::Echo => w.bulk(args.get(1)),
-        CommandId::Quit => {
-            session.close_after_reply = true;
-            w.ok();
-        }
-        CommandId::Hello => hello(args, session, w)?,
-        CommandId::Command => command(args, w)?,
-        CommandId::Client => client(args, session, view, w)?,
-        CommandId::Info => info(args, view, w),
-        CommandId::Config => config(args, view, w)?,
-        CommandId::Debug => debug(args, w)?,
-        CommandId::Shutdown => {
-            // No reply: like Redis, the connection just closes as the server goes down.
-            session.shutdown_requested = true;
-            session.close_after_reply = true;
-        }
-        _ => return Err(CommandError::UnknownCommand(format!("{id:?}"))),
+    match args.len() {
+        1 => w.simple("PONG"),
+        2 => w.bulk(args.get(1)),
+        _ => return Err(CommandError::WrongArity("ping")),
     }
+    Ok(())
+}
+
+/// `ECHO <message>`
+pub fn echo(
+    args: &Args,
+    _session: &mut Session,
+    _view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    w.bulk(args.get(1));
+    Ok(())
+}
+
+/// `QUIT`: close once the replies so far are written.
+pub fn quit(
+    _args: &Args,
+    session: &mut Session,
+    _view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    session.close_after_reply = true;
+    w.ok();
+    Ok(())
+}
+
+/// `SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]`, Redis 7's forms, meaning for GoKV:
+/// - `NOSAVE`, `SAVE`: accepted, and change nothing: GoKV always persists, every durable
+///   partition's log is written and fsynced before the process exits, whichever is given
+///   (there is no snapshot to skip or force);
+/// - `NOW`, `FORCE`: accepted, and change nothing: there are no replicas to wait for and no
+///   save error to override;
+/// - `ABORT`: cancels a shutdown in progress. Once a GoKV shutdown starts it cannot be
+///   stopped, so this is always Redis's `-ERR No shutdown in progress.`;
+/// - anything else, `ABORT` with any other word, or `NOSAVE` with `SAVE`: `-ERR syntax error`,
+///   and the server keeps running.
+///
+/// Accepted: no reply; like Redis, the connection just closes as the server goes down.
+pub fn shutdown(
+    args: &Args,
+    session: &mut Session,
+    _view: &ServerView,
+    _w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    let (mut nosave, mut save, mut other, mut abort) = (false, false, false, false);
+    for word in args.iter().skip(1) {
+        if word.eq_ignore_ascii_case(b"NOSAVE") {
+            nosave = true;
+        } else if word.eq_ignore_ascii_case(b"SAVE") {
+            save = true;
+        } else if word.eq_ignore_ascii_case(b"NOW") || word.eq_ignore_ascii_case(b"FORCE") {
+            other = true;
+        } else if word.eq_ignore_ascii_case(b"ABORT") {
+            abort = true;
+        } else {
+            return Err(CommandError::Syntax(String::new()));
+        }
+    }
+    if (abort && (nosave || save || other)) || (nosave && save) {
+        return Err(CommandError::Syntax(String::new()));
+    }
+    if abort {
+        return Err(CommandError::NotAvailable(
+            "No shutdown in progress.".into(),
+        ));
+    }
+    session.shutdown_requested = true;
+    session.close_after_reply = true;
     Ok(())
 }
 
@@ -166,7 +225,13 @@ pub fn finish_hello(hello: Hello, session: &mut Session, w: &mut ReplyWriter) {
     w.array(0);
 }
 
-fn hello(args: &Args, session: &mut Session, w: &mut ReplyWriter) -> Result<(), CommandError> {
+/// `HELLO [protover [SETNAME name]]` (with `AUTH`, it takes the login path instead).
+pub fn hello(
+    args: &Args,
+    session: &mut Session,
+    _view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
     let hello = parse_hello(args, session)?;
     if hello.auth.is_some() {
         // The shard sends logins to the hasher pool before it gets here.
@@ -178,8 +243,13 @@ fn hello(args: &Args, session: &mut Session, w: &mut ReplyWriter) -> Result<(), 
     Ok(())
 }
 
+/// Redis's rule for client names and library attributes: printable ASCII, no spaces.
+fn is_client_attribute(value: &[u8]) -> bool {
+    value.iter().all(|b| (b'!'..=b'~').contains(b))
+}
+
 fn check_client_name(name: &[u8]) -> Result<Vec<u8>, CommandError> {
-    if name.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
+    if !is_client_attribute(name) {
         return Err(CommandError::Syntax(
             "client names cannot contain spaces, newlines or special characters".into(),
         ));
@@ -209,11 +279,15 @@ fn write_command_info(spec: &super::CommandSpec, w: &mut ReplyWriter) {
     w.array(10);
     w.bulk(top.as_bytes());
     w.integer(if grouped { -2 } else { i64::from(spec.arity) });
-    w.set(spec.flags.len());
-    for flag in spec.flags {
+    w.set(spec.flag_names().count());
+    for flag in spec.flag_names() {
         w.simple(flag);
     }
-    let key = if spec.route == Route::Partition { 1 } else { 0 };
+    let key = if spec.route() == Route::Partition {
+        1
+    } else {
+        0
+    };
     w.integer(key);
     w.integer(key);
     w.integer(key);
@@ -222,7 +296,13 @@ fn write_command_info(spec: &super::CommandSpec, w: &mut ReplyWriter) {
     }
 }
 
-fn command(args: &Args, w: &mut ReplyWriter) -> Result<(), CommandError> {
+/// `COMMAND`, `COMMAND COUNT`, `COMMAND INFO <name> ...`, `COMMAND DOCS`.
+pub fn command(
+    args: &Args,
+    _session: &mut Session,
+    _view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
     if args.len() == 1 {
         let specs: Vec<_> = top_level().collect();
         w.array(specs.len());
@@ -254,7 +334,8 @@ fn command(args: &Args, w: &mut ReplyWriter) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn client(
+/// `CLIENT ID|SETNAME|GETNAME|INFO|SETINFO`.
+pub fn client(
     args: &Args,
     session: &mut Session,
     view: &ServerView,
@@ -300,8 +381,27 @@ fn client(
         );
         w.verbatim_text(line.as_bytes());
     } else if sub.eq_ignore_ascii_case(b"SETINFO") {
-        // Client libraries announce their name and version; accepted and ignored.
+        // Client libraries announce their name and version. As Redis 7.2: only these two
+        // attributes, values of printable ASCII without spaces (empty clears), and its texts.
         arity(4)?;
+        let (attribute, value) = (args.get(2), args.get(3));
+        let slot = if attribute.eq_ignore_ascii_case(b"LIB-NAME") {
+            &mut session.lib_name
+        } else if attribute.eq_ignore_ascii_case(b"LIB-VER") {
+            &mut session.lib_ver
+        } else {
+            return Err(CommandError::NotAvailable(format!(
+                "Unrecognized option '{}'",
+                printable(attribute)
+            )));
+        };
+        if !is_client_attribute(value) {
+            return Err(CommandError::NotAvailable(format!(
+                "{} cannot contain spaces, newlines or special characters.",
+                printable(attribute)
+            )));
+        }
+        *slot = (!value.is_empty()).then(|| value.to_vec());
         w.ok();
     } else {
         return Err(CommandError::UnknownSubcommand {
@@ -313,8 +413,14 @@ fn client(
 }
 
 /// `DEBUG FAIL-WRITE <n>` / `DEBUG FAIL-FSYNC <n>` / `DEBUG FAIL-DIRSYNC <n>`: make the next
-/// `n` log writes, fsyncs or directory fsyncs of an atomic replace fail (builds with the `fault-injection` feature only; tests use it for the -IOERR path).
-fn debug(args: &Args, w: &mut ReplyWriter) -> Result<(), CommandError> {
+/// `n` log writes, fsyncs or directory fsyncs of an atomic replace fail (builds with the
+/// `fault-injection` feature only; tests use it for the -IOERR path).
+pub fn debug(
+    args: &Args,
+    _session: &mut Session,
+    _view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
     use crate::persist::fault::{self, Fault};
     let sub = args.get(1);
     let fault = if sub.eq_ignore_ascii_case(b"FAIL-WRITE") {
@@ -347,7 +453,12 @@ fn debug(args: &Args, w: &mut ReplyWriter) -> Result<(), CommandError> {
 }
 
 /// `INFO [section ...]`: Redis-style `# Section` blocks of `field:value` lines.
-fn info(args: &Args, view: &ServerView, w: &mut ReplyWriter) {
+pub fn info(
+    args: &Args,
+    session: &mut Session,
+    view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
     const SECTIONS: [&str; 6] = [
         "server",
         "clients",
@@ -365,11 +476,17 @@ fn info(args: &Args, view: &ServerView, w: &mut ReplyWriter) {
         || wanted
             .iter()
             .any(|s| s == "all" || s == "everything" || s == "default");
+    let operator = is_operator(session);
     let m = view.metrics;
     let total = |f: fn(&ShardMetrics) -> &std::sync::atomic::AtomicU64| m.total(f);
     let mut text = String::new();
     for section in SECTIONS {
         if !all && !wanted.iter().any(|s| s == section) {
+            continue;
+        }
+        // Where partitions live is for operators (like `CONFIG GET dir`): others get INFO
+        // without the shards section, as if it were unknown.
+        if section == "shards" && !operator {
             continue;
         }
         if !text.is_empty() {
@@ -420,7 +537,7 @@ fn info(args: &Args, view: &ServerView, w: &mut ReplyWriter) {
                 total(|s| &s.timeout_disconnects),
                 total(|s| &s.oom_rejections),
             ),
-            "persistence" => persistence_info(&mut text, m),
+            "persistence" => persistence_info(&mut text, m, operator),
             _ => {
                 let _ = write!(text, "# Shards\r\n");
                 for (i, s) in m.shards.iter().enumerate() {
@@ -444,24 +561,53 @@ fn info(args: &Args, view: &ServerView, w: &mut ReplyWriter) {
         };
     }
     w.verbatim_text(text.as_bytes());
+    Ok(())
 }
 
-/// The persistence section: totals, then one line per shard.
-fn persistence_info(text: &mut String, m: &ServerMetrics) -> std::fmt::Result {
+/// True for a session holding ADMIN on `*`: it may see operator facts (partition counts per
+/// shard, the data directory).
+fn is_operator(session: &Session) -> bool {
+    session
+        .user
+        .as_deref()
+        .is_some_and(|user| user.allows(Perms::ADMIN, ALL.as_bytes()))
+}
+
+/// True when some partition logs its writes (what INFO's `aof_enabled` and CONFIG's
+/// `appendonly` say).
+fn log_enabled(m: &ServerMetrics) -> bool {
+    m.total(|s| &s.durable_partitions) > 0
+}
+
+/// The persistence section: totals, then (for operators) the durable partition count and one
+/// line per shard.
+fn persistence_info(text: &mut String, m: &ServerMetrics, operator: bool) -> std::fmt::Result {
     let total = |f: fn(&ShardMetrics) -> &std::sync::atomic::AtomicU64| m.total(f);
-    let durable = total(|s| &s.durable_partitions);
     write!(
         text,
-        "# Persistence\r\nloading:0\r\naof_enabled:{}\r\nrdb_bgsave_in_progress:0\r\n\
-         partitions_durable:{durable}\r\nlog_bytes:{}\r\nlog_commits:{}\r\nfsyncs:{}\r\n\
+        "# Persistence\r\nloading:0\r\naof_enabled:{}\r\nrdb_bgsave_in_progress:0\r\n",
+        u8::from(log_enabled(m)),
+    )?;
+    if operator {
+        write!(
+            text,
+            "partitions_durable:{}\r\n",
+            total(|s| &s.durable_partitions)
+        )?;
+    }
+    write!(
+        text,
+        "log_bytes:{}\r\nlog_commits:{}\r\nfsyncs:{}\r\n\
          io_errors:{}\r\ncompactions:{}\r\n",
-        u8::from(durable > 0),
         total(|s| &s.log_bytes),
         total(|s| &s.log_commits),
         total(|s| &s.fsyncs),
         total(|s| &s.io_errors),
         total(|s| &s.compactions),
     )?;
+    if !operator {
+        return Ok(());
+    }
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -494,9 +640,18 @@ fn persistence_info(text: &mut String, m: &ServerMetrics) -> std::fmt::Result {
     Ok(())
 }
 
-/// `CONFIG GET <pattern>`: enough for tools that probe (redis-benchmark asks for `save` and
-/// `appendonly`). Patterns are exact names or `*`. `CONFIG SET` is refused.
-fn config(args: &Args, view: &ServerView, w: &mut ReplyWriter) -> Result<(), CommandError> {
+/// `CONFIG GET <pattern> [pattern ...]` (ADMIN on `*`: it shows the data directory): every
+/// parameter matching any of the patterns, once each. Patterns are Redis's globs
+/// ([`glob`](super::glob)), matched ignoring case as Redis does; one without `[*?` is a
+/// name. Values are the running server's: `appendonly` is `yes` exactly when INFO's `aof_enabled` is 1 (some partition
+/// logs its writes), `save` is empty (GoKV never writes RDB snapshots). `CONFIG SET` is
+/// refused.
+pub fn config(
+    args: &Args,
+    _session: &mut Session,
+    view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
     let sub = args.get(1);
     if !sub.eq_ignore_ascii_case(b"GET") {
         return Err(CommandError::UnknownSubcommand {
@@ -505,12 +660,13 @@ fn config(args: &Args, view: &ServerView, w: &mut ReplyWriter) -> Result<(), Com
         });
     }
     if args.len() < 3 {
-        return Err(CommandError::WrongArity("config get"));
+        return Err(CommandError::WrongArity("config|get"));
     }
     let c = view.config;
+    let yes_no = |on: bool| if on { "yes" } else { "no" }.to_string();
     let params: [(&str, String); 12] = [
         ("save", String::new()),
-        ("appendonly", "no".into()),
+        ("appendonly", yes_no(log_enabled(view.metrics))),
         ("bind", c.bind.clone()),
         ("port", c.port.to_string()),
         ("maxclients", c.max_clients.to_string()),
@@ -522,17 +678,29 @@ fn config(args: &Args, view: &ServerView, w: &mut ReplyWriter) -> Result<(), Com
         ("timeout", c.timeout_secs.to_string()),
         ("client-output-limit", c.client_output_limit.to_string()),
     ];
-    let matched: Vec<&(&str, String)> = params
-        .iter()
-        .filter(|(name, _)| {
-            args.iter()
-                .skip(2)
-                .any(|p| p == b"*" || p.eq_ignore_ascii_case(name.as_bytes()))
-        })
-        .collect();
+    // As Redis 7: a pattern without `[`, `*` or `?` is a name, looked up ignoring case and
+    // answered under the name as given; a glob answers under the parameter's own name. A
+    // parameter matched by several patterns is listed once.
+    let mut listed = [false; 12];
+    let mut matched: Vec<(&[u8], &str)> = Vec::new();
+    for pattern in args.iter().skip(2) {
+        let is_glob = pattern.iter().any(|b| matches!(b, b'[' | b'*' | b'?'));
+        for (i, (name, value)) in params.iter().enumerate() {
+            let hit = if is_glob {
+                glob::matches(pattern, name.as_bytes(), true)
+            } else {
+                pattern.eq_ignore_ascii_case(name.as_bytes())
+            };
+            if hit && !listed[i] {
+                listed[i] = true;
+                matched.push((if is_glob { name.as_bytes() } else { pattern }, value));
+            }
+        }
+    }
     w.map(matched.len());
     for (name, value) in matched {
-        w.field_bulk(name, value.as_bytes());
+        w.bulk(name);
+        w.bulk(value.as_bytes());
     }
     Ok(())
 }

@@ -5,13 +5,14 @@
 //! on the hasher pool ([`crate::acl::hasher`]); changes run on the coordinator
 //! ([`crate::acl::Acl::apply`]); LIST/DESCRIBE/WHOAMI answer from the shard's ACL copy.
 
-use crate::acl::hasher::MAX_PASSWORD_LEN;
-use crate::acl::{Acl, GrantChange, Perms, User, ALL, DEFAULT_USER};
+use crate::acl::hasher::{NewPassword, MAX_PASSWORD_LEN};
+use crate::acl::{Acl, AclChange, GrantChange, Perms, User, ALL, DEFAULT_USER};
 use crate::catalog::is_valid_name;
 use crate::protocol::{Args, ReplyWriter};
 
 use super::error::printable;
-use super::{CommandError, CommandId};
+use super::server::{ServerView, Session};
+use super::{CommandError, CommandId, CoordinatorWork};
 
 /// A login attempt: user name (any bytes: an unknown name is just a failed login) and
 /// password.
@@ -138,4 +139,93 @@ pub fn describe(acl: &Acl, raw: &[u8], w: &mut ReplyWriter) -> Result<(), Comman
         w.bulk(grant.as_bytes());
     }
     Ok(())
+}
+
+// The rows' handlers (see the command table in `super`).
+
+/// AUTH and LOGIN: the shard answers them on its login path before any handler runs; this one
+/// only answers if a request ever gets past that.
+pub fn login_path(
+    _args: &Args,
+    _session: &mut Session,
+    _view: &ServerView,
+    _w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    Err(CommandError::NotAvailable(
+        "AUTH and LOGIN must go through the login path".into(),
+    ))
+}
+
+/// `WHOAMI`
+pub fn whoami_command(
+    _args: &Args,
+    session: &mut Session,
+    _view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    whoami(session.user.as_deref().ok_or(CommandError::NoAuth)?, w);
+    Ok(())
+}
+
+/// `LIST USERS`
+pub fn list_command(
+    _args: &Args,
+    _session: &mut Session,
+    view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    list(view.acl, w);
+    Ok(())
+}
+
+/// `DESCRIBE USER <name>`
+pub fn describe_command(
+    args: &Args,
+    _session: &mut Session,
+    view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    describe(view.acl, args.get(2), w)
+}
+
+/// `CREATE USER <name> <password>`: the password is hashed first.
+pub fn create(args: &Args) -> Result<CoordinatorWork, CommandError> {
+    let name = parse_user_name(args.get(2))?;
+    let password = parse_password(args.get(3))?;
+    Ok(CoordinatorWork::HashThen(
+        password,
+        NewPassword::CreateUser(name),
+    ))
+}
+
+/// `ALTER USER <name> PASSWORD <password>`: the password is hashed first.
+pub fn alter(args: &Args) -> Result<CoordinatorWork, CommandError> {
+    let (name, password) = parse_alter(args)?;
+    Ok(CoordinatorWork::HashThen(
+        password,
+        NewPassword::SetPassword(name),
+    ))
+}
+
+/// `DROP USER <name>`
+pub fn drop(args: &Args) -> Result<CoordinatorWork, CommandError> {
+    Ok(CoordinatorWork::Acl(AclChange::DropUser(parse_user_name(
+        args.get(2),
+    )?)))
+}
+
+/// `GRANT <perm> ON <partition|*> TO <user>`
+pub fn grant(args: &Args) -> Result<CoordinatorWork, CommandError> {
+    Ok(CoordinatorWork::Acl(AclChange::Grant(parse_grant(
+        CommandId::Grant,
+        args,
+    )?)))
+}
+
+/// `REVOKE <perm> ON <partition|*> FROM <user>`
+pub fn revoke(args: &Args) -> Result<CoordinatorWork, CommandError> {
+    Ok(CoordinatorWork::Acl(AclChange::Revoke(parse_grant(
+        CommandId::Revoke,
+        args,
+    )?)))
 }

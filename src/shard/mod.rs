@@ -60,16 +60,15 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::acl::hasher::{Hasher, Job, LoginCache, NewPassword};
-use crate::acl::{Acl, AclChange, User};
+use crate::acl::hasher::{Hasher, Job, LoginCache};
+use crate::acl::{Acl, User};
 use crate::catalog::Catalog;
 use crate::command::access::authorize;
 use crate::command::data::{self, DataLimits};
 use crate::command::error::printable;
-use crate::command::partition as partition_cmd;
 use crate::command::server::{self as server_cmd, PendingLogin, ServerView, MAX_AUTH_FAILURES};
 use crate::command::user as user_cmd;
-use crate::command::{lookup, CommandError, CommandId, Route};
+use crate::command::{lookup, CommandError, CommandId, CoordinatorWork, Handler};
 use crate::config::Config;
 use crate::metrics::{ServerMetrics, ShardMetrics};
 use crate::protocol::{Args, Parsed, ReplyWriter, Span};
@@ -955,45 +954,6 @@ fn logged_in(
     }
 }
 
-/// What a coordinator command becomes once parsed on the connection's shard.
-enum CoordinatorWork {
-    Change(Change),
-    /// A new password to hash first (CREATE USER, ALTER USER).
-    HashThen(Vec<u8>, NewPassword),
-}
-
-/// Parses and validates a coordinator command where the connection lives, so the coordinator
-/// (and the hasher pool) only ever sees well-formed changes.
-fn coordinator_work(id: CommandId, args: &Args) -> Result<CoordinatorWork, CommandError> {
-    Ok(match id {
-        CommandId::CreatePartition => {
-            CoordinatorWork::Change(Change::Create(partition_cmd::parse_create(args)?))
-        }
-        CommandId::DropPartition => {
-            CoordinatorWork::Change(Change::Drop(partition_cmd::parse_name(args.get(2))?))
-        }
-        CommandId::CreateUser => {
-            let name = user_cmd::parse_user_name(args.get(2))?;
-            let password = user_cmd::parse_password(args.get(3))?;
-            CoordinatorWork::HashThen(password, NewPassword::CreateUser(name))
-        }
-        CommandId::AlterUser => {
-            let (name, password) = user_cmd::parse_alter(args)?;
-            CoordinatorWork::HashThen(password, NewPassword::SetPassword(name))
-        }
-        CommandId::DropUser => CoordinatorWork::Change(Change::Acl(AclChange::DropUser(
-            user_cmd::parse_user_name(args.get(2))?,
-        ))),
-        CommandId::Grant => CoordinatorWork::Change(Change::Acl(AclChange::Grant(
-            user_cmd::parse_grant(id, args)?,
-        ))),
-        CommandId::Revoke => CoordinatorWork::Change(Change::Acl(AclChange::Revoke(
-            user_cmd::parse_grant(id, args)?,
-        ))),
-        _ => return Err(CommandError::UnknownCommand(format!("{id:?}"))),
-    })
-}
-
 /// Client bytes fit for one log line: printable ASCII kept, anything else (a newline that
 /// would forge a log line, say) shown as `?`, cut at 64 bytes.
 fn log_safe(bytes: &[u8]) -> String {
@@ -1183,8 +1143,8 @@ impl Core {
             replies.push_ready(protocol, |w| e.write_to(w));
             return false;
         }
-        match spec.route {
-            Route::Partition => match self.routes.get_mut(args.get(1)) {
+        match spec.handler {
+            Handler::Read(_) | Handler::Write(_) => match self.routes.get_mut(args.get(1)) {
                 // The local path: execute now, encode straight into the output...
                 Some(Target::Local(local)) => {
                     affinity.local();
@@ -1199,7 +1159,7 @@ impl Core {
                     let metrics = &self.shared.metrics.shards[self.id];
                     match &mut local.log {
                         // ... except a durable write, whose reply waits for the group commit.
-                        Durability::Logged(log) if data::is_write(spec.id) => {
+                        Durability::Logged(log) if spec.is_write() => {
                             let seq = replies.push_waiting();
                             let writes = log.journal.writes();
                             let start = self.commit.buf.len();
@@ -1221,7 +1181,7 @@ impl Core {
                                 self.commit.buf.truncate(start);
                             }
                         }
-                        Durability::Broken(why) if data::is_write(spec.id) => {
+                        Durability::Broken(why) if spec.is_write() => {
                             let e = CommandError::Io(format!("{why}; the write was not applied"));
                             replies.push_ready(protocol, |w| e.write_to(w));
                         }
@@ -1255,7 +1215,7 @@ impl Core {
                     replies.push_ready(protocol, |w| e.write_to(w));
                 }
             },
-            Route::Connection => {
+            Handler::Connection(run) => {
                 if let Some(login) = self.parse_login(spec.id, args, session) {
                     match login {
                         Ok(pending) => {
@@ -1268,48 +1228,23 @@ impl Core {
                 let catalog = self.catalog.clone();
                 let acl = self.acl.clone();
                 replies.push_ready(protocol, |w| {
-                    let result = match (spec.id, session.user.as_deref()) {
-                        (CommandId::ListPartitions, Some(user)) => {
-                            partition_cmd::list(&catalog, user, w);
-                            Ok(())
-                        }
-                        (CommandId::Whoami, Some(user)) => {
-                            user_cmd::whoami(user, w);
-                            Ok(())
-                        }
-                        (CommandId::ListUsers, _) => {
-                            user_cmd::list(&acl, w);
-                            Ok(())
-                        }
-                        (CommandId::DescribeUser, _) => user_cmd::describe(&acl, args.get(2), w),
-                        (CommandId::DescribePartition, _) => {
-                            partition_cmd::find(&catalog, args.get(2))
-                                .map(|m| partition_cmd::describe(m, w))
-                        }
-                        (CommandId::StatsPartition, _) => {
-                            partition_cmd::find(&catalog, args.get(2))
-                                .map(|m| partition_cmd::stats(m, w))
-                        }
-                        _ => {
-                            let view = ServerView {
-                                catalog: &catalog,
-                                config: &self.shared.config,
-                                metrics: &self.shared.metrics,
-                                shard: self.id,
-                            };
-                            server_cmd::execute(spec.id, args, session, &view, w)
-                        }
+                    let view = ServerView {
+                        catalog: &catalog,
+                        acl: &acl,
+                        config: &self.shared.config,
+                        metrics: &self.shared.metrics,
+                        shard: self.id,
                     };
-                    if let Err(e) = result {
+                    if let Err(e) = run(args, session, &view, w) {
                         e.write_to(w);
                     }
                 });
             }
-            Route::Coordinator => {
+            Handler::Coordinator(parse) => {
                 let work = if self.draining {
                     Err(CommandError::ShuttingDown)
                 } else {
-                    coordinator_work(spec.id, args)
+                    parse(args)
                 };
                 match work {
                     Err(e) => replies.push_ready(protocol, |w| e.write_to(w)),
@@ -1321,10 +1256,15 @@ impl Core {
                             conn: conn_ref,
                             seq,
                         };
+                        let change = |change| Message::Change { reply_to, change };
                         match work {
-                            CoordinatorWork::Change(change) => {
-                                self.changes.push(Message::Change { reply_to, change })
+                            CoordinatorWork::Create(c) => {
+                                self.changes.push(change(Change::Create(c)))
                             }
+                            CoordinatorWork::Drop(name) => {
+                                self.changes.push(change(Change::Drop(name)))
+                            }
+                            CoordinatorWork::Acl(c) => self.changes.push(change(Change::Acl(c))),
                             // Hashed on the pool, which then hands the change to the
                             // coordinator itself.
                             CoordinatorWork::HashThen(password, then) => {
@@ -1449,7 +1389,7 @@ impl Core {
                 Some(Target::Local(local)) => match &mut local.log {
                     // A durable write: the batch leaves after the commit, which may still
                     // patch this reply into -IOERR.
-                    Durability::Logged(log) if data::is_write(request.command) => {
+                    Durability::Logged(log) if request.command.spec().is_write() => {
                         let writes = log.journal.writes();
                         let journal = Some(&mut log.journal);
                         let partition = &mut local.data;
@@ -1470,7 +1410,7 @@ impl Core {
                         }
                         result
                     }
-                    Durability::Broken(why) if data::is_write(request.command) => Err(
+                    Durability::Broken(why) if request.command.spec().is_write() => Err(
                         CommandError::Io(format!("{why}; the write was not applied")),
                     ),
                     _ => execute_data(
