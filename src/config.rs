@@ -38,13 +38,13 @@ pub struct Cli {
     /// Most simultaneous client connections [default: 10000].
     #[arg(long)]
     pub max_clients: Option<usize>,
-    /// Longest bulk string in a request, e.g. `512mb` [default: 512mb].
+    /// Longest bulk string in a request, e.g. `512mb`; before login at most 16kb [default: 512mb].
     #[arg(long, value_parser = parse_size)]
     pub max_bulk_len: Option<u64>,
-    /// Longest inline (text) request line [default: 64kb].
+    /// Longest inline (text) request line; before login at most 16kb [default: 64kb].
     #[arg(long, value_parser = parse_size)]
     pub max_inline_len: Option<u64>,
-    /// Most arguments in one request [default: 1048576].
+    /// Most arguments in one request; before login at most 10 [default: 1048576].
     #[arg(long)]
     pub max_args: Option<usize>,
     /// Longest key [default: 64kb].

@@ -28,20 +28,33 @@
 //! reaches the disk. A membership test of the set is not constant-time, but what it compares
 //! are MACs under a key the client never sees, which reveal nothing about the password.
 //!
+//! # Floods of failing logins
+//! Each failing login is a full argon2, so the work a peer can queue must be bounded, and a
+//! login nobody waits for any more must cost nothing:
+//! - At most [`MAX_PENDING_LOGINS`] logins wait or run at once, server-wide. Each holds a
+//!   [`LoginTicket`] (in the connection's pending login); past the bound, [`Hasher::verify`]
+//!   answers [`CommandError::TooManyLogins`] at once and the client may retry, instead of
+//!   queueing behind thousands of others for minutes.
+//! - Dropping the ticket (the shard answered the login, or closed the connection: a peer
+//!   that hangs up while its login is checked is dropped at once) frees the slot and marks the
+//!   job cancelled; the pool skips a cancelled job without hashing.
+//! - New passwords (CREATE USER, ALTER USER) have their own queue, which the threads serve
+//!   first: user management never waits behind logins, and takes no login slot.
+//!
 //! The threads are not pinned: hashing is rare and short, and the kernel puts them on
 //! whichever core is idlest. They run in the `SCHED_IDLE` class, so that during a storm of
 //! failing logins (each a full argon2) a shard sharing their core still gets the CPU first:
 //! logins queue up, reads and writes do not.
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use blake2::digest::{consts::U32, Mac};
 use blake2::Blake2bMac;
-use crossbeam_channel::{Receiver, Sender};
 
 use super::AclChange;
 use crate::command::CommandError;
@@ -67,6 +80,20 @@ const MAX_CACHED: usize = 4096;
 /// Longest password accepted: argon2 digests any length, but a bound keeps a hostile 512 MiB
 /// "password" from being copied to the hasher and hashed.
 pub const MAX_PASSWORD_LEN: usize = 4096;
+
+/// Logins waiting for or in an argon2 check at once, server-wide. With [`THREADS`] threads at
+/// 30-90 ms a check, the last of them is answered within about 256 / 2 x 50 ms = 6 s even
+/// when every one is a wrong password; a flood past that is told to retry at once instead of
+/// making real users wait minutes. Large enough for a cold reconnect storm of a few hundred
+/// clients (identical logins cost one argon2 each per thread, then a MAC: see the login
+/// cache), and logins a shard's cache knows never take a slot.
+pub const MAX_PENDING_LOGINS: usize = 256;
+
+/// Jobs the login queue holds, cancelled ones included: they stay queued until a thread skips
+/// them, and the threads run at idle priority, so during a flood of peers that hang up they
+/// may not get the CPU to. Bounds the queue's memory at about 4 MiB of passwords; when it is
+/// full, the submitting shard drops the cancelled jobs itself (see [`Hasher::verify`]).
+const LOGIN_QUEUE_CAPACITY: usize = 4 * MAX_PENDING_LOGINS;
 
 fn argon2() -> Argon2<'static> {
     let (m, t, p) = PARAMS;
@@ -104,7 +131,7 @@ pub enum NewPassword {
 }
 
 /// Work for the pool.
-pub enum Job {
+enum Job {
     /// Check a login. `hash` is `None` for an unknown user: the pool then verifies against a
     /// dummy hash anyway, so the reply time does not tell whether the user exists.
     Verify {
@@ -112,6 +139,8 @@ pub enum Job {
         user_id: u64,
         hash: Option<Arc<str>>,
         password: Vec<u8>,
+        /// Set when its [`LoginTicket`] is dropped: nobody waits for the answer any more.
+        cancelled: Arc<AtomicBool>,
     },
     /// Hash a new password, then send the change to the coordinator.
     Hash {
@@ -121,33 +150,125 @@ pub enum Job {
     },
 }
 
+/// A login's slot in the pool, held by the shard while the login is pending. Dropping it
+/// (answered, or its connection closed) frees the slot and cancels the job if it has not run
+/// yet: the one place that bookkeeping happens, so it happens exactly once.
+#[derive(Debug)]
+pub struct LoginTicket {
+    cancelled: Arc<AtomicBool>,
+    pending: Arc<AtomicUsize>,
+}
+
+impl Drop for LoginTicket {
+    fn drop(&mut self) {
+        self.cancelled.store(true, Ordering::Relaxed);
+        self.pending.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The pool's queues: new passwords (served first, see the module docs) and logins. A plain
+/// mutex: a shard holds it to push one job (a cold login or a password change, never a data
+/// request), a hasher thread to take one, and nobody while hashing, so it is never held for
+/// more than a few hundred nanoseconds. It also lets a full login queue be purged of
+/// cancelled jobs in place, which a channel would not.
+#[derive(Default)]
+struct Queues {
+    changes: VecDeque<Job>,
+    logins: VecDeque<Job>,
+}
+
 /// The pool's sending side; cheap to share.
 pub struct Hasher {
-    jobs: Sender<Job>,
+    queues: Arc<(Mutex<Queues>, Condvar)>,
+    /// Logins holding a [`LoginTicket`].
+    pending: Arc<AtomicUsize>,
 }
 
 impl Hasher {
     /// Starts `threads` hasher threads that answer to `shards`.
     pub fn start(threads: usize, shards: Vec<ShardHandle>) -> Result<Hasher, String> {
-        let (jobs, inbox) = crossbeam_channel::unbounded::<Job>();
+        let queues = Arc::new((Mutex::new(Queues::default()), Condvar::new()));
         for i in 0..threads.max(1) {
-            let inbox = inbox.clone();
+            let queues = queues.clone();
             let shards = shards.clone();
             thread::Builder::new()
                 .name(format!("gokv-hasher-{i}"))
-                .spawn(move || run(inbox, shards))
+                .spawn(move || run(&queues, shards))
                 .map_err(|e| format!("cannot start hasher thread: {e}"))?;
         }
-        Ok(Hasher { jobs })
+        Ok(Hasher {
+            queues,
+            pending: Arc::new(AtomicUsize::new(0)),
+        })
     }
 
-    /// Queues a job (never blocks).
-    pub fn submit(&self, job: Job) {
-        // Fails only when every hasher thread has died, which `run` never lets happen.
-        if self.jobs.send(job).is_err() {
-            log::error!("password hasher pool is gone");
+    /// Takes a login slot, or answers [`CommandError::TooManyLogins`] when all
+    /// [`MAX_PENDING_LOGINS`] are taken. The login's job follows with [`Hasher::verify`].
+    pub fn reserve_login(&self) -> Result<LoginTicket, CommandError> {
+        let ticket = LoginTicket {
+            cancelled: Arc::new(AtomicBool::new(false)),
+            pending: self.pending.clone(),
+        };
+        // Counted first, so that a refused ticket's drop undoes exactly this.
+        if self.pending.fetch_add(1, Ordering::Relaxed) >= MAX_PENDING_LOGINS {
+            return Err(CommandError::TooManyLogins);
         }
+        Ok(ticket)
     }
+
+    /// Queues the password check of a login holding `ticket` (never blocks on hashing).
+    pub fn verify(
+        &self,
+        ticket: &LoginTicket,
+        reply_to: ReplyTo,
+        user_id: u64,
+        hash: Option<Arc<str>>,
+        password: Vec<u8>,
+    ) -> Result<(), CommandError> {
+        let job = Job::Verify {
+            reply_to,
+            user_id,
+            hash,
+            password,
+            cancelled: ticket.cancelled.clone(),
+        };
+        let (lock, wake) = &*self.queues;
+        let mut queues = lock_queues(lock);
+        if queues.logins.len() >= LOGIN_QUEUE_CAPACITY {
+            // At most MAX_PENDING_LOGINS of its jobs are live (each holds a slot), so at
+            // least three quarters go, and the next purge is hundreds of logins away.
+            queues.logins.retain(|job| !is_cancelled(job));
+        }
+        // Cannot fail after the purge (the live jobs fit); checked all the same.
+        if queues.logins.len() >= LOGIN_QUEUE_CAPACITY {
+            return Err(CommandError::TooManyLogins);
+        }
+        queues.logins.push_back(job);
+        wake.notify_one();
+        Ok(())
+    }
+
+    /// Queues the hashing of a new password, which then goes to the coordinator as `then`
+    /// (never blocks on hashing; ahead of every login).
+    pub fn hash_then(&self, reply_to: ReplyTo, password: Vec<u8>, then: NewPassword) {
+        let (lock, wake) = &*self.queues;
+        lock_queues(lock).changes.push_back(Job::Hash {
+            reply_to,
+            password,
+            then,
+        });
+        wake.notify_one();
+    }
+}
+
+/// Locks the queues. Nothing panics while holding them (pushes and pops only), so a poisoned
+/// lock still guards consistent queues: take it anyway rather than stop all logins.
+fn lock_queues(lock: &Mutex<Queues>) -> MutexGuard<'_, Queues> {
+    lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn is_cancelled(job: &Job) -> bool {
+    matches!(job, Job::Verify { cancelled, .. } if cancelled.load(Ordering::Relaxed))
 }
 
 /// Successful verifications one thread remembers (see the module docs). Owned by one thread;
@@ -250,20 +371,41 @@ fn lower_priority() {
     }
 }
 
-fn run(inbox: Receiver<Job>, shards: Vec<ShardHandle>) {
+/// The next job to run: a new password if one waits, else the oldest live login; cancelled
+/// logins are dropped on the way. Waits while both queues are empty.
+fn next_job((lock, wake): &(Mutex<Queues>, Condvar)) -> Job {
+    let mut queues = lock_queues(lock);
+    loop {
+        if let Some(job) = queues.changes.pop_front() {
+            return job;
+        }
+        while let Some(job) = queues.logins.pop_front() {
+            // Its connection closed, or it was answered some other way: nobody to tell.
+            if !is_cancelled(&job) {
+                return job;
+            }
+        }
+        queues = wake
+            .wait(queues)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    }
+}
+
+fn run(queues: &(Mutex<Queues>, Condvar), shards: Vec<ShardHandle>) {
     lower_priority();
     let mut cache = LoginCache::new();
     // A hash of a random password: what unknown users are checked against.
     let mut secret = [0u8; 32];
     let _ = getrandom::getrandom(&mut secret);
     let dummy = hash_password(&secret).unwrap_or_default();
-    for job in inbox.iter() {
-        match job {
+    loop {
+        match next_job(queues) {
             Job::Verify {
                 reply_to,
                 user_id,
                 hash,
                 password,
+                cancelled: _,
             } => {
                 let ok = match &hash {
                     Some(phc) => cache.verify(phc, &password),
@@ -341,5 +483,90 @@ mod tests {
         assert!(cache.verify(&other, b"pw"));
         assert_eq!(cache.entries.len(), 2);
         assert!(!cache.verify(&phc, b"pw2"));
+    }
+
+    /// A pool without threads, so that its queues can be inspected.
+    fn idle_pool() -> Hasher {
+        Hasher {
+            queues: Arc::new((Mutex::new(Queues::default()), Condvar::new())),
+            pending: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    fn reply_to(seq: u64) -> ReplyTo {
+        ReplyTo {
+            shard: 0,
+            conn: crate::shard::mailbox::ConnRef {
+                index: 0,
+                generation: 0,
+            },
+            seq,
+        }
+    }
+
+    #[test]
+    fn a_full_login_queue_drops_its_cancelled_jobs_and_keeps_the_live_ones_in_order() {
+        let pool = idle_pool();
+        let live: Vec<LoginTicket> = (0..4).map(|_| pool.reserve_login().unwrap()).collect();
+        for seq in 0..LOGIN_QUEUE_CAPACITY as u64 {
+            // Every 300th job stays live; the others' peers hang up (their tickets drop).
+            let job = (reply_to(seq), 1, None, b"pw".to_vec());
+            if seq % 300 == 0 {
+                let ticket = &live[(seq / 300) as usize];
+                pool.verify(ticket, job.0, job.1, job.2, job.3).unwrap();
+            } else {
+                let ticket = pool.reserve_login().unwrap();
+                pool.verify(&ticket, job.0, job.1, job.2, job.3).unwrap();
+            }
+        }
+        assert_eq!(pool.pending.load(Ordering::Relaxed), 4);
+        pool.verify(&live[0], reply_to(9999), 1, None, b"pw".to_vec())
+            .unwrap();
+        pool.hash_then(
+            reply_to(7),
+            b"new".to_vec(),
+            NewPassword::SetPassword("u".into()),
+        );
+        // The change first, then the live logins in their order.
+        let mut order = Vec::new();
+        while let Some(job) = {
+            let mut q = lock_queues(&pool.queues.0);
+            q.changes.pop_front().or_else(|| q.logins.pop_front())
+        } {
+            order.push(match job {
+                Job::Hash { reply_to, .. } => (reply_to.seq, "hash"),
+                Job::Verify { reply_to, .. } => (reply_to.seq, "verify"),
+            });
+        }
+        assert_eq!(
+            order,
+            [
+                (7, "hash"),
+                (0, "verify"),
+                (300, "verify"),
+                (600, "verify"),
+                (900, "verify"),
+                (9999, "verify")
+            ]
+        );
+    }
+
+    #[test]
+    fn login_slots_are_bounded_and_freed_by_dropping_tickets() {
+        let hasher = idle_pool();
+        let tickets: Vec<LoginTicket> = (0..MAX_PENDING_LOGINS)
+            .map(|_| hasher.reserve_login().unwrap())
+            .collect();
+        assert_eq!(
+            hasher.reserve_login().unwrap_err(),
+            CommandError::TooManyLogins
+        );
+        // The refusal took no slot; dropping a ticket frees one and cancels its job.
+        assert_eq!(hasher.pending.load(Ordering::Relaxed), MAX_PENDING_LOGINS);
+        let cancelled = tickets[0].cancelled.clone();
+        drop(tickets);
+        assert!(cancelled.load(Ordering::Relaxed));
+        assert_eq!(hasher.pending.load(Ordering::Relaxed), 0);
+        assert!(hasher.reserve_login().is_ok());
     }
 }

@@ -36,6 +36,15 @@ pub enum CommandError {
     NoAuth,
     /// Unknown user or wrong password: deliberately does not say which.
     WrongPass,
+    /// A password (to log in with, or a new one) longer than any stored password can be:
+    /// refused by its length, before anything hashes it.
+    PasswordTooLong {
+        max: usize,
+        got: usize,
+    },
+    /// Every slot of the password hasher's login queue is taken: answered at once instead of
+    /// queueing behind a flood (see `acl::hasher`).
+    TooManyLogins,
     /// Logged in, but lacks `needed` on `target` (a partition name or `*`).
     NoPerm {
         user: String,
@@ -119,6 +128,13 @@ impl fmt::Display for CommandError {
             CommandError::NoAuth => write!(f, "Authentication required."),
             CommandError::WrongPass => {
                 write!(f, "invalid username-password pair or user is disabled.")
+            }
+            CommandError::PasswordTooLong { max, got } => write!(
+                f,
+                "password too long: expected at most {max} bytes, got {got}"
+            ),
+            CommandError::TooManyLogins => {
+                write!(f, "too many logins in progress, try again later")
             }
             CommandError::NoPerm {
                 user,

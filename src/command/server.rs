@@ -61,6 +61,9 @@ pub struct PendingLogin {
     pub mac: Option<[u8; 32]>,
     /// `None` for AUTH/LOGIN (`+OK`); the negotiated HELLO for `HELLO ... AUTH`.
     pub hello: Option<Hello>,
+    /// Its slot in the hasher pool while the pool checks it; dropped with the login (or the
+    /// connection), which frees the slot and cancels the check.
+    pub ticket: Option<crate::acl::hasher::LoginTicket>,
 }
 
 /// A parsed `HELLO [protover [AUTH user pass] [SETNAME name]]`.
@@ -181,10 +184,7 @@ pub fn parse_hello(args: &Args, session: &Session) -> Result<Hello, CommandError
         while i < args.len() {
             let option = args.get(i);
             if option.eq_ignore_ascii_case(b"AUTH") && i + 2 < args.len() {
-                hello.auth = Some(Credentials {
-                    user: args.get(i + 1).to_vec(),
-                    password: args.get(i + 2).to_vec(),
-                });
+                hello.auth = Some(super::user::credentials(args.get(i + 1), args.get(i + 2))?);
                 i += 3;
             } else if option.eq_ignore_ascii_case(b"SETNAME") && i + 1 < args.len() {
                 hello.name = Some(check_client_name(args.get(i + 1))?);

@@ -7,7 +7,7 @@
 
 use crate::acl::hasher::{NewPassword, MAX_PASSWORD_LEN};
 use crate::acl::{Acl, AclChange, GrantChange, Perms, User, ALL, DEFAULT_USER};
-use crate::catalog::is_valid_name;
+use crate::catalog::{is_valid_name, MAX_NAME_LEN};
 use crate::protocol::{Args, ReplyWriter};
 
 use super::error::printable;
@@ -32,18 +32,36 @@ impl std::fmt::Debug for Credentials {
 /// `AUTH <user> <password>`, `AUTH <password>` (user `default`), `LOGIN <user> <password>`.
 pub fn parse_auth(args: &Args) -> Result<Credentials, CommandError> {
     match args.len() {
-        2 => Ok(Credentials {
-            user: DEFAULT_USER.as_bytes().to_vec(),
-            password: args.get(1).to_vec(),
-        }),
-        3 => Ok(Credentials {
-            user: args.get(1).to_vec(),
-            password: args.get(2).to_vec(),
-        }),
+        2 => credentials(DEFAULT_USER.as_bytes(), args.get(1)),
+        3 => credentials(args.get(1), args.get(2)),
         _ => Err(CommandError::Syntax(
             "expected AUTH <user> <password> or AUTH <password>".into(),
         )),
     }
+}
+
+/// The credentials of a login (AUTH, LOGIN, HELLO ... AUTH), checked by length before they
+/// are copied, MAC'd or hashed: a logged-in client may send a 512 MiB "password", and even
+/// the BLAKE2b MAC of the login cache would stall its shard for a second over that.
+///
+/// A password longer than [`MAX_PASSWORD_LEN`] is refused with a clear error (no stored
+/// password can be that long: CREATE/ALTER USER refuse them). A user name longer than any
+/// valid name is answered `WRONGPASS` at once: no user has it, and the limit is public, so
+/// answering without the dummy argon2 an unknown user gets tells nothing.
+pub fn credentials(user: &[u8], password: &[u8]) -> Result<Credentials, CommandError> {
+    if password.len() > MAX_PASSWORD_LEN {
+        return Err(CommandError::PasswordTooLong {
+            max: MAX_PASSWORD_LEN,
+            got: password.len(),
+        });
+    }
+    if user.len() > MAX_NAME_LEN {
+        return Err(CommandError::WrongPass);
+    }
+    Ok(Credentials {
+        user: user.to_vec(),
+        password: password.to_vec(),
+    })
 }
 
 /// Validates a user name argument.
@@ -63,9 +81,10 @@ pub fn parse_password(raw: &[u8]) -> Result<Vec<u8>, CommandError> {
         ));
     }
     if raw.len() > MAX_PASSWORD_LEN {
-        return Err(CommandError::Syntax(format!(
-            "the password must be at most {MAX_PASSWORD_LEN} bytes"
-        )));
+        return Err(CommandError::PasswordTooLong {
+            max: MAX_PASSWORD_LEN,
+            got: raw.len(),
+        });
     }
     Ok(raw.to_vec())
 }

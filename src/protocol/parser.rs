@@ -14,6 +14,14 @@
 //! allocation is ever sized by a client's claim: the span list grows as arguments actually
 //! arrive.
 //!
+//! # Before login
+//! A connection that has not logged in gets much smaller limits ([`Limits::before_login`]):
+//! bulks of at most [`BEFORE_LOGIN_MAX_BULK_LEN`] bytes and at most [`BEFORE_LOGIN_MAX_ARGS`]
+//! arguments, what `AUTH` and `HELLO ... AUTH ... SETNAME` need and Redis 7's rule for
+//! unauthenticated clients. Anyone who can reach the port could otherwise make the server
+//! buffer a 512 MiB "password" per socket. The connection switches the parser to its normal
+//! limits the moment its login succeeds ([`Parser::set_logged_in`]).
+//!
 //! Owned by one connection, on its shard's thread.
 
 use std::fmt;
@@ -32,6 +40,16 @@ impl Span {
     }
 }
 
+/// Longest bulk string accepted before login. Redis 7 uses the same 16 KiB for
+/// unauthenticated clients: far more than a login needs (a user name is at most 64 bytes, a
+/// password at most `acl::hasher::MAX_PASSWORD_LEN`, 4 KiB), and a thousand sockets that
+/// never log in cost at most a few tens of MiB of read buffers instead of 512 MiB each.
+pub const BEFORE_LOGIN_MAX_BULK_LEN: usize = 16 * 1024;
+
+/// Most arguments in one request before login: `HELLO 3 AUTH <user> <password> SETNAME
+/// <name>` has 7; Redis 7 allows 10 to unauthenticated clients, and so do we.
+pub const BEFORE_LOGIN_MAX_ARGS: usize = 10;
+
 /// Per-request limits, checked while parsing, before any allocation of the claimed size.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
@@ -41,6 +59,19 @@ pub struct Limits {
     pub max_inline_len: usize,
     /// Most arguments in one request (`*<count>` or words on an inline line).
     pub max_args: usize,
+}
+
+impl Limits {
+    /// These limits as they apply before login: never looser than `self`, and at most
+    /// [`BEFORE_LOGIN_MAX_BULK_LEN`] per bulk or inline line and [`BEFORE_LOGIN_MAX_ARGS`]
+    /// arguments.
+    pub fn before_login(self) -> Limits {
+        Limits {
+            max_bulk_len: self.max_bulk_len.min(BEFORE_LOGIN_MAX_BULK_LEN),
+            max_inline_len: self.max_inline_len.min(BEFORE_LOGIN_MAX_BULK_LEN),
+            max_args: self.max_args.min(BEFORE_LOGIN_MAX_ARGS),
+        }
+    }
 }
 
 impl Default for Limits {
@@ -63,12 +94,12 @@ pub struct ProtocolError(ErrorKind);
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ErrorKind {
     InvalidMultibulkLength,
-    TooManyArgs { max: usize },
+    TooManyArgs { max: usize, before_login: bool },
     ExpectedBulk { got: u8 },
     InvalidBulkLength,
-    BulkTooLong { max: usize },
+    BulkTooLong { max: usize, before_login: bool },
     MissingCrlf,
-    InlineTooLong { max: usize },
+    InlineTooLong { max: usize, before_login: bool },
     UnbalancedQuotes,
     NulInInline,
     FrameTooLarge,
@@ -78,20 +109,45 @@ impl fmt::Display for ProtocolError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.0 {
             ErrorKind::InvalidMultibulkLength => write!(f, "invalid multibulk length"),
-            ErrorKind::TooManyArgs { max } => {
-                write!(f, "invalid multibulk length (more than {max} arguments)")
-            }
+            ErrorKind::TooManyArgs {
+                max,
+                before_login: false,
+            } => write!(f, "invalid multibulk length (more than {max} arguments)"),
+            // Redis's words for the same refusal, and ours for why it is so small.
+            ErrorKind::TooManyArgs {
+                max,
+                before_login: true,
+            } => write!(
+                f,
+                "unauthenticated multibulk length (more than {max} arguments before login)"
+            ),
             ErrorKind::ExpectedBulk { got } => {
                 write!(f, "expected '$', got '{}'", got.escape_ascii())
             }
             ErrorKind::InvalidBulkLength => write!(f, "invalid bulk length"),
-            ErrorKind::BulkTooLong { max } => {
-                write!(f, "invalid bulk length (longer than {max} bytes)")
-            }
+            ErrorKind::BulkTooLong {
+                max,
+                before_login: false,
+            } => write!(f, "invalid bulk length (longer than {max} bytes)"),
+            ErrorKind::BulkTooLong {
+                max,
+                before_login: true,
+            } => write!(
+                f,
+                "unauthenticated bulk length (longer than {max} bytes before login)"
+            ),
             ErrorKind::MissingCrlf => write!(f, "expected '\\r\\n' after bulk data"),
-            ErrorKind::InlineTooLong { max } => {
-                write!(f, "too big inline request (more than {max} bytes)")
-            }
+            ErrorKind::InlineTooLong {
+                max,
+                before_login: false,
+            } => write!(f, "too big inline request (more than {max} bytes)"),
+            ErrorKind::InlineTooLong {
+                max,
+                before_login: true,
+            } => write!(
+                f,
+                "too big inline request (more than {max} bytes before login)"
+            ),
             ErrorKind::UnbalancedQuotes => write!(f, "unbalanced quotes in request"),
             ErrorKind::NulInInline => write!(
                 f,
@@ -131,7 +187,12 @@ struct ArrayState {
 /// The request parser of one connection.
 #[derive(Debug)]
 pub struct Parser {
+    /// The limits in force: `logged_in_limits`, or their [`Limits::before_login`] form.
     limits: Limits,
+    /// The connection's configured limits, in force once it has logged in.
+    logged_in_limits: Limits,
+    /// `limits` are the pre-login ones (also says so in the error messages).
+    before_login: bool,
     /// Spans of the request being framed (complete once `parse` returns `Request`).
     spans: Vec<Span>,
     /// `Some` while a RESP array is partly framed.
@@ -139,12 +200,42 @@ pub struct Parser {
 }
 
 impl Parser {
+    /// A parser with `limits` in force (a logged-in connection, or a test).
     pub fn new(limits: Limits) -> Self {
         Parser {
             limits,
+            logged_in_limits: limits,
+            before_login: false,
             spans: Vec::with_capacity(8),
             array: None,
         }
+    }
+
+    /// A parser for a connection that has not logged in yet: [`Limits::before_login`] are in
+    /// force until [`Parser::set_logged_in`] switches to `limits`.
+    pub fn before_login(limits: Limits) -> Self {
+        let mut parser = Parser::new(limits);
+        parser.set_logged_in(false);
+        parser
+    }
+
+    /// Whether the logged-in limits are in force.
+    #[inline]
+    pub fn logged_in(&self) -> bool {
+        !self.before_login
+    }
+
+    /// Switches between the pre-login and the logged-in limits. Also forgets a partly framed
+    /// request (see [`Parser::reset`]): what was framed so far was checked against the old
+    /// limits, so it is framed again under the new ones.
+    pub fn set_logged_in(&mut self, logged_in: bool) {
+        self.before_login = !logged_in;
+        self.limits = if logged_in {
+            self.logged_in_limits
+        } else {
+            self.logged_in_limits.before_login()
+        };
+        self.reset();
     }
 
     /// Forgets a partly framed request, so that the next call frames from scratch at the
@@ -187,6 +278,7 @@ impl Parser {
         if count > self.limits.max_args {
             return Err(ProtocolError(ErrorKind::TooManyArgs {
                 max: self.limits.max_args,
+                before_login: self.before_login,
             }));
         }
         self.spans.clear();
@@ -235,6 +327,7 @@ impl Parser {
                 self.array = None;
                 return Err(ProtocolError(ErrorKind::BulkTooLong {
                     max: self.limits.max_bulk_len,
+                    before_login: self.before_login,
                 }));
             }
             let data_start = state.pos + header.1;
@@ -276,6 +369,7 @@ impl Parser {
             if buf.len() > self.limits.max_inline_len {
                 return Err(ProtocolError(ErrorKind::InlineTooLong {
                     max: self.limits.max_inline_len,
+                    before_login: self.before_login,
                 }));
             }
             return Ok(Parsed::Incomplete);
@@ -287,7 +381,12 @@ impl Parser {
             newline
         };
         self.spans.clear();
-        split_inline(&mut buf[..line_end], &mut self.spans, self.limits.max_args)?;
+        split_inline(
+            &mut buf[..line_end],
+            &mut self.spans,
+            self.limits.max_args,
+            self.before_login,
+        )?;
         if self.spans.is_empty() {
             Ok(Parsed::Skip { consumed })
         } else {
@@ -394,10 +493,12 @@ fn memchr(needle: u8, haystack: &[u8]) -> Option<usize> {
 /// words separated by spaces/tabs; `"double quoted"` words honour `\n \r \t \b \a \\ \" \xHH`;
 /// `'single quoted'` words honour only `\'`; a closing quote must be followed by a space or the
 /// end of the line. Unescaped bytes are written back into `line` in place.
+/// `before_login` only words the error of a line with more than `max_args` words.
 fn split_inline(
     line: &mut [u8],
     spans: &mut Vec<Span>,
     max_args: usize,
+    before_login: bool,
 ) -> Result<(), ProtocolError> {
     let mut read = 0;
     let len = line.len();
@@ -409,7 +510,10 @@ fn split_inline(
             return Ok(());
         }
         if spans.len() == max_args {
-            return Err(ProtocolError(ErrorKind::TooManyArgs { max: max_args }));
+            return Err(ProtocolError(ErrorKind::TooManyArgs {
+                max: max_args,
+                before_login,
+            }));
         }
         // The unescaped word is written starting where its raw text starts.
         let start = read;
@@ -761,6 +865,62 @@ mod tests {
             parser.parse(&mut b"ECHO 1234\n".to_vec()).unwrap(),
             Parsed::Request { .. }
         ));
+    }
+
+    #[test]
+    fn before_login_limits_are_small_and_switch_off_at_login() {
+        let mut parser = Parser::before_login(Limits::default());
+        assert!(!parser.logged_in());
+        let err = parser
+            .parse(&mut b"*3\r\n$4\r\nAUTH\r\n$5\r\nadmin\r\n$16385\r\n".to_vec())
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unauthenticated bulk length (longer than 16384 bytes before login)"
+        );
+        let err = parser.parse(&mut b"*11\r\n".to_vec()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unauthenticated multibulk length (more than 10 arguments before login)"
+        );
+        let err = parser
+            .parse(&mut b"a b c d e f g h i j k\n".to_vec())
+            .unwrap_err();
+        assert!(err.to_string().contains("before login"), "{err}");
+        // At the limits: fine.
+        let mut ten = b"*10\r\n".to_vec();
+        for _ in 0..10 {
+            ten.extend_from_slice(b"$1\r\nx\r\n");
+        }
+        assert!(matches!(
+            parser.parse(&mut ten.clone()).unwrap(),
+            Parsed::Request { .. }
+        ));
+        // A request partly framed before login is framed again, under the new limits.
+        let mut big = b"*2\r\n$4\r\nECHO\r\n$20000\r\n".to_vec();
+        assert!(parser.parse(&mut big[..14].to_vec()).unwrap() == Parsed::Incomplete);
+        parser.set_logged_in(true);
+        assert!(parser.logged_in());
+        assert_eq!(parser.parse(&mut big.clone()).unwrap(), Parsed::Incomplete);
+        big.extend(std::iter::repeat_n(b'v', 20000));
+        big.extend_from_slice(b"\r\n");
+        assert_eq!(
+            parser.parse(&mut big.clone()).unwrap(),
+            Parsed::Request {
+                consumed: big.len()
+            }
+        );
+        // Configured limits below the pre-login caps stay in force before login.
+        let small = Limits {
+            max_bulk_len: 16,
+            max_inline_len: 32,
+            max_args: 4,
+        };
+        let before = small.before_login();
+        assert_eq!(
+            (before.max_bulk_len, before.max_inline_len, before.max_args),
+            (16, 32, 4)
+        );
     }
 
     #[test]

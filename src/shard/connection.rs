@@ -7,6 +7,10 @@
 //! every request takes the next sequence number; while no slot is waiting, a reply is encoded
 //! straight into the output buffer (the common, all-local case costs nothing extra); once a
 //! slot waits for another shard, later replies are parked until it is filled.
+//!
+//! Until its session has a user, a connection's parser runs under the small pre-login limits
+//! ([`Limits::before_login`]); [`Connection::sync_limits`] switches them when the session's
+//! login state changes.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -263,6 +267,11 @@ pub struct Connection {
     pub over_output_limit: bool,
     /// The shard's coarse clock when the connection last read or wrote a byte (idle timeout).
     pub last_active: Instant,
+    /// A poll event said the peer closed its side (or the socket failed), whether or not the
+    /// end of input has been read yet: a short read can leave the EOF unread, and an
+    /// edge-triggered poll reports it only once. Lets the shard drop a connection that waits
+    /// for its login without reading on (see `Shard::service`).
+    pub peer_closed: bool,
 }
 
 impl Connection {
@@ -281,7 +290,7 @@ impl Connection {
             rbuf: Vec::new(),
             rstart: 0,
             rend: 0,
-            parser: Parser::new(limits),
+            parser: Parser::before_login(limits),
             session: Session {
                 id,
                 ..Session::default()
@@ -295,7 +304,16 @@ impl Connection {
             affinity: Affinity::default(),
             over_output_limit: false,
             last_active: now,
+            peer_closed: false,
         }
+    }
+
+    /// Puts the parser's limits in line with the session: the pre-login ones until it has a
+    /// user, its configured ones after. True when they changed, so that requests already
+    /// framed under the old ones must be framed again. One comparison when nothing changed.
+    #[inline]
+    pub fn sync_limits(&mut self) -> bool {
+        sync_limits(&mut self.parser, &self.session)
     }
 
     /// Reads from the socket into the buffer, at most about `budget` bytes. `now` is the
@@ -357,6 +375,18 @@ impl Connection {
     pub fn has_input(&self) -> bool {
         self.rstart < self.rend
     }
+}
+
+/// [`Connection::sync_limits`] on borrowed fields, for callers that hold a borrow of the
+/// connection's read buffer.
+#[inline]
+pub fn sync_limits(parser: &mut Parser, session: &Session) -> bool {
+    let logged_in = session.user.is_some();
+    if logged_in == parser.logged_in() {
+        return false;
+    }
+    parser.set_logged_in(logged_in);
+    true
 }
 
 #[cfg(test)]

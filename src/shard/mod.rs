@@ -33,13 +33,19 @@
 //! Every request is checked against the session's user, as of this shard's own copy of the
 //! ACL, before it is routed ([`crate::command::access`]); a forwarded request was allowed by
 //! the shard that forwarded it. Password checks never run here: they go to the hasher pool
-//! ([`crate::acl::hasher`]) while the connection waits behind a barrier.
+//! ([`crate::acl::hasher`]) while the connection waits behind a barrier, holding one of the
+//! pool's bounded login slots (none free: `-ERR too many logins in progress` at once). A
+//! connection whose peer hangs up while its login is checked is closed at once, unanswered,
+//! which frees its client slot and cancels its check; failed logins are logged at most once a
+//! second per shard, with a count of the rest.
 //! A connection moved to another shard carries its session (and so its user) with it; it
 //! never moves while a login or a change is pending (the barrier is up).
 //!
 //! # What bounds a connection's memory
 //! - Input: a request is at most `max-bulk-len` per argument and `max-args` arguments (the
-//!   parser refuses more before the bytes arrive), and reading pauses (below).
+//!   parser refuses more before the bytes arrive), and reading pauses (below). Before login
+//!   both are much smaller (16 KiB and 10, see [`crate::protocol::parser`]), and the switch
+//!   to the configured limits happens between two requests, the moment a login succeeds.
 //! - Requests waiting for other shards: at most [`MAX_IN_FLIGHT`]; reading pauses past it.
 //! - Output: reading pauses while [`OUTPUT_HIGH_WATER`] bytes are unwritten, so a client that
 //!   pipelines without reading costs little. What can still pile up is replies already on
@@ -60,7 +66,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::acl::hasher::{Hasher, Job, LoginCache};
+use crate::acl::hasher::{Hasher, LoginCache};
 use crate::acl::{Acl, User};
 use crate::catalog::Catalog;
 use crate::command::access::authorize;
@@ -252,6 +258,8 @@ struct Core {
     /// Logins this shard has seen succeed, so a reconnecting client is answered without the
     /// hasher pool (see [`crate::acl::hasher`] for what it holds and why that is acceptable).
     login_cache: LoginCache,
+    /// The failed-login log line, at most one a second.
+    failed_logins: FailedLoginLog,
     /// Partition name -> the partition itself (local) or its shard: one hash lookup routes a
     /// request and, when local, finds its table.
     routes: Routes,
@@ -338,6 +346,7 @@ impl Shard {
             catalog: Arc::new(Catalog::default()),
             acl,
             login_cache: LoginCache::new(),
+            failed_logins: FailedLoginLog::new(now),
             routes: Routes::default(),
             outboxes: (0..shards).map(|_| RequestBatch::default()).collect(),
             reply_outboxes: (0..shards).map(|_| ReplyBatch::default()).collect(),
@@ -376,17 +385,18 @@ impl Shard {
             } else if persist_timeout == Some(Duration::ZERO) {
                 Some(Duration::ZERO)
             } else if self.mailbox.prepare_to_sleep() {
-                // Idle: sleep until an event, the next idle sweep (when it is on), or the
-                // next persistence timer, whichever comes first.
-                let sweep = self.core.idle_timeout.map(|_| {
-                    self.core
-                        .next_sweep
-                        .saturating_duration_since(Instant::now())
-                });
-                match (sweep, persist_timeout) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                }
+                // Idle: sleep until an event, the next idle sweep (when it is on), the next
+                // persistence timer, or the count of unlogged failed logins is due,
+                // whichever comes first.
+                let now = Instant::now();
+                let sweep = self
+                    .core
+                    .idle_timeout
+                    .map(|_| self.core.next_sweep.saturating_duration_since(now));
+                [sweep, persist_timeout, self.core.failed_logins.due_in(now)]
+                    .into_iter()
+                    .flatten()
+                    .min()
             } else {
                 Some(Duration::ZERO)
             };
@@ -406,6 +416,11 @@ impl Shard {
                 let index = token.0;
                 if !self.conns.contains(index) {
                     continue; // closed earlier in this pass
+                }
+                if event.is_read_closed() || event.is_error() {
+                    if let Some(conn) = self.conns.get_mut(index) {
+                        conn.peer_closed = true;
+                    }
                 }
                 if event.is_readable() || event.is_read_closed() || event.is_error() {
                     self.service(index);
@@ -428,6 +443,7 @@ impl Shard {
             if self.core.idle_timeout.is_some() && self.core.now >= self.core.next_sweep {
                 self.close_idle();
             }
+            self.core.failed_logins.flush(self.core.now, self.core.id);
 
             if self.core.draining {
                 let started = *drain_started.get_or_insert_with(Instant::now);
@@ -461,6 +477,15 @@ impl Shard {
             conn.input_closed = true;
         }
         self.core.process_input(conn);
+        // A peer that hung up while its login is checked is dropped now, unanswered: that
+        // frees its client slot and cancels its argon2 job (a flood of connect, AUTH, close
+        // would otherwise keep thousands of both). Other requests of a half-closed peer are
+        // still answered (below).
+        if (conn.peer_closed || conn.input_closed) && conn.session.pending_login.is_some() {
+            log::debug!("{} hung up while its login was checked", conn.peer);
+            self.close(index);
+            return;
+        }
         if !conn.closing {
             if is_paused(conn) {
                 // Requests may wait in the buffer or the socket, and an edge-triggered poll
@@ -704,7 +729,11 @@ impl Shard {
         if conn.conn_ref != reply_to.conn {
             return;
         }
-        let Some(PendingLogin { user, mac, hello }) = conn.session.pending_login.take() else {
+        // Dropping the pending login (its ticket) at the end frees its slot in the pool.
+        let Some(PendingLogin {
+            user, mac, hello, ..
+        }) = conn.session.pending_login.take()
+        else {
             return;
         };
         // The user must still be the one whose hash was checked: dropped and re-created, or
@@ -727,19 +756,23 @@ impl Shard {
             None => {
                 conn.session.auth_failures += 1;
                 let failures = conn.session.auth_failures;
-                log::warn!(
-                    "failed login as '{}' from {} ({failures} in a row)",
-                    log_safe(&user),
-                    conn.peer
-                );
                 CommandError::WrongPass.write_to(&mut w);
-                if failures >= MAX_AUTH_FAILURES {
-                    log::warn!(
-                        "closing the connection from {}: {failures} failed logins in a row",
-                        conn.peer
-                    );
+                let closing = failures >= MAX_AUTH_FAILURES;
+                if closing {
                     conn.closing = true;
                 }
+                self.core.failed_logins.failed(self.core.now, || {
+                    format!(
+                        "failed login as '{}' from {} ({failures} in a row{})",
+                        log_safe(&user),
+                        conn.peer,
+                        if closing {
+                            ", closing the connection"
+                        } else {
+                            ""
+                        }
+                    )
+                });
             }
         }
         conn.replies.fill(reply_to.seq, &reply);
@@ -928,6 +961,58 @@ impl Shard {
     }
 }
 
+/// How often a shard logs a failed login: a flood of wrong passwords would otherwise write a
+/// WARN line per attempt (tens of thousands a second), drowning everything else in the log.
+const FAILED_LOGIN_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The failed-login WARN line of one shard, at most one per [`FAILED_LOGIN_LOG_INTERVAL`]:
+/// the first failure of an interval is logged in full, the others are counted and the count
+/// is logged with the next line (or on its own once the interval is over).
+struct FailedLoginLog {
+    /// No line before this.
+    next_line: Instant,
+    /// Failures since the last line that were not logged.
+    suppressed: u64,
+}
+
+impl FailedLoginLog {
+    fn new(now: Instant) -> Self {
+        FailedLoginLog {
+            next_line: now,
+            suppressed: 0,
+        }
+    }
+
+    /// A login failed; `line` says how (built only when it is logged).
+    fn failed(&mut self, now: Instant, line: impl FnOnce() -> String) {
+        if now < self.next_line {
+            self.suppressed += 1;
+            return;
+        }
+        let line = line();
+        match std::mem::take(&mut self.suppressed) {
+            0 => log::warn!("{line}"),
+            n => log::warn!("{line}; {n} more failed logins before it not logged"),
+        }
+        self.next_line = now + FAILED_LOGIN_LOG_INTERVAL;
+    }
+
+    /// How long until [`FailedLoginLog::flush`] has a count to log, if it will.
+    fn due_in(&self, now: Instant) -> Option<Duration> {
+        (self.suppressed > 0).then(|| self.next_line.saturating_duration_since(now))
+    }
+
+    /// Once a pass: logs the count of an interval that is over (one comparison otherwise).
+    #[inline]
+    fn flush(&mut self, now: Instant, shard: usize) {
+        if self.suppressed > 0 && now >= self.next_line {
+            let n = std::mem::take(&mut self.suppressed);
+            log::warn!("shard {shard}: {n} more failed logins not logged one by one");
+            self.next_line = now + FAILED_LOGIN_LOG_INTERVAL;
+        }
+    }
+}
+
 /// The connection's user no longer exists as it logged in (dropped, or dropped and
 /// re-created: a new user is a new id).
 fn user_gone(acl: &Acl, conn: &Connection) -> bool {
@@ -993,7 +1078,9 @@ impl Core {
             && !is_paused(conn)
             && conn.has_input()
         {
-            // 1. Frame.
+            // 1. Frame, under the limits of the session as it is now (pre-login ones until a
+            // login has succeeded).
+            conn.sync_limits();
             batch.clear();
             let base = conn.rstart;
             let mut offset = 0;
@@ -1067,6 +1154,13 @@ impl Core {
                         }
                         if conn.session.close_after_reply {
                             conn.closing = true;
+                        }
+                        // A login answered at once (the login cache) lifts the pre-login
+                        // limits: the frames behind it were framed under those, so they are
+                        // framed again (one that was refused may be fine now).
+                        if connection::sync_limits(&mut conn.parser, &conn.session) {
+                            conn.rstart = base + frame.end;
+                            continue 'batches;
                         }
                     }
                     FrameKind::Skip => {}
@@ -1268,11 +1362,7 @@ impl Core {
                             // Hashed on the pool, which then hands the change to the
                             // coordinator itself.
                             CoordinatorWork::HashThen(password, then) => {
-                                self.shared.hasher.submit(Job::Hash {
-                                    reply_to,
-                                    password,
-                                    then,
-                                })
+                                self.shared.hasher.hash_then(reply_to, password, then)
                             }
                         }
                     }
@@ -1295,6 +1385,7 @@ impl Core {
                     user: c.user.clone(),
                     mac: None,
                     hello: None,
+                    ticket: None,
                 };
                 (c, pending)
             })),
@@ -1304,6 +1395,7 @@ impl Core {
                         user: c.user.clone(),
                         mac: None,
                         hello: Some(hello),
+                        ticket: None,
                     };
                     Ok((c, pending))
                 }),
@@ -1338,19 +1430,35 @@ impl Core {
                 return;
             }
         }
+        // Past the pool's bound the answer is "try again later", at once: no barrier, no
+        // slot, nothing queued.
+        let ticket = match self.shared.hasher.reserve_login() {
+            Ok(ticket) => ticket,
+            Err(e) => {
+                replies.push_ready(session.protocol, |w| e.write_to(w));
+                return;
+            }
+        };
         let seq = replies.push_waiting();
+        let reply_to = ReplyTo {
+            shard: self.id,
+            conn: conn_ref,
+            seq,
+        };
+        let (user_id, hash) = (user.map_or(0, |u| u.id), user.map(|u| u.hash.clone()));
+        if let Err(e) =
+            self.shared
+                .hasher
+                .verify(&ticket, reply_to, user_id, hash, credentials.password)
+        {
+            let mut reply = Vec::new();
+            e.write_to(&mut ReplyWriter::new(&mut reply, session.protocol));
+            replies.fill(seq, &reply);
+            return;
+        }
         *barrier = true;
+        pending.ticket = Some(ticket);
         session.pending_login = Some(pending);
-        self.shared.hasher.submit(Job::Verify {
-            reply_to: ReplyTo {
-                shard: self.id,
-                conn: conn_ref,
-                seq,
-            },
-            user_id: user.map_or(0, |u| u.id),
-            hash: user.map(|u| u.hash.clone()),
-            password: credentials.password,
-        });
     }
 
     /// Executes a batch of requests another shard forwarded; replies go back in one batch.
