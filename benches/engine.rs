@@ -222,7 +222,7 @@ fn cross_shard(c: &mut Criterion) {
                     replies.replies.push(gokv::shard::mailbox::ForwardedReply {
                         conn: r.conn,
                         seq: r.seq,
-                        end: replies.buf.len() as u32,
+                        end: replies.buf.len() as u64,
                         over_output_limit: false,
                     });
                 }
@@ -252,6 +252,12 @@ fn cross_shard(c: &mut Criterion) {
                     Protocol::Resp2,
                     CommandId::Get,
                     &Args::new(&buf, &spans),
+                    gokv::shard::mailbox::Approval {
+                        partition: 0,
+                        acl_version: 0,
+                        user: 0,
+                        max_reply: u64::MAX,
+                    },
                 );
             }
             handle_b.send(Message::Requests(batch));

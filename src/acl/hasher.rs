@@ -45,7 +45,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::AclChange;
 use crate::command::CommandError;
-use crate::shard::mailbox::{Change, Message, ReplyTo, ShardHandle};
+use crate::shard::mailbox::{Approved, Change, Message, ReplyTo, ShardHandle};
 use crate::shard::COORDINATOR;
 
 /// argon2id with 19 MiB of memory, 2 passes, 1 lane: OWASP's first recommended setting for
@@ -118,6 +118,8 @@ pub enum Job {
         reply_to: ReplyTo,
         password: Vec<u8>,
         then: NewPassword,
+        /// Passed on to the coordinator with the change.
+        by: Approved,
     },
 }
 
@@ -283,6 +285,7 @@ fn run(inbox: Receiver<Job>, shards: Vec<ShardHandle>) {
                 reply_to,
                 password,
                 then,
+                by,
             } => match hash_password(&password) {
                 Ok(hash) => {
                     let change = match then {
@@ -292,6 +295,7 @@ fn run(inbox: Receiver<Job>, shards: Vec<ShardHandle>) {
                     shards[COORDINATOR].send(Message::Change {
                         reply_to,
                         change: Change::Acl(change),
+                        by,
                     });
                 }
                 Err(e) => {
