@@ -1,18 +1,26 @@
 //! Criterion benchmarks for the pieces on every request's path: the parser, the reply
-//! encoder, the partition store, and a cross-shard round trip over the mailbox.
+//! encoder, the partition store, and a cross-shard round trip through a real shard's
+//! forwarding code (its inbox, `execute_forwarded` and reply batch; no sockets).
 //!
 //! Run: `cargo bench --bench engine` (results in target/criterion). These are for comparing
 //! before/after a change on one machine; they never run as timed tests in CI.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use gokv::acl::hasher::Hasher;
+use gokv::acl::Acl;
+use gokv::catalog::{Catalog, PartitionMeta};
 use gokv::command::data::{self, DataLimits};
-use gokv::command::CommandId;
+use gokv::command::{lookup, CommandId};
+use gokv::config::Config;
+use gokv::metrics::ServerMetrics;
 use gokv::protocol::{Args, Limits, Parsed, Parser, Protocol, ReplyWriter, Span};
-use gokv::shard::mailbox::{ConnRef, Mailbox, Message, RequestBatch};
-use gokv::store::{MemoryBudget, Partition, Schema};
+use gokv::shard::mailbox::{Approval, ConnRef, Mailbox, Message, RequestBatch, ShardHandle};
+use gokv::shard::{Shard, Shared, Shutdown};
+use gokv::store::{MemoryBudget, Partition, PersistMode, Schema};
 
 /// 16 pipelined `GET bench key:NNNNNNNNNNNN` requests, as redis-benchmark -P 16 sends them.
 fn pipeline(n: usize) -> Vec<u8> {
@@ -187,89 +195,121 @@ fn store(c: &mut Criterion) {
     group.finish();
 }
 
-/// A batch of 16 requests to another thread and back through two mailboxes, as a forwarded
-/// pipeline travels (without the sockets): the cost the cross-shard hop adds.
-fn cross_shard(c: &mut Criterion) {
-    let poll_a = mio::Poll::new().expect("poll");
-    let poll_b = mio::Poll::new().expect("poll");
-    let (inbox_a, handle_a) = Mailbox::new(poll_a.registry(), mio::Token(0)).expect("mailbox");
-    let (inbox_b, handle_b) = Mailbox::new(poll_b.registry(), mio::Token(0)).expect("mailbox");
-    let remote = std::thread::spawn(move || {
-        let mut partition = Partition::new(Schema::String, Arc::default());
-        let limits = DataLimits {
-            max_key_len: 1 << 16,
-            memory: MemoryBudget::unlimited(),
-            max_reply: usize::MAX,
+/// One batch of forwarded requests, sent as shard 1 to `shard` (shard 0), and its replies.
+fn round_trip(
+    shard: &ShardHandle,
+    inbox: &Mailbox,
+    poll: &mut mio::Poll,
+    events: &mut mio::Events,
+    requests: &[(Vec<u8>, Vec<Span>)],
+) -> usize {
+    let mut batch = RequestBatch {
+        from: 1,
+        ..RequestBatch::default()
+    };
+    for (seq, (buf, spans)) in requests.iter().enumerate() {
+        let args = Args::new(buf, spans);
+        let command = lookup(&args).expect("a known command").id;
+        // As shard 1's dispatch approves it: partition `bench` (id 1), ACL version 0 (the
+        // shard's own, so it is not authorized again), room for any reply.
+        let approval = Approval {
+            partition: 1,
+            acl_version: 0,
+            user: 0,
+            max_reply: u64::MAX,
         };
-        let mut events = mio::Events::with_capacity(8);
-        let mut poll_b = poll_b;
-        loop {
-            while let Some(message) = inbox_b.try_recv() {
-                let Message::Requests(batch) = message else {
-                    return;
-                };
-                let mut replies = gokv::shard::mailbox::ReplyBatch::default();
-                for r in &batch.requests {
-                    let mut w = ReplyWriter::new(&mut replies.buf, r.protocol);
-                    let _ = data::execute(
-                        r.command,
-                        &batch.args(r),
-                        &mut partition,
-                        None,
-                        limits,
-                        &mut w,
-                    );
-                    replies.replies.push(gokv::shard::mailbox::ForwardedReply {
-                        conn: r.conn,
-                        seq: r.seq,
-                        end: replies.buf.len() as u32,
-                        over_output_limit: false,
-                    });
-                }
-                handle_a.send(Message::Replies(replies));
-            }
-            if inbox_b.prepare_to_sleep() {
-                let _ = poll_b.poll(&mut events, Some(Duration::from_millis(100)));
-            }
-            inbox_b.woke_up();
+        let conn = ConnRef {
+            index: 0,
+            generation: 0,
+        };
+        batch.push(conn, seq as u64, Protocol::Resp2, command, &args, approval);
+    }
+    shard.send(Message::Requests(batch));
+    loop {
+        if let Some(Message::Replies(r)) = inbox.try_recv() {
+            return r.replies.len();
         }
+        if inbox.prepare_to_sleep() {
+            let _ = poll.poll(events, Some(Duration::from_millis(100)));
+        }
+        inbox.woke_up();
+    }
+}
+
+/// A batch of 16 GETs through the real forwarding code, without the sockets: a real shard
+/// (`Shard::run`, shard 0, owning partition `bench`) takes the batch from its inbox, runs it
+/// as it runs any other shard's requests (`execute_forwarded`: checks, prefetch, execution,
+/// reply batch, commit, `flush_outboxes`), and this thread plays shard 1, which sent it and
+/// waits for the replies. The cost the cross-shard hop adds, as the server pays it.
+fn cross_shard(c: &mut Criterion) {
+    let (poll_0, inbox_0, handle_0) = Shard::create().expect("shard 0");
+    let (mut poll_1, inbox_1, handle_1) = Shard::create().expect("shard 1");
+    let handles = vec![handle_0.clone(), handle_1];
+    let acceptor_poll = mio::Poll::new().expect("poll");
+    let acceptor =
+        Arc::new(mio::Waker::new(acceptor_poll.registry(), mio::Token(0)).expect("waker"));
+    let shutdown = Arc::new(Shutdown::new(handles.clone(), acceptor));
+    let shared = Arc::new(Shared {
+        config: Arc::new(Config::default()),
+        metrics: Arc::new(ServerMetrics::new(2)),
+        shards: handles.clone(),
+        shutdown: shutdown.clone(),
+        clients: Arc::new(AtomicUsize::new(0)),
+        next_client_id: AtomicU64::new(1),
+        hasher: Hasher::start(1, handles).expect("hasher"),
     });
-    let (buf, spans) = request(&[b"GET", b"bench", b"key:000000000001"]);
+    let catalog = Arc::new(Catalog::default().with_partition(PartitionMeta {
+        name: "bench".into(),
+        id: 1,
+        shard: 0,
+        schema: Schema::String,
+        persist: PersistMode::Memory,
+        created_ms: 0,
+        stats: Arc::default(),
+    }));
+    // Never joined: a shard's shutdown waits for every shard to drain, and shard 1 is this
+    // thread; it ends with the process.
+    std::thread::spawn(move || {
+        Shard::new(
+            0,
+            poll_0,
+            inbox_0,
+            shared,
+            catalog,
+            Arc::new(Acl::default()),
+            gokv::shard::coordinator::Resume {
+                next_partition_id: 2,
+                ..Default::default()
+            },
+        )
+        .expect("shard 0 starts")
+        .run()
+    });
     let mut events = mio::Events::with_capacity(8);
-    let mut poll_a = poll_a;
+    let set = [request(&[
+        b"SET",
+        b"bench",
+        b"key:000000000001",
+        &[b'v'; 32],
+    ])];
+    let gets = vec![request(&[b"GET", b"bench", b"key:000000000001"]); 16];
+    let stored = round_trip(&handle_0, &inbox_1, &mut poll_1, &mut events, &set);
+    assert_eq!(stored, 1);
     let mut group = c.benchmark_group("cross_shard");
     group.throughput(Throughput::Elements(16));
     group.bench_function("round_trip_batch_of_16", |b| {
         b.iter(|| {
-            let mut batch = RequestBatch::default();
-            for seq in 0..16 {
-                batch.push(
-                    ConnRef {
-                        index: 0,
-                        generation: 0,
-                    },
-                    seq,
-                    Protocol::Resp2,
-                    CommandId::Get,
-                    &Args::new(&buf, &spans),
-                );
-            }
-            handle_b.send(Message::Requests(batch));
-            loop {
-                if let Some(Message::Replies(r)) = inbox_a.try_recv() {
-                    black_box(r.replies.len());
-                    break;
-                }
-                if inbox_a.prepare_to_sleep() {
-                    let _ = poll_a.poll(&mut events, Some(Duration::from_millis(100)));
-                }
-                inbox_a.woke_up();
-            }
+            black_box(round_trip(
+                &handle_0,
+                &inbox_1,
+                &mut poll_1,
+                &mut events,
+                &gets,
+            ))
         })
     });
     group.finish();
-    handle_b.send(Message::Shutdown);
-    let _ = remote.join();
+    shutdown.request();
 }
 
 criterion_group!(benches, parser, replies, store, cross_shard);

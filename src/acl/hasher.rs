@@ -58,7 +58,7 @@ use blake2::Blake2bMac;
 
 use super::AclChange;
 use crate::command::CommandError;
-use crate::shard::mailbox::{Change, Message, ReplyTo, ShardHandle};
+use crate::shard::mailbox::{Approved, Change, Message, ReplyTo, ShardHandle};
 use crate::shard::COORDINATOR;
 
 /// argon2id with 19 MiB of memory, 2 passes, 1 lane: OWASP's first recommended setting for
@@ -147,6 +147,8 @@ enum Job {
         reply_to: ReplyTo,
         password: Vec<u8>,
         then: NewPassword,
+        /// Passed on to the coordinator with the change.
+        by: Approved,
     },
 }
 
@@ -250,12 +252,13 @@ impl Hasher {
 
     /// Queues the hashing of a new password, which then goes to the coordinator as `then`
     /// (never blocks on hashing; ahead of every login).
-    pub fn hash_then(&self, reply_to: ReplyTo, password: Vec<u8>, then: NewPassword) {
+    pub fn hash_then(&self, reply_to: ReplyTo, password: Vec<u8>, then: NewPassword, by: Approved) {
         let (lock, wake) = &*self.queues;
         lock_queues(lock).changes.push_back(Job::Hash {
             reply_to,
             password,
             then,
+            by,
         });
         wake.notify_one();
     }
@@ -425,6 +428,7 @@ fn run(queues: &(Mutex<Queues>, Condvar), shards: Vec<ShardHandle>) {
                 reply_to,
                 password,
                 then,
+                by,
             } => match hash_password(&password) {
                 Ok(hash) => {
                     let change = match then {
@@ -434,6 +438,7 @@ fn run(queues: &(Mutex<Queues>, Condvar), shards: Vec<ShardHandle>) {
                     shards[COORDINATOR].send(Message::Change {
                         reply_to,
                         change: Change::Acl(change),
+                        by,
                     });
                 }
                 Err(e) => {
@@ -522,10 +527,13 @@ mod tests {
         assert_eq!(pool.pending.load(Ordering::Relaxed), 4);
         pool.verify(&live[0], reply_to(9999), 1, None, b"pw".to_vec())
             .unwrap();
+        let spans = [crate::protocol::Span { start: 0, end: 5 }];
+        let by = Approved::new(1, 1, &crate::protocol::Args::new(b"ALTER", &spans));
         pool.hash_then(
             reply_to(7),
             b"new".to_vec(),
             NewPassword::SetPassword("u".into()),
+            by,
         );
         // The change first, then the live logins in their order.
         let mut order = Vec::new();

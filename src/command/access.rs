@@ -2,8 +2,10 @@
 //!
 //! [`authorize`] is a pure function of the command table row, the arguments, the session's
 //! user (as of the shard's ACL copy) and the shard's catalog copy. The connection's shard calls
-//! it before routing, so a request forwarded to another shard, or a change sent to the
-//! coordinator, has already been allowed: no other thread ever checks permissions.
+//! it before routing. A request forwarded to another shard, or a change sent to the
+//! coordinator, was allowed there; the owner (or the coordinator) calls it again only when
+//! its ACL moved on since (a REVOKE or DROP USER answered meanwhile), see
+//! `shard::Core::execute_forwarded` and `shard::coordinator`.
 //!
 //! Default deny: before login only [`Permission::Open`] commands run (`NOAUTH` otherwise);
 //! after it, a user holds nothing but what was granted.

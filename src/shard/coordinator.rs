@@ -9,6 +9,12 @@
 //! on any shard, and a revoked grant is gone everywhere before REVOKE answers `+OK`.
 //! Changes are applied one at a time, in arrival order.
 //!
+//! A change was authorized by the connection's shard, under its ACL version of that moment.
+//! It can reach the front of the queue after a REVOKE or DROP USER that took that right away
+//! has answered `+OK` (the sending shard acknowledges a version before its outboxes leave, and
+//! changes queue here). So a change approved under an older ACL version than the one held
+//! here is authorized again against it, with the same check as at dispatch, before it runs.
+//!
 //! Persisting blocks shard 0 for a write and two fsyncs; user changes are rare enough that
 //! this is cheaper than a dedicated I/O thread.
 //!
@@ -44,7 +50,10 @@ use crate::persist::catalog_file::{self, Revoked};
 use crate::persist::PartitionLog;
 use crate::store::PersistMode;
 
-use super::mailbox::{Change, Message, ReplyTo, ShardHandle};
+use crate::command::access::authorize;
+use crate::command::lookup;
+
+use super::mailbox::{Approved, Change, Message, ReplyTo, ShardHandle};
 
 /// The change whose broadcast is being acknowledged.
 struct InFlight {
@@ -82,7 +91,7 @@ pub struct Coordinator {
     data_dir: PathBuf,
     /// Counts broadcasts; what shards acknowledge.
     epoch: u64,
-    queue: VecDeque<(ReplyTo, Change)>,
+    queue: VecDeque<(ReplyTo, Change, Approved)>,
     in_flight: Option<InFlight>,
     /// Never reused, even after a restart (it is in the catalog file), so a partition's files
     /// can never be mistaken for a dropped predecessor's.
@@ -115,8 +124,14 @@ impl Coordinator {
     }
 
     /// Queues a change and starts it if nothing else is in flight.
-    pub fn submit(&mut self, reply_to: ReplyTo, change: Change, shards: &[ShardHandle]) {
-        self.queue.push_back((reply_to, change));
+    pub fn submit(
+        &mut self,
+        reply_to: ReplyTo,
+        change: Change,
+        by: Approved,
+        shards: &[ShardHandle],
+    ) {
+        self.queue.push_back((reply_to, change, by));
         self.start_next(shards);
     }
 
@@ -142,10 +157,12 @@ impl Coordinator {
 
     fn start_next(&mut self, shards: &[ShardHandle]) {
         while self.in_flight.is_none() {
-            let Some((reply_to, change)) = self.queue.pop_front() else {
+            let Some((reply_to, change, by)) = self.queue.pop_front() else {
                 return;
             };
-            let planned = self.plan(&change, shards.len());
+            let planned = self
+                .authorize_again(&by)
+                .and_then(|()| self.plan(&change, shards.len()));
             match planned {
                 Err(e) => shards[reply_to.shard].send(Message::ChangeDone {
                     reply_to,
@@ -180,6 +197,19 @@ impl Coordinator {
                 }
             }
         }
+    }
+
+    /// Checks a change again when the ACL moved since the connection's shard approved it: a
+    /// REVOKE or DROP USER answered `+OK` while the change was on its way (in the sender's
+    /// outbox, or queued here) takes it back. The same check as at dispatch, against the
+    /// ACL and catalog this coordinator holds, which are the newest there are.
+    fn authorize_again(&self, by: &Approved) -> Result<(), CommandError> {
+        if by.acl_version >= self.acl.version {
+            return Ok(());
+        }
+        let user = self.acl.users.values().find(|u| u.id == by.user);
+        let args = by.args();
+        authorize(lookup(&args)?, &args, user.map(|u| &**u), &self.catalog)
     }
 
     /// The next catalog and/or ACL for `change` (`None`: unchanged), already in the files a

@@ -232,7 +232,7 @@ fn replace_reply(batch: &mut ReplyBatch, index: usize, reply: &[u8]) {
             buf.extend_from_slice(&batch.buf[start..end]);
         }
         start = end;
-        r.end = buf.len() as u32;
+        r.end = buf.len() as u64;
     }
     batch.buf = buf;
 }
@@ -545,7 +545,7 @@ mod tests {
             batch.replies.push(ForwardedReply {
                 conn,
                 seq: batch.replies.len() as u64,
-                end: batch.buf.len() as u32,
+                end: batch.buf.len() as u64,
                 over_output_limit: false,
             });
         }

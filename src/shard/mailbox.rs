@@ -10,6 +10,16 @@
 //! collects them in one [`RequestBatch`] per destination during its poll pass and sends each
 //! batch at the end of the pass (one message, at most one wake per destination per pass). The
 //! destination answers with one [`ReplyBatch`].
+//!
+//! Offsets inside a batch are `u64` where the batch can pass 4 GiB (a reply's end), and
+//! `u32` only where one request bounds them (an argument's span, counted from its request's
+//! start). A reply batch is also capped per pass ([`REPLY_BATCH_BYTES`]): past it, the rest
+//! of the requests wait for the owner's next pass, so no pass builds gigabytes for one shard.
+//!
+//! A forwarded request carries the partition id, ACL version and user it was approved under,
+//! so that the owner never runs it against a partition or grants that changed since: see
+//! `Core::execute_forwarded` in `shard/mod.rs` for why that, and not a later acknowledgement
+//! of the new version, is what makes REVOKE and DROP final.
 
 use std::sync::atomic::{fence, AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
@@ -59,8 +69,12 @@ pub enum Message {
     /// Replies to requests this shard forwarded.
     Replies(ReplyBatch),
     /// To the coordinator: please change the catalog or the ACL, answer `reply_to` when every
-    /// shard has the new version.
-    Change { reply_to: ReplyTo, change: Change },
+    /// shard has the new version. `by` is how the connection's shard approved it.
+    Change {
+        reply_to: ReplyTo,
+        change: Change,
+        by: Approved,
+    },
     /// From the coordinator: the current catalog and ACL (either or both new); acknowledge
     /// with `UpdateAck`.
     Update {
@@ -87,16 +101,82 @@ pub enum Message {
     Shutdown,
 }
 
+/// A coordinator command as the connection's shard approved it: the user (`User::id`), the
+/// ACL version it was authorized under, and a copy of its arguments. The change waits in the
+/// sender's outbox and in the coordinator's queue; if a REVOKE or DROP USER was answered
+/// meanwhile, the coordinator authorizes it again against the ACL it now holds.
+#[derive(Debug)]
+pub struct Approved {
+    pub user: u64,
+    pub acl_version: u64,
+    buf: Vec<u8>,
+    spans: Vec<Span>,
+}
+
+impl Approved {
+    pub fn new(user: u64, acl_version: u64, args: &Args) -> Approved {
+        let mut buf = Vec::new();
+        let mut spans = Vec::with_capacity(args.len());
+        for arg in args.iter() {
+            // A copy of one parsed request: its offsets fit a `u32` as the parser's did.
+            let start = buf.len() as u32;
+            buf.extend_from_slice(arg);
+            spans.push(Span {
+                start,
+                end: buf.len() as u32,
+            });
+        }
+        Approved {
+            user,
+            acl_version,
+            buf,
+            spans,
+        }
+    }
+
+    /// The request's arguments, as sent.
+    pub fn args(&self) -> Args<'_> {
+        Args::new(&self.buf, &self.spans)
+    }
+}
+
 /// One forwarded request inside a [`RequestBatch`].
+///
+/// Besides where its reply goes, it carries what the owner needs to run it as the sender
+/// approved it, and no further: the partition's id (not only its name), the ACL version and
+/// the user it was authorized under, and what was left of the client's output limit.
 #[derive(Clone, Copy, Debug)]
 pub struct ForwardedRequest {
     pub conn: ConnRef,
     pub seq: u64,
     pub protocol: Protocol,
     pub command: CommandId,
-    /// This request's arguments: `spans[first_span..first_span + argc]` of the batch.
-    pub first_span: u32,
+    /// Where this request's arguments start in the batch's `buf`. Its spans count from here:
+    /// a batch may pass 4 GiB, one request never does (see [`RequestBatch::push`]).
+    pub base: u64,
+    /// This request's arguments: `spans[first_span..first_span + argc]` of the batch (a
+    /// `u64`, like `base`: a batch's argument count is not bounded by one request).
+    pub first_span: u64,
     pub argc: u32,
+    /// The id of the partition the sender routed it to. A name dropped and created again is
+    /// a new id: the owner answers `-NOPARTITION` rather than run it on the new partition.
+    pub partition: u64,
+    /// The sender's ACL version when it authorized the request, and the user it ran as
+    /// (`User::id`). The owner authorizes again only when its own version is newer.
+    pub acl_version: u64,
+    pub user: u64,
+    /// What was left of the client's output limit when the request left: the owner builds no
+    /// reply past it (`over_output_limit`), as a local read would not.
+    pub max_reply: u64,
+}
+
+/// What the sender decided about a request, carried with it (see [`ForwardedRequest`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Approval {
+    pub partition: u64,
+    pub acl_version: u64,
+    pub user: u64,
+    pub max_reply: u64,
 }
 
 /// Requests from one shard to another, collected during one poll pass.
@@ -105,6 +185,7 @@ pub struct RequestBatch {
     pub from: usize,
     /// All arguments of all requests, back to back.
     pub buf: Vec<u8>,
+    /// Each request's spans, relative to its own `base` in `buf`.
     pub spans: Vec<Span>,
     pub requests: Vec<ForwardedRequest>,
 }
@@ -118,14 +199,18 @@ impl RequestBatch {
         protocol: Protocol,
         command: CommandId,
         args: &Args,
+        approval: Approval,
     ) {
-        let first_span = self.spans.len() as u32;
+        let first_span = self.spans.len() as u64;
+        let base = self.buf.len();
         for arg in args.iter() {
-            let start = self.buf.len() as u32;
+            // Offsets from the request's own base fit a `u32`: its arguments, back to back,
+            // are shorter than the parsed request they came from, whose spans are `u32`s.
+            let start = (self.buf.len() - base) as u32;
             self.buf.extend_from_slice(arg);
             self.spans.push(Span {
                 start,
-                end: self.buf.len() as u32,
+                end: (self.buf.len() - base) as u32,
             });
         }
         self.requests.push(ForwardedRequest {
@@ -133,15 +218,23 @@ impl RequestBatch {
             seq,
             protocol,
             command,
+            base: base as u64,
             first_span,
             argc: args.len() as u32,
+            partition: approval.partition,
+            acl_version: approval.acl_version,
+            user: approval.user,
+            max_reply: approval.max_reply,
         });
     }
 
     /// The arguments of request `r`.
     pub fn args(&self, r: &ForwardedRequest) -> Args<'_> {
         let first = r.first_span as usize;
-        Args::new(&self.buf, &self.spans[first..first + r.argc as usize])
+        Args::new(
+            &self.buf[r.base as usize..],
+            &self.spans[first..first + r.argc as usize],
+        )
     }
 
     pub fn is_empty(&self) -> bool {
@@ -154,19 +247,30 @@ impl RequestBatch {
 pub struct ForwardedReply {
     pub conn: ConnRef,
     pub seq: u64,
-    /// The reply is `buf[previous reply's end..end]`.
-    pub end: u32,
+    /// The reply is `buf[previous reply's end..end]`. A `u64`: a batch's replies together
+    /// may pass 4 GiB (each one is bounded by its client's output limit, not by 4 GiB).
+    pub end: u64,
     /// The reply was not built because it would pass the client's output limit: the
     /// connection's shard closes the connection instead of answering.
     pub over_output_limit: bool,
 }
 
 /// Encoded replies going back to the shard that forwarded the requests.
+///
+/// The shard that builds one stops adding to it once it holds [`REPLY_BATCH_BYTES`] and
+/// leaves the rest of the requests for its next pass, so one pass never builds more than
+/// that (plus one reply) for one requesting shard, however many large reads it was sent.
 #[derive(Default)]
 pub struct ReplyBatch {
     pub buf: Vec<u8>,
     pub replies: Vec<ForwardedReply>,
 }
+
+/// Reply bytes past which a shard builds no more replies for one other shard in a pass.
+/// Small replies never reach it (a full pipeline window of them is kilobytes), so it costs
+/// the common case nothing; large reads (a 60 MiB GET from each of 80 connections) go back
+/// a few per pass instead of as one multi-GiB message built at once.
+pub const REPLY_BATCH_BYTES: usize = 16 << 20;
 
 impl ReplyBatch {
     /// Iterates `(reply, its bytes)`.
@@ -177,6 +281,12 @@ impl ReplyBatch {
             start = r.end as usize;
             (r, bytes)
         })
+    }
+
+    /// True once this pass should build no more replies into it.
+    #[inline]
+    pub fn is_full(&self) -> bool {
+        self.buf.len() >= REPLY_BATCH_BYTES
     }
 }
 

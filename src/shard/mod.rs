@@ -16,8 +16,9 @@
 //!    into the connection's reply queue, or copy it into the outbox of the shard that owns its
 //!    partition, keeping a waiting slot for its reply.
 //! 3. Drain the inbox: execute request batches from other shards (their replies go into a
-//!    reply outbox per shard), fill slots from reply batches, apply catalog and ACL versions,
-//!    answer logins the hasher pool has checked.
+//!    reply outbox per shard, up to its cap; the rest waits for the next pass, ahead of
+//!    anything newer from that shard), fill slots from reply batches, apply catalog and ACL
+//!    versions, answer logins the hasher pool has checked.
 //! 4. Group commit ([`durability`]): write this pass's log records, one `write` per durable
 //!    partition with writes and one `fdatasync` per SYNC one; release the replies held for
 //!    them, or turn them into `-IOERR` and roll the writes back.
@@ -31,8 +32,12 @@
 //!
 //! # Access control
 //! Every request is checked against the session's user, as of this shard's own copy of the
-//! ACL, before it is routed ([`crate::command::access`]); a forwarded request was allowed by
-//! the shard that forwarded it. Password checks never run here: they go to the hasher pool
+//! ACL, before it is routed ([`crate::command::access`]). A forwarded request carries what it
+//! was allowed under (partition id, ACL version, user): the owner runs it only on that
+//! partition, and checks it again when its own ACL is newer (see `Core::execute_forwarded`),
+//! so a REVOKE, DROP PARTITION or DROP USER that answered `+OK` stops requests already on
+//! their way too. Changes sent to the coordinator are checked again there the same way.
+//! Password checks never run here: they go to the hasher pool
 //! ([`crate::acl::hasher`]) while the connection waits behind a barrier, holding one of the
 //! pool's bounded login slots (none free: `-ERR too many logins in progress` at once). A
 //! connection whose peer hangs up while its login is checked is closed at once, unanswered,
@@ -51,14 +56,19 @@
 //!   pipelines without reading costs little. What can still pile up is replies already on
 //!   their way: one large read, or forwarded replies coming back. For those the
 //!   `client-output-limit` holds: a read whose reply would not fit what is left of it is not
-//!   built (here, or on the shard that executes it for us), and a connection whose pending
-//!   replies (unwritten + parked) pass it is closed on the spot.
+//!   built (here, or on the shard that executes it for us: a forwarded request carries what
+//!   was left of the limit when it left), and a connection whose pending replies (unwritten +
+//!   parked) pass it is closed on the spot.
+//! - Replies built for another shard's connections: at most
+//!   [`mailbox::REPLY_BATCH_BYTES`] (plus one reply) per requesting shard per pass; the
+//!   rest of its requests wait in `Core::backlog` for the next pass.
 
 pub mod connection;
 pub mod coordinator;
 pub mod durability;
 pub mod mailbox;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -208,10 +218,24 @@ impl Batch {
 #[allow(clippy::large_enum_variant)]
 enum Target {
     Local(LocalPartition),
-    Remote(usize),
+    /// Owned by `shard`; `id` goes with every request forwarded there, so the owner can tell
+    /// the partition the request was approved for from a new one under the same name.
+    Remote {
+        shard: usize,
+        id: u64,
+    },
 }
 
 type Routes = hashbrown::HashMap<Box<[u8]>, Target, ahash::RandomState>;
+
+/// A batch of forwarded requests, run from `next` on.
+struct Forwarded {
+    batch: RequestBatch,
+    next: usize,
+    /// The connection whose requests ran last, and the reply bytes built for its current
+    /// run of requests (`usize::MAX` once one was over its output limit).
+    run: Option<(ConnRef, usize)>,
+}
 
 /// Starts loading the table lines that the (partition name, key) pairs of `requests` will
 /// touch, [`BATCH`] at a time and in two steps, so that the misses of a batch overlap: step
@@ -276,6 +300,9 @@ struct Core {
     outboxes: Vec<RequestBatch>,
     /// Replies to each other shard's forwarded requests, collected during this pass.
     reply_outboxes: Vec<ReplyBatch>,
+    /// Per sending shard, in arrival order: forwarded requests not run yet because that
+    /// shard's reply batch was full this pass ([`mailbox::REPLY_BATCH_BYTES`]).
+    backlog: Vec<VecDeque<Forwarded>>,
     /// Catalog and ACL changes to send to the coordinator after the outboxes, so that requests a
     /// connection sent before a CREATE/DROP reach their shard before the new catalog does.
     changes: Vec<Message>,
@@ -350,6 +377,7 @@ impl Shard {
             routes: Routes::default(),
             outboxes: (0..shards).map(|_| RequestBatch::default()).collect(),
             reply_outboxes: (0..shards).map(|_| ReplyBatch::default()).collect(),
+            backlog: (0..shards).map(|_| VecDeque::new()).collect(),
             changes: Vec::new(),
             coordinator,
             next_generation: 0,
@@ -377,7 +405,7 @@ impl Shard {
         let mut drain_started: Option<Instant> = None;
         loop {
             let persist_timeout = self.core.commit.poll_timeout(Instant::now());
-            let timeout = if !self.core.to_service.is_empty() {
+            let timeout = if !self.core.to_service.is_empty() || self.core.has_backlog() {
                 Some(Duration::ZERO)
             } else if self.core.draining {
                 // While draining, check often whether every shard is done.
@@ -635,11 +663,13 @@ impl Shard {
     }
 
     fn drain_inbox(&mut self) {
+        // What earlier passes left for lack of room in a reply batch goes first.
+        self.core.run_backlog(true);
         while let Some(message) = self.mailbox.try_recv() {
             match message {
                 Message::NewConnection(socket, peer) => self.accept(socket, peer),
                 Message::Migrate(conn) => self.adopt(conn),
-                Message::Requests(batch) => self.core.execute_forwarded(batch),
+                Message::Requests(batch) => self.core.take_forwarded(batch),
                 Message::Replies(batch) => {
                     for (reply, bytes) in batch.iter() {
                         let index = reply.conn.index as usize;
@@ -660,10 +690,14 @@ impl Shard {
                         }
                     }
                 }
-                Message::Change { reply_to, change } => {
+                Message::Change {
+                    reply_to,
+                    change,
+                    by,
+                } => {
                     let shards = &self.core.shared.shards;
                     match &mut self.core.coordinator {
-                        Some(coordinator) => coordinator.submit(reply_to, change, shards),
+                        Some(coordinator) => coordinator.submit(reply_to, change, by, shards),
                         None => log::error!(
                             "shard {} got a catalog change but is not the coordinator",
                             self.core.id
@@ -675,6 +709,10 @@ impl Shard {
                     catalog,
                     acl,
                 } => {
+                    // Requests that arrived before this version run before it, as they would
+                    // have without the reply cap (rare: only past the cap, and then a pass
+                    // may build more than the cap once).
+                    self.core.run_backlog(false);
                     if !Arc::ptr_eq(&self.core.catalog, &catalog) {
                         self.core.apply_catalog(catalog);
                     }
@@ -939,7 +977,7 @@ impl Shard {
     fn drain_step(&mut self, started: Instant) -> bool {
         let shutdown = self.core.shared.shutdown.clone();
         let late = started.elapsed() > DRAIN_DEADLINE;
-        if !self.conns.is_empty() && !late {
+        if (!self.conns.is_empty() || self.core.has_backlog()) && !late {
             return false;
         }
         if !self.conns.is_empty() {
@@ -1297,11 +1335,16 @@ impl Core {
                     }
                 }
                 // The forwarded path: copy into the owner's outbox, answer later in order.
-                Some(Target::Remote(shard)) => {
-                    let shard = *shard;
+                Some(&mut Target::Remote { shard, id }) => {
                     affinity.remote(shard);
+                    let approval = mailbox::Approval {
+                        partition: id,
+                        acl_version: self.acl.version,
+                        user: session.user.as_ref().map_or(0, |u| u.id),
+                        max_reply: self.output_limit.saturating_sub(replies.pending()) as u64,
+                    };
                     let seq = replies.push_waiting();
-                    self.outboxes[shard].push(conn_ref, seq, protocol, spec.id, args);
+                    self.outboxes[shard].push(conn_ref, seq, protocol, spec.id, args, approval);
                     ShardMetrics::add(&self.shared.metrics.shards[self.id].forwarded_out, 1);
                 }
                 None => {
@@ -1350,21 +1393,24 @@ impl Core {
                             conn: conn_ref,
                             seq,
                         };
-                        let change = |change| Message::Change { reply_to, change };
-                        match work {
-                            CoordinatorWork::Create(c) => {
-                                self.changes.push(change(Change::Create(c)))
-                            }
-                            CoordinatorWork::Drop(name) => {
-                                self.changes.push(change(Change::Drop(name)))
-                            }
-                            CoordinatorWork::Acl(c) => self.changes.push(change(Change::Acl(c))),
+                        let user = session.user.as_ref().map_or(0, |u| u.id);
+                        let by = mailbox::Approved::new(user, self.acl.version, args);
+                        let change = match work {
+                            CoordinatorWork::Create(c) => Change::Create(c),
+                            CoordinatorWork::Drop(name) => Change::Drop(name),
+                            CoordinatorWork::Acl(c) => Change::Acl(c),
                             // Hashed on the pool, which then hands the change to the
                             // coordinator itself.
                             CoordinatorWork::HashThen(password, then) => {
-                                self.shared.hasher.hash_then(reply_to, password, then)
+                                self.shared.hasher.hash_then(reply_to, password, then, by);
+                                return false;
                             }
-                        }
+                        };
+                        self.changes.push(Message::Change {
+                            reply_to,
+                            change,
+                            by,
+                        });
                     }
                 }
             }
@@ -1461,40 +1507,129 @@ impl Core {
         session.pending_login = Some(pending);
     }
 
-    /// Executes a batch of requests another shard forwarded; replies go back in one batch.
-    fn execute_forwarded(&mut self, batch: RequestBatch) {
-        // Same two-step prefetch as for a connection's batch (see `Core::prefetch`).
-        prefetch_keys(
-            &self.routes,
-            batch.requests.iter().filter_map(|r| {
-                let args = batch.args(r);
-                (args.len() >= 3).then(|| (args.get(1), args.get(2)))
-            }),
-        );
+    /// Whether forwarded requests wait for a later pass (the loop must not sleep then).
+    fn has_backlog(&self) -> bool {
+        self.backlog.iter().any(|queue| !queue.is_empty())
+    }
+
+    /// Runs a batch of requests another shard forwarded, or as much of it as fits this pass's
+    /// reply batch for that shard; the rest waits, behind anything that shard sent earlier.
+    fn take_forwarded(&mut self, batch: RequestBatch) {
+        let from = batch.from;
+        let mut work = Forwarded {
+            batch,
+            next: 0,
+            run: None,
+        };
+        if self.backlog[from].is_empty() {
+            self.execute_forwarded(&mut work, true);
+            if work.next == work.batch.requests.len() {
+                return;
+            }
+        }
+        self.backlog[from].push_back(work);
+    }
+
+    /// Runs waiting forwarded requests, in arrival order per sending shard: up to each reply
+    /// batch's cap when `capped`, all of them otherwise.
+    fn run_backlog(&mut self, capped: bool) {
+        for from in 0..self.backlog.len() {
+            while let Some(mut work) = self.backlog[from].pop_front() {
+                self.execute_forwarded(&mut work, capped);
+                if work.next < work.batch.requests.len() {
+                    self.backlog[from].push_front(work);
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Executes requests another shard forwarded, from `work.next` on, into the reply batch
+    /// for that shard; stops early (when `capped`) once that batch is full.
+    ///
+    /// # Why a forwarded request carries its approval
+    /// The sending shard authorized each request against its own ACL and catalog copies.
+    /// Between that and this run, a REVOKE, DROP PARTITION or DROP USER may have been
+    /// acknowledged by every shard and answered `+OK`: the sender acknowledges a version while
+    /// requests approved under the old one still sit in its outbox (the ack leaves from
+    /// `drain_inbox`, the outboxes after the commit), or in our backlog. Acknowledging only
+    /// once they have *left* would not be enough, since we may run them after the `+OK`; we
+    /// would have to acknowledge once they have *run*, a round trip through every owner per
+    /// change. Instead the request names what it was approved for, and the owner checks:
+    /// - the partition by id, not by name: a name dropped (and created again) since answers
+    ///   `-NOPARTITION`, so a request never lands in a partition it was not approved for;
+    /// - the ACL version: when ours is newer than the one it was approved under, the user
+    ///   (by id: a dropped and re-created user is someone else) is authorized again against
+    ///   our ACL. The common case costs one compare; a change costs one check per request in
+    ///   flight at that moment.
+    ///
+    /// Our version is at least the new one once REVOKE has answered (every shard applied it
+    /// before acknowledging), so no request approved under the old version runs after that.
+    fn execute_forwarded(&mut self, work: &mut Forwarded, capped: bool) {
+        let batch = &work.batch;
+        let requests = &batch.requests[work.next..];
+        if work.next == 0 {
+            // Same two-step prefetch as for a connection's batch (see `Core::prefetch`).
+            prefetch_keys(
+                &self.routes,
+                requests.iter().filter_map(|r| {
+                    let args = batch.args(r);
+                    (args.len() >= 3).then(|| (args.get(1), args.get(2)))
+                }),
+            );
+        }
         let from = batch.from;
         let out = &mut self.reply_outboxes[from];
         let metrics = &self.shared.metrics.shards[self.id];
         let memory = MemoryBudget::new(self.shared.config.max_memory, &self.shared.metrics);
-        // Reply bytes built so far for the current run of one connection's requests: its
-        // replies together may not pass its output limit here either, or a pipeline of large
-        // GETs would pile up in this batch before its own shard could count them. (A
-        // connection's requests come in runs, one per time its shard serviced it this pass.)
-        let mut run: Option<(ConnRef, usize)> = None;
-        for request in &batch.requests {
+        // The user of the last request that needed authorizing again, looked up once per run.
+        let mut reauthorized: Option<(u64, Option<Arc<User>>)> = None;
+        let mut executed = 0;
+        for request in requests {
+            if capped && out.is_full() {
+                break;
+            }
+            executed += 1;
             let args = batch.args(request);
-            let built = match run {
+            // Reply bytes built so far for the current run of one connection's requests
+            // (here or in earlier passes): together they may not pass what was left of its
+            // output limit when they left, or a pipeline of large GETs would pile up before
+            // its own shard could count them. (A connection's requests come in runs, one per
+            // time its shard serviced it in a pass.)
+            let built = match work.run {
                 Some((conn, bytes)) if conn == request.conn => bytes,
                 _ => 0,
             };
             let limits = DataLimits {
                 max_key_len: self.max_key_len,
                 memory,
-                max_reply: self.output_limit.saturating_sub(built),
+                max_reply: (request.max_reply as usize).saturating_sub(built),
             };
             let start = out.buf.len();
             let mut w = ReplyWriter::new(&mut out.buf, request.protocol);
+            let allowed = if request.acl_version < self.acl.version {
+                let user = match &reauthorized {
+                    Some((id, user)) if *id == request.user => user.clone(),
+                    _ => {
+                        let user = self
+                            .acl
+                            .users
+                            .values()
+                            .find(|u| u.id == request.user)
+                            .cloned();
+                        reauthorized = Some((request.user, user.clone()));
+                        user
+                    }
+                };
+                lookup(&args)
+                    .and_then(|spec| authorize(spec, &args, user.as_deref(), &self.catalog))
+            } else {
+                Ok(())
+            };
             let result = match self.routes.get_mut(args.get(1)) {
-                Some(Target::Local(local)) => match &mut local.log {
+                _ if allowed.is_err() => allowed,
+                Some(Target::Local(local)) if local.id == request.partition => match &mut local.log
+                {
                     // A durable write: the batch leaves after the commit, which may still
                     // patch this reply into -IOERR.
                     Durability::Logged(log) if request.command.spec().is_write() => {
@@ -1531,7 +1666,7 @@ impl Core {
                         &mut w,
                     ),
                 },
-                // Dropped (or moved) since the sender routed it.
+                // Dropped (or moved, or dropped and created again) since the sender routed it.
                 _ => Err(CommandError::NoPartition(printable(args.get(1)))),
             };
             let over_output_limit = matches!(result, Err(CommandError::ReplyTooLarge));
@@ -1540,21 +1675,22 @@ impl Core {
                 _ => {}
             }
             let built = if over_output_limit {
-                self.output_limit
+                usize::MAX
             } else {
-                built + (out.buf.len() - start)
+                built.saturating_add(out.buf.len() - start)
             };
-            run = Some((request.conn, built));
+            work.run = Some((request.conn, built));
             out.replies.push(mailbox::ForwardedReply {
                 conn: request.conn,
                 seq: request.seq,
-                end: out.buf.len() as u32,
+                end: out.buf.len() as u64,
                 over_output_limit,
             });
         }
+        work.next += executed;
         ShardMetrics::add(
             &self.shared.metrics.shards[self.id].forwarded_in,
-            batch.requests.len() as u64,
+            executed as u64,
         );
     }
 
@@ -1605,7 +1741,10 @@ impl Core {
                     }
                 }
             } else {
-                Target::Remote(meta.shard)
+                Target::Remote {
+                    shard: meta.shard,
+                    id: meta.id,
+                }
             };
             self.routes.insert(key, target);
         }
