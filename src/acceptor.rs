@@ -8,12 +8,13 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Socket, Type};
 
+use crate::log_limit::RateLimitedWarn;
 use crate::shard::mailbox::Message;
 use crate::shard::Shared;
 
@@ -50,6 +51,8 @@ pub struct Acceptor {
     listener: TcpListener,
     shared: Arc<Shared>,
     next_shard: usize,
+    /// The line for a connection refused at `max-clients`, at most one a second.
+    refusals: RateLimitedWarn,
 }
 
 impl Acceptor {
@@ -67,6 +70,7 @@ impl Acceptor {
             listener,
             shared,
             next_shard: 0,
+            refusals: RateLimitedWarn::new("connections refused at max-clients", Instant::now()),
         })
     }
 
@@ -85,7 +89,12 @@ impl Acceptor {
                 return;
             }
             // After a back-off there may be no new event: try accepting anyway.
-            timeout = self.accept_all();
+            let now = Instant::now();
+            self.refusals.flush(now, &"acceptor");
+            timeout = match (self.accept_all(), self.refusals.due_in(now)) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
         }
     }
 
@@ -118,7 +127,10 @@ impl Acceptor {
             // Best effort: the socket is fresh, its send buffer empty, so this small write
             // does not block. Dropping it closes the connection.
             let _ = socket.write_all(b"-ERR max number of clients reached\r\n");
-            log::warn!("refused {peer}: max number of clients ({max}) reached");
+            // A peer can open connections faster than anyone reads the log.
+            self.refusals.event(Instant::now(), || {
+                format!("refused {peer}: max number of clients ({max}) reached")
+            });
             return;
         }
         if let Err(e) = socket.set_nodelay(true) {

@@ -63,6 +63,34 @@ fn max_clients_refuses_only_the_connection_past_the_limit() {
     }
 }
 
+/// A peer that keeps connecting past max-clients gets a refusal each time, but the log gets
+/// about a line a second, not a line per connection (the refusal is a WARN a peer controls).
+#[test]
+fn refusals_at_max_clients_are_logged_a_line_a_second() {
+    let server = Server::start(&["--max-clients", "1", "--shards", "1"]);
+    let mut held = server.raw();
+    assert_eq!(held.call_value(&["PING"]), Resp::simple("PONG"));
+    const REFUSED: usize = 300;
+    for _ in 0..REFUSED {
+        let mut refused = server.raw_unauthenticated();
+        assert_eq!(
+            refused.read_value_or_close(),
+            Some(Resp::Error("ERR max number of clients reached".into()))
+        );
+    }
+    let logs = server.log_text_once_it_contains("connections refused at max-clients");
+    let lines = logs
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("max number of clients"))
+        .count();
+    assert!(
+        logs.contains("more connections refused at max-clients"),
+        "no count of the refusals not logged:\n{logs}"
+    );
+    assert!(lines <= 10, "{lines} lines for {REFUSED} refusals:\n{logs}");
+    assert_eq!(held.call_value(&["PING"]), Resp::simple("PONG"));
+}
+
 /// Raises this test process's open-file limit to its hard limit; returns the soft limit.
 fn raise_own_fd_limit() -> u64 {
     let mut limit = libc::rlimit {

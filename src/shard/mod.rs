@@ -86,6 +86,7 @@ use crate::command::server::{self as server_cmd, PendingLogin, ServerView, MAX_A
 use crate::command::user as user_cmd;
 use crate::command::{lookup, CommandError, CommandId, CoordinatorWork, Handler};
 use crate::config::Config;
+use crate::log_limit::RateLimitedWarn;
 use crate::metrics::{ServerMetrics, ShardMetrics};
 use crate::protocol::{Args, Parsed, ReplyWriter, Span};
 use crate::store::{MemoryBudget, Partition};
@@ -283,7 +284,7 @@ struct Core {
     /// hasher pool (see [`crate::acl::hasher`] for what it holds and why that is acceptable).
     login_cache: LoginCache,
     /// The failed-login log line, at most one a second.
-    failed_logins: FailedLoginLog,
+    failed_logins: RateLimitedWarn,
     /// Partition name -> the partition itself (local) or its shard: one hash lookup routes a
     /// request and, when local, finds its table.
     routes: Routes,
@@ -373,7 +374,7 @@ impl Shard {
             catalog: Arc::new(Catalog::default()),
             acl,
             login_cache: LoginCache::new(),
-            failed_logins: FailedLoginLog::new(now),
+            failed_logins: RateLimitedWarn::new("failed logins", now),
             routes: Routes::default(),
             outboxes: (0..shards).map(|_| RequestBatch::default()).collect(),
             reply_outboxes: (0..shards).map(|_| ReplyBatch::default()).collect(),
@@ -471,7 +472,9 @@ impl Shard {
             if self.core.idle_timeout.is_some() && self.core.now >= self.core.next_sweep {
                 self.close_idle();
             }
-            self.core.failed_logins.flush(self.core.now, self.core.id);
+            self.core
+                .failed_logins
+                .flush(self.core.now, &format_args!("shard {}", self.core.id));
 
             if self.core.draining {
                 let started = *drain_started.get_or_insert_with(Instant::now);
@@ -799,7 +802,7 @@ impl Shard {
                 if closing {
                     conn.closing = true;
                 }
-                self.core.failed_logins.failed(self.core.now, || {
+                self.core.failed_logins.event(self.core.now, || {
                     format!(
                         "failed login as '{}' from {} ({failures} in a row{})",
                         log_safe(&user),
@@ -996,58 +999,6 @@ impl Shard {
             shutdown.draining.fetch_sub(1, Ordering::SeqCst);
         }
         shutdown.draining.load(Ordering::SeqCst) == 0 || late
-    }
-}
-
-/// How often a shard logs a failed login: a flood of wrong passwords would otherwise write a
-/// WARN line per attempt (tens of thousands a second), drowning everything else in the log.
-const FAILED_LOGIN_LOG_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The failed-login WARN line of one shard, at most one per [`FAILED_LOGIN_LOG_INTERVAL`]:
-/// the first failure of an interval is logged in full, the others are counted and the count
-/// is logged with the next line (or on its own once the interval is over).
-struct FailedLoginLog {
-    /// No line before this.
-    next_line: Instant,
-    /// Failures since the last line that were not logged.
-    suppressed: u64,
-}
-
-impl FailedLoginLog {
-    fn new(now: Instant) -> Self {
-        FailedLoginLog {
-            next_line: now,
-            suppressed: 0,
-        }
-    }
-
-    /// A login failed; `line` says how (built only when it is logged).
-    fn failed(&mut self, now: Instant, line: impl FnOnce() -> String) {
-        if now < self.next_line {
-            self.suppressed += 1;
-            return;
-        }
-        let line = line();
-        match std::mem::take(&mut self.suppressed) {
-            0 => log::warn!("{line}"),
-            n => log::warn!("{line}; {n} more failed logins before it not logged"),
-        }
-        self.next_line = now + FAILED_LOGIN_LOG_INTERVAL;
-    }
-
-    /// How long until [`FailedLoginLog::flush`] has a count to log, if it will.
-    fn due_in(&self, now: Instant) -> Option<Duration> {
-        (self.suppressed > 0).then(|| self.next_line.saturating_duration_since(now))
-    }
-
-    /// Once a pass: logs the count of an interval that is over (one comparison otherwise).
-    #[inline]
-    fn flush(&mut self, now: Instant, shard: usize) {
-        if self.suppressed > 0 && now >= self.next_line {
-            let n = std::mem::take(&mut self.suppressed);
-            log::warn!("shard {shard}: {n} more failed logins not logged one by one");
-            self.next_line = now + FAILED_LOGIN_LOG_INTERVAL;
-        }
     }
 }
 
