@@ -16,17 +16,6 @@ use common::*;
 const VALUE_LEN: usize = 64 << 20;
 const GETS: usize = 68;
 
-/// The shard that owns partition `name`, as DESCRIBE PARTITION says.
-fn owner(admin: &mut RawConn, name: &str) -> String {
-    let described = admin.call_value(&["DESCRIBE", "PARTITION", name]);
-    let (_, shard) = described
-        .pairs()
-        .into_iter()
-        .find(|(k, _)| k.text() == "shard")
-        .expect("DESCRIBE PARTITION has a shard field");
-    shard.int().to_string()
-}
-
 /// One connection on the shard that does not own `p` pipelines GETs of a 64 MiB value, all
 /// read in one pass and forwarded in one batch: their replies (more than 4 GiB) overflowed
 /// the batch's `u32` offsets and the server died on a slice panic. Every reply must arrive,
@@ -48,7 +37,7 @@ fn forwarded_replies_past_4_gib_in_one_pass_all_arrive() {
     let value = vec![b'v'; VALUE_LEN];
     admin.expect(&cmd_bytes(&[b"SET", b"p", b"big", &value]), OK);
     drop(value);
-    let home = owner(&mut admin, "p");
+    let home = admin.partition_shard("p");
     // A plain socket on the other shard, so that 4 GiB of replies are counted, not kept.
     let mut socket = loop {
         let mut probe = server.raw();

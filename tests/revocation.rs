@@ -40,8 +40,8 @@ impl Cluster {
         let mut admin = server.raw();
         admin.expect(&cmd(&["CREATE", "PARTITION", "p", "STRING", "MEMORY"]), OK);
         admin.expect(&cmd(&["CREATE", "PARTITION", "s", "STRING", "SYNC"]), OK);
-        let home = owner(&mut admin, "p");
-        let busy = owner(&mut admin, "s");
+        let home = admin.partition_shard("p");
+        let busy = admin.partition_shard("s");
         assert_ne!(home, busy, "p and s should be placed on different shards");
         let mut cluster = Cluster {
             server,
@@ -118,17 +118,6 @@ impl Drop for Cluster {
     }
 }
 
-/// The shard that owns partition `name`, as DESCRIBE PARTITION says.
-fn owner(admin: &mut RawConn, name: &str) -> String {
-    let described = admin.call_value(&["DESCRIBE", "PARTITION", name]);
-    let (_, shard) = described
-        .pairs()
-        .into_iter()
-        .find(|(k, _)| k.text() == "shard")
-        .expect("DESCRIBE PARTITION has a shard field");
-    shard.int().to_string()
-}
-
 /// (i) A reader pipelining GETs from the other shard while its READ grant is revoked: a
 /// value written after REVOKE answered `+OK` must never reach it.
 #[test]
@@ -186,7 +175,7 @@ fn drop_and_create_keep_old_writes_out_of_the_new_partition() {
         admin.expect(&cmd(&["DROP", "PARTITION", "p"]), OK);
         admin.expect(&cmd(&["CREATE", "PARTITION", "p", "STRING", "MEMORY"]), OK);
         assert_eq!(
-            owner(&mut admin, "p"),
+            admin.partition_shard("p"),
             cluster.home,
             "p was created on the other shard"
         );

@@ -608,6 +608,18 @@ impl RawConn {
             .to_string()
     }
 
+    /// The shard that owns partition `name`, as DESCRIBE PARTITION says (the form
+    /// [`RawConn::shard`] gives a connection's shard in).
+    pub fn partition_shard(&mut self, name: &str) -> String {
+        let described = self.call_value(&["DESCRIBE", "PARTITION", name]);
+        let (_, shard) = described
+            .pairs()
+            .into_iter()
+            .find(|(k, _)| k.text() == "shard")
+            .expect("DESCRIBE PARTITION has a shard field");
+        shard.int().to_string()
+    }
+
     /// Sends `cmd(args)` and returns the parsed reply.
     pub fn call_value(&mut self, args: &[&str]) -> Resp {
         self.send(&cmd(args));
