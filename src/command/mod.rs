@@ -638,52 +638,26 @@ static NAMES: [(Word, Word); CommandId::ALL.len() + 1] = packed_names(&TABLE);
 /// The row an empty slot names: [`NAMES`]' extra entry.
 const NO_ROW: u8 = CommandId::ALL.len() as u8;
 
-/// The index under `seed`, if no two keys share a slot. Keys: (first word, 0) once per first
-/// word (naming a one-word command's row, or a group's first row), and (first word, second
-/// word) per two-word command.
-const fn index_for(names: &[(Word, Word)], rows: usize, seed: u64) -> Option<[u8; INDEX_SLOTS]> {
-    let mut slots = [NO_ROW; INDEX_SLOTS];
-    let mut i = 0;
-    while i < rows {
-        let (top, sub) = names[i];
-        let mut first = true;
-        let mut j = 0;
-        while j < i {
-            if names[j].0 == top {
-                first = false;
-            }
-            j += 1;
-        }
-        if first {
-            let at = slot_of(top, 0, seed);
-            if slots[at] != NO_ROW {
-                return None;
-            }
-            slots[at] = i as u8;
-        }
-        if sub != 0 {
-            let at = slot_of(top, sub, seed);
-            if slots[at] != NO_ROW {
-                return None;
-            }
-            slots[at] = i as u8;
-        }
-        i += 1;
-    }
-    Some(slots)
-}
+/// Most keys the index can have: one per row, plus one per group word.
+const MAX_KEYS: usize = 2 * CommandId::ALL.len();
 
-/// The first seed (odd, from a fixed start) under which the index has no shared slot.
-const fn find_seed(table: &[CommandSpec]) -> u64 {
+/// The index's keys with their rows, and how many there are: (first word, 0) once per first
+/// word (naming a one-word command's row, or a group's first row), and (first word, second
+/// word) per two-word command. Checks that no two rows share a name and that no one-word
+/// command is named like a group.
+const fn index_keys(table: &[CommandSpec]) -> ([(Word, Word, u8); MAX_KEYS], usize) {
     // Rows and the empty slot's row must fit a `u8`.
     assert!(
         table.len() < u8::MAX as usize,
         "command table: too many rows for the index"
     );
     let names = packed_names(table);
+    let mut keys = [(0, 0, 0); MAX_KEYS];
+    let mut n = 0;
     let mut i = 0;
     while i < table.len() {
         let (top, sub) = names[i];
+        let mut first = true;
         let mut j = 0;
         while j < i {
             assert!(
@@ -694,27 +668,64 @@ const fn find_seed(table: &[CommandSpec]) -> u64 {
                 !(names[j].0 == top && (names[j].1 == 0) != (sub == 0)),
                 "command table: a one-word command named like a group"
             );
+            if names[j].0 == top {
+                first = false;
+            }
             j += 1;
+        }
+        if first {
+            keys[n] = (top, 0, i as u8);
+            n += 1;
+        }
+        if sub != 0 {
+            keys[n] = (top, sub, i as u8);
+            n += 1;
         }
         i += 1;
     }
+    (keys, n)
+}
+
+/// The index under `seed` of the first `n` of `keys`, if no two share a slot.
+const fn index_for(keys: &[(Word, Word, u8)], n: usize, seed: u64) -> Option<[u8; INDEX_SLOTS]> {
+    let mut slots = [NO_ROW; INDEX_SLOTS];
+    let mut i = 0;
+    while i < n {
+        let (top, sub, row) = keys[i];
+        let at = slot_of(top, sub, seed);
+        if slots[at] != NO_ROW {
+            return None;
+        }
+        slots[at] = row;
+        i += 1;
+    }
+    Some(slots)
+}
+
+/// The first seed (odd, from a fixed start) under which the index has no shared slot.
+const fn find_seed(keys: &[(Word, Word, u8)], n: usize) -> Option<u64> {
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut tries = 0;
     while tries < 4096 {
-        if index_for(&names, table.len(), seed).is_some() {
-            return seed;
+        if index_for(keys, n, seed).is_some() {
+            return Some(seed);
         }
         seed = seed.wrapping_add(0x6a09_e667_f3bc_c90a); // stays odd
         tries += 1;
     }
-    panic!("command table: no collision-free seed, grow SLOT_BITS");
+    None
 }
+
+const KEYS: ([(Word, Word, u8); MAX_KEYS], usize) = index_keys(&TABLE);
 
 /// The multiplier of [`slot_of`] under which every key has a slot of its own: a probe is
 /// one load and one comparison.
-const SEED: u64 = find_seed(&TABLE);
+const SEED: u64 = match find_seed(&KEYS.0, KEYS.1) {
+    Some(seed) => seed,
+    None => panic!("command table: no collision-free seed, grow SLOT_BITS"),
+};
 
-static INDEX: [u8; INDEX_SLOTS] = match index_for(&packed_names(&TABLE), TABLE.len(), SEED) {
+static INDEX: [u8; INDEX_SLOTS] = match index_for(&KEYS.0, KEYS.1, SEED) {
     Some(index) => index,
     None => panic!("command table: SEED collides"),
 };
@@ -888,6 +899,21 @@ mod tests {
         for other in [&b"ge\x14"[..], b"GE@", b"g\xc5t", b"ge", b"gett"] {
             assert_ne!(pack_word(other), pack(b"get", 0, 3), "{other:?}");
         }
+    }
+
+    #[test]
+    fn the_index_has_room_for_forty_more_commands() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let keys: Vec<(Word, Word, u8)> = (0..2 * KEYS.1)
+            .map(|i| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let word = format!("{:x}z{i}", seed % (1 << 32));
+                (pack(word.as_bytes(), 0, word.len()).unwrap(), 0, i as u8)
+            })
+            .collect();
+        assert!(find_seed(&keys, keys.len()).is_some());
     }
 
     #[test]
