@@ -250,7 +250,18 @@ fn open_data_dir(config: &Config) -> Result<(Catalog, Acl, Resume), String> {
         }
         remove.push((path.clone(), explained));
     }
+    // The previous release wrote no catalog until a partition was created (and then one
+    // that names it), and no catalog version in users.json: users.json alone, from it, with
+    // no partition data, is an upgrade from a first start, not a lost catalog.
+    let upgrade = stored.is_none()
+        && dirs.is_empty()
+        && stored_acl.as_ref().is_some_and(|s| !s.beside_a_catalog);
     match &stored {
+        None if upgrade => log::info!(
+            "{} from an earlier release and no catalog: no partition was ever created there; \
+             writing an empty catalog",
+            users_path.display()
+        ),
         None if stored_acl.is_some() || !dirs.is_empty() => losses.push(format!(
             "{} is missing although the directory holds {}: every partition's name, schema \
              and persist mode is lost",

@@ -157,6 +157,38 @@ fn a_fresh_directory_starts_and_restarts() {
     assert!(names.is_empty());
 }
 
+/// The previous release wrote no catalog until a partition was created, and no
+/// `catalog_version` in `users.json`: such a directory is an upgrade, not a lost catalog, and
+/// starts. The same directory whose `users.json` this release wrote (so a catalog existed)
+/// is a lost catalog and is refused: its MEMORY partitions' definitions would be gone.
+#[test]
+fn a_previous_release_first_start_is_an_upgrade_not_a_lost_catalog() {
+    let dir = DataDir::new("upgrade");
+    let node = Server::start_in(&dir, &[]);
+    node.stop();
+    std::fs::remove_file(dir.path().join("catalog")).unwrap();
+    let users = dir.path().join("users.json");
+    let ours = std::fs::read_to_string(&users).unwrap();
+    assert!(ours.contains("\"catalog_version\""), "{ours}");
+    assert_names(&refused(&dir, &[]), "catalog");
+    let previous: String = ours
+        .lines()
+        .filter(|l| !l.contains("\"catalog_version\""))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&users, previous).unwrap();
+    let node = Server::start_in(&dir, &[]);
+    let mut c = node.client();
+    let names: Vec<String> = q_ok(&mut c, &["LIST", "PARTITIONS"]);
+    assert!(names.is_empty());
+    drop(c);
+    node.stop();
+    assert!(
+        dir.path().join("catalog").exists(),
+        "the upgrade writes the catalog"
+    );
+}
+
 /// A data directory with a durable partition `p` (key `k` = `v`) and a user `bob`.
 fn populated(tag: &str) -> DataDir {
     let dir = DataDir::new(tag);

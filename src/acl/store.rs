@@ -49,9 +49,11 @@ const GENERATED_LEN: usize = 24;
 #[serde(deny_unknown_fields)]
 struct UsersFile {
     format: u32,
-    /// The catalog version when this file was written (absent in older files: 0).
+    /// The catalog version when this file was written. Absent in files of the previous
+    /// release, which wrote no catalog until a partition was created: startup tells such a
+    /// directory (an upgrade) from one whose catalog was lost by this field.
     #[serde(default)]
-    catalog_version: u64,
+    catalog_version: Option<u64>,
     next_user_id: u64,
     users: Vec<UserRecord>,
 }
@@ -70,7 +72,7 @@ struct UserRecord {
 fn to_file(acl: &Acl, catalog_version: u64) -> UsersFile {
     UsersFile {
         format: FORMAT,
-        catalog_version,
+        catalog_version: Some(catalog_version),
         next_user_id: acl.next_user_id,
         users: acl
             .users
@@ -149,8 +151,11 @@ fn from_file(file: UsersFile, path: &Path) -> Result<Acl, String> {
 #[derive(Debug)]
 pub struct Stored {
     pub acl: Acl,
-    /// The catalog version the file was written under.
+    /// The catalog version the file was written under (0 in the previous release's files).
     pub catalog_version: u64,
+    /// Written by a release that always writes a catalog next to it: without the catalog,
+    /// the catalog was lost (otherwise the directory may be a previous release's first start).
+    pub beside_a_catalog: bool,
 }
 
 /// Reads the ACL file; `None` when there is none (a first start, or a lost file: the caller
@@ -164,11 +169,13 @@ pub fn load(dir: &Path) -> Result<Option<Stored>, String> {
     };
     let file: UsersFile =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let catalog_version = file.catalog_version;
+    let beside_a_catalog = file.catalog_version.is_some();
+    let catalog_version = file.catalog_version.unwrap_or(0);
     let acl = from_file(file, &path)?;
     Ok(Some(Stored {
         acl,
         catalog_version,
+        beside_a_catalog,
     }))
 }
 
