@@ -14,6 +14,8 @@
 //!   every span inside the buffer, must frame the same requests and end the same way however
 //!   the bytes arrive, and every request it frames must survive a round trip through RESP.
 
+mod common;
+
 use gokv::protocol::{Limits, Parsed, Parser};
 use proptest::prelude::*;
 
@@ -69,15 +71,11 @@ fn feed(input: &[u8], cuts: &[usize]) -> Outcome {
     (requests, Ok(buf.len()))
 }
 
-/// `args` as a RESP array of bulk strings.
+/// `args` as a RESP array of bulk strings (the harness's encoder, so that the fuzz test and
+/// the integration tests frame requests the same way).
 fn encode_resp(args: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    let args: Vec<&[u8]> = args.iter().map(Vec::as_slice).collect();
+    common::cmd_bytes(&args)
 }
 
 /// Every framed request, encoded as RESP, frames back to the same arguments: what the parser
