@@ -240,6 +240,13 @@ impl Acl {
             .and_then(|n| self.users.get(n))
     }
 
+    /// The user with this id, if it still exists (a dropped and re-created user has a new
+    /// id, so a request approved for the old one finds nobody). A scan: it runs only when a
+    /// request is checked again after the ACL changed, never per request.
+    pub fn user_by_id(&self, id: u64) -> Option<&Arc<User>> {
+        self.users.values().find(|u| u.id == id)
+    }
+
     /// The ACL after `change`, or why not. Runs on the coordinator; pure.
     pub fn apply(&self, change: &AclChange) -> Result<Acl, CommandError> {
         let mut next = Acl {

@@ -207,7 +207,7 @@ impl Coordinator {
         if by.acl_version >= self.acl.version {
             return Ok(());
         }
-        let user = self.acl.users.values().find(|u| u.id == by.user);
+        let user = self.acl.user_by_id(by.user);
         let args = by.args();
         authorize(lookup(&args)?, &args, user.map(|u| &**u), &self.catalog)
     }

@@ -1561,12 +1561,7 @@ impl Core {
                 let user = match &reauthorized {
                     Some((id, user)) if *id == request.user => user.clone(),
                     _ => {
-                        let user = self
-                            .acl
-                            .users
-                            .values()
-                            .find(|u| u.id == request.user)
-                            .cloned();
+                        let user = self.acl.user_by_id(request.user).cloned();
                         reauthorized = Some((request.user, user.clone()));
                         user
                     }
