@@ -126,7 +126,7 @@ fn store(c: &mut Criterion) {
         .map(|i| format!("key:{i:012}").into_bytes())
         .collect();
     for k in &keys {
-        partition.set_str(k, &[b'v'; 32]);
+        partition.set_str(k, &[b'v'; 32], gokv::store::Expiry::Clear);
     }
     let gets: Vec<_> = keys
         .iter()

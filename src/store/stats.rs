@@ -23,6 +23,10 @@ pub struct PartitionStats {
     pub misses: AtomicU64,
     /// Estimated bytes of the partition's entries (see `store::memory`).
     pub memory: AtomicU64,
+    /// Keys with a deadline now (expired ones not reclaimed yet included).
+    pub expires: AtomicU64,
+    /// Keys the expiry sweep reclaimed (Redis's `expired_keys`).
+    pub expired_keys: AtomicU64,
 }
 
 impl PartitionStats {
