@@ -117,6 +117,8 @@ fn store(c: &mut Criterion) {
     const KEYS: usize = 100_000;
     let limits = DataLimits {
         max_key_len: 1 << 16,
+        max_value_len: 1 << 29,
+        max_keys_reply: 100_000,
         memory: MemoryBudget::unlimited(),
         max_reply: usize::MAX,
     };

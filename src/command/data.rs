@@ -30,6 +30,11 @@ use super::{check_key, CommandError, CommandSpec, Handler, Keys};
 #[derive(Clone, Copy)]
 pub struct DataLimits<'a> {
     pub max_key_len: usize,
+    /// Longest value a write may build (APPEND, SETRANGE): `max-bulk-len`, so that every value
+    /// stored can also be sent back in a request.
+    pub max_value_len: usize,
+    /// Most keys a KEYS reply may hold (`max-keys-reply`).
+    pub max_keys_reply: usize,
     /// `max-memory`: checked before a write that would grow the data.
     pub memory: MemoryBudget<'a>,
     /// Largest reply a read may build (what is left of the client's output limit): a GET or
@@ -463,6 +468,8 @@ mod tests {
         let mut w = ReplyWriter::new(&mut out, Protocol::Resp2);
         let limits = DataLimits {
             max_key_len: 8,
+            max_value_len: 1 << 20,
+            max_keys_reply: 1000,
             memory: MemoryBudget::unlimited(),
             max_reply: 1000,
         };
@@ -518,6 +525,8 @@ mod tests {
         let metrics = ServerMetrics::new(2);
         let limits = DataLimits {
             max_key_len: 64,
+            max_value_len: 1 << 20,
+            max_keys_reply: 1000,
             memory: MemoryBudget::new(1000, &metrics),
             max_reply: 1 << 20,
         };
