@@ -117,6 +117,8 @@ fn store(c: &mut Criterion) {
     const KEYS: usize = 100_000;
     let limits = DataLimits {
         max_key_len: 1 << 16,
+        max_value_len: 1 << 29,
+        max_keys_reply: 100_000,
         memory: MemoryBudget::unlimited(),
         max_reply: usize::MAX,
     };
@@ -126,7 +128,7 @@ fn store(c: &mut Criterion) {
         .map(|i| format!("key:{i:012}").into_bytes())
         .collect();
     for k in &keys {
-        partition.set_str(k, &[b'v'; 32]);
+        partition.set_str(k, &[b'v'; 32], gokv::store::Expiry::Clear);
     }
     let gets: Vec<_> = keys
         .iter()

@@ -50,6 +50,10 @@ pub struct Cli {
     /// Longest key [default: 64kb].
     #[arg(long, value_parser = parse_size)]
     pub max_key_len: Option<u64>,
+    /// Most keys one KEYS reply may hold; past it KEYS answers an error that says to use SCAN
+    /// [default: 100000].
+    #[arg(long, value_name = "N")]
+    pub max_keys_reply: Option<usize>,
     /// Move a connection to the shard whose partitions it alone uses [default: true].
     #[arg(long, value_name = "BOOL")]
     pub migrate_connections: Option<bool>,
@@ -111,6 +115,7 @@ struct FileConfig {
     max_inline_len: Option<SizeValue>,
     max_args: Option<usize>,
     max_key_len: Option<SizeValue>,
+    max_keys_reply: Option<usize>,
     migrate_connections: Option<bool>,
     client_output_limit: Option<SizeValue>,
     max_memory: Option<SizeValue>,
@@ -147,6 +152,8 @@ pub struct Config {
     pub max_clients: usize,
     pub limits: Limits,
     pub max_key_len: usize,
+    /// Most keys a KEYS reply may hold (past it: an error pointing at SCAN).
+    pub max_keys_reply: usize,
     /// From `--admin-password` or `GOKV_ADMIN_PASSWORD` (the flag wins).
     pub admin_password: Option<Secret>,
     pub migrate_connections: bool,
@@ -176,6 +183,10 @@ impl Default for Config {
             // Keys are looked up and hashed whole on every request; 64 KiB is far beyond any
             // sane key and keeps a hostile key from costing a megabyte per lookup.
             max_key_len: 64 * 1024,
+            // KEYS walks the whole partition in one command and builds its reply at once; a
+            // hundred thousand keys is a few milliseconds and a few MB, past which SCAN (which
+            // walks a slice per call) is the tool.
+            max_keys_reply: 100_000,
             admin_password: None,
             migrate_connections: true,
             // Like Redis's pubsub class (32 MiB hard), doubled: reading pauses at 1 MiB of
@@ -250,6 +261,10 @@ impl Config {
                 max_args: cli.max_args.or(file.max_args).unwrap_or(d.limits.max_args),
             },
             max_key_len: size(cli.max_key_len, &file.max_key_len, d.max_key_len)?,
+            max_keys_reply: cli
+                .max_keys_reply
+                .or(file.max_keys_reply)
+                .unwrap_or(d.max_keys_reply),
             migrate_connections: cli
                 .migrate_connections
                 .or(file.migrate_connections)

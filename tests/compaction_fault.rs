@@ -37,8 +37,12 @@ fn a_failed_segment_header_write_does_not_block_later_compactions() {
     // 3 MiB of overwrites of four keys: past the compaction floor, a tiny snapshot.
     let value = vec![b'x'; 64 << 10];
     for i in 0..48 {
-        log.journal
-            .set_str(&mut p, format!("k{}", i % 4).as_bytes(), &value);
+        log.journal.set_str(
+            &mut p,
+            format!("k{}", i % 4).as_bytes(),
+            &value,
+            gokv::store::Expiry::Clear,
+        );
         log.commit().unwrap();
     }
     let grown = log.disk_bytes();

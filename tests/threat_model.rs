@@ -143,7 +143,11 @@ fn the_data_directory_is_readable_and_forgeable_by_whoever_holds_it() {
     node.kill9();
 
     let (mut genuine, mut forged) = (Vec::new(), Vec::new());
-    let record = |value: &'static [u8]| Record::SetStr { key: b"pin", value };
+    let record = |value: &'static [u8]| Record::SetStr {
+        key: b"pin",
+        value,
+        deadline: None,
+    };
     encode(&record(b"original-1234"), &mut genuine);
     encode(&record(b"attacker-9999"), &mut forged);
     let mut replaced = 0;

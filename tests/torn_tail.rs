@@ -47,6 +47,7 @@ fn write_log(dir: &Path, id: u64, n: usize) -> (std::path::PathBuf, Vec<u64>) {
             &mut p,
             format!("key{i}").as_bytes(),
             format!("value{i}").as_bytes(),
+            gokv::store::Expiry::Clear,
         );
         log.commit().unwrap();
         ends.push(std::fs::metadata(&seg).unwrap().len());
@@ -228,7 +229,8 @@ fn three_segments(dir: &Path, id: u64) {
         let (mut log, _) = recovery::recover_partition(dir, &m, &mut p, false).unwrap();
         for i in 0..5 {
             let key = format!("r{round}k{i}");
-            log.journal.set_str(&mut p, key.as_bytes(), b"v");
+            log.journal
+                .set_str(&mut p, key.as_bytes(), b"v", gokv::store::Expiry::Clear);
             log.commit().unwrap();
         }
         if round < 2 {
@@ -276,13 +278,18 @@ fn a_missing_snapshot_refuses_to_start() {
     let mut p = Partition::new(Schema::String, m.stats.clone());
     let (mut log, _) = recovery::recover_partition(&dir, &m, &mut p, false).unwrap();
     for i in 0..20 {
-        log.journal
-            .set_str(&mut p, format!("k{i}").as_bytes(), b"v");
+        log.journal.set_str(
+            &mut p,
+            format!("k{i}").as_bytes(),
+            b"v",
+            gokv::store::Expiry::Clear,
+        );
         log.commit().unwrap();
     }
     log.start_compaction(&mut p).unwrap();
     while log.compaction_step(&mut p, 1 << 20).unwrap().is_none() {}
-    log.journal.set_str(&mut p, b"after", b"v");
+    log.journal
+        .set_str(&mut p, b"after", b"v", gokv::store::Expiry::Clear);
     log.commit().unwrap();
     drop(log);
     let snap = partition_dir(&dir, 7).join(format!("snap-{:016}.snap", 2));
@@ -309,6 +316,7 @@ fn a_torn_record_whose_value_embeds_a_record_is_a_torn_tail() {
         &Record::SetStr {
             key: b"inner",
             value: b"looks valid",
+            deadline: None,
         },
         &mut inner,
     );
@@ -319,7 +327,8 @@ fn a_torn_record_whose_value_embeds_a_record_is_a_torn_tail() {
         let m = meta(8);
         let mut p = Partition::new(Schema::String, m.stats.clone());
         let (mut log, _) = recovery::recover_partition(&dir, &m, &mut p, false).unwrap();
-        log.journal.set_str(&mut p, b"big", &value);
+        log.journal
+            .set_str(&mut p, b"big", &value, gokv::store::Expiry::Clear);
         log.commit().unwrap();
     }
     let bytes = std::fs::read(&seg).unwrap();
@@ -343,8 +352,12 @@ fn a_snapshot_header_hint_is_bounded_by_the_file_size() {
     let mut p = Partition::new(Schema::String, m.stats.clone());
     let (mut log, _) = recovery::recover_partition(&dir, &m, &mut p, false).unwrap();
     for i in 0..10 {
-        log.journal
-            .set_str(&mut p, format!("k{i}").as_bytes(), b"v");
+        log.journal.set_str(
+            &mut p,
+            format!("k{i}").as_bytes(),
+            b"v",
+            gokv::store::Expiry::Clear,
+        );
         log.commit().unwrap();
     }
     log.start_compaction(&mut p).unwrap();
@@ -381,6 +394,7 @@ fn a_version_one_segment_still_starts() {
             &Record::SetStr {
                 key: key.as_bytes(),
                 value: b"v1",
+                deadline: None,
             },
             &mut bytes,
         );
@@ -390,7 +404,8 @@ fn a_version_one_segment_still_starts() {
     let mut p = Partition::new(Schema::String, m.stats.clone());
     let (mut log, _) = recovery::recover_partition(&dir, &m, &mut p, false).unwrap();
     assert_eq!(p.len(), 5);
-    log.journal.set_str(&mut p, b"new", b"v2");
+    log.journal
+        .set_str(&mut p, b"new", b"v2", gokv::store::Expiry::Clear);
     log.commit().unwrap();
     drop(log);
     assert!(seg_path(&dir, 10, 2).exists());

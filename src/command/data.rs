@@ -21,7 +21,7 @@ use crate::persist::Journal;
 use crate::protocol::{Args, ReplyWriter};
 use crate::store::partition::ValueRef;
 use crate::store::{
-    parse_canonical_i64, IncrError, MemoryBudget, Partition, PartitionStats, Schema,
+    parse_canonical_i64, Expiry, IncrError, MemoryBudget, Partition, PartitionStats, Schema, Value,
 };
 
 use super::{check_key, CommandError, CommandSpec, Handler, Keys};
@@ -30,6 +30,11 @@ use super::{check_key, CommandError, CommandSpec, Handler, Keys};
 #[derive(Clone, Copy)]
 pub struct DataLimits<'a> {
     pub max_key_len: usize,
+    /// Longest value a write may build (APPEND, SETRANGE): `max-bulk-len`, so that every value
+    /// stored can also be sent back in a request.
+    pub max_value_len: usize,
+    /// Most keys a KEYS reply may hold (`max-keys-reply`).
+    pub max_keys_reply: usize,
     /// `max-memory`: checked before a write that would grow the data.
     pub memory: MemoryBudget<'a>,
     /// Largest reply a read may build (what is left of the client's output limit): a GET or
@@ -66,32 +71,56 @@ pub struct Writes<'a, 'j> {
 }
 
 impl Writes<'_, '_> {
+    /// The partition, read-only (to look before writing).
     #[inline]
-    fn set_str(&mut self, key: &[u8], value: &[u8]) {
+    pub fn partition(&self) -> &Partition {
+        self.partition
+    }
+
+    #[inline]
+    pub fn set_str(&mut self, key: &[u8], value: &[u8], expiry: Expiry) {
         match &mut self.journal {
-            Some(j) => j.set_str(self.partition, key, value),
-            None => self.partition.set_str(key, value),
+            Some(j) => j.set_str(self.partition, key, value, expiry),
+            None => self.partition.set_str(key, value, expiry),
         }
     }
 
     #[inline]
-    fn set_int(&mut self, key: &[u8], value: i64) {
+    pub fn set_int(&mut self, key: &[u8], value: i64, expiry: Expiry) {
         match &mut self.journal {
-            Some(j) => j.set_int(self.partition, key, value),
-            None => self.partition.set_int(key, value),
+            Some(j) => j.set_int(self.partition, key, value, expiry),
+            None => self.partition.set_int(key, value, expiry),
+        }
+    }
+
+    /// Sets or removes a live key's deadline; false when the key is absent or expired.
+    #[inline]
+    pub fn set_deadline(&mut self, key: &[u8], deadline: Option<u64>) -> bool {
+        match &mut self.journal {
+            Some(j) => j.set_deadline(self.partition, key, deadline),
+            None => self.partition.set_deadline(key, deadline),
         }
     }
 
     #[inline]
-    fn remove(&mut self, key: &[u8]) -> bool {
+    pub fn remove(&mut self, key: &[u8]) -> bool {
         match &mut self.journal {
             Some(j) => j.remove(self.partition, key),
             None => self.partition.remove(key),
         }
     }
 
+    /// Removes a live key and returns its value and deadline.
     #[inline]
-    fn incr_by(&mut self, key: &[u8], delta: i64) -> Result<i64, IncrError> {
+    pub fn take(&mut self, key: &[u8]) -> Option<(Value, Option<u64>)> {
+        match &mut self.journal {
+            Some(j) => j.take(self.partition, key),
+            None => self.partition.take(key),
+        }
+    }
+
+    #[inline]
+    pub fn incr_by(&mut self, key: &[u8], delta: i64) -> Result<i64, IncrError> {
         match &mut self.journal {
             Some(j) => j.incr_by(self.partition, key, delta),
             None => self.partition.incr_by(key, delta),
@@ -219,13 +248,13 @@ pub fn set(
     let (key, value) = (args.get(2), args.get(3));
     match writes.partition.schema() {
         Schema::String => {
-            limits.admit(writes.partition.set_growth(key, value.len()))?;
-            writes.set_str(key, value);
+            limits.admit(writes.partition.set_growth(key, value.len(), false))?;
+            writes.set_str(key, value, Expiry::Clear);
         }
         Schema::Int => {
             let n = parse_canonical_i64(value).ok_or(CommandError::NotAnInteger)?;
-            limits.admit(writes.partition.set_growth(key, 0))?;
-            writes.set_int(key, n);
+            limits.admit(writes.partition.set_growth(key, 0, false))?;
+            writes.set_int(key, n, Expiry::Clear);
         }
     }
     w.ok();
@@ -248,14 +277,14 @@ pub fn mset(
         .map(|i| {
             writes
                 .partition
-                .set_growth(args.get(i), args.get(i + 1).len())
+                .set_growth(args.get(i), args.get(i + 1).len(), false)
         })
         .sum();
     match writes.partition.schema() {
         Schema::String => {
             limits.admit(growth)?;
             for i in (2..args.len()).step_by(2) {
-                writes.set_str(args.get(i), args.get(i + 1));
+                writes.set_str(args.get(i), args.get(i + 1), Expiry::Clear);
             }
         }
         Schema::Int => {
@@ -267,7 +296,7 @@ pub fn mset(
             for i in (2..args.len()).step_by(2) {
                 // Parsed above; cannot fail here.
                 let n = parse_canonical_i64(args.get(i + 1)).unwrap_or_default();
-                writes.set_int(args.get(i), n);
+                writes.set_int(args.get(i), n, Expiry::Clear);
             }
         }
     }
@@ -362,14 +391,14 @@ fn add(
     w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
     need_int(writes)?;
-    limits.admit(writes.partition.set_growth(key, 0))?;
+    limits.admit(writes.partition.set_growth(key, 0, false))?;
     match writes.incr_by(key, delta) {
         Ok(value) => {
             w.integer(value);
             Ok(())
         }
         Err(IncrError::Overflow) => Err(CommandError::Overflow),
-        Err(IncrError::WrongType) => Err(CommandError::WrongSchema("INT")),
+        Err(IncrError::NotAnInteger) => Err(CommandError::ValueNotInteger),
     }
 }
 
@@ -439,6 +468,8 @@ mod tests {
         let mut w = ReplyWriter::new(&mut out, Protocol::Resp2);
         let limits = DataLimits {
             max_key_len: 8,
+            max_value_len: 1 << 20,
+            max_keys_reply: 1000,
             memory: MemoryBudget::unlimited(),
             max_reply: 1000,
         };
@@ -455,7 +486,7 @@ mod tests {
         let mut p = Partition::new(Schema::String, Arc::default());
         let mut i = 0;
         while p.draining().is_none() {
-            p.set_str(format!("k{i}").as_bytes(), b"v");
+            p.set_str(format!("k{i}").as_bytes(), b"v", Expiry::Clear);
             i += 1;
         }
         let mut reads = 0;
@@ -494,6 +525,8 @@ mod tests {
         let metrics = ServerMetrics::new(2);
         let limits = DataLimits {
             max_key_len: 64,
+            max_value_len: 1 << 20,
+            max_keys_reply: 1000,
             memory: MemoryBudget::new(1000, &metrics),
             max_reply: 1 << 20,
         };

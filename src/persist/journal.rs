@@ -8,16 +8,20 @@
 //! fails, [`Journal::rollback`] restores the previous values in reverse order, so "not applied
 //! in memory" holds for every write whose reply becomes `-IOERR`.
 
-use crate::store::{IncrError, Partition, Value};
+use crate::store::{Expiry, IncrError, Partition, Value, ValueRef};
 
 use super::record::{self, Record};
+
+/// A key as it was before a write: its value and deadline, or `None` if it was absent (or
+/// expired, which is the same to every command).
+type Before = Option<(Value, Option<u64>)>;
 
 #[derive(Default)]
 pub struct Journal {
     /// Encoded records, in order, not yet written to the file.
     records: Vec<u8>,
-    /// `(key, value before the write)`, in order; `None` means the key was absent.
-    undo: Vec<(Box<[u8]>, Option<Value>)>,
+    /// `(key, state before the write)`, in order.
+    undo: Vec<(Box<[u8]>, Before)>,
 }
 
 impl Journal {
@@ -33,53 +37,124 @@ impl Journal {
         &self.records
     }
 
-    /// Writes done since the last commit (one per record).
+    /// Writes done since the last commit (one per undo entry; an expiry logged by the sweep
+    /// is not one).
     #[inline]
     pub fn writes(&self) -> usize {
         self.undo.len()
     }
 
     fn remember(&mut self, partition: &Partition, key: &[u8]) {
-        let before = partition.get(key).map(|v| v.to_owned());
+        let before = partition
+            .lookup(key)
+            .map(|e| (e.value.to_owned(), e.deadline));
         self.undo.push((key.into(), before));
     }
 
-    pub fn set_str(&mut self, partition: &mut Partition, key: &[u8], value: &[u8]) {
-        self.remember(partition, key);
-        record::encode(&Record::SetStr { key, value }, &mut self.records);
-        partition.set_str(key, value);
+    /// The deadline `key` has after a write of `expiry` (read back only for `Keep`).
+    fn deadline_after(partition: &Partition, key: &[u8], expiry: Expiry) -> Option<u64> {
+        match expiry {
+            Expiry::Clear => None,
+            Expiry::At(ms) => Some(ms),
+            Expiry::Keep => partition.lookup(key).and_then(|e| e.deadline),
+        }
     }
 
-    pub fn set_int(&mut self, partition: &mut Partition, key: &[u8], value: i64) {
+    pub fn set_str(&mut self, partition: &mut Partition, key: &[u8], value: &[u8], expiry: Expiry) {
         self.remember(partition, key);
-        record::encode(&Record::SetInt { key, value }, &mut self.records);
-        partition.set_int(key, value);
+        partition.set_str(key, value, expiry);
+        let deadline = Self::deadline_after(partition, key, expiry);
+        let record = Record::SetStr {
+            key,
+            value,
+            deadline,
+        };
+        record::encode(&record, &mut self.records);
+    }
+
+    pub fn set_int(&mut self, partition: &mut Partition, key: &[u8], value: i64, expiry: Expiry) {
+        self.remember(partition, key);
+        partition.set_int(key, value, expiry);
+        let deadline = Self::deadline_after(partition, key, expiry);
+        let record = Record::SetInt {
+            key,
+            value,
+            deadline,
+        };
+        record::encode(&record, &mut self.records);
+    }
+
+    /// Sets or removes a live key's deadline; logs only when the key was there.
+    pub fn set_deadline(
+        &mut self,
+        partition: &mut Partition,
+        key: &[u8],
+        deadline: Option<u64>,
+    ) -> bool {
+        let before = partition
+            .lookup(key)
+            .map(|e| (e.value.to_owned(), e.deadline));
+        if !partition.set_deadline(key, deadline) {
+            return false;
+        }
+        self.undo.push((key.into(), before));
+        record::encode(&Record::Deadline { key, deadline }, &mut self.records);
+        true
     }
 
     /// Removes a key; logs only when it was there (nothing changed otherwise).
     pub fn remove(&mut self, partition: &mut Partition, key: &[u8]) -> bool {
-        match partition.take(key) {
-            Some(before) => {
-                self.undo.push((key.into(), Some(before)));
-                record::encode(&Record::Del { key }, &mut self.records);
-                true
-            }
-            None => false,
-        }
+        self.take(partition, key).is_some()
     }
 
-    /// Increments and logs the *result* as a SET (idempotent on replay).
+    /// Removes a key and returns its value and deadline; logs only when it was there.
+    pub fn take(&mut self, partition: &mut Partition, key: &[u8]) -> Option<(Value, Option<u64>)> {
+        let before = partition.take(key)?;
+        self.undo.push((key.into(), Some(before.clone())));
+        record::encode(&Record::Del { key }, &mut self.records);
+        Some(before)
+    }
+
+    /// Increments and logs the *result* as a SET, with the deadline the key keeps
+    /// (idempotent on replay).
     pub fn incr_by(
         &mut self,
         partition: &mut Partition,
         key: &[u8],
         delta: i64,
     ) -> Result<i64, IncrError> {
-        let before = partition.get(key).map(|v| v.to_owned());
+        let before = partition
+            .lookup(key)
+            .map(|e| (e.value.to_owned(), e.deadline));
         let value = partition.incr_by(key, delta)?;
         self.undo.push((key.into(), before));
-        record::encode(&Record::SetInt { key, value }, &mut self.records);
+        let after = partition.lookup(key).map(|e| (e.value, e.deadline));
+        let record = match after {
+            Some((ValueRef::Str(text), deadline)) => Record::SetStr {
+                key,
+                value: text,
+                deadline,
+            },
+            Some((ValueRef::Int(_), deadline)) => Record::SetInt {
+                key,
+                value,
+                deadline,
+            },
+            None => Record::SetInt {
+                key,
+                value,
+                deadline: None,
+            },
+        };
+        record::encode(&record, &mut self.records);
         Ok(value)
+    }
+
+    /// Logs a key the expiry sweep removed, as a `DEL`. Nothing to undo: a commit that fails
+    /// leaves the key gone in memory, where it was expired anyway, and replay drops a key
+    /// past its deadline by itself.
+    pub fn expired(&mut self, key: &[u8]) {
+        record::encode(&Record::Del { key }, &mut self.records);
     }
 
     /// The commit succeeded: forget the pass.
@@ -100,7 +175,7 @@ impl Journal {
     pub fn rollback(&mut self, partition: &mut Partition) {
         for (key, before) in self.undo.drain(..).rev() {
             match before {
-                Some(value) => partition.set_value(&key, &value),
+                Some((value, deadline)) => partition.set_value(&key, &value, deadline),
                 None => {
                     partition.remove(&key);
                 }
@@ -113,23 +188,27 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{Schema, ValueRef};
+    use crate::store::Schema;
     use std::sync::Arc;
 
     #[test]
     fn rollback_restores_the_pass() {
+        let far = crate::store::clock::system_now_ms() + 3_600_000;
         let mut p = Partition::new(Schema::Int, Arc::default());
-        p.set_int(b"a", 1);
-        p.set_int(b"b", 2);
+        p.set_int(b"a", 1, Expiry::At(far));
+        p.set_int(b"b", 2, Expiry::Clear);
         let mut j = Journal::default();
-        j.set_int(&mut p, b"a", 10);
+        j.set_int(&mut p, b"a", 10, Expiry::Clear);
         assert_eq!(j.incr_by(&mut p, b"a", 5), Ok(15));
         assert!(j.remove(&mut p, b"b"));
         assert!(!j.remove(&mut p, b"zz"));
-        j.set_int(&mut p, b"c", 3);
-        assert_eq!(j.writes(), 4);
+        j.set_int(&mut p, b"c", 3, Expiry::Clear);
+        assert!(j.set_deadline(&mut p, b"c", Some(far)));
+        assert!(!j.set_deadline(&mut p, b"zz", Some(far)));
+        assert_eq!(j.writes(), 5);
         j.rollback(&mut p);
-        assert_eq!(p.get(b"a"), Some(ValueRef::Int(1)));
+        let a = p.lookup(b"a").unwrap();
+        assert_eq!((a.value, a.deadline), (ValueRef::Int(1), Some(far)));
         assert_eq!(p.get(b"b"), Some(ValueRef::Int(2)));
         assert_eq!(p.get(b"c"), None);
         assert!(j.is_empty());

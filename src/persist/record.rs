@@ -10,11 +10,20 @@
 //! 4       4     crc: u32 LE, CRC32C (Castagnoli) of len (4 bytes LE) ++ kind ++ body
 //! 8       1     kind
 //! 9       ...   body, by kind:
-//!               1 SET_STR  key_len: u32 LE, key, value (the rest of the record)
-//!               2 SET_INT  key_len: u32 LE, key, value: i64 LE
-//!               3 DEL      key_len: u32 LE, key
-//!               4 END      count: u64 LE (snapshot trailer: records before it)
+//!               1 SET_STR     key_len: u32 LE, key, value (the rest of the record)
+//!               2 SET_INT     key_len: u32 LE, key, value: i64 LE
+//!               3 DEL         key_len: u32 LE, key
+//!               4 END         count: u64 LE (snapshot trailer: records before it)
+//!               5 SET_STR_AT  key_len: u32 LE, key, deadline: u64 LE, value (the rest)
+//!               6 SET_INT_AT  key_len: u32 LE, key, deadline: u64 LE, value: i64 LE
+//!               7 DEADLINE    key_len: u32 LE, key, deadline: u64 LE (0: none)
+//!               8 CLEAR       (no body: every key of the partition is gone)
 //! ```
+//!
+//! A deadline is an absolute unix time in milliseconds, never a duration, so that replaying a
+//! record later never extends a key's life; replay drops a key whose deadline has passed.
+//! Kinds 5 to 8 came with deadlines: a file that holds them cannot be read by a release
+//! before that (reading older files is always supported).
 //!
 //! Records are **physical and idempotent**: they say what a key *is* after the write, never
 //! how it got there (`INCR` is logged as the `SET_INT` of its result; `MSET` as one `SET` per
@@ -40,14 +49,39 @@ const KIND_SET_STR: u8 = 1;
 const KIND_SET_INT: u8 = 2;
 const KIND_DEL: u8 = 3;
 const KIND_END: u8 = 4;
+const KIND_SET_STR_AT: u8 = 5;
+const KIND_SET_INT_AT: u8 = 6;
+const KIND_DEADLINE: u8 = 7;
+const KIND_CLEAR: u8 = 8;
 
 /// One record, borrowing its key and value from the buffer it was decoded from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Record<'a> {
-    SetStr { key: &'a [u8], value: &'a [u8] },
-    SetInt { key: &'a [u8], value: i64 },
-    Del { key: &'a [u8] },
-    End { count: u64 },
+    /// The key holds this string, with this deadline (unix ms) or none.
+    SetStr {
+        key: &'a [u8],
+        value: &'a [u8],
+        deadline: Option<u64>,
+    },
+    /// The key holds this integer, with this deadline or none.
+    SetInt {
+        key: &'a [u8],
+        value: i64,
+        deadline: Option<u64>,
+    },
+    Del {
+        key: &'a [u8],
+    },
+    /// The key, if present, has this deadline now (`None`: none).
+    Deadline {
+        key: &'a [u8],
+        deadline: Option<u64>,
+    },
+    /// Every key is gone (FLUSH PARTITION).
+    Clear,
+    End {
+        count: u64,
+    },
 }
 
 /// What [`decode`] found at the start of a buffer.
@@ -67,24 +101,46 @@ pub enum Decoded<'a> {
 pub fn encode(record: &Record, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0u8; RECORD_HEADER]);
+    let keyed = |out: &mut Vec<u8>, kind: u8, key: &[u8]| {
+        out.push(kind);
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
+    };
     match *record {
-        Record::SetStr { key, value } => {
-            out.push(KIND_SET_STR);
-            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            out.extend_from_slice(key);
+        Record::SetStr {
+            key,
+            value,
+            deadline,
+        } => {
+            match deadline {
+                None => keyed(out, KIND_SET_STR, key),
+                Some(ms) => {
+                    keyed(out, KIND_SET_STR_AT, key);
+                    out.extend_from_slice(&ms.to_le_bytes());
+                }
+            }
             out.extend_from_slice(value);
         }
-        Record::SetInt { key, value } => {
-            out.push(KIND_SET_INT);
-            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            out.extend_from_slice(key);
+        Record::SetInt {
+            key,
+            value,
+            deadline,
+        } => {
+            match deadline {
+                None => keyed(out, KIND_SET_INT, key),
+                Some(ms) => {
+                    keyed(out, KIND_SET_INT_AT, key);
+                    out.extend_from_slice(&ms.to_le_bytes());
+                }
+            }
             out.extend_from_slice(&value.to_le_bytes());
         }
-        Record::Del { key } => {
-            out.push(KIND_DEL);
-            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            out.extend_from_slice(key);
+        Record::Del { key } => keyed(out, KIND_DEL, key),
+        Record::Deadline { key, deadline } => {
+            keyed(out, KIND_DEADLINE, key);
+            out.extend_from_slice(&deadline.unwrap_or(0).to_le_bytes());
         }
+        Record::Clear => out.push(KIND_CLEAR),
         Record::End { count } => {
             out.push(KIND_END);
             out.extend_from_slice(&count.to_le_bytes());
@@ -129,12 +185,18 @@ fn parse_body(kind: u8, body: &[u8]) -> Option<Record<'_>> {
         let key_end = 4usize.checked_add(key_len)?;
         (key_end <= body.len()).then_some((4, key_end))
     };
+    // The deadline after the key, and where the rest starts.
+    let deadline = |body: &[u8], at: usize| -> Option<(u64, usize)> {
+        let raw = body.get(at..at.checked_add(8)?)?;
+        Some((u64::from_le_bytes(raw.try_into().ok()?), at + 8))
+    };
     match kind {
         KIND_SET_STR => {
             let (start, end) = keyed(body)?;
             Some(Record::SetStr {
                 key: &body[start..end],
                 value: &body[end..],
+                deadline: None,
             })
         }
         KIND_SET_INT => {
@@ -143,8 +205,37 @@ fn parse_body(kind: u8, body: &[u8]) -> Option<Record<'_>> {
             Some(Record::SetInt {
                 key: &body[start..end],
                 value,
+                deadline: None,
             })
         }
+        KIND_SET_STR_AT => {
+            let (start, end) = keyed(body)?;
+            let (ms, rest) = deadline(body, end)?;
+            Some(Record::SetStr {
+                key: &body[start..end],
+                value: &body[rest..],
+                deadline: Some(ms),
+            })
+        }
+        KIND_SET_INT_AT => {
+            let (start, end) = keyed(body)?;
+            let (ms, rest) = deadline(body, end)?;
+            let value = i64::from_le_bytes(body[rest..].try_into().ok()?);
+            Some(Record::SetInt {
+                key: &body[start..end],
+                value,
+                deadline: Some(ms),
+            })
+        }
+        KIND_DEADLINE => {
+            let (start, end) = keyed(body)?;
+            let (ms, rest) = deadline(body, end)?;
+            (rest == body.len()).then_some(Record::Deadline {
+                key: &body[start..end],
+                deadline: (ms != 0).then_some(ms),
+            })
+        }
+        KIND_CLEAR => body.is_empty().then_some(Record::Clear),
         KIND_DEL => {
             let (start, end) = keyed(body)?;
             (end == body.len()).then_some(Record::Del {
@@ -345,15 +436,37 @@ mod tests {
             Record::SetStr {
                 key: b"k",
                 value: b"some value",
+                deadline: None,
             },
             Record::SetStr {
                 key: b"",
                 value: b"",
+                deadline: None,
             },
             Record::SetInt {
                 key: b"counter",
                 value: -42,
+                deadline: None,
             },
+            Record::SetStr {
+                key: b"timed",
+                value: b"v",
+                deadline: Some(1_700_000_000_123),
+            },
+            Record::SetInt {
+                key: b"timed counter",
+                value: 7,
+                deadline: Some(u64::MAX),
+            },
+            Record::Deadline {
+                key: b"k",
+                deadline: Some(1_700_000_000_000),
+            },
+            Record::Deadline {
+                key: b"k",
+                deadline: None,
+            },
+            Record::Clear,
             Record::Del { key: b"gone" },
             Record::End { count: 7 },
         ]
@@ -385,6 +498,7 @@ mod tests {
             &Record::SetStr {
                 key: b"key",
                 value: b"value",
+                deadline: Some(1_700_000_000_000),
             },
             &mut buf,
         );

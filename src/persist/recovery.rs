@@ -51,7 +51,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use crate::catalog::PartitionMeta;
-use crate::store::{Partition, Schema};
+use crate::store::{Partition, Schema, ValueRef};
 
 use super::log::{create_segment, PartitionLog};
 use super::record::{
@@ -370,9 +370,39 @@ fn remove(path: &Path) {
 
 /// Applies one record to the table, or says why it does not belong there.
 fn apply(partition: &mut Partition, record: Record) -> Result<(), &'static str> {
+    // A deadline already past is an expiry that happened while the server was down: the key
+    // is removed, never resurrected (and never outlives its deadline because of a restart).
+    let now = crate::store::clock::now_ms();
+    let past = |deadline: Option<u64>| deadline.is_some_and(|d| now > d);
     match (record, partition.schema()) {
-        (Record::SetStr { key, value }, Schema::String) => partition.set_str(key, value),
-        (Record::SetInt { key, value }, Schema::Int) => partition.set_int(key, value),
+        (Record::SetStr { key, deadline, .. } | Record::SetInt { key, deadline, .. }, _)
+            if past(deadline) =>
+        {
+            partition.remove(key);
+        }
+        (
+            Record::SetStr {
+                key,
+                value,
+                deadline,
+            },
+            Schema::String,
+        ) => partition.put(key, ValueRef::Str(value), deadline),
+        (
+            Record::SetInt {
+                key,
+                value,
+                deadline,
+            },
+            Schema::Int,
+        ) => partition.put(key, ValueRef::Int(value), deadline),
+        (Record::Deadline { key, deadline }, _) if past(deadline) => {
+            partition.remove(key);
+        }
+        (Record::Deadline { key, deadline }, _) => {
+            partition.set_deadline(key, deadline);
+        }
+        (Record::Clear, _) => partition.clear(),
         (Record::Del { key }, _) => {
             partition.remove(key);
         }

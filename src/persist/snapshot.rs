@@ -79,11 +79,20 @@ impl Compaction {
         self.buf.clear();
         let buf = &mut self.buf;
         let mut count = 0u64;
-        let done = partition.scan_step(budget, |key, value| {
+        let done = partition.scan_step(budget, |key, entry| {
             count += 1;
-            let record = match value {
-                ValueRef::Int(value) => Record::SetInt { key, value },
-                ValueRef::Str(value) => Record::SetStr { key, value },
+            let deadline = entry.deadline;
+            let record = match entry.value {
+                ValueRef::Int(value) => Record::SetInt {
+                    key,
+                    value,
+                    deadline,
+                },
+                ValueRef::Str(value) => Record::SetStr {
+                    key,
+                    value,
+                    deadline,
+                },
             };
             let before = buf.len();
             record::encode(&record, buf);
@@ -151,7 +160,11 @@ mod tests {
         let mut p = Partition::new(Schema::String, Arc::default());
         let value = vec![b'v'; 256 << 10];
         for i in 0..64 {
-            p.set_str(format!("k{i}").as_bytes(), &value);
+            p.set_str(
+                format!("k{i}").as_bytes(),
+                &value,
+                crate::store::Expiry::Clear,
+            );
         }
         let mut c = Compaction::start(&dir, 1, 2, &mut p).unwrap();
         let budget = STEP_BYTES;

@@ -1233,6 +1233,8 @@ impl Core {
                     affinity.local();
                     let limits = DataLimits {
                         max_key_len: self.max_key_len,
+                        max_value_len: self.shared.config.limits.max_bulk_len,
+                        max_keys_reply: self.shared.config.max_keys_reply,
                         memory: MemoryBudget::new(
                             self.shared.config.max_memory,
                             &self.shared.metrics,
@@ -1552,6 +1554,8 @@ impl Core {
             };
             let limits = DataLimits {
                 max_key_len: self.max_key_len,
+                max_value_len: self.shared.config.limits.max_bulk_len,
+                max_keys_reply: self.shared.config.max_keys_reply,
                 memory,
                 max_reply: (request.max_reply as usize).saturating_sub(built),
             };

@@ -1,14 +1,21 @@
 //! Where a table's entries live: packed one after another in fixed-size segments.
 //!
-//! An entry is `[flags: u8][key_len: varint][value_len: varint][key][value]`, padded to a
-//! multiple of `ALIGN` bytes, and is named by a 40-bit [`Handle`] (segment id and offset).
-//! A 16-byte key with a 32-byte value takes 52 bytes: no allocator header, no rounding up to
-//! an allocator size class, no pointer per entry (the table keeps handles, 6 bytes each).
+//! An entry is `[flags: u8][deadline: u64 LE, only with EXPIRES][key_len: varint]
+//! [value_len: varint][key][value]`, padded to a multiple of `ALIGN` bytes, and is named by a
+//! 40-bit [`Handle`] (segment id and offset). A 16-byte key with a 32-byte value takes 52
+//! bytes: no allocator header, no rounding up to an allocator size class, no pointer per entry
+//! (the table keeps handles, 6 bytes each).
+//!
+//! A *deadline* (the unix time in ms after which the key is expired) costs a flag bit and 8
+//! bytes, in the entry itself, and only for entries that have one: a key without a deadline
+//! pays nothing, and there is no second table of keys with deadlines. The active expiry
+//! sweep finds them by walking the segments in order ([`Arena::walk`]): sequential memory,
+//! which the CPU prefetches by itself.
 //!
 //! An entry larger than [`MAX_INLINE`] bytes is *boxed*: its own allocation holds
-//! `[key_len: u32 LE][key][value]`, and the arena keeps an 8-byte stub naming it. A segment
-//! therefore never holds more than a few KiB of any one entry, which bounds what compaction
-//! copies at once.
+//! `[key_len: u32 LE][deadline: u64 LE, only with EXPIRES][key][value]`, and the arena keeps
+//! an 8-byte stub naming it (its flags carry EXPIRES). A segment therefore never holds more
+//! than a few KiB of any one entry, which bounds what compaction copies at once.
 //!
 //! # Garbage and compaction
 //! Removing an entry, or changing its value's length, marks its bytes dead. A segment whose
@@ -39,6 +46,12 @@ const MAX_SEGMENTS: usize = 1 << 24;
 const DEAD: u8 = 1;
 /// `flags` bit: the bytes live in their own allocation (`boxed`); the stub holds its index.
 const BOXED: u8 = 2;
+/// `flags` bit: the entry has a deadline (8 bytes after the flags, or after a box's key
+/// length).
+const EXPIRES: u8 = 4;
+
+/// Bytes a deadline takes in an entry.
+pub const DEADLINE_BYTES: usize = 8;
 
 /// Bytes of a boxed entry's stub: flags and a `u32` index (padded to [`ALIGN`]).
 const STUB: usize = 8;
@@ -51,6 +64,10 @@ pub const HANDLE_LIMIT: u64 = 1 << 40;
 
 struct Segment {
     bytes: Box<[u8]>,
+    /// Which segment this is, among all that ever had its id: a walk's cursor names a segment
+    /// by id and epoch, so that it never resumes at an offset of another segment that reused
+    /// the id.
+    epoch: u64,
     /// Bytes written (live and dead); entries are appended here.
     used: usize,
     /// Bytes of live entries.
@@ -67,6 +84,8 @@ pub struct TakenSegment {
 #[derive(Clone, Copy)]
 struct Layout {
     flags: u8,
+    /// The deadline (inline entries; a boxed one's is in its box).
+    deadline: Option<u64>,
     /// Offset of the key inside the segment (inline) or the box (boxed).
     key_start: usize,
     key_len: usize,
@@ -118,8 +137,20 @@ fn align(n: usize) -> usize {
 
 /// Bytes an entry would take inline, before padding.
 #[inline]
-fn encoded_len(key_len: usize, value_len: usize) -> usize {
-    1 + varint_len(key_len) + varint_len(value_len) + key_len + value_len
+fn encoded_len(key_len: usize, value_len: usize, deadline: Option<u64>) -> usize {
+    let deadline = if deadline.is_some() {
+        DEADLINE_BYTES
+    } else {
+        0
+    };
+    1 + deadline + varint_len(key_len) + varint_len(value_len) + key_len + value_len
+}
+
+#[inline]
+fn read_u64(bytes: &[u8], at: usize) -> u64 {
+    let mut raw = [0u8; 8];
+    raw.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(raw)
 }
 
 /// Reads the entry at `offset` of a segment's bytes.
@@ -129,6 +160,7 @@ fn layout_at(bytes: &[u8], offset: usize) -> Layout {
     if flags & BOXED != 0 {
         return Layout {
             flags,
+            deadline: None,
             key_start: 0,
             key_len: 0,
             value_len: 0,
@@ -136,10 +168,17 @@ fn layout_at(bytes: &[u8], offset: usize) -> Layout {
         };
     }
     let mut at = offset + 1;
+    let deadline = if flags & EXPIRES != 0 {
+        at += DEADLINE_BYTES;
+        Some(read_u64(bytes, offset + 1))
+    } else {
+        None
+    };
     let key_len = read_varint(bytes, &mut at);
     let value_len = read_varint(bytes, &mut at);
     Layout {
         flags,
+        deadline,
         key_start: at,
         key_len,
         value_len,
@@ -168,6 +207,31 @@ fn boxed_key_len(bytes: &[u8]) -> usize {
     u32::from_le_bytes(len) as usize
 }
 
+/// Where a boxed entry's key starts, and its deadline, given its stub's flags.
+#[inline]
+fn boxed_parts(flags: u8, bytes: &[u8]) -> (usize, Option<u64>) {
+    if flags & EXPIRES != 0 {
+        (4 + DEADLINE_BYTES, Some(read_u64(bytes, 4)))
+    } else {
+        (4, None)
+    }
+}
+
+/// Where a walk of the arena is: a segment (by id and epoch) and an offset in it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalkCursor {
+    id: usize,
+    epoch: u64,
+    offset: usize,
+}
+
+/// An entry as a walk sees it.
+pub struct Walked<'a> {
+    pub handle: Handle,
+    pub key: &'a [u8],
+    pub deadline: Option<u64>,
+}
+
 /// The entries of one table. See the module docs.
 #[derive(Default)]
 pub struct Arena {
@@ -183,29 +247,42 @@ pub struct Arena {
     /// Entries larger than [`MAX_INLINE`]; `None` for indexes on `free_boxed`.
     boxed: Vec<Option<Box<[u8]>>>,
     free_boxed: Vec<u32>,
+    /// Epoch of the next segment created.
+    next_epoch: u64,
 }
 
 impl Arena {
     /// Stores a new entry and returns its handle.
-    pub fn alloc(&mut self, key: &[u8], value: &[u8]) -> Handle {
-        let len = encoded_len(key.len(), value.len());
+    pub fn alloc(&mut self, key: &[u8], value: &[u8], deadline: Option<u64>) -> Handle {
+        let len = encoded_len(key.len(), value.len(), deadline);
         if len > MAX_INLINE {
-            return self.alloc_boxed(key, value);
+            return self.alloc_boxed(key, value, deadline);
         }
         let (id, offset) = self.reserve(align(len));
         let bytes = &mut self.segment_mut(id).bytes;
-        bytes[offset] = 0;
-        let at = write_varint(bytes, offset + 1, key.len());
+        let mut at = offset + 1;
+        bytes[offset] = match deadline {
+            Some(ms) => {
+                bytes[at..at + DEADLINE_BYTES].copy_from_slice(&ms.to_le_bytes());
+                at += DEADLINE_BYTES;
+                EXPIRES
+            }
+            None => 0,
+        };
+        let at = write_varint(bytes, at, key.len());
         let at = write_varint(bytes, at, value.len());
         bytes[at..at + key.len()].copy_from_slice(key);
         bytes[at + key.len()..at + key.len() + value.len()].copy_from_slice(value);
         join(id, offset)
     }
 
-    fn alloc_boxed(&mut self, key: &[u8], value: &[u8]) -> Handle {
-        let mut bytes = Vec::with_capacity(4 + key.len() + value.len());
+    fn alloc_boxed(&mut self, key: &[u8], value: &[u8], deadline: Option<u64>) -> Handle {
+        let mut bytes = Vec::with_capacity(4 + DEADLINE_BYTES + key.len() + value.len());
         // Keys are bounded by max-key-len, which the config keeps within u32.
         bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        if let Some(ms) = deadline {
+            bytes.extend_from_slice(&ms.to_le_bytes());
+        }
         bytes.extend_from_slice(key);
         bytes.extend_from_slice(value);
         let bytes = Some(bytes.into_boxed_slice());
@@ -221,7 +298,11 @@ impl Arena {
         };
         let (id, offset) = self.reserve(STUB);
         let stub = &mut self.segment_mut(id).bytes[offset..offset + STUB];
-        stub[0] = BOXED;
+        stub[0] = if deadline.is_some() {
+            BOXED | EXPIRES
+        } else {
+            BOXED
+        };
         stub[1..5].copy_from_slice(&index.to_le_bytes());
         join(id, offset)
     }
@@ -245,9 +326,11 @@ impl Arena {
         // Zeroed memory comes from the kernel untouched: a segment costs RSS as it fills.
         let segment = Some(Segment {
             bytes: vec![0u8; SEGMENT_BYTES].into_boxed_slice(),
+            epoch: self.next_epoch,
             used: 0,
             live: 0,
         });
+        self.next_epoch += 1;
         let id = match self.free_ids.pop() {
             Some(id) => {
                 self.segments[id] = segment;
@@ -304,19 +387,50 @@ impl Arena {
     /// The entry's key and value.
     #[inline]
     pub fn get(&self, handle: Handle) -> (&[u8], &[u8]) {
+        let (key, value, _) = self.entry(handle);
+        (key, value)
+    }
+
+    /// The entry's key, value and deadline.
+    #[inline]
+    pub fn entry(&self, handle: Handle) -> (&[u8], &[u8], Option<u64>) {
         let (id, offset) = split(handle);
         let bytes = &self.segment(id).bytes;
         let layout = layout_at(bytes, offset);
         if layout.flags & BOXED != 0 {
             let boxed = self.boxed_bytes(&bytes[offset..]);
             let key_len = boxed_key_len(boxed);
-            return (&boxed[4..4 + key_len], &boxed[4 + key_len..]);
+            let (key_start, deadline) = boxed_parts(layout.flags, boxed);
+            let key_end = key_start + key_len;
+            return (&boxed[key_start..key_end], &boxed[key_end..], deadline);
         }
         let key_end = layout.key_start + layout.key_len;
         (
             &bytes[layout.key_start..key_end],
             &bytes[key_end..key_end + layout.value_len],
+            layout.deadline,
         )
+    }
+
+    /// Replaces the deadline of an entry that has one, in place.
+    pub fn set_deadline_in_place(&mut self, handle: Handle, deadline: u64) {
+        let (id, offset) = split(handle);
+        let segment = self.segments[id]
+            .as_mut()
+            .expect("handle names a live segment");
+        let flags = segment.bytes[offset];
+        debug_assert!(flags & EXPIRES != 0, "the entry has a deadline to replace");
+        let raw = deadline.to_le_bytes();
+        if flags & BOXED != 0 {
+            let stub = &segment.bytes[offset..];
+            let index = u32::from_le_bytes([stub[1], stub[2], stub[3], stub[4]]);
+            let boxed = self.boxed[index as usize]
+                .as_deref_mut()
+                .expect("stub names a live box");
+            boxed[4..4 + DEADLINE_BYTES].copy_from_slice(&raw);
+        } else {
+            segment.bytes[offset + 1..offset + 1 + DEADLINE_BYTES].copy_from_slice(&raw);
+        }
     }
 
     #[inline]
@@ -344,7 +458,8 @@ impl Arena {
                 .as_deref_mut()
                 .expect("stub names a live box");
             let key_len = boxed_key_len(boxed);
-            return &mut boxed[4 + key_len..];
+            let (key_start, _) = boxed_parts(layout.flags, boxed);
+            return &mut boxed[key_start + key_len..];
         }
         let start = layout.key_start + layout.key_len;
         &mut segment.bytes[start..start + layout.value_len]
@@ -379,6 +494,76 @@ impl Arena {
         if now_empty && self.tail != Some(id) {
             self.release(id);
         }
+    }
+
+    /// Visits live entries from `cursor` on, in segment order, until `max` were visited or the
+    /// walk came back round to the first segment; returns true when it did (a whole round is
+    /// done), and moves `cursor` to where the next walk resumes.
+    ///
+    /// A cursor stays safe across any change between two walks: it names its segment by id
+    /// and epoch, and a segment's entries never move inside it (they are appended, marked
+    /// dead, or the whole segment goes), so an offset of the same epoch is an entry boundary.
+    /// A segment that is gone or was replaced since is left out from where the cursor was.
+    pub fn walk(
+        &self,
+        cursor: &mut WalkCursor,
+        max: usize,
+        mut visit: impl FnMut(Walked<'_>),
+    ) -> bool {
+        let mut visited = 0;
+        while visited < max {
+            if cursor.id >= self.segments.len() {
+                *cursor = WalkCursor::default();
+                return true;
+            }
+            let Some(segment) = self.segments[cursor.id].as_ref() else {
+                cursor.id += 1;
+                cursor.offset = 0;
+                continue;
+            };
+            if segment.epoch != cursor.epoch {
+                if cursor.offset > 0 {
+                    // Another segment took this id since: what the cursor named is gone.
+                    cursor.id += 1;
+                    cursor.offset = 0;
+                    continue;
+                }
+                cursor.epoch = segment.epoch;
+            }
+            let bytes = &segment.bytes;
+            while cursor.offset < segment.used && visited < max {
+                let at = cursor.offset;
+                let layout = layout_at(bytes, at);
+                cursor.offset += layout.size;
+                if layout.flags & DEAD != 0 {
+                    continue;
+                }
+                visited += 1;
+                let handle = join(cursor.id, at);
+                if layout.flags & BOXED != 0 {
+                    let boxed = self.boxed_bytes(&bytes[at..]);
+                    let key_len = boxed_key_len(boxed);
+                    let (key_start, deadline) = boxed_parts(layout.flags, boxed);
+                    visit(Walked {
+                        handle,
+                        key: &boxed[key_start..key_start + key_len],
+                        deadline,
+                    });
+                } else {
+                    visit(Walked {
+                        handle,
+                        key: &bytes[layout.key_start..layout.key_start + layout.key_len],
+                        deadline: layout.deadline,
+                    });
+                }
+            }
+            if cursor.offset >= segment.used {
+                // (Entries appended to the tail behind the cursor are seen next round.)
+                cursor.id += 1;
+                cursor.offset = 0;
+            }
+        }
+        false
     }
 
     /// Should the owner compact a segment now? When more than a quarter of the written bytes
@@ -459,9 +644,9 @@ mod tests {
     #[test]
     fn inline_and_boxed_entries() {
         let mut arena = Arena::default();
-        let small = arena.alloc(b"key:000000000001", &[7u8; 32]);
+        let small = arena.alloc(b"key:000000000001", &[7u8; 32], None);
         let big_value = vec![9u8; MAX_INLINE * 2];
-        let big = arena.alloc(b"big", &big_value);
+        let big = arena.alloc(b"big", &big_value, None);
         assert_eq!(arena.get(small), (&b"key:000000000001"[..], &[7u8; 32][..]));
         assert_eq!(arena.get(big), (&b"big"[..], &big_value[..]));
         // 1 + 1 + 1 + 16 + 32 = 51, padded to 52; the stub takes 8.
@@ -480,7 +665,7 @@ mod tests {
         let mut arena = Arena::default();
         let value = [1u8; 1000];
         let handles: Vec<Handle> = (0..1000u32)
-            .map(|i| arena.alloc(&i.to_le_bytes(), &value))
+            .map(|i| arena.alloc(&i.to_le_bytes(), &value, None))
             .collect();
         let segments = arena.segments.iter().flatten().count();
         assert!(segments >= 3);
@@ -524,5 +709,104 @@ mod tests {
         assert!(arena.free_ids.contains(&1));
         let (used, live) = arena.usage();
         assert_eq!(used - live, 0, "only live bytes are left");
+    }
+
+    #[test]
+    fn deadlines_cost_eight_bytes_and_change_in_place() {
+        let mut arena = Arena::default();
+        let plain = arena.alloc(b"key:000000000001", &[7u8; 32], None);
+        let timed = arena.alloc(b"key:000000000002", &[7u8; 32], Some(1_700_000_000_123));
+        // 52 bytes without, 60 with: the deadline's 8 bytes and no more.
+        assert_eq!(arena.usage(), (52 + 60, 52 + 60));
+        assert_eq!(arena.entry(plain).2, None);
+        let (key, value, deadline) = arena.entry(timed);
+        assert_eq!(
+            (key, value, deadline),
+            (
+                &b"key:000000000002"[..],
+                &[7u8; 32][..],
+                Some(1_700_000_000_123)
+            )
+        );
+        arena.set_deadline_in_place(timed, 42);
+        assert_eq!(arena.entry(timed).2, Some(42));
+        arena.value_mut(timed)[0] = 1;
+        assert_eq!(
+            arena.entry(timed),
+            (
+                &b"key:000000000002"[..],
+                &{
+                    let mut v = [7u8; 32];
+                    v[0] = 1;
+                    v
+                }[..],
+                Some(42)
+            )
+        );
+        // Boxed entries keep theirs in the box.
+        let big_value = vec![9u8; MAX_INLINE * 2];
+        let big = arena.alloc(b"big", &big_value, Some(7));
+        assert_eq!(arena.entry(big), (&b"big"[..], &big_value[..], Some(7)));
+        arena.set_deadline_in_place(big, 8);
+        arena.value_mut(big)[0] = 1;
+        let (key, value, deadline) = arena.entry(big);
+        assert_eq!(
+            (key, value[0], value.len(), deadline),
+            (&b"big"[..], 1, big_value.len(), Some(8))
+        );
+    }
+
+    /// A walk visits every live entry once per round, with its deadline, and a cursor kept
+    /// across frees, segment releases and compaction never lands inside another segment.
+    #[test]
+    fn walks_visit_live_entries_and_survive_changes_between_steps() {
+        let mut arena = Arena::default();
+        let value = [1u8; 1000];
+        let mut handles: Vec<Handle> = (0..2000u32)
+            .map(|i| {
+                arena.alloc(
+                    &i.to_le_bytes(),
+                    &value,
+                    (i % 2 == 0).then_some(u64::from(i)),
+                )
+            })
+            .collect();
+        let mut cursor = WalkCursor::default();
+        let mut seen = std::collections::HashMap::new();
+        while !arena.walk(&mut cursor, 100, |e| {
+            assert_eq!(e.deadline, {
+                let i = u32::from_le_bytes(e.key.try_into().unwrap());
+                (i % 2 == 0).then_some(u64::from(i))
+            });
+            *seen.entry(e.handle).or_insert(0) += 1;
+        }) {}
+        assert_eq!(seen.len(), 2000);
+        assert!(seen.values().all(|&n| n == 1));
+        // Between steps: free whole segments (ids get reused), compact one.
+        let mut steps = 0;
+        let mut count = 0;
+        loop {
+            let done = arena.walk(&mut cursor, 50, |_| count += 1);
+            steps += 1;
+            if steps == 3 {
+                for h in handles.drain(..600) {
+                    arena.free(h);
+                }
+                for i in 0..300u32 {
+                    handles.push(arena.alloc(&(10_000 + i).to_le_bytes(), &value, None));
+                }
+                if let Some(taken) = arena.take_segment() {
+                    for (_, encoded) in taken.entries() {
+                        arena.append_raw(encoded);
+                    }
+                    arena.recycle(taken);
+                }
+            }
+            if done {
+                break;
+            }
+            assert!(steps < 10_000);
+        }
+        assert!(count > 0);
     }
 }

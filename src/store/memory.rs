@@ -1,8 +1,8 @@
 //! How much memory the data takes, and the `max-memory` check.
 //!
 //! # The estimate
-//! Every entry counts `key bytes + value bytes + ENTRY_OVERHEAD`, where an INT value counts 8
-//! bytes. [`ENTRY_OVERHEAD`] stands for what an entry costs besides its bytes: its 6-byte
+//! Every entry counts `key bytes + value bytes + ENTRY_OVERHEAD`, plus 8 when it has a
+//! deadline, where an INT value counts 8 bytes. [`ENTRY_OVERHEAD`] stands for what an entry costs besides its bytes: its 6-byte
 //! slot in the table (`store::table`, divided by the 7/8 load factor) and its header and
 //! padding in the arena (`store::arena`: flags, two varint lengths, up to 3 bytes to the next
 //! 4-byte boundary). It does not count the table's spare capacity after growth, dead arena
@@ -25,10 +25,16 @@ use crate::metrics::ServerMetrics;
 /// `used_memory` with `used_memory_rss` under your own data to see how far off it is.
 pub const ENTRY_OVERHEAD: u64 = 16;
 
-/// Estimated bytes of an entry whose key and value have these lengths.
+/// Estimated bytes of an entry whose key and value have these lengths, and which has a
+/// deadline or not (8 bytes more in the arena, see `store::arena`).
 #[inline]
-pub fn entry_size(key_len: usize, value_len: usize) -> u64 {
-    key_len as u64 + value_len as u64 + ENTRY_OVERHEAD
+pub fn entry_size(key_len: usize, value_len: usize, deadline: bool) -> u64 {
+    let deadline = if deadline {
+        super::arena::DEADLINE_BYTES as u64
+    } else {
+        0
+    };
+    key_len as u64 + value_len as u64 + ENTRY_OVERHEAD + deadline
 }
 
 /// What an INT value counts: the `i64` itself.

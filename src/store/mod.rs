@@ -4,14 +4,16 @@
 //! this module locks. Its [`PartitionStats`] are the one part other threads read.
 
 pub mod arena;
+pub mod clock;
 pub mod memory;
 pub mod partition;
 pub mod stats;
 pub mod table;
 
 pub use memory::MemoryBudget;
-pub use partition::{IncrError, Partition, Value, ValueRef};
+pub use partition::{Entry, Expiry, IncrError, Partition, Value, ValueRef};
 pub use stats::PartitionStats;
+pub use table::SweepStep;
 
 use std::fmt;
 

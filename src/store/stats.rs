@@ -23,6 +23,15 @@ pub struct PartitionStats {
     pub misses: AtomicU64,
     /// Estimated bytes of the partition's entries (see `store::memory`).
     pub memory: AtomicU64,
+    /// Keys with a deadline now (expired ones not reclaimed yet included).
+    pub expires: AtomicU64,
+    /// Keys the expiry sweep reclaimed (Redis's `expired_keys`).
+    pub expired_keys: AtomicU64,
+    /// Keys evicted to make room (eviction policies come with partition configuration).
+    pub evicted_keys: AtomicU64,
+    /// Average time to live in ms of the keys with a deadline, as the expiry sweep last
+    /// sampled it (Redis's `avg_ttl`: an estimate, 0 when none was sampled).
+    pub avg_ttl: AtomicU64,
 }
 
 impl PartitionStats {

@@ -53,8 +53,29 @@
 //!
 //! Entries inserted or changed after the scan began may or may not be seen; the log segment
 //! that began with the scan holds them.
+//!
+//! # SCAN: enumerating by hash
+//! The client-facing `SCAN` cannot keep state in the table between calls (any number of them,
+//! on any connection, may be in progress, and a cursor must stay valid on another
+//! connection), so it cannot be rescued like the snapshot walk above. Instead a key's home slot
+//! is the *top* bits of its hash ([`Index::home`]), and the SCAN cursor is a position in the
+//! space of the hash's top [`CURSOR_BITS`] bits: "every key whose hash position is below the
+//! cursor was returned". Each call visits a whole range of home slots, in every index at once
+//! (the current one and the draining one: a key is in exactly one of them at any instant),
+//! walking each range's slots up to the first empty slot past its end, since a key can sit
+//! past its home within its cluster. Because the cursor names hashes, not slots, nothing that
+//! moves entries between calls matters: growth (a home in an index twice as large is
+//! `2 * home` or `2 * home + 1`, the same range of positions), draining, backward shifts of
+//! removes, arena compaction. Every key present for the whole walk is returned at least once,
+//! as Redis guarantees; one that comes or goes meanwhile may or may not be.
+//!
+//! # Deadlines and the expiry sweep
+//! An entry may carry a deadline (see [`super::arena`]); the table stores it and counts the
+//! entries that have one ([`Table::with_deadline`]), but does not know the time: the
+//! partition decides what is expired. [`Table::expire_step`] walks the arena's entries in
+//! memory order from where the last step stopped and removes those past a given time.
 
-use super::arena::{Arena, Handle};
+use super::arena::{Arena, Handle, WalkCursor, Walked};
 
 /// Smallest non-empty table.
 const MIN_CAPACITY: usize = 16;
@@ -76,11 +97,20 @@ const FULL: u16 = 0x8000;
 /// The part of a control word a probe compares: [`FULL`] and the tag.
 const TAG_MASK: u16 = 0xff00;
 
-/// The control word's tag bits for a hash.
+/// The control word's tag bits for a hash: its low 7 bits (a key's home slot is taken from
+/// the top bits, see [`Index::home`], so the two never overlap).
 #[inline]
 fn tag(hash: u64) -> u16 {
-    FULL | (((hash >> 57) as u16) << 8)
+    FULL | (((hash & 0x7f) as u16) << 8)
 }
+
+/// Bits of the SCAN cursor: it is a position in the space of a hash's top [`CURSOR_BITS`]
+/// bits (see "SCAN" in the module docs). 48 covers any index this table can have (handles are
+/// 40 bits) and keeps cursors within what every client parses.
+pub const CURSOR_BITS: u32 = 48;
+
+/// One past the last cursor position.
+const CURSOR_END: u64 = 1 << CURSOR_BITS;
 
 /// Asks the CPU to start loading `p`'s cache line.
 #[inline(always)]
@@ -102,13 +132,34 @@ struct Index {
     ctrl: Vec<u16>,
     /// As long as `ctrl`.
     slots: Vec<u32>,
+    /// `64 - log2(capacity)`: a hash shifted right by this is its home slot.
+    shift: u32,
 }
 
 impl Index {
     fn with_capacity(capacity: usize) -> Index {
+        debug_assert!(capacity.is_power_of_two() && capacity >= MIN_CAPACITY);
         Index {
             ctrl: vec![EMPTY; capacity],
             slots: vec![0; capacity],
+            shift: 64 - capacity.trailing_zeros(),
+        }
+    }
+
+    /// The slot a key of this hash probes first: the hash's top bits, so that a key's home
+    /// in an index twice as large is `2 * home` or `2 * home + 1` (SCAN relies on the order).
+    #[inline]
+    fn home(&self, hash: u64) -> usize {
+        (hash >> self.shift) as usize
+    }
+
+    /// log2 of the capacity (0 when empty).
+    #[inline]
+    fn bits(&self) -> u32 {
+        if self.ctrl.is_empty() {
+            0
+        } else {
+            64 - self.shift
         }
     }
 
@@ -140,14 +191,14 @@ impl Index {
         self.slots[i] = handle as u32;
     }
 
-    /// The slot holding `key` and its value.
+    /// The slot holding `key`, its value and its deadline.
     #[inline]
-    fn find<'a>(&self, arena: &'a Arena, hash: u64, key: &[u8]) -> Option<(usize, &'a [u8])> {
+    fn find<'a>(&self, arena: &'a Arena, hash: u64, key: &[u8]) -> Option<(usize, EntryRef<'a>)> {
         if self.ctrl.is_empty() {
             return None;
         }
         let (mask, tag) = (self.mask(), tag(hash));
-        let mut i = hash as usize & mask;
+        let mut i = self.home(hash);
         // Terminates: an index is never full, so an EMPTY slot ends every probe.
         loop {
             let c = self.ctrl[i];
@@ -155,9 +206,9 @@ impl Index {
                 return None;
             }
             if c & TAG_MASK == tag {
-                let (k, value) = arena.get(self.handle(i));
+                let (k, value, deadline) = arena.entry(self.handle(i));
                 if k == key {
-                    return Some((i, value));
+                    return Some((i, EntryRef { value, deadline }));
                 }
             }
             i = (i + 1) & mask;
@@ -170,7 +221,7 @@ impl Index {
             return None;
         }
         let mask = self.mask();
-        let mut i = hash as usize & mask;
+        let mut i = self.home(hash);
         while self.ctrl[i] != EMPTY {
             if self.handle(i) == handle {
                 return Some(i);
@@ -184,7 +235,7 @@ impl Index {
     #[inline]
     fn place(&mut self, hash: u64, handle: Handle) {
         let mask = self.mask();
-        let mut i = hash as usize & mask;
+        let mut i = self.home(hash);
         while self.ctrl[i] != EMPTY {
             i = (i + 1) & mask;
         }
@@ -195,7 +246,7 @@ impl Index {
     #[inline]
     fn prefetch(&self, hash: u64) {
         if !self.ctrl.is_empty() {
-            let i = hash as usize & self.mask();
+            let i = self.home(hash);
             prefetch(&self.ctrl[i]);
             prefetch(&self.slots[i]);
         }
@@ -209,7 +260,7 @@ impl Index {
             return false;
         }
         let (mask, tag) = (self.mask(), tag(hash));
-        let mut i = hash as usize & mask;
+        let mut i = self.home(hash);
         loop {
             match self.ctrl[i] {
                 EMPTY => return false,
@@ -241,7 +292,7 @@ impl Index {
         let mut next = (hole + 1) & mask;
         while self.ctrl[next] != EMPTY {
             let handle = self.handle(next);
-            let home = hasher.hash_one(arena.key(handle)) as usize & mask;
+            let home = self.home(hasher.hash_one(arena.key(handle)));
             // May move if its home is not cyclically inside (hole, next].
             if (next.wrapping_sub(home) & mask) >= (next.wrapping_sub(hole) & mask) {
                 moved(next, hole, handle);
@@ -252,6 +303,45 @@ impl Index {
             }
             next = (next + 1) & mask;
         }
+    }
+}
+
+impl Index {
+    /// Visits every entry whose home is in `[from, to)` (`to <= capacity`): from slot `from`
+    /// on, past `to`, up to the first empty slot after it (a key sits at or after its home in
+    /// its cluster, possibly wrapped round to slot 0). Entries met there whose home is outside
+    /// the range (displaced from before `from`, or wrapped from the end) are skipped.
+    /// Returns how many were visited.
+    fn visit_homes(
+        &self,
+        from: usize,
+        to: usize,
+        arena: &Arena,
+        hasher: &ahash::RandomState,
+        visit: &mut impl FnMut(&[u8], EntryRef),
+    ) -> usize {
+        let mask = self.mask();
+        let mut visited = 0;
+        let mut i = from;
+        let mut walked = 0;
+        // An index is never full, so the walk meets an empty slot within one round.
+        while walked < self.capacity() {
+            if self.ctrl[i] == EMPTY {
+                if walked >= to - from {
+                    break;
+                }
+            } else {
+                let (key, value, deadline) = arena.entry(self.handle(i));
+                let home = self.home(hasher.hash_one(key));
+                if (from..to).contains(&home) {
+                    visit(key, EntryRef { value, deadline });
+                    visited += 1;
+                }
+            }
+            i = (i + 1) & mask;
+            walked += 1;
+        }
+        visited
     }
 }
 
@@ -271,6 +361,41 @@ struct Draining {
 enum At {
     New(usize),
     Old(usize),
+}
+
+/// An entry as a lookup finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EntryRef<'a> {
+    pub value: &'a [u8],
+    /// Unix time in ms after which the key is expired; the table only stores it.
+    pub deadline: Option<u64>,
+}
+
+/// What a write replaced or a removal removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OldEntry {
+    pub value_len: usize,
+    pub deadline: Option<u64>,
+}
+
+/// What one [`Table::expire_step`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepStep {
+    /// Entries looked at.
+    pub visited: usize,
+    /// Of them, with a deadline.
+    pub with_deadline: usize,
+    /// Of them, expired and removed.
+    pub expired: usize,
+    /// The walk reached the end of the arena (a round is complete).
+    pub round_done: bool,
+}
+
+/// The expiry sweep's place in the arena and its reusable buffer.
+#[derive(Default)]
+struct Sweep {
+    cursor: WalkCursor,
+    expired: Vec<Handle>,
 }
 
 /// Byte keys to byte values (see the module docs).
@@ -293,6 +418,10 @@ pub struct Table {
     arena: Arena,
     /// The scan in progress, if any (boxed: tables without one pay a pointer).
     scan: Option<Box<Scan>>,
+    /// Entries with a deadline (expired ones not reclaimed yet included).
+    with_deadline: usize,
+    /// The expiry sweep's state, once one ran (boxed: most tables never sweep).
+    sweep: Option<Box<Sweep>>,
 }
 
 /// A scan in progress (see the module docs).
@@ -332,23 +461,29 @@ impl Table {
         }
     }
 
-    /// Where `key` is and its value: the current index first, then the draining one.
+    /// Where `key` is and its entry: the current index first, then the draining one.
     #[inline]
-    fn find_hashed(&self, hash: u64, key: &[u8]) -> Option<(At, &[u8])> {
+    fn find_hashed(&self, hash: u64, key: &[u8]) -> Option<(At, EntryRef<'_>)> {
         if self.len == 0 {
             return None;
         }
-        if let Some((i, value)) = self.index.find(&self.arena, hash, key) {
-            return Some((At::New(i), value));
+        if let Some((i, entry)) = self.index.find(&self.arena, hash, key) {
+            return Some((At::New(i), entry));
         }
-        let (i, value) = self.old.as_ref()?.index.find(&self.arena, hash, key)?;
-        Some((At::Old(i), value))
+        let (i, entry) = self.old.as_ref()?.index.find(&self.arena, hash, key)?;
+        Some((At::Old(i), entry))
     }
 
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.get_entry(key).map(|entry| entry.value)
+    }
+
+    /// The key's value and deadline.
+    #[inline]
+    pub fn get_entry(&self, key: &[u8]) -> Option<EntryRef<'_>> {
         self.find_hashed(self.hash(key), key)
-            .map(|(_, value)| value)
+            .map(|(_, entry)| entry)
     }
 
     #[inline]
@@ -356,6 +491,54 @@ impl Table {
         let (at, _) = self.find_hashed(self.hash(key), key)?;
         let handle = self.handle_at(at);
         Some(self.arena.value_mut(handle))
+    }
+
+    /// Entries with a deadline (expired ones not reclaimed yet included).
+    #[inline]
+    pub fn with_deadline(&self) -> usize {
+        self.with_deadline
+    }
+
+    /// Points whichever index holds `at` at `handle`.
+    #[inline]
+    fn repoint(&mut self, at: At, handle: Handle) {
+        match at {
+            At::New(i) => self.index.repoint(i, handle),
+            At::Old(i) => {
+                if let Some(d) = &mut self.old {
+                    d.index.repoint(i, handle);
+                }
+            }
+        }
+    }
+
+    /// Sets (or, with `None`, removes) the deadline of `key`; returns the previous one, or
+    /// `None` when the key is absent (nothing changes then).
+    pub fn set_deadline(&mut self, key: &[u8], deadline: Option<u64>) -> Option<Option<u64>> {
+        let (at, entry) = self.find_hashed(self.hash(key), key)?;
+        let old = entry.deadline;
+        let handle = self.handle_at(at);
+        match (old, deadline) {
+            (Some(_), Some(ms)) => self.arena.set_deadline_in_place(handle, ms),
+            (None, None) => {}
+            _ => {
+                // The entry changes size: write it again with or without the 8 bytes.
+                let (key, value) = self.arena.get(handle);
+                let copy: Vec<u8> = [key, value].concat();
+                let new = self
+                    .arena
+                    .alloc(&copy[..key.len()], &copy[key.len()..], deadline);
+                self.arena.free(handle);
+                self.repoint(at, new);
+                if deadline.is_some() {
+                    self.with_deadline += 1;
+                } else {
+                    self.with_deadline -= 1;
+                }
+                self.compact_if_needed();
+            }
+        }
+        Some(old)
     }
 
     #[inline]
@@ -396,34 +579,48 @@ impl Table {
     /// Stores `value` under `key`; returns the previous value's length if there was one.
     #[inline]
     pub fn insert(&mut self, key: &[u8], value: &[u8]) -> Option<usize> {
+        self.insert_entry(key, value, None).map(|old| old.value_len)
+    }
+
+    /// Stores `value` under `key` with exactly this deadline (`None`: none, whatever the key
+    /// had); returns what it replaced.
+    #[inline]
+    pub fn insert_entry(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        deadline: Option<u64>,
+    ) -> Option<OldEntry> {
         let hash = self.hash(key);
-        if let Some((at, old_value)) = self.find_hashed(hash, key) {
-            let old_len = old_value.len();
-            let old = self.handle_at(at);
-            if old_len == value.len() {
+        if let Some((at, entry)) = self.find_hashed(hash, key) {
+            let old = OldEntry {
+                value_len: entry.value.len(),
+                deadline: entry.deadline,
+            };
+            let handle = self.handle_at(at);
+            if old.value_len == value.len() && old.deadline.is_some() == deadline.is_some() {
                 // Same size: overwrite in place.
-                self.arena.value_mut(old).copy_from_slice(value);
-            } else {
-                let new = self.arena.alloc(key, value);
-                self.arena.free(old);
-                match at {
-                    At::New(i) => self.index.repoint(i, new),
-                    At::Old(i) => {
-                        if let Some(d) = &mut self.old {
-                            d.index.repoint(i, new);
-                        }
-                    }
+                self.arena.value_mut(handle).copy_from_slice(value);
+                if let Some(ms) = deadline {
+                    self.arena.set_deadline_in_place(handle, ms);
                 }
+            } else {
+                let new = self.arena.alloc(key, value, deadline);
+                self.arena.free(handle);
+                self.repoint(at, new);
+                self.with_deadline = self.with_deadline + deadline.is_some() as usize
+                    - old.deadline.is_some() as usize;
                 self.compact_if_needed();
             }
-            return Some(old_len);
+            return Some(old);
         }
         if (self.len + 1) * 8 > self.index.capacity() * 7 {
             self.grow();
         }
-        let handle = self.arena.alloc(key, value);
+        let handle = self.arena.alloc(key, value, deadline);
         self.index.place(hash, handle);
         self.len += 1;
+        self.with_deadline += deadline.is_some() as usize;
         self.drain_step();
         None
     }
@@ -566,23 +763,41 @@ impl Table {
 
     /// Removes `key`; returns its value's length if it was there.
     pub fn remove(&mut self, key: &[u8]) -> Option<usize> {
-        let (at, value) = self.find_hashed(self.hash(key), key)?;
-        let len = value.len();
-        self.remove_at(at);
-        Some(len)
+        self.remove_entry(key).map(|old| old.value_len)
     }
 
-    /// Removes `key`; returns its value if it was there.
-    pub fn take(&mut self, key: &[u8]) -> Option<Box<[u8]>> {
-        let (at, value) = self.find_hashed(self.hash(key), key)?;
-        let value = value.into();
-        self.remove_at(at);
-        Some(value)
+    /// Removes `key`; returns what it held if it was there.
+    pub fn remove_entry(&mut self, key: &[u8]) -> Option<OldEntry> {
+        let (at, entry) = self.find_hashed(self.hash(key), key)?;
+        let old = OldEntry {
+            value_len: entry.value.len(),
+            deadline: entry.deadline,
+        };
+        self.remove_at(at, old.deadline.is_some());
+        self.compact_if_needed();
+        Some(old)
     }
 
-    fn remove_at(&mut self, at: At) {
+    /// Removes `key`; returns its value and deadline if it was there.
+    pub fn take(&mut self, key: &[u8]) -> Option<(Box<[u8]>, Option<u64>)> {
+        let (at, entry) = self.find_hashed(self.hash(key), key)?;
+        let (value, deadline) = (entry.value.into(), entry.deadline);
+        self.remove_at(at, deadline.is_some());
+        self.compact_if_needed();
+        Some((value, deadline))
+    }
+
+    /// Removes every entry (and any scan or sweep in progress), keeping nothing allocated.
+    pub fn clear(&mut self) {
+        *self = Table::default();
+    }
+
+    /// Removes the entry at `at` from its index and the arena. Does not compact the arena
+    /// (callers do, once they hold no handle that compaction could move).
+    fn remove_at(&mut self, at: At, had_deadline: bool) {
         self.arena.free(self.handle_at(at));
         self.len -= 1;
+        self.with_deadline -= had_deadline as usize;
         let Table {
             index,
             old,
@@ -611,7 +826,6 @@ impl Table {
             }
         });
         self.drain_step();
-        self.compact_if_needed();
     }
 
     /// Moves the live entries of the arena's emptiest segment to its tail when the arena is
@@ -636,6 +850,110 @@ impl Table {
             }
         }
         self.arena.recycle(taken);
+    }
+
+    /// One SCAN call: visits the entries whose hash position (the top [`CURSOR_BITS`] bits)
+    /// is from `cursor` on, a range of home slots at a time, until about `count` were visited
+    /// (or ten times `count` homes were looked at: a sparse table answers in bounded time);
+    /// returns the cursor to continue from, 0 when the walk is complete.
+    ///
+    /// Keys are enumerated by hash, not by where they happen to sit, so nothing that moves
+    /// entries between calls can make a walk miss one (see "SCAN" in the module docs).
+    pub fn scan_keys(
+        &self,
+        cursor: u64,
+        count: usize,
+        mut visit: impl FnMut(&[u8], EntryRef),
+    ) -> u64 {
+        let indexes = [Some(&self.index), self.old.as_ref().map(|d| &d.index)];
+        let indexes = indexes.iter().flatten().filter(|i| i.capacity() > 0);
+        let (Some(fine), Some(coarse)) = (
+            indexes.clone().map(|i| i.bits()).max(),
+            indexes.clone().map(|i| i.bits()).min(),
+        ) else {
+            return 0;
+        };
+        if cursor >= CURSOR_END {
+            return 0;
+        }
+        // Work in whole homes of the smaller index, so that a range is whole homes in both.
+        let unit = 1u64 << (CURSOR_BITS - coarse);
+        let fine_unit = 1u64 << (CURSOR_BITS - fine);
+        let count = count.max(1);
+        let chunk = ((count as u64).saturating_mul(fine_unit)).div_ceil(unit) * unit;
+        let mut pos = cursor & !(unit - 1);
+        let (mut visited, mut homes) = (0usize, 0u64);
+        while pos < CURSOR_END {
+            let end = pos.saturating_add(chunk).min(CURSOR_END);
+            for index in indexes.clone() {
+                let shift = CURSOR_BITS - index.bits();
+                let (from, to) = ((pos >> shift) as usize, (end >> shift) as usize);
+                visited += index.visit_homes(from, to, &self.arena, &self.hasher, &mut visit);
+            }
+            homes += (end - pos) / fine_unit;
+            pos = end;
+            if visited >= count || homes >= 10 * count as u64 {
+                break;
+            }
+        }
+        if pos >= CURSOR_END {
+            0
+        } else {
+            pos
+        }
+    }
+
+    /// One step of the active expiry sweep: walks up to `max` entries of the arena from where
+    /// the last step stopped, and removes those whose deadline is before `now` (unix ms),
+    /// calling `expired(key, entry)` for each just before it goes.
+    pub fn expire_step(
+        &mut self,
+        now: u64,
+        max: usize,
+        mut expired: impl FnMut(&[u8], EntryRef),
+    ) -> SweepStep {
+        let mut step = SweepStep::default();
+        if self.with_deadline == 0 {
+            step.round_done = true;
+            return step;
+        }
+        let mut sweep = self.sweep.take().unwrap_or_default();
+        sweep.expired.clear();
+        let round_done = self.arena.walk(&mut sweep.cursor, max, |e: Walked| {
+            step.visited += 1;
+            if let Some(deadline) = e.deadline {
+                step.with_deadline += 1;
+                if now > deadline {
+                    sweep.expired.push(e.handle);
+                }
+            }
+        });
+        step.round_done = round_done;
+        // No compaction until every collected handle is removed: it would move entries.
+        for &handle in &sweep.expired {
+            let (key, value, deadline) = self.arena.entry(handle);
+            let hash = self.hash(key);
+            let at = match self.index.slot_of(hash, handle) {
+                Some(i) => At::New(i),
+                None => match self
+                    .old
+                    .as_ref()
+                    .and_then(|d| d.index.slot_of(hash, handle))
+                {
+                    Some(i) => At::Old(i),
+                    // Every live entry has a slot in one of the two indexes.
+                    None => continue,
+                },
+            };
+            expired(key, EntryRef { value, deadline });
+            self.remove_at(at, true);
+            step.expired += 1;
+        }
+        self.sweep = Some(sweep);
+        if step.expired > 0 {
+            self.compact_if_needed();
+        }
+        step
     }
 
     /// Bytes of arena (live and dead) and of them live: for tests and INFO-style reports.
@@ -668,8 +986,8 @@ impl Table {
     /// every entry present at `begin_scan` and still present was visited at least once. True
     /// at once without a scan.
     pub fn scan_step(&mut self, max: usize, mut visit: impl FnMut(&[u8], &[u8])) -> bool {
-        self.scan_step_by(max, |key, value| {
-            visit(key, value);
+        self.scan_step_by(max, |key, entry| {
+            visit(key, entry.value);
             1
         })
     }
@@ -680,7 +998,7 @@ impl Table {
     pub fn scan_step_by(
         &mut self,
         budget: usize,
-        mut visit: impl FnMut(&[u8], &[u8]) -> usize,
+        mut visit: impl FnMut(&[u8], EntryRef) -> usize,
     ) -> bool {
         let Some(mut scan) = self.scan.take() else {
             return true;
@@ -693,8 +1011,8 @@ impl Table {
             // A rescued key that is gone again still cost a lookup.
             budget -= 1;
             if let Some((at, _)) = self.find_hashed(self.hash(&key), &key) {
-                let (key, value) = self.arena.get(self.handle_at(at));
-                budget = budget.saturating_sub(visit(key, value));
+                let (key, value, deadline) = self.arena.entry(self.handle_at(at));
+                budget = budget.saturating_sub(visit(key, EntryRef { value, deadline }));
             }
         }
         while budget > 0 {
@@ -716,8 +1034,8 @@ impl Table {
                 continue;
             }
             if index.is_full(scan.cursor) {
-                let (key, value) = self.arena.get(index.handle(scan.cursor));
-                budget = budget.saturating_sub(visit(key, value).max(1));
+                let (key, value, deadline) = self.arena.entry(index.handle(scan.cursor));
+                budget = budget.saturating_sub(visit(key, EntryRef { value, deadline }).max(1));
             }
             scan.cursor += 1;
         }
@@ -1039,7 +1357,7 @@ mod tests {
         let (c, k1, k2) = {
             let d = t.old.as_ref().unwrap();
             let mask = d.index.mask();
-            let home = |h: Handle| t.hash(t.arena.key(h)) as usize & mask;
+            let home = |h: Handle| d.index.home(t.hash(t.arena.key(h)));
             (2..d.index.capacity())
                 .filter(|&c| (c.wrapping_sub(d.next) & mask) > 4096)
                 .find(|&c| {
@@ -1081,7 +1399,7 @@ mod tests {
         assert_eq!(t.insert(b"big", b"small now"), Some(100_000));
         assert_eq!(t.get(b"big"), Some(&b"small now"[..]));
         assert_eq!(t.insert(b"big", &big), Some(9));
-        assert_eq!(t.take(b"big").as_deref(), Some(&big[..]));
+        assert_eq!(t.take(b"big").map(|(v, _)| v).as_deref(), Some(&big[..]));
         assert!(t.is_empty());
         // A key past the inline limit is boxed with its value.
         let long_key = vec![b'k'; 10_000];
@@ -1123,5 +1441,151 @@ mod tests {
             v.copy_from_slice(&99u32.to_le_bytes());
         }
         assert_eq!(t.get(b"key:7"), Some(&99u32.to_le_bytes()[..]));
+    }
+
+    /// Runs a whole SCAN walk of `count` per call, with `between(t, calls)` run after each
+    /// call; returns the keys seen (with how often) and the number of calls.
+    fn scan_all(
+        t: &mut Table,
+        count: usize,
+        mut between: impl FnMut(&mut Table, usize),
+    ) -> (std::collections::HashMap<Vec<u8>, usize>, usize) {
+        let mut seen = std::collections::HashMap::new();
+        let mut cursor = 0;
+        let mut calls = 0;
+        loop {
+            cursor = t.scan_keys(cursor, count, |k, _| {
+                *seen.entry(k.to_vec()).or_insert(0) += 1
+            });
+            calls += 1;
+            assert!(calls < 1_000_000, "the walk does not end");
+            if cursor == 0 {
+                return (seen, calls);
+            }
+            between(t, calls);
+        }
+    }
+
+    #[test]
+    fn scan_of_a_quiet_table_returns_every_key_once() {
+        let mut t = Table::default();
+        assert_eq!(t.scan_keys(0, 10, |_, _| panic!("empty")), 0);
+        for i in 0..5000u32 {
+            t.insert(format!("k{i}").as_bytes(), b"v");
+        }
+        for count in [1, 10, 1000, 100_000] {
+            let (seen, calls) = scan_all(&mut t, count, |_, _| {});
+            assert_eq!(seen.len(), 5000, "count {count}");
+            assert!(
+                seen.values().all(|&n| n == 1),
+                "count {count}: a key seen twice"
+            );
+            if count == 10 {
+                assert!(
+                    calls > 100,
+                    "{calls} calls: COUNT is roughly what one call returns"
+                );
+            }
+        }
+        // A cursor that was never issued is a place in the walk, never a crash.
+        for cursor in [1, 12345, CURSOR_END - 1, CURSOR_END, u64::MAX] {
+            t.scan_keys(cursor, 10, |_, _| {});
+        }
+    }
+
+    /// Redis's guarantee: every key present for the whole walk is returned at least once,
+    /// whatever happens between the calls: growth (at once, and incremental with draining),
+    /// removes (backward shifts), overwrites that change a value's size (compaction).
+    #[test]
+    fn scan_returns_every_key_present_throughout_across_growth_drain_and_compaction() {
+        for seed in 0..6u64 {
+            let mut t = Table::default();
+            let stable: Vec<Vec<u8>> = (0..3000u32).map(|i| format!("s{i}").into_bytes()).collect();
+            for k in &stable {
+                t.insert(k, &[1u8; 20]);
+            }
+            let mut next = lcg(seed);
+            let mut grew_incrementally = false;
+            let (seen, _) = scan_all(&mut t, 1 + seed as usize * 7, |t, _| {
+                // Churn of other keys: growth, drain steps, removes, size changes.
+                for _ in 0..300 {
+                    let key = format!("c{}", next() % 40_000).into_bytes();
+                    match next() % 4 {
+                        0 => {
+                            t.remove(&key);
+                        }
+                        _ => {
+                            t.insert(&key, &vec![2u8; next() % 30]);
+                        }
+                    }
+                }
+                // Resize the stable keys' values now and then: dead bytes, compaction.
+                let k = &stable[next() % stable.len()];
+                t.insert(k, &vec![3u8; 1 + next() % 40]);
+                grew_incrementally |= t.draining().is_some();
+            });
+            for k in &stable {
+                assert!(
+                    seen.contains_key(k),
+                    "seed {seed}: {} missed",
+                    String::from_utf8_lossy(k)
+                );
+            }
+            assert!(
+                grew_incrementally || seed > 0,
+                "the churn must drain an index mid-walk"
+            );
+        }
+    }
+
+    #[test]
+    fn a_sparse_table_answers_scan_in_bounded_work() {
+        let mut t = Table::default();
+        for i in 0..100_000u32 {
+            t.insert(format!("k{i}").as_bytes(), b"v");
+        }
+        for i in 0..99_990u32 {
+            t.remove(format!("k{i}").as_bytes());
+        }
+        // 10 keys in 2^17 slots: a call looks at 10 x COUNT homes at most, so a walk takes
+        // many calls instead of one call walking everything.
+        let (seen, calls) = scan_all(&mut t, 10, |_, _| {});
+        assert_eq!(seen.len(), 10);
+        assert!(calls > 100, "{calls}");
+    }
+
+    #[test]
+    fn expire_step_removes_what_is_past_the_time_and_keeps_the_rest_findable() {
+        let mut t = Table::default();
+        for i in 0..50_000u32 {
+            let deadline = (i % 3 == 0).then_some(u64::from(i % 100));
+            t.insert_entry(format!("k{i}").as_bytes(), &[1u8; 24], deadline);
+        }
+        assert_eq!(t.with_deadline(), 16_667);
+        let mut removed = 0;
+        loop {
+            let step = t.expire_step(50, 777, |key, entry| {
+                assert!(
+                    entry.deadline.unwrap() < 50,
+                    "{}",
+                    String::from_utf8_lossy(key)
+                );
+            });
+            removed += step.expired;
+            if step.round_done {
+                break;
+            }
+        }
+        let expect = (0..50_000u32)
+            .filter(|i| i % 3 == 0 && i % 100 < 50)
+            .count();
+        assert_eq!(removed, expect);
+        assert_eq!(t.len(), 50_000 - expect);
+        for i in 0..50_000u32 {
+            let gone = i % 3 == 0 && i % 100 < 50;
+            assert_eq!(t.contains(format!("k{i}").as_bytes()), !gone, "k{i}");
+        }
+        let (used, live) = t.arena_usage();
+        assert!(used - live <= used / 4 + 3 * super::super::arena::SEGMENT_BYTES);
     }
 }
