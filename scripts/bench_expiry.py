@@ -491,7 +491,8 @@ class Poller(threading.Thread):
                 low, stopped = rss, t
         grown = peak - self.rss_base
         back90 = next((t for t, rss, _ in after if rss - self.rss_base <= 0.1 * grown), None)
-        return {"rss_back90_s": back90,"reclaim_s": reclaim, "count_how": self.count_how, "rss_back_s": back,
+        return {"reclaim_s": reclaim, "count_how": self.count_how, "rss_back_s": back,
+                "rss_back90_s": back90,
                 "rss_stopped_s": stopped if back is None else None, "rss_end": end,
                 "rss_peak_polled": peak,
                 "held_share": (end - self.rss_base) / grown if grown > 0 else 0.0,
