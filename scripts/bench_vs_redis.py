@@ -20,6 +20,7 @@ import argparse
 import csv
 import datetime
 import io
+import itertools
 import json
 import os
 import secrets
@@ -193,14 +194,15 @@ def resp_call(port, args, auth, timeout=10):
             s.sendall(encode(auth_args(auth)))
             line = f.readline()
             if not line.startswith(b"+"):
-                raise RuntimeError(f"AUTH failed on port {port}: {line!r}")
+                raise RunFailed(f"AUTH failed on port {port}: {line!r}")
         s.sendall(encode(args))
         return f.readline()
 
 
 def load_keys(port, auth, commands, batch=2000):
-    """Sends `commands` (a list of arg lists) pipelined in batches; every reply must be a
-    one-line non-error reply (+OK or :n). Returns the number of requests."""
+    """Sends `commands` (arg lists: a list, or any iterable, e.g. a generator for millions of
+    keys) pipelined in batches; every reply must be a one-line non-error reply (+OK or :n).
+    Returns the number of requests."""
     with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         f = s.makefile("rb", buffering=1 << 20)
@@ -208,15 +210,18 @@ def load_keys(port, auth, commands, batch=2000):
             s.sendall(encode(auth_args(auth)))
             line = f.readline()
             if not line.startswith(b"+"):
-                raise RuntimeError(f"AUTH failed on port {port}: {line!r}")
+                raise RunFailed(f"AUTH failed on port {port}: {line!r}")
         sent = 0
-        for start in range(0, len(commands), batch):
-            chunk = commands[start:start + batch]
+        commands = iter(commands)
+        while True:
+            chunk = list(itertools.islice(commands, batch))
+            if not chunk:
+                break
             s.sendall(b"".join(encode(c) for c in chunk))
             for _ in chunk:
                 line = f.readline()
                 if not line or line[:1] not in (b"+", b":"):
-                    raise RuntimeError(f"load on port {port}: unexpected reply {line!r}")
+                    raise RunFailed(f"load on port {port}: unexpected reply {line!r}")
             sent += len(chunk)
         return sent
 
@@ -263,12 +268,14 @@ def rb_command(test, kind):
     }[test]
 
 
-def redis_benchmark(server, n, pipeline, command, auth):
-    """redis-benchmark with --csv; `command` is a list of args, or ['-t', test]."""
+def redis_benchmark(server, n, pipeline, command, auth, keyspace=KEYSPACE, extra=()):
+    """redis-benchmark with --csv; `command` is a list of args, or ['-t', test]; `extra`
+    goes before it (e.g. ['--dbnum', '1'])."""
     argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.port), "-c", str(CONNS),
-            "-n", str(n), "-r", str(KEYSPACE), "-P", str(pipeline), "--csv"]
+            "-n", str(n), "-r", str(keyspace), "-P", str(pipeline), "--csv"]
     if auth:
         argv += ["--user", auth[0], "-a", auth[1]]
+    argv += list(extra)
     argv += command
     out, cpu = run_measured(server, argv)
     rows = [r for r in csv.reader(io.StringIO(out)) if r and r[0] != "test"]
@@ -280,6 +287,17 @@ def redis_benchmark(server, n, pipeline, command, auth):
             "cpu_us": cpu * 1e6 / n, "argv": argv}
 
 
+def run_loadtest(server, argv):
+    """Runs a gokv-loadtest command with --json against `server`; any error reply or failure
+    fails the run. Returns (its JSON summary, the server's CPU seconds over the run)."""
+    out, cpu = run_measured(server, argv)
+    summary = json.loads(out.strip().splitlines()[-1])
+    if not summary["ok"] or summary["errors"]:
+        raise RunFailed(f"gokv-loadtest reported errors: {summary.get('fatal')} "
+                        f"{summary.get('error_samples')} in:\n  {shell_line(argv)}")
+    return summary, cpu
+
+
 def loadtest(bin_path, server, target, n, pipeline, partitions, auth, extra=()):
     argv = [bin_path, "--target", target, "--port", str(server.port), "-c", str(CONNS),
             "-P", str(pipeline), "-n", str(n), "--keys", str(KEYSPACE), "--value-size", "32",
@@ -289,13 +307,85 @@ def loadtest(bin_path, server, target, n, pipeline, partitions, auth, extra=()):
     if auth and target == "gokv":
         argv += ["--user", auth[0], "--password", auth[1]]
     argv += list(extra)
-    out, cpu = run_measured(server, argv)
-    summary = json.loads(out.strip().splitlines()[-1])
-    if not summary["ok"] or summary["errors"]:
-        raise RunFailed(f"gokv-loadtest reported errors: {summary.get('fatal')} "
-                        f"{summary.get('error_samples')} in:\n  {shell_line(argv)}")
+    summary, cpu = run_loadtest(server, argv)
     return {"ops": summary["ops_per_sec"], "p99_ms": summary["latency_us"]["p99"] / 1000,
             "cpu_us": cpu * 1e6 / summary["ops"], "argv": argv}
+
+
+# ---------------------------------------------------------------------------------------------
+# servers: GoKV and Redis on 127.0.0.1, free ports, data in the scratch directory
+
+
+class Launcher:
+    """Starts GoKV and Redis the way every benchmark here does, and talks to them with
+    redis-cli. Shared by bench_vs_redis.py and bench_expiry.py.
+
+    When `gokv-server --help` mentions `--admin-password`, GoKV gets a random password and
+    `auth` is ("admin", password) (None otherwise); `commands` collects the set-up commands
+    for the report, the password shown as <pw>."""
+
+    def __init__(self, gokv_bin, state, pidfile, ports):
+        self.gokv_bin, self.state, self.pidfile, self.ports = gokv_bin, state, pidfile, ports
+        help_text = subprocess.run([gokv_bin, "--help"], capture_output=True, text=True).stdout
+        self.auth = ("admin", secrets.token_hex(12)) if "--admin-password" in help_text else None
+        self.commands = {}
+
+    def gokv(self, shards, tag):
+        port = self.ports.take()
+        data = tempfile.mkdtemp(prefix=f"gokv-{tag}-", dir=self.state)
+        argv = [self.gokv_bin, "--port", str(port), "--data-dir", data, "--shards", str(shards)]
+        if self.auth:
+            argv += ["--admin-password", self.auth[1]]
+        return Server(f"gokv s{shards}", "gokv", argv, port,
+                      os.path.join(self.state, f"gokv-{tag}.log"), self.pidfile, self.auth)
+
+    def redis(self, tag):
+        port = self.ports.take()
+        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--daemonize", "no", "--dir", self.state]
+        return Server("redis", "redis", argv, port,
+                      os.path.join(self.state, f"redis-{tag}.log"), self.pidfile, None)
+
+    def redact(self, argv):
+        return redact(argv, self.auth)
+
+    def cli(self, server, *cmd):
+        argv = ["redis-cli", "-h", "127.0.0.1", "-p", str(server.port)]
+        if server.auth:
+            argv += ["--user", server.auth[0], "--pass", server.auth[1], "--no-auth-warning"]
+        argv += list(cmd)
+        p = subprocess.run(argv, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise RunFailed(f"{shell_line(self.redact(argv))} -> {p.stdout} {p.stderr}")
+        return p.stdout.strip()
+
+    def create_partition(self, server, name, schema="STRING"):
+        reply = self.cli(server, "CREATE", "PARTITION", name, schema, "MEMORY")
+        if reply != "OK":
+            raise RunFailed(f"CREATE PARTITION {name} {schema} MEMORY on {server.name}: {reply}")
+        self.commands.setdefault(("setup", server.name + " " + name), shell_line(
+            ["redis-cli", "-p", str(server.port)]
+            + (["--user", "admin", "--pass", "<pw>"] if self.auth else [])
+            + ["CREATE", "PARTITION", name, schema, "MEMORY"]))
+
+    def partition_shard(self, server, name):
+        lines = self.cli(server, "DESCRIBE", "PARTITION", name).split("\n")
+        for i, line in enumerate(lines[:-1]):
+            if line.strip() == "shard":
+                return int(lines[i + 1])
+        raise RunFailed(f"DESCRIBE PARTITION {name}: no shard field in {lines}")
+
+
+def machine_info():
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model(),
+        "kernel": os.uname().release,
+        "redis": subprocess.run(["redis-server", "--version"], capture_output=True,
+                                text=True).stdout.strip(),
+        "gokv": git_rev(),
+        "load_before": loadavg(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -351,63 +441,14 @@ def loadavg():
 
 
 def bench(args, state, pidfile, n_p1, n_p16, mem_keys):
-    help_text = subprocess.run([args.gokv_bin, "--help"], capture_output=True,
-                               text=True).stdout
-    auth = ("admin", secrets.token_hex(12)) if "--admin-password" in help_text else None
-    ports = Ports(args.port_base, args.port_limit)
-    commands = {}  # (scenario, server) -> the exact command of its first run
+    launcher = Launcher(args.gokv_bin, state, pidfile, Ports(args.port_base, args.port_limit))
+    auth = launcher.auth
+    commands = launcher.commands  # (scenario, server) -> the exact command of its first run
+    start_gokv, start_redis = launcher.gokv, launcher.redis
+    cli, create_partition = launcher.cli, launcher.create_partition
+    partition_shard = launcher.partition_shard
 
-    def start_gokv(shards, tag):
-        port = ports.take()
-        data = tempfile.mkdtemp(prefix=f"gokv-{tag}-", dir=state)
-        argv = [args.gokv_bin, "--port", str(port), "--data-dir", data, "--shards", str(shards)]
-        if auth:
-            argv += ["--admin-password", auth[1]]
-        return Server(f"gokv s{shards}", "gokv", argv, port,
-                      os.path.join(state, f"gokv-{tag}.log"), pidfile, auth)
-
-    def start_redis(tag):
-        port = ports.take()
-        argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--daemonize", "no", "--dir", state]
-        return Server("redis", "redis", argv, port, os.path.join(state, f"redis-{tag}.log"),
-                      pidfile, None)
-
-    def cli(server, *cmd):
-        argv = ["redis-cli", "-h", "127.0.0.1", "-p", str(server.port)]
-        if server.auth:
-            argv += ["--user", server.auth[0], "--pass", server.auth[1], "--no-auth-warning"]
-        argv += list(cmd)
-        p = subprocess.run(argv, capture_output=True, text=True)
-        if p.returncode != 0:
-            raise RunFailed(f"{shell_line(redact(argv, auth))} -> {p.stdout} {p.stderr}")
-        return p.stdout.strip()
-
-    def create_partition(server, name, schema="STRING"):
-        reply = cli(server, "CREATE", "PARTITION", name, schema, "MEMORY")
-        if reply != "OK":
-            raise RunFailed(f"CREATE PARTITION {name} {schema} MEMORY on {server.name}: {reply}")
-        commands.setdefault(("setup", server.name + " " + name), shell_line(
-            ["redis-cli", "-p", str(server.port)]
-            + (["--user", "admin", "--pass", "<pw>"] if auth else [])
-            + ["CREATE", "PARTITION", name, schema, "MEMORY"]))
-
-    def partition_shard(server, name):
-        lines = cli(server, "DESCRIBE", "PARTITION", name).split("\n")
-        for i, line in enumerate(lines[:-1]):
-            if line.strip() == "shard":
-                return int(lines[i + 1])
-        raise RunFailed(f"DESCRIBE PARTITION {name}: no shard field in {lines}")
-
-    machine = {
-        "nproc": os.cpu_count(),
-        "cpu": cpu_model(),
-        "kernel": os.uname().release,
-        "redis": subprocess.run(["redis-server", "--version"], capture_output=True,
-                                text=True).stdout.strip(),
-        "gokv": git_rev(),
-        "load_before": loadavg(),
-    }
+    machine = machine_info()
     print(f"machine: {machine['nproc']} cores ({machine['cpu']}), load average "
           f"{machine['load_before']}; auth {'on (user admin)' if auth else 'off'}", flush=True)
 
