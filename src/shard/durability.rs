@@ -41,7 +41,8 @@ use crate::protocol::{Protocol, ReplyWriter};
 use crate::store::{Partition, PersistMode};
 
 use super::mailbox::{ConnRef, ReplyBatch};
-use super::{Core, Routes, Shard, Target};
+use super::routes::{Routes, Target};
+use super::{Core, Shard};
 
 /// How old unsynced ASYNC data may get before the shard fsyncs it. Half the promised second,
 /// so that a long pass or a slow disk still keeps the promise.
