@@ -12,11 +12,12 @@ use crate::command::error::printable;
 use crate::command::server::{self as server_cmd, ServerView};
 use crate::command::{lookup, CommandError, CommandSpec, CoordinatorWork, Handler};
 use crate::metrics::ShardMetrics;
+use crate::persist::PartitionLog;
 use crate::protocol::{Args, ReplyWriter};
 use crate::store::{MemoryBudget, Partition};
 
 use super::connection;
-use super::durability::Durability;
+use super::durability::{not_applied, DirtyPartitions, Durability};
 use super::mailbox::{self, Change, ConnRef, Message, ReplyTo};
 use super::routes::Target;
 use super::Core;
@@ -82,20 +83,19 @@ impl Core {
                         // ... except a durable write, whose reply waits for the group commit.
                         Durability::Logged(log) if spec.is_write() => {
                             let seq = replies.push_waiting();
-                            let writes = log.journal.writes();
                             let start = self.commit.buf.len();
                             let mut w = ReplyWriter::new(&mut self.commit.buf, protocol);
-                            let journal = Some(&mut log.journal);
-                            let partition = &mut local.data;
+                            let (id, partition) = (local.id, &mut local.data);
+                            let dirty = &mut self.commit.dirty;
+                            let (result, logged) = execute_logged(
+                                spec, args, partition, log, id, dirty, limits, metrics, &mut w,
+                            );
                             // A write's reply is small: it is never over the output limit.
-                            if let Err(e) = execute_data(
-                                spec, args, partition, journal, limits, metrics, &mut w,
-                            ) {
+                            if let Err(e) = result {
                                 e.write_to(&mut w);
                             }
-                            if log.journal.writes() > writes {
-                                self.commit.logged(writes == 0, args.get(1), local.id);
-                                self.commit.hold(conn_ref, seq, protocol, local.id, start);
+                            if logged {
+                                self.commit.hold(conn_ref, seq, protocol, id, start);
                             } else {
                                 // Changed nothing: nothing to wait for.
                                 replies.fill(seq, &self.commit.buf[start..]);
@@ -103,7 +103,7 @@ impl Core {
                             }
                         }
                         Durability::Broken(why) if spec.is_write() => {
-                            let e = CommandError::Io(format!("{why}; the write was not applied"));
+                            let e = not_applied(why);
                             replies.push_ready(protocol, |w| e.write_to(w));
                         }
                         _ => {
@@ -237,4 +237,37 @@ pub(super) fn execute_data(
         ShardMetrics::add(&metrics.oom_rejections, 1);
     }
     result
+}
+
+/// Runs a write on durable partition `id`: applied in memory, its records logged into the
+/// partition's journal, and the partition put on this pass's group commit (`dirty`) when they
+/// are its first of the pass. The second value is true when the write logged anything: its
+/// reply must then wait for the commit, held by the caller (in a connection's reply slot, or
+/// in the reply batch to another shard); a write that changed nothing logs nothing and is
+/// answered at once.
+///
+/// The one place where a durable write meets the group commit, for the local path and the
+/// forwarded one alike. Always inline for the same reason as [`execute_data`]; the two extra
+/// arguments then cost nothing.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub(super) fn execute_logged(
+    spec: &CommandSpec,
+    args: &Args,
+    partition: &mut Partition,
+    log: &mut PartitionLog,
+    id: u64,
+    dirty: &mut DirtyPartitions,
+    limits: DataLimits,
+    metrics: &ShardMetrics,
+    w: &mut ReplyWriter,
+) -> (Result<(), CommandError>, bool) {
+    let writes = log.journal.writes();
+    let journal = Some(&mut log.journal);
+    let result = execute_data(spec, args, partition, journal, limits, metrics, w);
+    let logged = log.journal.writes() > writes;
+    if logged {
+        dirty.logged(writes == 0, args.get(1), id);
+    }
+    (result, logged)
 }

@@ -88,11 +88,27 @@ struct HeldRemote {
     partition: u64,
 }
 
+/// Partitions with records this pass, each once: (name, id), in the order of their first
+/// record. Apart from the rest of [`GroupCommit`] so that a local write can log into it while
+/// its reply is encoded into [`GroupCommit::buf`].
+#[derive(Default)]
+pub struct DirtyPartitions(Vec<(Box<[u8]>, u64)>);
+
+impl DirtyPartitions {
+    /// Notes that a write logged a record for partition `id` (name `name`); `first` when it was
+    /// the partition's first this pass.
+    #[inline]
+    pub fn logged(&mut self, first: bool, name: &[u8], id: u64) {
+        if first {
+            self.0.push((name.into(), id));
+        }
+    }
+}
+
 /// This pass's durable writes and held replies (see the module docs).
 #[derive(Default)]
 pub struct GroupCommit {
-    /// Partitions with records this pass: (name, id).
-    dirty: Vec<(Box<[u8]>, u64)>,
+    pub dirty: DirtyPartitions,
     held: Vec<Held>,
     remote: Vec<HeldRemote>,
     /// Encoded success replies of `held`.
@@ -105,15 +121,6 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Notes that a write logged a record for partition `id` (name `name`); `first` when it was
-    /// the partition's first this pass.
-    #[inline]
-    pub fn logged(&mut self, first: bool, name: &[u8], id: u64) {
-        if first {
-            self.dirty.push((name.into(), id));
-        }
-    }
-
     /// Holds a local write's reply, encoded at `buf[start..]`.
     #[inline]
     pub fn hold(
@@ -155,11 +162,16 @@ impl GroupCommit {
     }
 }
 
+/// The error of a write that a partition's log refused (`why`): it was not applied, or it
+/// was rolled back.
+pub fn not_applied(why: &str) -> CommandError {
+    CommandError::Io(format!("{why}; the write was not applied"))
+}
+
 /// `-IOERR ...` in `protocol`.
 fn ioerr_reply(protocol: Protocol, why: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    CommandError::Io(format!("{why}; the write was not applied"))
-        .write_to(&mut ReplyWriter::new(&mut out, protocol));
+    not_applied(why).write_to(&mut ReplyWriter::new(&mut out, protocol));
     out
 }
 
@@ -167,7 +179,7 @@ impl Shard {
     /// The group commit: write (and fsync) every partition with records from this pass, then
     /// release or fail the held replies.
     pub(super) fn commit(&mut self) {
-        if self.core.commit.dirty.is_empty() {
+        if self.core.commit.dirty.0.is_empty() {
             debug_assert!(self.core.commit.held.is_empty());
             return;
         }
@@ -262,7 +274,7 @@ impl Core {
         let metrics = &self.shared.metrics.shards[self.id];
         let mut failed = Vec::new();
         let now = Instant::now();
-        for (name, id) in self.commit.dirty.drain(..) {
+        for (name, id) in self.commit.dirty.0.drain(..) {
             // Dropped during the pass: its writes went with it.
             let Some((data, log)) = owned_log(&mut self.routes, &name, id) else {
                 continue;

@@ -18,8 +18,8 @@ use crate::metrics::ShardMetrics;
 use crate::protocol::ReplyWriter;
 use crate::store::MemoryBudget;
 
-use super::dispatch::execute_data;
-use super::durability::Durability;
+use super::dispatch::{execute_data, execute_logged};
+use super::durability::{not_applied, Durability};
 use super::input::prefetch_keys;
 use super::mailbox::{self, ConnRef, Message, ReplyBatch, RequestBatch};
 use super::routes::Target;
@@ -181,22 +181,18 @@ impl Core {
                     // A durable write: the batch leaves after the commit, which may still
                     // patch this reply into -IOERR.
                     Durability::Logged(log) if spec.is_write() => {
-                        let writes = log.journal.writes();
-                        let journal = Some(&mut log.journal);
-                        let partition = &mut local.data;
-                        let result =
-                            execute_data(spec, &args, partition, journal, limits, metrics, &mut w);
-                        if log.journal.writes() > writes {
-                            self.commit.logged(writes == 0, args.get(1), local.id);
+                        let (id, partition) = (local.id, &mut local.data);
+                        let dirty = &mut self.commit.dirty;
+                        let (result, logged) = execute_logged(
+                            spec, &args, partition, log, id, dirty, limits, metrics, &mut w,
+                        );
+                        if logged {
                             let index = out.replies.len();
-                            self.commit
-                                .hold_remote(from, index, request.protocol, local.id);
+                            self.commit.hold_remote(from, index, request.protocol, id);
                         }
                         result
                     }
-                    Durability::Broken(why) if spec.is_write() => Err(CommandError::Io(format!(
-                        "{why}; the write was not applied"
-                    ))),
+                    Durability::Broken(why) if spec.is_write() => Err(not_applied(why)),
                     _ => execute_data(spec, &args, &mut local.data, None, limits, metrics, &mut w),
                 },
                 // Dropped (or moved, or dropped and created again) since the sender routed it.
