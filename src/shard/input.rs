@@ -24,12 +24,12 @@ const READ_BUDGET: usize = 256 * 1024;
 /// Requests of one connection that may wait for another shard at once. Past it the shard stops
 /// reading that connection until replies come back, which bounds memory and can never deadlock
 /// two shards (the channels between them are unbounded; this is what bounds them).
-pub(super) const MAX_IN_FLIGHT: usize = 1024;
+const MAX_IN_FLIGHT: usize = 1024;
 
 /// Encoded output of one connection past which the shard stops reading it until the client
 /// has read some: a client that pipelines without reading gets backpressure, not a server
 /// that buffers without limit.
-pub(super) const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
+const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
 
 /// Requests framed together before any of them runs (see `Core::process_input`). Enough to
 /// cover a typical pipeline window (redis-benchmark -P 16), small enough to stay in L1.

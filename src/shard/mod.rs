@@ -10,7 +10,8 @@
 //!   a compaction, and the coordinator's catalog fsyncs on CREATE/DROP.
 //!
 //! # One pass of the loop
-//! 1. `poll` for socket events (without blocking when work is already waiting).
+//! 1. `poll` for socket events (without blocking when work is already waiting), for no
+//!    longer than until the next housekeeping step is due.
 //! 2. For each readable connection: read (bounded), parse every complete request, and for each
 //!    one either execute it now (local partition, connection command) with its reply encoded
 //!    into the connection's reply queue, or copy it into the outbox of the shard that owns its
@@ -19,16 +20,22 @@
 //!    reply outbox per shard, up to its cap; the rest waits for the next pass, ahead of
 //!    anything newer from that shard), fill slots from reply batches, apply catalog and ACL
 //!    versions, answer logins the hasher pool has checked.
-//! 4. Group commit ([`durability`]): write this pass's log records, one `write` per durable
+//! 4. Housekeeping that changes partitions, when due (none yet; the expiry sweep next), so
+//!    that what it logs joins this pass's commit.
+//! 5. Group commit ([`durability`]): write this pass's log records, one `write` per durable
 //!    partition with writes and one `fdatasync` per SYNC one; release the replies held for
 //!    them, or turn them into `-IOERR` and roll the writes back.
-//! 5. Send every non-empty outbox as one message per destination (one wake at most).
-//! 6. Write every connection with new output, in one `write` when the socket takes it all.
-//! 7. Persistence timers: the ASYNC fsync, a step of any compaction in progress.
-//! 8. Once a second, when `timeout` is on: close connections idle for longer.
+//! 6. Send every non-empty outbox as one message per destination (one wake at most).
+//! 7. Write every connection with new output, in one `write` when the socket takes it all.
+//! 8. Housekeeping that makes no reply, when due: the ASYNC fsync, a slice of any compaction
+//!    in progress, the idle sweep (once a second, when `timeout` is on), the count of failed
+//!    logins not logged one by one.
+//! 9. While shutting down: exit once every shard has finished its replies.
 //!
-//! Steps 4 to 6 are in that order so that no reply to a durable write, local or forwarded,
-//! leaves before its record is on disk as its persist mode promises.
+//! Steps 5 to 7 are in that order so that no reply to a durable write, local or forwarded,
+//! leaves before its record is on disk as its persist mode promises. The housekeeping steps
+//! are a list, each with a name and a time budget: see `housekeeping`, which also says how to
+//! add one.
 //!
 //! # Where each part lives
 //! The way of one request, file by file:
@@ -41,7 +48,7 @@
 //! - `output`: writing replies out, and what follows progress (resume, move, close);
 //! - `session`: logins, changes waited for behind a barrier, ACL versions, migration;
 //! - `routes`: where each partition lives, and applying a new catalog;
-//! - `housekeeping`: the timer-driven steps after each pass;
+//! - `housekeeping/`: the per-pass steps no request asks for, one file each;
 //! - `shutdown`: draining before exit;
 //! - [`connection`], [`mailbox`], [`coordinator`]: a connection's buffers and reply queue, the
 //!   messages between threads, the catalog coordinator (shard 0 only).
@@ -67,9 +74,10 @@
 //!   parser refuses more before the bytes arrive), and reading pauses (below). Before login
 //!   both are much smaller (16 KiB and 10, see [`crate::protocol::parser`]), and the switch
 //!   to the configured limits happens between two requests, the moment a login succeeds.
-//! - Requests waiting for other shards: at most [`MAX_IN_FLIGHT`](input::MAX_IN_FLIGHT); reading pauses past it.
-//! - Output: reading pauses while [`OUTPUT_HIGH_WATER`](input::OUTPUT_HIGH_WATER) bytes are unwritten, so a client that
-//!   pipelines without reading costs little. What can still pile up is replies already on
+//! - Requests waiting for other shards: at most `input::MAX_IN_FLIGHT`; reading pauses past
+//!   it.
+//! - Output: reading pauses while `input::OUTPUT_HIGH_WATER` bytes are unwritten, so a client
+//!   that pipelines without reading costs little. What can still pile up is replies already on
 //!   their way: one large read, or forwarded replies coming back. For those the
 //!   `client-output-limit` holds: a read whose reply would not fit what is left of it is not
 //!   built (here, or on the shard that executes it for us: a forwarded request carries what
@@ -113,7 +121,7 @@ use connection::Connection;
 use coordinator::Coordinator;
 use durability::{GroupCommit, LocalPartition};
 use forward::Forwarded;
-use housekeeping::IDLE_SWEEP_INTERVAL;
+use housekeeping::{Housekeeping, Phase};
 use input::Batch;
 use mailbox::{ConnRef, Mailbox, Message, ReplyBatch, RequestBatch, ShardHandle};
 use routes::Routes;
@@ -156,12 +164,8 @@ struct Core {
     max_key_len: usize,
     /// `client-output-limit`, in bytes.
     output_limit: usize,
-    /// `timeout`, when on.
-    idle_timeout: Option<Duration>,
     /// Coarse clock: read once per loop pass, used for idle time.
     now: Instant,
-    /// When to look for idle connections next.
-    next_sweep: Instant,
     /// Requests for each other shard, collected during this pass.
     outboxes: Vec<RequestBatch>,
     /// Replies to each other shard's forwarded requests, collected during this pass.
@@ -231,10 +235,7 @@ impl Shard {
             id,
             max_key_len: config.max_key_len,
             output_limit: config.client_output_limit,
-            idle_timeout: (config.timeout_secs > 0)
-                .then(|| Duration::from_secs(config.timeout_secs)),
             now,
-            next_sweep: now + IDLE_SWEEP_INTERVAL,
             shared,
             catalog: Arc::new(Catalog::default()),
             acl,
@@ -269,28 +270,21 @@ impl Shard {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
         let mut drain_started: Option<Instant> = None;
+        let config = &self.core.shared.config;
+        let mut housekeeping = Housekeeping::new(self.core.id, config, self.core.now);
         loop {
-            let persist_timeout = self.core.commit.poll_timeout(Instant::now());
-            let timeout = if !self.core.to_service.is_empty() || self.core.has_backlog() {
+            let due = housekeeping.due_in(&self, Instant::now());
+            let timeout = if !self.core.to_service.is_empty()
+                || self.core.has_backlog()
+                || due == Some(Duration::ZERO)
+            {
                 Some(Duration::ZERO)
             } else if self.core.draining {
                 // While draining, check often whether every shard is done.
-                Some(Duration::from_millis(5).min(persist_timeout.unwrap_or(Duration::MAX)))
-            } else if persist_timeout == Some(Duration::ZERO) {
-                Some(Duration::ZERO)
+                Some(Duration::from_millis(5).min(due.unwrap_or(Duration::MAX)))
             } else if self.mailbox.prepare_to_sleep() {
-                // Idle: sleep until an event, the next idle sweep (when it is on), the next
-                // persistence timer, or the count of unlogged failed logins is due,
-                // whichever comes first.
-                let now = Instant::now();
-                let sweep = self
-                    .core
-                    .idle_timeout
-                    .map(|_| self.core.next_sweep.saturating_duration_since(now));
-                [sweep, persist_timeout, self.core.failed_logins.due_in(now)]
-                    .into_iter()
-                    .flatten()
-                    .min()
+                // Idle: sleep until an event or the next housekeeping step is due.
+                due
             } else {
                 Some(Duration::ZERO)
             };
@@ -329,17 +323,12 @@ impl Shard {
                 }
             }
             self.drain_inbox();
+            housekeeping.run(Phase::BeforeCommit, &mut self);
             // Before anything leaves: replies to durable writes wait for their commit.
             self.commit();
             self.core.flush_outboxes();
             self.flush_writes();
-            self.core.persistence_tick();
-            if self.core.idle_timeout.is_some() && self.core.now >= self.core.next_sweep {
-                self.close_idle();
-            }
-            self.core
-                .failed_logins
-                .flush(self.core.now, &format_args!("shard {}", self.core.id));
+            housekeeping.run(Phase::AfterWrites, &mut self);
 
             if self.core.draining {
                 let started = *drain_started.get_or_insert_with(Instant::now);
