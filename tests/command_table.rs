@@ -12,10 +12,19 @@ use std::path::Path;
 use common::*;
 use gokv::command::{CommandSpec, Handler, Route, COMMANDS};
 
-/// The value every key holds before a command runs.
+/// The value every key holds before a command runs, with a deadline ([`SEED_TTL`]) so that
+/// PERSIST and GETEX have something to change.
 const SEED: &str = "3";
-/// Every non-key argument of a generated request (a value, an increment).
-const VALUE: &str = "7";
+const SEED_TTL: &str = "100000";
+/// Every non-key argument of a generated request (a value, an increment, an offset, a time):
+/// large enough that a relative time (EXPIRE's seconds, PSETEX's ms) outlives the restart,
+/// small enough for a SETRANGE offset.
+const VALUE: &str = "100000";
+/// Commands whose smallest request changes nothing on seeded keys (the condition "the key is
+/// not there" fails): their keys are left unset.
+const UNSEEDED: &[&str] = &["setnx", "msetnx"];
+/// Options that make the smallest request of a command change something.
+const EXTRA: &[(&str, &str)] = &[("getex", "PERSIST")];
 
 /// The data commands that may change data (flagged `write`, or given a write handler: a row
 /// where the two disagree is the bug this file looks for) / that may not.
@@ -45,18 +54,36 @@ fn request(spec: &CommandSpec, partition: &str) -> (Vec<String>, Vec<String>) {
             VALUE.to_string()
         });
     }
+    if let Some((_, extra)) = EXTRA.iter().find(|(name, _)| *name == spec.name) {
+        words.push(extra.to_string());
+    }
     let key_names = keys.iter().map(|&i| words[i].clone()).collect();
     (words, key_names)
+}
+
+/// Gives each key its seed value and deadline, unless the command's keys stay unset.
+fn seed(c: &mut RawConn, spec: &CommandSpec, partition: &str, keys: &[String]) {
+    if UNSEEDED.contains(&spec.name) {
+        return;
+    }
+    for key in keys {
+        c.expect(&cmd(&["SET", partition, key, SEED, "EX", SEED_TTL]), OK);
+    }
 }
 
 fn strs(words: &[String]) -> Vec<&str> {
     words.iter().map(String::as_str).collect()
 }
 
-/// What `GET` answers for each key (exact bytes).
+/// What `GET` and `PEXPIRETIME` (an absolute deadline: the same after a restart) answer for
+/// each key (exact bytes).
 fn state(c: &mut RawConn, partition: &str, keys: &[String]) -> Vec<String> {
     keys.iter()
-        .map(|k| show(&c.call(&["GET", partition, k])))
+        .map(|k| {
+            let value = show(&c.call(&["GET", partition, k]));
+            let deadline = show(&c.call(&["PEXPIRETIME", partition, k]));
+            format!("{value} {deadline}")
+        })
         .collect()
 }
 
@@ -84,9 +111,7 @@ fn every_write_command_survives_a_restart() {
         let mut changed = false;
         for partition in partitions(&mut c, &format!("w{n}")) {
             let (words, keys) = request(spec, &partition);
-            for key in &keys {
-                c.expect(&cmd(&["SET", &partition, key, SEED]), OK);
-            }
+            seed(&mut c, spec, &partition, &keys);
             let before = state(&mut c, &partition, &keys);
             let reply = c.call(&strs(&words));
             let after = state(&mut c, &partition, &keys);
@@ -153,9 +178,7 @@ fn read_commands_change_nothing_on_disk() {
     let reads = data_rows(false);
     for partition in &names {
         for spec in &reads {
-            for key in request(spec, partition).1 {
-                c.expect(&cmd(&["SET", partition, &key, SEED]), OK);
-            }
+            seed(&mut c, spec, partition, &request(spec, partition).1);
         }
     }
     let disk = files(server.data_dir());

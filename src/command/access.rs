@@ -42,15 +42,32 @@ pub fn authorize(
     }
 }
 
-/// What a permission needs on its target.
+/// What a permission needs on its target at most (a `WriteReadWithGet` row needs READ only
+/// with a GET option: [`needed_by`] says for a request; holding both settles it at once).
 #[inline]
-const fn needed(permission: Permission) -> Perms {
+fn needed(permission: Permission) -> Perms {
     match permission {
         Permission::Open | Permission::Authenticated => Perms::NONE,
         Permission::Read => Perms::READ,
         Permission::Write => Perms::WRITE,
+        Permission::ReadWrite | Permission::WriteReadWithGet => Perms::READ.union(Perms::WRITE),
         Permission::Admin | Permission::AdminAll | Permission::SelfOrAdminAll => Perms::ADMIN,
     }
+}
+
+/// What this request needs: [`needed`], less READ for a SET without a GET option.
+fn needed_by(spec: &CommandSpec, args: &Args) -> Perms {
+    match spec.permission {
+        Permission::WriteReadWithGet if !has_get_option(args) => Perms::WRITE,
+        permission => needed(permission),
+    }
+}
+
+/// Whether a `SET <p> <k> <v> [options]` has a `GET` among its options. A `GET` that is the
+/// argument of a time option counts too: that request fails anyway (not an integer), and
+/// asking READ of it only changes which error it gets.
+fn has_get_option(args: &Args) -> bool {
+    (4..args.len()).any(|i| args.get(i).eq_ignore_ascii_case(b"GET"))
 }
 
 /// The whole check, as [`authorize`] describes it.
@@ -64,13 +81,14 @@ fn check(
     if spec.permission == Permission::Open {
         return Ok(());
     }
-    let needed = needed(spec.permission);
+    let needed = needed_by(spec, args);
     let Some(user) = user else {
         return Err(CommandError::NoAuth);
     };
+    // Names what is missing of `needed` (READ, WRITE or both; ADMIN).
     let denied = |target: &[u8]| CommandError::NoPerm {
         user: user.name.clone(),
-        needed: perm_name(needed),
+        needed: perm_name(needed.without(held(user, target))),
         target: printable(target),
     };
     match spec.permission {
@@ -87,7 +105,11 @@ fn check(
                 })
             }
         }
-        Permission::Read | Permission::Write | Permission::Admin => {
+        Permission::Read
+        | Permission::Write
+        | Permission::ReadWrite
+        | Permission::WriteReadWithGet
+        | Permission::Admin => {
             // Every row with these permissions names its partition (checked by a test).
             let partition = args.get(spec.partition_arg.unwrap_or(1));
             if user.allows(needed, partition) {
@@ -103,11 +125,23 @@ fn check(
     }
 }
 
+/// What `user` effectively holds on `target` (`*` counts for every partition).
+fn held(user: &User, target: &[u8]) -> Perms {
+    let on = if target == ALL.as_bytes() {
+        Perms::NONE
+    } else {
+        user.grants_on(target)
+    };
+    on.union(user.all).effective()
+}
+
 fn perm_name(p: Perms) -> &'static str {
     if p == Perms::READ {
         "READ"
     } else if p == Perms::WRITE {
         "WRITE"
+    } else if p == Perms::READ.union(Perms::WRITE) {
+        "READ and WRITE"
     } else {
         "ADMIN"
     }
@@ -149,6 +183,32 @@ mod tests {
         ("DECR p k", [false, false, true, true, true]),
         ("INCRBY p k 2", [false, false, true, true, true]),
         ("DECRBY p k 2", [false, false, true, true, true]),
+        ("SET p k 1 EX 10 NX", [false, false, true, true, true]),
+        ("SETNX p k 1", [false, false, true, true, true]),
+        ("SETEX p k 10 1", [false, false, true, true, true]),
+        ("PSETEX p k 10 1", [false, false, true, true, true]),
+        ("MSETNX p k 1 k2 2", [false, false, true, true, true]),
+        ("APPEND p k 1", [false, false, true, true, true]),
+        ("SETRANGE p k 0 1", [false, false, true, true, true]),
+        ("EXPIRE p k 10", [false, false, true, true, true]),
+        ("PEXPIRE p k 10 NX", [false, false, true, true, true]),
+        ("EXPIREAT p k 10", [false, false, true, true, true]),
+        ("PEXPIREAT p k 10", [false, false, true, true, true]),
+        ("PERSIST p k", [false, false, true, true, true]),
+        // A value comes back: READ as well as WRITE.
+        ("SET p k 1 GET", [false, false, false, true, true]),
+        ("SET p k 1 EX 10 get", [false, false, false, true, true]),
+        ("GETSET p k 1", [false, false, false, true, true]),
+        ("GETDEL p k", [false, false, false, true, true]),
+        ("GETEX p k", [false, false, false, true, true]),
+        ("GETEX p k PERSIST", [false, false, false, true, true]),
+        ("TTL p k", [false, true, false, true, true]),
+        ("PTTL p k", [false, true, false, true, true]),
+        ("EXPIRETIME p k", [false, true, false, true, true]),
+        ("PEXPIRETIME p k", [false, true, false, true, true]),
+        ("STRLEN p k", [false, true, false, true, true]),
+        ("GETRANGE p k 0 1", [false, true, false, true, true]),
+        ("SUBSTR p k 0 1", [false, true, false, true, true]),
         ("DROP PARTITION p", [false, false, false, true, true]),
         ("GRANT READ ON p TO v", [false, false, false, true, true]),
         ("REVOKE READ ON p FROM v", [false, false, false, true, true]),
@@ -284,12 +344,52 @@ mod tests {
         }
     }
 
+    /// READ and WRITE granted apart, on `*` and on `p`: SET needs READ only with GET, and the
+    /// refusal names what is missing.
+    #[test]
+    fn a_value_returned_by_a_write_needs_read_too() {
+        let catalog = catalog_with_p();
+        let mut writer = user_at(2); // WRITE on p
+        let run = |user: &User, line: &str| {
+            let (buf, spans) = args_of(line);
+            let args = Args::new(&buf, &spans);
+            let spec = lookup(&args).unwrap();
+            let result = authorize(spec, &args, Some(user), &catalog);
+            assert_eq!(result, check(spec, &args, Some(user), &catalog), "{line}");
+            result.map_err(|e| e.to_string())
+        };
+        let no = |what: &str| Err(format!("user 'u' has no {what} permission on 'p'"));
+        for user in [writer.clone(), {
+            writer.grants.clear();
+            writer.all = Perms::WRITE;
+            writer.clone()
+        }] {
+            assert_eq!(run(&user, "SET p k v"), Ok(()));
+            assert_eq!(run(&user, "SET p k v EX 10 NX"), Ok(()));
+            // The key or the value named GET is not the option.
+            assert_eq!(run(&user, "SET p GET GET"), Ok(()));
+            assert_eq!(run(&user, "SET p k v GET"), no("READ"));
+            assert_eq!(run(&user, "SET p k v nx get"), no("READ"));
+            assert_eq!(run(&user, "GETDEL p k"), no("READ"));
+        }
+        let mut reader = user_at(1);
+        assert_eq!(run(&reader, "GETSET p k v"), no("WRITE"));
+        reader.all = Perms::WRITE;
+        assert_eq!(run(&reader, "GETSET p k v"), Ok(()));
+        assert_eq!(run(&reader, "SET p k v GET"), Ok(()));
+        assert_eq!(run(&user_at(0), "GETEX p k"), no("READ and WRITE"));
+    }
+
     #[test]
     fn partition_commands_name_their_partition() {
         for spec in &COMMANDS {
             if matches!(
                 spec.permission,
-                Permission::Read | Permission::Write | Permission::Admin
+                Permission::Read
+                    | Permission::Write
+                    | Permission::ReadWrite
+                    | Permission::WriteReadWithGet
+                    | Permission::Admin
             ) {
                 assert!(spec.partition_arg.is_some(), "{}", spec.name);
             }

@@ -1,15 +1,16 @@
-//! Data commands: SET GET DEL EXISTS INCR DECR INCRBY DECRBY MGET MSET.
+//! What every data command shares, and DEL and EXISTS.
 //!
-//! They run on the shard that owns the partition, with the partition in hand — the same code
-//! whether the request came from a local connection or was forwarded by another shard. Every
-//! command validates all of its input before it changes anything, so an error reply always
-//! means "nothing was written".
+//! Data commands run on the shard that owns the partition, with the partition in hand — the
+//! same code whether the request came from a local connection or was forwarded by another
+//! shard. Every command validates all of its input before it changes anything, so an error
+//! reply always means "nothing was written".
 //!
-//! Each command is one function, named by its row in the command table ([`super::COMMANDS`]):
-//! a [`ReadFn`] gets the partition read-only, a [`WriteFn`] gets [`Writes`], the only way to
-//! change it. [`execute`] does what every data command shares (the partition's maintenance
-//! step, its counters, the key-length check of the row's key arguments) and calls the row's
-//! function.
+//! Each command is one function in its family's file (`string.rs`: GET SET MGET MSET the
+//! INCR family and the rest of the string family; `expire.rs`: EXPIRE TTL PERSIST and their
+//! kin), named by its row in the command table ([`super::COMMANDS`]): a [`ReadFn`] gets the
+//! partition read-only, a [`WriteFn`] gets [`Writes`], the only way to change it. [`execute`]
+//! does what every data command shares (the partition's maintenance step, its counters, the
+//! key-length check of the row's key arguments) and calls the row's function.
 //!
 //! Writes to a durable partition go through its [`Journal`] (given as `journal`), which
 //! applies them, logs a physical record per change (INCR as the SET of its result) and keeps
@@ -19,10 +20,7 @@
 
 use crate::persist::Journal;
 use crate::protocol::{Args, ReplyWriter};
-use crate::store::partition::ValueRef;
-use crate::store::{
-    parse_canonical_i64, Expiry, IncrError, MemoryBudget, Partition, PartitionStats, Schema, Value,
-};
+use crate::store::{Expiry, IncrError, MemoryBudget, Partition, PartitionStats, Value};
 
 use super::{check_key, CommandError, CommandSpec, Handler, Keys};
 
@@ -46,7 +44,7 @@ pub struct DataLimits<'a> {
 impl DataLimits<'_> {
     /// Refuses a write that would grow the data by `growth` bytes past `max-memory`.
     #[inline]
-    fn admit(&self, growth: u64) -> Result<(), CommandError> {
+    pub(super) fn admit(&self, growth: u64) -> Result<(), CommandError> {
         if self.memory.admits(growth) {
             Ok(())
         } else {
@@ -185,45 +183,6 @@ fn check_keys(keys: Keys, args: &Args, max_key_len: usize) -> Result<(), Command
     Ok(())
 }
 
-/// `GET <partition> <key>`
-pub fn get(
-    args: &Args,
-    partition: &Partition,
-    limits: &DataLimits,
-    w: &mut ReplyWriter,
-) -> Result<(), CommandError> {
-    let value = partition.get(args.get(2));
-    if encoded_size(&value) > limits.max_reply {
-        return Err(CommandError::ReplyTooLarge);
-    }
-    let found = write_value(value, w);
-    count_lookups(partition, found as u64, !found as u64);
-    Ok(())
-}
-
-/// `MGET <partition> <key> [key ...]`
-pub fn mget(
-    args: &Args,
-    partition: &Partition,
-    limits: &DataLimits,
-    w: &mut ReplyWriter,
-) -> Result<(), CommandError> {
-    let start = w.buf.len();
-    w.array(args.len() - 2);
-    let mut hits = 0;
-    for key in keys(args, 2, 1) {
-        let value = partition.get(key);
-        if w.buf.len() - start + encoded_size(&value) > limits.max_reply {
-            // Nothing written on error: take back the part already encoded.
-            w.buf.truncate(start);
-            return Err(CommandError::ReplyTooLarge);
-        }
-        hits += write_value(value, w) as u64;
-    }
-    count_lookups(partition, hits, (args.len() - 2) as u64 - hits);
-    Ok(())
-}
-
 /// `EXISTS <partition> <key> [key ...]`
 pub fn exists(
     args: &Args,
@@ -235,72 +194,6 @@ pub fn exists(
         .filter(|key| partition.contains(key))
         .count();
     w.integer(present as i64);
-    Ok(())
-}
-
-/// `SET <partition> <key> <value>`
-pub fn set(
-    args: &Args,
-    writes: &mut Writes,
-    limits: &DataLimits,
-    w: &mut ReplyWriter,
-) -> Result<(), CommandError> {
-    let (key, value) = (args.get(2), args.get(3));
-    match writes.partition.schema() {
-        Schema::String => {
-            limits.admit(writes.partition.set_growth(key, value.len(), false))?;
-            writes.set_str(key, value, Expiry::Clear);
-        }
-        Schema::Int => {
-            let n = parse_canonical_i64(value).ok_or(CommandError::NotAnInteger)?;
-            limits.admit(writes.partition.set_growth(key, 0, false))?;
-            writes.set_int(key, n, Expiry::Clear);
-        }
-    }
-    w.ok();
-    Ok(())
-}
-
-/// `MSET <partition> <key> <value> [key value ...]`: all or nothing.
-pub fn mset(
-    args: &Args,
-    writes: &mut Writes,
-    limits: &DataLimits,
-    w: &mut ReplyWriter,
-) -> Result<(), CommandError> {
-    if !args.len().is_multiple_of(2) {
-        return Err(CommandError::WrongArity("mset"));
-    }
-    // A key named twice counts twice: an overestimate, never an underestimate.
-    let growth = (2..args.len())
-        .step_by(2)
-        .map(|i| {
-            writes
-                .partition
-                .set_growth(args.get(i), args.get(i + 1).len(), false)
-        })
-        .sum();
-    match writes.partition.schema() {
-        Schema::String => {
-            limits.admit(growth)?;
-            for i in (2..args.len()).step_by(2) {
-                writes.set_str(args.get(i), args.get(i + 1), Expiry::Clear);
-            }
-        }
-        Schema::Int => {
-            // Validate every value before writing any.
-            for value in keys(args, 3, 2) {
-                parse_canonical_i64(value).ok_or(CommandError::NotAnInteger)?;
-            }
-            limits.admit(growth)?;
-            for i in (2..args.len()).step_by(2) {
-                // Parsed above; cannot fail here.
-                let n = parse_canonical_i64(args.get(i + 1)).unwrap_or_default();
-                writes.set_int(args.get(i), n, Expiry::Clear);
-            }
-        }
-    }
-    w.ok();
     Ok(())
 }
 
@@ -319,139 +212,39 @@ pub fn del(
     Ok(())
 }
 
-/// `INCR <partition> <key>`
-pub fn incr(
-    args: &Args,
-    writes: &mut Writes,
-    limits: &DataLimits,
-    w: &mut ReplyWriter,
-) -> Result<(), CommandError> {
-    add(args.get(2), 1, writes, limits, w)
-}
-
-/// `DECR <partition> <key>`
-pub fn decr(
-    args: &Args,
-    writes: &mut Writes,
-    limits: &DataLimits,
-    w: &mut ReplyWriter,
-) -> Result<(), CommandError> {
-    add(args.get(2), -1, writes, limits, w)
-}
-
-/// `INCRBY <partition> <key> <increment>`
-pub fn incrby(
-    args: &Args,
-    writes: &mut Writes,
-    limits: &DataLimits,
-    w: &mut ReplyWriter,
-) -> Result<(), CommandError> {
-    need_int(writes)?;
-    let delta = parse_increment(args.get(3))?;
-    add(args.get(2), delta, writes, limits, w)
-}
-
-/// `DECRBY <partition> <key> <decrement>`
-pub fn decrby(
-    args: &Args,
-    writes: &mut Writes,
-    limits: &DataLimits,
-    w: &mut ReplyWriter,
-) -> Result<(), CommandError> {
-    need_int(writes)?;
-    let delta = parse_increment(args.get(3))?
-        .checked_neg()
-        .ok_or(CommandError::Overflow)?;
-    add(args.get(2), delta, writes, limits, w)
-}
-
-/// An INCRBY/DECRBY argument, parsed as Redis 7 parses it (`string2ll`): the canonical
-/// decimal form only, so `01`, `-0`, `+1` and ` 1` are refused as SET refuses them.
-#[inline]
-fn parse_increment(raw: &[u8]) -> Result<i64, CommandError> {
-    parse_canonical_i64(raw).ok_or(CommandError::ValueNotInteger)
-}
-
-/// The INCR family works on INT partitions only (checked before the increment is parsed).
-#[inline]
-fn need_int(writes: &Writes) -> Result<(), CommandError> {
-    if writes.partition.schema() == Schema::Int {
-        Ok(())
-    } else {
-        Err(CommandError::WrongSchema("INT"))
-    }
-}
-
-/// The INCR family: adds `delta` to an INT partition's key (missing counts as 0).
-fn add(
-    key: &[u8],
-    delta: i64,
-    writes: &mut Writes,
-    limits: &DataLimits,
-    w: &mut ReplyWriter,
-) -> Result<(), CommandError> {
-    need_int(writes)?;
-    limits.admit(writes.partition.set_growth(key, 0, false))?;
-    match writes.incr_by(key, delta) {
-        Ok(value) => {
-            w.integer(value);
-            Ok(())
-        }
-        Err(IncrError::Overflow) => Err(CommandError::Overflow),
-        Err(IncrError::NotAnInteger) => Err(CommandError::ValueNotInteger),
-    }
-}
-
 /// Arguments `from, from + step, ...` to the end.
 #[inline]
-fn keys<'a>(args: &Args<'a>, from: usize, step: usize) -> impl Iterator<Item = &'a [u8]> + Clone {
+pub(super) fn keys<'a>(
+    args: &Args<'a>,
+    from: usize,
+    step: usize,
+) -> impl Iterator<Item = &'a [u8]> + Clone {
     let args = *args;
     (from..args.len()).step_by(step).map(move |i| args.get(i))
 }
 
-/// An upper bound of a value's encoded size (header, data, CRLF).
-#[inline]
-fn encoded_size(value: &Option<ValueRef>) -> usize {
-    // `$` + up to 20 digits + CRLF + CRLF; integers and nulls fit in it.
-    const FRAMING: usize = 25;
-    match value {
-        Some(ValueRef::Str(bytes)) => bytes.len() + FRAMING,
-        _ => FRAMING,
-    }
-}
-
-/// Writes a value (or null); true if there was one.
-#[inline]
-fn write_value(value: Option<ValueRef>, w: &mut ReplyWriter) -> bool {
-    match value {
-        Some(ValueRef::Str(bytes)) => w.bulk(bytes),
-        Some(ValueRef::Int(n)) => w.integer(n),
-        None => {
-            w.null();
-            return false;
-        }
-    }
-    true
-}
-
-#[inline]
-fn count_lookups(partition: &Partition, hits: u64, misses: u64) {
-    let stats = partition.stats();
-    if hits > 0 {
-        PartitionStats::add(&stats.hits, hits);
-    }
-    if misses > 0 {
-        PartitionStats::add(&stats.misses, misses);
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::protocol::{Protocol, Span};
+    use crate::store::Schema;
     use std::sync::Arc;
 
-    fn run(p: &mut Partition, words: &[&str]) -> String {
+    /// Runs a request on `p` with small limits (8-byte keys, 1 MiB values, 1000-byte
+    /// replies, no `max-memory`) and returns the reply, an error's included.
+    pub(crate) fn run(p: &mut Partition, words: &[&str]) -> String {
+        let limits = DataLimits {
+            max_key_len: 8,
+            max_value_len: 1 << 20,
+            max_keys_reply: 1000,
+            memory: MemoryBudget::unlimited(),
+            max_reply: 1000,
+        };
+        run_with(p, words, limits)
+    }
+
+    /// [`run`] with these limits.
+    pub(crate) fn run_with(p: &mut Partition, words: &[&str], limits: DataLimits) -> String {
         let mut buf = Vec::new();
         let mut spans = Vec::new();
         for w in words {
@@ -466,13 +259,6 @@ mod tests {
         let spec = crate::command::lookup(&args).expect("known command");
         let mut out = Vec::new();
         let mut w = ReplyWriter::new(&mut out, Protocol::Resp2);
-        let limits = DataLimits {
-            max_key_len: 8,
-            max_value_len: 1 << 20,
-            max_keys_reply: 1000,
-            memory: MemoryBudget::unlimited(),
-            max_reply: 1000,
-        };
         if let Err(e) = execute(spec, &args, p, None, limits, &mut w) {
             e.write_to(&mut w);
         }
@@ -586,16 +372,6 @@ mod tests {
         );
         run(&mut p, &["SET", "p", "b", &"v".repeat(1000)]);
         assert!(run(&mut p, &["GET", "p", "b"]).starts_with("-ERR reply larger"));
-    }
-
-    #[test]
-    fn decrby_min_is_overflow() {
-        let mut p = Partition::new(Schema::Int, Arc::default());
-        assert_eq!(
-            run(&mut p, &["DECRBY", "p", "k", "-9223372036854775808"]),
-            "-ERR increment or decrement would overflow\r\n"
-        );
-        assert_eq!(run(&mut p, &["EXISTS", "p", "k"]), ":0\r\n");
     }
 
     #[test]

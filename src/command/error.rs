@@ -21,11 +21,27 @@ pub enum CommandError {
     NotAvailable(String),
     /// An INT partition was given a value that is not a canonical i64.
     NotAnInteger,
-    /// An operation that needs another schema (INCR on STRING).
-    WrongSchema(&'static str),
-    /// An argument that should have been an integer was not (INCRBY amount, ...).
+    /// A string operation (APPEND, SETRANGE) on an INT partition, which holds integers; the
+    /// command's name.
+    NeedsStringPartition(&'static str),
+    /// An argument that should have been an integer was not (INCRBY amount, ...), or a
+    /// STRING partition's value that INCR cannot add to (Redis's text for both).
     ValueNotInteger,
     Overflow,
+    /// `DECRBY` by `i64::MIN`, whose negation does not fit (Redis's own text for it).
+    DecrementOverflow,
+    /// A time that is not positive, or overflows once converted to ms or added to now; the
+    /// command's name (Redis's `invalid expire time in '<command>' command`).
+    InvalidExpireTime(&'static str),
+    /// EXPIRE's options that do not go together: Redis's text, up to `options at the same
+    /// time are not compatible`.
+    IncompatibleOptions(&'static str),
+    /// An EXPIRE option that is none of NX XX GT LT (Redis's `Unsupported option <opt>`).
+    UnsupportedOption(String),
+    /// SETRANGE with a negative offset.
+    OffsetOutOfRange,
+    /// APPEND or SETRANGE would build a value longer than `max-bulk-len`.
+    StringTooLong,
     KeyTooLong {
         max: usize,
     },
@@ -74,7 +90,7 @@ impl CommandError {
     pub fn code(&self) -> &'static str {
         match self {
             CommandError::NoPartition(_) => "NOPARTITION",
-            CommandError::NotAnInteger | CommandError::WrongSchema(_) => "WRONGTYPE",
+            CommandError::NotAnInteger | CommandError::NeedsStringPartition(_) => "WRONGTYPE",
             CommandError::NoProto => "NOPROTO",
             CommandError::NoAuth => "NOAUTH",
             CommandError::WrongPass => "WRONGPASS",
@@ -118,9 +134,25 @@ impl fmt::Display for CommandError {
             CommandError::NotAnInteger => {
                 write!(f, "value is not a canonical 64-bit integer (INT partition)")
             }
-            CommandError::WrongSchema(need) => write!(f, "operation needs an {need} partition"),
+            CommandError::NeedsStringPartition(command) => write!(
+                f,
+                "'{command}' needs a STRING partition (an INT partition holds integers)"
+            ),
             CommandError::ValueNotInteger => write!(f, "value is not an integer or out of range"),
             CommandError::Overflow => write!(f, "increment or decrement would overflow"),
+            CommandError::DecrementOverflow => write!(f, "decrement would overflow"),
+            CommandError::InvalidExpireTime(command) => {
+                write!(f, "invalid expire time in '{command}' command")
+            }
+            CommandError::IncompatibleOptions(which) => {
+                write!(f, "{which} options at the same time are not compatible")
+            }
+            CommandError::UnsupportedOption(option) => write!(f, "Unsupported option {option}"),
+            CommandError::OffsetOutOfRange => write!(f, "offset is out of range"),
+            CommandError::StringTooLong => write!(
+                f,
+                "string exceeds maximum allowed size (proto-max-bulk-len)"
+            ),
             CommandError::KeyTooLong { max } => write!(f, "key too long (more than {max} bytes)"),
             CommandError::NoProto => write!(f, "unsupported protocol version"),
             CommandError::ShuttingDown => write!(f, "server is shutting down"),
