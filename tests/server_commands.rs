@@ -2,103 +2,17 @@
 //! globs, ADMIN on `*`), CLIENT SETINFO's attributes, INFO's unknown sections and operator
 //! fields, and the INCRBY/DECRBY increment's integer syntax.
 //!
-//! Where Redis is the reference, the same rows also run against a real `redis-server` (started
-//! on a Unix socket in a temporary directory, no persistence) and the replies are compared
-//! byte for byte. When `redis-server` is not installed those halves are skipped with a message
-//! on stderr; the GoKV halves still run, against the expected bytes written out here.
+//! Where Redis is the reference, the same rows also run against a real `redis-server`
+//! ([`common::RealRedis`]: a Unix socket in a temporary directory, no persistence) and the
+//! replies are compared byte for byte. When `redis-server` is not installed those halves are
+//! skipped with a message on stderr (unless `GOKV_REQUIRE_REDIS` is set, as CI sets it); the
+//! GoKV halves still run, against the expected bytes written out here.
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-// ------------------------------------------------------------------------------------------
-// A real redis-server, when there is one
-// ------------------------------------------------------------------------------------------
-
-/// A `redis-server` on a Unix socket, killed and its directory removed on drop.
-struct Redis {
-    child: Child,
-    dir: DataDir,
-    socket: PathBuf,
-}
-
-impl Redis {
-    /// Starts one, or `None` (with a message saying why the comparison is skipped).
-    fn start(test: &str) -> Option<Redis> {
-        let bin = std::env::var_os("REDIS_SERVER_BIN").unwrap_or_else(|| "redis-server".into());
-        let dir = DataDir::new("redis-ref");
-        let socket = dir.path().join("redis.sock");
-        let child = Command::new(&bin)
-            .args(["--port", "0", "--save", "", "--appendonly", "no"])
-            .arg("--unixsocket")
-            .arg(&socket)
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match child {
-            Ok(child) => child,
-            Err(e) => {
-                eprintln!("{test}: skipping the redis-server comparison: cannot run {bin:?}: {e}");
-                return None;
-            }
-        };
-        let mut redis = Redis { child, dir, socket };
-        let up = poll_until(Duration::from_secs(20), || {
-            UnixStream::connect(&redis.socket).ok().map(|_| ())
-        });
-        if up.is_none() {
-            let _ = redis.child.kill();
-            panic!("{test}: redis-server did not open {:?}", redis.socket);
-        }
-        let _ = &redis.dir;
-        Some(redis)
-    }
-
-    fn conn(&self) -> RedisConn {
-        let stream = UnixStream::connect(&self.socket).expect("connect to redis-server");
-        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
-        RedisConn {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct RedisConn {
-    stream: UnixStream,
-    buf: Vec<u8>,
-}
-
-impl RedisConn {
-    /// Sends one command and returns its reply's exact bytes.
-    fn call(&mut self, args: &[&str]) -> Vec<u8> {
-        self.stream.write_all(&cmd(args)).expect("send to redis");
-        loop {
-            if let Ok(Some((_, used))) = parse_resp(&self.buf) {
-                return self.buf.drain(..used).collect();
-            }
-            let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk).expect("read from redis");
-            assert!(n > 0, "redis-server closed the connection");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
 
 fn err(text: &str) -> Vec<u8> {
     format!("-{text}\r\n").into_bytes()
@@ -139,7 +53,7 @@ fn shutdown_refuses_what_redis_refuses_and_keeps_running() {
         assert_eq!(show(&got), show(&err(reply)), "{args:?}");
         c.expect(&cmd(&["PING"]), b"+PONG\r\n");
     }
-    if let Some(redis) = Redis::start("shutdown_refuses_what_redis_refuses_and_keeps_running") {
+    if let Some(redis) = RealRedis::start("shutdown_refuses_what_redis_refuses_and_keeps_running") {
         let mut r = redis.conn();
         for (args, _) in SHUTDOWN_REFUSALS {
             assert_eq!(
@@ -247,7 +161,7 @@ fn config_get_matches_redis_globs() {
     let all = names(&config_get(&mut c, &["*"]));
     assert!(all.len() >= 10, "CONFIG GET *: {all:?}");
 
-    let Some(redis) = Redis::start("config_get_matches_redis_globs") else {
+    let Some(redis) = RealRedis::start("config_get_matches_redis_globs") else {
         return;
     };
     // On the parameters both servers know, the same patterns pick the same ones.
@@ -355,7 +269,7 @@ fn info_unknown_section_is_empty_as_in_redis() {
     let server = Server::start(&[]);
     let mut c = server.raw();
     c.expect(&cmd(&["INFO", "nosuchsection"]), b"$0\r\n\r\n");
-    if let Some(redis) = Redis::start("info_unknown_section_is_empty_as_in_redis") {
+    if let Some(redis) = RealRedis::start("info_unknown_section_is_empty_as_in_redis") {
         assert_eq!(
             show(&redis.conn().call(&["INFO", "nosuchsection"])),
             show(b"$0\r\n\r\n")
@@ -438,7 +352,7 @@ fn increment_parses_as_redis_parses_it() {
     let server = Server::start(&[]);
     let mut c = server.raw();
     c.expect(&cmd(&["CREATE", "PARTITION", "n", "INT", "MEMORY"]), OK);
-    let mut redis = Redis::start("increment_parses_as_redis_parses_it");
+    let mut redis = RealRedis::start("increment_parses_as_redis_parses_it");
     let mut r = redis.as_mut().map(|redis| redis.conn());
     for (i, (delta, valid)) in INCREMENTS.iter().enumerate() {
         for command in ["INCRBY", "DECRBY"] {

@@ -10,9 +10,14 @@
 //! (unless the test passes its own, or asks for none) and every connection handed out
 //! ([`Server::client`], [`Server::client_resp3`], [`Server::raw`], [`RawConn::connect_admin`])
 //! is logged in as `admin`; the `*_unauthenticated` variants are not, and [`Server::login`]
-//! logs in as any user. Each test binary includes this module and uses only part of it,
+//! logs in as any user. [`RealRedis`] (in `real_redis.rs`) is a real `redis-server` to compare
+//! replies with. Each test binary includes this module and uses only part of it,
 //! hence the `dead_code` allowance.
 #![allow(dead_code)]
+
+mod real_redis;
+#[allow(unused_imports)] // only the binaries that compare with Redis use it
+pub use real_redis::{RealRedis, RedisConn};
 
 use std::fmt::Write as _;
 use std::io::{self, BufRead, BufReader, Read, Write};
