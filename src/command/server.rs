@@ -272,7 +272,8 @@ fn top_level() -> impl Iterator<Item = &'static super::CommandSpec> {
 
 /// One `COMMAND INFO` entry, in Redis 7's shape: name, arity, flags, first key, last key,
 /// step, ACL categories, tips, key specs, subcommands. The partition is the routing key of a
-/// data command, so cluster-aware clients route by it (first = last = step = 1).
+/// data command, so cluster-aware clients route by it (first = last = its argument, 1 or
+/// FLUSH PARTITION's 2; step 1).
 fn write_command_info(spec: &super::CommandSpec, w: &mut ReplyWriter) {
     let top = spec.top_name();
     let grouped = top != spec.name;
@@ -284,13 +285,13 @@ fn write_command_info(spec: &super::CommandSpec, w: &mut ReplyWriter) {
         w.simple(flag);
     }
     let key = if spec.route() == Route::Partition {
-        1
+        spec.partition_index() as i64
     } else {
         0
     };
     w.integer(key);
     w.integer(key);
-    w.integer(key);
+    w.integer(key.min(1));
     for _ in 0..4 {
         w.array(0);
     }

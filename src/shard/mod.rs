@@ -1226,8 +1226,10 @@ impl Core {
             replies.push_ready(protocol, |w| e.write_to(w));
             return false;
         }
+        // The partition a data command runs on (argument 1, or FLUSH PARTITION's 2).
+        let name = args.get(spec.partition_index());
         match spec.handler {
-            Handler::Read(_) | Handler::Write(_) => match self.routes.get_mut(args.get(1)) {
+            Handler::Read(_) | Handler::Write(_) => match self.routes.get_mut(name) {
                 // The local path: execute now, encode straight into the output...
                 Some(Target::Local(local)) => {
                     affinity.local();
@@ -1258,7 +1260,7 @@ impl Core {
                                 e.write_to(&mut w);
                             }
                             if log.journal.writes() > writes {
-                                self.commit.logged(writes == 0, args.get(1), local.id);
+                                self.commit.logged(writes == 0, name, local.id);
                                 self.commit.hold(conn_ref, seq, protocol, local.id, start);
                             } else {
                                 // Changed nothing: nothing to wait for.
@@ -1300,7 +1302,7 @@ impl Core {
                     ShardMetrics::add(&self.shared.metrics.shards[self.id].forwarded_out, 1);
                 }
                 None => {
-                    let e = CommandError::NoPartition(printable(args.get(1)));
+                    let e = CommandError::NoPartition(printable(name));
                     replies.push_ready(protocol, |w| e.write_to(w));
                 }
             },
@@ -1576,7 +1578,8 @@ impl Core {
                 Ok(())
             };
             let spec = request.command.spec();
-            let result = match self.routes.get_mut(args.get(1)) {
+            let name = args.get(spec.partition_index());
+            let result = match self.routes.get_mut(name) {
                 _ if allowed.is_err() => allowed,
                 Some(Target::Local(local)) if local.id == request.partition => match &mut local.log
                 {
@@ -1589,7 +1592,7 @@ impl Core {
                         let result =
                             execute_data(spec, &args, partition, journal, limits, metrics, &mut w);
                         if log.journal.writes() > writes {
-                            self.commit.logged(writes == 0, args.get(1), local.id);
+                            self.commit.logged(writes == 0, name, local.id);
                             let index = out.replies.len();
                             self.commit
                                 .hold_remote(from, index, request.protocol, local.id);
@@ -1602,7 +1605,7 @@ impl Core {
                     _ => execute_data(spec, &args, &mut local.data, None, limits, metrics, &mut w),
                 },
                 // Dropped (or moved, or dropped and created again) since the sender routed it.
-                _ => Err(CommandError::NoPartition(printable(args.get(1)))),
+                _ => Err(CommandError::NoPartition(printable(name))),
             };
             let over_output_limit = matches!(result, Err(CommandError::ReplyTooLarge));
             match result {
