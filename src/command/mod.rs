@@ -247,6 +247,16 @@ impl CommandSpec {
         }
     }
 
+    /// The partition a request of this row names (empty when the row names none, or the
+    /// request is shorter than the row's arity allows).
+    #[inline]
+    pub fn partition_name<'a>(&self, args: &Args<'a>) -> &'a [u8] {
+        match self.partition_arg {
+            Some(i) if i < args.len() => args.get(i),
+            _ => &[],
+        }
+    }
+
     /// Where the command runs.
     #[inline]
     pub const fn route(&self) -> Route {

@@ -1227,7 +1227,7 @@ impl Core {
             return false;
         }
         // The partition a data command runs on (argument 1, or FLUSH PARTITION's 2).
-        let name = args.get(spec.partition_index());
+        let name = spec.partition_name(args);
         match spec.handler {
             Handler::Read(_) | Handler::Write(_) => match self.routes.get_mut(name) {
                 // The local path: execute now, encode straight into the output...
@@ -1578,7 +1578,7 @@ impl Core {
                 Ok(())
             };
             let spec = request.command.spec();
-            let name = args.get(spec.partition_index());
+            let name = spec.partition_name(&args);
             let result = match self.routes.get_mut(name) {
                 _ if allowed.is_err() => allowed,
                 Some(Target::Local(local)) if local.id == request.partition => match &mut local.log
