@@ -12,10 +12,11 @@ use std::path::Path;
 use common::*;
 use gokv::command::{CommandSpec, Handler, Route, COMMANDS};
 
-/// The value every key holds before a command runs, with a deadline ([`SEED_TTL`]) so that
+/// The value every key holds before a command runs, with a deadline ([`SEED_TTL`], unlike any
+/// time a request sets, so that EXPIRE changes it even within one millisecond) so that
 /// PERSIST and GETEX have something to change.
 const SEED: &str = "3";
-const SEED_TTL: &str = "100000";
+const SEED_TTL: &str = "200000";
 /// Every non-key argument of a generated request (a value, an increment, an offset, a time):
 /// large enough that a relative time (EXPIRE's seconds, PSETEX's ms) outlives the restart,
 /// small enough for a SETRANGE offset.
@@ -39,15 +40,20 @@ fn data_rows(write: bool) -> Vec<&'static CommandSpec> {
 }
 
 /// The smallest request the row's arity allows on `partition`: keys where the row's key
-/// positions say (`k2`, `k3`, ...), [`VALUE`] everywhere else.
+/// positions say (`k2`, `k3`, ...), [`VALUE`] everywhere else; and the keys to watch: the
+/// request's, or `k0` for a command that names none (SCAN, KEYS, FLUSH PARTITION, ...).
 fn request(spec: &CommandSpec, partition: &str) -> (Vec<String>, Vec<String>) {
     let mut words: Vec<String> = spec.name.split(' ').map(str::to_string).collect();
-    assert_eq!(words.len(), 1, "data commands are one word: {}", spec.name);
+    assert_eq!(
+        spec.partition_arg,
+        Some(words.len()),
+        "the partition follows the name: {}",
+        spec.name
+    );
     words.push(partition.to_string());
     let argc = spec.arity.unsigned_abs() as usize;
     let keys: Vec<usize> = spec.keys.positions(argc).collect();
-    assert!(!keys.is_empty(), "{} names no key", spec.name);
-    for i in 2..argc {
+    for i in words.len()..argc {
         words.push(if keys.contains(&i) {
             format!("k{i}")
         } else {
@@ -57,7 +63,11 @@ fn request(spec: &CommandSpec, partition: &str) -> (Vec<String>, Vec<String>) {
     if let Some((_, extra)) = EXTRA.iter().find(|(name, _)| *name == spec.name) {
         words.push(extra.to_string());
     }
-    let key_names = keys.iter().map(|&i| words[i].clone()).collect();
+    let key_names = if keys.is_empty() {
+        vec!["k0".to_string()]
+    } else {
+        keys.iter().map(|&i| words[i].clone()).collect()
+    };
     (words, key_names)
 }
 
@@ -109,9 +119,15 @@ fn every_write_command_survives_a_restart() {
     let mut expected = Vec::new();
     for (n, spec) in data_rows(true).into_iter().enumerate() {
         let mut changed = false;
-        for partition in partitions(&mut c, &format!("w{n}")) {
+        for (i, partition) in partitions(&mut c, &format!("w{n}")).into_iter().enumerate() {
             let (words, keys) = request(spec, &partition);
-            seed(&mut c, spec, &partition, &keys);
+            // In the first two partitions (one of each schema, one on each shard) the first
+            // key holds a value with a deadline, in the other two nothing does, so that each
+            // command writes somewhere: DEL needs a key there, SETNX one absent, RENAMENX a
+            // key there and its new name absent.
+            if i < 2 {
+                seed(&mut c, spec, &partition, &keys[..1]);
+            }
             let before = state(&mut c, &partition, &keys);
             let reply = c.call(&strs(&words));
             let after = state(&mut c, &partition, &keys);

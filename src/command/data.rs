@@ -117,6 +117,15 @@ impl Writes<'_, '_> {
         }
     }
 
+    /// Removes every key (FLUSH PARTITION); a durable partition logs one `CLEAR` and keeps
+    /// the old keys until the commit (see `persist::journal`).
+    pub fn flush(&mut self) {
+        match &mut self.journal {
+            Some(j) => j.flush(self.partition),
+            None => self.partition.clear(),
+        }
+    }
+
     #[inline]
     pub fn incr_by(&mut self, key: &[u8], delta: i64) -> Result<i64, IncrError> {
         match &mut self.journal {
@@ -126,7 +135,8 @@ impl Writes<'_, '_> {
     }
 }
 
-/// Runs a data command (`args[1]` is the partition, already resolved to `partition`) and
+/// Runs a data command (its partition, argument `spec.partition_index()`, already resolved
+/// to `partition`) and
 /// writes its reply. On `Err` nothing was written to the reply or the partition. Every key
 /// argument (the row's [`Keys`](super::Keys)) is checked against `max-key-len` first.
 /// `spec` is the request's row, which the caller already holds (taking the row rather than

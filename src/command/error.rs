@@ -45,6 +45,14 @@ pub enum CommandError {
     KeyTooLong {
         max: usize,
     },
+    /// RENAME/RENAMENX of a key that is not there (Redis's text).
+    NoSuchKey,
+    /// A SCAN cursor that is not a decimal number (Redis's text).
+    InvalidCursor,
+    /// KEYS would answer more than `max-keys-reply` keys; nothing was sent.
+    TooManyKeys {
+        max: usize,
+    },
     NoProto,
     /// The server is shutting down and takes no new work.
     ShuttingDown,
@@ -154,6 +162,13 @@ impl fmt::Display for CommandError {
                 "string exceeds maximum allowed size (proto-max-bulk-len)"
             ),
             CommandError::KeyTooLong { max } => write!(f, "key too long (more than {max} bytes)"),
+            CommandError::NoSuchKey => write!(f, "no such key"),
+            CommandError::InvalidCursor => write!(f, "invalid cursor"),
+            CommandError::TooManyKeys { max } => write!(
+                f,
+                "KEYS would return more than {max} keys (max-keys-reply); use SCAN to iterate \
+                 the partition"
+            ),
             CommandError::NoProto => write!(f, "unsupported protocol version"),
             CommandError::ShuttingDown => write!(f, "server is shutting down"),
             // The exact texts Redis answers, which clients and tools recognise.

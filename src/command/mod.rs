@@ -5,8 +5,9 @@
 //! key positions, and its [`Handler`], the function that runs it. The handler's kind is also
 //! where it runs ([`CommandSpec::route`]):
 //! - [`Handler::Read`] / [`Handler::Write`]: on the shard that owns the partition named by
-//!   argument 1 (data commands, in [`data`] and their families' files: [`string`],
-//!   [`expire`]); locally or forwarded, the same function runs. A
+//!   the row's `partition_arg` (argument 1 of a data command, in [`data`] and its families'
+//!   files [`string`], [`expire`], [`keys`]; 2 of FLUSH PARTITION); locally or forwarded, the
+//!   same function runs. A
 //!   read gets the partition read-only; only a write gets the [`data::Writes`] that journal
 //!   a durable partition's changes, and the shard sends a command through the durable path
 //!   exactly when its row says `write` (checked against the handler when this file compiles);
@@ -32,6 +33,7 @@ pub mod data;
 pub mod error;
 pub mod expire;
 pub mod glob;
+pub mod keys;
 pub mod partition;
 pub mod server;
 pub mod string;
@@ -49,7 +51,8 @@ use server::{ServerView, Session};
 /// Where a command runs (what its [`Handler`] implies).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
-    /// On the shard owning the partition named by argument 1.
+    /// On the shard owning the partition named by the row's `partition_arg` (argument 1 for
+    /// every data command; 2 for FLUSH PARTITION).
     Partition,
     /// On the coordinator (shard 0), which owns the catalog and the ACL.
     Coordinator,
@@ -244,6 +247,26 @@ impl CommandSpec {
         self.has(flag::WRITE)
     }
 
+    /// The argument that names the partition a [`Route::Partition`] command runs on: the
+    /// row's `partition_arg` (every such row has one: [`check_table`]).
+    #[inline]
+    pub const fn partition_index(&self) -> usize {
+        match self.partition_arg {
+            Some(i) => i,
+            None => 1,
+        }
+    }
+
+    /// The partition a request of this row names (empty when the row names none, or the
+    /// request is shorter than the row's arity allows).
+    #[inline]
+    pub fn partition_name<'a>(&self, args: &Args<'a>) -> &'a [u8] {
+        match self.partition_arg {
+            Some(i) if i < args.len() => args.get(i),
+            _ => &[],
+        }
+    }
+
     /// Where the command runs.
     #[inline]
     pub const fn route(&self) -> Route {
@@ -416,6 +439,46 @@ command_table! {
         name: "pexpiretime", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(expire::pexpiretime),
     },
+    // The keys family (keys.rs). UNLINK is DEL: nothing is freed in the background.
+    Type => {
+        name: "type", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
+        partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(keys::key_type),
+    },
+    Touch => {
+        name: "touch", arity: -3, flags: READONLY | FAST, permission: Permission::Read,
+        partition_arg: Some(1), keys: Keys::ALL, handler: Handler::Read(keys::touch),
+    },
+    Unlink => {
+        name: "unlink", arity: -3, flags: WRITE | FAST, permission: Permission::Write,
+        partition_arg: Some(1), keys: Keys::ALL, handler: Handler::Write(data::del),
+    },
+    Rename => {
+        name: "rename", arity: 4, flags: WRITE, permission: Permission::Write,
+        partition_arg: Some(1), keys: Keys::ALL, handler: Handler::Write(keys::rename),
+    },
+    RenameNx => {
+        name: "renamenx", arity: 4, flags: WRITE | FAST, permission: Permission::Write,
+        partition_arg: Some(1), keys: Keys::ALL, handler: Handler::Write(keys::renamenx),
+    },
+    DbSize => {
+        name: "dbsize", arity: 2, flags: READONLY | FAST, permission: Permission::Read,
+        partition_arg: Some(1), keys: Keys::NONE, handler: Handler::Read(keys::dbsize),
+    },
+    Scan => {
+        name: "scan", arity: -3, flags: READONLY, permission: Permission::Read,
+        partition_arg: Some(1), keys: Keys::NONE, handler: Handler::Read(keys::scan),
+    },
+    // A full walk of the partition in one command; its reply is bounded by max-keys-reply.
+    KeysMatching => {
+        name: "keys", arity: 3, flags: READONLY, permission: Permission::Read,
+        partition_arg: Some(1), keys: Keys::NONE, handler: Handler::Read(keys::keys),
+    },
+    // Runs on the partition's shard like a data write (journaled), but names the partition
+    // as argument 2, so routing reads `partition_arg`.
+    FlushPartition => {
+        name: "flush partition", arity: 3, flags: WRITE | ADMIN, permission: Permission::Admin,
+        partition_arg: Some(2), keys: Keys::NONE, handler: Handler::Write(keys::flush),
+    },
     CreatePartition => {
         name: "create partition", arity: 5, flags: WRITE | ADMIN,
         permission: Permission::AdminAll, partition_arg: Some(2), keys: Keys::NONE,
@@ -566,6 +629,12 @@ const fn check_table(table: &[CommandSpec]) {
             ),
             Handler::Connection(_) | Handler::Coordinator(_) => {}
         }
+        if let Handler::Read(_) | Handler::Write(_) = row.handler {
+            assert!(
+                row.partition_arg.is_some(),
+                "command table: a data command is routed by its partition_arg"
+            );
+        }
         match row.permission {
             Permission::Read
             | Permission::Write
@@ -684,9 +753,9 @@ fn pack_word(b: &[u8]) -> Option<Word> {
 /// Slots of the name index: a power of two ([`SLOT_BITS`] bits), about ten times the number
 /// of keys (one per one-word command or group word such as `create`, one per two-word
 /// command), so that a seed under which no two keys share a slot ([`SEED`]) is found within
-/// a few hundred tries when the crate compiles. 512 slots held today's table with the
-/// keyspace family (about 75 keys) but not forty commands more; 1024 do (a probe reads one
-/// byte of the index either way).
+/// a few hundred tries when the crate compiles, also with forty more commands than the
+/// table has (the keyspace family brings about that many). 1 KiB: a probe still reads one
+/// cache line of it.
 const SLOT_BITS: u32 = 10;
 const INDEX_SLOTS: usize = 1 << SLOT_BITS;
 
@@ -970,9 +1039,11 @@ mod tests {
                 Handler::Connection(_) | Handler::Coordinator(_) => {}
             }
             if row.route() == Route::Partition {
-                assert_eq!(row.partition_arg, Some(1), "{}", row.name);
+                // The partition follows the command's name (one or two words).
+                let words = row.name.split(' ').count();
+                assert_eq!(row.partition_arg, Some(words), "{}", row.name);
                 assert!(
-                    row.keys.first >= 2,
+                    row.keys == Keys::NONE || usize::from(row.keys.first) > words,
                     "{}: keys come after the partition",
                     row.name
                 );

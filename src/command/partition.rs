@@ -101,20 +101,32 @@ pub fn find<'c>(catalog: &'c Catalog, raw: &[u8]) -> Result<&'c Arc<PartitionMet
 
 /// DESCRIBE PARTITION: what it is and where it lives.
 pub fn describe(meta: &PartitionMeta, w: &mut ReplyWriter) {
-    w.map(6);
+    let s = &meta.stats;
+    let g = |c| PartitionStats::get(c) as i64;
+    w.map(9);
     w.field_bulk("name", meta.name.as_bytes());
     w.field_bulk("schema", meta.schema.as_str().as_bytes());
     w.field_bulk("persist", meta.persist.as_str().as_bytes());
     w.field_int("shard", meta.shard as i64);
-    w.field_int("keys", PartitionStats::get(&meta.stats.keys) as i64);
+    w.field_int("keys", g(&s.keys));
     w.field_int("created_ms", meta.created_ms as i64);
+    expiry_fields(s, w);
+}
+
+/// The expiry counters both DESCRIBE and STATS end with: `expires` (keys with a deadline now),
+/// `expired_keys` (reclaimed by the expiry sweep), `evicted_keys` (0 until eviction exists).
+fn expiry_fields(s: &PartitionStats, w: &mut ReplyWriter) {
+    let g = |c| PartitionStats::get(c) as i64;
+    w.field_int("expires", g(&s.expires));
+    w.field_int("expired_keys", g(&s.expired_keys));
+    w.field_int("evicted_keys", g(&s.evicted_keys));
 }
 
 /// STATS PARTITION: the owning shard's counters, read without locks.
 pub fn stats(meta: &PartitionMeta, w: &mut ReplyWriter) {
     let s = &meta.stats;
     let g = |c| PartitionStats::get(c) as i64;
-    w.map(7);
+    w.map(10);
     w.field_int("ops", g(&s.ops));
     w.field_int("reads", g(&s.reads));
     w.field_int("writes", g(&s.writes));
@@ -122,6 +134,7 @@ pub fn stats(meta: &PartitionMeta, w: &mut ReplyWriter) {
     w.field_int("hits", g(&s.hits));
     w.field_int("misses", g(&s.misses));
     w.field_int("memory", g(&s.memory));
+    expiry_fields(s, w);
 }
 
 // The rows' handlers (see the command table in `super`).

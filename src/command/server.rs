@@ -8,9 +8,11 @@
 //!
 //! Operator facts (where partitions live, the data directory) are for ADMIN on `*` only:
 //! CONFIG needs it, and INFO leaves out its `shards` section and the per-shard persistence
-//! lines for anyone else.
+//! lines for anyone else. INFO's `keyspace` section lists only the partitions the caller may
+//! READ.
 
 use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::acl::{Acl, Perms, User, ALL};
@@ -18,6 +20,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::metrics::{rss_bytes, ServerMetrics, ShardMetrics};
 use crate::protocol::{Args, Protocol, ReplyWriter};
+use crate::store::PartitionStats;
 
 use super::error::printable;
 use super::user::Credentials;
@@ -272,7 +275,8 @@ fn top_level() -> impl Iterator<Item = &'static super::CommandSpec> {
 
 /// One `COMMAND INFO` entry, in Redis 7's shape: name, arity, flags, first key, last key,
 /// step, ACL categories, tips, key specs, subcommands. The partition is the routing key of a
-/// data command, so cluster-aware clients route by it (first = last = step = 1).
+/// data command, so cluster-aware clients route by it (first = last = its argument, 1 or
+/// FLUSH PARTITION's 2; step 1).
 fn write_command_info(spec: &super::CommandSpec, w: &mut ReplyWriter) {
     let top = spec.top_name();
     let grouped = top != spec.name;
@@ -284,13 +288,13 @@ fn write_command_info(spec: &super::CommandSpec, w: &mut ReplyWriter) {
         w.simple(flag);
     }
     let key = if spec.route() == Route::Partition {
-        1
+        spec.partition_index() as i64
     } else {
         0
     };
     w.integer(key);
     w.integer(key);
-    w.integer(key);
+    w.integer(key.min(1));
     for _ in 0..4 {
         w.array(0);
     }
@@ -459,12 +463,13 @@ pub fn info(
     view: &ServerView,
     w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
-    const SECTIONS: [&str; 6] = [
+    const SECTIONS: [&str; 7] = [
         "server",
         "clients",
         "memory",
         "stats",
         "persistence",
+        "keyspace",
         "shards",
     ];
     let wanted: Vec<String> = args
@@ -528,7 +533,7 @@ pub fn info(
                 "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
                  forwarded_requests:{}\r\nforwarded_batches:{}\r\n\
                  client_output_limit_disconnections:{}\r\nidle_timeout_disconnections:{}\r\n\
-                 oom_rejected_writes:{}\r\n",
+                 oom_rejected_writes:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\n",
                 total(|s| &s.connections_total),
                 total(|s| &s.commands),
                 total(|s| &s.forwarded_out),
@@ -536,8 +541,11 @@ pub fn info(
                 total(|s| &s.output_limit_disconnects),
                 total(|s| &s.timeout_disconnects),
                 total(|s| &s.oom_rejections),
+                partition_total(view.catalog, |s| &s.expired_keys),
+                partition_total(view.catalog, |s| &s.evicted_keys),
             ),
             "persistence" => persistence_info(&mut text, m, operator),
+            "keyspace" => keyspace_info(&mut text, view.catalog, session.user.as_deref()),
             _ => {
                 let _ = write!(text, "# Shards\r\n");
                 for (i, s) in m.shards.iter().enumerate() {
@@ -561,6 +569,42 @@ pub fn info(
         };
     }
     w.verbatim_text(text.as_bytes());
+    Ok(())
+}
+
+/// A partition counter summed over every partition of the catalog (INFO's `expired_keys`:
+/// server-wide, as in Redis; a dropped partition's count goes with it).
+fn partition_total(catalog: &Catalog, counter: fn(&PartitionStats) -> &AtomicU64) -> u64 {
+    catalog
+        .partitions
+        .values()
+        .map(|meta| PartitionStats::get(counter(&meta.stats)))
+        .fold(0, u64::wrapping_add)
+}
+
+/// The keyspace section, Redis's `db0:keys=N,expires=M,avg_ttl=T` with a partition's name
+/// for `db0`: one line per partition the caller may READ (what DESCRIBE PARTITION would show
+/// it), empty ones included (Redis leaves out empty databases; a partition exists whether or
+/// not it holds keys). `avg_ttl` is the expiry sweep's estimate, in ms.
+fn keyspace_info(text: &mut String, catalog: &Catalog, user: Option<&User>) -> std::fmt::Result {
+    text.push_str("# Keyspace\r\n");
+    let Some(user) = user else {
+        return Ok(());
+    };
+    for (name, meta) in &catalog.partitions {
+        if !user.allows(Perms::READ, name.as_bytes()) {
+            continue;
+        }
+        let g = |c| PartitionStats::get(c);
+        let s = &meta.stats;
+        write!(
+            text,
+            "{name}:keys={},expires={},avg_ttl={}\r\n",
+            g(&s.keys),
+            g(&s.expires),
+            g(&s.avg_ttl)
+        )?;
+    }
     Ok(())
 }
 

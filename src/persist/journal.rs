@@ -7,8 +7,12 @@
 //! it), appends the physical record, and remembers the key's previous value. When the commit
 //! fails, [`Journal::rollback`] restores the previous values in reverse order, so "not applied
 //! in memory" holds for every write whose reply becomes `-IOERR`.
+//!
+//! FLUSH PARTITION is one write too: it logs [`Record::Clear`] and keeps the whole table it
+//! took out ([`Partition::take_contents`], a move, no copy) until the commit; a rollback
+//! undoes the writes after it first (newest first), then puts the table back.
 
-use crate::store::{Expiry, IncrError, Partition, Value, ValueRef};
+use crate::store::{Contents, Expiry, IncrError, Partition, Value, ValueRef};
 
 use super::record::{self, Record};
 
@@ -16,12 +20,20 @@ use super::record::{self, Record};
 /// expired, which is the same to every command).
 type Before = Option<(Value, Option<u64>)>;
 
+/// How to undo one write.
+enum Undo {
+    /// Put one key back as it was.
+    Key(Box<[u8]>, Before),
+    /// Put back every key a FLUSH took out.
+    Flush(Box<Contents>),
+}
+
 #[derive(Default)]
 pub struct Journal {
     /// Encoded records, in order, not yet written to the file.
     records: Vec<u8>,
-    /// `(key, state before the write)`, in order.
-    undo: Vec<(Box<[u8]>, Before)>,
+    /// How to undo each write, in order.
+    undo: Vec<Undo>,
 }
 
 impl Journal {
@@ -48,7 +60,7 @@ impl Journal {
         let before = partition
             .lookup(key)
             .map(|e| (e.value.to_owned(), e.deadline));
-        self.undo.push((key.into(), before));
+        self.undo.push(Undo::Key(key.into(), before));
     }
 
     /// The deadline `key` has after a write of `expiry` (read back only for `Keep`).
@@ -97,7 +109,7 @@ impl Journal {
         if !partition.set_deadline(key, deadline) {
             return false;
         }
-        self.undo.push((key.into(), before));
+        self.undo.push(Undo::Key(key.into(), before));
         record::encode(&Record::Deadline { key, deadline }, &mut self.records);
         true
     }
@@ -110,7 +122,7 @@ impl Journal {
     /// Removes a key and returns its value and deadline; logs only when it was there.
     pub fn take(&mut self, partition: &mut Partition, key: &[u8]) -> Option<(Value, Option<u64>)> {
         let before = partition.take(key)?;
-        self.undo.push((key.into(), Some(before.clone())));
+        self.undo.push(Undo::Key(key.into(), Some(before.clone())));
         record::encode(&Record::Del { key }, &mut self.records);
         Some(before)
     }
@@ -127,7 +139,7 @@ impl Journal {
             .lookup(key)
             .map(|e| (e.value.to_owned(), e.deadline));
         let value = partition.incr_by(key, delta)?;
-        self.undo.push((key.into(), before));
+        self.undo.push(Undo::Key(key.into(), before));
         let after = partition.lookup(key).map(|e| (e.value, e.deadline));
         let record = match after {
             Some((ValueRef::Str(text), deadline)) => Record::SetStr {
@@ -148,6 +160,14 @@ impl Journal {
         };
         record::encode(&record, &mut self.records);
         Ok(value)
+    }
+
+    /// Removes every key (FLUSH PARTITION) and logs it as one [`Record::Clear`]; the keys are
+    /// kept, whole, until the commit (see the module docs).
+    pub fn flush(&mut self, partition: &mut Partition) {
+        let contents = partition.take_contents();
+        self.undo.push(Undo::Flush(Box::new(contents)));
+        record::encode(&Record::Clear, &mut self.records);
     }
 
     /// Logs a key the expiry sweep removed, as a `DEL`. Nothing to undo: a commit that fails
@@ -173,12 +193,15 @@ impl Journal {
 
     /// The commit failed: put every key back as it was before the pass, newest write first.
     pub fn rollback(&mut self, partition: &mut Partition) {
-        for (key, before) in self.undo.drain(..).rev() {
-            match before {
-                Some((value, deadline)) => partition.set_value(&key, &value, deadline),
-                None => {
+        for undo in self.undo.drain(..).rev() {
+            match undo {
+                Undo::Key(key, Some((value, deadline))) => {
+                    partition.set_value(&key, &value, deadline)
+                }
+                Undo::Key(key, None) => {
                     partition.remove(&key);
                 }
+                Undo::Flush(contents) => partition.restore_contents(*contents),
             }
         }
         self.records.clear();
@@ -212,5 +235,39 @@ mod tests {
         assert_eq!(p.get(b"b"), Some(ValueRef::Int(2)));
         assert_eq!(p.get(b"c"), None);
         assert!(j.is_empty());
+    }
+
+    #[test]
+    fn rollback_of_a_flush_puts_every_key_back() {
+        let far = crate::store::clock::system_now_ms() + 3_600_000;
+        let mut p = Partition::new(Schema::String, Arc::default());
+        for i in 0..1000 {
+            p.set_str(format!("k{i}").as_bytes(), b"v", Expiry::Clear);
+        }
+        p.set_str(b"ttl", b"t", Expiry::At(far));
+        let used = p.used_memory();
+        let mut j = Journal::default();
+        j.set_str(&mut p, b"k1", b"before the flush", Expiry::Clear);
+        j.flush(&mut p);
+        assert!(p.is_empty());
+        assert_eq!(p.used_memory(), 0);
+        // Writes after the flush in the same pass are undone before it.
+        j.set_str(&mut p, b"k2", b"after", Expiry::Clear);
+        j.set_str(&mut p, b"new", b"after", Expiry::Clear);
+        assert_eq!(j.writes(), 4);
+        assert!(!j.pending().is_empty());
+        j.rollback(&mut p);
+        assert_eq!(p.len(), 1001);
+        assert_eq!(p.used_memory(), used);
+        assert_eq!(p.get(b"k1"), Some(ValueRef::Str(b"v")));
+        assert_eq!(p.get(b"k2"), Some(ValueRef::Str(b"v")));
+        assert_eq!(p.get(b"new"), None);
+        assert_eq!(p.lookup(b"ttl").unwrap().deadline, Some(far));
+        assert_eq!(p.with_deadline(), 1);
+        assert_eq!(
+            crate::store::PartitionStats::get(&p.stats().keys),
+            1001,
+            "the counters follow the restored table"
+        );
     }
 }

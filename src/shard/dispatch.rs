@@ -66,82 +66,85 @@ impl Core {
             return false;
         }
         match spec.handler {
-            Handler::Read(_) | Handler::Write(_) => match self.routes.get_mut(args.get(1)) {
-                // The local path: execute now, encode straight into the output...
-                Some(Target::Local(local)) => {
-                    affinity.local();
-                    let limits = DataLimits {
-                        max_key_len: self.max_key_len,
-                        max_value_len: self.shared.config.limits.max_bulk_len,
-                        max_keys_reply: self.shared.config.max_keys_reply,
-                        memory: MemoryBudget::new(
-                            self.shared.config.max_memory,
-                            &self.shared.metrics,
-                        ),
-                        max_reply: self.output_limit.saturating_sub(replies.pending()),
-                    };
-                    let metrics = &self.shared.metrics.shards[self.id];
-                    match &mut local.log {
-                        // ... except a durable write, whose reply waits for the group commit.
-                        Durability::Logged(log) if spec.is_write() => {
-                            let seq = replies.push_waiting();
-                            let start = self.commit.buf.len();
-                            let mut w = ReplyWriter::new(&mut self.commit.buf, protocol);
-                            let (id, partition) = (local.id, &mut local.data);
-                            let dirty = &mut self.commit.dirty;
-                            let (result, logged) = execute_logged(
-                                spec, args, partition, log, id, dirty, limits, metrics, &mut w,
-                            );
-                            // A write's reply is small: it is never over the output limit.
-                            if let Err(e) = result {
-                                e.write_to(&mut w);
-                            }
-                            if logged {
-                                self.commit.hold(conn_ref, seq, protocol, id, start);
-                            } else {
-                                // Changed nothing: nothing to wait for.
-                                replies.fill(seq, &self.commit.buf[start..]);
-                                self.commit.buf.truncate(start);
-                            }
-                        }
-                        Durability::Broken(why) if spec.is_write() => {
-                            let e = not_applied(why);
-                            replies.push_ready(protocol, |w| e.write_to(w));
-                        }
-                        _ => {
-                            let partition = &mut local.data;
-                            return replies.push_ready(protocol, |w| {
-                                match execute_data(spec, args, partition, None, limits, metrics, w)
-                                {
-                                    Ok(()) => false,
-                                    Err(CommandError::ReplyTooLarge) => true,
-                                    Err(e) => {
-                                        e.write_to(w);
-                                        false
-                                    }
+            Handler::Read(_) | Handler::Write(_) => {
+                match self.routes.get_mut(spec.partition_name(args)) {
+                    // The local path: execute now, encode straight into the output...
+                    Some(Target::Local(local)) => {
+                        affinity.local();
+                        let limits = DataLimits {
+                            max_key_len: self.max_key_len,
+                            max_value_len: self.shared.config.limits.max_bulk_len,
+                            max_keys_reply: self.shared.config.max_keys_reply,
+                            memory: MemoryBudget::new(
+                                self.shared.config.max_memory,
+                                &self.shared.metrics,
+                            ),
+                            max_reply: self.output_limit.saturating_sub(replies.pending()),
+                        };
+                        let metrics = &self.shared.metrics.shards[self.id];
+                        match &mut local.log {
+                            // ... except a durable write, whose reply waits for the group commit.
+                            Durability::Logged(log) if spec.is_write() => {
+                                let seq = replies.push_waiting();
+                                let start = self.commit.buf.len();
+                                let mut w = ReplyWriter::new(&mut self.commit.buf, protocol);
+                                let (id, partition) = (local.id, &mut local.data);
+                                let dirty = &mut self.commit.dirty;
+                                let (result, logged) = execute_logged(
+                                    spec, args, partition, log, id, dirty, limits, metrics, &mut w,
+                                );
+                                // A write's reply is small: it is never over the output limit.
+                                if let Err(e) = result {
+                                    e.write_to(&mut w);
                                 }
-                            });
+                                if logged {
+                                    self.commit.hold(conn_ref, seq, protocol, id, start);
+                                } else {
+                                    // Changed nothing: nothing to wait for.
+                                    replies.fill(seq, &self.commit.buf[start..]);
+                                    self.commit.buf.truncate(start);
+                                }
+                            }
+                            Durability::Broken(why) if spec.is_write() => {
+                                let e = not_applied(why);
+                                replies.push_ready(protocol, |w| e.write_to(w));
+                            }
+                            _ => {
+                                let partition = &mut local.data;
+                                return replies.push_ready(protocol, |w| {
+                                    match execute_data(
+                                        spec, args, partition, None, limits, metrics, w,
+                                    ) {
+                                        Ok(()) => false,
+                                        Err(CommandError::ReplyTooLarge) => true,
+                                        Err(e) => {
+                                            e.write_to(w);
+                                            false
+                                        }
+                                    }
+                                });
+                            }
                         }
                     }
+                    // The forwarded path: copy into the owner's outbox, answer later in order.
+                    Some(&mut Target::Remote { shard, id }) => {
+                        affinity.remote(shard);
+                        let approval = mailbox::Approval {
+                            partition: id,
+                            acl_version: self.acl.version,
+                            user: session.user.as_ref().map_or(0, |u| u.id),
+                            max_reply: self.output_limit.saturating_sub(replies.pending()) as u64,
+                        };
+                        let seq = replies.push_waiting();
+                        self.outboxes[shard].push(conn_ref, seq, protocol, spec.id, args, approval);
+                        ShardMetrics::add(&self.shared.metrics.shards[self.id].forwarded_out, 1);
+                    }
+                    None => {
+                        let e = CommandError::NoPartition(printable(spec.partition_name(args)));
+                        replies.push_ready(protocol, |w| e.write_to(w));
+                    }
                 }
-                // The forwarded path: copy into the owner's outbox, answer later in order.
-                Some(&mut Target::Remote { shard, id }) => {
-                    affinity.remote(shard);
-                    let approval = mailbox::Approval {
-                        partition: id,
-                        acl_version: self.acl.version,
-                        user: session.user.as_ref().map_or(0, |u| u.id),
-                        max_reply: self.output_limit.saturating_sub(replies.pending()) as u64,
-                    };
-                    let seq = replies.push_waiting();
-                    self.outboxes[shard].push(conn_ref, seq, protocol, spec.id, args, approval);
-                    ShardMetrics::add(&self.shared.metrics.shards[self.id].forwarded_out, 1);
-                }
-                None => {
-                    let e = CommandError::NoPartition(printable(args.get(1)));
-                    replies.push_ready(protocol, |w| e.write_to(w));
-                }
-            },
+            }
             Handler::Connection(run) => {
                 if let Some(login) = self.parse_login(spec.id, args, session) {
                     match login {
@@ -269,7 +272,7 @@ pub(super) fn execute_logged(
     let result = execute_data(spec, args, partition, journal, limits, metrics, w);
     let logged = log.journal.writes() > writes;
     if logged {
-        dirty.logged(writes == 0, args.get(1), id);
+        dirty.logged(writes == 0, spec.partition_name(args), id);
     }
     (result, logged)
 }

@@ -176,7 +176,7 @@ impl Core {
                 Ok(())
             };
             let spec = request.command.spec();
-            let result = match self.routes.get_mut(args.get(1)) {
+            let result = match self.routes.get_mut(spec.partition_name(&args)) {
                 _ if allowed.is_err() => allowed,
                 Some(Target::Local(local)) if local.id == request.partition => match &mut local.log
                 {
@@ -198,7 +198,9 @@ impl Core {
                     _ => execute_data(spec, &args, &mut local.data, None, limits, metrics, &mut w),
                 },
                 // Dropped (or moved, or dropped and created again) since the sender routed it.
-                _ => Err(CommandError::NoPartition(printable(args.get(1)))),
+                _ => Err(CommandError::NoPartition(printable(
+                    spec.partition_name(&args),
+                ))),
             };
             let over_output_limit = matches!(result, Err(CommandError::ReplyTooLarge));
             match result {

@@ -11,7 +11,7 @@ pub mod stats;
 pub mod table;
 
 pub use memory::MemoryBudget;
-pub use partition::{Entry, Expiry, IncrError, Partition, Value, ValueRef};
+pub use partition::{Contents, Entry, Expiry, IncrError, Partition, Value, ValueRef};
 pub use stats::PartitionStats;
 pub use table::SweepStep;
 

@@ -76,6 +76,25 @@ pub struct Entry<'a> {
     pub deadline: Option<u64>,
 }
 
+/// Every key of a partition, taken out whole by [`Partition::take_contents`]: the table
+/// (with its hasher, so SCAN cursors issued before stay valid once it is back) and its
+/// memory estimate.
+pub struct Contents {
+    table: Table,
+    used: u64,
+}
+
+impl Contents {
+    /// Keys held (expired ones not reclaimed yet included).
+    pub fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.table.is_empty()
+    }
+}
+
 /// A partition's data and counters. Owned by one shard.
 pub struct Partition {
     schema: Schema,
@@ -353,9 +372,29 @@ impl Partition {
 
     /// Removes every key.
     pub fn clear(&mut self) {
-        self.table.clear();
-        self.used = 0;
+        drop(self.take_contents());
+    }
+
+    /// Removes every key and hands them back whole (FLUSH PARTITION on a durable partition:
+    /// its journal keeps them until the commit, so that a failed commit can put them back
+    /// with [`Partition::restore_contents`]). Costs no copy: the table moves out and an
+    /// empty one takes its place. The counters (`ops`, `expired_keys`, ...) stay.
+    pub fn take_contents(&mut self) -> Contents {
+        let contents = Contents {
+            table: std::mem::take(&mut self.table),
+            used: std::mem::replace(&mut self.used, 0),
+        };
         PartitionStats::set(&self.stats.memory, 0);
+        self.update_keys();
+        contents
+    }
+
+    /// Puts back what [`Partition::take_contents`] took, replacing whatever is in the table
+    /// now (rollback undoes the later writes of the pass first, so that is nothing).
+    pub fn restore_contents(&mut self, contents: Contents) {
+        self.table = contents.table;
+        self.used = contents.used;
+        PartitionStats::set(&self.stats.memory, self.used);
         self.update_keys();
     }
 
