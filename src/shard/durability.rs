@@ -13,11 +13,11 @@
 //! - **Forwarded request**: the reply is encoded into the reply batch for its shard as usual,
 //!   and its position noted. The batch is sent only after the commit (`flush_outboxes` runs
 //!   after it), so it can still be patched.
-//! - **Commit** (once per pass, after `drain_inbox`, before `flush_outboxes` and
-//!   `flush_writes`): each partition with records gets one `write` and, if SYNC, one
-//!   `fdatasync`, shared by every write of the pass. On success the held replies fill their
-//!   slots; on failure the partition's journal rolls its writes back (newest first), and the
-//!   held replies, local and forwarded, become `-IOERR`.
+//! - **Commit** (once per pass, after `drain_inbox` and the housekeeping steps that change
+//!   partitions, before `flush_outboxes` and `flush_writes`): each partition with records
+//!   gets one `write` and, if SYNC, one `fdatasync`, shared by every write of the pass. On
+//!   success the held replies fill their slots; on failure the partition's journal rolls its
+//!   writes back (newest first), and the held replies, local and forwarded, become `-IOERR`.
 //!
 //! A write that changed nothing (DEL of an absent key, a WRONGTYPE error) logs nothing and its
 //! reply is filled at once. Reads are never held. Known limit: a read in the same pass as a
@@ -25,10 +25,11 @@
 //!
 //! # Timers
 //! ASYNC partitions are fsync'd when their oldest unsynced commit is [`ASYNC_FSYNC_INTERVAL`]
-//! old (the poll timeout makes sure the loop wakes for it). A compaction writes about
-//! [`COMPACTION_STEP_BYTES`] of snapshot per pass (a byte budget: with large values an entry
-//! count would be an unbounded buffer and stall) and keeps the poll from sleeping until it is
-//! done.
+//! old. A compaction writes about [`COMPACTION_STEP_BYTES`] of snapshot per pass (a byte
+//! budget: with large values an entry count would be an unbounded buffer and stall) and keeps
+//! the poll from sleeping until it is done. Both are run by housekeeping steps (`fsync` and
+//! `compaction` in `shard::housekeeping`), which also make the loop wake for them; the work
+//! and its state are here.
 
 use std::time::{Duration, Instant};
 
@@ -41,7 +42,8 @@ use crate::protocol::{Protocol, ReplyWriter};
 use crate::store::{Partition, PersistMode};
 
 use super::mailbox::{ConnRef, ReplyBatch};
-use super::{Core, Routes, Shard, Target};
+use super::routes::{Routes, Target};
+use super::{Core, Shard};
 
 /// How old unsynced ASYNC data may get before the shard fsyncs it. Half the promised second,
 /// so that a long pass or a slow disk still keeps the promise.
@@ -87,11 +89,27 @@ struct HeldRemote {
     partition: u64,
 }
 
+/// Partitions with records this pass, each once: (name, id), in the order of their first
+/// record. Apart from the rest of [`GroupCommit`] so that a local write can log into it while
+/// its reply is encoded into [`GroupCommit::buf`].
+#[derive(Default)]
+pub struct DirtyPartitions(Vec<(Box<[u8]>, u64)>);
+
+impl DirtyPartitions {
+    /// Notes that a write logged a record for partition `id` (name `name`); `first` when it was
+    /// the partition's first this pass.
+    #[inline]
+    pub fn logged(&mut self, first: bool, name: &[u8], id: u64) {
+        if first {
+            self.0.push((name.into(), id));
+        }
+    }
+}
+
 /// This pass's durable writes and held replies (see the module docs).
 #[derive(Default)]
 pub struct GroupCommit {
-    /// Partitions with records this pass: (name, id).
-    dirty: Vec<(Box<[u8]>, u64)>,
+    pub dirty: DirtyPartitions,
     held: Vec<Held>,
     remote: Vec<HeldRemote>,
     /// Encoded success replies of `held`.
@@ -104,15 +122,6 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Notes that a write logged a record for partition `id` (name `name`); `first` when it was
-    /// the partition's first this pass.
-    #[inline]
-    pub fn logged(&mut self, first: bool, name: &[u8], id: u64) {
-        if first {
-            self.dirty.push((name.into(), id));
-        }
-    }
-
     /// Holds a local write's reply, encoded at `buf[start..]`.
     #[inline]
     pub fn hold(
@@ -144,21 +153,28 @@ impl GroupCommit {
         });
     }
 
-    /// How long the loop may sleep before persistence needs it; `None`: no limit.
-    pub fn poll_timeout(&self, now: Instant) -> Option<Duration> {
-        if !self.compacting.is_empty() {
-            return Some(Duration::ZERO);
-        }
+    /// How long until the ASYNC fsync is due; `None`: nothing is unsynced.
+    pub fn fsync_due_in(&self, now: Instant) -> Option<Duration> {
         self.unsynced_since
             .map(|since| (since + ASYNC_FSYNC_INTERVAL).saturating_duration_since(now))
     }
+
+    /// Whether a compaction is in progress or due to start.
+    pub fn compacting(&self) -> bool {
+        !self.compacting.is_empty()
+    }
+}
+
+/// The error of a write that a partition's log refused (`why`): it was not applied, or it
+/// was rolled back.
+pub fn not_applied(why: &str) -> CommandError {
+    CommandError::Io(format!("{why}; the write was not applied"))
 }
 
 /// `-IOERR ...` in `protocol`.
 fn ioerr_reply(protocol: Protocol, why: &str) -> Vec<u8> {
     let mut out = Vec::new();
-    CommandError::Io(format!("{why}; the write was not applied"))
-        .write_to(&mut ReplyWriter::new(&mut out, protocol));
+    not_applied(why).write_to(&mut ReplyWriter::new(&mut out, protocol));
     out
 }
 
@@ -166,7 +182,7 @@ impl Shard {
     /// The group commit: write (and fsync) every partition with records from this pass, then
     /// release or fail the held replies.
     pub(super) fn commit(&mut self) {
-        if self.core.commit.dirty.is_empty() {
+        if self.core.commit.dirty.0.is_empty() {
             debug_assert!(self.core.commit.held.is_empty());
             return;
         }
@@ -261,7 +277,7 @@ impl Core {
         let metrics = &self.shared.metrics.shards[self.id];
         let mut failed = Vec::new();
         let now = Instant::now();
-        for (name, id) in self.commit.dirty.drain(..) {
+        for (name, id) in self.commit.dirty.0.drain(..) {
             // Dropped during the pass: its writes went with it.
             let Some((data, log)) = owned_log(&mut self.routes, &name, id) else {
                 continue;
@@ -309,22 +325,8 @@ impl Core {
         failed
     }
 
-    /// Between passes: the ASYNC fsync timer and compaction steps.
-    pub(super) fn persistence_tick(&mut self) {
-        let now = Instant::now();
-        if self
-            .commit
-            .unsynced_since
-            .is_some_and(|since| now >= since + ASYNC_FSYNC_INTERVAL)
-        {
-            self.sync_async(now);
-        }
-        if !self.commit.compacting.is_empty() {
-            self.compaction_steps(now);
-        }
-    }
-
-    fn sync_async(&mut self, now: Instant) {
+    /// Fsyncs the ASYNC partitions with unsynced commits (the `fsync` housekeeping step).
+    pub(super) fn sync_async(&mut self, now: Instant) {
         let metrics = &self.shared.metrics.shards[self.id];
         self.commit.unsynced_since = None;
         for (name, id) in std::mem::take(&mut self.commit.unsynced) {
@@ -345,7 +347,9 @@ impl Core {
         }
     }
 
-    fn compaction_steps(&mut self, now: Instant) {
+    /// Runs a slice of each compaction in progress, starting those that are due (the
+    /// `compaction` housekeeping step).
+    pub(super) fn compaction_steps(&mut self, now: Instant) {
         let metrics = &self.shared.metrics.shards[self.id];
         let mut list = std::mem::take(&mut self.commit.compacting);
         list.retain(|(name, id)| {

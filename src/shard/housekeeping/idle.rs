@@ -1,0 +1,73 @@
+//! `idle-sweep`: with `timeout` on, closes connections that neither read nor wrote a byte for
+//! longer, looking once every [`IDLE_SWEEP_INTERVAL`].
+
+use std::time::{Duration, Instant};
+
+use super::{Budget, Step};
+use crate::config::Config;
+use crate::metrics::ShardMetrics;
+use crate::shard::Shard;
+
+/// How often idle connections are looked for when `timeout` is on: a connection is closed
+/// between `timeout` and `timeout` + 1 s after its last byte, for one pass over the
+/// connections per second (no timer per connection, no clock read per request).
+const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One look at each of the shard's connections: thousands of them take well under this.
+const BUDGET: Duration = Duration::from_millis(1);
+
+pub(super) struct IdleSweep {
+    /// `timeout`, when on.
+    timeout: Option<Duration>,
+    /// When to look next.
+    next: Instant,
+}
+
+impl IdleSweep {
+    pub(super) fn new(config: &Config, now: Instant) -> Self {
+        IdleSweep {
+            timeout: (config.timeout_secs > 0).then(|| Duration::from_secs(config.timeout_secs)),
+            next: now + IDLE_SWEEP_INTERVAL,
+        }
+    }
+}
+
+impl Step for IdleSweep {
+    fn name(&self) -> &'static str {
+        "idle-sweep"
+    }
+
+    fn budget(&self) -> Duration {
+        BUDGET
+    }
+
+    fn due_in(&self, _shard: &Shard, now: Instant) -> Option<Duration> {
+        self.timeout
+            .map(|_| self.next.saturating_duration_since(now))
+    }
+
+    fn run(&mut self, shard: &mut Shard, budget: Budget) {
+        let Some(timeout) = self.timeout else {
+            return;
+        };
+        let now = budget.started;
+        self.next = now + IDLE_SWEEP_INTERVAL;
+        let idle: Vec<usize> = shard
+            .conns
+            .iter()
+            .filter(|(_, conn)| now.saturating_duration_since(conn.last_active) > timeout)
+            .map(|(index, _)| index)
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        let metrics = &shard.core.shared.metrics.shards[shard.core.id];
+        ShardMetrics::add(&metrics.timeout_disconnects, idle.len() as u64);
+        for index in idle {
+            if let Some(conn) = shard.conns.get(index) {
+                log::debug!("closing idle client {} ({})", conn.session.id, conn.peer);
+            }
+            shard.close(index);
+        }
+    }
+}

@@ -1,0 +1,301 @@
+//! Reading, framing and batching: a connection's bytes become requests, handed in order to
+//! [`Core::dispatch`](super::dispatch).
+//!
+//! A readable connection is read up to [`READ_BUDGET`] (fairness), then its buffer is framed
+//! [`BATCH`] requests at a time under the session's current limits; the table lines the
+//! batch's local keys will touch are prefetched together ([`prefetch_keys`]), then the
+//! requests run one by one. Reading pauses ([`is_paused`]) while a barrier is up, while too
+//! many requests wait for other shards, or while too much output is unwritten.
+//!
+//! Runs on the shard's thread only; never blocks (the socket is non-blocking).
+
+use crate::metrics::ShardMetrics;
+use crate::protocol::{Args, Parsed, Span};
+use crate::store::Partition;
+
+use super::connection::{self, Connection, ReadOutcome};
+use super::routes::{Routes, Target};
+use super::{Core, Shard};
+
+/// Bytes read from one connection before the loop moves on to others (fairness): a client
+/// streaming a huge pipeline cannot starve the rest of the shard.
+const READ_BUDGET: usize = 256 * 1024;
+
+/// Requests of one connection that may wait for another shard at once. Past it the shard stops
+/// reading that connection until replies come back, which bounds memory and can never deadlock
+/// two shards (the channels between them are unbounded; this is what bounds them).
+const MAX_IN_FLIGHT: usize = 1024;
+
+/// Encoded output of one connection past which the shard stops reading it until the client
+/// has read some: a client that pipelines without reading gets backpressure, not a server
+/// that buffers without limit.
+const OUTPUT_HIGH_WATER: usize = 1024 * 1024;
+
+/// Requests framed together before any of them runs (see `Core::process_input`). Enough to
+/// cover a typical pipeline window (redis-benchmark -P 16), small enough to stay in L1.
+const BATCH: usize = 16;
+
+/// What one framed piece of input is.
+enum FrameKind {
+    Request,
+    /// Bytes that carry no request (`*0`, an empty line).
+    Skip,
+    Malformed(crate::protocol::ProtocolError),
+}
+
+struct Frame {
+    /// This request's arguments in `Batch::spans`.
+    spans: std::ops::Range<usize>,
+    /// Offset just past this frame, from the batch's start in the read buffer.
+    end: usize,
+    kind: FrameKind,
+}
+
+/// A batch of framed requests; reused, so framing allocates nothing once warm.
+#[derive(Default)]
+pub(super) struct Batch {
+    /// Arguments of all frames, relative to the batch's start in the read buffer.
+    spans: Vec<Span>,
+    frames: Vec<Frame>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.spans.clear();
+        self.frames.clear();
+    }
+}
+
+/// Starts loading the table lines that the (partition name, key) pairs of `requests` will
+/// touch, [`BATCH`] at a time and in two steps, so that the misses of a batch overlap: step
+/// one fetches each key's slot, step two, once those lines have had time to arrive, the entry
+/// the slot names. Each key is hashed once for both steps, and a partition named by
+/// consecutive requests is looked up once. Requests for other shards' partitions are skipped.
+pub(super) fn prefetch_keys<'a>(
+    routes: &Routes,
+    requests: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) {
+    let mut requests = requests.peekable();
+    while requests.peek().is_some() {
+        let mut hashed: [Option<(&Partition, u64)>; BATCH] = [None; BATCH];
+        let mut last: Option<(&[u8], Option<&Partition>)> = None;
+        // `zip` asks `hashed` first, so no request is taken without a slot.
+        for (slot, (name, key)) in hashed.iter_mut().zip(requests.by_ref()) {
+            let partition = match last {
+                Some((previous, partition)) if previous == name => partition,
+                _ => {
+                    let partition = match routes.get(name) {
+                        Some(Target::Local(p)) => Some(&p.data),
+                        _ => None,
+                    };
+                    last = Some((name, partition));
+                    partition
+                }
+            };
+            if let Some(partition) = partition {
+                let hash = partition.hash_key(key);
+                partition.prefetch(hash);
+                *slot = Some((partition, hash));
+            }
+        }
+        for (partition, hash) in hashed.iter().flatten() {
+            partition.prefetch_entry(*hash);
+        }
+    }
+}
+
+/// Stop reading this connection for now?
+#[inline]
+pub(super) fn is_paused(conn: &Connection) -> bool {
+    conn.barrier
+        || conn.replies.in_flight() >= MAX_IN_FLIGHT
+        || conn.replies.unwritten() >= OUTPUT_HIGH_WATER
+}
+
+impl Shard {
+    /// Reads and processes one connection, within the fairness budget.
+    pub(super) fn service(&mut self, index: usize) {
+        let Some(conn) = self.conns.get_mut(index) else {
+            return;
+        };
+        conn.needs_service = false;
+        let outcome = if conn.closing || conn.input_closed || is_paused(conn) {
+            None
+        } else {
+            match conn.read(READ_BUDGET, self.core.now) {
+                Ok(outcome) => Some(outcome),
+                Err(e) => {
+                    log::debug!("read from {}: {e}", conn.peer);
+                    self.close(index);
+                    return;
+                }
+            }
+        };
+        if outcome == Some(ReadOutcome::Closed) {
+            conn.input_closed = true;
+        }
+        self.core.process_input(conn);
+        // A peer that hung up while its login is checked is dropped now, unanswered: that
+        // frees its client slot and cancels its argon2 job (a flood of connect, AUTH, close
+        // would otherwise keep thousands of both). Other requests of a half-closed peer are
+        // still answered (below).
+        if (conn.peer_closed || conn.input_closed) && conn.session.pending_login.is_some() {
+            log::debug!("{} hung up while its login was checked", conn.peer);
+            self.close(index);
+            return;
+        }
+        if !conn.closing {
+            if is_paused(conn) {
+                // Requests may wait in the buffer or the socket, and an edge-triggered poll
+                // will not report them again: come back when the pause ends.
+                conn.needs_service = true;
+            } else if conn.input_closed {
+                // The peer closed its side and every complete request it sent is processed.
+                conn.closing = true;
+            } else if outcome == Some(ReadOutcome::More) {
+                // Input may remain in the socket: come back after the other connections.
+                conn.needs_service = true;
+                self.core.to_service.push(index);
+            }
+        }
+        if conn.session.shutdown_requested {
+            self.core.shared.shutdown.request();
+        }
+        if !self.close_if_over_output_limit(index) {
+            self.after_progress(index);
+        }
+    }
+}
+
+impl Core {
+    /// Parses and runs every complete request in the connection's buffer, until it runs out,
+    /// the connection pauses (backpressure, catalog barrier), or the input is malformed.
+    ///
+    /// Requests are framed in batches of up to [`BATCH`] before any of them runs, so that the
+    /// table lines of all their keys are fetched together ([`Core::prefetch`]): with a
+    /// pipelining client the cache misses of a batch overlap instead of adding up.
+    pub(super) fn process_input(&mut self, conn: &mut Connection) {
+        let mut batch = std::mem::take(&mut self.batch);
+        let mut commands = 0;
+        'batches: while !conn.closing
+            && !conn.over_output_limit
+            && !is_paused(conn)
+            && conn.has_input()
+        {
+            // 1. Frame, under the limits of the session as it is now (pre-login ones until a
+            // login has succeeded).
+            conn.sync_limits();
+            batch.clear();
+            let base = conn.rstart;
+            let mut offset = 0;
+            while batch.frames.len() < BATCH && base + offset < conn.rend {
+                let at = base + offset;
+                // An inline request is framed only first in its batch: its unescaping rewrites
+                // the buffer in place, so it must run before anything could make us re-frame
+                // it (and the first frame of a batch always runs).
+                let inline = conn.rbuf[at] != b'*';
+                if inline && !batch.frames.is_empty() {
+                    break;
+                }
+                let parsed = conn.parser.parse(&mut conn.rbuf[at..conn.rend]);
+                let first_span = batch.spans.len();
+                let kind = match parsed {
+                    Ok(Parsed::Request { consumed }) => {
+                        let shift = offset as u32;
+                        batch.spans.extend(conn.parser.args().iter().map(|s| Span {
+                            start: s.start + shift,
+                            end: s.end + shift,
+                        }));
+                        offset += consumed;
+                        FrameKind::Request
+                    }
+                    Ok(Parsed::Skip { consumed }) => {
+                        offset += consumed;
+                        FrameKind::Skip
+                    }
+                    Ok(Parsed::Incomplete) => break,
+                    Err(e) => FrameKind::Malformed(e),
+                };
+                let stop = matches!(kind, FrameKind::Malformed(_));
+                batch.frames.push(Frame {
+                    spans: first_span..batch.spans.len(),
+                    end: offset,
+                    kind,
+                });
+                if stop {
+                    break;
+                }
+            }
+            if batch.frames.is_empty() {
+                break; // only an incomplete request is left
+            }
+            // 2. Prefetch what the local requests will look up.
+            let input = &conn.rbuf[base..conn.rend];
+            self.prefetch(input, &batch);
+            // 3. Run, in order.
+            for frame in &batch.frames {
+                if conn.closing || conn.over_output_limit || is_paused(conn) {
+                    // The rest is framed again later; forget any partly framed request that
+                    // lies beyond the point we stop at.
+                    conn.parser.reset();
+                    break 'batches;
+                }
+                match &frame.kind {
+                    FrameKind::Request => {
+                        let args = Args::new(input, &batch.spans[frame.spans.clone()]);
+                        commands += 1;
+                        let refused = self.dispatch(
+                            &mut conn.affinity,
+                            conn.conn_ref,
+                            &args,
+                            &mut conn.session,
+                            &mut conn.replies,
+                            &mut conn.barrier,
+                        );
+                        // The shard closes it once this pass over its input ends.
+                        if refused || conn.replies.pending() > self.output_limit {
+                            conn.over_output_limit = true;
+                        }
+                        if conn.session.close_after_reply {
+                            conn.closing = true;
+                        }
+                        // A login answered at once (the login cache) lifts the pre-login
+                        // limits: the frames behind it were framed under those, so they are
+                        // framed again (one that was refused may be fine now).
+                        if connection::sync_limits(&mut conn.parser, &conn.session) {
+                            conn.rstart = base + frame.end;
+                            continue 'batches;
+                        }
+                    }
+                    FrameKind::Skip => {}
+                    FrameKind::Malformed(e) => {
+                        log::debug!("protocol error from {}: {e}", conn.peer);
+                        let protocol = conn.session.protocol;
+                        conn.replies.push_ready(protocol, |w| {
+                            w.error("ERR", &format!("Protocol error: {e}"))
+                        });
+                        conn.closing = true;
+                    }
+                }
+                conn.rstart = base + frame.end;
+            }
+        }
+        self.batch = batch;
+        ShardMetrics::add(&self.shared.metrics.shards[self.id].commands, commands);
+    }
+
+    /// Prefetches the table lines of the keys that a batch's local data requests will touch
+    /// (argument 2: the first key; see [`prefetch_keys`]).
+    fn prefetch(&self, input: &[u8], batch: &Batch) {
+        if batch.frames.len() < 2 {
+            return; // nothing to overlap with
+        }
+        prefetch_keys(
+            &self.routes,
+            batch.frames.iter().filter_map(|frame| {
+                let spans = &batch.spans[frame.spans.clone()];
+                (spans.len() >= 3).then(|| (&input[spans[1].range()], &input[spans[2].range()]))
+            }),
+        );
+    }
+}
