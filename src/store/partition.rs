@@ -434,16 +434,13 @@ impl Partition {
         }
         // Redis's running estimate: each sample moves the average by a fiftieth.
         let sampled = (step.with_deadline - step.expired) as u64;
-        let avg = if self.with_deadline() == 0 {
-            0
-        } else if sampled == 0 {
-            PartitionStats::get(&self.stats.avg_ttl)
-        } else {
-            let sample = step.ttl_sum / sampled;
-            match PartitionStats::get(&self.stats.avg_ttl) {
+        let avg = match step.ttl_sum.checked_div(sampled) {
+            _ if self.with_deadline() == 0 => 0,
+            None => PartitionStats::get(&self.stats.avg_ttl),
+            Some(sample) => match PartitionStats::get(&self.stats.avg_ttl) {
                 0 => sample,
                 avg => avg / 50 * 49 + sample / 50,
-            }
+            },
         };
         PartitionStats::set(&self.stats.avg_ttl, avg);
         step
