@@ -30,6 +30,8 @@ pub struct ShardMetrics {
     pub timeout_disconnects: AtomicU64,
     /// Writes refused with `-OOM` because of max-memory.
     pub oom_rejections: AtomicU64,
+    /// Keys the expiry sweep reclaimed (Redis's `expired_keys`).
+    pub expired_keys: AtomicU64,
     /// The core this shard's thread is pinned to, or -1.
     pub core: AtomicI64,
     /// Durable (ASYNC/SYNC) partitions this shard owns.

@@ -295,6 +295,8 @@ impl Shard {
             }
             self.mailbox.woke_up();
             self.core.now = Instant::now();
+            // The instant every command of this pass sees (expiry, see `store::clock`).
+            crate::store::clock::start_pass();
 
             for event in events.iter() {
                 let token = event.token();

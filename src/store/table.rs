@@ -387,6 +387,9 @@ pub struct SweepStep {
     pub with_deadline: usize,
     /// Of them, expired and removed.
     pub expired: usize,
+    /// Sum of the time left (ms) of the entries with a deadline that are not expired: with
+    /// `with_deadline - expired`, the sample for the average TTL.
+    pub ttl_sum: u64,
     /// The walk reached the end of the arena (a round is complete).
     pub round_done: bool,
 }
@@ -925,6 +928,8 @@ impl Table {
                 step.with_deadline += 1;
                 if now > deadline {
                     sweep.expired.push(e.handle);
+                } else {
+                    step.ttl_sum = step.ttl_sum.saturating_add(deadline - now);
                 }
             }
         });

@@ -4,8 +4,8 @@
 //! # The steps and where they run in a pass
 //! A pass of the loop (see [`super`]) runs the socket events and the inbox, then:
 //!
-//! 1. **Before the commit**: steps that change partitions. None yet; the expiry sweep
-//!    (`expire-cycle`) goes here, and eviction after it. A change to a durable partition is
+//! 1. **Before the commit**: steps that change partitions: `expire-cycle`, the active expiry
+//!    sweep ([`expiry`]); eviction will come after it. A change to a durable partition is
 //!    logged through its journal like a client's write, noting the partition for the commit
 //!    ([`DirtyPartitions::logged`](super::durability::DirtyPartitions::logged)). Run here,
 //!    its records go out in this pass's one `write` (and `fdatasync`) with the clients'
@@ -45,6 +45,7 @@
 //! of [`Housekeeping::new`].
 
 mod compaction;
+mod expiry;
 mod failed_logins;
 mod fsync;
 mod idle;
@@ -102,9 +103,7 @@ impl Housekeeping {
     /// The list.
     pub(super) fn new(shard: usize, config: &Config, now: Instant) -> Self {
         Housekeeping {
-            before_commit: vec![
-                // The expiry sweep goes here.
-            ],
+            before_commit: vec![Box::new(expiry::ExpiryCycle::new(now))],
             after_writes: vec![
                 Box::new(fsync::AsyncFsync),
                 Box::new(compaction::Compaction),
