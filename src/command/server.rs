@@ -541,7 +541,9 @@ pub fn info(
                 total(|s| &s.output_limit_disconnects),
                 total(|s| &s.timeout_disconnects),
                 total(|s| &s.oom_rejections),
-                partition_total(view.catalog, |s| &s.expired_keys),
+                // Counted by the shards' sweeps: cumulative, as Redis's (a dropped partition's
+                // expiries stay counted).
+                total(|s| &s.expired_keys),
                 partition_total(view.catalog, |s| &s.evicted_keys),
             ),
             "persistence" => persistence_info(&mut text, m, operator),
@@ -572,8 +574,8 @@ pub fn info(
     Ok(())
 }
 
-/// A partition counter summed over every partition of the catalog (INFO's `expired_keys`:
-/// server-wide, as in Redis; a dropped partition's count goes with it).
+/// A partition counter summed over every partition of the catalog (INFO's `evicted_keys`; a
+/// dropped partition's count goes with it).
 fn partition_total(catalog: &Catalog, counter: fn(&PartitionStats) -> &AtomicU64) -> u64 {
     catalog
         .partitions
