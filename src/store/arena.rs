@@ -146,7 +146,7 @@ fn encoded_len(key_len: usize, value_len: usize, deadline: Option<u64>) -> usize
     1 + deadline + varint_len(key_len) + varint_len(value_len) + key_len + value_len
 }
 
-#[inline]
+#[inline(always)]
 fn read_u64(bytes: &[u8], at: usize) -> u64 {
     let mut raw = [0u8; 8];
     raw.copy_from_slice(&bytes[at..at + 8]);
@@ -154,7 +154,7 @@ fn read_u64(bytes: &[u8], at: usize) -> u64 {
 }
 
 /// Reads the entry at `offset` of a segment's bytes.
-#[inline]
+#[inline(always)]
 fn layout_at(bytes: &[u8], offset: usize) -> Layout {
     let flags = bytes[offset];
     if flags & BOXED != 0 {
@@ -208,7 +208,7 @@ fn boxed_key_len(bytes: &[u8]) -> usize {
 }
 
 /// Where a boxed entry's key starts, and its deadline, given its stub's flags.
-#[inline]
+#[inline(always)]
 fn boxed_parts(flags: u8, bytes: &[u8]) -> (usize, Option<u64>) {
     if flags & EXPIRES != 0 {
         (4 + DEADLINE_BYTES, Some(read_u64(bytes, 4)))
@@ -392,7 +392,7 @@ impl Arena {
     }
 
     /// The entry's key, value and deadline.
-    #[inline]
+    #[inline(always)]
     pub fn entry(&self, handle: Handle) -> (&[u8], &[u8], Option<u64>) {
         let (id, offset) = split(handle);
         let bytes = &self.segment(id).bytes;
@@ -433,9 +433,26 @@ impl Arena {
         }
     }
 
-    #[inline]
+    /// The entry's key alone (what draining, backward shifts and compaction rehash): skips a
+    /// deadline without reading it.
+    #[inline(always)]
     pub fn key(&self, handle: Handle) -> &[u8] {
-        self.get(handle).0
+        let (id, offset) = split(handle);
+        let bytes = &self.segment(id).bytes;
+        let flags = bytes[offset];
+        if flags & BOXED != 0 {
+            return self.entry(handle).0;
+        }
+        let mut at = offset
+            + 1
+            + if flags & EXPIRES != 0 {
+                DEADLINE_BYTES
+            } else {
+                0
+            };
+        let key_len = read_varint(bytes, &mut at);
+        let _value_len = read_varint(bytes, &mut at);
+        &bytes[at..at + key_len]
     }
 
     #[inline]

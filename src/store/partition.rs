@@ -159,7 +159,10 @@ impl Partition {
         let size = |e: Option<(usize, bool)>| e.map_or(0, |(len, d)| entry_size(key.len(), len, d));
         self.used = self.used + size(new) - size(old);
         PartitionStats::set(&self.stats.memory, self.used);
-        PartitionStats::set(&self.stats.expires, self.with_deadline() as u64);
+        let deadline = |e: Option<(usize, bool)>| e.is_some_and(|(_, d)| d);
+        if deadline(old) != deadline(new) {
+            PartitionStats::set(&self.stats.expires, self.with_deadline() as u64);
+        }
     }
 
     pub fn schema(&self) -> Schema {
@@ -190,7 +193,7 @@ impl Partition {
         self.table.with_deadline()
     }
 
-    #[inline]
+    #[inline(always)]
     fn decode<'a>(&self, entry: EntryRef<'a>) -> Entry<'a> {
         Entry {
             value: match self.schema {
@@ -202,7 +205,7 @@ impl Partition {
     }
 
     /// The key's value and deadline, unless it is absent or expired.
-    #[inline]
+    #[inline(always)]
     pub fn lookup(&self, key: &[u8]) -> Option<Entry<'_>> {
         let entry = self.table.get_entry(key)?;
         if entry.deadline.is_some() && is_expired(entry.deadline, clock::now_ms()) {
@@ -211,7 +214,7 @@ impl Partition {
         Some(self.decode(entry))
     }
 
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, key: &[u8]) -> Option<ValueRef<'_>> {
         self.lookup(key).map(|entry| entry.value)
     }

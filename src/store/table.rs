@@ -192,7 +192,7 @@ impl Index {
     }
 
     /// The slot holding `key`, its value and its deadline.
-    #[inline]
+    #[inline(always)]
     fn find<'a>(&self, arena: &'a Arena, hash: u64, key: &[u8]) -> Option<(usize, EntryRef<'a>)> {
         if self.ctrl.is_empty() {
             return None;
@@ -465,7 +465,7 @@ impl Table {
     }
 
     /// Where `key` is and its entry: the current index first, then the draining one.
-    #[inline]
+    #[inline(always)]
     fn find_hashed(&self, hash: u64, key: &[u8]) -> Option<(At, EntryRef<'_>)> {
         if self.len == 0 {
             return None;
@@ -483,7 +483,7 @@ impl Table {
     }
 
     /// The key's value and deadline.
-    #[inline]
+    #[inline(always)]
     pub fn get_entry(&self, key: &[u8]) -> Option<EntryRef<'_>> {
         self.find_hashed(self.hash(key), key)
             .map(|(_, entry)| entry)
