@@ -454,6 +454,9 @@ impl Partition {
         let now = clock::now_ms();
         let schema = self.schema;
         let mut freed = 0;
+        // A step of a growth's or a shrink's drain too: a partition that only expires (no
+        // command touches it) still finishes one, and gives back the old index.
+        self.table.maintain();
         let step = self.table.expire_step(now, max, |key, entry| {
             freed += entry_size(key.len(), entry.value.len(), true);
             let value = match schema {

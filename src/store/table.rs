@@ -89,6 +89,15 @@ pub const INCREMENTAL_FROM: usize = 1 << 14;
 /// would do; 32 finish the drain within a few percent of that room.
 const DRAIN_STEP: usize = 32;
 
+/// Slots of the old index one drain step looks at, at most (besides whole clusters it moves):
+/// bounds a step in the long empty runs of an index drained after a shrink.
+const DRAIN_WALK: usize = 4096;
+
+/// An index with fewer than one key per this many slots is replaced by a smaller one
+/// ([`Table::shrink_if_sparse`]): 1/16 full, where a growth leaves 7/16, so that a table whose
+/// size goes up and down around one point does not shrink and grow again and again.
+const SHRINK_BELOW: usize = 16;
+
 /// Control word of an empty slot. A full slot holds [`FULL`], 7 bits of the key's hash (so a
 /// probe compares keys only on a 1-in-128 false match) and the top 8 bits of the entry's
 /// 40-bit handle; the slot's `u32` holds the low 32.
@@ -634,8 +643,32 @@ impl Table {
             self.resize(capacity);
             return;
         }
-        // Finish the previous growth's drain first: its index is half this one's and was
-        // given as many writes as the last growth left room for, so little is usually left.
+        self.drain_into(capacity);
+    }
+
+    /// Gives a table that lost most of its keys (an expiry storm, a mass DEL) a smaller index:
+    /// once fewer than one slot in [`SHRINK_BELOW`] is used, the index is replaced by one of two
+    /// to four slots per key (at most half full), drained into incrementally like a growth, so
+    /// that the memory of the big one comes back without a stall.
+    #[inline]
+    fn shrink_if_sparse(&mut self) {
+        let capacity = self.index.capacity();
+        if capacity <= MIN_CAPACITY || self.len * SHRINK_BELOW >= capacity || self.old.is_some() {
+            return;
+        }
+        let target = (self.len * 2).next_power_of_two().max(MIN_CAPACITY);
+        if capacity <= INCREMENTAL_FROM {
+            self.resize(target);
+        } else {
+            self.drain_into(target);
+        }
+    }
+
+    /// Makes a new index of `capacity` slots the current one, and the current one the index
+    /// being drained into it (see the module docs).
+    fn drain_into(&mut self, capacity: usize) {
+        // Finish the previous drain first: its index is half this one's and was given as many
+        // writes as the last growth left room for, so little is usually left.
         while self.old.is_some() {
             self.drain_step();
         }
@@ -661,9 +694,10 @@ impl Table {
             return;
         };
         let mask = d.index.mask();
-        let mut moved = 0;
+        let (mut moved, mut walked) = (0, 0);
         while d.next != d.start && d.left > 0 {
             let i = d.next;
+            walked += 1;
             if d.index.is_full(i) {
                 let handle = d.index.handle(i);
                 let hash = self.hasher.hash_one(self.arena.key(handle));
@@ -671,8 +705,10 @@ impl Table {
                 d.index.ctrl[i] = EMPTY;
                 d.left -= 1;
                 moved += 1;
-            } else if moved >= DRAIN_STEP {
-                break; // at a cluster boundary: the old index is consistent again
+            } else if moved >= DRAIN_STEP || walked >= DRAIN_WALK {
+                // At a cluster boundary: the old index is consistent again. (A sparse index,
+                // after a shrink, has long runs of empty slots: the walk is bounded too.)
+                break;
             }
             d.next = (i + 1) & mask;
         }
@@ -829,6 +865,7 @@ impl Table {
             }
         });
         self.drain_step();
+        self.shrink_if_sparse();
     }
 
     /// Moves the live entries of the arena's emptiest segment to its tail when the arena is
@@ -1544,7 +1581,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sparse_table_answers_scan_in_bounded_work() {
+    fn a_table_emptied_by_removes_scans_in_few_calls() {
         let mut t = Table::default();
         for i in 0..100_000u32 {
             t.insert(format!("k{i}").as_bytes(), b"v");
@@ -1552,11 +1589,15 @@ mod tests {
         for i in 0..99_990u32 {
             t.remove(format!("k{i}").as_bytes());
         }
-        // 10 keys in 2^17 slots: a call looks at 10 x COUNT homes at most, so a walk takes
-        // many calls instead of one call walking everything.
+        while t.draining().is_some() {
+            t.maintain();
+        }
+        // The index shrank with the keys (a call looks at 10 x COUNT homes at most, so a
+        // sparse index would take thousands of calls to walk 10 keys).
         let (seen, calls) = scan_all(&mut t, 10, |_, _| {});
         assert_eq!(seen.len(), 10);
-        assert!(calls > 100, "{calls}");
+        assert!(calls <= 20, "{calls}");
+        assert!(t.index_bytes() <= 128 * 6, "{}", t.index_bytes());
     }
 
     #[test]
@@ -1592,5 +1633,48 @@ mod tests {
         }
         let (used, live) = t.arena_usage();
         assert!(used - live <= used / 4 + 3 * super::super::arena::SEGMENT_BYTES);
+    }
+
+    /// A table that lost most of its keys gets a smaller index, drained into without a stall,
+    /// and every key left stays findable throughout.
+    #[test]
+    fn a_table_that_lost_most_keys_shrinks_its_index() {
+        let mut t = Table::default();
+        for i in 0..200_000u32 {
+            t.insert(format!("k{i}").as_bytes(), b"v");
+        }
+        while t.draining().is_some() {
+            t.maintain();
+        }
+        let big = t.index_bytes();
+        for i in 0..195_000u32 {
+            assert!(t.remove(format!("k{i}").as_bytes()).is_some());
+            if i % 5000 == 0 {
+                for j in (195_000..200_000u32).step_by(97) {
+                    assert!(t.contains(format!("k{j}").as_bytes()), "k{j} lost at {i}");
+                }
+            }
+        }
+        let mut steps = 0;
+        while t.draining().is_some() {
+            t.maintain();
+            steps += 1;
+            assert!(steps < 10_000, "the shrink's drain does not end");
+        }
+        assert!(
+            t.index_bytes() * 4 <= big,
+            "{} -> {} bytes of index",
+            big,
+            t.index_bytes()
+        );
+        assert_eq!(t.len(), 5000);
+        for j in 195_000..200_000u32 {
+            assert!(t.contains(format!("k{j}").as_bytes()), "k{j}");
+        }
+        // Growing again works as before.
+        for i in 0..50_000u32 {
+            t.insert(format!("again{i}").as_bytes(), b"v");
+        }
+        assert_eq!(t.len(), 55_000);
     }
 }
