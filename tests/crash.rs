@@ -2,6 +2,11 @@
 //! random moment, restart on the same data directory, and check that every acknowledged SET
 //! and every acknowledged INCR result is there.
 //!
+//! A third of the single SETs carry an absolute deadline (`PXAT`): an hour away, or a few
+//! hundred ms, so that some pass while the server is down. After the restart a key whose
+//! deadline has passed must be gone (a restart never extends a key's life), and one whose
+//! deadline has not must be there with exactly that deadline (`PEXPIRETIME`).
+//!
 //! For a SET, "there" means the key holds exactly the acknowledged value (every SET writes a
 //! key of its own). For a counter, the value after the restart is at least the last
 //! acknowledged result and at most one more (the one INCR that may have been in flight:
@@ -27,7 +32,8 @@ const INT_PARTITIONS: [&str; 2] = ["i_sync", "i_async"];
 /// What one writer was told "OK" for.
 #[derive(Default)]
 struct Acked {
-    sets: Vec<(&'static str, String, String)>,
+    /// (partition, key, value, deadline in unix ms if the SET had one)
+    sets: Vec<(&'static str, String, String, Option<u64>)>,
     counters: HashMap<(&'static str, String), i64>,
 }
 
@@ -60,7 +66,7 @@ fn writer(url: String, w: usize, stop: Arc<AtomicBool>) -> Acked {
                 let key = format!("w{w}:k{i}.{j}");
                 let value = format!("p{i}-{}", rng(&mut seed));
                 pipe.cmd("SET").arg(p).arg(&key).arg(&value).ignore();
-                batch.push((p, key, value));
+                batch.push((p, key, value, None));
             }
             match pipe.query::<()>(&mut con) {
                 Ok(()) => acked.sets.extend(batch),
@@ -70,13 +76,22 @@ fn writer(url: String, w: usize, stop: Arc<AtomicBool>) -> Acked {
             let p = STRING_PARTITIONS[(rng(&mut seed) % 2) as usize];
             let key = format!("w{w}:k{i}");
             let value = format!("v{i}-{}", rng(&mut seed));
-            let r: redis::RedisResult<()> = redis::cmd("SET")
-                .arg(p)
-                .arg(&key)
-                .arg(&value)
-                .query(&mut con);
+            let deadline = i.is_multiple_of(3).then(|| {
+                let away = if i.is_multiple_of(4) {
+                    3_600_000
+                } else {
+                    100 + rng(&mut seed) % 600
+                };
+                now_ms() + away
+            });
+            let mut set = redis::cmd("SET");
+            set.arg(p).arg(&key).arg(&value);
+            if let Some(at) = deadline {
+                set.arg("PXAT").arg(at);
+            }
+            let r: redis::RedisResult<()> = set.query(&mut con);
             match r {
-                Ok(()) => acked.sets.push((p, key, value)),
+                Ok(()) => acked.sets.push((p, key, value, deadline)),
                 Err(_) => break, // the server died: this one may or may not be there
             }
         } else {
@@ -93,6 +108,15 @@ fn writer(url: String, w: usize, stop: Arc<AtomicBool>) -> Acked {
     }
     acked
 }
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// A deadline this close to the check's clock may go either way (the check takes time).
+const SLACK_MS: u64 = 50;
 
 fn trial(seed: u64) {
     let dir = DataDir::new("crash");
@@ -134,20 +158,58 @@ fn trial(seed: u64) {
     let sets: usize = acked.iter().map(|a| a.sets.len()).sum();
     let counters: usize = acked.iter().map(|a| a.counters.len()).sum();
     assert!(sets > 50, "too little load before the kill ({sets} SETs)");
+    let with_deadlines = acked
+        .iter()
+        .flat_map(|a| &a.sets)
+        .filter(|s| s.3.is_some())
+        .count();
+    assert!(
+        with_deadlines > 10,
+        "too few SETs with a deadline ({with_deadlines})"
+    );
 
     let node = Server::start_in(&dir, &["--shards", "2"]);
     let mut con = node.client();
     let mut missing = Vec::new();
+    // Keys checked gone (deadline passed) and checked with their deadline (still to come).
+    let (mut expired, mut timed) = (0, 0);
     for a in &acked {
         for chunk in a.sets.chunks(500) {
             let mut pipe = redis::pipe();
-            for (p, key, _) in chunk {
+            for (p, key, _, _) in chunk {
                 pipe.cmd("GET").arg(*p).arg(key);
+                pipe.cmd("PEXPIRETIME").arg(*p).arg(key);
             }
-            let got: Vec<Option<String>> = pipe.query(&mut con).unwrap();
-            for ((p, key, value), got) in chunk.iter().zip(got) {
-                if got.as_deref() != Some(value.as_str()) {
-                    missing.push(format!("{p} {key}: acked {value}, found {got:?}"));
+            let checked_at = now_ms();
+            let got: Vec<(Option<String>, i64)> = pipe.query(&mut con).unwrap();
+            for ((p, key, value, deadline), (got, expires_at)) in chunk.iter().zip(got) {
+                match deadline {
+                    Some(at) if *at + SLACK_MS < checked_at => {
+                        expired += 1;
+                        if got.is_some() {
+                            missing.push(format!(
+                                "{p} {key}: deadline {at} passed ({checked_at}), found {got:?}"
+                            ));
+                        }
+                    }
+                    Some(at) if *at > checked_at + SLACK_MS => {
+                        timed += 1;
+                        if got.as_deref() != Some(value.as_str()) || expires_at != *at as i64 {
+                            missing.push(format!(
+                                "{p} {key}: acked {value} until {at}, found {got:?} until \
+                                 {expires_at}"
+                            ));
+                        }
+                    }
+                    Some(_) => {} // at the edge: either is right
+                    None => {
+                        if got.as_deref() != Some(value.as_str()) || expires_at != -1 {
+                            missing.push(format!(
+                                "{p} {key}: acked {value}, found {got:?} (PEXPIRETIME \
+                                 {expires_at})"
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -168,7 +230,8 @@ fn trial(seed: u64) {
     );
     eprintln!(
         "trial {seed}: killed after {delay:?}; {sets} acknowledged SETs and {counters} \
-         counters all present after restart ({:?} to verify)",
+         counters all present after restart ({:?} to verify); {expired} past their deadline \
+         gone, {timed} with their deadline",
         killed_at.elapsed()
     );
 }
