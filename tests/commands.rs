@@ -23,8 +23,17 @@ fn nopartition(name: &str) -> Vec<u8> {
     format!("-NOPARTITION partition '{name}' does not exist\r\n").into_bytes()
 }
 
+/// An arity error: Redis's text, then GoKV's form of the command from its table row.
 fn arity(name: &str) -> Vec<u8> {
-    format!("-ERR wrong number of arguments for '{name}' command\r\n").into_bytes()
+    let row = gokv::command::COMMANDS
+        .iter()
+        .find(|row| row.name == name)
+        .unwrap_or_else(|| panic!("no row {name}"));
+    format!(
+        "-ERR wrong number of arguments for '{name}' command (GoKV: {})\r\n",
+        row.usage
+    )
+    .into_bytes()
 }
 
 const OVERFLOW: &[u8] = b"-ERR increment or decrement would overflow\r\n";
