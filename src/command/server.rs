@@ -511,7 +511,9 @@ pub fn info(
             ),
             "clients" => write!(
                 text,
-                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\
+                // blocked_clients: GoKV has no blocking commands, so none ever waits in one
+                // (redis-cli --stat reads the field: without it, it shows LONG_MIN).
+                "# Clients\r\nconnected_clients:{}\r\nblocked_clients:0\r\nmaxclients:{}\r\n\
                  client_output_limit:{}\r\ntimeout:{}\r\n",
                 total(|s| &s.connections),
                 view.config.max_clients,
