@@ -1,4 +1,4 @@
-//! Every command of the contract (PROTOCOL.md plus the lead's reply texts): replies, errors
+//! Every command of the contract (docs/commands.md): replies, errors
 //! and exact encodings, through raw bytes and through the `redis` crate. Data commands run on
 //! a 1-shard server and on a 2-shard server, where one of the two partitions a connection uses
 //! is always owned by another shard.

@@ -1,5 +1,5 @@
-//! The keyspace and string family (PROTOCOL.md, "Keyspace: expiry, iteration and the string
-//! family") as one differential table: every row is a short script of Redis-form commands,
+//! The keyspace and string family (docs/commands.md: the strings, counters, expiry and keys
+//! families) as one differential table: every row is a short script of Redis-form commands,
 //! run on a fresh database of a real `redis-server` (after `FLUSHALL`) and on a fresh `STRING`
 //! partition of GoKV (the partition inserted as argument 1: `SET k v EX 10` becomes
 //! `SET <p> k v EX 10`), and every reply is compared byte for byte, under RESP2 and again under

@@ -327,7 +327,7 @@ pub fn command(
             }
         }
     } else if sub.eq_ignore_ascii_case(b"DOCS") {
-        // Allowed by PROTOCOL.md: clients only use docs for hints.
+        // Allowed (docs/commands.md): clients only use docs for hints.
         w.map(0);
     } else {
         return Err(CommandError::UnknownSubcommand {

@@ -4,7 +4,7 @@
 //!
 //! Each is Redis 7.2's command of the same name with the partition as argument 1 (Redis's
 //! `t_string.c`): the same options, replies and error texts, checked in the same order, so
-//! that an error reply means nothing was written. The schema rules (PROTOCOL.md) are the only
+//! that an error reply means nothing was written. The schema rules (docs/commands.md) are the only
 //! differences:
 //! - an `INT` partition's values are integers: a write of a value that is not a canonical
 //!   `i64` is `-WRONGTYPE` ([`CommandError::NotAnInteger`]), checked before anything else is
