@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Key deadlines and active expiry, GoKV vs Redis 7 (issue 10's "Performance"; the method is
-# ../shared/BENCHMARKS.md's). See scripts/README.md.
+# bench-vs-redis.sh's). See scripts/README.md.
 #
 #   scripts/bench-expiry.sh [--quick] [--rounds N] [--storm-rounds N] [--mem-rounds N]
 #                           [--scenarios 1,2,3,4] [--json FILE] [--port-base P] [...]

@@ -21,7 +21,7 @@ bench_need_redis() {
     local redis_major
     redis_major=$(redis-server --version | sed -n 's/.*v=\([0-9]*\)\..*/\1/p')
     if [ "${redis_major:-0}" -lt 7 ]; then
-        echo "warning: $(redis-server --version): BENCHMARKS.md compares with Redis 7" >&2
+        echo "warning: $(redis-server --version): the benchmarks compare with Redis 7" >&2
     fi
 }
 

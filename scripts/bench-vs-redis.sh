@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GoKV vs Redis 7, side by side, as ../shared/BENCHMARKS.md asks. See scripts/README.md.
+# GoKV vs Redis 7, side by side, with the method of scripts/README.md.
 #
 #   scripts/bench-vs-redis.sh [--rounds N] [--quick] [--mem-keys N] [--no-memory] [--no-chart]
 #                             [--port-base P]

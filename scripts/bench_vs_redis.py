@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""GoKV vs Redis 7, side by side, as ../shared/BENCHMARKS.md asks.
+"""GoKV vs Redis 7, side by side, interleaved rounds (method: scripts/README.md).
 
 Run through scripts/bench-vs-redis.sh, which installs redis, builds the release binaries and
 cleans up after this script. Python 3 standard library only; matplotlib (optional) for the chart.

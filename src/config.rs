@@ -17,7 +17,8 @@ use crate::protocol::Limits;
 #[command(
     name = "gokv-server",
     version,
-    about = "GoKV: a thread-per-core, partitioned, RESP-compatible in-memory key-value server"
+    about = "GoKV: a thread-per-core, partitioned, RESP-compatible in-memory key-value server",
+    after_help = AFTER_HELP
 )]
 pub struct Cli {
     /// TOML file with the same keys as these flags (e.g. `port = 7379`, `max-clients = 100`).
@@ -39,16 +40,16 @@ pub struct Cli {
     #[arg(long)]
     pub max_clients: Option<usize>,
     /// Longest bulk string in a request, e.g. `512mb`; before login at most 16kb [default: 512mb].
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub max_bulk_len: Option<u64>,
     /// Longest inline (text) request line; before login at most 16kb [default: 64kb].
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub max_inline_len: Option<u64>,
     /// Most arguments in one request; before login at most 10 [default: 1048576].
     #[arg(long)]
     pub max_args: Option<usize>,
     /// Longest key [default: 64kb].
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub max_key_len: Option<u64>,
     /// Most keys one KEYS reply may hold; past it KEYS answers an error that says to use SCAN
     /// [default: 100000].
@@ -59,11 +60,11 @@ pub struct Cli {
     pub migrate_connections: Option<bool>,
     /// Unwritten reply bytes one client may have before it is disconnected, e.g. `64mb`
     /// [default: 64mb].
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub client_output_limit: Option<u64>,
     /// Estimated data size past which writes answer `-OOM`, e.g. `2gb`; 0 is no limit
     /// [default: 0].
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub max_memory: Option<u64>,
     /// Seconds a client may stay idle before it is disconnected; 0 is never [default: 0].
     #[arg(long, value_name = "SECONDS")]
@@ -81,6 +82,21 @@ pub struct Cli {
     #[arg(long)]
     pub accept_data_loss: bool,
 }
+
+/// What `--help` says after the flags: the rules every flag shares.
+const AFTER_HELP: &str = "\
+Sizes (max-bulk-len, max-inline-len, max-key-len, client-output-limit, max-memory) are bytes,
+or a number with b, kb, mb or gb: powers of 1024 (64kb = 65536 bytes).
+
+Every flag but --admin-password and --accept-data-loss may also be a key of the --config
+TOML file, spelt as the flag without its dashes (max-clients = 100). A flag on the command
+line beats the file, and the file beats the default.
+
+Logging: RUST_LOG sets the level (error, warn, info, debug; default info), e.g.
+RUST_LOG=debug gokv-server.
+
+Documentation: docs/operations.md (configuration, persistence, users, backups) and
+docs/commands.md (every command).";
 
 /// The environment variable that may carry the admin password.
 pub const ADMIN_PASSWORD_ENV: &str = "GOKV_ADMIN_PASSWORD";
@@ -123,6 +139,10 @@ struct FileConfig {
     /// Read only to refuse it with a reason: accepting data loss is a decision for one start,
     /// not a setting that would silently accept every later loss too.
     accept_data_loss: Option<bool>,
+    /// Read only to refuse it with a reason (never kept, never printed): a password in a
+    /// config file sits in backups, repositories and config management, readable by whoever
+    /// reads the file. The flag or the environment variable carry it.
+    admin_password: Option<serde::de::IgnoredAny>,
 }
 
 /// A size in the file: a number of bytes or a string like `"64mb"`.
@@ -226,6 +246,17 @@ impl Config {
             return Err(format!(
                 "config file {}: accept-data-loss is refused in a config file (it would accept \
                  every later loss too); pass --accept-data-loss on the command line for one start",
+                cli.config
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(""))
+                    .display()
+            ));
+        }
+        if file.admin_password.is_some() {
+            return Err(format!(
+                "config file {}: admin-password is refused in a config file (a secret there is \
+                 readable by everyone who can read or back up the file); set the environment \
+                 variable {ADMIN_PASSWORD_ENV} or pass --admin-password",
                 cli.config
                     .as_deref()
                     .unwrap_or(std::path::Path::new(""))
@@ -436,6 +467,44 @@ mod tests {
         let e = Config::from_cli(cli).unwrap_err();
         std::fs::remove_file(&path).unwrap();
         assert!(e.contains("--accept-data-loss on the command line"), "{e}");
+    }
+
+    #[test]
+    fn admin_password_is_refused_in_a_config_file_with_the_reason() {
+        let path = std::env::temp_dir().join(format!("gokv-adminpw-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "port = 7400\nadmin-password = \"s3cret-in-a-file\"\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from(["gokv-server", "--config", path.to_str().unwrap()]).unwrap();
+        let e = Config::from_cli(cli).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            e.contains("admin-password is refused in a config file"),
+            "{e}"
+        );
+        assert!(
+            e.contains(ADMIN_PASSWORD_ENV) && e.contains("--admin-password"),
+            "{e}"
+        );
+        assert!(!e.contains("unknown field"), "{e}");
+        // The error never repeats the secret.
+        assert!(!e.contains("s3cret-in-a-file"), "{e}");
+    }
+
+    #[test]
+    fn help_says_the_rules_every_flag_shares() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_long_help().to_string();
+        for needed in [
+            "powers of 1024",
+            "beats the file",
+            "RUST_LOG",
+            "docs/operations.md",
+        ] {
+            assert!(help.contains(needed), "--help lacks {needed:?}:\n{help}");
+        }
     }
 
     #[test]

@@ -358,9 +358,10 @@ fn open_data_dir(config: &Config) -> Result<(Catalog, Acl, Resume), String> {
         catalog.version,
         config.admin_password.as_ref().map(|p| p.expose()),
     )?;
+    let users = acl.users.len();
     log::info!(
-        "{} users loaded from {}",
-        acl.users.len(),
+        "{users} {} loaded from {}",
+        if users == 1 { "user" } else { "users" },
         users_path.display()
     );
     if pruned {

@@ -230,7 +230,7 @@ const LEVELS: [(&str, &str, &str); 5] = [
     ("admin2", "*", "ADMIN"),
 ];
 
-/// Every command, and whether each level may run it (PROTOCOL.md's tables). `ME` is the
+/// Every command, and whether each level may run it (docs/commands.md's `Permission:` lines). `ME` is the
 /// caller's own name, `v` another user.
 const MATRIX: &[(&str, [bool; 5])] = &[
     ("GET p k", [false, true, false, true, true]),

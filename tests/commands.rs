@@ -1,4 +1,4 @@
-//! Every command of the contract (PROTOCOL.md plus the lead's reply texts): replies, errors
+//! Every command of the contract (docs/commands.md): replies, errors
 //! and exact encodings, through raw bytes and through the `redis` crate. Data commands run on
 //! a 1-shard server and on a 2-shard server, where one of the two partitions a connection uses
 //! is always owned by another shard.
@@ -23,8 +23,17 @@ fn nopartition(name: &str) -> Vec<u8> {
     format!("-NOPARTITION partition '{name}' does not exist\r\n").into_bytes()
 }
 
+/// An arity error: Redis's text, then GoKV's form of the command from its table row.
 fn arity(name: &str) -> Vec<u8> {
-    format!("-ERR wrong number of arguments for '{name}' command\r\n").into_bytes()
+    let row = gokv::command::COMMANDS
+        .iter()
+        .find(|row| row.name == name)
+        .unwrap_or_else(|| panic!("no row {name}"));
+    format!(
+        "-ERR wrong number of arguments for '{name}' command (GoKV: {})\r\n",
+        row.usage
+    )
+    .into_bytes()
 }
 
 const OVERFLOW: &[u8] = b"-ERR increment or decrement would overflow\r\n";

@@ -1,5 +1,5 @@
-//! The keyspace and string family (PROTOCOL.md, "Keyspace: expiry, iteration and the string
-//! family") as one differential table: every row is a short script of Redis-form commands,
+//! The keyspace and string family (docs/commands.md: the strings, counters, expiry and keys
+//! families) as one differential table: every row is a short script of Redis-form commands,
 //! run on a fresh database of a real `redis-server` (after `FLUSHALL`) and on a fresh `STRING`
 //! partition of GoKV (the partition inserted as argument 1: `SET k v EX 10` becomes
 //! `SET <p> k v EX 10`), and every reply is compared byte for byte, under RESP2 and again under
@@ -15,6 +15,11 @@
 //!   rows; `REDIS_SERVER_BIN` picks another redis-server (a 7.2 build). Without redis-server
 //!   (and without `GOKV_REQUIRE_REDIS`) the table is skipped with a message: it has nothing to
 //!   compare with. [`table_size`] needs no server and prints the table's size.
+//!
+//! One normalisation, GoKV's side only ([`redis_form`]): an arity error is Redis's text
+//! followed by GoKV's form of the command, `-ERR wrong number of arguments for 'set' command
+//! (GoKV: SET <partition> <key> <value> ...)`. The suffix is checked to be exactly the command
+//! row's usage, then cut, and the rest compared with Redis's bytes as every other reply is.
 //!
 //! A reply that differs is a GoKV bug, or a schema rule. A schema rule never goes into the
 //! differential table: its rows live in [`SCHEMA_RULES`] (GoKV only, expected replies written
@@ -690,8 +695,32 @@ impl Side for OnPartition<'_> {
     fn call(&mut self, args: &[Vec<u8>]) -> Vec<u8> {
         let mut args = args.to_vec();
         args.insert(1, self.partition.as_bytes().to_vec());
-        call_gokv(self.conn, &args)
+        redis_form(call_gokv(self.conn, &args))
     }
+}
+
+/// GoKV's reply as Redis words it: an arity error loses the ` (GoKV: <usage>)` it appends to
+/// Redis's text, after checking that the usage is the command row's (see the module docs).
+/// Every other reply is returned as it came.
+fn redis_form(reply: Vec<u8>) -> Vec<u8> {
+    const HEAD: &str = "-ERR wrong number of arguments for '";
+    let text = String::from_utf8_lossy(&reply);
+    let Some(rest) = text.strip_prefix(HEAD) else {
+        return reply;
+    };
+    let (command, tail) = rest
+        .split_once("' command")
+        .unwrap_or_else(|| panic!("arity error without its command: {text:?}"));
+    let row = gokv::command::COMMANDS
+        .iter()
+        .find(|row| row.name == command)
+        .unwrap_or_else(|| panic!("arity error names no command of the table: {text:?}"));
+    assert_eq!(
+        tail,
+        format!(" (GoKV: {})\r\n", row.usage),
+        "GoKV's arity error appends the row's usage"
+    );
+    format!("{HEAD}{command}' command\r\n").into_bytes()
 }
 
 /// Runs every row of `table` on Redis and (unless `KEYSPACE_AGAINST=redis`) GoKV, under RESP2

@@ -1,6 +1,6 @@
 //! Property test: random command sequences over three partitions (one STRING, two INT) on a
 //! 2-shard server, sent as one pipeline on one connection, must get exactly the replies a plain
-//! `HashMap` model of PROTOCOL.md predicts, in order. The key space is tiny (8 keys) so writes
+//! `HashMap` model of docs/commands.md predicts, in order. The key space is tiny (8 keys) so writes
 //! and reads collide; values include non-canonical integers and increments overflow.
 
 mod common;
@@ -139,7 +139,7 @@ const OVERFLOW: &[u8] = b"-ERR increment or decrement would overflow\r\n";
 const DECREMENT_OVERFLOW: &[u8] = b"-ERR decrement would overflow\r\n";
 const NOT_INTEGER: &[u8] = b"-ERR value is not an integer or out of range\r\n";
 
-/// The model: PROTOCOL.md over plain hash maps.
+/// The model: docs/commands.md over plain hash maps.
 struct Model {
     data: Vec<HashMap<usize, Val>>,
     resp3: bool,

@@ -35,7 +35,7 @@ fn inline_commands_with_crlf_or_bare_lf() {
     c.expect(b"NOSUCH a b\r\n", b"-ERR unknown command 'NOSUCH'\r\n");
     c.expect(
         b"GET p\r\n",
-        b"-ERR wrong number of arguments for 'get' command\r\n",
+        b"-ERR wrong number of arguments for 'get' command (GoKV: GET <partition> <key>)\r\n",
     );
 }
 

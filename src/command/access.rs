@@ -167,7 +167,7 @@ mod tests {
         ("ADMIN *", "*", Perms::ADMIN),
     ];
 
-    /// Every command with sample arguments, and whether each level may run it (PROTOCOL.md's
+    /// Every command with sample arguments, and whether each level may run it (docs/commands.md's
     /// tables, written out by hand rather than derived from the command table, so that a
     /// wrong row in the table fails here). `u` is the caller itself, `v` another user.
     pub(crate) const MATRIX: &[(&str, [bool; 5])] = &[

@@ -1,10 +1,12 @@
 //! The error a command answers, and the one place that turns it into a reply.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::protocol::ReplyWriter;
 
-/// Why a command failed. Every variant maps to one reply error code (see PROTOCOL.md).
+/// Why a command failed. Every variant maps to one reply error code (listed in
+/// `docs/commands.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommandError {
     UnknownCommand(String),
@@ -12,7 +14,14 @@ pub enum CommandError {
         command: &'static str,
         sub: String,
     },
-    WrongArity(&'static str),
+    /// A request with a number of arguments the command does not take: Redis's text for
+    /// `command` first (what Redis clients, and the differential test `tests/keyspace.rs`,
+    /// recognise), then GoKV's form of the command, `usage` (its row's; every command of a
+    /// group for a bare group word such as `LIST`).
+    WrongArity {
+        command: &'static str,
+        usage: Cow<'static, str>,
+    },
     Syntax(String),
     InvalidName(String),
     InvalidUserName(String),
@@ -94,6 +103,20 @@ pub enum CommandError {
 }
 
 impl CommandError {
+    /// The arity error of a command's row.
+    pub fn arity(spec: &'static super::CommandSpec) -> CommandError {
+        CommandError::WrongArity {
+            command: spec.name,
+            usage: Cow::Borrowed(spec.usage),
+        }
+    }
+
+    /// The arity error of a command, by its id (for handlers that check forms the row's
+    /// arity cannot, such as MSET's pairs).
+    pub fn arity_of(id: super::CommandId) -> CommandError {
+        CommandError::arity(id.spec())
+    }
+
     /// The reply code: the error's first word.
     pub fn code(&self) -> &'static str {
         match self {
@@ -122,8 +145,13 @@ impl fmt::Display for CommandError {
             CommandError::UnknownSubcommand { command, sub } => {
                 write!(f, "unknown subcommand '{sub}' for '{command}'")
             }
-            CommandError::WrongArity(name) => {
-                write!(f, "wrong number of arguments for '{name}' command")
+            CommandError::WrongArity { command, usage } => {
+                write!(f, "wrong number of arguments for '{command}' command")?;
+                if usage.is_empty() {
+                    Ok(())
+                } else {
+                    write!(f, " (GoKV: {usage})")
+                }
             }
             // Empty: Redis's bare text, where Redis is the reference (SHUTDOWN's forms).
             CommandError::Syntax(detail) if detail.is_empty() => f.write_str("syntax error"),

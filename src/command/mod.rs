@@ -207,6 +207,13 @@ pub struct CommandSpec {
     pub id: CommandId,
     /// Lowercase, with the subcommand for two-word commands (`create partition`).
     pub name: &'static str,
+    /// How the command is written, GoKV's form (the partition where a data command takes
+    /// one): words in capitals are literal, `<x>` is a required argument, `[x]` an optional
+    /// one, `a|b` a choice. It is the syntax line of the command's entry in
+    /// `docs/commands.md` (`tests/docs.rs` compares them) and what an arity error appends
+    /// to Redis's text, so that `SET k v` says what GoKV expects. Its required words are
+    /// the arity (the unit test `check_usage`).
+    pub usage: &'static str,
     /// Redis convention over all words: `n` exactly n arguments, `-n` at least n.
     pub arity: i32,
     /// [`flag`] bits.
@@ -313,277 +320,342 @@ use flag::{ADMIN, DENYOOM, FAST, LOADING, READONLY, WRITE};
 
 command_table! {
     Get => {
+        usage: "GET <partition> <key>",
         name: "get", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(string::get),
     },
     Set => {
+        usage: "SET <partition> <key> <value> [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-seconds|PXAT unix-milliseconds|KEEPTTL]",
         name: "set", arity: -4, flags: WRITE | DENYOOM, permission: Permission::WriteReadWithGet,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::set),
     },
     Del => {
+        usage: "DEL <partition> <key> [key ...]",
         name: "del", arity: -3, flags: WRITE, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ALL, handler: Handler::Write(data::del),
     },
     Exists => {
+        usage: "EXISTS <partition> <key> [key ...]",
         name: "exists", arity: -3, flags: READONLY | FAST, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ALL, handler: Handler::Read(data::exists),
     },
     Incr => {
+        usage: "INCR <partition> <key>",
         name: "incr", arity: 3, flags: WRITE | DENYOOM | FAST, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::incr),
     },
     Decr => {
+        usage: "DECR <partition> <key>",
         name: "decr", arity: 3, flags: WRITE | DENYOOM | FAST, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::decr),
     },
     IncrBy => {
+        usage: "INCRBY <partition> <key> <increment>",
         name: "incrby", arity: 4, flags: WRITE | DENYOOM | FAST, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::incrby),
     },
     DecrBy => {
+        usage: "DECRBY <partition> <key> <decrement>",
         name: "decrby", arity: 4, flags: WRITE | DENYOOM | FAST, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::decrby),
     },
     MGet => {
+        usage: "MGET <partition> <key> [key ...]",
         name: "mget", arity: -3, flags: READONLY | FAST, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ALL, handler: Handler::Read(string::mget),
     },
     MSet => {
+        usage: "MSET <partition> <key> <value> [key value ...]",
         name: "mset", arity: -4, flags: WRITE | DENYOOM, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::PAIRS, handler: Handler::Write(string::mset),
     },
     // The string and expire families (string.rs, expire.rs), Redis's arities plus one.
     SetNx => {
+        usage: "SETNX <partition> <key> <value>",
         name: "setnx", arity: 4, flags: WRITE | DENYOOM | FAST, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::setnx),
     },
     SetEx => {
+        usage: "SETEX <partition> <key> <seconds> <value>",
         name: "setex", arity: 5, flags: WRITE | DENYOOM, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::setex),
     },
     PSetEx => {
+        usage: "PSETEX <partition> <key> <milliseconds> <value>",
         name: "psetex", arity: 5, flags: WRITE | DENYOOM, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::psetex),
     },
     GetSet => {
+        usage: "GETSET <partition> <key> <value>",
         name: "getset", arity: 4, flags: WRITE | DENYOOM | FAST,
         permission: Permission::ReadWrite, partition_arg: Some(1), keys: Keys::ONE,
         handler: Handler::Write(string::getset),
     },
     GetDel => {
+        usage: "GETDEL <partition> <key>",
         name: "getdel", arity: 3, flags: WRITE | FAST, permission: Permission::ReadWrite,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::getdel),
     },
     GetEx => {
+        usage: "GETEX <partition> <key> [EX seconds|PX milliseconds|EXAT unix-seconds|PXAT unix-milliseconds|PERSIST]",
         name: "getex", arity: -3, flags: WRITE | FAST, permission: Permission::ReadWrite,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::getex),
     },
     MSetNx => {
+        usage: "MSETNX <partition> <key> <value> [key value ...]",
         name: "msetnx", arity: -4, flags: WRITE | DENYOOM, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::PAIRS, handler: Handler::Write(string::msetnx),
     },
     Append => {
+        usage: "APPEND <partition> <key> <value>",
         name: "append", arity: 4, flags: WRITE | DENYOOM | FAST, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::append),
     },
     SetRange => {
+        usage: "SETRANGE <partition> <key> <offset> <value>",
         name: "setrange", arity: 5, flags: WRITE | DENYOOM, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::setrange),
     },
     GetRange => {
+        usage: "GETRANGE <partition> <key> <start> <end>",
         name: "getrange", arity: 5, flags: READONLY, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(string::getrange),
     },
     // GETRANGE's old name, kept by Redis.
     Substr => {
+        usage: "SUBSTR <partition> <key> <start> <end>",
         name: "substr", arity: 5, flags: READONLY, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(string::getrange),
     },
     StrLen => {
+        usage: "STRLEN <partition> <key>",
         name: "strlen", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(string::strlen),
     },
     Expire => {
+        usage: "EXPIRE <partition> <key> <seconds> [NX|XX|GT|LT]",
         name: "expire", arity: -4, flags: WRITE | FAST, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(expire::expire),
     },
     PExpire => {
+        usage: "PEXPIRE <partition> <key> <milliseconds> [NX|XX|GT|LT]",
         name: "pexpire", arity: -4, flags: WRITE | FAST, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(expire::pexpire),
     },
     ExpireAt => {
+        usage: "EXPIREAT <partition> <key> <unix-seconds> [NX|XX|GT|LT]",
         name: "expireat", arity: -4, flags: WRITE | FAST, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(expire::expireat),
     },
     PExpireAt => {
+        usage: "PEXPIREAT <partition> <key> <unix-milliseconds> [NX|XX|GT|LT]",
         name: "pexpireat", arity: -4, flags: WRITE | FAST, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(expire::pexpireat),
     },
     Persist => {
+        usage: "PERSIST <partition> <key>",
         name: "persist", arity: 3, flags: WRITE | FAST, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(expire::persist),
     },
     Ttl => {
+        usage: "TTL <partition> <key>",
         name: "ttl", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(expire::ttl),
     },
     PTtl => {
+        usage: "PTTL <partition> <key>",
         name: "pttl", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(expire::pttl),
     },
     ExpireTime => {
+        usage: "EXPIRETIME <partition> <key>",
         name: "expiretime", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(expire::expiretime),
     },
     PExpireTime => {
+        usage: "PEXPIRETIME <partition> <key>",
         name: "pexpiretime", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(expire::pexpiretime),
     },
     // The keys family (keys.rs). UNLINK is DEL: nothing is freed in the background.
     Type => {
+        usage: "TYPE <partition> <key>",
         name: "type", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(keys::key_type),
     },
     Touch => {
+        usage: "TOUCH <partition> <key> [key ...]",
         name: "touch", arity: -3, flags: READONLY | FAST, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ALL, handler: Handler::Read(keys::touch),
     },
     Unlink => {
+        usage: "UNLINK <partition> <key> [key ...]",
         name: "unlink", arity: -3, flags: WRITE | FAST, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ALL, handler: Handler::Write(data::del),
     },
     Rename => {
+        usage: "RENAME <partition> <key> <newkey>",
         name: "rename", arity: 4, flags: WRITE, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ALL, handler: Handler::Write(keys::rename),
     },
     RenameNx => {
+        usage: "RENAMENX <partition> <key> <newkey>",
         name: "renamenx", arity: 4, flags: WRITE | FAST, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ALL, handler: Handler::Write(keys::renamenx),
     },
     DbSize => {
+        usage: "DBSIZE <partition>",
         name: "dbsize", arity: 2, flags: READONLY | FAST, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::NONE, handler: Handler::Read(keys::dbsize),
     },
     Scan => {
+        usage: "SCAN <partition> <cursor> [MATCH pattern] [COUNT count] [TYPE type]",
         name: "scan", arity: -3, flags: READONLY, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::NONE, handler: Handler::Read(keys::scan),
     },
     // A full walk of the partition in one command; its reply is bounded by max-keys-reply.
     KeysMatching => {
+        usage: "KEYS <partition> <pattern>",
         name: "keys", arity: 3, flags: READONLY, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::NONE, handler: Handler::Read(keys::keys),
     },
     // Runs on the partition's shard like a data write (journaled), but names the partition
     // as argument 2, so routing reads `partition_arg`.
     FlushPartition => {
+        usage: "FLUSH PARTITION <name>",
         name: "flush partition", arity: 3, flags: WRITE | ADMIN, permission: Permission::Admin,
         partition_arg: Some(2), keys: Keys::NONE, handler: Handler::Write(keys::flush),
     },
     CreatePartition => {
+        usage: "CREATE PARTITION <name> <INT|STRING> <MEMORY|ASYNC|SYNC>",
         name: "create partition", arity: 5, flags: WRITE | ADMIN,
         permission: Permission::AdminAll, partition_arg: Some(2), keys: Keys::NONE,
         handler: Handler::Coordinator(partition::create),
     },
     DropPartition => {
+        usage: "DROP PARTITION <name>",
         name: "drop partition", arity: 3, flags: WRITE | ADMIN, permission: Permission::Admin,
         partition_arg: Some(2), keys: Keys::NONE, handler: Handler::Coordinator(partition::drop),
     },
     ListPartitions => {
+        usage: "LIST PARTITIONS",
         name: "list partitions", arity: 2, flags: READONLY,
         permission: Permission::Authenticated, partition_arg: None, keys: Keys::NONE,
         handler: Handler::Connection(partition::list_command),
     },
     DescribePartition => {
+        usage: "DESCRIBE PARTITION <name>",
         name: "describe partition", arity: 3, flags: READONLY, permission: Permission::Read,
         partition_arg: Some(2), keys: Keys::NONE,
         handler: Handler::Connection(partition::describe_command),
     },
     StatsPartition => {
+        usage: "STATS PARTITION <name>",
         name: "stats partition", arity: 3, flags: READONLY, permission: Permission::Read,
         partition_arg: Some(2), keys: Keys::NONE,
         handler: Handler::Connection(partition::stats_command),
     },
     Ping => {
+        usage: "PING [message]",
         name: "ping", arity: -1, flags: FAST, permission: Permission::Open,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::ping),
     },
     Echo => {
+        usage: "ECHO <message>",
         name: "echo", arity: 2, flags: FAST, permission: Permission::Authenticated,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::echo),
     },
     Quit => {
+        usage: "QUIT",
         name: "quit", arity: -1, flags: FAST, permission: Permission::Open,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::quit),
     },
     Hello => {
+        usage: "HELLO [protover [AUTH username password] [SETNAME clientname]]",
         name: "hello", arity: -1, flags: FAST, permission: Permission::Open,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::hello),
     },
     Command => {
+        usage: "COMMAND [COUNT|INFO [command ...]|DOCS [command ...]]",
         name: "command", arity: -1, flags: LOADING, permission: Permission::Authenticated,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::command),
     },
     Client => {
+        usage: "CLIENT <ID|GETNAME|INFO|SETNAME name|SETINFO <LIB-NAME|LIB-VER> value>",
         name: "client", arity: -2, flags: 0, permission: Permission::Authenticated,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::client),
     },
     Info => {
+        usage: "INFO [section ...]",
         name: "info", arity: -1, flags: LOADING, permission: Permission::Authenticated,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::info),
     },
     // Shows the data directory and limits: an operator's command.
     Config => {
+        usage: "CONFIG GET <parameter> [parameter ...]",
         name: "config", arity: -2, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::config),
     },
     Shutdown => {
+        usage: "SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]",
         name: "shutdown", arity: -1, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::shutdown),
     },
     Debug => {
+        usage: "DEBUG <FAIL-WRITE|FAIL-FSYNC|FAIL-DIRSYNC> <count>",
         name: "debug", arity: -2, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::debug),
     },
     // AUTH and LOGIN (and HELLO ... AUTH) take the shard's login path before any handler;
     // theirs only answers if that ever stops being so.
     Auth => {
+        usage: "AUTH [username] <password>",
         name: "auth", arity: -2, flags: FAST, permission: Permission::Open,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(user::login_path),
     },
     Login => {
+        usage: "LOGIN <username> <password>",
         name: "login", arity: 3, flags: FAST, permission: Permission::Open,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(user::login_path),
     },
     Whoami => {
+        usage: "WHOAMI",
         name: "whoami", arity: 1, flags: FAST, permission: Permission::Authenticated,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(user::whoami_command),
     },
     CreateUser => {
+        usage: "CREATE USER <name> <password>",
         name: "create user", arity: 4, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Coordinator(user::create),
     },
     DropUser => {
+        usage: "DROP USER <name>",
         name: "drop user", arity: 3, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Coordinator(user::drop),
     },
     AlterUser => {
+        usage: "ALTER USER <name> PASSWORD <password>",
         name: "alter user", arity: 5, flags: ADMIN, permission: Permission::SelfOrAdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Coordinator(user::alter),
     },
     // The partition (or `*`) is argument 3: GRANT <perm> ON <partition> TO <user>.
     Grant => {
+        usage: "GRANT <READ|WRITE|ADMIN> ON <partition|*> TO <user>",
         name: "grant", arity: 6, flags: ADMIN, permission: Permission::Admin,
         partition_arg: Some(3), keys: Keys::NONE, handler: Handler::Coordinator(user::grant),
     },
     Revoke => {
+        usage: "REVOKE <READ|WRITE|ADMIN> ON <partition|*> FROM <user>",
         name: "revoke", arity: 6, flags: ADMIN, permission: Permission::Admin,
         partition_arg: Some(3), keys: Keys::NONE, handler: Handler::Coordinator(user::revoke),
     },
     ListUsers => {
+        usage: "LIST USERS",
         name: "list users", arity: 2, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(user::list_command),
     },
     DescribeUser => {
+        usage: "DESCRIBE USER <name>",
         name: "describe user", arity: 3, flags: ADMIN, permission: Permission::SelfOrAdminAll,
         partition_arg: None, keys: Keys::NONE,
         handler: Handler::Connection(user::describe_command),
@@ -919,8 +991,23 @@ fn unknown_command(name: &[u8]) -> CommandError {
 
 #[cold]
 #[inline(never)]
-fn wrong_arity(spec: &CommandSpec) -> CommandError {
-    CommandError::WrongArity(spec.name)
+fn wrong_arity(spec: &'static CommandSpec) -> CommandError {
+    CommandError::arity(spec)
+}
+
+/// A group word with no subcommand (`LIST`): the usage of every command of the group.
+#[cold]
+#[inline(never)]
+fn group_arity(command: &'static str) -> CommandError {
+    let usages: Vec<&str> = COMMANDS
+        .iter()
+        .filter(|row| row.top_name() == command)
+        .map(|row| row.usage)
+        .collect();
+    CommandError::WrongArity {
+        command,
+        usage: usages.join(" | ").into(),
+    }
 }
 
 /// Finds the command a request names and checks its arity.
@@ -959,7 +1046,7 @@ fn lookup_sub(
 ) -> Result<&'static CommandSpec, CommandError> {
     let command = group.top_name();
     if args.len() < 2 {
-        return Err(CommandError::WrongArity(command));
+        return Err(group_arity(command));
     }
     let raw = args.get(1);
     let unknown_sub = || CommandError::UnknownSubcommand {
@@ -1089,6 +1176,76 @@ mod tests {
         assert!(find_seed(&keys, keys.len()).is_some());
     }
 
+    /// A usage's words at the top level (a `[...]` or `<...>` group, nesting included, is one
+    /// word), each with whether it is optional.
+    fn usage_words(usage: &str) -> Vec<(String, bool)> {
+        let mut words = Vec::new();
+        let (mut word, mut depth) = (String::new(), 0i32);
+        for c in usage.chars() {
+            match c {
+                '[' | '<' => depth += 1,
+                ']' | '>' => depth -= 1,
+                _ => {}
+            }
+            assert!(depth >= 0, "{usage:?}: unbalanced brackets");
+            if c == ' ' && depth == 0 {
+                let optional = word.starts_with('[');
+                words.push((std::mem::take(&mut word), optional));
+            } else {
+                word.push(c);
+            }
+        }
+        assert_eq!(depth, 0, "{usage:?}: unbalanced brackets");
+        let optional = word.starts_with('[');
+        words.push((word, optional));
+        words
+    }
+
+    /// The usage strings cannot drift from the rows: each opens with the command's name in
+    /// capitals, its required words are the arity (at least the arity for a command of
+    /// variable arity, whose handler checks the rest, such as CONFIG's subcommand), and only
+    /// a command of variable arity has optional words.
+    #[test]
+    fn check_usage() {
+        for row in &COMMANDS {
+            let words = usage_words(row.usage);
+            let name: Vec<String> = row.name.split(' ').map(str::to_ascii_uppercase).collect();
+            let head: Vec<&str> = words
+                .iter()
+                .take(name.len())
+                .map(|(w, _)| w.as_str())
+                .collect();
+            assert_eq!(head, name, "{}: the usage opens with the name", row.name);
+            let required = words.iter().filter(|(_, optional)| !optional).count();
+            let optional = words.len() - required;
+            let n = row.arity.unsigned_abs() as usize;
+            if row.arity >= 0 {
+                assert_eq!(
+                    required, n,
+                    "{}: {:?} against arity {}",
+                    row.name, row.usage, row.arity
+                );
+                assert_eq!(optional, 0, "{}: optional words, fixed arity", row.name);
+            } else {
+                assert!(
+                    required >= n,
+                    "{}: {:?} against arity {}",
+                    row.name,
+                    row.usage,
+                    row.arity
+                );
+            }
+            // An arity error says both: Redis's text, then GoKV's form.
+            assert_eq!(
+                CommandError::arity(row).to_string(),
+                format!(
+                    "wrong number of arguments for '{}' command (GoKV: {})",
+                    row.name, row.usage
+                )
+            );
+        }
+    }
+
     #[test]
     fn key_positions() {
         let at = |keys: Keys, argc| keys.positions(argc).collect::<Vec<_>>();
@@ -1102,13 +1259,22 @@ mod tests {
     fn lookup_is_case_insensitive_and_checks_arity() {
         assert_eq!(find(&["get", "p", "k"]), Ok(CommandId::Get));
         assert_eq!(find(&["GeT", "p", "k"]), Ok(CommandId::Get));
-        assert_eq!(find(&["get", "p"]), Err(CommandError::WrongArity("get")));
+        assert_eq!(
+            find(&["get", "p"]),
+            Err(CommandError::arity(spec(CommandId::Get)))
+        );
         assert_eq!(
             find(&["create", "Partition", "a", "INT", "MEMORY"]),
             Ok(CommandId::CreatePartition)
         );
         assert_eq!(find(&["list", "partitions"]), Ok(CommandId::ListPartitions));
-        assert_eq!(find(&["list"]), Err(CommandError::WrongArity("list")));
+        assert_eq!(
+            find(&["list"]).map_err(|e| e.to_string()),
+            Err(
+                "wrong number of arguments for 'list' command (GoKV: LIST PARTITIONS | LIST USERS)"
+                    .to_string()
+            )
+        );
         assert!(matches!(
             find(&["list", "things"]),
             Err(CommandError::UnknownSubcommand { .. })
@@ -1135,7 +1301,7 @@ mod tests {
         );
         assert_eq!(
             find(&["mset", "p", "k"]),
-            Err(CommandError::WrongArity("mset"))
+            Err(CommandError::arity(spec(CommandId::MSet)))
         );
     }
 }

@@ -24,7 +24,7 @@ use crate::store::PartitionStats;
 
 use super::error::printable;
 use super::user::Credentials;
-use super::{glob, CommandError, Route, COMMANDS};
+use super::{glob, CommandError, CommandId, Route, COMMANDS};
 
 /// Per-connection state a command may read or change.
 #[derive(Debug, Default)]
@@ -97,7 +97,7 @@ pub fn ping(
     match args.len() {
         1 => w.simple("PONG"),
         2 => w.bulk(args.get(1)),
-        _ => return Err(CommandError::WrongArity("ping")),
+        _ => return Err(CommandError::arity_of(CommandId::Ping)),
     }
     Ok(())
 }
@@ -327,7 +327,7 @@ pub fn command(
             }
         }
     } else if sub.eq_ignore_ascii_case(b"DOCS") {
-        // Allowed by PROTOCOL.md: clients only use docs for hints.
+        // Allowed (docs/commands.md): clients only use docs for hints.
         w.map(0);
     } else {
         return Err(CommandError::UnknownSubcommand {
@@ -350,7 +350,7 @@ pub fn client(
         if args.len() == n {
             Ok(())
         } else {
-            Err(CommandError::WrongArity("client"))
+            Err(CommandError::arity_of(CommandId::Client))
         }
     };
     if sub.eq_ignore_ascii_case(b"ID") {
@@ -440,7 +440,7 @@ pub fn debug(
         });
     };
     if args.len() != 3 {
-        return Err(CommandError::WrongArity("debug"));
+        return Err(CommandError::arity_of(CommandId::Debug));
     }
     let n = crate::protocol::parser::parse_i64(args.get(2))
         .and_then(|n| u64::try_from(n).ok())
@@ -511,7 +511,9 @@ pub fn info(
             ),
             "clients" => write!(
                 text,
-                "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\
+                // blocked_clients: GoKV has no blocking commands, so none ever waits in one
+                // (redis-cli --stat reads the field: without it, it shows LONG_MIN).
+                "# Clients\r\nconnected_clients:{}\r\nblocked_clients:0\r\nmaxclients:{}\r\n\
                  client_output_limit:{}\r\ntimeout:{}\r\n",
                 total(|s| &s.connections),
                 view.config.max_clients,
@@ -706,7 +708,11 @@ pub fn config(
         });
     }
     if args.len() < 3 {
-        return Err(CommandError::WrongArity("config|get"));
+        return Err(CommandError::WrongArity {
+            // Redis names the subcommand so.
+            command: "config|get",
+            usage: CommandId::Config.spec().usage.into(),
+        });
     }
     let c = view.config;
     let yes_no = |on: bool| if on { "yes" } else { "no" }.to_string();

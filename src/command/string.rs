@@ -4,7 +4,7 @@
 //!
 //! Each is Redis 7.2's command of the same name with the partition as argument 1 (Redis's
 //! `t_string.c`): the same options, replies and error texts, checked in the same order, so
-//! that an error reply means nothing was written. The schema rules (PROTOCOL.md) are the only
+//! that an error reply means nothing was written. The schema rules (docs/commands.md) are the only
 //! differences:
 //! - an `INT` partition's values are integers: a write of a value that is not a canonical
 //!   `i64` is `-WRONGTYPE` ([`CommandError::NotAnInteger`]), checked before anything else is
@@ -29,7 +29,7 @@ use crate::store::{
 
 use super::data::{keys, DataLimits, Writes};
 use super::expire::{option_deadline, Unit};
-use super::CommandError;
+use super::{CommandError, CommandId};
 
 /// `GET <partition> <key>`
 pub fn get(
@@ -445,7 +445,7 @@ pub fn mset(
     w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
     if !args.len().is_multiple_of(2) {
-        return Err(CommandError::WrongArity("mset"));
+        return Err(CommandError::arity_of(CommandId::MSet));
     }
     set_pairs(args, writes, limits)?;
     w.ok();
@@ -461,7 +461,7 @@ pub fn msetnx(
     w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
     if !args.len().is_multiple_of(2) {
-        return Err(CommandError::WrongArity("msetnx"));
+        return Err(CommandError::arity_of(CommandId::MSetNx));
     }
     if writes.partition().schema() == Schema::Int {
         check_int_values(args)?;

@@ -20,8 +20,8 @@
 //!    reply outbox per shard, up to its cap; the rest waits for the next pass, ahead of
 //!    anything newer from that shard), fill slots from reply batches, apply catalog and ACL
 //!    versions, answer logins the hasher pool has checked.
-//! 4. Housekeeping that changes partitions, when due (none yet; the expiry sweep next), so
-//!    that what it logs joins this pass's commit.
+//! 4. Housekeeping that changes partitions, when due (`expire-cycle`, the active expiry
+//!    sweep), so that what it logs joins this pass's commit.
 //! 5. Group commit ([`durability`]): write this pass's log records, one `write` per durable
 //!    partition with writes and one `fdatasync` per SYNC one; release the replies held for
 //!    them, or turn them into `-IOERR` and roll the writes back.
