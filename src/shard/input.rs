@@ -231,7 +231,7 @@ impl Core {
             }
             // 2. Prefetch what the local requests will look up.
             let input = &conn.rbuf[base..conn.rend];
-            self.prefetch(input, &batch);
+            self.prefetch(input, &batch, conn.session.selected.as_deref());
             // 3. Run, in order.
             for frame in &batch.frames {
                 if conn.closing || conn.over_output_limit || is_paused(conn) {
@@ -244,14 +244,27 @@ impl Core {
                     FrameKind::Request => {
                         let args = Args::new(input, &batch.spans[frame.spans.clone()]);
                         commands += 1;
-                        let refused = self.dispatch(
-                            &mut conn.affinity,
-                            conn.conn_ref,
-                            &args,
-                            &mut conn.session,
-                            &mut conn.replies,
-                            &mut conn.barrier,
-                        );
+                        // GoKV grammar: straight to dispatch. Redis grammar (a partition is
+                        // selected) goes through its rewrite first, out of line.
+                        let refused = if conn.session.selected.is_none() {
+                            self.dispatch(
+                                &mut conn.affinity,
+                                conn.conn_ref,
+                                &args,
+                                &mut conn.session,
+                                &mut conn.replies,
+                                &mut conn.barrier,
+                            )
+                        } else {
+                            self.dispatch_redis_form(
+                                &mut conn.affinity,
+                                conn.conn_ref,
+                                &args,
+                                &mut conn.session,
+                                &mut conn.replies,
+                                &mut conn.barrier,
+                            )
+                        };
                         // The shard closes it once this pass over its input ends.
                         if refused || conn.replies.pending() > self.output_limit {
                             conn.over_output_limit = true;
@@ -285,10 +298,22 @@ impl Core {
     }
 
     /// Prefetches the table lines of the keys that a batch's local data requests will touch
-    /// (argument 2: the first key; see [`prefetch_keys`]).
-    fn prefetch(&self, input: &[u8], batch: &Batch) {
+    /// (argument 2: the first key; see [`prefetch_keys`]). In Redis grammar (`selected`) the
+    /// first key is argument 1 and the partition the selected one, as of the batch's start
+    /// (a SELECT inside the batch only makes the rest of its hints useless).
+    fn prefetch(&self, input: &[u8], batch: &Batch, selected: Option<&[u8]>) {
         if batch.frames.len() < 2 {
             return; // nothing to overlap with
+        }
+        if let Some(partition) = selected {
+            prefetch_keys(
+                &self.routes,
+                batch.frames.iter().filter_map(|frame| {
+                    let spans = &batch.spans[frame.spans.clone()];
+                    (spans.len() >= 2).then(|| (partition, &input[spans[1].range()]))
+                }),
+            );
+            return;
         }
         prefetch_keys(
             &self.routes,
