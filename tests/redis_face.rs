@@ -167,7 +167,10 @@ fn swapdb_move_flushall_and_flushdb_without_select_are_refused_clearly() {
     let mut c = server.raw();
     create(&mut c, "0", "MEMORY");
     create(&mut c, "1", "MEMORY");
-    c.expect_prefix(&cmd(&["FLUSHDB"]), b"-ERR FLUSHDB needs a selected partition");
+    c.expect_prefix(
+        &cmd(&["FLUSHDB"]),
+        b"-ERR FLUSHDB needs a selected partition",
+    );
     c.expect(&cmd(&["SELECT", "0"]), OK);
     c.expect(&cmd(&["SET", "k", "v"]), OK);
     c.expect_prefix(&cmd(&["SWAPDB", "0", "1"]), b"-ERR SWAPDB is not supported");
@@ -322,8 +325,8 @@ fn redis_benchmark_runs_unchanged_with_dbnum() {
         Ok(out) => out,
         Err(e) => return missing("redis_benchmark", "redis-benchmark", &e.to_string()),
     };
-    let text = String::from_utf8_lossy(&out.stdout).into_owned()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "redis-benchmark failed: {text}");
     // It aborts at the first error reply; both tests must have reported a rate.
     for test in ["SET", "GET"] {
@@ -336,7 +339,11 @@ fn redis_benchmark_runs_unchanged_with_dbnum() {
     }
     assert!(!text.contains("ERR"), "{text}");
     c.expect(&cmd(&["SELECT", "3"]), OK);
-    assert_eq!(c.call_value(&["DBSIZE"]).int(), 1, "redis-benchmark's one key");
+    assert_eq!(
+        c.call_value(&["DBSIZE"]).int(),
+        1,
+        "redis-benchmark's one key"
+    );
 }
 
 /// redis-py's client, as an application would use it: `db=3` (it sends `SELECT 3` on
@@ -362,7 +369,9 @@ fn redis_py_runs_unchanged_with_db_3() {
     let server = Server::start(&["--shards", "2"]);
     let mut c = server.raw();
     create(&mut c, "3", "MEMORY");
-    let probe = Command::new("python3").args(["-c", "import redis"]).output();
+    let probe = Command::new("python3")
+        .args(["-c", "import redis"])
+        .output();
     match probe {
         Ok(out) if out.status.success() => {}
         Ok(out) => {

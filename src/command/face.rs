@@ -28,10 +28,12 @@
 //! - `FLUSHDB` in GoKV grammar, `SWAPDB`, `MOVE`, `FLUSHALL`: refused with an error that says
 //!   why (and what to use instead).
 
+use std::borrow::Cow;
+
 use crate::protocol::{Args, Protocol, ReplyWriter, Span};
 
 use super::server::{ServerView, Session};
-use super::{lookup_one_word, CommandError, Route};
+use super::{lookup_one_word, CommandError, Keys, Route};
 
 /// `SELECT <partition>`: Redis grammar on it from the next request on. The caller holds
 /// something on it (checked by `access`); it must exist.
@@ -171,10 +173,21 @@ impl RedisForm {
             self.push(selected);
             return Rewrite::Rewritten;
         }
-        let takes_partition = lookup_one_word(name)
-            .is_some_and(|spec| spec.route() == Route::Partition && spec.partition_arg == Some(1));
-        if !takes_partition {
+        let Some(spec) = lookup_one_word(name)
+            .filter(|spec| spec.route() == Route::Partition && spec.partition_arg == Some(1))
+        else {
             return Rewrite::AsIs;
+        };
+        // Arity is checked here, on the Redis form, so that the error is Redis's text alone:
+        // GoKV's would append the GoKV form of the command, with its partition. MSET and
+        // MSETNX take pairs (their handlers' check, made here for the same reason).
+        let argc = args.len() + 1;
+        let pairs_ok = spec.keys != Keys::PAIRS || argc % 2 == 0;
+        if !spec.arity_ok(argc) || !pairs_ok {
+            return Rewrite::Refused(CommandError::WrongArity {
+                command: spec.name,
+                usage: Cow::Borrowed(""),
+            });
         }
         self.push(name);
         self.push(selected);
@@ -227,13 +240,40 @@ mod tests {
 
     #[test]
     fn data_commands_get_the_selected_partition_as_argument_one() {
-        assert_eq!(rewrite(&["GET", "k"]), (Rewrite::Rewritten, vec!["GET".into(), "p".into(), "k".into()]));
+        assert_eq!(
+            rewrite(&["GET", "k"]),
+            (
+                Rewrite::Rewritten,
+                vec!["GET".into(), "p".into(), "k".into()]
+            )
+        );
         assert_eq!(rewrite(&["dbsize"]).1, ["dbsize", "p"]);
-        assert_eq!(rewrite(&["MSET", "a", "1", "b", "2"]).1, ["MSET", "p", "a", "1", "b", "2"]);
-        // Arity is the table's to judge: a short request stays short.
-        assert_eq!(rewrite(&["SET"]).1, ["SET", "p"]);
+        assert_eq!(
+            rewrite(&["MSET", "a", "1", "b", "2"]).1,
+            ["MSET", "p", "a", "1", "b", "2"]
+        );
+        // Arity is judged on the Redis form, and answered as Redis words it.
+        for short in [
+            &["SET"][..],
+            &["GET", "a", "b"],
+            &["MSET", "a", "1", "b"],
+            &["DBSIZE", "x"],
+        ] {
+            let (outcome, _) = rewrite(short);
+            let Rewrite::Refused(e) = outcome else {
+                panic!("{short:?}: {outcome:?}");
+            };
+            let name = short[0].to_ascii_lowercase();
+            assert_eq!(
+                e.to_string(),
+                format!("wrong number of arguments for '{name}' command")
+            );
+        }
         assert_eq!(rewrite(&["FLUSHDB"]).1, ["FLUSH", "PARTITION", "p"]);
-        assert_eq!(rewrite(&["flushdb", "async"]).1, ["FLUSH", "PARTITION", "p"]);
+        assert_eq!(
+            rewrite(&["flushdb", "async"]).1,
+            ["FLUSH", "PARTITION", "p"]
+        );
         assert!(matches!(rewrite(&["FLUSHDB", "x"]).0, Rewrite::Refused(_)));
     }
 

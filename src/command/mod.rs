@@ -532,27 +532,33 @@ command_table! {
     // The Redis face (face.rs): SELECT puts the connection in Redis grammar on a partition,
     // RESET takes it back. In Redis grammar FLUSHDB is FLUSH PARTITION of the selected one.
     Select => {
+        usage: "SELECT <partition>",
         name: "select", arity: 2, flags: FAST | LOADING, permission: Permission::Any,
         partition_arg: Some(1), keys: Keys::NONE, handler: Handler::Connection(face::select),
     },
     // Open, as Redis's: it logs the connection out, which needs no login.
     Reset => {
+        usage: "RESET",
         name: "reset", arity: 1, flags: FAST | LOADING, permission: Permission::Open,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(face::reset),
     },
     FlushDb => {
+        usage: "FLUSHDB [ASYNC|SYNC]",
         name: "flushdb", arity: -1, flags: WRITE, permission: Permission::Authenticated,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(face::flushdb),
     },
     FlushAll => {
+        usage: "FLUSHALL [ASYNC|SYNC]",
         name: "flushall", arity: -1, flags: WRITE, permission: Permission::Authenticated,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(face::flushall),
     },
     SwapDb => {
+        usage: "SWAPDB <index1> <index2>",
         name: "swapdb", arity: 3, flags: WRITE, permission: Permission::Authenticated,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(face::swapdb),
     },
     Move => {
+        usage: "MOVE <key> <db>",
         name: "move", arity: 3, flags: WRITE, permission: Permission::Authenticated,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(face::move_key),
     },
