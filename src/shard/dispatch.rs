@@ -9,7 +9,6 @@
 use crate::command::access::authorize;
 use crate::command::data::{self, DataLimits};
 use crate::command::error::printable;
-use crate::command::face::Rewrite;
 use crate::command::server::{self as server_cmd, ServerView};
 use crate::command::{lookup, CommandError, CommandSpec, CoordinatorWork, Handler};
 use crate::metrics::ShardMetrics;
@@ -24,39 +23,6 @@ use super::routes::Target;
 use super::Core;
 
 impl Core {
-    /// Runs one request of a connection in Redis grammar ([`crate::command::face`]): a data
-    /// command gets the selected partition inserted as argument 1 (built in `Core::redis_form`)
-    /// and then runs exactly as a GoKV-form request does, through [`Core::dispatch`].
-    #[inline(never)]
-    pub(super) fn dispatch_redis_form(
-        &mut self,
-        affinity: &mut connection::Affinity,
-        conn_ref: ConnRef,
-        args: &Args,
-        session: &mut server_cmd::Session,
-        replies: &mut connection::ReplyQueue,
-        barrier: &mut bool,
-    ) -> bool {
-        let Some(selected) = session.selected.as_deref() else {
-            return self.dispatch(affinity, conn_ref, args, session, replies, barrier);
-        };
-        // Taken out for the call, so that `dispatch` may borrow the core.
-        let mut form = std::mem::take(&mut self.redis_form);
-        let refused = match form.rewrite(args, selected) {
-            Rewrite::AsIs => self.dispatch(affinity, conn_ref, args, session, replies, barrier),
-            Rewrite::Rewritten => {
-                let args = form.args();
-                self.dispatch(affinity, conn_ref, &args, session, replies, barrier)
-            }
-            Rewrite::Refused(e) => {
-                replies.push_ready(session.protocol, |w| e.write_to(w));
-                false
-            }
-        };
-        self.redis_form = form;
-        refused
-    }
-
     /// Runs one request: here, on another shard, on the coordinator, or (a login) on the
     /// hasher pool. Returns true when its reply was not built because it would pass the
     /// client output limit.

@@ -9,6 +9,7 @@
 //!
 //! Runs on the shard's thread only; never blocks (the socket is non-blocking).
 
+use crate::command::face::Rewrite;
 use crate::metrics::ShardMetrics;
 use crate::protocol::{Args, Parsed, Span};
 use crate::store::Partition;
@@ -176,6 +177,7 @@ impl Core {
     /// pipelining client the cache misses of a batch overlap instead of adding up.
     pub(super) fn process_input(&mut self, conn: &mut Connection) {
         let mut batch = std::mem::take(&mut self.batch);
+        let mut form = std::mem::take(&mut self.redis_form);
         let mut commands = 0;
         'batches: while !conn.closing
             && !conn.over_output_limit
@@ -244,27 +246,30 @@ impl Core {
                     FrameKind::Request => {
                         let args = Args::new(input, &batch.spans[frame.spans.clone()]);
                         commands += 1;
-                        // GoKV grammar: straight to dispatch. Redis grammar (a partition is
-                        // selected) goes through its rewrite first, out of line.
-                        let refused = if conn.session.selected.is_none() {
-                            self.dispatch(
-                                &mut conn.affinity,
-                                conn.conn_ref,
-                                &args,
-                                &mut conn.session,
-                                &mut conn.replies,
-                                &mut conn.barrier,
-                            )
-                        } else {
-                            self.dispatch_redis_form(
-                                &mut conn.affinity,
-                                conn.conn_ref,
-                                &args,
-                                &mut conn.session,
-                                &mut conn.replies,
-                                &mut conn.barrier,
-                            )
+                        // Redis grammar (a partition is selected): the request's GoKV form
+                        // is built first, out of line, and runs as any request does. GoKV
+                        // grammar pays this one test.
+                        let args = match conn.session.selected.as_deref() {
+                            None => args,
+                            Some(selected) => match form.rewrite(&args, selected) {
+                                Rewrite::AsIs => args,
+                                Rewrite::Rewritten => form.args(),
+                                Rewrite::Refused(e) => {
+                                    let protocol = conn.session.protocol;
+                                    conn.replies.push_ready(protocol, |w| e.write_to(w));
+                                    conn.rstart = base + frame.end;
+                                    continue;
+                                }
+                            },
                         };
+                        let refused = self.dispatch(
+                            &mut conn.affinity,
+                            conn.conn_ref,
+                            &args,
+                            &mut conn.session,
+                            &mut conn.replies,
+                            &mut conn.barrier,
+                        );
                         // The shard closes it once this pass over its input ends.
                         if refused || conn.replies.pending() > self.output_limit {
                             conn.over_output_limit = true;
@@ -294,6 +299,7 @@ impl Core {
             }
         }
         self.batch = batch;
+        self.redis_form = form;
         ShardMetrics::add(&self.shared.metrics.shards[self.id].commands, commands);
     }
 

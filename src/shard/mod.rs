@@ -187,7 +187,7 @@ struct Core {
     /// Reused by `process_input`.
     batch: Batch,
     /// The GoKV form of a Redis-grammar request, built just before it runs (reused by
-    /// `dispatch_redis_form`; connections in GoKV grammar never touch it).
+    /// `process_input`; connections in GoKV grammar never touch it).
     redis_form: crate::command::face::RedisForm,
     /// This shard has counted itself out of `Shutdown::draining`.
     drain_reported: bool,
