@@ -7,6 +7,9 @@
 //! its ACL moved on since (a REVOKE or DROP USER answered meanwhile), see
 //! `shard::Core::execute_forwarded` and `shard::coordinator`.
 //!
+//! `SELECT` needs any grant on its partition ([`Permission::Any`]), under the same no-leak
+//! rule as below.
+//!
 //! Default deny: before login only [`Permission::Open`] commands run (`NOAUTH` otherwise);
 //! after it, a user holds nothing but what was granted.
 //!

@@ -7,7 +7,8 @@
 //! - [`Handler::Read`] / [`Handler::Write`]: on the shard that owns the partition named by
 //!   the row's `partition_arg` (argument 1 of a data command, in [`data`] and its families'
 //!   files [`string`], [`expire`], [`keys`]; 2 of FLUSH PARTITION); locally or forwarded, the
-//!   same function runs. A
+//!   same function runs. (In Redis grammar, after `SELECT`, a request names no partition: the
+//!   shard inserts the selected one before it looks the request up, see [`face`].) A
 //!   read gets the partition read-only; only a write gets the [`data::Writes`] that journal
 //!   a durable partition's changes, and the shard sends a command through the durable path
 //!   exactly when its row says `write` (checked against the handler when this file compiles);

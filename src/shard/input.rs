@@ -4,7 +4,10 @@
 //! A readable connection is read up to [`READ_BUDGET`] (fairness), then its buffer is framed
 //! [`BATCH`] requests at a time under the session's current limits; the table lines the
 //! batch's local keys will touch are prefetched together ([`prefetch_keys`]), then the
-//! requests run one by one. Reading pauses ([`is_paused`]) while a barrier is up, while too
+//! requests run one by one. A request of a connection in Redis grammar (one that has
+//! `SELECT`ed a partition) is first rewritten into its GoKV form, the selected partition
+//! inserted as argument 1, in the shard's one reusable [`RedisForm`](crate::command::face)
+//! buffer; from there on it is any request. Reading pauses ([`is_paused`]) while a barrier is up, while too
 //! many requests wait for other shards, or while too much output is unwritten.
 //!
 //! Runs on the shard's thread only; never blocks (the socket is non-blocking).
