@@ -3,7 +3,9 @@
 //! run on a fresh database of a real `redis-server` (after `FLUSHALL`) and on a fresh `STRING`
 //! partition of GoKV (the partition inserted as argument 1: `SET k v EX 10` becomes
 //! `SET <p> k v EX 10`), and every reply is compared byte for byte, under RESP2 and again under
-//! RESP3 (`HELLO 3`).
+//! RESP3 (`HELLO 3`). Each family runs twice: in GoKV's grammar (partition inserted) and on the
+//! Redis face (`*_on_the_redis_face`: the connection `SELECT`s the partition, then sends the
+//! rows exactly as Redis gets them, and every reply, arity errors included, must be Redis's).
 //!
 //! Running it:
 //! - against Redis and GoKV (the default; CI, where `.ci/run` installs redis-server and sets
@@ -348,32 +350,62 @@ const FAMILIES: &[(&str, &[Row])] = &[
 
 #[test]
 fn set_and_its_options_answer_as_redis() {
-    run_family("set", SET);
+    run_family("set", SET, Grammar::PartitionInserted);
+}
+
+#[test]
+fn set_and_its_options_answer_as_redis_on_the_redis_face() {
+    run_family("set", SET, Grammar::Selected);
 }
 
 #[test]
 fn setnx_setex_getset_getdel_getex_msetnx_answer_as_redis() {
-    run_family("set_variants", SET_VARIANTS);
+    run_family("set_variants", SET_VARIANTS, Grammar::PartitionInserted);
+}
+
+#[test]
+fn setnx_setex_getset_getdel_getex_msetnx_answer_as_redis_on_the_redis_face() {
+    run_family("set_variants", SET_VARIANTS, Grammar::Selected);
 }
 
 #[test]
 fn expire_ttl_persist_and_expiry_answer_as_redis() {
-    run_family("expire", EXPIRE);
+    run_family("expire", EXPIRE, Grammar::PartitionInserted);
+}
+
+#[test]
+fn expire_ttl_persist_and_expiry_answer_as_redis_on_the_redis_face() {
+    run_family("expire", EXPIRE, Grammar::Selected);
 }
 
 #[test]
 fn type_touch_del_rename_dbsize_answer_as_redis() {
-    run_family("keyspace", KEYSPACE);
+    run_family("keyspace", KEYSPACE, Grammar::PartitionInserted);
+}
+
+#[test]
+fn type_touch_del_rename_dbsize_answer_as_redis_on_the_redis_face() {
+    run_family("keyspace", KEYSPACE, Grammar::Selected);
 }
 
 #[test]
 fn getrange_append_setrange_incr_answer_as_redis() {
-    run_family("strings", STRINGS);
+    run_family("strings", STRINGS, Grammar::PartitionInserted);
+}
+
+#[test]
+fn getrange_append_setrange_incr_answer_as_redis_on_the_redis_face() {
+    run_family("strings", STRINGS, Grammar::Selected);
 }
 
 #[test]
 fn scan_and_keys_answer_as_redis() {
-    run_family("scan_keys", SCAN_KEYS);
+    run_family("scan_keys", SCAN_KEYS, Grammar::PartitionInserted);
+}
+
+#[test]
+fn scan_and_keys_answer_as_redis_on_the_redis_face() {
+    run_family("scan_keys", SCAN_KEYS, Grammar::Selected);
 }
 
 /// Every row parses, and the table's size (commands x cases) is printed.
@@ -723,11 +755,31 @@ fn redis_form(reply: Vec<u8>) -> Vec<u8> {
     format!("{HEAD}{command}' command\r\n").into_bytes()
 }
 
+/// How GoKV gets the rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Grammar {
+    /// GoKV's grammar: the row's partition inserted as argument 1 ([`OnPartition`]).
+    PartitionInserted,
+    /// The Redis face: the connection `SELECT`s the row's partition, then gets the commands
+    /// exactly as Redis does, and must answer exactly as Redis does: no [`redis_form`]
+    /// here, an arity error too is Redis's text alone.
+    Selected,
+}
+
+/// A GoKV connection in Redis grammar (it has `SELECT`ed the row's partition).
+struct Selected<'a>(&'a mut RawConn);
+
+impl Side for Selected<'_> {
+    fn call(&mut self, args: &[Vec<u8>]) -> Vec<u8> {
+        call_gokv(self.0, args)
+    }
+}
+
 /// Runs every row of `table` on Redis and (unless `KEYSPACE_AGAINST=redis`) GoKV, under RESP2
 /// and RESP3. A Redis reply outside a row's own check is a bug in the row (panics at once); a
 /// GoKV reply that differs is collected, the rest of that row skipped, and all of them are
 /// reported at the end.
-fn run_family(family: &str, table: &[Row]) {
+fn run_family(family: &str, table: &[Row], grammar: Grammar) {
     let Some(redis) = RealRedis::start(family) else {
         return;
     };
@@ -753,14 +805,27 @@ fn run_family(family: &str, table: &[Row]) {
                     &cmd(&["CREATE", "PARTITION", &partition, "STRING", "MEMORY"]),
                     OK,
                 );
+                if grammar == Grammar::Selected {
+                    g.expect(&cmd(&["SELECT", &partition]), OK);
+                }
             }
             for step in parse_row(row) {
                 commands += 1;
-                let mut on = g.as_mut().map(|conn| OnPartition {
-                    conn,
-                    partition: &partition,
-                });
-                let gokv_side = on.as_mut().map(|s| s as &mut dyn Side);
+                let (mut on, mut selected) = match grammar {
+                    Grammar::PartitionInserted => (
+                        g.as_mut().map(|conn| OnPartition {
+                            conn,
+                            partition: &partition,
+                        }),
+                        None,
+                    ),
+                    Grammar::Selected => (None, g.as_mut().map(Selected)),
+                };
+                let gokv_side = match (&mut on, &mut selected) {
+                    (Some(s), _) => Some(s as &mut dyn Side),
+                    (_, Some(s)) => Some(s as &mut dyn Side),
+                    _ => None,
+                };
                 if let Err(why) = run_step(&step, &mut r, gokv_side, show_replies) {
                     differ.push(format!("RESP{proto} row {row:?}\n    {}: {why}", step.line));
                     break;
@@ -773,14 +838,14 @@ fn run_family(family: &str, table: &[Row]) {
     }
     println!(
         "keyspace {family}: {} rows x 2 protocols, {commands} commands, against redis-server \
-         {major}.{minor}.{patch}{}",
+         {major}.{minor}.{patch}{} ({grammar:?})",
         table.len(),
         if gokv.is_some() { " and GoKV" } else { " only" }
     );
     assert!(
         differ.is_empty(),
-        "{family}: {} of {} rows (RESP2 and RESP3 counted apart) differ between redis-server \
-         and GoKV (a GoKV bug, or a schema rule that belongs in SCHEMA_RULES):\n{}",
+        "{family} ({grammar:?}): {} of {} rows (RESP2 and RESP3 counted apart) differ between \
+         redis-server and GoKV (a GoKV bug, or a schema rule that belongs in SCHEMA_RULES):\n{}",
         differ.len(),
         table.len() * 2,
         differ.join("\n")

@@ -7,6 +7,9 @@
 //! its ACL moved on since (a REVOKE or DROP USER answered meanwhile), see
 //! `shard::Core::execute_forwarded` and `shard::coordinator`.
 //!
+//! `SELECT` needs any grant on its partition ([`Permission::Any`]), under the same no-leak
+//! rule as below.
+//!
 //! Default deny: before login only [`Permission::Open`] commands run (`NOAUTH` otherwise);
 //! after it, a user holds nothing but what was granted.
 //!
@@ -52,6 +55,9 @@ fn needed(permission: Permission) -> Perms {
         Permission::Write => Perms::WRITE,
         Permission::ReadWrite | Permission::WriteReadWithGet => Perms::READ.union(Perms::WRITE),
         Permission::Admin | Permission::AdminAll | Permission::SelfOrAdminAll => Perms::ADMIN,
+        // The least grant of all: holding READ settles it at once; any other grant goes to
+        // [`check`], which looks for one.
+        Permission::Any => Perms::READ,
     }
 }
 
@@ -88,7 +94,11 @@ fn check(
     // Names what is missing of `needed` (READ, WRITE or both; ADMIN).
     let denied = |target: &[u8]| CommandError::NoPerm {
         user: user.name.clone(),
-        needed: perm_name(needed.without(held(user, target))),
+        needed: if spec.permission == Permission::Any {
+            "READ, WRITE or ADMIN"
+        } else {
+            perm_name(needed.without(held(user, target)))
+        },
         target: printable(target),
     };
     match spec.permission {
@@ -109,10 +119,16 @@ fn check(
         | Permission::Write
         | Permission::ReadWrite
         | Permission::WriteReadWithGet
-        | Permission::Admin => {
+        | Permission::Admin
+        | Permission::Any => {
             // Every row with these permissions names its partition (checked by a test).
             let partition = args.get(spec.partition_arg.unwrap_or(1));
-            if user.allows(needed, partition) {
+            let allowed = if spec.permission == Permission::Any {
+                partition != ALL.as_bytes() && !held(user, partition).is_empty()
+            } else {
+                user.allows(needed, partition)
+            };
+            if allowed {
                 return Ok(());
             }
             let missing = partition != ALL.as_bytes() && catalog.get(partition).is_none();
@@ -253,6 +269,12 @@ mod tests {
         ("CLIENT ID", [true; 5]),
         ("CONFIG GET port", [false, false, false, false, true]),
         ("PING", [true; 5]),
+        ("SELECT p", [false, true, true, true, true]),
+        ("RESET", [true; 5]),
+        ("FLUSHDB", [true; 5]),
+        ("FLUSHALL", [true; 5]),
+        ("SWAPDB 0 1", [true; 5]),
+        ("MOVE k 1", [true; 5]),
         ("QUIT", [true; 5]),
         ("HELLO 3", [true; 5]),
         ("AUTH u pw", [true; 5]),
@@ -335,6 +357,7 @@ mod tests {
                     | super::super::CommandId::Hello
                     | super::super::CommandId::Auth
                     | super::super::CommandId::Login
+                    | super::super::CommandId::Reset
             );
             let result = authorize(spec, &args, None, &catalog);
             assert_eq!(result, check(spec, &args, None, &catalog), "{line}");
@@ -402,6 +425,7 @@ mod tests {
                     | Permission::ReadWrite
                     | Permission::WriteReadWithGet
                     | Permission::Admin
+                    | Permission::Any
             ) {
                 assert!(spec.partition_arg.is_some(), "{}", spec.name);
             }

@@ -7,7 +7,8 @@
 //! - [`Handler::Read`] / [`Handler::Write`]: on the shard that owns the partition named by
 //!   the row's `partition_arg` (argument 1 of a data command, in [`data`] and its families'
 //!   files [`string`], [`expire`], [`keys`]; 2 of FLUSH PARTITION); locally or forwarded, the
-//!   same function runs. A
+//!   same function runs. (In Redis grammar, after `SELECT`, a request names no partition: the
+//!   shard inserts the selected one before it looks the request up, see [`face`].) A
 //!   read gets the partition read-only; only a write gets the [`data::Writes`] that journal
 //!   a durable partition's changes, and the shard sends a command through the durable path
 //!   exactly when its row says `write` (checked against the handler when this file compiles);
@@ -32,6 +33,7 @@ pub mod access;
 pub mod data;
 pub mod error;
 pub mod expire;
+pub mod face;
 pub mod glob;
 pub mod keys;
 pub mod partition;
@@ -81,6 +83,8 @@ pub enum Permission {
     WriteReadWithGet,
     /// ADMIN on that partition.
     Admin,
+    /// Any grant on that partition: READ, WRITE or ADMIN (SELECT).
+    Any,
     /// ADMIN on `*`.
     AdminAll,
     /// ADMIN on `*`, or being the user named by argument 2 (ALTER USER, DESCRIBE USER).
@@ -526,6 +530,39 @@ command_table! {
         name: "flush partition", arity: 3, flags: WRITE | ADMIN, permission: Permission::Admin,
         partition_arg: Some(2), keys: Keys::NONE, handler: Handler::Write(keys::flush),
     },
+    // The Redis face (face.rs): SELECT puts the connection in Redis grammar on a partition,
+    // RESET takes it back. In Redis grammar FLUSHDB is FLUSH PARTITION of the selected one.
+    Select => {
+        usage: "SELECT <partition>",
+        name: "select", arity: 2, flags: FAST | LOADING, permission: Permission::Any,
+        partition_arg: Some(1), keys: Keys::NONE, handler: Handler::Connection(face::select),
+    },
+    // Open, as Redis's: it logs the connection out, which needs no login.
+    Reset => {
+        usage: "RESET",
+        name: "reset", arity: 1, flags: FAST | LOADING, permission: Permission::Open,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(face::reset),
+    },
+    FlushDb => {
+        usage: "FLUSHDB [ASYNC|SYNC]",
+        name: "flushdb", arity: -1, flags: WRITE, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(face::flushdb),
+    },
+    FlushAll => {
+        usage: "FLUSHALL [ASYNC|SYNC]",
+        name: "flushall", arity: -1, flags: WRITE, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(face::flushall),
+    },
+    SwapDb => {
+        usage: "SWAPDB <index1> <index2>",
+        name: "swapdb", arity: 3, flags: WRITE, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(face::swapdb),
+    },
+    Move => {
+        usage: "MOVE <key> <db>",
+        name: "move", arity: 3, flags: WRITE, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(face::move_key),
+    },
     CreatePartition => {
         usage: "CREATE PARTITION <name> <INT|STRING> <MEMORY|ASYNC|SYNC>",
         name: "create partition", arity: 5, flags: WRITE | ADMIN,
@@ -712,7 +749,8 @@ const fn check_table(table: &[CommandSpec]) {
             | Permission::Write
             | Permission::ReadWrite
             | Permission::WriteReadWithGet
-            | Permission::Admin => assert!(
+            | Permission::Admin
+            | Permission::Any => assert!(
                 row.partition_arg.is_some(),
                 "command table: a partition permission needs partition_arg"
             ),
@@ -1056,6 +1094,14 @@ fn lookup_sub(
     let sub = pack_word(raw).ok_or_else(unknown_sub)?;
     let row = find(top, sub).ok_or_else(unknown_sub)?;
     Ok(&COMMANDS[row])
+}
+
+/// The row of the one-word command `name`, arity unchecked (the Redis face asks this of a
+/// request before it has the partition inserted: see [`face::RedisForm::rewrite`]).
+#[inline]
+pub fn lookup_one_word(name: &[u8]) -> Option<&'static CommandSpec> {
+    let row = find(pack_word(name)?, 0)?;
+    (NAMES[row].1 == 0).then(|| &COMMANDS[row])
 }
 
 /// Checks a key against the configured limit.

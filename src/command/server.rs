@@ -50,6 +50,9 @@ pub struct Session {
     pub pending_login: Option<PendingLogin>,
     /// Failed logins in a row; the connection is closed at [`MAX_AUTH_FAILURES`].
     pub auth_failures: u32,
+    /// The partition `SELECT` chose: `Some` puts the connection in Redis grammar on it (data
+    /// commands name no partition, see [`super::face`]); `None` is GoKV grammar.
+    pub selected: Option<Box<[u8]>>,
 }
 
 /// Failed logins in a row after which the connection is closed: enough for a person to

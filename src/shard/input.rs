@@ -4,11 +4,15 @@
 //! A readable connection is read up to [`READ_BUDGET`] (fairness), then its buffer is framed
 //! [`BATCH`] requests at a time under the session's current limits; the table lines the
 //! batch's local keys will touch are prefetched together ([`prefetch_keys`]), then the
-//! requests run one by one. Reading pauses ([`is_paused`]) while a barrier is up, while too
+//! requests run one by one. A request of a connection in Redis grammar (one that has
+//! `SELECT`ed a partition) is first rewritten into its GoKV form, the selected partition
+//! inserted as argument 1, in the shard's one reusable [`RedisForm`](crate::command::face)
+//! buffer; from there on it is any request. Reading pauses ([`is_paused`]) while a barrier is up, while too
 //! many requests wait for other shards, or while too much output is unwritten.
 //!
 //! Runs on the shard's thread only; never blocks (the socket is non-blocking).
 
+use crate::command::face::Rewrite;
 use crate::metrics::ShardMetrics;
 use crate::protocol::{Args, Parsed, Span};
 use crate::store::Partition;
@@ -176,6 +180,7 @@ impl Core {
     /// pipelining client the cache misses of a batch overlap instead of adding up.
     pub(super) fn process_input(&mut self, conn: &mut Connection) {
         let mut batch = std::mem::take(&mut self.batch);
+        let mut form = std::mem::take(&mut self.redis_form);
         let mut commands = 0;
         'batches: while !conn.closing
             && !conn.over_output_limit
@@ -231,7 +236,7 @@ impl Core {
             }
             // 2. Prefetch what the local requests will look up.
             let input = &conn.rbuf[base..conn.rend];
-            self.prefetch(input, &batch);
+            self.prefetch(input, &batch, conn.session.selected.as_deref());
             // 3. Run, in order.
             for frame in &batch.frames {
                 if conn.closing || conn.over_output_limit || is_paused(conn) {
@@ -244,6 +249,22 @@ impl Core {
                     FrameKind::Request => {
                         let args = Args::new(input, &batch.spans[frame.spans.clone()]);
                         commands += 1;
+                        // Redis grammar (a partition is selected): the request's GoKV form
+                        // is built first, out of line, and runs as any request does. GoKV
+                        // grammar pays this one test.
+                        let args = match conn.session.selected.as_deref() {
+                            None => args,
+                            Some(selected) => match form.rewrite(&args, selected) {
+                                Rewrite::AsIs => args,
+                                Rewrite::Rewritten => form.args(),
+                                Rewrite::Refused(e) => {
+                                    let protocol = conn.session.protocol;
+                                    conn.replies.push_ready(protocol, |w| e.write_to(w));
+                                    conn.rstart = base + frame.end;
+                                    continue;
+                                }
+                            },
+                        };
                         let refused = self.dispatch(
                             &mut conn.affinity,
                             conn.conn_ref,
@@ -281,14 +302,27 @@ impl Core {
             }
         }
         self.batch = batch;
+        self.redis_form = form;
         ShardMetrics::add(&self.shared.metrics.shards[self.id].commands, commands);
     }
 
     /// Prefetches the table lines of the keys that a batch's local data requests will touch
-    /// (argument 2: the first key; see [`prefetch_keys`]).
-    fn prefetch(&self, input: &[u8], batch: &Batch) {
+    /// (argument 2: the first key; see [`prefetch_keys`]). In Redis grammar (`selected`) the
+    /// first key is argument 1 and the partition the selected one, as of the batch's start
+    /// (a SELECT inside the batch only makes the rest of its hints useless).
+    fn prefetch(&self, input: &[u8], batch: &Batch, selected: Option<&[u8]>) {
         if batch.frames.len() < 2 {
             return; // nothing to overlap with
+        }
+        if let Some(partition) = selected {
+            prefetch_keys(
+                &self.routes,
+                batch.frames.iter().filter_map(|frame| {
+                    let spans = &batch.spans[frame.spans.clone()];
+                    (spans.len() >= 2).then(|| (partition, &input[spans[1].range()]))
+                }),
+            );
+            return;
         }
         prefetch_keys(
             &self.routes,

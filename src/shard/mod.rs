@@ -186,6 +186,9 @@ struct Core {
     draining: bool,
     /// Reused by `process_input`.
     batch: Batch,
+    /// The GoKV form of a Redis-grammar request, built just before it runs (reused by
+    /// `process_input`; connections in GoKV grammar never touch it).
+    redis_form: crate::command::face::RedisForm,
     /// This shard has counted itself out of `Shutdown::draining`.
     drain_reported: bool,
     /// This pass's durable writes and the replies held for their commit.
@@ -252,6 +255,7 @@ impl Shard {
             to_service: Vec::new(),
             draining: false,
             batch: Batch::default(),
+            redis_form: Default::default(),
             drain_reported: false,
             commit: GroupCommit::default(),
             recovered: hashbrown::HashMap::new(),

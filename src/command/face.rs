@@ -1,0 +1,298 @@
+//! The Redis face: `SELECT <partition>` puts a connection in Redis grammar on that partition
+//! (PROTOCOL.md, "The Redis face: SELECT a partition"); `RESET` takes it back to GoKV's.
+//!
+//! In Redis grammar a data or keyspace command names no partition (`SET k v`, `DBSIZE`): it
+//! is the GoKV-form request with the selected partition inserted as argument 1. The shard
+//! builds that request ([`RedisForm::rewrite`]) in one reusable buffer before anything looks
+//! at it, so authorization, routing, local execution, forwarding and the durable path see a
+//! GoKV-form request and stay exactly as they are; a connection in GoKV grammar never comes
+//! here (one test of [`Session::selected`] per request), so it pays nothing for the face.
+//! Which commands take the partition is read from the command table: every one-word row
+//! routed to a partition at argument 1. `FLUSHDB` becomes `FLUSH PARTITION <selected>`.
+//! Everything else (partition, user and server commands) is passed through as it came.
+//!
+//! The selection is the partition's name, not its id: a partition dropped while selected
+//! answers the next data command with the error any command on a missing partition gets
+//! (and one created again under that name is the selected one again).
+//!
+//! The commands here run on the connection's shard, on its [`Session`]:
+//! - `SELECT <partition>`: any grant on it ([`Permission::Any`](super::Permission::Any),
+//!   checked by `access` before this runs, with its no-leak rule). Numeric names are
+//!   ordinary names: `SELECT 3` selects partition `3`, which is what `redis-benchmark
+//!   --dbnum 3` and redis-py's `db=3` send.
+//! - `RESET`: what Redis 7's RESET does that applies to GoKV: back to GoKV grammar, RESP2,
+//!   no client name, and logged out. Redis deauthenticates on RESET ("mimicking the effect
+//!   of disconnecting and reconnecting"); a fresh GoKV connection is not logged in (default
+//!   deny), so after RESET neither is this one: a connection pool that hands a RESET
+//!   connection to its next borrower never hands it the previous borrower's rights.
+//! - `FLUSHDB` in GoKV grammar, `SWAPDB`, `MOVE`, `FLUSHALL`: refused with an error that says
+//!   why (and what to use instead).
+
+use std::borrow::Cow;
+
+use crate::protocol::{Args, Protocol, ReplyWriter, Span};
+
+use super::server::{ServerView, Session};
+use super::{lookup_one_word, CommandError, Keys, Route};
+
+/// `SELECT <partition>`: Redis grammar on it from the next request on. The caller holds
+/// something on it (checked by `access`); it must exist.
+pub fn select(
+    args: &Args,
+    session: &mut Session,
+    view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    let name = args.get(1);
+    if view.catalog.get(name).is_none() {
+        return Err(CommandError::NoPartition(super::error::printable(name)));
+    }
+    session.selected = Some(name.into());
+    w.ok();
+    Ok(())
+}
+
+/// `RESET`: back to how a new connection starts (see the module docs); answers `+RESET`.
+pub fn reset(
+    _args: &Args,
+    session: &mut Session,
+    _view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    session.selected = None;
+    session.protocol = Protocol::Resp2;
+    session.name = None;
+    session.user = None;
+    w.protocol = Protocol::Resp2;
+    w.simple("RESET");
+    Ok(())
+}
+
+/// `FLUSHDB` in GoKV grammar: there is no selected partition to empty. (In Redis grammar
+/// the shard runs `FLUSH PARTITION <selected>` instead: [`RedisForm::rewrite`].)
+pub fn flushdb(
+    _args: &Args,
+    _session: &mut Session,
+    _view: &ServerView,
+    _w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    Err(CommandError::NotAvailable(
+        "FLUSHDB needs a selected partition: SELECT <partition> first, or use FLUSH \
+         PARTITION <partition>"
+            .into(),
+    ))
+}
+
+/// `FLUSHALL`: not built yet (it will empty every partition the caller holds ADMIN on).
+pub fn flushall(
+    _args: &Args,
+    _session: &mut Session,
+    _view: &ServerView,
+    _w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    Err(CommandError::NotAvailable(
+        "FLUSHALL is not supported yet: empty partitions one by one with FLUSHDB or FLUSH \
+         PARTITION <partition>"
+            .into(),
+    ))
+}
+
+/// `SWAPDB`: refused. Partitions are not numbered slots that could trade places: each has
+/// its own schema, persist mode, grants and shard.
+pub fn swapdb(
+    _args: &Args,
+    _session: &mut Session,
+    _view: &ServerView,
+    _w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    Err(CommandError::NotAvailable(
+        "SWAPDB is not supported: GoKV partitions cannot swap (each has its own schema, \
+         persistence, grants and shard)"
+            .into(),
+    ))
+}
+
+/// `MOVE`: refused. A key moving between partitions would be a write on two shards at once,
+/// which GoKV never makes.
+pub fn move_key(
+    _args: &Args,
+    _session: &mut Session,
+    _view: &ServerView,
+    _w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    Err(CommandError::NotAvailable(
+        "MOVE is not supported: a key cannot move between partitions (GET it, SET it on the \
+         other partition, DEL it)"
+            .into(),
+    ))
+}
+
+/// What [`RedisForm::rewrite`] made of a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Run the request as it came (a partition, user or server command).
+    AsIs,
+    /// Run [`RedisForm::args`] instead.
+    Rewritten,
+    /// Answer this error (a FLUSHDB with options Redis refuses too).
+    Refused(CommandError),
+}
+
+/// The GoKV-form request built from a Redis-grammar one: reused from request to request
+/// (one per shard), so that once warm it allocates nothing.
+#[derive(Debug, Default)]
+pub struct RedisForm {
+    buf: Vec<u8>,
+    spans: Vec<Span>,
+}
+
+impl RedisForm {
+    /// Builds the GoKV form of `args`, a request in Redis grammar on partition `selected`.
+    /// Out of line, so that the shard's request loop, which GoKV grammar runs through, stays
+    /// as it was (one test of the selection).
+    #[inline(never)]
+    pub fn rewrite(&mut self, args: &Args, selected: &[u8]) -> Rewrite {
+        self.buf.clear();
+        self.spans.clear();
+        if args.is_empty() {
+            return Rewrite::AsIs;
+        }
+        let name = args.get(0);
+        if name.eq_ignore_ascii_case(b"FLUSHDB") {
+            // FLUSHDB [ASYNC|SYNC]: GoKV empties a partition at once either way.
+            let fine = match args.len() {
+                1 => true,
+                2 => {
+                    let mode = args.get(1);
+                    mode.eq_ignore_ascii_case(b"ASYNC") || mode.eq_ignore_ascii_case(b"SYNC")
+                }
+                _ => false,
+            };
+            if !fine {
+                return Rewrite::Refused(CommandError::Syntax(String::new()));
+            }
+            self.push(b"FLUSH");
+            self.push(b"PARTITION");
+            self.push(selected);
+            return Rewrite::Rewritten;
+        }
+        let Some(spec) = lookup_one_word(name)
+            .filter(|spec| spec.route() == Route::Partition && spec.partition_arg == Some(1))
+        else {
+            return Rewrite::AsIs;
+        };
+        // Arity is checked here, on the Redis form, so that the error is Redis's text alone:
+        // GoKV's would append the GoKV form of the command, with its partition. MSET and
+        // MSETNX take pairs (their handlers' check, made here for the same reason).
+        let argc = args.len() + 1;
+        let pairs_ok = spec.keys != Keys::PAIRS || argc.is_multiple_of(2);
+        if !spec.arity_ok(argc) || !pairs_ok {
+            return Rewrite::Refused(CommandError::WrongArity {
+                command: spec.name,
+                usage: Cow::Borrowed(""),
+            });
+        }
+        self.push(name);
+        self.push(selected);
+        for word in args.iter().skip(1) {
+            self.push(word);
+        }
+        Rewrite::Rewritten
+    }
+
+    /// The request [`RedisForm::rewrite`] built last.
+    pub fn args(&self) -> Args<'_> {
+        Args::new(&self.buf, &self.spans)
+    }
+
+    fn push(&mut self, word: &[u8]) {
+        // A request's words fit `u32` offsets in the read buffer already (the parser's
+        // limits); one more word, the partition name (at most 64 bytes), cannot overflow it.
+        let start = self.buf.len() as u32;
+        self.buf.extend_from_slice(word);
+        self.spans.push(Span {
+            start,
+            end: self.buf.len() as u32,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args_of(words: &[&str]) -> (Vec<u8>, Vec<Span>) {
+        let mut form = RedisForm::default();
+        for w in words {
+            form.push(w.as_bytes());
+        }
+        (form.buf, form.spans)
+    }
+
+    fn rewrite(words: &[&str]) -> (Rewrite, Vec<String>) {
+        let (buf, spans) = args_of(words);
+        let mut form = RedisForm::default();
+        let outcome = form.rewrite(&Args::new(&buf, &spans), b"p");
+        let out = form
+            .args()
+            .iter()
+            .map(|w| String::from_utf8_lossy(w).into_owned())
+            .collect();
+        (outcome, out)
+    }
+
+    #[test]
+    fn data_commands_get_the_selected_partition_as_argument_one() {
+        assert_eq!(
+            rewrite(&["GET", "k"]),
+            (
+                Rewrite::Rewritten,
+                vec!["GET".into(), "p".into(), "k".into()]
+            )
+        );
+        assert_eq!(rewrite(&["dbsize"]).1, ["dbsize", "p"]);
+        assert_eq!(
+            rewrite(&["MSET", "a", "1", "b", "2"]).1,
+            ["MSET", "p", "a", "1", "b", "2"]
+        );
+        // Arity is judged on the Redis form, and answered as Redis words it.
+        for short in [
+            &["SET"][..],
+            &["GET", "a", "b"],
+            &["MSET", "a", "1", "b"],
+            &["DBSIZE", "x"],
+        ] {
+            let (outcome, _) = rewrite(short);
+            let Rewrite::Refused(e) = outcome else {
+                panic!("{short:?}: {outcome:?}");
+            };
+            let name = short[0].to_ascii_lowercase();
+            assert_eq!(
+                e.to_string(),
+                format!("wrong number of arguments for '{name}' command")
+            );
+        }
+        assert_eq!(rewrite(&["FLUSHDB"]).1, ["FLUSH", "PARTITION", "p"]);
+        assert_eq!(
+            rewrite(&["flushdb", "async"]).1,
+            ["FLUSH", "PARTITION", "p"]
+        );
+        assert!(matches!(rewrite(&["FLUSHDB", "x"]).0, Rewrite::Refused(_)));
+    }
+
+    #[test]
+    fn other_commands_pass_as_they_came() {
+        for words in [
+            &["PING"][..],
+            &["SELECT", "q"],
+            &["CREATE", "PARTITION", "q", "INT", "MEMORY"],
+            &["FLUSH", "PARTITION", "q"],
+            &["DESCRIBE", "PARTITION", "q"],
+            &["INFO"],
+            &["NOSUCHCOMMAND", "x"],
+            &["AUTH", "u", "pw"],
+        ] {
+            assert_eq!(rewrite(words).0, Rewrite::AsIs, "{words:?}");
+        }
+    }
+}
