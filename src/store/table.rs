@@ -834,6 +834,15 @@ impl Table {
     /// Removes the entry at `at` from its index and the arena. Does not compact the arena
     /// (callers do, once they hold no handle that compaction could move).
     fn remove_at(&mut self, at: At, had_deadline: bool) {
+        self.unlink(at, had_deadline);
+        self.drain_step();
+        self.shrink_if_sparse();
+    }
+
+    /// [`Table::remove_at`] without its drain step and shrink check: the expiry sweep removes
+    /// many entries in a row and does those once for the whole slice (a drain step per removal
+    /// made a slice of 64 removals during a shrink take milliseconds).
+    fn unlink(&mut self, at: At, had_deadline: bool) {
         self.arena.free(self.handle_at(at));
         self.len -= 1;
         self.with_deadline -= had_deadline as usize;
@@ -864,8 +873,6 @@ impl Table {
                 }
             }
         });
-        self.drain_step();
-        self.shrink_if_sparse();
     }
 
     /// Moves the live entries of the arena's emptiest segment to its tail when the arena is
@@ -988,11 +995,13 @@ impl Table {
                 },
             };
             expired(key, EntryRef { value, deadline });
-            self.remove_at(at, true);
+            self.unlink(at, true);
             step.expired += 1;
         }
         self.sweep = Some(sweep);
         if step.expired > 0 {
+            self.drain_step();
+            self.shrink_if_sparse();
             self.compact_if_needed();
         }
         step
