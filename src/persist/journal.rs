@@ -28,6 +28,13 @@ enum Undo {
     Flush(Box<Contents>),
 }
 
+/// What `key` is now, to put back on rollback.
+fn before(partition: &Partition, key: &[u8]) -> Before {
+    partition
+        .lookup(key)
+        .map(|e| (e.value.to_owned(), e.deadline))
+}
+
 #[derive(Default)]
 pub struct Journal {
     /// Encoded records, in order, not yet written to the file.
@@ -57,9 +64,7 @@ impl Journal {
     }
 
     fn remember(&mut self, partition: &Partition, key: &[u8]) {
-        let before = partition
-            .lookup(key)
-            .map(|e| (e.value.to_owned(), e.deadline));
+        let before = before(partition, key);
         self.undo.push(Undo::Key(key.into(), before));
     }
 
@@ -103,9 +108,7 @@ impl Journal {
         key: &[u8],
         deadline: Option<u64>,
     ) -> bool {
-        let before = partition
-            .lookup(key)
-            .map(|e| (e.value.to_owned(), e.deadline));
+        let before = before(partition, key);
         if !partition.set_deadline(key, deadline) {
             return false;
         }
@@ -135,9 +138,7 @@ impl Journal {
         key: &[u8],
         delta: i64,
     ) -> Result<i64, IncrError> {
-        let before = partition
-            .lookup(key)
-            .map(|e| (e.value.to_owned(), e.deadline));
+        let before = before(partition, key);
         let value = partition.incr_by(key, delta)?;
         self.undo.push(Undo::Key(key.into(), before));
         let after = partition.lookup(key).map(|e| (e.value, e.deadline));

@@ -112,6 +112,18 @@ fn decode_int(bytes: &[u8]) -> i64 {
     i64::from_le_bytes(raw)
 }
 
+/// A table entry as a partition of `schema` reads it.
+#[inline(always)]
+fn decode_entry(schema: Schema, entry: EntryRef<'_>) -> Entry<'_> {
+    Entry {
+        value: match schema {
+            Schema::Int => ValueRef::Int(decode_int(entry.value)),
+            Schema::String => ValueRef::Str(entry.value),
+        },
+        deadline: entry.deadline,
+    }
+}
+
 /// Is an entry with this deadline expired at `now`?
 #[inline]
 fn is_expired(deadline: Option<u64>, now: u64) -> bool {
@@ -195,13 +207,7 @@ impl Partition {
 
     #[inline(always)]
     fn decode<'a>(&self, entry: EntryRef<'a>) -> Entry<'a> {
-        Entry {
-            value: match self.schema {
-                Schema::Int => ValueRef::Int(decode_int(entry.value)),
-                Schema::String => ValueRef::Str(entry.value),
-            },
-            deadline: entry.deadline,
-        }
+        decode_entry(self.schema, entry)
     }
 
     /// The key's value and deadline, unless it is absent or expired.
@@ -421,19 +427,8 @@ impl Partition {
         mut visit: impl FnMut(&[u8], Entry) -> usize,
     ) -> bool {
         let schema = self.schema;
-        self.table.scan_step_by(budget, |key, entry| {
-            let value = match schema {
-                Schema::Int => ValueRef::Int(decode_int(entry.value)),
-                Schema::String => ValueRef::Str(entry.value),
-            };
-            visit(
-                key,
-                Entry {
-                    value,
-                    deadline: entry.deadline,
-                },
-            )
-        })
+        self.table
+            .scan_step_by(budget, |key, entry| visit(key, decode_entry(schema, entry)))
     }
 
     /// One SCAN call (see [`Table::scan_keys`]): visits live keys from `cursor` on, about
@@ -459,17 +454,7 @@ impl Partition {
         self.table.maintain();
         let step = self.table.expire_step(now, max, |key, entry| {
             freed += entry_size(key.len(), entry.value.len(), true);
-            let value = match schema {
-                Schema::Int => ValueRef::Int(decode_int(entry.value)),
-                Schema::String => ValueRef::Str(entry.value),
-            };
-            expired(
-                key,
-                Entry {
-                    value,
-                    deadline: entry.deadline,
-                },
-            );
+            expired(key, decode_entry(schema, entry));
         });
         if step.expired > 0 {
             self.used -= freed;

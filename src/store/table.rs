@@ -887,16 +887,21 @@ impl Table {
         for (old, encoded) in taken.entries() {
             let new = self.arena.append_raw(encoded);
             let hash = self.hasher.hash_one(self.arena.key(new));
-            if let Some(i) = self.index.slot_of(hash, old) {
-                self.index.repoint(i, new);
-            } else if let Some(d) = &mut self.old {
-                // Every live entry has a slot in one of the two indexes.
-                if let Some(i) = d.index.slot_of(hash, old) {
-                    d.index.repoint(i, new);
-                }
+            if let Some(at) = self.slot_of(hash, old) {
+                self.repoint(at, new);
             }
         }
         self.arena.recycle(taken);
+    }
+
+    /// Where the entry `handle` (whose key hashes to `hash`) has its slot: the current index
+    /// first, then the draining one. Every live entry has a slot in one of the two.
+    fn slot_of(&self, hash: u64, handle: Handle) -> Option<At> {
+        if let Some(i) = self.index.slot_of(hash, handle) {
+            return Some(At::New(i));
+        }
+        let i = self.old.as_ref()?.index.slot_of(hash, handle)?;
+        Some(At::Old(i))
     }
 
     /// One SCAN call: visits the entries whose hash position (the top [`CURSOR_BITS`] bits)
@@ -982,17 +987,8 @@ impl Table {
         for &handle in &sweep.expired {
             let (key, value, deadline) = self.arena.entry(handle);
             let hash = self.hash(key);
-            let at = match self.index.slot_of(hash, handle) {
-                Some(i) => At::New(i),
-                None => match self
-                    .old
-                    .as_ref()
-                    .and_then(|d| d.index.slot_of(hash, handle))
-                {
-                    Some(i) => At::Old(i),
-                    // Every live entry has a slot in one of the two indexes.
-                    None => continue,
-                },
+            let Some(at) = self.slot_of(hash, handle) else {
+                continue;
             };
             expired(key, EntryRef { value, deadline });
             self.unlink(at, true);

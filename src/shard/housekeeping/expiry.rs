@@ -132,8 +132,7 @@ impl Step for ExpiryCycle {
             }
             let freed = before - data.used_memory();
             if freed > 0 {
-                let gauge = &metrics.used_memory;
-                ShardMetrics::set(gauge, ShardMetrics::get(gauge).saturating_sub(freed));
+                ShardMetrics::sub(&metrics.used_memory, freed);
             }
         }
         ShardMetrics::add(&metrics.expired_keys, expired as u64);
