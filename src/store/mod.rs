@@ -5,11 +5,13 @@
 
 pub mod arena;
 pub mod clock;
+pub mod eviction;
 pub mod memory;
 pub mod partition;
 pub mod stats;
 pub mod table;
 
+pub use eviction::Eviction;
 pub use memory::MemoryBudget;
 pub use partition::{Contents, Entry, Expiry, IncrError, Partition, Value, ValueRef};
 pub use stats::PartitionStats;
