@@ -152,9 +152,13 @@ pub fn execute(
     w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
     partition.maintain();
-    let stats = partition.stats();
-    PartitionStats::add(&stats.ops, 1);
+    PartitionStats::add(&partition.stats().ops, 1);
     check_keys(spec.keys, args, limits.max_key_len)?;
+    if partition.tracks_access() {
+        // (An LRU or LFU policy only: everything else pays this one branch.)
+        touch_keys(spec.keys, args, partition);
+    }
+    let stats = partition.stats();
     match spec.handler {
         Handler::Read(read) => {
             PartitionStats::add(&stats.reads, 1);
@@ -168,6 +172,28 @@ pub fn execute(
         Handler::Connection(_) | Handler::Coordinator(_) => Err(CommandError::NotAvailable(
             format!("{} is not a data command", spec.name),
         )),
+    }
+}
+
+/// Records an access to every key argument (as Redis's `lookupKey` does for reads and writes)
+/// for a partition whose eviction policy ranks keys by recency or frequency. Out of line: only
+/// such partitions call it.
+#[inline(never)]
+fn touch_keys(keys: Keys, args: &Args, partition: &mut Partition) {
+    let argc = args.len();
+    let (first, step) = (usize::from(keys.first), usize::from(keys.step.max(1)));
+    if first == 0 {
+        return;
+    }
+    let end = if keys.last < 0 {
+        (argc + 1).saturating_sub(keys.last.unsigned_abs() as usize)
+    } else {
+        (keys.last as usize + 1).min(argc)
+    };
+    let mut at = first;
+    while at < end {
+        partition.touch(args.get(at));
+        at += step;
     }
 }
 

@@ -74,7 +74,19 @@
 //! entries that have one ([`Table::with_deadline`]), but does not know the time: the
 //! partition decides what is expired. [`Table::expire_step`] walks the arena's entries in
 //! memory order from where the last step stopped and removes those past a given time.
+//!
+//! # Access bits and eviction samples
+//! A table set to track access ([`Table::set_tracking`], an LRU or LFU eviction policy) stamps
+//! each entry it writes with access bits ([`super::access`]) and keeps them across rewrites of
+//! the entry; [`Table::touch`] updates them. Nothing of this runs for a table that does not
+//! track (the default): its entries have no field, and nobody calls `touch`.
+//!
+//! An evictor samples the table the way Redis's `dictGetSomeKeys` samples a dict:
+//! [`Table::sample`] starts at a random slot and walks forward, visiting the full slots it
+//! meets. Slots are in hash order, so neighbours are unrelated keys. During a drain the
+//! starting index is the old one with the probability of a key being there.
 
+use super::access::{AccessClock, Tracking};
 use super::arena::{Arena, Handle, WalkCursor, Walked};
 
 /// Smallest non-empty table.
@@ -434,6 +446,8 @@ pub struct Table {
     with_deadline: usize,
     /// The expiry sweep's state, once one ran (boxed: most tables never sweep).
     sweep: Option<Box<Sweep>>,
+    /// Whether and how entries carry access bits, and the clock that stamps them.
+    access: AccessClock,
 }
 
 /// A scan in progress (see the module docs).
@@ -535,11 +549,12 @@ impl Table {
             (None, None) => {}
             _ => {
                 // The entry changes size: write it again with or without the 8 bytes.
+                let access = self.carried_access(handle);
                 let (key, value) = self.arena.get(handle);
                 let copy: Vec<u8> = [key, value].concat();
-                let new = self
-                    .arena
-                    .alloc(&copy[..key.len()], &copy[key.len()..], deadline);
+                let new =
+                    self.arena
+                        .alloc(&copy[..key.len()], &copy[key.len()..], deadline, access);
                 self.arena.free(handle);
                 self.repoint(at, new);
                 if deadline.is_some() {
@@ -617,7 +632,8 @@ impl Table {
                     self.arena.set_deadline_in_place(handle, ms);
                 }
             } else {
-                let new = self.arena.alloc(key, value, deadline);
+                let access = self.carried_access(handle);
+                let new = self.arena.alloc(key, value, deadline, access);
                 self.arena.free(handle);
                 self.repoint(at, new);
                 self.with_deadline = self.with_deadline + deadline.is_some() as usize
@@ -629,12 +645,147 @@ impl Table {
         if (self.len + 1) * 8 > self.index.capacity() * 7 {
             self.grow();
         }
-        let handle = self.arena.alloc(key, value, deadline);
+        let access = self.access.fresh();
+        let handle = self.arena.alloc(key, value, deadline, access);
         self.index.place(hash, handle);
         self.len += 1;
         self.with_deadline += deadline.is_some() as usize;
         self.drain_step();
         None
+    }
+
+    /// The access bits a rewrite of the entry `handle` keeps: its own, or fresh ones when it
+    /// has none; none when the table does not track.
+    #[inline]
+    fn carried_access(&mut self, handle: Handle) -> Option<u32> {
+        if self.access.tracking() == Tracking::Off {
+            return None;
+        }
+        self.arena.access(handle).or_else(|| self.access.fresh())
+    }
+
+    /// Makes the entries this table writes from now on carry access bits of this kind (or
+    /// none). Entries already there keep what they have until they are written or touched.
+    pub fn set_tracking(&mut self, tracking: Tracking) {
+        self.access.set_tracking(tracking);
+    }
+
+    /// The access clock: what the table stamps, and how an evictor ranks stamps.
+    #[inline]
+    pub fn access(&self) -> &AccessClock {
+        &self.access
+    }
+
+    /// A random number from the table's generator (an evictor's sample position).
+    #[inline]
+    pub fn random(&mut self) -> u64 {
+        self.access.random()
+    }
+
+    /// Records an access to `key` in its access bits (an LRU stamp, an LFU increment); an
+    /// entry written before the table tracked gets its field now (it is rewritten once).
+    /// Does nothing when the key is absent or the table does not track. Never moves other
+    /// entries' slots, and compacts at most one segment, as any write does.
+    pub fn touch(&mut self, key: &[u8]) {
+        if self.access.tracking() == Tracking::Off {
+            return;
+        }
+        let Some((at, entry)) = self.find_hashed(self.hash(key), key) else {
+            return;
+        };
+        let deadline = entry.deadline;
+        let handle = self.handle_at(at);
+        if let Some(old) = self.arena.access(handle) {
+            let bits = self.access.touched(old);
+            self.arena.set_access(handle, bits);
+            return;
+        }
+        let (key, value) = self.arena.get(handle);
+        let copy: Vec<u8> = [key, value].concat();
+        let bits = self.access.fresh().map(|fresh| self.access.touched(fresh));
+        let new = self
+            .arena
+            .alloc(&copy[..key.len()], &copy[key.len()..], deadline, bits);
+        self.arena.free(handle);
+        self.repoint(at, new);
+        self.compact_if_needed();
+    }
+
+    /// The key's entry and access bits (an evictor re-checking a candidate).
+    #[inline]
+    pub fn get_with_access(&self, key: &[u8]) -> Option<(EntryRef<'_>, Option<u32>)> {
+        let (at, entry) = self.find_hashed(self.hash(key), key)?;
+        Some((entry, self.arena.access(self.handle_at(at))))
+    }
+
+    /// Visits entries from a random place (`random`'s bits choose it): walks at most `walk`
+    /// slots forward from a random slot of the current index (or of the draining one, with the
+    /// probability of a key being there), and calls `visit(key, entry, access bits)` for each
+    /// full slot until it returns true `count` times. Returns how many times it did.
+    pub fn sample(
+        &self,
+        random: u64,
+        count: usize,
+        walk: usize,
+        mut visit: impl FnMut(&[u8], EntryRef, Option<u32>) -> bool,
+    ) -> usize {
+        if self.len == 0 || count == 0 {
+            return 0;
+        }
+        let index = match &self.old {
+            // (The low bits choose the index, the high bits the slot.)
+            Some(d) if (random & 0xffff_ffff) % (self.len as u64) < (d.left as u64) => &d.index,
+            _ => &self.index,
+        };
+        let start = (random >> 32) as usize & index.mask();
+        self.sample_index(index, start, count, walk, &mut visit)
+    }
+
+    /// [`Table::sample`] over every slot of both indexes, from their first: what an evictor
+    /// falls back to when random samples found nothing it may evict (a `volatile-*` policy on
+    /// a table with few deadlines), so that it finds one whenever there is one.
+    pub fn sample_all(
+        &self,
+        count: usize,
+        mut visit: impl FnMut(&[u8], EntryRef, Option<u32>) -> bool,
+    ) -> usize {
+        let mut taken = 0;
+        for index in std::iter::once(&self.index).chain(self.old.as_ref().map(|d| &d.index)) {
+            if taken < count {
+                taken += self.sample_index(index, 0, count - taken, usize::MAX, &mut visit);
+            }
+        }
+        taken
+    }
+
+    fn sample_index(
+        &self,
+        index: &Index,
+        start: usize,
+        count: usize,
+        walk: usize,
+        visit: &mut impl FnMut(&[u8], EntryRef, Option<u32>) -> bool,
+    ) -> usize {
+        if index.capacity() == 0 || count == 0 {
+            return 0;
+        }
+        let mask = index.mask();
+        let mut i = start & mask;
+        let mut taken = 0;
+        for _ in 0..walk.min(index.capacity()) {
+            if index.is_full(i) {
+                let handle = index.handle(i);
+                let (key, value, deadline) = self.arena.entry(handle);
+                if visit(key, EntryRef { value, deadline }, self.arena.access(handle)) {
+                    taken += 1;
+                    if taken == count {
+                        break;
+                    }
+                }
+            }
+            i = (i + 1) & mask;
+        }
+        taken
     }
 
     fn grow(&mut self) {
@@ -828,7 +979,10 @@ impl Table {
 
     /// Removes every entry (and any scan or sweep in progress), keeping nothing allocated.
     pub fn clear(&mut self) {
+        // (The table's tracking is its partition's policy: it stays.)
+        let access = std::mem::take(&mut self.access);
         *self = Table::default();
+        self.access = access;
     }
 
     /// Removes the entry at `at` from its index and the arena. Does not compact the arena
