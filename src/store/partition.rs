@@ -270,12 +270,17 @@ impl Partition {
         self.table.touch(key);
     }
 
-    /// Removes one key chosen by the eviction policy (see `store::eviction`), calling
+    /// Removes one key chosen by the eviction policy (see `store::eviction`), never one for
+    /// which `spare(key)` is true (the keys the write making room is about to write), calling
     /// `evicted(key, entry)` just before it goes (a durable partition logs a `DEL`); false
-    /// when there is nothing the policy may evict: `noeviction`, an empty partition, or a
-    /// `volatile-*` policy and no key with a deadline. Keeps the memory estimate exact and
-    /// counts the key in `evicted_keys`.
-    pub fn evict_one(&mut self, mut evicted: impl FnMut(&[u8], Entry)) -> bool {
+    /// when there is nothing the policy may evict: `noeviction`, an empty partition, a
+    /// `volatile-*` policy and no key with a deadline, or only spared keys. Keeps the memory
+    /// estimate exact and counts the key in `evicted_keys`.
+    pub fn evict_one(
+        &mut self,
+        spare: impl Fn(&[u8]) -> bool,
+        mut evicted: impl FnMut(&[u8], Entry),
+    ) -> bool {
         let policy = self.eviction;
         if !policy.evicts()
             || self.table.is_empty()
@@ -284,7 +289,7 @@ impl Partition {
             return false;
         }
         let mut pool = self.pool.take().unwrap_or_default();
-        let victim = self.choose_victim(policy, &mut pool);
+        let victim = self.choose_victim(policy, &spare, &mut pool);
         let found = match &victim {
             Some(key) => {
                 if let Some(entry) = self.table.get_entry(key) {
@@ -305,7 +310,12 @@ impl Partition {
     }
 
     /// The key [`Partition::evict_one`] removes, if the policy finds one.
-    fn choose_victim(&mut self, policy: Eviction, pool: &mut Pool) -> Option<Vec<u8>> {
+    fn choose_victim(
+        &mut self,
+        policy: Eviction,
+        spare: &impl Fn(&[u8]) -> bool,
+        pool: &mut Pool,
+    ) -> Option<Vec<u8>> {
         /// Sampling rounds before the exhaustive walk: each finds a candidate unless the
         /// keys the policy may evict are rare (volatile-* with few deadlines).
         const ROUNDS: usize = 16;
@@ -326,7 +336,7 @@ impl Partition {
             if !pooled {
                 let mut chosen = None;
                 table.sample(random, 1, walk, |key, entry, _| {
-                    let take = !volatile || entry.deadline.is_some();
+                    let take = (!volatile || entry.deadline.is_some()) && !spare(key);
                     if take {
                         chosen = Some(key.to_vec());
                     }
@@ -338,6 +348,9 @@ impl Partition {
                 continue;
             }
             table.sample(random, SAMPLES, walk, |key, entry, bits| {
+                if spare(key) {
+                    return false;
+                }
                 match rank(policy, clock, entry, bits, now) {
                     Some(r) => {
                         pool.offer(r, key);
@@ -352,6 +365,7 @@ impl Partition {
                 checks += 1;
                 let current = table
                     .get_with_access(&candidate.key)
+                    .filter(|_| !spare(&candidate.key))
                     .and_then(|(entry, bits)| rank(policy, clock, entry, bits, now));
                 match current {
                     Some(r) if r >= candidate.rank || checks > 4 * super::eviction::POOL_SIZE => {
@@ -373,7 +387,7 @@ impl Partition {
         // (One is enough for the random policies.)
         let count = if pooled { usize::MAX } else { 1 };
         table.sample_all(count, |key, entry, bits| {
-            let Some(r) = rank(policy, clock, entry, bits, now) else {
+            let Some(r) = rank(policy, clock, entry, bits, now).filter(|_| !spare(key)) else {
                 return false;
             };
             if best.as_ref().is_none_or(|(b, _)| r > *b) {
@@ -998,11 +1012,14 @@ mod tests {
             .map(|i| {
                 let mut seen = None;
                 assert!(
-                    p.evict_one(|key, entry| {
-                        assert!(seen.is_none(), "one key per call");
-                        assert!(matches!(entry.value, ValueRef::Str(_)));
-                        seen = Some(key.to_vec());
-                    }),
+                    p.evict_one(
+                        |_| false,
+                        |key, entry| {
+                            assert!(seen.is_none(), "one key per call");
+                            assert!(matches!(entry.value, ValueRef::Str(_)));
+                            seen = Some(key.to_vec());
+                        }
+                    ),
                     "eviction {i} found nothing"
                 );
                 let key = seen.expect("the callback heard of the key");
@@ -1037,12 +1054,12 @@ mod tests {
     fn noeviction_and_empty_partitions_evict_nothing() {
         let mut p = evicting(Eviction::NoEviction);
         p.set_str(b"k", b"v", Expiry::Clear);
-        assert!(!p.evict_one(|_, _| unreachable!()));
+        assert!(!p.evict_one(|_| false, |_, _| unreachable!()));
         assert!(p.contains(b"k"));
         assert!(!p.tracks_access());
         let mut p = evicting(Eviction::AllKeysLru);
         assert!(p.tracks_access());
-        assert!(!p.evict_one(|_, _| unreachable!()));
+        assert!(!p.evict_one(|_| false, |_, _| unreachable!()));
         clock::end_passes();
     }
 
@@ -1112,7 +1129,7 @@ mod tests {
             vec![b"near".to_vec(), b"mid".to_vec(), b"far".to_vec()]
         );
         assert!(
-            !p.evict_one(|_, _| unreachable!()),
+            !p.evict_one(|_| false, |_, _| unreachable!()),
             "no key with a deadline is left"
         );
         assert_eq!(p.len(), 50);
@@ -1143,14 +1160,14 @@ mod tests {
                 let i: usize = std::str::from_utf8(&k[4..]).unwrap().parse().unwrap();
                 assert_eq!(i % 100, 7, "{policy}: key {i} had no deadline");
             }
-            assert!(!p.evict_one(|_, _| unreachable!()), "{policy}");
+            assert!(!p.evict_one(|_| false, |_, _| unreachable!()), "{policy}");
             assert_eq!(p.len(), 4950);
             assert_memory_exact(&p);
         }
         // And a partition without any deadline: nothing to evict (the write answers -OOM).
         let mut p = evicting(Eviction::VolatileLru);
         p.set_str(b"k", b"v", Expiry::Clear);
-        assert!(!p.evict_one(|_, _| unreachable!()));
+        assert!(!p.evict_one(|_| false, |_, _| unreachable!()));
         clock::end_passes();
     }
 
@@ -1364,7 +1381,7 @@ mod tests {
                     hits += 1;
                 } else {
                     while p.len() >= cache {
-                        assert!(p.evict_one(|_, _| {}));
+                        assert!(p.evict_one(|_| false, |_, _| {}));
                     }
                     p.set_str(&k, b"v", Expiry::Clear);
                 }
@@ -1374,6 +1391,25 @@ mod tests {
         let (lru, random) = (run(Eviction::AllKeysLru), run(Eviction::AllKeysRandom));
         assert!(lru >= exact - 0.012, "lru {lru:.4}, exact {exact:.4}");
         assert!(lru > random, "lru {lru:.4}, random {random:.4}");
+        clock::end_passes();
+    }
+
+    #[test]
+    fn eviction_spares_the_keys_being_written() {
+        let mut p = evicting(Eviction::AllKeysLru);
+        for i in 0..3 {
+            p.set_str(&key(i), b"v", Expiry::Clear);
+        }
+        let spared = [key(0), key(1)];
+        let spare = |k: &[u8]| spared.iter().any(|s| s == k);
+        let mut gone = Vec::new();
+        assert!(p.evict_one(spare, |k, _| gone.push(k.to_vec())));
+        assert_eq!(gone, vec![key(2)]);
+        assert!(
+            !p.evict_one(spare, |_, _| unreachable!()),
+            "only spared keys left"
+        );
+        assert_eq!(p.len(), 2);
         clock::end_passes();
     }
 }
