@@ -303,7 +303,7 @@ impl Arena {
         let (id, offset) = self.reserve(align(len));
         let bytes = &mut self.segment_mut(id).bytes;
         let mut at = offset + 1;
-        let mut flags = match deadline {
+        bytes[offset] = match deadline {
             Some(ms) => {
                 bytes[at..at + DEADLINE_BYTES].copy_from_slice(&ms.to_le_bytes());
                 at += DEADLINE_BYTES;
@@ -318,9 +318,8 @@ impl Arena {
         bytes[at + key.len()..end].copy_from_slice(value);
         if let Some(bits) = access {
             bytes[end..end + ACCESS_BYTES].copy_from_slice(&bits.to_le_bytes());
-            flags |= ACCESS;
+            bytes[offset] |= ACCESS;
         }
-        bytes[offset] = flags;
         join(id, offset)
     }
 

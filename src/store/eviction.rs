@@ -5,9 +5,9 @@
 //! # Choosing a victim (Redis's `evict.c`)
 //! [`super::Partition::evict_one`] removes one key of its own partition and says whether it
 //! found one; the write path loops "evict one, check the quota again". How it chooses:
-//! - `*-random`: a key at a random place of the table ([`super::table::Table::sample`]);
+//! - `*-random`: a key drawn uniformly ([`super::table::Table::sample`]);
 //! - `*-lru`, `*-lfu`, `volatile-ttl`: as Redis's `evictionPoolPopulate`, each call samples
-//!   [`SAMPLES`] keys (`maxmemory-samples 5`) from a random place, ranks them (the longest
+//!   [`SAMPLES`] keys (`maxmemory-samples 5`) uniformly, ranks them (the longest
 //!   idle, the least frequent, the nearest deadline: [`super::access`]) and offers them to a
 //!   [`Pool`] of the best [`POOL_SIZE`] candidates seen so far (`EVPOOL_SIZE 16`), kept across
 //!   calls; then it takes the pool's best. A pooled key is checked again before it goes: one

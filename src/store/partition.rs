@@ -321,12 +321,17 @@ impl Partition {
         const ROUNDS: usize = 16;
         let now = clock::now_ms();
         let volatile = policy.volatile_only();
-        // Slots a sample walks: Redis's dictGetSomeKeys walks 10 per key wanted; among keys
-        // of which only some have a deadline, proportionally more.
-        let walk = {
-            let (len, eligible) = (self.table.len(), self.with_deadline().max(1));
-            let ratio = if volatile { len / eligible + 1 } else { 1 };
-            (10 * SAMPLES * ratio).min(1 << 14)
+        // Slots a sample may look at: four times what finding SAMPLES keys the policy may take
+        // costs on average (slots per such key: the load factor, and for volatile-* the share
+        // of keys with a deadline), bounded (the exhaustive walk below is the backstop).
+        let tries = {
+            let slots = self.table.index_bytes() / 6;
+            let eligible = if volatile {
+                self.with_deadline()
+            } else {
+                self.table.len()
+            };
+            (4 * SAMPLES * (slots / eligible.max(1) + 1)).min(1 << 14)
         };
         let pooled = !matches!(policy, Eviction::AllKeysRandom | Eviction::VolatileRandom);
         for _ in 0..ROUNDS {
@@ -335,7 +340,7 @@ impl Partition {
             let clock = table.access();
             if !pooled {
                 let mut chosen = None;
-                table.sample(random, 1, walk, |key, entry, _| {
+                table.sample(random, 1, tries, |key, entry, _| {
                     let take = (!volatile || entry.deadline.is_some()) && !spare(key);
                     if take {
                         chosen = Some(key.to_vec());
@@ -347,7 +352,7 @@ impl Partition {
                 }
                 continue;
             }
-            table.sample(random, SAMPLES, walk, |key, entry, bits| {
+            table.sample(random, SAMPLES, tries, |key, entry, bits| {
                 if spare(key) {
                     return false;
                 }
