@@ -75,15 +75,15 @@ impl<'a> MemoryBudget<'a> {
         used.saturating_add(growth) <= self.max
     }
 
-    /// [`MemoryBudget::admits`] once `freed` bytes more are gone than the shards' gauges show
-    /// yet: a write that evicted its partition's keys to make room asks again with what they
-    /// freed (this shard's gauge follows the command only once it is done).
-    pub fn admits_after_freeing(&self, growth: u64, freed: u64) -> bool {
+    /// Bytes that must go before a write growing the data by `growth` fits (0: it fits now):
+    /// what a partition with an eviction policy frees from its own keys first. Read once: this
+    /// shard's gauge follows a command only when it is done.
+    pub fn shortfall(&self, growth: u64) -> u64 {
         if self.max == 0 || growth == 0 {
-            return true;
+            return 0;
         }
         let used = self.metrics.map_or(0, |m| m.total(|s| &s.used_memory));
-        used.saturating_sub(freed).saturating_add(growth) <= self.max
+        used.saturating_add(growth).saturating_sub(self.max)
     }
 }
 
@@ -93,16 +93,16 @@ mod tests {
     use crate::metrics::ShardMetrics;
 
     #[test]
-    fn what_an_eviction_freed_counts_before_the_gauge_shows_it() {
+    fn the_shortfall_is_what_must_go_before_a_write_fits() {
         let metrics = ServerMetrics::new(2);
         let budget = MemoryBudget::new(1000, &metrics);
         ShardMetrics::set(&metrics.shards[0].used_memory, 600);
         ShardMetrics::set(&metrics.shards[1].used_memory, 380);
         assert!(budget.admits(20));
         assert!(!budget.admits(21));
-        assert!(!budget.admits_after_freeing(121, 100));
-        assert!(budget.admits_after_freeing(120, 100));
-        assert!(budget.admits_after_freeing(0, 0), "no growth always fits");
-        assert!(MemoryBudget::unlimited().admits_after_freeing(u64::MAX, 0));
+        assert_eq!(budget.shortfall(20), 0);
+        assert_eq!(budget.shortfall(121), 101);
+        assert_eq!(budget.shortfall(0), 0, "no growth always fits");
+        assert_eq!(MemoryBudget::unlimited().shortfall(u64::MAX), 0);
     }
 }
