@@ -295,6 +295,264 @@ fn each_pipelined_command_runs_on_the_partition_selected_before_it() {
 }
 
 // ------------------------------------------------------------------------------------------
+// A user's default partition
+// ------------------------------------------------------------------------------------------
+
+/// The `default` field of `DESCRIBE USER <name>` (`None`: nil).
+fn default_of(c: &mut RawConn, name: &str) -> Option<String> {
+    let pairs = c.call_value(&["DESCRIBE", "USER", name]).pairs();
+    let (field, value) = pairs.last().expect("DESCRIBE USER has fields").clone();
+    assert_eq!(field.text(), "default", "{pairs:?}");
+    match value {
+        Resp::Bulk(None) | Resp::Null => None,
+        value => Some(value.text()),
+    }
+}
+
+/// A user `name` (password `pw`) bound to `partition`, holding `perm` on it.
+fn bound_user(admin: &mut RawConn, name: &str, partition: &str, perm: Option<&str>) {
+    admin.expect(
+        &cmd(&["CREATE", "USER", name, "pw", "DEFAULT", partition]),
+        OK,
+    );
+    if let Some(perm) = perm {
+        admin.expect(&cmd(&["GRANT", perm, "ON", partition, "TO", name]), OK);
+    }
+}
+
+#[test]
+fn a_user_with_a_default_partition_starts_in_redis_grammar_on_it() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut admin = server.raw();
+    create(&mut admin, "app", "MEMORY");
+    bound_user(&mut admin, "app", "app", Some("WRITE"));
+    admin.expect(&cmd(&["GRANT", "READ", "ON", "app", "TO", "app"]), OK);
+    // Every way of logging in lands on it.
+    let mut c = server.login("app", "pw");
+    c.expect(&cmd(&["SET", "k", "v"]), OK);
+    c.expect(&cmd(&["GET", "k"]), &bulk(b"v"));
+    c.expect(&cmd(&["DBSIZE"]), &int(1));
+    let mut c = RawConn::connect(&server.addr());
+    c.expect(&cmd(&["LOGIN", "app", "pw"]), OK);
+    c.expect(&cmd(&["GET", "k"]), &bulk(b"v"));
+    let mut c = RawConn::connect(&server.addr());
+    assert!(c
+        .call(&["HELLO", "3", "AUTH", "app", "pw"])
+        .starts_with(b"%"));
+    c.expect(&cmd(&["GET", "k"]), &bulk(b"v"));
+    // Redis-style AUTH <password>: user `default`.
+    admin.expect(
+        &cmd(&["CREATE", "USER", "default", "dpw", "DEFAULT", "app"]),
+        OK,
+    );
+    admin.expect(&cmd(&["GRANT", "READ", "ON", "app", "TO", "default"]), OK);
+    let mut c = RawConn::connect(&server.addr());
+    c.expect(&cmd(&["AUTH", "dpw"]), OK);
+    c.expect(&cmd(&["GET", "k"]), &bulk(b"v"));
+    // SELECT still switches, RESET logs out, and the next login lands on the default again.
+    create(&mut admin, "other", "MEMORY");
+    admin.expect(&cmd(&["GRANT", "READ", "ON", "other", "TO", "app"]), OK);
+    let mut c = server.login("app", "pw");
+    c.expect(&cmd(&["SELECT", "other"]), OK);
+    c.expect(&cmd(&["GET", "k"]), NULL2);
+    c.expect(&cmd(&["RESET"]), b"+RESET\r\n");
+    c.expect_prefix(&cmd(&["GET", "k"]), b"-NOAUTH");
+    c.expect(&cmd(&["AUTH", "app", "pw"]), OK);
+    c.expect(&cmd(&["GET", "k"]), &bulk(b"v"));
+    // A user without a default leaves the selection as it was (Redis's AUTH keeps the db).
+    c.expect(&cmd(&["AUTH", "admin", ADMIN_PASSWORD]), OK);
+    c.expect(&cmd(&["GET", "k"]), &bulk(b"v"));
+    // And a user without one starts in GoKV grammar.
+    admin.expect(&cmd(&["GET", "app", "k"]), &bulk(b"v"));
+}
+
+/// A request pipelined behind the AUTH runs in the grammar the login set: the first login of
+/// a user goes to the hasher pool (the connection waits behind a barrier), a later one is
+/// answered from the shard's login cache at once; both must order the switch before the
+/// next request.
+#[test]
+fn requests_pipelined_after_the_login_run_on_the_default_partition() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut admin = server.raw();
+    create(&mut admin, "app", "MEMORY");
+    bound_user(&mut admin, "app", "app", Some("WRITE"));
+    admin.expect(&cmd(&["GRANT", "READ", "ON", "app", "TO", "app"]), OK);
+    for round in 0..3 {
+        let value = format!("v{round}");
+        let mut c = RawConn::connect(&server.addr());
+        let replies = c.pipeline(&[
+            cmd(&["AUTH", "app", "pw"]),
+            cmd(&["SET", "k", &value]),
+            cmd(&["GET", "k"]),
+            cmd(&["DBSIZE"]),
+        ]);
+        assert_eq!(
+            replies.iter().map(|r| show(r)).collect::<Vec<_>>(),
+            [OK.to_vec(), OK.to_vec(), bulk(value.as_bytes()), int(1)]
+                .iter()
+                .map(|r| show(r))
+                .collect::<Vec<_>>(),
+            "round {round}"
+        );
+        admin.expect(&cmd(&["GET", "app", "k"]), &bulk(value.as_bytes()));
+    }
+    // HELLO ... AUTH the same way.
+    let mut c = RawConn::connect(&server.addr());
+    let replies = c.pipeline(&[
+        cmd(&["HELLO", "2", "AUTH", "app", "pw"]),
+        cmd(&["GET", "k"]),
+    ]);
+    assert_eq!(show(&replies[1]), show(&bulk(b"v2")));
+}
+
+#[test]
+fn a_default_partition_grants_nothing_and_names_do_not_leak() {
+    let server = Server::start(&[]);
+    let mut admin = server.raw();
+    create(&mut admin, "p", "MEMORY");
+    admin.expect(&cmd(&["SET", "p", "k", "v"]), OK);
+    bound_user(&mut admin, "bare", "p", None);
+    bound_user(&mut admin, "lost", "nosuch", None);
+    let mut bare = server.login("bare", "pw");
+    let refused = bare.call(&["GET", "k"]);
+    assert_eq!(
+        show(&refused),
+        show(b"-NOPERM user 'bare' has no READ permission on 'p'\r\n")
+    );
+    bare.expect_prefix(&cmd(&["SET", "k", "w"]), b"-NOPERM");
+    // A default naming no partition answers exactly as one that exists but is not theirs.
+    let mut lost = server.login("lost", "pw");
+    assert_eq!(
+        show(&lost.call(&["GET", "k"])),
+        show(&refused)
+            .replace("'bare'", "'lost'")
+            .replace("'p'", "'nosuch'")
+    );
+    admin.expect(&cmd(&["GET", "p", "k"]), &bulk(b"v"));
+}
+
+#[test]
+fn a_default_partition_that_is_missing_or_dropped_answers_its_next_command_with_an_error() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut admin = server.raw();
+    // Allowed before the partition exists; a user who may know (holds something on `*`)
+    // is told it is missing.
+    admin.expect(
+        &cmd(&["CREATE", "USER", "ops", "pw", "DEFAULT", "later"]),
+        OK,
+    );
+    admin.expect(&cmd(&["GRANT", "WRITE", "ON", "*", "TO", "ops"]), OK);
+    let mut ops = server.login("ops", "pw");
+    ops.expect(
+        &cmd(&["SET", "k", "v"]),
+        b"-NOPARTITION partition 'later' does not exist\r\n",
+    );
+    ops.expect(&cmd(&["PING"]), b"+PONG\r\n");
+    create(&mut admin, "later", "MEMORY");
+    ops.expect(&cmd(&["SET", "k", "v"]), OK);
+    // Dropped later: the default stays (it is a name), the next command gets the error.
+    admin.expect(&cmd(&["DROP", "PARTITION", "later"]), OK);
+    ops.expect(
+        &cmd(&["SET", "k", "v"]),
+        b"-NOPARTITION partition 'later' does not exist\r\n",
+    );
+    assert_eq!(default_of(&mut admin, "ops").as_deref(), Some("later"));
+}
+
+#[test]
+fn alter_user_default_sets_and_clears_it_for_new_logins_only() {
+    let dir = DataDir::new("face-default");
+    let server = Server::start_in(&dir, &[]);
+    let mut admin = server.raw();
+    create(&mut admin, "a", "MEMORY");
+    create(&mut admin, "b", "MEMORY");
+    admin.expect(&cmd(&["SET", "a", "k", "in-a"]), OK);
+    admin.expect(&cmd(&["SET", "b", "k", "in-b"]), OK);
+    user(&mut admin, "u", Some(("READ", "a")));
+    admin.expect(&cmd(&["GRANT", "READ", "ON", "b", "TO", "u"]), OK);
+    assert_eq!(default_of(&mut admin, "u"), None);
+    let mut plain = server.login("u", "pw");
+    plain.expect(&cmd(&["GET", "a", "k"]), &bulk(b"in-a"));
+    admin.expect(&cmd(&["ALTER", "USER", "u", "DEFAULT", "a"]), OK);
+    assert_eq!(default_of(&mut admin, "u").as_deref(), Some("a"));
+    // An open connection keeps its grammar; a new login lands on the default.
+    plain.expect(&cmd(&["GET", "a", "k"]), &bulk(b"in-a"));
+    let mut on_a = server.login("u", "pw");
+    on_a.expect(&cmd(&["GET", "k"]), &bulk(b"in-a"));
+    // The user may change its own (it grants nothing).
+    on_a.expect(&cmd(&["ALTER", "USER", "u", "DEFAULT", "b"]), OK);
+    on_a.expect(&cmd(&["GET", "k"]), &bulk(b"in-a"));
+    server
+        .login("u", "pw")
+        .expect(&cmd(&["GET", "k"]), &bulk(b"in-b"));
+    // It survives a restart (users.json).
+    drop((plain, on_a, admin));
+    server.stop();
+    let server = Server::start_in(&dir, &[]);
+    let mut admin = server.raw();
+    assert_eq!(default_of(&mut admin, "u").as_deref(), Some("b"));
+    // A MEMORY partition comes back empty.
+    admin.expect(&cmd(&["SET", "b", "k", "again"]), OK);
+    server
+        .login("u", "pw")
+        .expect(&cmd(&["GET", "k"]), &bulk(b"again"));
+    // NONE clears it (any case): GoKV grammar from the next login.
+    admin.expect(&cmd(&["ALTER", "USER", "u", "DEFAULT", "none"]), OK);
+    assert_eq!(default_of(&mut admin, "u"), None);
+    server
+        .login("u", "pw")
+        .expect(&cmd(&["GET", "b", "k"]), &bulk(b"again"));
+}
+
+#[test]
+fn bad_default_partitions_are_refused_and_change_nothing() {
+    let server = Server::start(&[]);
+    let mut admin = server.raw();
+    user(&mut admin, "u", None);
+    admin.expect(
+        &cmd(&["CREATE", "USER", "v", "pw", "DEFAULT", "bad name!"]),
+        b"-ERR invalid partition name 'bad name!': expected 1 to 64 bytes of [A-Za-z0-9_.-]\r\n",
+    );
+    admin.expect_prefix(
+        &cmd(&["CREATE", "USER", "v", "pw", "DEFAULT", "*"]),
+        b"-ERR invalid partition name",
+    );
+    admin.expect(
+        &cmd(&["CREATE", "USER", "v", "pw", "DEFALT", "p"]),
+        b"-ERR syntax error: expected CREATE USER <name> <password> [DEFAULT <partition>]\r\n",
+    );
+    admin.expect(
+        &cmd(&["CREATE", "USER", "v", "pw", "DEFAULT"]),
+        b"-ERR syntax error: expected CREATE USER <name> <password> [DEFAULT <partition>]\r\n",
+    );
+    admin.expect_prefix(
+        &cmd(&["DESCRIBE", "USER", "v"]),
+        b"-ERR user 'v' does not exist",
+    );
+    admin.expect_prefix(
+        &cmd(&["ALTER", "USER", "u", "DEFAULT", "x y"]),
+        b"-ERR invalid partition name",
+    );
+    admin.expect(
+        &cmd(&["ALTER", "USER", "nobody", "DEFAULT", "p"]),
+        b"-ERR user 'nobody' does not exist\r\n",
+    );
+    admin.expect_prefix(
+        &cmd(&["ALTER", "USER", "u", "DEFAULTS", "p"]),
+        b"-ERR syntax error: expected ALTER USER <name> PASSWORD <password> or ALTER USER <name> DEFAULT <partition|NONE>",
+    );
+    assert_eq!(default_of(&mut admin, "u"), None);
+    // Only ADMIN on `*` or the user itself.
+    user(&mut admin, "w", None);
+    let mut w = server.login("w", "pw");
+    w.expect_prefix(&cmd(&["ALTER", "USER", "u", "DEFAULT", "p"]), b"-NOPERM");
+    w.expect_prefix(
+        &cmd(&["CREATE", "USER", "x", "pw", "DEFAULT", "p"]),
+        b"-NOPERM",
+    );
+}
+
+// ------------------------------------------------------------------------------------------
 // Real tools, unchanged
 // ------------------------------------------------------------------------------------------
 
@@ -307,29 +565,25 @@ fn missing(test: &str, what: &str, why: &str) {
     eprintln!("{test}: skipping: {what} cannot run: {why}");
 }
 
-/// `--dbnum 3`: redis-benchmark sends `SELECT 3` on each connection. (With `--dbnum 0`, its
-/// default, it sends no SELECT at all, as redis-py does with `db=0`: Redis starts every
-/// connection on database 0. Those need a connection that starts in Redis grammar, a user's
-/// default partition, which this does not build yet.)
-#[test]
-fn redis_benchmark_runs_unchanged_with_dbnum() {
-    let server = Server::start(&["--shards", "2"]);
-    let mut c = server.raw();
-    create(&mut c, "3", "MEMORY");
+/// Runs redis-benchmark against `server` with `args` (after host and port) and checks that
+/// every test in `tests` reported a rate: it aborts at the first error reply. `None`: it is
+/// not installed (and the caller returns).
+fn redis_benchmark(server: &Server, args: &[&str], tests: &[&str]) -> Option<String> {
     let run = Command::new("redis-benchmark")
         .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
-        .args(["--user", "admin", "-a", ADMIN_PASSWORD, "--dbnum", "3"])
-        .args(["-t", "set,get", "-n", "20000", "-q"])
+        .args(args)
         .output();
     let out = match run {
         Ok(out) => out,
-        Err(e) => return missing("redis_benchmark", "redis-benchmark", &e.to_string()),
+        Err(e) => {
+            missing("redis_benchmark", "redis-benchmark", &e.to_string());
+            return None;
+        }
     };
     let text =
         String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "redis-benchmark failed: {text}");
-    // It aborts at the first error reply; both tests must have reported a rate.
-    for test in ["SET", "GET"] {
+    for test in tests {
         assert!(
             // Progress lines end in `\r`, results in `\n`.
             text.split(['\r', '\n'])
@@ -338,12 +592,100 @@ fn redis_benchmark_runs_unchanged_with_dbnum() {
         );
     }
     assert!(!text.contains("ERR"), "{text}");
+    Some(text)
+}
+
+/// `--dbnum 3`: redis-benchmark sends `SELECT 3` on each connection. (With `--dbnum 0`, its
+/// default, it sends no SELECT at all, as redis-py does with `db=0`: Redis starts every
+/// connection on database 0. Those need a user's default partition: see
+/// [`redis_benchmark_runs_unchanged_as_a_user_bound_to_a_partition`].)
+#[test]
+fn redis_benchmark_runs_unchanged_with_dbnum() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut c = server.raw();
+    create(&mut c, "3", "MEMORY");
+    let args = ["--user", "admin", "-a", ADMIN_PASSWORD, "--dbnum", "3"];
+    let args = [&args[..], &["-t", "set,get", "-n", "20000", "-q"]].concat();
+    if redis_benchmark(&server, &args, &["SET", "GET"]).is_none() {
+        return;
+    }
     c.expect(&cmd(&["SELECT", "3"]), OK);
     assert_eq!(
         c.call_value(&["DBSIZE"]).int(),
         1,
         "redis-benchmark's one key"
     );
+}
+
+/// A user bound to a partition (`CREATE USER app <pw> DEFAULT bench`): redis-benchmark with
+/// `--user app -a <pw>` and no `--dbnum` runs its SET, GET, INCR and MSET tests unchanged,
+/// every key lands in `bench`; with `--dbnum 3` it selects `3` over the default.
+#[test]
+fn redis_benchmark_runs_unchanged_as_a_user_bound_to_a_partition() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut admin = server.raw();
+    create(&mut admin, "bench", "MEMORY");
+    create(&mut admin, "3", "MEMORY");
+    bound_user(&mut admin, "app", "bench", Some("READ"));
+    for (perm, partition) in [("WRITE", "bench"), ("READ", "3"), ("WRITE", "3")] {
+        admin.expect(&cmd(&["GRANT", perm, "ON", partition, "TO", "app"]), OK);
+    }
+    let tests = ["SET", "GET", "INCR", "MSET"];
+    let run = [
+        "--user",
+        "app",
+        "-a",
+        "pw",
+        "-t",
+        "set,get,incr,mset",
+        "-n",
+        "10000",
+        "-q",
+    ];
+    if redis_benchmark(&server, &run, &tests).is_none() {
+        return;
+    }
+    // Its keys: `key:__rand_int__` (SET, GET, MSET) and `counter:__rand_int__` (INCR, once
+    // per request: every one of them ran on `bench`).
+    admin.expect(&cmd(&["DBSIZE", "bench"]), &int(2));
+    admin.expect(
+        &cmd(&["GET", "bench", "counter:__rand_int__"]),
+        &bulk(b"10000"),
+    );
+    admin.expect(&cmd(&["DBSIZE", "3"]), &int(0));
+    let run = [&run[..], &["--dbnum", "3"]].concat();
+    redis_benchmark(&server, &run, &tests);
+    admin.expect(&cmd(&["DBSIZE", "3"]), &int(2));
+    admin.expect(&cmd(&["GET", "3", "counter:__rand_int__"]), &bulk(b"10000"));
+    admin.expect(
+        &cmd(&["GET", "bench", "counter:__rand_int__"]),
+        &bulk(b"10000"),
+    );
+}
+
+/// redis-cli with `--user` and `--pass` of a bound user: plain `SET k v`, `GET k`.
+#[test]
+fn redis_cli_runs_unchanged_as_a_user_bound_to_a_partition() {
+    let server = Server::start(&[]);
+    let mut admin = server.raw();
+    create(&mut admin, "cache", "MEMORY");
+    bound_user(&mut admin, "web", "cache", Some("READ"));
+    admin.expect(&cmd(&["GRANT", "WRITE", "ON", "cache", "TO", "web"]), OK);
+    let cli = |words: &[&str]| {
+        Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
+            .args(["--user", "web", "--pass", "pw", "--no-auth-warning"])
+            .args(words)
+            .output()
+    };
+    let out = match cli(&["SET", "k", "v"]) {
+        Ok(out) => out,
+        Err(e) => return missing("redis_cli", "redis-cli", &e.to_string()),
+    };
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "OK\n");
+    let out = cli(&["GET", "k"]).expect("redis-cli ran a moment ago");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "v\n");
+    admin.expect(&cmd(&["GET", "cache", "k"]), &bulk(b"v"));
 }
 
 /// redis-py's client, as an application would use it: `db=3` (it sends `SELECT 3` on
@@ -391,4 +733,48 @@ fn redis_py_runs_unchanged_with_db_3() {
         String::from_utf8_lossy(&out.stderr)
     );
     c.expect(&cmd(&["GET", "3", "k"]), &bulk(b"v"));
+}
+
+/// redis-py as an unchanged application on "db 0": a username and password, no `db`.
+const REDIS_PY_BOUND: &str = r#"
+import sys
+import redis
+port = int(sys.argv[1])
+r = redis.Redis(host="127.0.0.1", port=port, username="app", password="pw")
+assert r.set("k", "v") is True
+assert r.get("k") == b"v"
+assert r.incr("n") == 1
+assert r.dbsize() == 2
+print("redis-py ok")
+"#;
+
+#[test]
+fn redis_py_runs_unchanged_as_a_user_bound_to_a_partition() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut admin = server.raw();
+    create(&mut admin, "tenant", "MEMORY");
+    bound_user(&mut admin, "app", "tenant", Some("READ"));
+    admin.expect(&cmd(&["GRANT", "WRITE", "ON", "tenant", "TO", "app"]), OK);
+    let probe = Command::new("python3")
+        .args(["-c", "import redis"])
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            let why = String::from_utf8_lossy(&out.stderr).into_owned();
+            return missing("redis_py", "redis-py (pip install redis)", &why);
+        }
+        Err(e) => return missing("redis_py", "python3", &e.to_string()),
+    }
+    let out = Command::new("python3")
+        .args(["-c", REDIS_PY_BOUND, &server.port().to_string()])
+        .output()
+        .expect("python3 ran a moment ago");
+    assert!(
+        out.status.success(),
+        "redis-py failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    admin.expect(&cmd(&["GET", "tenant", "k"]), &bulk(b"v"));
 }

@@ -15,6 +15,12 @@
 //! answers the next data command with the error any command on a missing partition gets
 //! (and one created again under that name is the selected one again).
 //!
+//! A user's default partition (`CREATE USER ... DEFAULT <partition>`) is selected by each of
+//! its logins (`shard::session`), so an application that never sends SELECT (every Redis
+//! client on db 0) starts in Redis grammar. It is a selection like SELECT's and nothing more:
+//! it grants nothing (each request is authorized as any, with the no-leak rule), may name a
+//! partition that does not exist, and changing it affects later logins only.
+//!
 //! The commands here run on the connection's shard, on its [`Session`]:
 //! - `SELECT <partition>`: any grant on it ([`Permission::Any`](super::Permission::Any),
 //!   checked by `access` before this runs, with its no-leak rule). Numeric names are
@@ -24,7 +30,8 @@
 //!   no client name, and logged out. Redis deauthenticates on RESET ("mimicking the effect
 //!   of disconnecting and reconnecting"); a fresh GoKV connection is not logged in (default
 //!   deny), so after RESET neither is this one: a connection pool that hands a RESET
-//!   connection to its next borrower never hands it the previous borrower's rights.
+//!   connection to its next borrower never hands it the previous borrower's rights. The next
+//!   login lands on its user's default partition again, if it has one.
 //! - `FLUSHDB` in GoKV grammar, `SWAPDB`, `MOVE`, `FLUSHALL`: refused with an error that says
 //!   why (and what to use instead).
 
