@@ -553,6 +553,96 @@ fn bad_default_partitions_are_refused_and_change_nothing() {
 }
 
 // ------------------------------------------------------------------------------------------
+// --databases N
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn databases_creates_numbered_partitions_on_a_first_start_only() {
+    let dir = DataDir::new("face-databases");
+    let server = Server::start_in(&dir, &["--shards", "2", "--databases", "4"]);
+    let mut admin = server.raw();
+    assert_eq!(
+        admin.call_value(&["LIST", "PARTITIONS"]).texts(),
+        ["0", "1", "2", "3"]
+    );
+    let described = admin.call_value(&["DESCRIBE", "PARTITION", "2"]).pairs();
+    let field = |name: &str| {
+        described
+            .iter()
+            .find(|(f, _)| f.text() == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name} in {described:?}"))
+    };
+    assert_eq!(field("schema").text(), "STRING");
+    assert_eq!(field("persist").text(), "MEMORY");
+    // Spread over the shards as CREATE PARTITION spreads them.
+    let shards: std::collections::BTreeSet<String> = (0..4)
+        .map(|i| admin.partition_shard(&i.to_string()))
+        .collect();
+    assert_eq!(shards.len(), 2, "{shards:?}");
+    assert_eq!(
+        admin.call_value(&["CONFIG", "GET", "databases"]).texts(),
+        ["databases", "4"]
+    );
+    admin.expect(&cmd(&["SELECT", "3"]), OK);
+    admin.expect(&cmd(&["SET", "k", "v"]), OK);
+    admin.expect(&cmd(&["DROP", "PARTITION", "1"]), OK);
+    drop(admin);
+    server.stop();
+    // A restart makes nothing again: the dropped one stays dropped, and a larger N is not a
+    // first start either.
+    for n in ["4", "8"] {
+        let server = Server::start_in(&dir, &["--shards", "2", "--databases", n]);
+        let mut admin = server.raw();
+        assert_eq!(
+            admin.call_value(&["LIST", "PARTITIONS"]).texts(),
+            ["0", "2", "3"],
+            "--databases {n}"
+        );
+        server.stop();
+    }
+    // An existing directory without numbered partitions does not get them later.
+    let dir = DataDir::new("face-databases-later");
+    Server::start_in(&dir, &[]).stop();
+    let server = Server::start_in(&dir, &["--databases", "4"]);
+    assert!(server
+        .raw()
+        .call_value(&["LIST", "PARTITIONS"])
+        .texts()
+        .is_empty());
+    // The default makes none.
+    let server = Server::start(&[]);
+    assert!(server
+        .raw()
+        .call_value(&["LIST", "PARTITIONS"])
+        .texts()
+        .is_empty());
+}
+
+#[test]
+fn databases_out_of_bounds_is_refused_at_startup() {
+    for bad in ["1025", "100000000"] {
+        let failed = match Server::launch(&["--databases", bad]).try_start() {
+            Ok(_) => panic!("--databases {bad} started"),
+            Err(failed) => failed,
+        };
+        assert!(!failed.status.success());
+        assert!(
+            failed
+                .stderr
+                .contains(&format!("databases must be 0..=1024, got {bad}")),
+            "{}",
+            failed.stderr
+        );
+    }
+    let failed = match Server::launch(&["--databases", "many"]).try_start() {
+        Ok(_) => panic!("--databases many started"),
+        Err(failed) => failed,
+    };
+    assert!(failed.stderr.contains("--databases"), "{}", failed.stderr);
+}
+
+// ------------------------------------------------------------------------------------------
 // Real tools, unchanged
 // ------------------------------------------------------------------------------------------
 
@@ -593,6 +683,20 @@ fn redis_benchmark(server: &Server, args: &[&str], tests: &[&str]) -> Option<Str
     }
     assert!(!text.contains("ERR"), "{text}");
     Some(text)
+}
+
+/// `--databases 16` (Redis's layout) and redis-benchmark `--dbnum 3` as admin: no setup.
+#[test]
+fn redis_benchmark_runs_with_dbnum_on_databases_with_no_setup() {
+    let server = Server::start(&["--shards", "2", "--databases", "16"]);
+    let args = ["--user", "admin", "-a", ADMIN_PASSWORD, "--dbnum", "3"];
+    let args = [&args[..], &["-t", "set,get,incr", "-n", "10000", "-q"]].concat();
+    if redis_benchmark(&server, &args, &["SET", "GET", "INCR"]).is_none() {
+        return;
+    }
+    let mut admin = server.raw();
+    admin.expect(&cmd(&["GET", "3", "counter:__rand_int__"]), &bulk(b"10000"));
+    admin.expect(&cmd(&["DBSIZE", "0"]), &int(0));
 }
 
 /// `--dbnum 3`: redis-benchmark sends `SELECT 3` on each connection. (With `--dbnum 0`, its

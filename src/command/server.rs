@@ -727,7 +727,7 @@ pub fn config(
         ("maxclients", c.max_clients.to_string()),
         ("proto-max-bulk-len", c.limits.max_bulk_len.to_string()),
         ("dir", c.data_dir.display().to_string()),
-        ("databases", "1".into()),
+        ("databases", c.databases.max(1).to_string()),
         ("shards", c.shards.to_string()),
         ("maxmemory", c.max_memory.to_string()),
         ("timeout", c.timeout_secs.to_string()),
