@@ -162,7 +162,7 @@ fn flushdb_needs_admin_on_the_selected_partition() {
 }
 
 #[test]
-fn swapdb_move_flushall_and_flushdb_without_select_are_refused_clearly() {
+fn swapdb_move_and_flushdb_without_select_are_refused_clearly() {
     let server = Server::start(&[]);
     let mut c = server.raw();
     create(&mut c, "0", "MEMORY");
@@ -175,7 +175,6 @@ fn swapdb_move_flushall_and_flushdb_without_select_are_refused_clearly() {
     c.expect(&cmd(&["SET", "k", "v"]), OK);
     c.expect_prefix(&cmd(&["SWAPDB", "0", "1"]), b"-ERR SWAPDB is not supported");
     c.expect_prefix(&cmd(&["MOVE", "k", "1"]), b"-ERR MOVE is not supported");
-    c.expect_prefix(&cmd(&["FLUSHALL"]), b"-ERR FLUSHALL is not supported yet");
     c.expect(&cmd(&["GET", "k"]), &bulk(b"v"));
 }
 
@@ -550,6 +549,143 @@ fn bad_default_partitions_are_refused_and_change_nothing() {
         &cmd(&["CREATE", "USER", "x", "pw", "DEFAULT", "p"]),
         b"-NOPERM",
     );
+}
+
+// ------------------------------------------------------------------------------------------
+// FLUSHALL
+// ------------------------------------------------------------------------------------------
+
+/// Partitions `names` with `persist`, each holding keys `k0` .. `k{n-1}`, spread over shards.
+fn filled(admin: &mut RawConn, names: &[(&str, &str)], n: usize) {
+    for (name, persist) in names {
+        create(admin, name, persist);
+        for i in 0..n {
+            admin.expect(&cmd(&["SET", name, &format!("k{i}"), "v"]), OK);
+        }
+    }
+}
+
+fn dbsize(c: &mut RawConn, p: &str) -> i64 {
+    c.call_value(&["DBSIZE", p]).int()
+}
+
+#[test]
+fn flushall_empties_every_partition_the_caller_holds_admin_on() {
+    let dir = DataDir::new("face-flushall");
+    let server = Server::start_in(&dir, &["--shards", "3"]);
+    let mut admin = server.raw();
+    let parts = [
+        ("m1", "MEMORY"),
+        ("m2", "MEMORY"),
+        ("s1", "SYNC"),
+        ("a1", "ASYNC"),
+        ("kept", "SYNC"),
+        ("seen", "MEMORY"),
+    ];
+    filled(&mut admin, &parts, 50);
+    let shards: std::collections::BTreeSet<String> = parts
+        .iter()
+        .map(|(p, _)| admin.partition_shard(p))
+        .collect();
+    assert_eq!(shards.len(), 3, "local and forwarded parts both run");
+    user(&mut admin, "ops", Some(("ADMIN", "m1")));
+    for p in ["m2", "s1", "a1"] {
+        admin.expect(&cmd(&["GRANT", "ADMIN", "ON", p, "TO", "ops"]), OK);
+    }
+    admin.expect(&cmd(&["GRANT", "READ", "ON", "seen", "TO", "ops"]), OK);
+    let mut ops = server.login("ops", "pw");
+    // A pipeline: writes before it are flushed, the reads after it see it done, on every
+    // shard; one reply for the FLUSHALL.
+    let replies = ops.pipeline(&[
+        cmd(&["SET", "s1", "late", "x"]),
+        cmd(&["FLUSHALL"]),
+        cmd(&["DBSIZE", "m1"]),
+        cmd(&["DBSIZE", "s1"]),
+        cmd(&["DBSIZE", "a1"]),
+        cmd(&["GET", "m2", "k0"]),
+        cmd(&["DBSIZE", "seen"]),
+    ]);
+    assert_eq!(
+        replies.iter().map(|r| show(r)).collect::<Vec<_>>(),
+        [
+            OK.to_vec(),
+            OK.to_vec(),
+            int(0),
+            int(0),
+            int(0),
+            NULL2.to_vec(),
+            int(50)
+        ]
+        .iter()
+        .map(|r| show(r))
+        .collect::<Vec<_>>()
+    );
+    // Where it holds no ADMIN, nothing changed.
+    assert_eq!(dbsize(&mut admin, "kept"), 50);
+    assert_eq!(dbsize(&mut admin, "seen"), 50);
+    // The durable flushes were logged: a crash does not bring the keys back.
+    admin.expect(&cmd(&["SET", "s1", "after", "y"]), OK);
+    drop((ops, admin));
+    server.kill9();
+    let server = Server::start_in(&dir, &["--shards", "3"]);
+    let mut admin = server.raw();
+    assert_eq!(dbsize(&mut admin, "s1"), 1);
+    admin.expect(&cmd(&["GET", "s1", "after"]), &bulk(b"y"));
+    assert_eq!(dbsize(&mut admin, "kept"), 50);
+    // ADMIN on `*`: every partition; Redis 7's modifiers are accepted.
+    admin.expect(&cmd(&["FLUSHALL", "ASYNC"]), OK);
+    for (p, _) in parts {
+        assert_eq!(dbsize(&mut admin, p), 0, "{p}");
+    }
+    admin.expect(&cmd(&["FLUSHALL", "SYNC"]), OK);
+    admin.expect(&cmd(&["FLUSHALL", "NOW"]), b"-ERR syntax error\r\n");
+    // In Redis grammar too.
+    admin.expect(&cmd(&["SET", "kept", "k", "v"]), OK);
+    admin.expect(&cmd(&["SELECT", "m1"]), OK);
+    admin.expect(&cmd(&["SET", "k", "v"]), OK);
+    admin.expect(&cmd(&["FLUSHALL"]), OK);
+    admin.expect(&cmd(&["DBSIZE"]), &int(0));
+    admin.expect(&cmd(&["SELECT", "kept"]), OK);
+    admin.expect(&cmd(&["DBSIZE"]), &int(0));
+}
+
+#[test]
+fn flushall_without_admin_anywhere_is_refused_and_flushes_nothing() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut admin = server.raw();
+    filled(&mut admin, &[("p", "MEMORY")], 3);
+    user(&mut admin, "app", Some(("WRITE", "p")));
+    admin.expect(&cmd(&["GRANT", "READ", "ON", "p", "TO", "app"]), OK);
+    let mut app = server.login("app", "pw");
+    app.expect(
+        &cmd(&["FLUSHALL"]),
+        b"-NOPERM user 'app' has no ADMIN permission on any partition ('flushall' empties the \
+          partitions it holds ADMIN on)\r\n",
+    );
+    assert_eq!(dbsize(&mut admin, "p"), 3);
+    // ADMIN only on a name that does not exist: it administers nothing that holds keys.
+    user(&mut admin, "future", Some(("ADMIN", "later")));
+    server.login("future", "pw").expect(&cmd(&["FLUSHALL"]), OK);
+    assert_eq!(dbsize(&mut admin, "p"), 3);
+    // Before login: NOAUTH.
+    server
+        .raw_unauthenticated()
+        .expect_prefix(&cmd(&["FLUSHALL"]), b"-NOAUTH");
+}
+
+#[test]
+fn flushall_answers_the_error_of_a_durable_flush_that_failed() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut admin = server.raw();
+    filled(&mut admin, &[("d", "SYNC"), ("m", "MEMORY")], 20);
+    admin.expect(&cmd(&["DEBUG", "FAIL-WRITE", "1"]), OK);
+    let reply = admin.call_value(&["FLUSHALL"]);
+    assert!(reply.is_error_code("IOERR"), "{reply:?}");
+    // The durable one was rolled back; the memory one is empty.
+    assert_eq!(dbsize(&mut admin, "d"), 20);
+    assert_eq!(dbsize(&mut admin, "m"), 0);
+    admin.expect(&cmd(&["FLUSHALL"]), OK);
+    assert_eq!(dbsize(&mut admin, "d"), 0);
 }
 
 // ------------------------------------------------------------------------------------------

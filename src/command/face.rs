@@ -32,8 +32,9 @@
 //!   deny), so after RESET neither is this one: a connection pool that hands a RESET
 //!   connection to its next borrower never hands it the previous borrower's rights. The next
 //!   login lands on its user's default partition again, if it has one.
-//! - `FLUSHDB` in GoKV grammar, `SWAPDB`, `MOVE`, `FLUSHALL`: refused with an error that says
-//!   why (and what to use instead).
+//! - `FLUSHDB` in GoKV grammar, `SWAPDB`, `MOVE`: refused with an error that says why (and
+//!   what to use instead). `FLUSHALL` (every partition the caller holds ADMIN on) runs in
+//!   `shard::flushall`, since its partitions live on several shards.
 
 use std::borrow::Cow;
 
@@ -90,7 +91,9 @@ pub fn flushdb(
     ))
 }
 
-/// `FLUSHALL`: not built yet (it will empty every partition the caller holds ADMIN on).
+/// `FLUSHALL`: the shard runs it before any handler (`shard::flushall`: a FLUSH PARTITION on
+/// every partition the caller holds ADMIN on, on their shards); this one only answers if a
+/// request ever gets past that.
 pub fn flushall(
     _args: &Args,
     _session: &mut Session,
@@ -98,9 +101,7 @@ pub fn flushall(
     _w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
     Err(CommandError::NotAvailable(
-        "FLUSHALL is not supported yet: empty partitions one by one with FLUSHDB or FLUSH \
-         PARTITION <partition>"
-            .into(),
+        "FLUSHALL must go through the shard's FLUSHALL path".into(),
     ))
 }
 
