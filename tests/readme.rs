@@ -306,7 +306,8 @@ fn redis_cli_stat_shows_no_blocked_garbage() {
     assert!(!rows.is_empty(), "no --stat rows:\n{text}");
     for row in rows {
         // keys mem clients blocked requests ...: redis-cli sums `db0`..`db19` lines for keys,
-        // which GoKV's keyspace (named partitions) does not have, so keys is 0.
+        // which only numbered partitions print (`tests/redis_face.rs` shows those), so keys
+        // is 0 for `p`.
         assert_eq!(row[0], "0", "keys:\n{text}");
         assert!(row[2].parse::<u64>().unwrap() >= 1, "clients:\n{text}");
         assert_eq!(row[3], "0", "blocked (INFO blocked_clients):\n{text}");

@@ -689,6 +689,105 @@ fn flushall_answers_the_error_of_a_durable_flush_that_failed() {
 }
 
 // ------------------------------------------------------------------------------------------
+// INFO keyspace
+// ------------------------------------------------------------------------------------------
+
+#[test]
+fn info_keyspace_prints_numbered_partitions_as_redis_databases() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut admin = server.raw();
+    for (p, keys) in [("10", 1), ("3", 2), ("0", 0), ("03", 1), ("shop", 4)] {
+        create(&mut admin, p, "MEMORY");
+        for i in 0..keys {
+            admin.expect(&cmd(&["SET", p, &format!("k{i}"), "v"]), OK);
+        }
+    }
+    admin.expect(&cmd(&["EXPIRE", "3", "k0", "1000"]), &int(1));
+    let keyspace = admin.call_value(&["INFO", "keyspace"]).text();
+    let lines: Vec<&str> = keyspace.split("\r\n").collect();
+    // Numbered ones first, by number, as Redis's `db<N>`; the rest by name, as before.
+    assert_eq!(lines[0], "# Keyspace");
+    assert_eq!(lines[1], "db0:keys=0,expires=0,avg_ttl=0");
+    assert!(
+        lines[2].starts_with("db3:keys=2,expires=1,avg_ttl="),
+        "{keyspace}"
+    );
+    assert_eq!(lines[3], "db10:keys=1,expires=0,avg_ttl=0");
+    assert_eq!(lines[4], "03:keys=1,expires=0,avg_ttl=0");
+    assert_eq!(lines[5], "shop:keys=4,expires=0,avg_ttl=0");
+    assert_eq!(lines[6..], [""]);
+    // A caller sees only what it may READ.
+    user(&mut admin, "r", Some(("READ", "3")));
+    let mut r = server.login("r", "pw");
+    let mine = r.call_value(&["INFO", "keyspace"]).text();
+    assert!(
+        mine.starts_with("# Keyspace\r\ndb3:keys=2,expires=1,avg_ttl="),
+        "{mine}"
+    );
+    assert_eq!(mine.lines().count(), 2, "{mine}");
+}
+
+/// `redis-cli --stat` sums the keys of Redis's `db0` .. `db19` lines: numbered partitions
+/// count there.
+#[test]
+fn redis_cli_stat_counts_the_keys_of_numbered_partitions() {
+    let server = Server::start(&[]);
+    let mut admin = server.raw();
+    for (p, keys) in [("0", 2), ("5", 3), ("named", 7)] {
+        create(&mut admin, p, "MEMORY");
+        for i in 0..keys {
+            admin.expect(&cmd(&["SET", p, &format!("k{i}"), "v"]), OK);
+        }
+    }
+    let run = Command::new("redis-cli")
+        .args(["-p", &server.port().to_string()])
+        .args([
+            "--user",
+            "admin",
+            "--pass",
+            ADMIN_PASSWORD,
+            "--no-auth-warning",
+        ])
+        .args(["INFO", "keyspace"])
+        .output();
+    let out = match run {
+        Ok(out) => out,
+        Err(e) => return missing("redis_cli", "redis-cli", &e.to_string()),
+    };
+    assert!(String::from_utf8_lossy(&out.stdout).contains("db5:keys=3,"));
+    // --stat prints rows until killed; stdbuf makes its pipe line-buffered.
+    let stat = Command::new("stdbuf")
+        .args(["-oL", "redis-cli", "-p", &server.port().to_string()])
+        .args([
+            "--user",
+            "admin",
+            "--pass",
+            ADMIN_PASSWORD,
+            "--no-auth-warning",
+        ])
+        .args(["--stat", "-i", "0.2"])
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut child) = stat else {
+        return missing("redis_cli_stat", "stdbuf", "not installed");
+    };
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<Vec<&str>> = text
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().collect())
+        .filter(|r: &Vec<&str>| r.len() >= 5)
+        .collect();
+    assert!(!rows.is_empty(), "no --stat rows:\n{text}");
+    for row in rows {
+        assert_eq!(row[0], "5", "keys of db0 and db5, not of 'named':\n{text}");
+    }
+}
+
+// ------------------------------------------------------------------------------------------
 // --databases N
 // ------------------------------------------------------------------------------------------
 
