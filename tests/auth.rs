@@ -582,6 +582,8 @@ fn users_and_grants_survive_a_restart() {
             Resp::bulk(b"bob"),
             Resp::bulk(b"grants"),
             Resp::array(vec![Resp::bulk(b"*:READ"), Resp::bulk(b"orders:WRITE")]),
+            Resp::bulk(b"default"),
+            Resp::Bulk(None),
         ])
     );
     let mut admin = server.raw();

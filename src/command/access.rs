@@ -301,6 +301,7 @@ mod tests {
             .apply(&AclChange::CreateUser {
                 name: "u".into(),
                 hash: "h".into(),
+                default_partition: None,
             })
             .unwrap();
         if !perms.is_empty() {

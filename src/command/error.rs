@@ -84,6 +84,11 @@ pub enum CommandError {
         needed: &'static str,
         target: String,
     },
+    /// Logged in, but holds ADMIN on no partition at all, which `command` (FLUSHALL) acts on.
+    NoAdminAnywhere {
+        user: String,
+        command: &'static str,
+    },
     /// Logged in, but the command is only for ADMIN on `*` or the user named.
     NoPermUser {
         user: String,
@@ -125,7 +130,9 @@ impl CommandError {
             CommandError::NoProto => "NOPROTO",
             CommandError::NoAuth => "NOAUTH",
             CommandError::WrongPass => "WRONGPASS",
-            CommandError::NoPerm { .. } | CommandError::NoPermUser { .. } => "NOPERM",
+            CommandError::NoPerm { .. }
+            | CommandError::NoPermUser { .. }
+            | CommandError::NoAdminAnywhere { .. } => "NOPERM",
             CommandError::Io(_) => "IOERR",
             CommandError::OutOfMemory => "OOM",
             _ => "ERR",
@@ -216,6 +223,11 @@ impl fmt::Display for CommandError {
                 needed,
                 target,
             } => write!(f, "user '{user}' has no {needed} permission on '{target}'"),
+            CommandError::NoAdminAnywhere { user, command } => write!(
+                f,
+                "user '{user}' has no ADMIN permission on any partition ('{command}' empties \
+                 the partitions it holds ADMIN on)"
+            ),
             CommandError::NoPermUser { user, command } => write!(
                 f,
                 "user '{user}' may run '{command}' only on itself (or needs ADMIN on '*')"

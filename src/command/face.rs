@@ -15,6 +15,12 @@
 //! answers the next data command with the error any command on a missing partition gets
 //! (and one created again under that name is the selected one again).
 //!
+//! A user's default partition (`CREATE USER ... DEFAULT <partition>`) is selected by each of
+//! its logins (`shard::session`), so an application that never sends SELECT (every Redis
+//! client on db 0) starts in Redis grammar. It is a selection like SELECT's and nothing more:
+//! it grants nothing (each request is authorized as any, with the no-leak rule), may name a
+//! partition that does not exist, and changing it affects later logins only.
+//!
 //! The commands here run on the connection's shard, on its [`Session`]:
 //! - `SELECT <partition>`: any grant on it ([`Permission::Any`](super::Permission::Any),
 //!   checked by `access` before this runs, with its no-leak rule). Numeric names are
@@ -24,9 +30,11 @@
 //!   no client name, and logged out. Redis deauthenticates on RESET ("mimicking the effect
 //!   of disconnecting and reconnecting"); a fresh GoKV connection is not logged in (default
 //!   deny), so after RESET neither is this one: a connection pool that hands a RESET
-//!   connection to its next borrower never hands it the previous borrower's rights.
-//! - `FLUSHDB` in GoKV grammar, `SWAPDB`, `MOVE`, `FLUSHALL`: refused with an error that says
-//!   why (and what to use instead).
+//!   connection to its next borrower never hands it the previous borrower's rights. The next
+//!   login lands on its user's default partition again, if it has one.
+//! - `FLUSHDB` in GoKV grammar, `SWAPDB`, `MOVE`: refused with an error that says why (and
+//!   what to use instead). `FLUSHALL` (every partition the caller holds ADMIN on) runs in
+//!   `shard::flushall`, since its partitions live on several shards.
 
 use std::borrow::Cow;
 
@@ -83,7 +91,9 @@ pub fn flushdb(
     ))
 }
 
-/// `FLUSHALL`: not built yet (it will empty every partition the caller holds ADMIN on).
+/// `FLUSHALL`: the shard runs it before any handler (`shard::flushall`: a FLUSH PARTITION on
+/// every partition the caller holds ADMIN on, on their shards); this one only answers if a
+/// request ever gets past that.
 pub fn flushall(
     _args: &Args,
     _session: &mut Session,
@@ -91,9 +101,7 @@ pub fn flushall(
     _w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
     Err(CommandError::NotAvailable(
-        "FLUSHALL is not supported yet: empty partitions one by one with FLUSHDB or FLUSH \
-         PARTITION <partition>"
-            .into(),
+        "FLUSHALL must go through the shard's FLUSHALL path".into(),
     ))
 }
 

@@ -661,8 +661,8 @@ command_table! {
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(user::whoami_command),
     },
     CreateUser => {
-        usage: "CREATE USER <name> <password>",
-        name: "create user", arity: 4, flags: ADMIN, permission: Permission::AdminAll,
+        usage: "CREATE USER <name> <password> [DEFAULT <partition>]",
+        name: "create user", arity: -4, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Coordinator(user::create),
     },
     DropUser => {
@@ -671,7 +671,7 @@ command_table! {
         partition_arg: None, keys: Keys::NONE, handler: Handler::Coordinator(user::drop),
     },
     AlterUser => {
-        usage: "ALTER USER <name> PASSWORD <password>",
+        usage: "ALTER USER <name> <PASSWORD|DEFAULT> <password|partition|NONE>",
         name: "alter user", arity: 5, flags: ADMIN, permission: Permission::SelfOrAdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Coordinator(user::alter),
     },

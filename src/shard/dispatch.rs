@@ -1,6 +1,7 @@
 //! Authorize and route one request: a data command runs here when its partition is local
 //! (or is copied into the outbox of the shard that owns it), a connection command runs on
-//! the session, a catalog or ACL change goes to the coordinator, a login to
+//! the session (FLUSHALL, whose partitions live on several shards, in
+//! [`flushall`](super::flushall)), a catalog or ACL change goes to the coordinator, a login to
 //! [`session`](super::session).
 //!
 //! The local path and the forwarded path ([`forward`](super::forward)) both run a data
@@ -10,7 +11,7 @@ use crate::command::access::authorize;
 use crate::command::data::{self, DataLimits};
 use crate::command::error::printable;
 use crate::command::server::{self as server_cmd, ServerView};
-use crate::command::{lookup, CommandError, CommandSpec, CoordinatorWork, Handler};
+use crate::command::{lookup, CommandError, CommandId, CommandSpec, CoordinatorWork, Handler};
 use crate::metrics::ShardMetrics;
 use crate::persist::PartitionLog;
 use crate::protocol::{Args, ReplyWriter};
@@ -146,6 +147,11 @@ impl Core {
                 }
             }
             Handler::Connection(run) => {
+                // Partitions on every shard, answered as one reply: see `flushall`.
+                if spec.id == CommandId::FlushAll {
+                    self.flush_all(conn_ref, args, session, replies);
+                    return false;
+                }
                 if let Some(login) = self.parse_login(spec.id, args, session) {
                     match login {
                         Ok(pending) => {

@@ -91,6 +91,7 @@ pub mod connection;
 pub mod coordinator;
 mod dispatch;
 pub mod durability;
+mod flushall;
 mod forward;
 mod housekeeping;
 mod input;
