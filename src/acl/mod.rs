@@ -152,11 +152,15 @@ impl User {
     /// The grants on one named partition (not counting `*`).
     #[inline]
     pub fn grants_on(&self, partition: &[u8]) -> Perms {
-        std::str::from_utf8(partition)
-            .ok()
-            .and_then(|p| self.grants.get(p))
-            .copied()
-            .unwrap_or(Perms::NONE)
+        // Every grant names a valid partition name, which is ASCII: a name that is not holds
+        // none. (`is_ascii` reads words at a time; `from_utf8` costs some 50 instructions per
+        // request here, measured with scripts/count-instructions.sh get-user.)
+        if !partition.is_ascii() {
+            return Perms::NONE;
+        }
+        // SAFETY: ASCII bytes are valid UTF-8 (checked just above).
+        let name = unsafe { std::str::from_utf8_unchecked(partition) };
+        self.grants.get(name).copied().unwrap_or(Perms::NONE)
     }
 
     /// Holds anything at all on `partition`, directly or through `*`.

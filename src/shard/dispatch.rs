@@ -26,12 +26,15 @@ use super::Core;
 impl Core {
     /// Runs one request: here, on another shard, on the coordinator, or (a login) on the
     /// hasher pool. Returns true when its reply was not built because it would pass the
-    /// client output limit.
+    /// client output limit. `known` is the request's row when the caller has looked it up
+    /// and checked its arity already (the Redis face's rewrite).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn dispatch(
         &mut self,
         affinity: &mut connection::Affinity,
         conn_ref: ConnRef,
         args: &Args,
+        known: Option<&'static CommandSpec>,
         session: &mut server_cmd::Session,
         replies: &mut connection::ReplyQueue,
         barrier: &mut bool,
@@ -50,7 +53,7 @@ impl Core {
                     .cloned();
             }
         }
-        let spec = match lookup(args) {
+        let spec = match known.map_or_else(|| lookup(args), Ok) {
             Ok(spec) => spec,
             // Before login, even an unknown command is only "log in first".
             Err(_) if session.user.is_none() => {
