@@ -505,6 +505,7 @@ fn move_to_existing_shards(catalog: &mut Catalog, shards: usize) -> bool {
             schema: meta.schema,
             persist: meta.persist,
             created_ms: meta.created_ms,
+            options: meta.options,
             stats: meta.stats.clone(),
         });
         catalog.partitions.insert(name, meta);

@@ -134,17 +134,25 @@ impl ReplyQueue {
         encode: impl FnOnce(&mut ReplyWriter) -> R,
     ) -> R {
         self.next_seq += 1;
-        if self.slots.is_empty() {
+        // One call of `encode`, whichever buffer it writes to: two would make the compiler
+        // keep a large `encode` (a data command's whole local path) out of line.
+        let parked = !self.slots.is_empty();
+        let buf = if parked {
+            &mut self.parked
+        } else {
+            &mut self.out
+        };
+        let start = buf.len();
+        let result = encode(&mut ReplyWriter::new(buf, protocol));
+        if parked {
+            self.parked_live += self.parked.len() - start;
+            self.slots.push_back(Slot::Ready {
+                start,
+                end: self.parked.len(),
+            });
+        } else {
             self.first_seq = self.next_seq;
-            return encode(&mut ReplyWriter::new(&mut self.out, protocol));
         }
-        let start = self.parked.len();
-        let result = encode(&mut ReplyWriter::new(&mut self.parked, protocol));
-        self.parked_live += self.parked.len() - start;
-        self.slots.push_back(Slot::Ready {
-            start,
-            end: self.parked.len(),
-        });
         result
     }
 

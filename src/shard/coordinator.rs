@@ -44,7 +44,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::acl::{store, Acl, AclChange, ADMIN_USER};
 use crate::catalog::Catalog;
-use crate::command::partition::{plan_create, plan_drop};
+use crate::command::partition::{plan_alter, plan_create, plan_drop};
 use crate::command::CommandError;
 use crate::persist::catalog_file::{self, Revoked};
 use crate::persist::PartitionLog;
@@ -226,6 +226,18 @@ impl Coordinator {
                 self.next_partition_id += 1;
                 let durable = request.persist != PersistMode::Memory;
                 let reply = self.persist_catalog(&catalog, durable.then_some(id), &self.revoked)?;
+                Ok(Planned {
+                    catalog: Some(catalog),
+                    acl: None,
+                    reply,
+                })
+            }
+            // New options for a partition that stays where it is: one catalog write. The owning
+            // shard copies them next to the partition when it applies the new version, between
+            // two requests: no pause, no request sees half of the change.
+            Change::Alter(request) => {
+                let catalog = plan_alter(&self.catalog, request)?;
+                let reply = self.persist_catalog(&catalog, None, &self.revoked)?;
                 Ok(Planned {
                     catalog: Some(catalog),
                     acl: None,

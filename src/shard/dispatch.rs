@@ -10,12 +10,13 @@
 use crate::command::access::authorize;
 use crate::command::data::{self, DataLimits};
 use crate::command::error::printable;
+use crate::command::quota::Quota;
 use crate::command::server::{self as server_cmd, ServerView};
 use crate::command::{lookup, CommandError, CommandId, CommandSpec, CoordinatorWork, Handler};
 use crate::metrics::ShardMetrics;
 use crate::persist::PartitionLog;
 use crate::protocol::{Args, ReplyWriter};
-use crate::store::{MemoryBudget, Partition};
+use crate::store::{MemoryBudget, Partition, PartitionStats};
 
 use super::connection;
 use super::durability::{not_applied, DirtyPartitions, Durability};
@@ -94,8 +95,10 @@ impl Core {
                                 let mut w = ReplyWriter::new(&mut self.commit.buf, protocol);
                                 let (id, partition) = (local.id, &mut local.data);
                                 let dirty = &mut self.commit.dirty;
+                                let quota = &mut local.quota;
                                 let (result, logged) = execute_logged(
-                                    spec, args, partition, log, id, dirty, limits, metrics, &mut w,
+                                    spec, args, partition, log, id, dirty, quota, limits, metrics,
+                                    &mut w,
                                 );
                                 // A write's reply is small: it is never over the output limit.
                                 if let Err(e) = result {
@@ -114,10 +117,10 @@ impl Core {
                                 replies.push_ready(protocol, |w| e.write_to(w));
                             }
                             _ => {
-                                let partition = &mut local.data;
+                                let (partition, quota) = (&mut local.data, &mut local.quota);
                                 return replies.push_ready(protocol, |w| {
                                     match execute_data(
-                                        spec, args, partition, None, limits, metrics, w,
+                                        spec, args, partition, None, quota, limits, metrics, w,
                                     ) {
                                         Ok(()) => false,
                                         Err(CommandError::ReplyTooLarge) => true,
@@ -199,6 +202,7 @@ impl Core {
                         let by = mailbox::Approved::new(user, self.acl.version, args);
                         let change = match work {
                             CoordinatorWork::Create(c) => Change::Create(c),
+                            CoordinatorWork::Alter(a) => Change::Alter(a),
                             CoordinatorWork::Drop(name) => Change::Drop(name),
                             CoordinatorWork::Acl(c) => Change::Acl(c),
                             // Hashed on the pool, which then hands the change to the
@@ -223,22 +227,30 @@ impl Core {
 
 /// Runs a data command on a partition this shard owns, and keeps the shard's memory gauge
 /// (what every shard's `max-memory` check reads) in step with the partition's estimate.
+/// First the partition's `max-ops` (`quota`): a command its token bucket cannot pay for is
+/// `-THROTTLED` and does nothing (one predictable branch when the partition has no
+/// `max-ops`).
 ///
 /// Always inline (each caller is one request's path, local or forwarded): out of line, its
 /// arguments and its large `Result` go through memory (inline: GET 1442 -> 1423 user-space
 /// instructions per request, SET 2096 -> 2073, `scripts/count-instructions.sh`).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(super) fn execute_data(
     spec: &CommandSpec,
     args: &Args,
     partition: &mut Partition,
     journal: Option<&mut crate::persist::Journal>,
+    quota: &mut Quota,
     limits: DataLimits,
     metrics: &ShardMetrics,
     w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
+    if quota.throttles() {
+        throttle(spec, args, partition, quota)?;
+    }
     let before = partition.used_memory();
-    let result = data::execute(spec, args, partition, journal, limits, w);
+    let result = data::execute(spec, args, partition, journal, quota, limits, w);
     let after = partition.used_memory();
     if after != before {
         let gauge = &metrics.used_memory;
@@ -247,10 +259,29 @@ pub(super) fn execute_data(
             (ShardMetrics::get(gauge) + after).saturating_sub(before),
         );
     }
-    if matches!(result, Err(CommandError::OutOfMemory)) {
+    if matches!(
+        result,
+        Err(CommandError::OutOfMemory | CommandError::PartitionFull { .. })
+    ) {
         ShardMetrics::add(&metrics.oom_rejections, 1);
     }
     result
+}
+
+/// Takes a command's tokens from its partition's `max-ops` bucket: one per key it names, one
+/// if it names none (`command::quota` says why); counts a refusal in `throttled`.
+#[cold]
+#[inline(never)]
+fn throttle(
+    spec: &CommandSpec,
+    args: &Args,
+    partition: &Partition,
+    quota: &mut Quota,
+) -> Result<(), CommandError> {
+    let cost = spec.keys.positions(args.len()).count().max(1) as u64;
+    quota
+        .take(cost, crate::store::clock::now_ms())
+        .inspect_err(|_| PartitionStats::add(&partition.stats().throttled, 1))
 }
 
 /// Runs a write on durable partition `id`: applied in memory, its records logged into the
@@ -272,13 +303,14 @@ pub(super) fn execute_logged(
     log: &mut PartitionLog,
     id: u64,
     dirty: &mut DirtyPartitions,
+    quota: &mut Quota,
     limits: DataLimits,
     metrics: &ShardMetrics,
     w: &mut ReplyWriter,
 ) -> (Result<(), CommandError>, bool) {
     let writes = log.journal.writes();
     let journal = Some(&mut log.journal);
-    let result = execute_data(spec, args, partition, journal, limits, metrics, w);
+    let result = execute_data(spec, args, partition, journal, quota, limits, metrics, w);
     let logged = log.journal.writes() > writes;
     if logged {
         dirty.logged(writes == 0, spec.partition_name(args), id);

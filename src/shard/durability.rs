@@ -33,6 +33,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::command::quota::Quota;
 use crate::command::CommandError;
 use crate::metrics::ShardMetrics;
 use crate::persist::recovery::{self, Loaded};
@@ -60,6 +61,9 @@ pub struct LocalPartition {
     /// The catalog's id: tells a partition from a namesake dropped and created again.
     pub id: u64,
     pub log: Durability,
+    /// Its options as the data path enforces them, copied from the catalog when a version
+    /// arrives (`routes`), so a request reads a plain field.
+    pub quota: Quota,
 }
 
 /// How a local partition's writes are made durable.
@@ -266,6 +270,7 @@ fn owned_log<'a>(
             data,
             id: owned,
             log: Durability::Logged(log),
+            ..
         }) if *owned == id => Some((data, &mut **log)),
         _ => None,
     }
@@ -444,6 +449,7 @@ impl Core {
                     data,
                     id: meta.id,
                     log: Durability::Logged(Box::new(log)),
+                    quota: Quota::new(&meta.name, &meta.options),
                 },
             );
         }
@@ -470,7 +476,8 @@ impl Core {
         &mut self,
         meta: &crate::catalog::PartitionMeta,
     ) -> LocalPartition {
-        if let Some(local) = self.recovered.remove(&meta.id) {
+        if let Some(mut local) = self.recovered.remove(&meta.id) {
+            local.quota.update(&meta.options);
             return local;
         }
         let mut data = Partition::new(meta.schema, meta.stats.clone());
@@ -493,6 +500,7 @@ impl Core {
             data,
             id: meta.id,
             log,
+            quota: Quota::new(&meta.name, &meta.options),
         }
     }
 

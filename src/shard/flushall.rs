@@ -134,9 +134,10 @@ impl Core {
                             let start = self.commit.buf.len();
                             let mut w = ReplyWriter::new(&mut self.commit.buf, protocol);
                             let (id, partition) = (local.id, &mut local.data);
-                            let dirty = &mut self.commit.dirty;
+                            let (dirty, quota) = (&mut self.commit.dirty, &mut local.quota);
                             let (result, logged) = execute_logged(
-                                spec, &args, partition, log, id, dirty, limits, metrics, &mut w,
+                                spec, &args, partition, log, id, dirty, quota, limits, metrics,
+                                &mut w,
                             );
                             if let Err(e) = result {
                                 e.write_to(&mut w);
@@ -156,10 +157,10 @@ impl Core {
                         Durability::Memory => {
                             reply.clear();
                             let mut w = ReplyWriter::new(&mut reply, protocol);
-                            let partition = &mut local.data;
-                            if let Err(e) =
-                                execute_data(spec, &args, partition, None, limits, metrics, &mut w)
-                            {
+                            let (partition, quota) = (&mut local.data, &mut local.quota);
+                            if let Err(e) = execute_data(
+                                spec, &args, partition, None, quota, limits, metrics, &mut w,
+                            ) {
                                 e.write_to(&mut w);
                             }
                             replies.fill(part, &reply);

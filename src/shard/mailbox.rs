@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::acl::{Acl, AclChange};
 use crate::catalog::Catalog;
-use crate::command::partition::CreatePartition;
+use crate::command::partition::{AlterPartition, CreatePartition};
 use crate::command::{CommandError, CommandId};
 use crate::protocol::{Args, Protocol, Span};
 
@@ -53,6 +53,7 @@ pub struct ReplyTo {
 #[derive(Debug)]
 pub enum Change {
     Create(CreatePartition),
+    Alter(AlterPartition),
     Drop(String),
     Acl(AclChange),
 }

@@ -1,5 +1,8 @@
 //! Where each partition lives, as this shard sees it, and how a new catalog version changes
-//! that: partitions this shard now owns are opened (or recovered), ones it lost are retired.
+//! that: partitions this shard now owns are opened (or recovered), ones it lost are retired,
+//! and the options of the ones it keeps (ALTER PARTITION) are copied next to them
+//! ([`LocalPartition::quota`]) between two requests: no pause, and no request sees half of a
+//! change.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -41,8 +44,12 @@ impl Core {
             let target = if meta.shard == self.id {
                 owned += 1;
                 match old.remove(&key) {
-                    // Same partition as before (a name dropped and created again has a new id).
-                    Some(Target::Local(p)) if p.id == meta.id => Target::Local(p),
+                    // Same partition as before (a name dropped and created again has a new id),
+                    // with the options of this version.
+                    Some(Target::Local(mut p)) if p.id == meta.id => {
+                        p.quota.update(&meta.options);
+                        Target::Local(p)
+                    }
                     previous => {
                         if let Some(Target::Local(p)) = previous {
                             freed += p.data.used_memory();
