@@ -509,6 +509,15 @@ def bench(args, state, pidfile, n_p1, n_p16, mem_keys):
                                   lambda s, w=what, p=pipe, n=n:
                                   redis_benchmark(s, n, p, rb_command(w.lower(), "redis"),
                                                   face_auth if s.kind == "gokv" else None)))
+        # 8: the same face, driven by gokv-loadtest in its Redis mode (what it sends a Redis
+        # server: SET/GET with no partition word), as the face user on GoKV.
+        for pipe, n in ((1, n_p1), (16, n_p16)):
+            scenarios.append((f"8 SET/GET 1:1 -P {pipe} (gokv-loadtest --target redis, Redis face)",
+                              servers,
+                              lambda s, p=pipe, n=n: loadtest(
+                                  args.loadtest_bin, s, "redis", n, p, [], None,
+                                  ["--user", face_auth[0], "--password", face_auth[1]]
+                                  if s.kind == "gokv" else [])))
     else:
         print("warning: no Redis-face scenario (GoKV without auth or without CREATE USER ... "
               "DEFAULT)", file=sys.stderr)
