@@ -124,7 +124,7 @@ fn options_are_set_all_or_none_shown_and_kept_across_a_restart() {
         ),
         "NOPARTITION partition 'nope' does not exist"
     );
-    // persist cannot change live yet; with it, nothing else changes either.
+    // MEMORY -> durable cannot change live yet; with it, nothing else changes either.
     assert_eq!(
         err(
             &mut c,
@@ -139,7 +139,8 @@ fn options_are_set_all_or_none_shown_and_kept_across_a_restart() {
                 "SYNC"
             ]
         ),
-        "ERR changing persist of a live partition is not supported yet"
+        "ERR changing persist of a live partition from MEMORY to SYNC is not supported yet \
+         (only to MEMORY)"
     );
     assert_eq!(options(&mut c, "cache"), cache);
     ok(
@@ -498,4 +499,96 @@ fn max_ops_throttles_counts_and_spares_other_partitions() {
     );
     assert_eq!(c.call_value(&["EXISTS", "slow", "m1", "m2", "m3"]).int(), 3);
     assert_eq!(c.call_value(&["DBSIZE", "slow"]).int(), served + 3);
+}
+
+/// `ALTER PARTITION <p> SET persist MEMORY` of a durable partition: its files are gone when
+/// ALTER answers, its keys stay and it keeps serving; after a restart it is a MEMORY partition
+/// (empty). Files a crash left behind (the catalog says MEMORY, the shard had not removed
+/// them yet) do not stop the next start and are removed.
+#[test]
+fn durable_to_memory_removes_the_files_and_keeps_the_keys() {
+    let dir = DataDir::new("to-memory");
+    let server = Server::start_in(&dir, &["--shards", "2"]);
+    let mut c = server.raw();
+    ok(&mut c, &["CREATE", "PARTITION", "d", "STRING", "SYNC"]);
+    ok(&mut c, &["CREATE", "PARTITION", "kept", "STRING", "SYNC"]);
+    ok(&mut c, &["SET", "d", "k", "v"]);
+    ok(&mut c, &["SET", "kept", "k", "v"]);
+    let partitions = dir.path().join("partitions");
+    let count = || std::fs::read_dir(&partitions).unwrap().count();
+    assert_eq!(count(), 2);
+    // A copy of d's files, as a crash right after the catalog write would leave them.
+    let before: Vec<_> = std::fs::read_dir(&partitions)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let saved = dir.path().join("saved");
+    std::fs::create_dir(&saved).unwrap();
+    for p in &before {
+        let to = saved.join(p.file_name().unwrap());
+        std::fs::create_dir(&to).unwrap();
+        for f in std::fs::read_dir(p).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    // A SET pipelined right behind the ALTER, and one before it, on the same connection.
+    let mut batch = cmd(&["SET", "d", "before", "v"]);
+    batch.extend_from_slice(&cmd(&[
+        "ALTER",
+        "PARTITION",
+        "d",
+        "SET",
+        "persist",
+        "MEMORY",
+    ]));
+    batch.extend_from_slice(&cmd(&["SET", "d", "after", "v"]));
+    c.send(&batch);
+    for _ in 0..3 {
+        assert_eq!(c.read_value(), Resp::ok());
+    }
+    assert_eq!(count(), 1, "d's files are gone when ALTER answers");
+    assert!(options(&mut c, "d").contains(&"persist=MEMORY".to_string()));
+    assert_eq!(
+        c.call_value(&["EXISTS", "d", "k", "before", "after"]).int(),
+        3
+    );
+    ok(&mut c, &["SET", "d", "more", "v"]);
+    assert_eq!(
+        err(
+            &mut c,
+            &["ALTER", "PARTITION", "d", "SET", "persist", "ASYNC"]
+        ),
+        "ERR changing persist of a live partition from MEMORY to ASYNC is not supported yet \
+         (only to MEMORY)"
+    );
+    drop(c);
+    server.stop();
+    // Put d's old files back: the crash case.
+    let left: Vec<_> = std::fs::read_dir(&partitions)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    for p in std::fs::read_dir(&saved).unwrap() {
+        let p = p.unwrap().path();
+        if !left.contains(&p.file_name().unwrap().to_os_string()) {
+            let to = partitions.join(p.file_name().unwrap());
+            std::fs::create_dir(&to).unwrap();
+            for f in std::fs::read_dir(&p).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    assert_eq!(count(), 2);
+    let server = Server::start_in(&dir, &["--shards", "2"]);
+    let mut c = server.raw();
+    assert_eq!(count(), 1, "the leftover files were removed at startup");
+    assert_eq!(
+        c.call_value(&["DBSIZE", "d"]).int(),
+        0,
+        "a MEMORY partition starts empty"
+    );
+    assert_eq!(c.call_value(&["GET", "kept", "k"]), Resp::bulk(b"v"));
+    assert!(options(&mut c, "d").contains(&"persist=MEMORY".to_string()));
 }

@@ -11,8 +11,9 @@
 //! anything is sent to the coordinator ([`parse_options`]), so one bad option or value (an
 //! unknown or repeated option, a missing value, a negative or absurd number) is a `-ERR`
 //! naming the option, and nothing changes. The coordinator then checks what needs the current
-//! catalog (the partition still exists; `persist` is not changed live, which is not
-//! supported yet) and makes one new catalog version with every change in it.
+//! catalog (the partition still exists; `persist` changes only from durable to MEMORY, the
+//! other way needs a snapshot first and is not supported yet) and makes one new catalog
+//! version with every change in it.
 //!
 //! Permissions (`access`): CREATE needs ADMIN on `*` whatever its options (so a partition
 //! created with quotas was limited by the operator); ALTER needs ADMIN on the partition, and
@@ -339,14 +340,20 @@ pub fn plan_alter(catalog: &Catalog, request: &AlterPartition) -> Result<Catalog
         .partitions
         .get(&request.name)
         .ok_or_else(|| CommandError::NoPartition(request.name.clone()))?;
-    if request.changes.persist.is_some_and(|p| p != meta.persist) {
-        return Err(CommandError::NotAvailable(
-            "changing persist of a live partition is not supported yet".into(),
-        ));
+    let persist = request.changes.persist.unwrap_or(meta.persist);
+    // Durable -> MEMORY: the owning shard stops logging and removes the files when it applies
+    // the new version (before it acknowledges it, so before ALTER answers). ASYNC <-> SYNC and
+    // MEMORY -> durable (which must write a snapshot first) are not built yet.
+    if persist != meta.persist && persist != PersistMode::Memory {
+        return Err(CommandError::NotAvailable(format!(
+            "changing persist of a live partition from {} to {persist} is not supported yet \
+             (only to MEMORY)",
+            meta.persist
+        )));
     }
     let options = request.changes.apply(meta.options);
     catalog
-        .with_options(&request.name, options)
+        .with_options(&request.name, persist, options)
         .ok_or_else(|| CommandError::NoPartition(request.name.clone()))
 }
 
@@ -640,12 +647,22 @@ mod tests {
         // The persist mode it has already: nothing to change.
         let same = alter("ALTER PARTITION p SET persist memory").unwrap();
         assert!(plan_alter(&catalog, &same).is_ok());
-        // A live persist change is refused, with everything else in the request.
+        // MEMORY -> durable is refused, with everything else in the request.
         let change = alter("ALTER PARTITION p SET max-keys 1 persist SYNC").unwrap();
         assert_eq!(
             plan_alter(&catalog, &change).unwrap_err().to_string(),
-            "changing persist of a live partition is not supported yet"
+            "changing persist of a live partition from MEMORY to SYNC is not supported yet \
+             (only to MEMORY)"
         );
+        // Durable -> MEMORY is a catalog change like the others.
+        let durable = catalog
+            .with_options("p", PersistMode::Async, catalog.partitions["p"].options)
+            .unwrap();
+        let to_memory = alter("ALTER PARTITION p SET persist MEMORY").unwrap();
+        let next = plan_alter(&durable, &to_memory).unwrap();
+        assert_eq!(next.partitions["p"].persist, PersistMode::Memory);
+        let to_sync = alter("ALTER PARTITION p SET persist SYNC").unwrap();
+        assert!(plan_alter(&durable, &to_sync).is_err());
         let missing = alter("ALTER PARTITION gone SET max-keys 1").unwrap();
         assert_eq!(
             plan_alter(&catalog, &missing).err(),

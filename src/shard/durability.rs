@@ -513,6 +513,34 @@ impl Core {
         }
     }
 
+    /// A durable partition changed to MEMORY (ALTER PARTITION ... SET persist MEMORY): its log
+    /// goes, files and all, before this shard acknowledges the catalog version, so the files
+    /// are gone when ALTER answers. Work queued for it this pass (a commit, an ASYNC fsync, a
+    /// compaction step) finds no log and is skipped (`owned_log`); writes already applied stay,
+    /// and their held replies are released as a MEMORY partition's would be. A crash after the
+    /// catalog write but before this leaves the files, which startup removes.
+    pub(super) fn stop_logging(&mut self, local: &mut LocalPartition) {
+        match std::mem::replace(&mut local.log, Durability::Memory) {
+            Durability::Logged(log) => {
+                log::info!(
+                    "partition {}: now MEMORY, removing {}",
+                    local.id,
+                    log.dir().display()
+                );
+                log.destroy();
+            }
+            Durability::Broken(_) => {
+                let dir = crate::persist::partition_dir(&self.shared.config.data_dir, local.id);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        log::warn!("cannot remove {}: {e}", dir.display());
+                    }
+                }
+            }
+            Durability::Memory => {}
+        }
+    }
+
     /// Recomputes the durable-partition gauges after a catalog change.
     pub(super) fn count_durable(&self) {
         let mut durable = 0;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use crate::catalog::Catalog;
 use crate::metrics::ShardMetrics;
+use crate::store::PersistMode;
 
 use super::durability::LocalPartition;
 use super::Core;
@@ -48,6 +49,9 @@ impl Core {
                     // with the options of this version.
                     Some(Target::Local(mut p)) if p.id == meta.id => {
                         p.quota.update(&meta.options);
+                        if meta.persist == PersistMode::Memory {
+                            self.stop_logging(&mut p);
+                        }
                         Target::Local(p)
                     }
                     previous => {
