@@ -124,24 +124,21 @@ fn options_are_set_all_or_none_shown_and_kept_across_a_restart() {
         ),
         "NOPARTITION partition 'nope' does not exist"
     );
-    // MEMORY -> durable cannot change live yet; with it, nothing else changes either.
-    assert_eq!(
-        err(
-            &mut c,
-            &[
-                "ALTER",
-                "PARTITION",
-                "cache",
-                "SET",
-                "max-keys",
-                "5",
-                "persist",
-                "SYNC"
-            ]
-        ),
-        "ERR changing persist of a live partition from MEMORY to SYNC is not supported yet \
-         (only to MEMORY)"
+    // A bad persist mode among good options: nothing changes.
+    let e = err(
+        &mut c,
+        &[
+            "ALTER",
+            "PARTITION",
+            "cache",
+            "SET",
+            "max-keys",
+            "5",
+            "persist",
+            "DISK",
+        ],
     );
+    assert!(e.starts_with("ERR partition option 'persist'"), "{e}");
     assert_eq!(options(&mut c, "cache"), cache);
     ok(
         &mut c,
@@ -554,14 +551,6 @@ fn durable_to_memory_removes_the_files_and_keeps_the_keys() {
         3
     );
     ok(&mut c, &["SET", "d", "more", "v"]);
-    assert_eq!(
-        err(
-            &mut c,
-            &["ALTER", "PARTITION", "d", "SET", "persist", "ASYNC"]
-        ),
-        "ERR changing persist of a live partition from MEMORY to ASYNC is not supported yet \
-         (only to MEMORY)"
-    );
     drop(c);
     server.stop();
     // Put d's old files back: the crash case.
@@ -591,4 +580,48 @@ fn durable_to_memory_removes_the_files_and_keeps_the_keys() {
     );
     assert_eq!(c.call_value(&["GET", "kept", "k"]), Resp::bulk(b"v"));
     assert!(options(&mut c, "d").contains(&"persist=MEMORY".to_string()));
+}
+
+/// MEMORY -> SYNC and ASYNC -> SYNC live: ALTER answers once every key is durable, so a
+/// `kill -9` right after the `+OK` loses nothing, deadlines included; later writes are logged.
+#[test]
+fn memory_to_durable_is_durable_when_alter_answers() {
+    let dir = DataDir::new("to-durable");
+    let server = Server::start_in(&dir, &["--shards", "2"]);
+    let mut c = server.raw();
+    ok(&mut c, &["CREATE", "PARTITION", "m", "STRING", "MEMORY"]);
+    ok(&mut c, &["CREATE", "PARTITION", "a", "INT", "ASYNC"]);
+    for i in 0..2000 {
+        ok(&mut c, &["SET", "m", &format!("k{i}"), &format!("v{i}")]);
+    }
+    ok(&mut c, &["SET", "m", "dying", "v", "EX", "1000"]);
+    ok(&mut c, &["SET", "a", "n", "7"]);
+    ok(
+        &mut c,
+        &["ALTER", "PARTITION", "m", "SET", "persist", "SYNC"],
+    );
+    ok(
+        &mut c,
+        &["ALTER", "PARTITION", "a", "SET", "persist", "SYNC"],
+    );
+    assert!(options(&mut c, "m").contains(&"persist=SYNC".to_string()));
+    // Written after: logged as any SYNC write.
+    ok(&mut c, &["SET", "m", "after", "v"]);
+    drop(c);
+    server.kill9();
+    let server = Server::start_in(&dir, &["--shards", "2"]);
+    let mut c = server.raw();
+    assert_eq!(c.call_value(&["DBSIZE", "m"]).int(), 2002);
+    assert_eq!(c.call_value(&["GET", "m", "k1999"]), Resp::bulk(b"v1999"));
+    assert_eq!(c.call_value(&["GET", "m", "after"]), Resp::bulk(b"v"));
+    let ttl = c.call_value(&["TTL", "m", "dying"]).int();
+    assert!((900..=1000).contains(&ttl), "{ttl}");
+    assert_eq!(c.call_value(&["GET", "a", "n"]).int(), 7);
+    assert!(options(&mut c, "a").contains(&"persist=SYNC".to_string()));
+    // And back: the files go, the keys stay.
+    ok(
+        &mut c,
+        &["ALTER", "PARTITION", "m", "SET", "persist", "MEMORY"],
+    );
+    assert_eq!(c.call_value(&["DBSIZE", "m"]).int(), 2002);
 }

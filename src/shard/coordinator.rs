@@ -237,7 +237,20 @@ impl Coordinator {
             // two requests: no pause, no request sees half of the change.
             Change::Alter(request) => {
                 let catalog = plan_alter(&self.catalog, request)?;
-                let reply = self.persist_catalog(&catalog, None, &self.revoked)?;
+                // MEMORY -> durable: the files first, as for a CREATE (the owning shard then
+                // writes the snapshot into them before it acknowledges).
+                let was = self.catalog.partitions.get(&request.name);
+                let now = catalog.partitions.get(&request.name);
+                let new_durable = match (was, now) {
+                    (Some(was), Some(now))
+                        if was.persist == PersistMode::Memory
+                            && now.persist != PersistMode::Memory =>
+                    {
+                        Some(now.id)
+                    }
+                    _ => None,
+                };
+                let reply = self.persist_catalog(&catalog, new_durable, &self.revoked)?;
                 Ok(Planned {
                     catalog: Some(catalog),
                     acl: None,

@@ -7,7 +7,10 @@
 //! - The event loop never blocks except in `poll` and in the disk work of durable partitions,
 //!   done at most once per pass and never per request: the group commit's `write` and
 //!   `fdatasync` (that wait is what SYNC promises), the ASYNC fsync every 500 ms, one slice of
-//!   a compaction, and the coordinator's catalog fsyncs on CREATE/DROP.
+//!   a compaction, and the coordinator's catalog fsyncs on CREATE/ALTER/DROP; and, the one
+//!   exception bounded by a partition's size rather than by a pass, the whole snapshot an
+//!   `ALTER PARTITION ... SET persist ASYNC|SYNC` of a MEMORY partition writes on its shard
+//!   before the ALTER answers (`durability::Core::change_persist`).
 //!
 //! # One pass of the loop
 //! 1. `poll` for socket events (without blocking when work is already waiting), for no

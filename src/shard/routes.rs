@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use crate::catalog::Catalog;
 use crate::metrics::ShardMetrics;
-use crate::store::PersistMode;
 
 use super::durability::LocalPartition;
 use super::Core;
@@ -49,9 +48,7 @@ impl Core {
                     // with the options of this version.
                     Some(Target::Local(mut p)) if p.id == meta.id => {
                         p.quota.update(&meta.options);
-                        if meta.persist == PersistMode::Memory {
-                            self.stop_logging(&mut p);
-                        }
+                        self.change_persist(meta, &mut p);
                         Target::Local(p)
                     }
                     previous => {
