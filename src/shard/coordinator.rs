@@ -135,13 +135,21 @@ impl Coordinator {
         self.start_next(shards);
     }
 
-    /// A shard now uses the state of `epoch`.
-    pub fn ack(&mut self, epoch: u64, shards: &[ShardHandle]) {
+    /// A shard now uses the state of `epoch`; `failed`: the persist change it was to make
+    /// failed (the catalog stands, the partition's writes answer `-IOERR`), and the client
+    /// hears that.
+    pub fn ack(&mut self, epoch: u64, failed: Option<String>, shards: &[ShardHandle]) {
         let Some(flight) = &mut self.in_flight else {
             return;
         };
         if flight.epoch != epoch {
             return;
+        }
+        if let Some(why) = failed {
+            flight.reply = Err(CommandError::Io(format!(
+                "the persist change is in the catalog, but {why}; the partition's writes \
+                 answer -IOERR until a restart recovers it"
+            )));
         }
         flight.acks_missing -= 1;
         if flight.acks_missing == 0 {

@@ -514,25 +514,29 @@ impl Core {
     }
 
     /// Makes a persist change of partition `local` (ALTER PARTITION ... SET persist) before
-    /// this shard acknowledges the catalog version that says it, so before ALTER answers.
+    /// this shard acknowledges the catalog version that says it, so before ALTER answers;
+    /// `Err`: why it failed (the partition then answers writes `-IOERR`).
     pub(super) fn change_persist(
         &mut self,
         meta: &crate::catalog::PartitionMeta,
         local: &mut LocalPartition,
-    ) {
+    ) -> Result<(), String> {
         match (&mut local.log, meta.persist) {
-            (Durability::Memory, PersistMode::Memory) => {}
-            (_, PersistMode::Memory) => self.stop_logging(local),
+            (Durability::Memory, PersistMode::Memory) => Ok(()),
+            (_, PersistMode::Memory) => {
+                self.stop_logging(local);
+                Ok(())
+            }
             (Durability::Memory, _) => self.start_logging(meta, local),
             (Durability::Logged(log), mode) if log.mode() != mode => {
-                if let Err(e) = log.set_mode(mode) {
+                log.set_mode(mode).map_err(|e| {
                     log::error!("partition '{}': cannot fsync its log: {e}", meta.name);
-                    local.log = Durability::Broken(format!(
-                        "the partition's log could not be fsync'd when it changed to {mode}: {e}"
-                    ));
-                }
+                    let why = format!("its log could not be fsync'd: {e}");
+                    local.log = Durability::Broken(why.clone());
+                    why
+                })
             }
-            _ => {}
+            _ => Ok(()),
         }
     }
 
@@ -543,7 +547,11 @@ impl Core {
     /// only at this ALTER. A crash before it is done finds the partition durable and empty,
     /// as a MEMORY partition would be, and ALTER had not answered. A failure leaves the
     /// partition answering `-IOERR` to writes.
-    fn start_logging(&mut self, meta: &crate::catalog::PartitionMeta, local: &mut LocalPartition) {
+    fn start_logging(
+        &mut self,
+        meta: &crate::catalog::PartitionMeta,
+        local: &mut LocalPartition,
+    ) -> Result<(), String> {
         let data_dir = &self.shared.config.data_dir;
         let opened = recovery::recover_partition(data_dir, meta, &mut local.data, false)
             .map_err(|e| e.to_string())
@@ -567,17 +575,22 @@ impl Core {
                 );
                 Ok(log)
             });
-        local.log = match opened {
-            Ok(log) => Durability::Logged(Box::new(log)),
+        match opened {
+            Ok(log) => {
+                local.log = Durability::Logged(Box::new(log));
+                Ok(())
+            }
             Err(e) => {
                 log::error!(
                     "partition '{}': cannot become {}: {e}",
                     meta.name,
                     meta.persist
                 );
-                Durability::Broken(format!("the partition's log cannot be opened: {e}"))
+                local.log =
+                    Durability::Broken(format!("the partition's log cannot be opened: {e}"));
+                Err(format!("its log could not be made ({e})"))
             }
-        };
+        }
     }
 
     /// A durable partition changed to MEMORY (ALTER PARTITION ... SET persist MEMORY): its log

@@ -264,7 +264,8 @@ impl Shard {
             recovered: hashbrown::HashMap::new(),
         };
         core.recover(&catalog)?;
-        core.apply_catalog(catalog);
+        // At startup no persist change is pending (recovery opened every durable partition).
+        let _ = core.apply_catalog(catalog);
         Ok(Shard {
             poll,
             mailbox,
@@ -396,18 +397,20 @@ impl Shard {
                     // have without the reply cap (rare: only past the cap, and then a pass
                     // may build more than the cap once).
                     self.core.run_backlog(false);
-                    if !Arc::ptr_eq(&self.core.catalog, &catalog) {
-                        self.core.apply_catalog(catalog);
-                    }
+                    let failed = if !Arc::ptr_eq(&self.core.catalog, &catalog) {
+                        self.core.apply_catalog(catalog)
+                    } else {
+                        None
+                    };
                     if !Arc::ptr_eq(&self.core.acl, &acl) {
                         self.apply_acl(acl);
                     }
-                    self.core.shared.shards[COORDINATOR].send(Message::UpdateAck { epoch });
+                    self.core.shared.shards[COORDINATOR].send(Message::UpdateAck { epoch, failed });
                 }
-                Message::UpdateAck { epoch } => {
+                Message::UpdateAck { epoch, failed } => {
                     let shards = &self.core.shared.shards;
                     if let Some(coordinator) = &mut self.core.coordinator {
-                        coordinator.ack(epoch, shards);
+                        coordinator.ack(epoch, failed, shards);
                     }
                 }
                 Message::AuthChecked {
