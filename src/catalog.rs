@@ -104,16 +104,21 @@ impl Catalog {
         }
     }
 
-    /// A new version with `name`'s options replaced (same partition: id, shard, counters).
-    /// `None` when there is no such partition.
-    pub fn with_options(&self, name: &str, options: PartitionOptions) -> Option<Catalog> {
+    /// A new version with `name`'s persist mode and options replaced (same partition: id,
+    /// shard, counters). `None` when there is no such partition.
+    pub fn with_options(
+        &self,
+        name: &str,
+        persist: crate::store::PersistMode,
+        options: PartitionOptions,
+    ) -> Option<Catalog> {
         let old = self.partitions.get(name)?;
         let meta = PartitionMeta {
             name: old.name.clone(),
             id: old.id,
             shard: old.shard,
             schema: old.schema,
-            persist: old.persist,
+            persist,
             created_ms: old.created_ms,
             options,
             stats: old.stats.clone(),
@@ -162,7 +167,9 @@ mod tests {
             ..Default::default()
         };
         assert!(options.has_quota() && !PartitionOptions::default().has_quota());
-        let d = c.with_options("a", options).expect("exists");
+        let d = c
+            .with_options("a", PersistMode::Memory, options)
+            .expect("exists");
         assert_eq!(d.version, c.version + 1);
         let (old, new) = (&c.partitions["a"], &d.partitions["a"]);
         assert_eq!(
@@ -170,7 +177,7 @@ mod tests {
             (old.id, old.shard, options)
         );
         assert!(Arc::ptr_eq(&old.stats, &new.stats));
-        assert!(c.with_options("b", options).is_none());
+        assert!(c.with_options("b", PersistMode::Memory, options).is_none());
     }
 
     #[test]

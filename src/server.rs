@@ -236,10 +236,16 @@ fn open_data_dir(config: &Config) -> Result<(Catalog, Acl, Resume), String> {
         let explained = stored.is_some()
             && if *id < next_id {
                 // A dropped partition whose files the crash kept (the catalog handed out the
-                // id and no longer names it), unless it is a MEMORY partition's id.
-                stored
-                    .as_ref()
-                    .is_some_and(|s| s.catalog.partitions.values().all(|m| m.id != *id))
+                // id and no longer names it), or a durable partition changed to MEMORY whose
+                // files the crash kept (ALTER PARTITION ... SET persist MEMORY writes the
+                // catalog first; its shard then removes them). A MEMORY partition's files
+                // are never read, so removing them loses nothing.
+                stored.as_ref().is_some_and(|s| {
+                    s.catalog
+                        .partitions
+                        .values()
+                        .all(|m| m.id != *id || m.persist == PersistMode::Memory)
+                })
             } else {
                 // A CREATE whose catalog write never happened: only a fresh, empty log.
                 is_fresh(path)

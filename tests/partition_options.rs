@@ -124,23 +124,21 @@ fn options_are_set_all_or_none_shown_and_kept_across_a_restart() {
         ),
         "NOPARTITION partition 'nope' does not exist"
     );
-    // persist cannot change live yet; with it, nothing else changes either.
-    assert_eq!(
-        err(
-            &mut c,
-            &[
-                "ALTER",
-                "PARTITION",
-                "cache",
-                "SET",
-                "max-keys",
-                "5",
-                "persist",
-                "SYNC"
-            ]
-        ),
-        "ERR changing persist of a live partition is not supported yet"
+    // A bad persist mode among good options: nothing changes.
+    let e = err(
+        &mut c,
+        &[
+            "ALTER",
+            "PARTITION",
+            "cache",
+            "SET",
+            "max-keys",
+            "5",
+            "persist",
+            "DISK",
+        ],
     );
+    assert!(e.starts_with("ERR partition option 'persist'"), "{e}");
     assert_eq!(options(&mut c, "cache"), cache);
     ok(
         &mut c,
@@ -498,4 +496,132 @@ fn max_ops_throttles_counts_and_spares_other_partitions() {
     );
     assert_eq!(c.call_value(&["EXISTS", "slow", "m1", "m2", "m3"]).int(), 3);
     assert_eq!(c.call_value(&["DBSIZE", "slow"]).int(), served + 3);
+}
+
+/// `ALTER PARTITION <p> SET persist MEMORY` of a durable partition: its files are gone when
+/// ALTER answers, its keys stay and it keeps serving; after a restart it is a MEMORY partition
+/// (empty). Files a crash left behind (the catalog says MEMORY, the shard had not removed
+/// them yet) do not stop the next start and are removed.
+#[test]
+fn durable_to_memory_removes_the_files_and_keeps_the_keys() {
+    let dir = DataDir::new("to-memory");
+    let server = Server::start_in(&dir, &["--shards", "2"]);
+    let mut c = server.raw();
+    ok(&mut c, &["CREATE", "PARTITION", "d", "STRING", "SYNC"]);
+    ok(&mut c, &["CREATE", "PARTITION", "kept", "STRING", "SYNC"]);
+    ok(&mut c, &["SET", "d", "k", "v"]);
+    ok(&mut c, &["SET", "kept", "k", "v"]);
+    let partitions = dir.path().join("partitions");
+    let count = || std::fs::read_dir(&partitions).unwrap().count();
+    assert_eq!(count(), 2);
+    // A copy of d's files, as a crash right after the catalog write would leave them.
+    let before: Vec<_> = std::fs::read_dir(&partitions)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let saved = dir.path().join("saved");
+    std::fs::create_dir(&saved).unwrap();
+    for p in &before {
+        let to = saved.join(p.file_name().unwrap());
+        std::fs::create_dir(&to).unwrap();
+        for f in std::fs::read_dir(p).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    // A SET pipelined right behind the ALTER, and one before it, on the same connection.
+    let mut batch = cmd(&["SET", "d", "before", "v"]);
+    batch.extend_from_slice(&cmd(&[
+        "ALTER",
+        "PARTITION",
+        "d",
+        "SET",
+        "persist",
+        "MEMORY",
+    ]));
+    batch.extend_from_slice(&cmd(&["SET", "d", "after", "v"]));
+    c.send(&batch);
+    for _ in 0..3 {
+        assert_eq!(c.read_value(), Resp::ok());
+    }
+    assert_eq!(count(), 1, "d's files are gone when ALTER answers");
+    assert!(options(&mut c, "d").contains(&"persist=MEMORY".to_string()));
+    assert_eq!(
+        c.call_value(&["EXISTS", "d", "k", "before", "after"]).int(),
+        3
+    );
+    ok(&mut c, &["SET", "d", "more", "v"]);
+    drop(c);
+    server.stop();
+    // Put d's old files back: the crash case.
+    let left: Vec<_> = std::fs::read_dir(&partitions)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    for p in std::fs::read_dir(&saved).unwrap() {
+        let p = p.unwrap().path();
+        if !left.contains(&p.file_name().unwrap().to_os_string()) {
+            let to = partitions.join(p.file_name().unwrap());
+            std::fs::create_dir(&to).unwrap();
+            for f in std::fs::read_dir(&p).unwrap() {
+                let f = f.unwrap().path();
+                std::fs::copy(&f, to.join(f.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    assert_eq!(count(), 2);
+    let server = Server::start_in(&dir, &["--shards", "2"]);
+    let mut c = server.raw();
+    assert_eq!(count(), 1, "the leftover files were removed at startup");
+    assert_eq!(
+        c.call_value(&["DBSIZE", "d"]).int(),
+        0,
+        "a MEMORY partition starts empty"
+    );
+    assert_eq!(c.call_value(&["GET", "kept", "k"]), Resp::bulk(b"v"));
+    assert!(options(&mut c, "d").contains(&"persist=MEMORY".to_string()));
+}
+
+/// MEMORY -> SYNC and ASYNC -> SYNC live: ALTER answers once every key is durable, so a
+/// `kill -9` right after the `+OK` loses nothing, deadlines included; later writes are logged.
+#[test]
+fn memory_to_durable_is_durable_when_alter_answers() {
+    let dir = DataDir::new("to-durable");
+    let server = Server::start_in(&dir, &["--shards", "2"]);
+    let mut c = server.raw();
+    ok(&mut c, &["CREATE", "PARTITION", "m", "STRING", "MEMORY"]);
+    ok(&mut c, &["CREATE", "PARTITION", "a", "INT", "ASYNC"]);
+    for i in 0..2000 {
+        ok(&mut c, &["SET", "m", &format!("k{i}"), &format!("v{i}")]);
+    }
+    ok(&mut c, &["SET", "m", "dying", "v", "EX", "1000"]);
+    ok(&mut c, &["SET", "a", "n", "7"]);
+    ok(
+        &mut c,
+        &["ALTER", "PARTITION", "m", "SET", "persist", "SYNC"],
+    );
+    ok(
+        &mut c,
+        &["ALTER", "PARTITION", "a", "SET", "persist", "SYNC"],
+    );
+    assert!(options(&mut c, "m").contains(&"persist=SYNC".to_string()));
+    // Written after: logged as any SYNC write.
+    ok(&mut c, &["SET", "m", "after", "v"]);
+    drop(c);
+    server.kill9();
+    let server = Server::start_in(&dir, &["--shards", "2"]);
+    let mut c = server.raw();
+    assert_eq!(c.call_value(&["DBSIZE", "m"]).int(), 2002);
+    assert_eq!(c.call_value(&["GET", "m", "k1999"]), Resp::bulk(b"v1999"));
+    assert_eq!(c.call_value(&["GET", "m", "after"]), Resp::bulk(b"v"));
+    let ttl = c.call_value(&["TTL", "m", "dying"]).int();
+    assert!((900..=1000).contains(&ttl), "{ttl}");
+    assert_eq!(c.call_value(&["GET", "a", "n"]).int(), 7);
+    assert!(options(&mut c, "a").contains(&"persist=SYNC".to_string()));
+    // And back: the files go, the keys stay.
+    ok(
+        &mut c,
+        &["ALTER", "PARTITION", "m", "SET", "persist", "MEMORY"],
+    );
+    assert_eq!(c.call_value(&["DBSIZE", "m"]).int(), 2002);
 }

@@ -11,8 +11,9 @@
 //! anything is sent to the coordinator ([`parse_options`]), so one bad option or value (an
 //! unknown or repeated option, a missing value, a negative or absurd number) is a `-ERR`
 //! naming the option, and nothing changes. The coordinator then checks what needs the current
-//! catalog (the partition still exists; `persist` is not changed live, which is not
-//! supported yet) and makes one new catalog version with every change in it.
+//! catalog (the partition still exists) and makes one new catalog version with every change
+//! in it; the owning shard makes a `persist` change (a snapshot, or removing the files)
+//! before it acknowledges that version (`shard::durability::Core::change_persist`).
 //!
 //! Permissions (`access`): CREATE needs ADMIN on `*` whatever its options (so a partition
 //! created with quotas was limited by the operator); ALTER needs ADMIN on the partition, and
@@ -339,14 +340,14 @@ pub fn plan_alter(catalog: &Catalog, request: &AlterPartition) -> Result<Catalog
         .partitions
         .get(&request.name)
         .ok_or_else(|| CommandError::NoPartition(request.name.clone()))?;
-    if request.changes.persist.is_some_and(|p| p != meta.persist) {
-        return Err(CommandError::NotAvailable(
-            "changing persist of a live partition is not supported yet".into(),
-        ));
-    }
+    // The owning shard makes a persist change when it applies the new version, before it
+    // acknowledges it, so before ALTER answers (`shard::routes`): durable -> MEMORY removes
+    // the files; MEMORY -> durable writes a snapshot (the coordinator created the files
+    // first); ASYNC <-> SYNC switches the log's mode.
+    let persist = request.changes.persist.unwrap_or(meta.persist);
     let options = request.changes.apply(meta.options);
     catalog
-        .with_options(&request.name, options)
+        .with_options(&request.name, persist, options)
         .ok_or_else(|| CommandError::NoPartition(request.name.clone()))
 }
 
@@ -640,12 +641,17 @@ mod tests {
         // The persist mode it has already: nothing to change.
         let same = alter("ALTER PARTITION p SET persist memory").unwrap();
         assert!(plan_alter(&catalog, &same).is_ok());
-        // A live persist change is refused, with everything else in the request.
-        let change = alter("ALTER PARTITION p SET max-keys 1 persist SYNC").unwrap();
-        assert_eq!(
-            plan_alter(&catalog, &change).unwrap_err().to_string(),
-            "changing persist of a live partition is not supported yet"
-        );
+        // Every persist change is a catalog change like the others.
+        let durable = catalog
+            .with_options("p", PersistMode::Async, catalog.partitions["p"].options)
+            .unwrap();
+        let to_memory = alter("ALTER PARTITION p SET persist MEMORY").unwrap();
+        let next = plan_alter(&durable, &to_memory).unwrap();
+        assert_eq!(next.partitions["p"].persist, PersistMode::Memory);
+        let to_sync = alter("ALTER PARTITION p SET persist SYNC max-keys 1").unwrap();
+        let next = plan_alter(&catalog, &to_sync).unwrap();
+        assert_eq!(next.partitions["p"].persist, PersistMode::Sync);
+        assert_eq!(next.partitions["p"].options.max_keys, 1);
         let missing = alter("ALTER PARTITION gone SET max-keys 1").unwrap();
         assert_eq!(
             plan_alter(&catalog, &missing).err(),

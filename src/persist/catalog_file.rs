@@ -338,7 +338,9 @@ mod tests {
             max_keys: 3,
             ..Default::default()
         };
-        let c = c.with_options("cache", partial).unwrap();
+        let c = c
+            .with_options("cache", PersistMode::Memory, partial)
+            .unwrap();
         let text = encode(&c, 6, &[]);
         assert!(text.contains("partition cache 5 0 STRING MEMORY 9 max-keys=3\n"));
         assert_eq!(

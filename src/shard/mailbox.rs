@@ -83,8 +83,9 @@ pub enum Message {
         catalog: Arc<Catalog>,
         acl: Arc<Acl>,
     },
-    /// To the coordinator: this shard now uses the state of `epoch`.
-    UpdateAck { epoch: u64 },
+    /// To the coordinator: this shard now uses the state of `epoch`. `failed`: a persist
+    /// change it was to make (ALTER PARTITION) failed, why; the client hears it as `-IOERR`.
+    UpdateAck { epoch: u64, failed: Option<String> },
     /// From the hasher pool: how a login's password check ended. `hash` is the PHC string
     /// that was checked, so a password changed meanwhile does not let the old one in.
     AuthChecked {

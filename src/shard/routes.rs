@@ -32,8 +32,11 @@ pub(super) type Routes = hashbrown::HashMap<Box<[u8]>, Target, ahash::RandomStat
 
 impl Core {
     /// Switches to a new catalog version: creates the partitions this shard now owns, drops
-    /// the ones that are gone, and rebuilds the routes.
-    pub(super) fn apply_catalog(&mut self, catalog: Arc<Catalog>) {
+    /// the ones that are gone, updates the options (and persist mode) of the ones it keeps,
+    /// and rebuilds the routes. Returns why a persist change failed, if one did.
+    #[must_use]
+    pub(super) fn apply_catalog(&mut self, catalog: Arc<Catalog>) -> Option<String> {
+        let mut failed = None;
         let mut old = std::mem::take(&mut self.routes);
         let mut owned = 0;
         // Memory of the partitions this shard no longer owns, and of those recovered.
@@ -48,6 +51,9 @@ impl Core {
                     // with the options of this version.
                     Some(Target::Local(mut p)) if p.id == meta.id => {
                         p.quota.update(&meta.options);
+                        if let Err(why) = self.change_persist(meta, &mut p) {
+                            failed = Some(why);
+                        }
                         Target::Local(p)
                     }
                     previous => {
@@ -85,5 +91,6 @@ impl Core {
             gauge,
             (ShardMetrics::get(gauge) + added).saturating_sub(freed),
         );
+        failed
     }
 }
