@@ -140,6 +140,8 @@ fn store(c: &mut Criterion) {
         .collect();
     let mut out = Vec::with_capacity(1 << 16);
     let mut i = 0usize;
+    // A partition without options, as the data path sees one.
+    let quota = gokv::command::quota::Quota::default();
     group.bench_function("get_hit_100k_keys", |b| {
         b.iter(|| {
             // A stride that is co-prime with KEYS walks the table in a cache-unfriendly order.
@@ -152,6 +154,7 @@ fn store(c: &mut Criterion) {
                 &Args::new(buf, spans),
                 &mut partition,
                 None,
+                &quota,
                 limits,
                 &mut w,
             );
@@ -168,6 +171,7 @@ fn store(c: &mut Criterion) {
                 &Args::new(buf, spans),
                 &mut partition,
                 None,
+                &quota,
                 limits,
                 &mut w,
             );
@@ -189,6 +193,7 @@ fn store(c: &mut Criterion) {
                 &Args::new(buf, spans),
                 &mut counters,
                 None,
+                &quota,
                 limits,
                 &mut w,
             );
@@ -267,6 +272,7 @@ fn cross_shard(c: &mut Criterion) {
         schema: Schema::String,
         persist: PersistMode::Memory,
         created_ms: 0,
+        options: Default::default(),
         stats: Arc::default(),
     }));
     // Never joined: a shard's shutdown waits for every shard to drain, and shard 1 is this

@@ -2,20 +2,22 @@
 # GoKV vs Redis 7, side by side, with the method of scripts/README.md.
 #
 #   scripts/bench-vs-redis.sh [--rounds N] [--quick] [--mem-keys N] [--no-memory] [--no-chart]
-#                             [--port-base P]
+#                             [--port-base P] [--scenarios 1,2,7,8]
 #
 # Installs redis-server/redis-tools if missing, builds the release binaries, then runs
 # scripts/bench_vs_redis.py, which starts GoKV (--shards 1 and 2) and Redis on 127.0.0.1
 # (ports 7600-7699 by default), runs the scenarios in interleaved rounds, prints one markdown
-# table and writes it, with a PNG chart, to bench-results/<timestamp>.md/.png.
-# Every process started here is stopped on exit, Ctrl-C included.
+# table and writes it, with a PNG chart, to bench-results/<timestamp>.md/.png. Scenario 7 is
+# the Redis face: plain SET/GET as a user bound to a partition, -P 1 and -P 16, beside the
+# partition-first form (1, 2) and Redis; scenario 8 is the same face driven by gokv-loadtest
+# --target redis (SET/GET 1:1). Every process started here is stopped on exit.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
 for arg in "$@"; do
     case "$arg" in
-        -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     esac
 done
 

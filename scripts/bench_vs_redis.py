@@ -12,6 +12,9 @@ What it does:
     spread, the median p99, and the server CPU per operation (utime+stime of the server process
     from /proc/<pid>/stat, before and after each run, divided by the requests);
   * memory: loads N keys into fresh servers and reports RSS growth and bytes per key;
+  * the Redis face (scenario 7): redis-benchmark's plain `SET key v` / `GET key`, no
+    partition word, as a GoKV user bound to partition `bench` (CREATE USER ... DEFAULT
+    bench), beside the partition-first form (scenarios 1 and 2) and Redis in the same rounds;
   * prints one markdown table, the machine and the exact commands, and writes them to
     bench-results/<timestamp>.md with a PNG bar chart of the ratios next to it.
 """
@@ -407,6 +410,8 @@ def main():
     ap.add_argument("--memory-only", action="store_true",
                     help="run only the memory scenario (no throughput rounds)")
     ap.add_argument("--no-chart", action="store_true")
+    ap.add_argument("--scenarios", help="comma-separated throughput scenario numbers to run, "
+                    "e.g. 1,2,7 (default: all; the memory scenario, 6, has --no-memory)")
     args = ap.parse_args()
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
@@ -494,6 +499,32 @@ def bench(args, state, pidfile, n_p1, n_p16, mem_keys):
                           lambda s, p=pipe, n=n: loadtest(args.loadtest_bin, s, s.kind, n, p,
                                                           ["bench"], auth)))
 
+    # 7: the Redis face. A user bound to `bench` sends what redis-benchmark sends to Redis (no
+    # partition word); Redis runs the same command (auth off), in the same rounds.
+    face_auth = face_user(launcher, (g1, g2)) if auth else None
+    if face_auth:
+        for pipe, n, num in ((1, n_p1, 1), (16, n_p16, 2)):
+            for what in ("SET", "GET"):
+                scenarios.append((f"7 {what} -P {pipe} (redis-benchmark, Redis face)", servers,
+                                  lambda s, w=what, p=pipe, n=n:
+                                  redis_benchmark(s, n, p, rb_command(w.lower(), "redis"),
+                                                  face_auth if s.kind == "gokv" else None)))
+        # 8: the same face, driven by gokv-loadtest in its Redis mode (what it sends a Redis
+        # server: SET/GET with no partition word), as the face user on GoKV.
+        for pipe, n in ((1, n_p1), (16, n_p16)):
+            scenarios.append((f"8 SET/GET 1:1 -P {pipe} (gokv-loadtest --target redis, Redis face)",
+                              servers,
+                              lambda s, p=pipe, n=n: loadtest(
+                                  args.loadtest_bin, s, "redis", n, p, [], None,
+                                  ["--user", face_auth[0], "--password", face_auth[1]]
+                                  if s.kind == "gokv" else [])))
+    else:
+        print("warning: no Redis-face scenario (GoKV without auth or without CREATE USER ... "
+              "DEFAULT)", file=sys.stderr)
+    if args.scenarios:
+        wanted = {w.strip() for w in args.scenarios.split(",") if w.strip()}
+        scenarios = [sc for sc in scenarios if sc[0].split()[0] in wanted]
+
     results = {}  # (label, server name) -> [run results]
     if args.memory_only:
         scenarios = []
@@ -532,8 +563,35 @@ def bench(args, state, pidfile, n_p1, n_p16, mem_keys):
 
 
 def redact(argv, auth):
-    """The command as printed: the throwaway password replaced by <pw>."""
-    return ["<pw>" if auth and a == auth[1] else a for a in argv]
+    """The command as printed: the throwaway passwords (admin's, the face user's) replaced by
+    <pw>."""
+    secret = {auth[1], FACE_PASSWORD} if auth else set()
+    return ["<pw>" if a in secret else a for a in argv]
+
+
+FACE_USER = "app"
+FACE_PASSWORD = secrets.token_hex(12)
+
+
+def face_user(launcher, gokv_servers):
+    """Creates user `app` bound to partition `bench`, with READ and WRITE on it, on each GoKV
+    server; returns its credentials, or None when this GoKV has no default partitions."""
+    for server in gokv_servers:
+        try:
+            reply = launcher.cli(server, "CREATE", "USER", FACE_USER, FACE_PASSWORD, "DEFAULT",
+                                 "bench")
+        except RunFailed:
+            return None
+        if reply != "OK":
+            return None
+        for perm in ("READ", "WRITE"):
+            if launcher.cli(server, "GRANT", perm, "ON", "bench", "TO", FACE_USER) != "OK":
+                raise RunFailed(f"GRANT {perm} ON bench TO {FACE_USER} on {server.name}")
+        launcher.commands.setdefault(("setup", server.name + " face user"), shell_line(
+            ["redis-cli", "-p", str(server.port), "--user", "admin", "--pass", "<pw>",
+             "CREATE", "USER", FACE_USER, "<pw>", "DEFAULT", "bench"])
+            + f"  # and GRANT READ, GRANT WRITE ON bench TO {FACE_USER}")
+    return (FACE_USER, FACE_PASSWORD)
 
 
 def memory_scenario(mem_keys, start_gokv, start_redis, create_partition, cli, commands):
@@ -656,8 +714,18 @@ def render(args, machine, auth, scenarios, results, memory, commands, n_p1, n_p1
                 if e_cpu > 0:
                     notes.append(f"CPU/op GET/ECHO {m_cpu / e_cpu:.2f}x")
             if label.startswith("3 ") and s.kind == "gokv":
-                get = next(l for l, _, _ in scenarios if l.startswith("2 GET"))
-                notes.append(f"GET/PING ops/s {med_of[(get, s.name)][0] / m_ops:.2f}")
+                get = next((l for l, _, _ in scenarios if l.startswith("2 GET")), None)
+                if get:
+                    notes.append(f"GET/PING ops/s {med_of[(get, s.name)][0] / m_ops:.2f}")
+            if label.startswith("7 ") and s.kind == "gokv":
+                # The same command in the partition-first form: scenario 1 (-P 1) or 2 (-P 16).
+                what, pipe = label.split()[1], label.split("-P ")[1].split()[0]
+                first = f"{1 if pipe == '1' else 2} {what} -P {pipe} (redis-benchmark)"
+                if (first, s.name) in med_of:
+                    f_ops, f_cpu = med_of[(first, s.name)]
+                    notes.append(f"face/partition-first: ops/s {m_ops / f_ops:.2f}x, CPU/op "
+                                 + (f"{m_cpu / f_cpu:.2f}x" if f_cpu > 0 else "n/a"))
+                notes.append(f"user '{FACE_USER}' bound to 'bench', no partition word")
             w(f"| {label} | {s.name} | {m_ops:,.0f} ({min(ops):,.0f}–{max(ops):,.0f}) | "
               f"{med([r['p99_ms'] for r in rs]):.3f} | {m_cpu:.2f} | {thr_ratio} | {cpu_ratio} | "
               f"{'; '.join(notes)} |")

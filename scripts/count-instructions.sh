@@ -5,7 +5,11 @@
 #
 #   scripts/count-instructions.sh [BINARY] [TEST] [REQUESTS]
 #     BINARY    default target/release/gokv-server
-#     TEST      get | set | ping | incr (default get)
+#     TEST      get | set | ping | incr (default get); get-face, set-face: the same GET/SET
+#               in Redis grammar (no partition word) as a user bound to partition bench
+#               (CREATE USER app ... DEFAULT bench), to compare with get-user, set-user:
+#               GET/SET bench ... as that user in GoKV grammar (app holds grants on bench
+#               only, not ADMIN on * as admin does, which authorization tells apart)
 #     REQUESTS  default 200000; redis-benchmark -c 50 -P 16 -r 100000
 #   OPTIONS="eviction allkeys-lru"  partition options for the `bench` partition (CREATE PARTITION
 #             ... <options>), e.g. to count what an eviction policy or a quota costs
@@ -34,7 +38,8 @@ valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" --port "$por
     --data-dir "$dir/data" --shards 1 --admin-password "$pw" >"$dir/log" 2>&1 &
 pid=$!
 cli() { redis-cli -p "$port" --user admin --pass "$pw" --no-auth-warning "$@"; }
-bench() { redis-benchmark -p "$port" --user admin -a "$pw" -c 50 -P 16 -r 100000 -q "$@" >/dev/null 2>&1; }
+user=admin
+bench() { redis-benchmark -p "$port" --user "$user" -a "$pw" -c 50 -P 16 -r 100000 -q "$@" >/dev/null 2>&1; }
 for _ in $(seq 120); do
     cli ping 2>/dev/null | grep -q PONG && break
     sleep 0.5
@@ -47,6 +52,24 @@ case "$test" in
     set) cmd=(SET bench key:__rand_int__ "$value") ;;
     ping) cmd=(-t ping_mbulk) ;;
     incr) cmd=(INCR counters ctr:__rand_int__) ;;
+    get-face | set-face | get-user | set-user)
+        case "$test" in
+            *-face) cli create user app "$pw" default bench >/dev/null ;;
+            *) cli create user app "$pw" >/dev/null ;;
+        esac
+        cli grant read on bench to app >/dev/null
+        cli grant write on bench to app >/dev/null
+        user=app
+        case "$test" in
+            get-face) bench -n 100000 SET key:__rand_int__ "$value"; cmd=(GET key:__rand_int__) ;;
+            set-face) cmd=(SET key:__rand_int__ "$value") ;;
+            get-user)
+                bench -n 100000 SET bench key:__rand_int__ "$value"
+                cmd=(GET bench key:__rand_int__)
+                ;;
+            set-user) cmd=(SET bench key:__rand_int__ "$value") ;;
+        esac
+        ;;
     *) echo "unknown test $test" >&2; exit 2 ;;
 esac
 callgrind_control -z "$pid" >/dev/null

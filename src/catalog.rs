@@ -1,14 +1,19 @@
-//! The catalog: which partitions exist, their schema, persist mode and owning shard.
+//! The catalog: which partitions exist, their schema, persist mode, options and owning shard.
 //!
 //! The catalog changes rarely (CREATE, DROP) and is read on every request, so it is an
 //! immutable value shared through `Arc`: the coordinator (shard 0) builds each new version and
 //! broadcasts it; every shard swaps its own `Arc` when the message arrives and acknowledges.
 //! Reading it never locks; a version is never modified after it is published.
+//!
+//! A partition's options ([`PartitionOptions`]: quotas, eviction policy, default TTL) are
+//! part of its description. The data path never reads them here: the owning shard copies
+//! what it needs next to the partition when it applies a version (`shard::routes`), so a
+//! request reads a plain field.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::store::{PartitionStats, PersistMode, Schema};
+use crate::store::{Eviction, PartitionStats, PersistMode, Schema};
 
 /// Longest partition (and user) name: short enough to print in logs and errors.
 pub const MAX_NAME_LEN: usize = 64;
@@ -22,6 +27,30 @@ pub fn is_valid_name(name: &[u8]) -> bool {
             .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// A partition's options besides schema and persist mode (PROTOCOL.md, "Partition
+/// configuration and quotas"). 0 means "none" for every number, so the default is a
+/// partition without limits, as every partition was before options existed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PartitionOptions {
+    /// Bytes its data may take (the estimate of `store::memory`); 0: no limit.
+    pub max_memory: u64,
+    /// Keys it may hold; 0: no limit.
+    pub max_keys: u64,
+    /// Operations per second (a token bucket, burst one second's worth); 0: no limit.
+    pub max_ops: u64,
+    /// What a write does at `max_memory`/`max_keys`.
+    pub eviction: Eviction,
+    /// Deadline, in ms from the write, given to a key written without one; 0: none.
+    pub default_ttl: u64,
+}
+
+impl PartitionOptions {
+    /// Does it set any quota (`max-memory`, `max-keys`, `max-ops`)? Those need ADMIN on `*`.
+    pub fn has_quota(&self) -> bool {
+        self.max_memory != 0 || self.max_keys != 0 || self.max_ops != 0
+    }
+}
+
 /// One partition's description.
 #[derive(Debug)]
 pub struct PartitionMeta {
@@ -33,6 +62,7 @@ pub struct PartitionMeta {
     pub schema: Schema,
     pub persist: PersistMode,
     pub created_ms: u64,
+    pub options: PartitionOptions,
     /// Counted by the owning shard, readable here by anyone.
     pub stats: Arc<PartitionStats>,
 }
@@ -74,6 +104,33 @@ impl Catalog {
         }
     }
 
+    /// A new version with `name`'s persist mode and options replaced (same partition: id,
+    /// shard, counters). `None` when there is no such partition.
+    pub fn with_options(
+        &self,
+        name: &str,
+        persist: crate::store::PersistMode,
+        options: PartitionOptions,
+    ) -> Option<Catalog> {
+        let old = self.partitions.get(name)?;
+        let meta = PartitionMeta {
+            name: old.name.clone(),
+            id: old.id,
+            shard: old.shard,
+            schema: old.schema,
+            persist,
+            created_ms: old.created_ms,
+            options,
+            stats: old.stats.clone(),
+        };
+        let mut partitions = self.partitions.clone();
+        partitions.insert(meta.name.clone(), Arc::new(meta));
+        Some(Catalog {
+            version: self.version + 1,
+            partitions,
+        })
+    }
+
     /// A new version with `name` removed.
     pub fn without_partition(&self, name: &str) -> Catalog {
         let mut partitions = self.partitions.clone();
@@ -97,8 +154,30 @@ mod tests {
             schema: Schema::String,
             persist: PersistMode::Memory,
             created_ms: 0,
+            options: PartitionOptions::default(),
             stats: Arc::default(),
         }
+    }
+
+    #[test]
+    fn options_change_keeps_the_partition() {
+        let c = Catalog::default().with_partition(meta("a", 1));
+        let options = PartitionOptions {
+            max_keys: 10,
+            ..Default::default()
+        };
+        assert!(options.has_quota() && !PartitionOptions::default().has_quota());
+        let d = c
+            .with_options("a", PersistMode::Memory, options)
+            .expect("exists");
+        assert_eq!(d.version, c.version + 1);
+        let (old, new) = (&c.partitions["a"], &d.partitions["a"]);
+        assert_eq!(
+            (new.id, new.shard, new.options),
+            (old.id, old.shard, options)
+        );
+        assert!(Arc::ptr_eq(&old.stats, &new.stats));
+        assert!(c.with_options("b", PersistMode::Memory, options).is_none());
     }
 
     #[test]

@@ -69,6 +69,13 @@ pub struct Cli {
     /// Seconds a client may stay idle before it is disconnected; 0 is never [default: 0].
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+    /// On a first start (an empty data directory), create partitions `0` .. `N-1` (STRING
+    /// MEMORY), for Redis clients that select a numbered database (`redis-benchmark --dbnum
+    /// 3`, redis-py `db=3`); at most 1024. Off by default: GoKV partitions are named and made
+    /// on purpose, a fresh server starts empty, and under default deny only ADMIN on `*` may
+    /// use them until granted. `--databases 16` is Redis's layout [default: 0].
+    #[arg(long, value_name = "N")]
+    pub databases: Option<usize>,
     /// Password of the `admin` user, set at every start (also `GOKV_ADMIN_PASSWORD`, which
     /// keeps it out of `ps`). Without either, a first start generates one into the data
     /// directory.
@@ -136,6 +143,7 @@ struct FileConfig {
     client_output_limit: Option<SizeValue>,
     max_memory: Option<SizeValue>,
     timeout: Option<u64>,
+    databases: Option<usize>,
     /// Read only to refuse it with a reason: accepting data loss is a decision for one start,
     /// not a setting that would silently accept every later loss too.
     accept_data_loss: Option<bool>,
@@ -185,6 +193,8 @@ pub struct Config {
     pub max_memory: u64,
     /// Idle seconds after which a client is disconnected; 0 means never.
     pub timeout_secs: u64,
+    /// Partitions `0` .. `databases-1` (STRING MEMORY) created on a first start; 0: none.
+    pub databases: usize,
     /// Start although the data directory lost files or holds data its catalog does not
     /// explain, discarding what is lost (logged at WARN); without it startup refuses.
     pub accept_data_loss: bool,
@@ -218,6 +228,11 @@ impl Default for Config {
             max_memory: 0,
             // Off, as in Redis: idle connections of a pool are normal.
             timeout_secs: 0,
+            // None, unlike Redis's 16: a GoKV partition is made on purpose (schema, persist
+            // mode, grants), a fresh server lists none, and under default deny numbered ones
+            // would serve only ADMIN on `*` until granted. Clients on db 0, the most common,
+            // need a user's default partition anyway. `--databases 16` is Redis's layout.
+            databases: 0,
             // Off: losing data must be a decision, never a default.
             accept_data_loss: false,
         }
@@ -311,6 +326,7 @@ impl Config {
                 (None, None) => d.max_memory,
             },
             timeout_secs: cli.timeout.or(file.timeout).unwrap_or(d.timeout_secs),
+            databases: cli.databases.or(file.databases).unwrap_or(d.databases),
             accept_data_loss: cli.accept_data_loss,
             admin_password: cli
                 .admin_password
@@ -367,9 +383,21 @@ impl Config {
                 "timeout must be at most {MAX_TIMEOUT_SECS} seconds"
             ));
         }
+        if self.databases > MAX_DATABASES {
+            return Err(format!(
+                "databases must be 0..={MAX_DATABASES}, got {} (more numbered databases are \
+                 better named partitions, made with CREATE PARTITION)",
+                self.databases
+            ));
+        }
         Ok(())
     }
 }
+
+/// Most numbered partitions `--databases` makes. Each is a partition like any (a catalog
+/// entry, a table on a shard, a line of LIST PARTITIONS and INFO); Redis deployments use 16,
+/// a few hundred at most, so past this it is a typo, not a layout.
+pub const MAX_DATABASES: usize = 1024;
 
 /// Parses a size: plain bytes (`1048576`) or with a unit `kb`, `mb`, `gb` (powers of 1024,
 /// case-insensitive; `k`, `m`, `g` too).
@@ -511,5 +539,26 @@ mod tests {
     fn invalid_values_are_refused() {
         let cli = Cli::try_parse_from(["gokv-server", "--shards", "0"]).unwrap();
         assert!(Config::from_cli(cli).is_err());
+    }
+
+    #[test]
+    fn databases_from_the_flag_or_the_file_and_bounded() {
+        assert_eq!(Config::default().databases, 0);
+        let cli = Cli::try_parse_from(["gokv-server", "--databases", "16"]).unwrap();
+        assert_eq!(Config::from_cli(cli).unwrap().databases, 16);
+        let path = std::env::temp_dir().join(format!("gokv-dbs-{}.toml", std::process::id()));
+        std::fs::write(&path, "databases = 4\n").unwrap();
+        let cli = Cli::try_parse_from(["gokv-server", "--config", path.to_str().unwrap()]).unwrap();
+        let from_file = Config::from_cli(cli).unwrap().databases;
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(from_file, 4);
+        let cli = Cli::try_parse_from(["gokv-server", "--databases", "1025"]).unwrap();
+        let e = Config::from_cli(cli).unwrap_err();
+        assert_eq!(
+            e,
+            "databases must be 0..=1024, got 1025 (more numbered databases are better named \
+             partitions, made with CREATE PARTITION)"
+        );
+        assert!(Cli::try_parse_from(["gokv-server", "--databases", "-1"]).is_err());
     }
 }

@@ -8,8 +8,10 @@
 //! partition data, `users.json` next to a catalog, a durable partition's directory), or
 //! partition data the catalog does not explain, refuses the start with a message naming it and
 //! `--accept-data-loss`. With that flag the loss is logged at WARN and the start goes on. Only
-//! a directory with none of these files is a first start; it writes `users.json` and then an
-//! empty catalog, so every later start finds both.
+//! a directory with none of these files is a first start; it writes `users.json` and then a
+//! catalog (empty, or with the partitions `0` .. `N-1` of `--databases N`), so every later
+//! start finds both, and never makes the numbered partitions again (a dropped one stays
+//! dropped).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -234,10 +236,16 @@ fn open_data_dir(config: &Config) -> Result<(Catalog, Acl, Resume), String> {
         let explained = stored.is_some()
             && if *id < next_id {
                 // A dropped partition whose files the crash kept (the catalog handed out the
-                // id and no longer names it), unless it is a MEMORY partition's id.
-                stored
-                    .as_ref()
-                    .is_some_and(|s| s.catalog.partitions.values().all(|m| m.id != *id))
+                // id and no longer names it), or a durable partition changed to MEMORY whose
+                // files the crash kept (ALTER PARTITION ... SET persist MEMORY writes the
+                // catalog first; its shard then removes them). A MEMORY partition's files
+                // are never read, so removing them loses nothing.
+                stored.as_ref().is_some_and(|s| {
+                    s.catalog
+                        .partitions
+                        .values()
+                        .all(|m| m.id != *id || m.persist == PersistMode::Memory)
+                })
             } else {
                 // A CREATE whose catalog write never happened: only a fresh, empty log.
                 is_fresh(path)
@@ -315,9 +323,11 @@ fn open_data_dir(config: &Config) -> Result<(Catalog, Acl, Resume), String> {
     let _ = sync_dir(&partitions_dir(data_dir));
 
     let first_start = stored.is_none();
+    // A directory with nothing of GoKV's in it: not an upgrade, not an accepted loss.
+    let empty_dir = first_start && stored_acl.is_none() && dirs.is_empty();
     let catalog_file::Stored {
         mut catalog,
-        next_id,
+        mut next_id,
         revoked,
     } = stored.unwrap_or_else(|| catalog_file::Stored {
         catalog: Catalog::default(),
@@ -325,6 +335,14 @@ fn open_data_dir(config: &Config) -> Result<(Catalog, Acl, Resume), String> {
         next_id: dirs.iter().map(|(id, _)| id + 1).max().unwrap_or(1),
         revoked: Vec::new(),
     });
+    if empty_dir && config.databases > 0 {
+        (catalog, next_id) = numbered_databases(catalog, config.databases, shards, next_id)?;
+        log::info!(
+            "first start: created partitions 0 .. {} (STRING MEMORY, --databases {})",
+            config.databases - 1,
+            config.databases
+        );
+    }
     let moved = move_to_existing_shards(&mut catalog, shards);
 
     let (mut acl, acl_catalog_version) = match stored_acl {
@@ -387,6 +405,43 @@ fn open_data_dir(config: &Config) -> Result<(Catalog, Acl, Resume), String> {
         revoked,
     };
     Ok((catalog, acl, resume))
+}
+
+/// `catalog` with partitions `0` .. `n-1` added (STRING MEMORY, spread over the shards as
+/// CREATE PARTITION spreads them), and the next partition id after them: what `--databases`
+/// makes on a first start. Each goes through CREATE PARTITION's own parsing and planning, so
+/// it is exactly what `CREATE PARTITION <i> STRING MEMORY` would have made.
+fn numbered_databases(
+    mut catalog: Catalog,
+    n: usize,
+    shards: usize,
+    mut next_id: u64,
+) -> Result<(Catalog, u64), String> {
+    use crate::command::partition::{parse_create, plan_create};
+    use crate::protocol::{Args, Span};
+    let created_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    for i in 0..n {
+        let name = i.to_string();
+        let words = ["CREATE", "PARTITION", name.as_str(), "STRING", "MEMORY"];
+        let mut buf = Vec::new();
+        let mut spans = Vec::new();
+        for word in words {
+            let start = buf.len() as u32;
+            buf.extend_from_slice(word.as_bytes());
+            spans.push(Span {
+                start,
+                end: buf.len() as u32,
+            });
+        }
+        let fail = |e: crate::command::CommandError| format!("--databases: partition {name}: {e}");
+        let request = parse_create(&Args::new(&buf, &spans)).map_err(fail)?;
+        catalog = plan_create(&catalog, &request, shards, next_id, created_ms).map_err(fail)?;
+        next_id += 1;
+    }
+    Ok((catalog, next_id))
 }
 
 /// Every numbered directory under `partitions/` (created if missing), with its id. Anything
@@ -456,6 +511,7 @@ fn move_to_existing_shards(catalog: &mut Catalog, shards: usize) -> bool {
             schema: meta.schema,
             persist: meta.persist,
             created_ms: meta.created_ms,
+            options: meta.options,
             stats: meta.stats.clone(),
         });
         catalog.partitions.insert(name, meta);

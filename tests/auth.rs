@@ -256,6 +256,15 @@ const MATRIX: &[(&str, [bool; 5])] = &[
         "CREATE PARTITION q INT MEMORY",
         [false, false, false, false, true],
     ),
+    (
+        "ALTER PARTITION p SET eviction allkeys-lru default-ttl 0",
+        [false, false, false, true, true],
+    ),
+    // A quota is the operator's: the partition's own ADMIN may not change it.
+    (
+        "ALTER PARTITION p SET max-keys 1000000",
+        [false, false, false, false, true],
+    ),
     ("CREATE USER w pw", [false, false, false, false, true]),
     ("DROP USER v", [false, false, false, false, true]),
     ("LIST USERS", [false, false, false, false, true]),
@@ -582,6 +591,8 @@ fn users_and_grants_survive_a_restart() {
             Resp::bulk(b"bob"),
             Resp::bulk(b"grants"),
             Resp::array(vec![Resp::bulk(b"*:READ"), Resp::bulk(b"orders:WRITE")]),
+            Resp::bulk(b"default"),
+            Resp::Bulk(None),
         ])
     );
     let mut admin = server.raw();

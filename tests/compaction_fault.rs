@@ -19,6 +19,7 @@ fn meta() -> PartitionMeta {
         schema: Schema::String,
         persist: PersistMode::Sync,
         created_ms: 0,
+        options: Default::default(),
         stats: Arc::default(),
     }
 }

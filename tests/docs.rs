@@ -68,6 +68,7 @@ fn permission_phrase(p: Permission) -> &'static str {
         Permission::ReadWrite => "READ and WRITE",
         Permission::WriteReadWithGet => "WRITE (and READ with GET)",
         Permission::Admin => "ADMIN on the partition",
+        Permission::AdminOrAllForQuotas => "ADMIN on the partition (on * for quotas)",
         Permission::Any => "any grant on the partition",
         Permission::AdminAll => "ADMIN on *",
         Permission::SelfOrAdminAll => "ADMIN on *, or the user itself",

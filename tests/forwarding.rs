@@ -51,6 +51,7 @@ impl TwoShards {
             schema: Schema::String,
             persist: PersistMode::Memory,
             created_ms: 0,
+            options: Default::default(),
             stats: Arc::default(),
         }));
         // Not joined: shard 0's shutdown would wait for shard 1 (this test) to drain.

@@ -4,8 +4,8 @@
 //!
 //! A session block is a ```` ```text ```` block with `127.0.0.1:7379> ` prompts. The blocks run
 //! in README order against one server started with the password a block's
-//! `$ redis-cli ... --pass '<pw>'` line gives (a block without one logs in with the password
-//! of the block before it), each block through one real `redis-cli` reading it from stdin
+//! `$ redis-cli ... --pass '<pw>'` line gives (a block without one logs in as the user and
+//! with the password of the block before it; `--user` defaults to `admin`), each block through one real `redis-cli` reading it from stdin
 //! (`--no-raw`: printed as an interactive session prints), so that a `# comment` or an
 //! apostrophe on a command line fails here as it fails for a reader. The only tolerance: the
 //! value after `"created_ms"` (the time the partition was made) is not compared.
@@ -32,6 +32,7 @@ const PROMPT: &str = "127.0.0.1:7379> ";
 struct Session {
     /// The README line the block starts on, for messages.
     line: usize,
+    user: String,
     password: String,
     commands: Vec<String>,
     expected: Vec<String>,
@@ -52,10 +53,17 @@ fn pass_of(line: &str) -> Option<String> {
     Some(pw.to_string())
 }
 
+/// The value of `--user <name>` on a `$ redis-cli` line.
+fn user_of(line: &str) -> Option<String> {
+    let rest = line.split("--user ").nth(1)?;
+    Some(rest.split_whitespace().next()?.to_string())
+}
+
 /// The README's session blocks, in order.
 fn sessions(text: &str) -> Vec<Session> {
     let mut out = Vec::new();
     let mut password: Option<String> = None;
+    let mut user = String::from("admin");
     let mut lines = text.lines().enumerate();
     while let Some((n, line)) = lines.next() {
         if line.trim() != "```text" {
@@ -71,6 +79,7 @@ fn sessions(text: &str) -> Vec<Session> {
         }
         let mut s = Session {
             line: n + 1,
+            user: String::new(),
             password: String::new(),
             commands: Vec::new(),
             expected: Vec::new(),
@@ -87,6 +96,7 @@ fn sessions(text: &str) -> Vec<Session> {
                 if let Some(pw) = pass_of(l) {
                     password = Some(pw);
                 }
+                user = user_of(l).unwrap_or_else(|| "admin".into());
             } else {
                 assert!(
                     !s.commands.is_empty(),
@@ -96,6 +106,7 @@ fn sessions(text: &str) -> Vec<Session> {
                 s.expected.push(l.to_string());
             }
         }
+        s.user = user.clone();
         s.password = password
             .clone()
             .unwrap_or_else(|| panic!("README line {}: no `--pass` before this session", n + 1));
@@ -147,6 +158,10 @@ fn readme_finds_its_session_blocks() {
         Some("x y".into())
     );
     assert_eq!(pass_of("$ redis-cli --pass pw -p 1"), Some("pw".into()));
+    assert_eq!(
+        user_of("$ redis-cli -p 7379 --user app --pass pw"),
+        Some("app".into())
+    );
     let masked = masked(&[" 11) \"created_ms\"".into(), " 12) (integer) 17".into()]);
     assert_eq!(masked[1], " 12) (integer) <ms>");
 }
@@ -165,7 +180,7 @@ fn readme_sessions_paste_into_redis_cli_as_they_are() {
                 "-p",
                 &server.port().to_string(),
                 "--user",
-                "admin",
+                &s.user,
                 "--pass",
             ])
             .arg(&s.password)
@@ -291,7 +306,8 @@ fn redis_cli_stat_shows_no_blocked_garbage() {
     assert!(!rows.is_empty(), "no --stat rows:\n{text}");
     for row in rows {
         // keys mem clients blocked requests ...: redis-cli sums `db0`..`db19` lines for keys,
-        // which GoKV's keyspace (named partitions) does not have, so keys is 0.
+        // which only numbered partitions print (`tests/redis_face.rs` shows those), so keys
+        // is 0 for `p`.
         assert_eq!(row[0], "0", "keys:\n{text}");
         assert!(row[2].parse::<u64>().unwrap() >= 1, "clients:\n{text}");
         assert_eq!(row[3], "0", "blocked (INFO blocked_clients):\n{text}");

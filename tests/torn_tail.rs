@@ -17,6 +17,7 @@ fn meta(id: u64) -> PartitionMeta {
         schema: Schema::String,
         persist: PersistMode::Sync,
         created_ms: 0,
+        options: Default::default(),
         stats: Arc::default(),
     }
 }

@@ -126,7 +126,8 @@ pub fn verify_password(phc: &str, password: &[u8]) -> bool {
 /// What to do once a new password is hashed.
 #[derive(Debug, Clone)]
 pub enum NewPassword {
-    CreateUser(String),
+    /// A new user, with its default partition.
+    CreateUser(String, Option<String>),
     SetPassword(String),
 }
 
@@ -432,7 +433,11 @@ fn run(queues: &(Mutex<Queues>, Condvar), shards: Vec<ShardHandle>) {
             } => match hash_password(&password) {
                 Ok(hash) => {
                     let change = match then {
-                        NewPassword::CreateUser(name) => AclChange::CreateUser { name, hash },
+                        NewPassword::CreateUser(name, default_partition) => AclChange::CreateUser {
+                            name,
+                            hash,
+                            default_partition,
+                        },
                         NewPassword::SetPassword(name) => AclChange::SetPassword { name, hash },
                     };
                     shards[COORDINATOR].send(Message::Change {

@@ -1,7 +1,8 @@
 //! Users and grants on disk, and the `admin` bootstrap.
 //!
-//! The ACL lives in `<data-dir>/users.json`: users with their id, argon2id PHC hash and
-//! grants, never a password. It is replaced atomically: written to `users.json.tmp`, fsync'd,
+//! The ACL lives in `<data-dir>/users.json`: users with their id, argon2id PHC hash,
+//! grants and default partition (`default_partition`, absent when there is none and in
+//! files written before it existed), never a password. It is replaced atomically: written to `users.json.tmp`, fsync'd,
 //! renamed over the old file, then the directory is fsync'd, so a crash leaves either the old
 //! or the new version, never a torn one. The coordinator writes it before it broadcasts a new
 //! version, so nothing a client was told succeeded is lost.
@@ -67,6 +68,11 @@ struct UserRecord {
     hash: String,
     /// Target (`*` or a partition name) -> permissions (`READ`, `WRITE`, `ADMIN`).
     grants: BTreeMap<String, Vec<String>>,
+    /// The partition its connections start on in Redis grammar. Absent in older files (and
+    /// left out when there is none, so a file without defaults still reads in an older
+    /// release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    default_partition: Option<String>,
 }
 
 fn to_file(acl: &Acl, catalog_version: u64) -> UsersFile {
@@ -90,6 +96,7 @@ fn to_file(acl: &Acl, catalog_version: u64) -> UsersFile {
                     name: u.name.clone(),
                     hash: u.hash.to_string(),
                     grants,
+                    default_partition: u.default_partition.clone(),
                 }
             })
             .collect(),
@@ -116,12 +123,21 @@ fn from_file(file: UsersFile, path: &Path) -> Result<Acl, String> {
         if record.id >= acl.next_user_id || acl.users.values().any(|u| u.id == record.id) {
             return Err(bad(format!("user '{}' has a bad id", record.name)));
         }
+        if let Some(p) = &record.default_partition {
+            if !is_valid_name(p.as_bytes()) {
+                return Err(bad(format!(
+                    "user '{}': invalid default partition name",
+                    record.name
+                )));
+            }
+        }
         let mut user = User {
             id: record.id,
             name: record.name.clone(),
             hash: record.hash.into(),
             all: Perms::NONE,
             grants: BTreeMap::new(),
+            default_partition: record.default_partition,
         };
         for (target, names) in record.grants {
             let mut perms = Perms::NONE;
@@ -327,6 +343,7 @@ pub fn bootstrap(
                 hash: hash.into(),
                 all: Perms::NONE,
                 grants: BTreeMap::new(),
+                default_partition: None,
             }
         }
     };
@@ -382,6 +399,7 @@ mod tests {
             .apply(&AclChange::CreateUser {
                 name: "bob".into(),
                 hash: hash_password(b"b").unwrap(),
+                default_partition: Some("orders".into()),
             })
             .unwrap()
             .apply(&AclChange::Grant(GrantChange {
@@ -425,6 +443,35 @@ mod tests {
         let set = bootstrap(&dir, load(&dir).unwrap().unwrap().acl, 0, Some("chosen")).unwrap();
         assert!(verify_password(&set.get(b"admin").unwrap().hash, b"chosen"));
         assert!(!path.exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_file_without_default_partitions_loads_and_none_is_not_written() {
+        let dir = temp_dir("older");
+        let hash = hash_password(b"pw").unwrap();
+        // As the release before default partitions wrote it.
+        let older = format!(
+            r#"{{"format":1,"catalog_version":3,"next_user_id":2,"users":[
+                {{"id":1,"name":"bob","hash":"{hash}","grants":{{"p":["READ"]}}}}]}}"#
+        );
+        fs::write(dir.join(USERS_FILE), older).unwrap();
+        let acl = load(&dir).unwrap().unwrap().acl;
+        let bob = acl.get(b"bob").unwrap();
+        assert_eq!(bob.default_partition, None);
+        assert_eq!(bob.grant_list(), ["p:READ"]);
+        // Written back without the field, so an older release still reads it.
+        save(&dir, &acl, 3).unwrap();
+        let text = fs::read_to_string(dir.join(USERS_FILE)).unwrap();
+        assert!(!text.contains("default_partition"), "{text}");
+        // A bad name in the field is refused, as a bad grant target is.
+        let bad = text.replace(
+            "\"grants\"",
+            "\"default_partition\": \"no way\",\n      \"grants\"",
+        );
+        fs::write(dir.join(USERS_FILE), bad).unwrap();
+        let e = load(&dir).unwrap_err();
+        assert!(e.contains("invalid default partition name"), "{e}");
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -54,7 +54,10 @@ fn needed(permission: Permission) -> Perms {
         Permission::Read => Perms::READ,
         Permission::Write => Perms::WRITE,
         Permission::ReadWrite | Permission::WriteReadWithGet => Perms::READ.union(Perms::WRITE),
-        Permission::Admin | Permission::AdminAll | Permission::SelfOrAdminAll => Perms::ADMIN,
+        Permission::Admin
+        | Permission::AdminOrAllForQuotas
+        | Permission::AdminAll
+        | Permission::SelfOrAdminAll => Perms::ADMIN,
         // The least grant of all: holding READ settles it at once; any other grant goes to
         // [`check`], which looks for one.
         Permission::Any => Perms::READ,
@@ -105,6 +108,16 @@ fn check(
         Permission::Open | Permission::Authenticated => Ok(()),
         Permission::AdminAll if user.allows(Perms::ADMIN, ALL.as_bytes()) => Ok(()),
         Permission::AdminAll => Err(denied(ALL.as_bytes())),
+        // A quota is the operator's: ADMIN on the partition itself does not lift it.
+        Permission::AdminOrAllForQuotas if super::partition::alter_sets_quota(args) => {
+            if user.allows(Perms::ADMIN, ALL.as_bytes()) {
+                Ok(())
+            } else {
+                Err(CommandError::NoPermQuota {
+                    user: user.name.clone(),
+                })
+            }
+        }
         Permission::SelfOrAdminAll => {
             if user.allows(Perms::ADMIN, ALL.as_bytes()) || args.get(2) == user.name.as_bytes() {
                 Ok(())
@@ -120,6 +133,7 @@ fn check(
         | Permission::ReadWrite
         | Permission::WriteReadWithGet
         | Permission::Admin
+        | Permission::AdminOrAllForQuotas
         | Permission::Any => {
             // Every row with these permissions names its partition (checked by a test).
             let partition = args.get(spec.partition_arg.unwrap_or(1));
@@ -249,6 +263,27 @@ mod tests {
             "CREATE PARTITION q INT MEMORY",
             [false, false, false, false, true],
         ),
+        (
+            "CREATE PARTITION q INT MEMORY max-keys 10",
+            [false, false, false, false, true],
+        ),
+        (
+            "ALTER PARTITION p SET eviction allkeys-lru default-ttl 10",
+            [false, false, false, true, true],
+        ),
+        // A quota, even among other options and lowered: ADMIN on * only.
+        (
+            "ALTER PARTITION p SET eviction allkeys-lru max-keys 10",
+            [false, false, false, false, true],
+        ),
+        (
+            "ALTER PARTITION p SET MAX-MEMORY 0",
+            [false, false, false, false, true],
+        ),
+        (
+            "ALTER PARTITION p SET max-ops 5",
+            [false, false, false, false, true],
+        ),
         ("CREATE USER w pw", [false, false, false, false, true]),
         ("DROP USER v", [false, false, false, false, true]),
         ("LIST USERS", [false, false, false, false, true]),
@@ -301,6 +336,7 @@ mod tests {
             .apply(&AclChange::CreateUser {
                 name: "u".into(),
                 hash: "h".into(),
+                default_partition: None,
             })
             .unwrap();
         if !perms.is_empty() {
@@ -323,6 +359,7 @@ mod tests {
             schema: Schema::Int,
             persist: PersistMode::Memory,
             created_ms: 0,
+            options: Default::default(),
             stats: Arc::default(),
         })
     }
@@ -425,6 +462,7 @@ mod tests {
                     | Permission::ReadWrite
                     | Permission::WriteReadWithGet
                     | Permission::Admin
+                    | Permission::AdminOrAllForQuotas
                     | Permission::Any
             ) {
                 assert!(spec.partition_arg.is_some(), "{}", spec.name);

@@ -12,6 +12,16 @@
 //! does what every data command shares (the partition's maintenance step, its counters, the
 //! key-length check of the row's key arguments) and calls the row's function.
 //!
+//! Every write that can grow the partition asks [`Writes::admit_set`] (or
+//! [`Writes::admit_keys`]) first: the server-wide `max-memory`, then the partition's own
+//! quotas ([`Quota`]: `max-memory`, `max-keys`), exactly, since the owning shard is the only
+//! writer. The partition's `default-ttl` is applied where a value is stored
+//! ([`Writes::set_str`] and its kin), so no command has to know about it: a key written
+//! without a deadline (a plain SET, MSET, INCR or APPEND creating it, ...) gets
+//! `now + default-ttl`; `KEEPTTL` (and the INCR family, APPEND, SETRANGE, which keep the
+//! deadline) on an existing key keep what it has; PERSIST still removes it; RENAME moves the
+//! key with the deadline it had.
+//!
 //! Writes to a durable partition go through its [`Journal`] (given as `journal`), which
 //! applies them, logs a physical record per change (INCR as the SET of its result) and keeps
 //! what to undo should the pass's commit fail. A MEMORY partition passes `None`. The shard
@@ -20,8 +30,9 @@
 
 use crate::persist::Journal;
 use crate::protocol::{Args, ReplyWriter};
-use crate::store::{Expiry, IncrError, MemoryBudget, Partition, PartitionStats, Value};
+use crate::store::{clock, Expiry, IncrError, MemoryBudget, Partition, PartitionStats, Value};
 
+use super::quota::Quota;
 use super::{check_key, CommandError, CommandSpec, Handler, Keys};
 
 /// Limits a data command checks.
@@ -66,6 +77,8 @@ pub type WriteFn =
 pub struct Writes<'a, 'j> {
     partition: &'a mut Partition,
     journal: Option<&'j mut Journal>,
+    /// The partition's quotas and default TTL.
+    quota: &'a Quota,
 }
 
 impl Writes<'_, '_> {
@@ -75,19 +88,156 @@ impl Writes<'_, '_> {
         self.partition
     }
 
+    /// May a write storing `value_len` bytes (STRING; any for INT) under `key`, with a deadline
+    /// or not, go ahead? Asks the server-wide `max-memory` and the partition's quotas before
+    /// anything changes (see [`Partition::set_growth`]). `&mut`: a partition with an eviction
+    /// policy will evict its own keys here to make room, so a caller holds no borrow of the
+    /// partition across it.
+    #[inline]
+    pub fn admit_set(
+        &mut self,
+        limits: &DataLimits,
+        key: &[u8],
+        value_len: usize,
+        deadline: bool,
+    ) -> Result<(), CommandError> {
+        let growth = self.partition.set_growth(key, value_len, deadline);
+        self.admit_keys(limits, std::iter::once(key), growth)
+    }
+
+    /// May a write of `keys` that grows the data by `growth` bytes go ahead? (MSET: every
+    /// key at once, all or none.)
+    #[inline]
+    pub fn admit_keys<'k>(
+        &mut self,
+        limits: &DataLimits,
+        keys: impl Iterator<Item = &'k [u8]> + Clone,
+        growth: u64,
+    ) -> Result<(), CommandError> {
+        limits.admit(growth)?;
+        if self.quota.limited {
+            return self.admit_quota(limits, keys, growth);
+        }
+        Ok(())
+    }
+
+    /// The partition's own limits, out of line (a partition without them never comes here).
+    /// Exact: the owning shard is the partition's only writer. `max-keys` counts the keys the
+    /// table holds, expired ones not reclaimed yet included (`DBSIZE`), so a write replacing
+    /// an expired key adds none.
+    #[cold]
+    #[inline(never)]
+    fn admit_quota<'k>(
+        &mut self,
+        limits: &DataLimits,
+        keys: impl Iterator<Item = &'k [u8]> + Clone,
+        mut growth: u64,
+    ) -> Result<(), CommandError> {
+        let quota = self.quota;
+        if quota.default_ttl != 0 {
+            // Each key may get a deadline its growth did not count: 8 bytes more at most (an
+            // overestimate for keys that keep theirs or keep none).
+            growth += keys.clone().count() as u64 * crate::store::arena::DEADLINE_BYTES as u64;
+            limits.admit(growth)?;
+        }
+        let over_memory = quota.max_memory != 0
+            && growth > 0
+            && self.partition.used_memory().saturating_add(growth) > quota.max_memory;
+        let refusal = if over_memory {
+            Some(quota.over_memory())
+        } else if quota.max_keys != 0
+            && (self.partition.len() as u64).saturating_add(self.new_keys(keys)) > quota.max_keys
+        {
+            Some(quota.over_keys())
+        } else {
+            None
+        };
+        match refusal {
+            None => Ok(()),
+            // Eviction goes here: with `quota.eviction.evicts()`, evict one of this
+            // partition's keys (never one that this command writes) through the journal, so
+            // a durable partition logs its DEL, count it in `evicted_keys`, and check again,
+            // until the write fits or nothing is left to evict (then -OOM, as Redis answers
+            // when a volatile-* policy finds no key with a deadline). Until then every policy
+            // answers -OOM, as `noeviction` does.
+            Some(refusal) => Err(refusal),
+        }
+    }
+
+    /// How many of `keys` the table does not hold (each counted once).
+    fn new_keys<'k>(&self, keys: impl Iterator<Item = &'k [u8]> + Clone) -> u64 {
+        let absent = keys.clone().filter(|k| !self.partition.holds(k)).count();
+        if absent <= 1 {
+            return absent as u64;
+        }
+        // A key named twice (MSET a 1 a 2) is one key.
+        let mut seen = hashbrown::HashSet::with_capacity(absent);
+        keys.filter(|k| !self.partition.holds(k) && seen.insert(*k))
+            .count() as u64
+    }
+
+    /// The deadline a value stored with `expiry` gets, given the partition's default TTL
+    /// (see the module docs): out of line, only a partition with one comes here.
+    #[cold]
+    #[inline(never)]
+    fn default_expiry(&self, key: &[u8], expiry: Expiry) -> Expiry {
+        match expiry {
+            Expiry::Clear => Expiry::At(self.default_deadline()),
+            Expiry::Keep if !self.partition.contains(key) => Expiry::At(self.default_deadline()),
+            expiry => expiry,
+        }
+    }
+
+    /// Now + the default TTL (at most 100 years: no overflow).
+    fn default_deadline(&self) -> u64 {
+        clock::now_ms() + self.quota.default_ttl
+    }
+
+    /// Stores a STRING value (the partition's default TTL applies, see the module docs).
     #[inline]
     pub fn set_str(&mut self, key: &[u8], value: &[u8], expiry: Expiry) {
-        match &mut self.journal {
-            Some(j) => j.set_str(self.partition, key, value, expiry),
-            None => self.partition.set_str(key, value, expiry),
+        let expiry = if self.quota.default_ttl == 0 {
+            expiry
+        } else {
+            self.default_expiry(key, expiry)
+        };
+        self.store_str(key, value, expiry)
+    }
+
+    /// Stores an INT value (the partition's default TTL applies).
+    #[inline]
+    pub fn set_int(&mut self, key: &[u8], value: i64, expiry: Expiry) {
+        let expiry = if self.quota.default_ttl == 0 {
+            expiry
+        } else {
+            self.default_expiry(key, expiry)
+        };
+        self.store_int(key, value, expiry)
+    }
+
+    /// Stores a value with exactly this deadline, whatever the default TTL: a key moved
+    /// (RENAME) keeps the deadline it had, or none.
+    pub fn set_moved(&mut self, key: &[u8], value: &Value, deadline: Option<u64>) {
+        let expiry = deadline.map_or(Expiry::Clear, Expiry::At);
+        match value {
+            Value::Int(n) => self.store_int(key, *n, expiry),
+            Value::Str(bytes) => self.store_str(key, bytes, expiry),
         }
     }
 
     #[inline]
-    pub fn set_int(&mut self, key: &[u8], value: i64, expiry: Expiry) {
+    fn store_int(&mut self, key: &[u8], value: i64, expiry: Expiry) {
         match &mut self.journal {
             Some(j) => j.set_int(self.partition, key, value, expiry),
             None => self.partition.set_int(key, value, expiry),
+        }
+    }
+
+    #[inline]
+    fn store_str(&mut self, key: &[u8], value: &[u8], expiry: Expiry) {
+        match &mut self.journal {
+            Some(j) => j.set_str(self.partition, key, value, expiry),
+            None => self.partition.set_str(key, value, expiry),
         }
     }
 
@@ -126,8 +276,30 @@ impl Writes<'_, '_> {
         }
     }
 
+    /// The INCR family's store: a key it creates gets the partition's default TTL.
     #[inline]
     pub fn incr_by(&mut self, key: &[u8], delta: i64) -> Result<i64, IncrError> {
+        if self.quota.default_ttl != 0 {
+            return self.incr_with_default_ttl(key, delta);
+        }
+        self.store_incr(key, delta)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn incr_with_default_ttl(&mut self, key: &[u8], delta: i64) -> Result<i64, IncrError> {
+        let created = !self.partition.contains(key);
+        let value = self.store_incr(key, delta)?;
+        if created {
+            // Logged as its own record after the SET of the result, on a durable partition.
+            let deadline = self.default_deadline();
+            self.set_deadline(key, Some(deadline));
+        }
+        Ok(value)
+    }
+
+    #[inline]
+    fn store_incr(&mut self, key: &[u8], delta: i64) -> Result<i64, IncrError> {
         match &mut self.journal {
             Some(j) => j.incr_by(self.partition, key, delta),
             None => self.partition.incr_by(key, delta),
@@ -148,6 +320,7 @@ pub fn execute(
     args: &Args,
     partition: &mut Partition,
     journal: Option<&mut Journal>,
+    quota: &Quota,
     limits: DataLimits,
     w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
@@ -166,7 +339,12 @@ pub fn execute(
         }
         Handler::Write(write) => {
             PartitionStats::add(&stats.writes, 1);
-            write(args, &mut Writes { partition, journal }, &limits, w)
+            let writes = &mut Writes {
+                partition,
+                journal,
+                quota,
+            };
+            write(args, writes, &limits, w)
         }
         // Only a row routed to a partition reaches here (the route is the handler's kind).
         Handler::Connection(_) | Handler::Coordinator(_) => Err(CommandError::NotAvailable(
@@ -262,6 +440,7 @@ pub(super) fn keys<'a>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::catalog::PartitionOptions;
     use crate::protocol::{Protocol, Span};
     use crate::store::Schema;
     use std::sync::Arc;
@@ -281,6 +460,23 @@ pub(crate) mod tests {
 
     /// [`run`] with these limits.
     pub(crate) fn run_with(p: &mut Partition, words: &[&str], limits: DataLimits) -> String {
+        run_quota(p, &Quota::default(), words, limits)
+    }
+
+    /// [`run`] on a partition with these options (and the limits of [`run`]).
+    fn run_opts(p: &mut Partition, options: &PartitionOptions, words: &[&str]) -> String {
+        let limits = DataLimits {
+            max_key_len: 8,
+            max_value_len: 1 << 20,
+            max_keys_reply: 1000,
+            memory: MemoryBudget::unlimited(),
+            max_reply: 1000,
+        };
+        run_quota(p, &Quota::new("p", options), words, limits)
+    }
+
+    /// [`run_with`] under a quota.
+    fn run_quota(p: &mut Partition, quota: &Quota, words: &[&str], limits: DataLimits) -> String {
         let mut buf = Vec::new();
         let mut spans = Vec::new();
         for w in words {
@@ -295,7 +491,7 @@ pub(crate) mod tests {
         let spec = crate::command::lookup(&args).expect("known command");
         let mut out = Vec::new();
         let mut w = ReplyWriter::new(&mut out, Protocol::Resp2);
-        if let Err(e) = execute(spec, &args, p, None, limits, &mut w) {
+        if let Err(e) = execute(spec, &args, p, None, quota, limits, &mut w) {
             e.write_to(&mut w);
         }
         String::from_utf8(out).expect("ascii replies")
@@ -367,7 +563,7 @@ pub(crate) mod tests {
             let spec = crate::command::lookup(&args).expect("known command");
             let mut out = Vec::new();
             let mut w = ReplyWriter::new(&mut out, Protocol::Resp2);
-            if let Err(e) = execute(spec, &args, p, None, limits, &mut w) {
+            if let Err(e) = execute(spec, &args, p, None, &Quota::default(), limits, &mut w) {
                 e.write_to(&mut w);
             }
             String::from_utf8(out).expect("ascii replies")
@@ -420,5 +616,146 @@ pub(crate) mod tests {
         let g = PartitionStats::get;
         assert_eq!((g(&s.ops), g(&s.reads), g(&s.writes)), (3, 2, 1));
         assert_eq!((g(&s.hits), g(&s.misses), g(&s.keys)), (2, 2, 1));
+    }
+
+    fn keys_quota(max_keys: u64) -> PartitionOptions {
+        PartitionOptions {
+            max_keys,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn max_keys_refuses_new_keys_and_nothing_else() {
+        let mut p = Partition::new(Schema::String, Arc::default());
+        let o = keys_quota(3);
+        let run = |p: &mut Partition, w: &[&str]| run_opts(p, &o, w);
+        assert_eq!(run(&mut p, &["MSET", "p", "a", "1", "b", "2"]), "+OK\r\n");
+        // A key named twice is one new key: fits exactly.
+        assert_eq!(run(&mut p, &["MSET", "p", "c", "1", "c", "2"]), "+OK\r\n");
+        let full = "-OOM command not allowed when keys > 'max-keys' of partition 'p' (3 keys)\r\n";
+        for refused in [
+            &["SET", "p", "d", "1"][..],
+            &["SET", "p", "d", "1", "EX", "100"],
+            &["SETNX", "p", "d", "1"],
+            &["MSET", "p", "a", "9", "d", "1"],
+            &["INCR", "p", "d"],
+            &["APPEND", "p", "d", "x"],
+            &["SETRANGE", "p", "d", "0", "x"],
+            &["GETSET", "p", "d", "1"],
+            &["SET", "p", "d", "1", "GET"],
+        ] {
+            assert_eq!(run(&mut p, refused), full, "{refused:?}");
+        }
+        // Nothing of the refused writes is there (not even MSET's first pair).
+        assert_eq!(
+            run(&mut p, &["MGET", "p", "a", "d"]),
+            "*2\r\n$1\r\n1\r\n$-1\r\n"
+        );
+        // Overwrites, growing or not, and writes to existing keys are no new key.
+        assert_eq!(run(&mut p, &["SET", "p", "a", "longer value"]), "+OK\r\n");
+        assert_eq!(run(&mut p, &["APPEND", "p", "b", "x"]), ":2\r\n");
+        assert_eq!(run(&mut p, &["EXPIRE", "p", "a", "100"]), ":1\r\n");
+        assert_eq!(run(&mut p, &["DEL", "p", "c"]), ":1\r\n");
+        assert_eq!(run(&mut p, &["SET", "p", "d", "1"]), "+OK\r\n");
+        assert_eq!(run(&mut p, &["RENAME", "p", "d", "e"]), "+OK\r\n");
+        assert_eq!(p.len(), 3);
+    }
+
+    #[test]
+    fn partition_max_memory_refuses_growth_but_not_shrinking() {
+        use crate::store::memory::entry_size;
+        let mut p = Partition::new(Schema::String, Arc::default());
+        let max = entry_size(1, 10, false) + entry_size(1, 1, false);
+        let o = PartitionOptions {
+            max_memory: max,
+            ..Default::default()
+        };
+        let run = |p: &mut Partition, w: &[&str]| run_opts(p, &o, w);
+        assert_eq!(run(&mut p, &["SET", "p", "a", "0123456789"]), "+OK\r\n");
+        assert_eq!(run(&mut p, &["SET", "p", "b", "x"]), "+OK\r\n");
+        assert_eq!(p.used_memory(), max);
+        let full = format!(
+            "-OOM command not allowed when used memory > 'max-memory' of partition 'p' ({max} \
+             bytes)\r\n"
+        );
+        assert_eq!(run(&mut p, &["SET", "p", "c", "x"]), full);
+        assert_eq!(run(&mut p, &["APPEND", "p", "b", "y"]), full);
+        assert_eq!(
+            run(&mut p, &["EXPIRE", "p", "b", "100"]),
+            full,
+            "a deadline is 8 bytes"
+        );
+        assert_eq!(run(&mut p, &["MSET", "p", "a", "", "c", "x"]), full);
+        assert_eq!(run(&mut p, &["GET", "p", "a"]), "$10\r\n0123456789\r\n");
+        // Shrinking makes room, which the next write may take.
+        assert_eq!(run(&mut p, &["SET", "p", "a", "01234"]), "+OK\r\n");
+        assert_eq!(run(&mut p, &["APPEND", "p", "b", "yyyyy"]), ":6\r\n");
+        assert_eq!(run(&mut p, &["APPEND", "p", "b", "z"]), full);
+        assert_eq!(run(&mut p, &["DEL", "p", "a"]), ":1\r\n");
+        assert_eq!(run(&mut p, &["SET", "p", "c", "x"]), "+OK\r\n");
+        assert!(p.used_memory() <= max);
+    }
+
+    #[test]
+    fn default_ttl_is_given_to_keys_written_without_a_deadline() {
+        let now = 1_000_000_000;
+        crate::store::clock::pin_for_tests(now);
+        let o = PartitionOptions {
+            default_ttl: 60_000,
+            ..Default::default()
+        };
+        let mut p = Partition::new(Schema::String, Arc::default());
+        let run = |p: &mut Partition, w: &[&str]| run_opts(p, &o, w);
+        let pttl = |p: &mut Partition, k: &str| run(p, &["PTTL", "p", k]);
+        let default = ":60000\r\n";
+        // A key written before the option (nothing applied): has none.
+        p.set_str(b"old", b"v", Expiry::Clear);
+        for write in [
+            &["SET", "p", "a", "v"][..],
+            &["MSET", "p", "b", "v", "c", "v"],
+            &["INCR", "p", "n"],
+            &["APPEND", "p", "ap", "v"],
+            &["SETNX", "p", "nx", "v"],
+            &["SET", "p", "kt", "v", "KEEPTTL"],
+            &["SETRANGE", "p", "sr", "2", "v"],
+        ] {
+            assert!(!run(&mut p, write).starts_with('-'), "{write:?}");
+            assert_eq!(pttl(&mut p, write[2]), default, "{write:?}");
+        }
+        assert_eq!(pttl(&mut p, "c"), default);
+        // An explicit deadline wins.
+        run(&mut p, &["SET", "p", "ex", "v", "PX", "5000"]);
+        assert_eq!(pttl(&mut p, "ex"), ":5000\r\n");
+        // A write that keeps the deadline keeps what the key has: none, for `old`.
+        for keep in [
+            &["SET", "p", "old", "w", "KEEPTTL"][..],
+            &["APPEND", "p", "old", "x"],
+            &["INCR", "p", "n"],
+        ] {
+            run(&mut p, keep);
+        }
+        assert_eq!(pttl(&mut p, "old"), ":-1\r\n");
+        // A plain SET is written without a deadline: it gets a fresh default one.
+        crate::store::clock::pin_for_tests(now + 10_000);
+        assert_eq!(pttl(&mut p, "a"), ":50000\r\n");
+        run(&mut p, &["SET", "p", "a", "again"]);
+        assert_eq!(pttl(&mut p, "a"), default);
+        assert_eq!(
+            pttl(&mut p, "n"),
+            ":50000\r\n",
+            "INCR of an existing key keeps it"
+        );
+        // PERSIST still removes it; RENAME moves the key with what it had.
+        assert_eq!(run(&mut p, &["PERSIST", "p", "a"]), ":1\r\n");
+        assert_eq!(pttl(&mut p, "a"), ":-1\r\n");
+        run(&mut p, &["RENAME", "p", "a", "moved"]);
+        assert_eq!(pttl(&mut p, "moved"), ":-1\r\n");
+        run(&mut p, &["RENAME", "p", "b", "b2"]);
+        assert_eq!(pttl(&mut p, "b2"), ":50000\r\n");
+        // And the key goes once the default TTL has passed.
+        crate::store::clock::pin_for_tests(now + 60_001);
+        assert_eq!(run(&mut p, &["GET", "p", "c"]), "$-1\r\n");
+        crate::store::clock::end_passes();
     }
 }

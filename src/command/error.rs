@@ -84,6 +84,16 @@ pub enum CommandError {
         needed: &'static str,
         target: String,
     },
+    /// Logged in, but holds ADMIN on no partition at all, which `command` (FLUSHALL) acts on.
+    NoAdminAnywhere {
+        user: String,
+        command: &'static str,
+    },
+    /// Logged in, holding ADMIN on the partition perhaps, but changing a quota needs ADMIN on
+    /// `*`.
+    NoPermQuota {
+        user: String,
+    },
     /// Logged in, but the command is only for ADMIN on `*` or the user named.
     NoPermUser {
         user: String,
@@ -95,8 +105,20 @@ pub enum CommandError {
     ProtectedAdmin(&'static str),
     /// A change could not be made durable; it was not applied.
     Io(String),
+    /// A CREATE/ALTER PARTITION option that is unknown, repeated, lacks its value or has a
+    /// bad one: the whole message, which names the option. Nothing changed.
+    InvalidOption(String),
     /// The write would take the data past `max-memory`; nothing was written.
     OutOfMemory,
+    /// The write would take partition `partition` past its own `limit` (`max-memory` or
+    /// `max-keys`, whose value is `value`); nothing was written.
+    PartitionFull {
+        partition: String,
+        limit: &'static str,
+        value: u64,
+    },
+    /// The partition's `max-ops` token bucket cannot pay for the command: not run.
+    Throttled(String),
     /// The reply would pass what is left of the client's output limit; it was not built.
     /// The connection is closed rather than answered (see `shard`), but the text says why.
     ReplyTooLarge,
@@ -125,9 +147,13 @@ impl CommandError {
             CommandError::NoProto => "NOPROTO",
             CommandError::NoAuth => "NOAUTH",
             CommandError::WrongPass => "WRONGPASS",
-            CommandError::NoPerm { .. } | CommandError::NoPermUser { .. } => "NOPERM",
+            CommandError::NoPerm { .. }
+            | CommandError::NoPermUser { .. }
+            | CommandError::NoAdminAnywhere { .. }
+            | CommandError::NoPermQuota { .. } => "NOPERM",
             CommandError::Io(_) => "IOERR",
-            CommandError::OutOfMemory => "OOM",
+            CommandError::OutOfMemory | CommandError::PartitionFull { .. } => "OOM",
+            CommandError::Throttled(_) => "THROTTLED",
             _ => "ERR",
         }
     }
@@ -216,6 +242,16 @@ impl fmt::Display for CommandError {
                 needed,
                 target,
             } => write!(f, "user '{user}' has no {needed} permission on '{target}'"),
+            CommandError::NoAdminAnywhere { user, command } => write!(
+                f,
+                "user '{user}' has no ADMIN permission on any partition ('{command}' empties \
+                 the partitions it holds ADMIN on)"
+            ),
+            CommandError::NoPermQuota { user } => write!(
+                f,
+                "user '{user}' has no ADMIN permission on '*', which changing max-memory, \
+                 max-keys or max-ops needs"
+            ),
             CommandError::NoPermUser { user, command } => write!(
                 f,
                 "user '{user}' may run '{command}' only on itself (or needs ADMIN on '*')"
@@ -226,11 +262,32 @@ impl fmt::Display for CommandError {
                 write!(f, "the 'admin' user cannot be {what}")
             }
             CommandError::Io(what) => f.write_str(what),
+            CommandError::InvalidOption(what) => f.write_str(what),
             CommandError::ReplyTooLarge => {
                 write!(f, "reply larger than the client output limit")
             }
             CommandError::OutOfMemory => {
                 write!(f, "command not allowed when used memory > 'max-memory'")
+            }
+            // Redis's OOM text, naming the partition and its limit.
+            CommandError::PartitionFull {
+                partition,
+                limit,
+                value,
+            } => {
+                let (what, unit) = if *limit == "max-keys" {
+                    ("keys", "keys")
+                } else {
+                    ("used memory", "bytes")
+                };
+                write!(
+                    f,
+                    "command not allowed when {what} > '{limit}' of partition '{partition}' \
+                     ({value} {unit})"
+                )
+            }
+            CommandError::Throttled(partition) => {
+                write!(f, "partition {partition} is over max-ops")
             }
         }
     }

@@ -139,7 +139,7 @@ fn expire_generic(
         writes.remove(key);
     } else {
         let len = value_len(&entry.value);
-        limits.admit(writes.partition().set_growth(key, len, true))?;
+        writes.admit_set(limits, key, len, true)?;
         // Positive: it is past now.
         writes.set_deadline(key, Some(when as u64));
     }

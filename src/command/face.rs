@@ -15,6 +15,12 @@
 //! answers the next data command with the error any command on a missing partition gets
 //! (and one created again under that name is the selected one again).
 //!
+//! A user's default partition (`CREATE USER ... DEFAULT <partition>`) is selected by each of
+//! its logins (`shard::session`), so an application that never sends SELECT (every Redis
+//! client on db 0) starts in Redis grammar. It is a selection like SELECT's and nothing more:
+//! it grants nothing (each request is authorized as any, with the no-leak rule), may name a
+//! partition that does not exist, and changing it affects later logins only.
+//!
 //! The commands here run on the connection's shard, on its [`Session`]:
 //! - `SELECT <partition>`: any grant on it ([`Permission::Any`](super::Permission::Any),
 //!   checked by `access` before this runs, with its no-leak rule). Numeric names are
@@ -24,16 +30,18 @@
 //!   no client name, and logged out. Redis deauthenticates on RESET ("mimicking the effect
 //!   of disconnecting and reconnecting"); a fresh GoKV connection is not logged in (default
 //!   deny), so after RESET neither is this one: a connection pool that hands a RESET
-//!   connection to its next borrower never hands it the previous borrower's rights.
-//! - `FLUSHDB` in GoKV grammar, `SWAPDB`, `MOVE`, `FLUSHALL`: refused with an error that says
-//!   why (and what to use instead).
+//!   connection to its next borrower never hands it the previous borrower's rights. The next
+//!   login lands on its user's default partition again, if it has one.
+//! - `FLUSHDB` in GoKV grammar, `SWAPDB`, `MOVE`: refused with an error that says why (and
+//!   what to use instead). `FLUSHALL` (every partition the caller holds ADMIN on) runs in
+//!   `shard::flushall`, since its partitions live on several shards.
 
 use std::borrow::Cow;
 
 use crate::protocol::{Args, Protocol, ReplyWriter, Span};
 
 use super::server::{ServerView, Session};
-use super::{lookup_one_word, CommandError, Keys, Route};
+use super::{lookup_one_word, CommandError, CommandSpec, Keys, Route};
 
 /// `SELECT <partition>`: Redis grammar on it from the next request on. The caller holds
 /// something on it (checked by `access`); it must exist.
@@ -83,7 +91,9 @@ pub fn flushdb(
     ))
 }
 
-/// `FLUSHALL`: not built yet (it will empty every partition the caller holds ADMIN on).
+/// `FLUSHALL`: the shard runs it before any handler (`shard::flushall`: a FLUSH PARTITION on
+/// every partition the caller holds ADMIN on, on their shards); this one only answers if a
+/// request ever gets past that.
 pub fn flushall(
     _args: &Args,
     _session: &mut Session,
@@ -91,9 +101,7 @@ pub fn flushall(
     _w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
     Err(CommandError::NotAvailable(
-        "FLUSHALL is not supported yet: empty partitions one by one with FLUSHDB or FLUSH \
-         PARTITION <partition>"
-            .into(),
+        "FLUSHALL must go through the shard's FLUSHALL path".into(),
     ))
 }
 
@@ -128,18 +136,34 @@ pub fn move_key(
 }
 
 /// What [`RedisForm::rewrite`] made of a request.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Rewrite {
     /// Run the request as it came (a partition, user or server command).
     AsIs,
-    /// Run [`RedisForm::args`] instead.
-    Rewritten,
+    /// Run [`RedisForm::args`] instead: a request of this row, its arity checked.
+    Rewritten(&'static CommandSpec),
     /// Answer this error (a FLUSHDB with options Redis refuses too).
     Refused(CommandError),
 }
 
+impl PartialEq for Rewrite {
+    /// Rows are compared by identity: each command has exactly one.
+    fn eq(&self, other: &Rewrite) -> bool {
+        match (self, other) {
+            (Rewrite::AsIs, Rewrite::AsIs) => true,
+            (Rewrite::Rewritten(a), Rewrite::Rewritten(b)) => std::ptr::eq(*a, *b),
+            (Rewrite::Refused(a), Rewrite::Refused(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
 /// The GoKV-form request built from a Redis-grammar one: reused from request to request
 /// (one per shard), so that once warm it allocates nothing.
+///
+/// `buf` is the selected partition's name followed by one copy of the request's bytes, from
+/// its first word to its last (the framing between them comes along: one copy, not one per
+/// word); `spans` are the request's own, shifted, with the name's inserted as argument 1.
 #[derive(Debug, Default)]
 pub struct RedisForm {
     buf: Vec<u8>,
@@ -174,7 +198,10 @@ impl RedisForm {
             self.push(b"FLUSH");
             self.push(b"PARTITION");
             self.push(selected);
-            return Rewrite::Rewritten;
+            return match super::lookup(&self.args()) {
+                Ok(spec) => Rewrite::Rewritten(spec),
+                Err(e) => Rewrite::Refused(e),
+            };
         }
         let Some(spec) = lookup_one_word(name)
             .filter(|spec| spec.route() == Route::Partition && spec.partition_arg == Some(1))
@@ -192,12 +219,30 @@ impl RedisForm {
                 usage: Cow::Borrowed(""),
             });
         }
-        self.push(name);
-        self.push(selected);
-        for word in args.iter().skip(1) {
-            self.push(word);
-        }
-        Rewrite::Rewritten
+        self.insert(args, selected);
+        Rewrite::Rewritten(spec)
+    }
+
+    /// `args` with `selected` inserted as argument 1, in one copy (see [`RedisForm`]).
+    fn insert(&mut self, args: &Args, selected: &[u8]) {
+        let spans = args.spans();
+        let (from, to) = (spans[0].start, spans[spans.len() - 1].end);
+        self.buf.extend_from_slice(selected);
+        self.buf
+            .extend_from_slice(&args.buf()[from as usize..to as usize]);
+        // A request's words fit `u32` offsets in the read buffer already (the parser's
+        // limits); the partition name before them (at most 64 bytes) cannot overflow it.
+        let name = selected.len() as u32;
+        let moved = |s: &Span| Span {
+            start: s.start - from + name,
+            end: s.end - from + name,
+        };
+        self.spans.push(moved(&spans[0]));
+        self.spans.push(Span {
+            start: 0,
+            end: name,
+        });
+        self.spans.extend(spans[1..].iter().map(moved));
     }
 
     /// The request [`RedisForm::rewrite`] built last.
@@ -246,7 +291,7 @@ mod tests {
         assert_eq!(
             rewrite(&["GET", "k"]),
             (
-                Rewrite::Rewritten,
+                Rewrite::Rewritten(lookup_one_word(b"GET").unwrap()),
                 vec!["GET".into(), "p".into(), "k".into()]
             )
         );

@@ -22,7 +22,7 @@
 //!   once its `CLEAR` record is committed (see `persist::journal`).
 
 use crate::protocol::{Args, ReplyWriter};
-use crate::store::{parse_canonical_i64, Expiry, Partition, Value};
+use crate::store::{parse_canonical_i64, Partition};
 
 use super::data::{DataLimits, Writes};
 use super::{glob, CommandError};
@@ -255,11 +255,7 @@ fn move_key(from: &[u8], to: &[u8], nx: bool, writes: &mut Writes) -> Result<boo
         return Ok(false);
     }
     let (value, deadline) = writes.take(from).ok_or(CommandError::NoSuchKey)?;
-    let expiry = deadline.map_or(Expiry::Clear, Expiry::At);
-    match value {
-        Value::Int(n) => writes.set_int(to, n, expiry),
-        Value::Str(bytes) => writes.set_str(to, &bytes, expiry),
-    }
+    writes.set_moved(to, &value, deadline);
     Ok(true)
 }
 
@@ -284,7 +280,7 @@ mod tests {
     use super::*;
     use crate::command::data::execute;
     use crate::protocol::{Protocol, Span};
-    use crate::store::{MemoryBudget, Schema};
+    use crate::store::{Expiry, MemoryBudget, Schema};
     use std::sync::Arc;
 
     fn run_with(p: &mut Partition, words: &[&[u8]], max_keys_reply: usize) -> Vec<u8> {
@@ -309,7 +305,7 @@ mod tests {
             memory: MemoryBudget::unlimited(),
             max_reply: 1 << 20,
         };
-        if let Err(e) = execute(spec, &args, p, None, limits, &mut w) {
+        if let Err(e) = execute(spec, &args, p, None, &Default::default(), limits, &mut w) {
             e.write_to(&mut w);
         }
         out

@@ -37,6 +37,7 @@ pub mod face;
 pub mod glob;
 pub mod keys;
 pub mod partition;
+pub mod quota;
 pub mod server;
 pub mod string;
 pub mod user;
@@ -47,7 +48,7 @@ use crate::acl::hasher::NewPassword;
 use crate::acl::AclChange;
 use crate::protocol::{Args, ReplyWriter};
 
-use partition::CreatePartition;
+use partition::{AlterPartition, CreatePartition};
 use server::{ServerView, Session};
 
 /// Where a command runs (what its [`Handler`] implies).
@@ -83,6 +84,9 @@ pub enum Permission {
     WriteReadWithGet,
     /// ADMIN on that partition.
     Admin,
+    /// ADMIN on that partition; ADMIN on `*` when the request sets a quota option
+    /// (`max-memory`, `max-keys`, `max-ops`): ALTER PARTITION.
+    AdminOrAllForQuotas,
     /// Any grant on that partition: READ, WRITE or ADMIN (SELECT).
     Any,
     /// ADMIN on `*`.
@@ -170,6 +174,7 @@ impl Keys {
 #[derive(Debug)]
 pub enum CoordinatorWork {
     Create(CreatePartition),
+    Alter(AlterPartition),
     Drop(String),
     Acl(AclChange),
     /// A new password to hash first (CREATE USER, ALTER USER).
@@ -564,10 +569,16 @@ command_table! {
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(face::move_key),
     },
     CreatePartition => {
-        usage: "CREATE PARTITION <name> <INT|STRING> <MEMORY|ASYNC|SYNC>",
-        name: "create partition", arity: 5, flags: WRITE | ADMIN,
+        usage: "CREATE PARTITION <name> <INT|STRING> <MEMORY|ASYNC|SYNC> [<option> <value> ...]",
+        name: "create partition", arity: -5, flags: WRITE | ADMIN,
         permission: Permission::AdminAll, partition_arg: Some(2), keys: Keys::NONE,
         handler: Handler::Coordinator(partition::create),
+    },
+    AlterPartition => {
+        usage: "ALTER PARTITION <name> SET <option> <value> [<option> <value> ...]",
+        name: "alter partition", arity: -6, flags: WRITE | ADMIN,
+        permission: Permission::AdminOrAllForQuotas, partition_arg: Some(2), keys: Keys::NONE,
+        handler: Handler::Coordinator(partition::alter),
     },
     DropPartition => {
         usage: "DROP PARTITION <name>",
@@ -661,8 +672,8 @@ command_table! {
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(user::whoami_command),
     },
     CreateUser => {
-        usage: "CREATE USER <name> <password>",
-        name: "create user", arity: 4, flags: ADMIN, permission: Permission::AdminAll,
+        usage: "CREATE USER <name> <password> [DEFAULT <partition>]",
+        name: "create user", arity: -4, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Coordinator(user::create),
     },
     DropUser => {
@@ -671,7 +682,7 @@ command_table! {
         partition_arg: None, keys: Keys::NONE, handler: Handler::Coordinator(user::drop),
     },
     AlterUser => {
-        usage: "ALTER USER <name> PASSWORD <password>",
+        usage: "ALTER USER <name> <PASSWORD|DEFAULT> <password|partition|NONE>",
         name: "alter user", arity: 5, flags: ADMIN, permission: Permission::SelfOrAdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Coordinator(user::alter),
     },
@@ -750,6 +761,7 @@ const fn check_table(table: &[CommandSpec]) {
             | Permission::ReadWrite
             | Permission::WriteReadWithGet
             | Permission::Admin
+            | Permission::AdminOrAllForQuotas
             | Permission::Any => assert!(
                 row.partition_arg.is_some(),
                 "command table: a partition permission needs partition_arg"

@@ -9,14 +9,14 @@
 //! Operator facts (where partitions live, the data directory) are for ADMIN on `*` only:
 //! CONFIG needs it, and INFO leaves out its `shards` section and the per-shard persistence
 //! lines for anyone else. INFO's `keyspace` section lists only the partitions the caller may
-//! READ.
+//! READ, numbered ones as Redis's `db<N>` lines.
 
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use crate::acl::{Acl, Perms, User, ALL};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, PartitionMeta};
 use crate::config::Config;
 use crate::metrics::{rss_bytes, ServerMetrics, ShardMetrics};
 use crate::protocol::{Args, Protocol, ReplyWriter};
@@ -589,30 +589,62 @@ fn partition_total(catalog: &Catalog, counter: fn(&PartitionStats) -> &AtomicU64
         .fold(0, u64::wrapping_add)
 }
 
-/// The keyspace section, Redis's `db0:keys=N,expires=M,avg_ttl=T` with a partition's name
-/// for `db0`: one line per partition the caller may READ (what DESCRIBE PARTITION would show
-/// it), empty ones included (Redis leaves out empty databases; a partition exists whether or
-/// not it holds keys). `avg_ttl` is the expiry sweep's estimate, in ms.
+/// The keyspace section: one line `<db>:keys=N,expires=M,avg_ttl=T` per partition the caller
+/// may READ (what DESCRIBE PARTITION would show it), empty ones included (Redis leaves out
+/// empty databases; a partition exists whether or not it holds keys). `avg_ttl` is the expiry
+/// sweep's estimate, in ms.
+///
+/// A partition whose name is a database number (see [`database_number`]) is `db<N>`, as Redis
+/// prints database N, so that what reads Redis's lines (`redis-cli --stat`'s keys column sums
+/// `db0` .. `db19`, the Prometheus redis exporter's `db(\d+)`) counts its keys; those come
+/// first, by number, as Redis orders them. Every other partition is its name, by name.
 fn keyspace_info(text: &mut String, catalog: &Catalog, user: Option<&User>) -> std::fmt::Result {
     text.push_str("# Keyspace\r\n");
     let Some(user) = user else {
         return Ok(());
     };
-    for (name, meta) in &catalog.partitions {
-        if !user.allows(Perms::READ, name.as_bytes()) {
-            continue;
-        }
+    let readable = || {
+        catalog
+            .partitions
+            .iter()
+            .filter(|(name, _)| user.allows(Perms::READ, name.as_bytes()))
+    };
+    let mut numbered: Vec<(u32, &PartitionMeta)> = readable()
+        .filter_map(|(name, meta)| database_number(name).map(|n| (n, &**meta)))
+        .collect();
+    numbered.sort_unstable_by_key(|(n, _)| *n);
+    let line = |text: &mut String, db: std::fmt::Arguments, meta: &PartitionMeta| {
         let g = |c| PartitionStats::get(c);
         let s = &meta.stats;
         write!(
             text,
-            "{name}:keys={},expires={},avg_ttl={}\r\n",
+            "{db}:keys={},expires={},avg_ttl={}\r\n",
             g(&s.keys),
             g(&s.expires),
             g(&s.avg_ttl)
-        )?;
+        )
+    };
+    for (n, meta) in numbered {
+        line(text, format_args!("db{n}"), meta)?;
+    }
+    for (name, meta) in readable().filter(|(name, _)| database_number(name).is_none()) {
+        line(text, format_args!("{name}"), meta)?;
     }
     Ok(())
+}
+
+/// The Redis database number a partition name stands for: a decimal number as Redis prints
+/// one (no sign, no leading zero but `0` itself), up to `i32::MAX` (Redis's database indexes
+/// are C ints). `03` is an ordinary name: as `db3` it would be a second line for database 3
+/// beside partition `3`.
+pub fn database_number(name: &str) -> Option<u32> {
+    let canonical = !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_digit())
+        && (name == "0" || !name.starts_with('0'));
+    if !canonical {
+        return None;
+    }
+    name.parse::<u32>().ok().filter(|&n| n <= i32::MAX as u32)
 }
 
 /// True for a session holding ADMIN on `*`: it may see operator facts (partition counts per
@@ -727,7 +759,7 @@ pub fn config(
         ("maxclients", c.max_clients.to_string()),
         ("proto-max-bulk-len", c.limits.max_bulk_len.to_string()),
         ("dir", c.data_dir.display().to_string()),
-        ("databases", "1".into()),
+        ("databases", c.databases.max(1).to_string()),
         ("shards", c.shards.to_string()),
         ("maxmemory", c.max_memory.to_string()),
         ("timeout", c.timeout_secs.to_string()),
@@ -758,4 +790,34 @@ pub fn config(
         w.bulk(value.as_bytes());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_numbers_are_names_redis_would_print() {
+        for (name, n) in [
+            ("0", 0),
+            ("3", 3),
+            ("15", 15),
+            ("2147483647", i32::MAX as u32),
+        ] {
+            assert_eq!(database_number(name), Some(n), "{name}");
+        }
+        for name in [
+            "",
+            "03",
+            "00",
+            "-1",
+            "+1",
+            "3a",
+            "db3",
+            "2147483648",
+            "99999999999",
+        ] {
+            assert_eq!(database_number(name), None, "{name}");
+        }
+    }
 }

@@ -83,12 +83,12 @@ pub fn set(
     let (key, value) = (args.get(2), args.get(3));
     match writes.partition().schema() {
         Schema::String => {
-            limits.admit(writes.partition().set_growth(key, value.len(), false))?;
+            writes.admit_set(limits, key, value.len(), false)?;
             writes.set_str(key, value, Expiry::Clear);
         }
         Schema::Int => {
             let n = parse_canonical_i64(value).ok_or(CommandError::NotAnInteger)?;
-            limits.admit(writes.partition().set_growth(key, 0, false))?;
+            writes.admit_set(limits, key, 0, false)?;
             writes.set_int(key, n, Expiry::Clear);
         }
     }
@@ -248,16 +248,19 @@ fn set_with_options(
         check_reply(old.as_ref().map(|e| &e.value), limits)?;
     }
     let skip = (options.has(opt::NX) && found) || (options.has(opt::XX) && !found);
-    if !skip {
-        let keeps = match expiry {
-            Expiry::Clear => false,
-            Expiry::At(_) => true,
-            Expiry::Keep => old.as_ref().is_some_and(|e| e.deadline.is_some()),
-        };
-        limits.admit(writes.partition().set_growth(key, value.len(), keeps))?;
-    }
+    let keeps = match expiry {
+        Expiry::Clear => false,
+        Expiry::At(_) => true,
+        Expiry::Keep => old.as_ref().is_some_and(|e| e.deadline.is_some()),
+    };
+    // The old value goes into the reply before the write is admitted (which may evict, and
+    // so may not run while `old` borrows the partition), and is taken back if it is not.
+    let start = w.buf.len();
     if get {
         write_value(old.map(|e| e.value), w);
+    }
+    if !skip {
+        admit_or_take_back(writes, limits, key, value.len(), keeps, w, start)?;
     }
     if skip {
         if !get {
@@ -320,7 +323,7 @@ pub fn setnx(
         w.integer(0);
         return Ok(());
     }
-    limits.admit(writes.partition().set_growth(key, value.len(), false))?;
+    writes.admit_set(limits, key, value.len(), false)?;
     store(writes, key, value, int, Expiry::Clear);
     w.integer(1);
     Ok(())
@@ -338,7 +341,7 @@ fn set_expiring(
     let deadline = option_deadline(args.get(3), unit, true, command)?;
     let (key, value) = (args.get(2), args.get(4));
     let int = int_value(writes.partition(), value)?;
-    limits.admit(writes.partition().set_growth(key, value.len(), true))?;
+    writes.admit_set(limits, key, value.len(), true)?;
     store(writes, key, value, int, Expiry::At(deadline));
     w.ok();
     Ok(())
@@ -376,10 +379,28 @@ pub fn getset(
     let int = int_value(writes.partition(), value)?;
     let old = writes.partition().get(key);
     check_reply(old.as_ref(), limits)?;
-    limits.admit(writes.partition().set_growth(key, value.len(), false))?;
+    let start = w.buf.len();
     write_value(old, w);
+    admit_or_take_back(writes, limits, key, value.len(), false, w, start)?;
     store(writes, key, value, int, Expiry::Clear);
     Ok(())
+}
+
+/// [`Writes::admit_set`] for a write whose reply (from `start` on) is already written: a
+/// refusal takes it back, so that an error still means nothing was written.
+#[inline]
+fn admit_or_take_back(
+    writes: &mut Writes,
+    limits: &DataLimits,
+    key: &[u8],
+    value_len: usize,
+    deadline: bool,
+    w: &mut ReplyWriter,
+    start: usize,
+) -> Result<(), CommandError> {
+    writes
+        .admit_set(limits, key, value_len, deadline)
+        .inspect_err(|_| w.buf.truncate(start))
 }
 
 /// `GETDEL <partition> <key>`: the value (nil if none), and the key is gone.
@@ -419,14 +440,12 @@ pub fn getex(
     // Redis's `checkAlreadyExpired`: only an absolute time can be in the past.
     let delete =
         options.has(opt::EXAT | opt::PXAT) && deadline.is_some_and(|ms| ms <= clock::now_ms());
-    if deadline.is_some() && !delete && !had_deadline {
-        limits.admit(
-            writes
-                .partition()
-                .set_growth(key, value_len(&entry.value), true),
-        )?;
-    }
+    let len = value_len(&entry.value);
+    let start = w.buf.len();
     write_value(Some(entry.value), w);
+    if deadline.is_some() && !delete && !had_deadline {
+        admit_or_take_back(writes, limits, key, len, true, w, start)?;
+    }
     if delete {
         writes.remove(key);
     } else if let Some(ms) = deadline {
@@ -497,7 +516,7 @@ fn set_pairs(args: &Args, writes: &mut Writes, limits: &DataLimits) -> Result<()
         .sum();
     match writes.partition().schema() {
         Schema::String => {
-            limits.admit(growth)?;
+            writes.admit_keys(limits, keys(args, 2, 2), growth)?;
             for i in (2..args.len()).step_by(2) {
                 writes.set_str(args.get(i), args.get(i + 1), Expiry::Clear);
             }
@@ -505,7 +524,7 @@ fn set_pairs(args: &Args, writes: &mut Writes, limits: &DataLimits) -> Result<()
         Schema::Int => {
             // Validate every value before writing any.
             check_int_values(args)?;
-            limits.admit(growth)?;
+            writes.admit_keys(limits, keys(args, 2, 2), growth)?;
             for i in (2..args.len()).step_by(2) {
                 // Parsed above; cannot fail here.
                 let n = parse_canonical_i64(args.get(i + 1)).unwrap_or_default();
@@ -536,21 +555,20 @@ pub fn append(
     need_string(writes.partition(), "append")?;
     let (key, tail) = (args.get(2), args.get(3));
     let Some(entry) = writes.partition().lookup(key) else {
-        limits.admit(writes.partition().set_growth(key, tail.len(), false))?;
+        writes.admit_set(limits, key, tail.len(), false)?;
         writes.set_str(key, tail, Expiry::Clear);
         w.integer(tail.len() as i64);
         return Ok(());
     };
     let old = str_bytes(&entry.value);
     let total = checked_len(old.len(), tail.len(), limits)?;
-    limits.admit(
-        writes
-            .partition()
-            .set_growth(key, total, entry.deadline.is_some()),
-    )?;
+    let had_deadline = entry.deadline.is_some();
+    // Built before the write is admitted, which may evict (and so may not run while `old`
+    // borrows the partition); at most `max-bulk-len`, checked above.
     let mut value = Vec::with_capacity(total);
     value.extend_from_slice(old);
     value.extend_from_slice(tail);
+    writes.admit_set(limits, key, total, had_deadline)?;
     writes.set_str(key, &value, Expiry::Keep);
     w.integer(total as i64);
     Ok(())
@@ -580,16 +598,17 @@ pub fn setrange(
     let end = checked_len(offset as usize, patch.len(), limits)?;
     let total = end.max(old.len());
     let had_deadline = entry.as_ref().is_some_and(|e| e.deadline.is_some());
-    limits.admit(writes.partition().set_growth(key, total, had_deadline))?;
-    let mut value = Vec::with_capacity(total);
-    value.extend_from_slice(old);
-    value.resize(total, 0);
-    value[offset as usize..end].copy_from_slice(patch);
     let expiry = if entry.is_some() {
         Expiry::Keep
     } else {
         Expiry::Clear
     };
+    // Built before the write is admitted, as APPEND's.
+    let mut value = Vec::with_capacity(total);
+    value.extend_from_slice(old);
+    value.resize(total, 0);
+    value[offset as usize..end].copy_from_slice(patch);
+    writes.admit_set(limits, key, total, had_deadline)?;
     writes.set_str(key, &value, expiry);
     w.integer(total as i64);
     Ok(())
@@ -751,7 +770,7 @@ fn add(
         // a second lookup for the old value's length and deadline.
         Schema::String => writes.partition().set_growth(key, MAX_I64_TEXT, true),
     };
-    limits.admit(growth)?;
+    writes.admit_keys(limits, std::iter::once(key), growth)?;
     match writes.incr_by(key, delta) {
         Ok(value) => {
             w.integer(value);

@@ -1,6 +1,11 @@
 //! User commands: AUTH, LOGIN, WHOAMI, CREATE/DROP/ALTER USER, GRANT, REVOKE, LIST USERS,
 //! DESCRIBE USER.
 //!
+//! A user's default partition (`CREATE USER ... DEFAULT <partition>`, `ALTER USER <name>
+//! DEFAULT <partition>|NONE`) is where its connections start in Redis grammar after a login
+//! (see `command::face`); ALTER USER's permission covers it as it covers the password (ADMIN
+//! on `*`, or the user itself: a default grants nothing, so choosing one's own is harmless).
+//!
 //! Parsing and validation happen on the connection's shard; password checks and hashing run
 //! on the hasher pool ([`crate::acl::hasher`]); changes run on the coordinator
 //! ([`crate::acl::Acl::apply`]); LIST/DESCRIBE/WHOAMI answer from the shard's ACL copy.
@@ -89,16 +94,56 @@ pub fn parse_password(raw: &[u8]) -> Result<Vec<u8>, CommandError> {
     Ok(raw.to_vec())
 }
 
-/// `ALTER USER <name> PASSWORD <password>`: the name and the new password.
-pub fn parse_alter(args: &Args) -> Result<(String, Vec<u8>), CommandError> {
+/// What `ALTER USER <name> ...` changes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Alter {
+    /// `PASSWORD <password>`
+    Password(Vec<u8>),
+    /// `DEFAULT <partition>|NONE` (`None`: NONE).
+    Default(Option<String>),
+}
+
+/// `ALTER USER <name> PASSWORD <password>` or `ALTER USER <name> DEFAULT <partition>|NONE`.
+pub fn parse_alter(args: &Args) -> Result<(String, Alter), CommandError> {
     let name = parse_user_name(args.get(2))?;
-    if !args.get(3).eq_ignore_ascii_case(b"PASSWORD") {
-        return Err(CommandError::Syntax(format!(
-            "expected ALTER USER <name> PASSWORD <password>, got '{}'",
-            printable(args.get(3))
-        )));
+    let what = args.get(3);
+    if what.eq_ignore_ascii_case(b"PASSWORD") {
+        Ok((name, Alter::Password(parse_password(args.get(4))?)))
+    } else if what.eq_ignore_ascii_case(b"DEFAULT") {
+        Ok((name, Alter::Default(parse_default(args.get(4))?)))
+    } else {
+        Err(CommandError::Syntax(format!(
+            "expected ALTER USER <name> PASSWORD <password> or ALTER USER <name> DEFAULT \
+             <partition|NONE>, got '{}'",
+            printable(what)
+        )))
     }
-    Ok((name, parse_password(args.get(4))?))
+}
+
+/// A default partition argument: a partition name (which need not exist: see
+/// `command::face`), or `NONE` (any case) for none. So a partition named `none` cannot be a
+/// default.
+pub fn parse_default(raw: &[u8]) -> Result<Option<String>, CommandError> {
+    if raw.eq_ignore_ascii_case(b"NONE") {
+        return Ok(None);
+    }
+    super::partition::parse_name(raw).map(Some)
+}
+
+/// `CREATE USER <name> <password> [DEFAULT <partition>|NONE]`.
+pub fn parse_create(args: &Args) -> Result<(String, Vec<u8>, Option<String>), CommandError> {
+    let name = parse_user_name(args.get(2))?;
+    let password = parse_password(args.get(3))?;
+    let default = match args.len() {
+        4 => None,
+        6 if args.get(4).eq_ignore_ascii_case(b"DEFAULT") => parse_default(args.get(5))?,
+        _ => {
+            return Err(CommandError::Syntax(
+                "expected CREATE USER <name> <password> [DEFAULT <partition>]".into(),
+            ))
+        }
+    };
+    Ok((name, password, default))
 }
 
 /// `GRANT <perm> ON <target> TO <user>` / `REVOKE <perm> ON <target> FROM <user>`.
@@ -144,18 +189,24 @@ pub fn list(acl: &Acl, w: &mut ReplyWriter) {
     }
 }
 
-/// DESCRIBE USER: name and grants as `partition:PERM` (never the hash).
+/// DESCRIBE USER: name, grants as `partition:PERM` and the default partition (nil when
+/// none); never the hash.
 pub fn describe(acl: &Acl, raw: &[u8], w: &mut ReplyWriter) -> Result<(), CommandError> {
     let user = acl
         .get(raw)
         .ok_or_else(|| CommandError::NoUser(printable(raw)))?;
     let grants = user.grant_list();
-    w.map(2);
+    w.map(3);
     w.field_bulk("name", user.name.as_bytes());
     w.bulk(b"grants");
     w.array(grants.len());
     for grant in grants {
         w.bulk(grant.as_bytes());
+    }
+    w.bulk(b"default");
+    match &user.default_partition {
+        Some(partition) => w.bulk(partition.as_bytes()),
+        None => w.null(),
     }
     Ok(())
 }
@@ -207,23 +258,26 @@ pub fn describe_command(
     describe(view.acl, args.get(2), w)
 }
 
-/// `CREATE USER <name> <password>`: the password is hashed first.
+/// `CREATE USER <name> <password> [DEFAULT <partition>]`: the password is hashed first.
 pub fn create(args: &Args) -> Result<CoordinatorWork, CommandError> {
-    let name = parse_user_name(args.get(2))?;
-    let password = parse_password(args.get(3))?;
+    let (name, password, default) = parse_create(args)?;
     Ok(CoordinatorWork::HashThen(
         password,
-        NewPassword::CreateUser(name),
+        NewPassword::CreateUser(name, default),
     ))
 }
 
-/// `ALTER USER <name> PASSWORD <password>`: the password is hashed first.
+/// `ALTER USER <name> PASSWORD <password>` (the password is hashed first) or `ALTER USER
+/// <name> DEFAULT <partition>|NONE` (straight to the coordinator).
 pub fn alter(args: &Args) -> Result<CoordinatorWork, CommandError> {
-    let (name, password) = parse_alter(args)?;
-    Ok(CoordinatorWork::HashThen(
-        password,
-        NewPassword::SetPassword(name),
-    ))
+    Ok(match parse_alter(args)? {
+        (name, Alter::Password(password)) => {
+            CoordinatorWork::HashThen(password, NewPassword::SetPassword(name))
+        }
+        (name, Alter::Default(partition)) => {
+            CoordinatorWork::Acl(AclChange::SetDefault { name, partition })
+        }
+    })
 }
 
 /// `DROP USER <name>`
@@ -247,4 +301,82 @@ pub fn revoke(args: &Args) -> Result<CoordinatorWork, CommandError> {
         CommandId::Revoke,
         args,
     )?)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Span;
+
+    fn args_of(words: &[&str]) -> (Vec<u8>, Vec<Span>) {
+        let mut buf = Vec::new();
+        let mut spans = Vec::new();
+        for w in words {
+            let start = buf.len() as u32;
+            buf.extend_from_slice(w.as_bytes());
+            spans.push(Span {
+                start,
+                end: buf.len() as u32,
+            });
+        }
+        (buf, spans)
+    }
+
+    fn create_of(words: &[&str]) -> Result<(String, Vec<u8>, Option<String>), CommandError> {
+        let (buf, spans) = args_of(words);
+        parse_create(&Args::new(&buf, &spans))
+    }
+
+    fn alter_of(words: &[&str]) -> Result<(String, Alter), CommandError> {
+        let (buf, spans) = args_of(words);
+        parse_alter(&Args::new(&buf, &spans))
+    }
+
+    #[test]
+    fn create_user_takes_an_optional_default_partition() {
+        let (name, pw, default) = create_of(&["CREATE", "USER", "u", "pw"]).unwrap();
+        assert_eq!((name.as_str(), &pw[..], default), ("u", &b"pw"[..], None));
+        let (_, _, default) = create_of(&["CREATE", "USER", "u", "pw", "default", "3"]).unwrap();
+        assert_eq!(default.as_deref(), Some("3"));
+        let (_, _, default) = create_of(&["CREATE", "USER", "u", "pw", "DEFAULT", "NONE"]).unwrap();
+        assert_eq!(default, None);
+        for bad in [
+            &["CREATE", "USER", "u", "pw", "DEFAULT"][..],
+            &["CREATE", "USER", "u", "pw", "OTHER", "p"],
+            &["CREATE", "USER", "u", "pw", "DEFAULT", "p", "x"],
+        ] {
+            assert!(
+                matches!(create_of(bad), Err(CommandError::Syntax(_))),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            create_of(&["CREATE", "USER", "u", "pw", "DEFAULT", "*"]),
+            Err(CommandError::InvalidName(_))
+        ));
+    }
+
+    #[test]
+    fn alter_user_sets_a_password_or_a_default() {
+        assert_eq!(
+            alter_of(&["ALTER", "USER", "u", "password", "x"]).unwrap(),
+            ("u".into(), Alter::Password(b"x".to_vec()))
+        );
+        assert_eq!(
+            alter_of(&["ALTER", "USER", "u", "DEFAULT", "p"]).unwrap(),
+            ("u".into(), Alter::Default(Some("p".into())))
+        );
+        assert_eq!(
+            alter_of(&["ALTER", "USER", "u", "DEFAULT", "None"]).unwrap(),
+            ("u".into(), Alter::Default(None))
+        );
+        assert!(matches!(
+            alter_of(&["ALTER", "USER", "u", "DEFAULT", "a b"]),
+            Err(CommandError::InvalidName(_))
+        ));
+        assert!(matches!(
+            alter_of(&["ALTER", "USER", "u", "GRANTS", "p"]),
+            Err(CommandError::Syntax(_))
+        ));
+    }
 }

@@ -1,4 +1,4 @@
-//! The catalog on disk: every partition's name, id, shard, schema and persist mode.
+//! The catalog on disk: every partition's name, id, shard, schema, persist mode and options.
 //!
 //! A small text file, rewritten whole on every change by the coordinator (shard 0) with an
 //! atomic replace: write `catalog.tmp`, fsync it, rename it over `catalog`, fsync the
@@ -11,11 +11,18 @@
 //! version 7
 //! next-id 12
 //! partition orders 3 0 STRING SYNC 1795641684456
+//! partition cache 5 1 STRING MEMORY 1795641690000 max-memory=1073741824 eviction=allkeys-lru
 //! revoked carts 6
 //! crc32c 1a2b3c4d
 //! ```
-//! (`partition <name> <id> <shard> <schema> <persist> <created_ms>`; names are
-//! `[A-Za-z0-9_.-]`, so no quoting is needed.)
+//! (`partition <name> <id> <shard> <schema> <persist> <created_ms> [<option>=<value> ...]`;
+//! names are `[A-Za-z0-9_.-]`, so no quoting is needed.)
+//!
+//! Options ([`PartitionOptions`]) follow as `name=value` words, only those not at their
+//! default (`max-memory`, `max-keys`, `max-ops` and `default-ttl` as plain numbers, `eviction`
+//! as Redis's policy name), so a catalog written before options existed, whose lines end at
+//! `<created_ms>`, reads as partitions without options. An unknown option name is an error:
+//! a catalog from a newer version is refused rather than read without its limits.
 //!
 //! `revoked <name> <version>`: DROP PARTITION `<name>`, which made catalog version
 //! `<version>`, revoked every grant on that name, but `users.json` could not be rewritten
@@ -30,8 +37,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::catalog::{is_valid_name, Catalog, PartitionMeta};
-use crate::store::{PartitionStats, PersistMode, Schema};
+use crate::catalog::{is_valid_name, Catalog, PartitionMeta, PartitionOptions};
+use crate::store::{Eviction, PartitionStats, PersistMode, Schema};
 
 use super::{sync_dir, PersistError};
 
@@ -76,11 +83,13 @@ pub fn encode(catalog: &Catalog, next_id: u64, revoked: &[Revoked]) -> String {
     let _ = writeln!(text, "version {}", catalog.version);
     let _ = writeln!(text, "next-id {next_id}");
     for meta in catalog.partitions.values() {
-        let _ = writeln!(
+        let _ = write!(
             text,
             "partition {} {} {} {} {} {}",
             meta.name, meta.id, meta.shard, meta.schema, meta.persist, meta.created_ms
         );
+        encode_options(&meta.options, &mut text);
+        text.push('\n');
     }
     for r in revoked {
         let _ = writeln!(text, "revoked {} {}", r.name, r.version);
@@ -88,6 +97,41 @@ pub fn encode(catalog: &Catalog, next_id: u64, revoked: &[Revoked]) -> String {
     let crc = crc32c::crc32c(text.as_bytes());
     let _ = writeln!(text, "crc32c {crc:08x}");
     text
+}
+
+/// Appends ` name=value` for every option not at its default.
+fn encode_options(options: &PartitionOptions, text: &mut String) {
+    let defaults = PartitionOptions::default();
+    for (name, value, default) in [
+        ("max-memory", options.max_memory, defaults.max_memory),
+        ("max-keys", options.max_keys, defaults.max_keys),
+        ("max-ops", options.max_ops, defaults.max_ops),
+        ("default-ttl", options.default_ttl, defaults.default_ttl),
+    ] {
+        if value != default {
+            let _ = write!(text, " {name}={value}");
+        }
+    }
+    if options.eviction != defaults.eviction {
+        let _ = write!(text, " eviction={}", options.eviction);
+    }
+}
+
+/// Reads the `name=value` words after a partition line's fixed fields.
+fn decode_options(words: &[&str]) -> Option<PartitionOptions> {
+    let mut options = PartitionOptions::default();
+    for word in words {
+        let (name, value) = word.split_once('=')?;
+        match name {
+            "max-memory" => options.max_memory = value.parse().ok()?,
+            "max-keys" => options.max_keys = value.parse().ok()?,
+            "max-ops" => options.max_ops = value.parse().ok()?,
+            "default-ttl" => options.default_ttl = value.parse().ok()?,
+            "eviction" => options.eviction = Eviction::parse(value.as_bytes())?,
+            _ => return None,
+        }
+    }
+    Some(options)
 }
 
 /// Parses a catalog file's text. Errors say which line is wrong.
@@ -120,7 +164,7 @@ pub fn decode(text: &str) -> Result<Stored, String> {
         match words.as_slice() {
             ["version", v] => version = Some(v.parse().map_err(|_| bad())?),
             ["next-id", n] => next_id = Some(n.parse().map_err(|_| bad())?),
-            ["partition", name, id, shard, schema, persist, created] => {
+            ["partition", name, id, shard, schema, persist, created, options @ ..] => {
                 if !is_valid_name(name.as_bytes()) {
                     return Err(bad());
                 }
@@ -131,6 +175,7 @@ pub fn decode(text: &str) -> Result<Stored, String> {
                     schema: Schema::parse(schema.as_bytes()).ok_or_else(bad)?,
                     persist: PersistMode::parse(persist.as_bytes()).ok_or_else(bad)?,
                     created_ms: created.parse().map_err(|_| bad())?,
+                    options: decode_options(options).ok_or_else(bad)?,
                     stats: Arc::new(PartitionStats::default()),
                 };
                 partitions.insert(meta.name.clone(), Arc::new(meta));
@@ -236,6 +281,7 @@ mod tests {
             schema: Schema::String,
             persist: PersistMode::Sync,
             created_ms: 42,
+            options: PartitionOptions::default(),
             stats: Arc::default(),
         });
         let revoked = [Revoked {
@@ -257,5 +303,73 @@ mod tests {
         assert!(decode(&damaged).unwrap_err().contains("checksum"));
         assert!(decode("").is_err());
         assert!(decode(&text[..text.len() / 2]).is_err());
+    }
+
+    /// Options round-trip; only those not at their default are written.
+    #[test]
+    fn options_round_trip() {
+        let options = PartitionOptions {
+            max_memory: 1 << 30,
+            max_keys: 7,
+            max_ops: 10_000,
+            eviction: Eviction::VolatileTtl,
+            default_ttl: 60_000,
+        };
+        let c = Catalog::default().with_partition(PartitionMeta {
+            name: "cache".into(),
+            id: 5,
+            shard: 0,
+            schema: Schema::String,
+            persist: PersistMode::Memory,
+            created_ms: 9,
+            options,
+            stats: Arc::default(),
+        });
+        let text = encode(&c, 6, &[]);
+        assert!(text.contains(
+            "partition cache 5 0 STRING MEMORY 9 max-memory=1073741824 max-keys=7 \
+             max-ops=10000 default-ttl=60000 eviction=volatile-ttl\n"
+        ));
+        assert_eq!(
+            decode(&text).unwrap().catalog.partitions["cache"].options,
+            options
+        );
+        let partial = PartitionOptions {
+            max_keys: 3,
+            ..Default::default()
+        };
+        let c = c
+            .with_options("cache", PersistMode::Memory, partial)
+            .unwrap();
+        let text = encode(&c, 6, &[]);
+        assert!(text.contains("partition cache 5 0 STRING MEMORY 9 max-keys=3\n"));
+        assert_eq!(
+            decode(&text).unwrap().catalog.partitions["cache"].options,
+            partial
+        );
+    }
+
+    /// With its crc32c line recomputed: what a file with this body would be.
+    fn sealed(body: &str) -> String {
+        format!("{body}crc32c {:08x}\n", crc32c::crc32c(body.as_bytes()))
+    }
+
+    /// A catalog written before options existed (its partition lines end at `created_ms`)
+    /// still loads, as partitions without options; an unknown option is refused.
+    #[test]
+    fn a_catalog_without_options_still_loads() {
+        let old =
+            sealed("gokv-catalog 1\nversion 3\nnext-id 4\npartition orders 3 1 INT SYNC 42\n");
+        let back = decode(&old).expect("an older catalog loads");
+        let m = &back.catalog.partitions["orders"];
+        assert_eq!((m.id, m.shard, m.schema), (3, 1, Schema::Int));
+        assert_eq!(m.options, PartitionOptions::default());
+        for bad in ["max-color=1", "max-keys=-1", "max-keys", "eviction=lru"] {
+            let text = sealed(&format!(
+                "gokv-catalog 1\nversion 3\nnext-id 4\npartition orders 3 1 INT SYNC 42 {bad}\n"
+            ));
+            let e = decode(&text).unwrap_err();
+            assert!(e.contains("line 4"), "{bad}: {e}");
+        }
     }
 }

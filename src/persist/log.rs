@@ -205,6 +205,17 @@ impl PartitionLog {
         self.mode
     }
 
+    /// Switches between ASYNC and SYNC (ALTER PARTITION): later commits follow the new mode;
+    /// to SYNC, what ASYNC left unsynced is fsync'd first, so every acknowledged write is
+    /// durable once this returns.
+    pub fn set_mode(&mut self, mode: PersistMode) -> io::Result<()> {
+        if mode == PersistMode::Sync {
+            self.sync()?;
+        }
+        self.mode = mode;
+        Ok(())
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }

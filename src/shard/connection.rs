@@ -8,6 +8,12 @@
 //! straight into the output buffer (the common, all-local case costs nothing extra); once a
 //! slot waits for another shard, later replies are parked until it is filled.
 //!
+//! One request may be answered by several (FLUSHALL: a FLUSH PARTITION per partition, on
+//! their shards): its reply is a *whole* slot ([`ReplyQueue::push_whole`]) followed by a
+//! *part* slot per piece ([`ReplyQueue::push_part`]), filled as any waiting slot is. Parts write
+//! nothing; the whole answers once every part has, with the first error a part answered, or
+//! `+OK`. The plain path never meets them: only [`ReplyQueue::fill`] tells a part apart.
+//!
 //! Until its session has a user, a connection's parser runs under the small pre-login limits
 //! ([`Limits::before_login`]); [`Connection::sync_limits`] switches them when the session's
 //! login state changes.
@@ -83,6 +89,19 @@ enum Slot {
     Waiting,
     /// Answered: `parked[start..end]`, to be written after the slots before it.
     Ready { start: usize, end: usize },
+    /// Waiting, and one part of the whole slot `whole`: its reply goes there, not out.
+    Part { whole: u64 },
+}
+
+/// A whole slot's parts, while it waits for them.
+#[derive(Debug)]
+struct Whole {
+    seq: u64,
+    parts_left: usize,
+    /// More parts may still be pushed ([`ReplyQueue::close_whole`] not called yet).
+    open: bool,
+    /// The first error reply a part answered.
+    error: Option<Vec<u8>>,
 }
 
 /// Replies of one connection, in request order.
@@ -102,6 +121,8 @@ pub struct ReplyQueue {
     parked: Vec<u8>,
     /// Bytes of `parked` not yet moved to `out` (what the output limit counts of it).
     parked_live: usize,
+    /// Whole slots waiting for their parts (empty but while a FLUSHALL is answered).
+    wholes: Vec<Whole>,
 }
 
 impl ReplyQueue {
@@ -113,17 +134,25 @@ impl ReplyQueue {
         encode: impl FnOnce(&mut ReplyWriter) -> R,
     ) -> R {
         self.next_seq += 1;
-        if self.slots.is_empty() {
+        // One call of `encode`, whichever buffer it writes to: two would make the compiler
+        // keep a large `encode` (a data command's whole local path) out of line.
+        let parked = !self.slots.is_empty();
+        let buf = if parked {
+            &mut self.parked
+        } else {
+            &mut self.out
+        };
+        let start = buf.len();
+        let result = encode(&mut ReplyWriter::new(buf, protocol));
+        if parked {
+            self.parked_live += self.parked.len() - start;
+            self.slots.push_back(Slot::Ready {
+                start,
+                end: self.parked.len(),
+            });
+        } else {
             self.first_seq = self.next_seq;
-            return encode(&mut ReplyWriter::new(&mut self.out, protocol));
         }
-        let start = self.parked.len();
-        let result = encode(&mut ReplyWriter::new(&mut self.parked, protocol));
-        self.parked_live += self.parked.len() - start;
-        self.slots.push_back(Slot::Ready {
-            start,
-            end: self.parked.len(),
-        });
         result
     }
 
@@ -139,6 +168,57 @@ impl ReplyQueue {
         seq
     }
 
+    /// Reserves the slot of a request answered as a whole by parts pushed after it
+    /// ([`ReplyQueue::push_part`]) until [`ReplyQueue::close_whole`]; returns its sequence
+    /// number. Once closed and every part answered, it answers the first error a part
+    /// answered, or `+OK`.
+    pub fn push_whole(&mut self) -> u64 {
+        let seq = self.push_waiting();
+        self.wholes.push(Whole {
+            seq,
+            parts_left: 0,
+            open: true,
+            error: None,
+        });
+        seq
+    }
+
+    /// Reserves the slot of one part of the open whole `whole`; fill it as any waiting slot.
+    pub fn push_part(&mut self, whole: u64) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        if self.slots.is_empty() {
+            self.first_seq = seq;
+        }
+        self.slots.push_back(Slot::Part { whole });
+        if let Some(entry) = self.wholes.iter_mut().find(|e| e.seq == whole) {
+            entry.parts_left += 1;
+        }
+        seq
+    }
+
+    /// No more parts for `whole`: it answers as soon as its parts have (at once if none is
+    /// left).
+    pub fn close_whole(&mut self, whole: u64) {
+        if let Some(entry) = self.wholes.iter_mut().find(|e| e.seq == whole) {
+            entry.open = false;
+        }
+        self.answer_whole_if_done(whole);
+    }
+
+    fn answer_whole_if_done(&mut self, whole: u64) {
+        let Some(at) = self
+            .wholes
+            .iter()
+            .position(|e| e.seq == whole && !e.open && e.parts_left == 0)
+        else {
+            return;
+        };
+        let entry = self.wholes.swap_remove(at);
+        let reply = entry.error.unwrap_or_else(|| b"+OK\r\n".to_vec());
+        self.fill(whole, &reply);
+    }
+
     /// Fills a waiting slot. Returns false for an unknown or already-filled slot.
     pub fn fill(&mut self, seq: u64, reply: &[u8]) -> bool {
         let Some(index) = seq.checked_sub(self.first_seq) else {
@@ -146,6 +226,10 @@ impl ReplyQueue {
         };
         match self.slots.get(index as usize) {
             Some(Slot::Waiting) => {}
+            Some(&Slot::Part { whole }) => {
+                self.fill_part(index as usize, whole, reply);
+                return true;
+            }
             _ => return false,
         }
         if index == 0 {
@@ -164,6 +248,22 @@ impl ReplyQueue {
             };
         }
         true
+    }
+
+    /// A part's reply: kept by its whole if it is the first error, written as nothing. Its
+    /// whole comes before it and waits until every part is in, so a part is never the head.
+    fn fill_part(&mut self, index: usize, whole: u64, reply: &[u8]) {
+        let at = self.parked.len();
+        self.slots[index] = Slot::Ready { start: at, end: at };
+        // `-` is an error in both protocols; `!` a RESP3 bulk error.
+        let is_error = matches!(reply.first(), Some(b'-' | b'!'));
+        if let Some(entry) = self.wholes.iter_mut().find(|e| e.seq == whole) {
+            if is_error && entry.error.is_none() {
+                entry.error = Some(reply.to_vec());
+            }
+            entry.parts_left = entry.parts_left.saturating_sub(1);
+        }
+        self.answer_whole_if_done(whole);
     }
 
     fn release_ready(&mut self) {
@@ -419,6 +519,42 @@ mod tests {
         q.push_ready(Protocol::Resp2, |w| w.integer(6));
         assert_eq!(text(&q), ":1\r\n:2\r\n:3\r\n:4\r\n:5\r\n:6\r\n");
         assert!(q.parked.is_empty());
+    }
+
+    #[test]
+    fn a_whole_answers_once_every_part_has_with_the_first_error() {
+        let mut q = ReplyQueue::default();
+        q.push_ready(Protocol::Resp2, |w| w.integer(1));
+        let whole = q.push_whole();
+        let a = q.push_part(whole);
+        let b = q.push_part(whole);
+        let c = q.push_part(whole);
+        q.close_whole(whole);
+        q.push_ready(Protocol::Resp2, |w| w.integer(3));
+        assert!(q.fill(b, b"+OK\r\n"));
+        assert!(q.fill(a, b"+OK\r\n"));
+        assert_eq!(text(&q), ":1\r\n", "one part still out");
+        assert!(q.fill(c, b"+OK\r\n"));
+        assert_eq!(text(&q), ":1\r\n+OK\r\n:3\r\n");
+        assert_eq!(q.in_flight(), 0);
+        assert!(!q.fill(a, b"+OK\r\n"), "a part is filled once");
+        // The first error a part answers is the whole's reply.
+        let whole = q.push_whole();
+        let a = q.push_part(whole);
+        let b = q.push_part(whole);
+        // A part answered at once, before the whole is closed.
+        let c = q.push_part(whole);
+        assert!(q.fill(c, b"+OK\r\n"));
+        q.close_whole(whole);
+        assert!(q.fill(b, b"-IOERR first\r\n"));
+        assert!(q.fill(a, b"-IOERR second\r\n"));
+        assert!(text(&q).ends_with(":3\r\n-IOERR first\r\n"), "{}", text(&q));
+        // No parts at all: answered when closed.
+        let whole = q.push_whole();
+        q.push_ready(Protocol::Resp2, |w| w.integer(4));
+        q.close_whole(whole);
+        assert!(text(&q).ends_with("-IOERR first\r\n+OK\r\n:4\r\n"));
+        assert!(q.wholes.is_empty() && q.parked.is_empty());
     }
 
     #[test]

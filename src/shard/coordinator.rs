@@ -44,7 +44,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::acl::{store, Acl, AclChange, ADMIN_USER};
 use crate::catalog::Catalog;
-use crate::command::partition::{plan_create, plan_drop};
+use crate::command::partition::{plan_alter, plan_create, plan_drop};
 use crate::command::CommandError;
 use crate::persist::catalog_file::{self, Revoked};
 use crate::persist::PartitionLog;
@@ -135,13 +135,21 @@ impl Coordinator {
         self.start_next(shards);
     }
 
-    /// A shard now uses the state of `epoch`.
-    pub fn ack(&mut self, epoch: u64, shards: &[ShardHandle]) {
+    /// A shard now uses the state of `epoch`; `failed`: the persist change it was to make
+    /// failed (the catalog stands, the partition's writes answer `-IOERR`), and the client
+    /// hears that.
+    pub fn ack(&mut self, epoch: u64, failed: Option<String>, shards: &[ShardHandle]) {
         let Some(flight) = &mut self.in_flight else {
             return;
         };
         if flight.epoch != epoch {
             return;
+        }
+        if let Some(why) = failed {
+            flight.reply = Err(CommandError::Io(format!(
+                "the persist change is in the catalog, but {why}; the partition's writes \
+                 answer -IOERR until a restart recovers it"
+            )));
         }
         flight.acks_missing -= 1;
         if flight.acks_missing == 0 {
@@ -226,6 +234,31 @@ impl Coordinator {
                 self.next_partition_id += 1;
                 let durable = request.persist != PersistMode::Memory;
                 let reply = self.persist_catalog(&catalog, durable.then_some(id), &self.revoked)?;
+                Ok(Planned {
+                    catalog: Some(catalog),
+                    acl: None,
+                    reply,
+                })
+            }
+            // New options for a partition that stays where it is: one catalog write. The owning
+            // shard copies them next to the partition when it applies the new version, between
+            // two requests: no pause, no request sees half of the change.
+            Change::Alter(request) => {
+                let catalog = plan_alter(&self.catalog, request)?;
+                // MEMORY -> durable: the files first, as for a CREATE (the owning shard then
+                // writes the snapshot into them before it acknowledges).
+                let was = self.catalog.partitions.get(&request.name);
+                let now = catalog.partitions.get(&request.name);
+                let new_durable = match (was, now) {
+                    (Some(was), Some(now))
+                        if was.persist == PersistMode::Memory
+                            && now.persist != PersistMode::Memory =>
+                    {
+                        Some(now.id)
+                    }
+                    _ => None,
+                };
+                let reply = self.persist_catalog(&catalog, new_durable, &self.revoked)?;
                 Ok(Planned {
                     catalog: Some(catalog),
                     acl: None,

@@ -1,6 +1,7 @@
 //! Authorize and route one request: a data command runs here when its partition is local
 //! (or is copied into the outbox of the shard that owns it), a connection command runs on
-//! the session, a catalog or ACL change goes to the coordinator, a login to
+//! the session (FLUSHALL, whose partitions live on several shards, in
+//! [`flushall`](super::flushall)), a catalog or ACL change goes to the coordinator, a login to
 //! [`session`](super::session).
 //!
 //! The local path and the forwarded path ([`forward`](super::forward)) both run a data
@@ -9,12 +10,13 @@
 use crate::command::access::authorize;
 use crate::command::data::{self, DataLimits};
 use crate::command::error::printable;
+use crate::command::quota::Quota;
 use crate::command::server::{self as server_cmd, ServerView};
-use crate::command::{lookup, CommandError, CommandSpec, CoordinatorWork, Handler};
+use crate::command::{lookup, CommandError, CommandId, CommandSpec, CoordinatorWork, Handler};
 use crate::metrics::ShardMetrics;
 use crate::persist::PartitionLog;
 use crate::protocol::{Args, ReplyWriter};
-use crate::store::{MemoryBudget, Partition};
+use crate::store::{MemoryBudget, Partition, PartitionStats};
 
 use super::connection;
 use super::durability::{not_applied, DirtyPartitions, Durability};
@@ -25,12 +27,15 @@ use super::Core;
 impl Core {
     /// Runs one request: here, on another shard, on the coordinator, or (a login) on the
     /// hasher pool. Returns true when its reply was not built because it would pass the
-    /// client output limit.
+    /// client output limit. `known` is the request's row when the caller has looked it up
+    /// and checked its arity already (the Redis face's rewrite).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn dispatch(
         &mut self,
         affinity: &mut connection::Affinity,
         conn_ref: ConnRef,
         args: &Args,
+        known: Option<&'static CommandSpec>,
         session: &mut server_cmd::Session,
         replies: &mut connection::ReplyQueue,
         barrier: &mut bool,
@@ -49,7 +54,7 @@ impl Core {
                     .cloned();
             }
         }
-        let spec = match lookup(args) {
+        let spec = match known.map_or_else(|| lookup(args), Ok) {
             Ok(spec) => spec,
             // Before login, even an unknown command is only "log in first".
             Err(_) if session.user.is_none() => {
@@ -90,8 +95,10 @@ impl Core {
                                 let mut w = ReplyWriter::new(&mut self.commit.buf, protocol);
                                 let (id, partition) = (local.id, &mut local.data);
                                 let dirty = &mut self.commit.dirty;
+                                let quota = &mut local.quota;
                                 let (result, logged) = execute_logged(
-                                    spec, args, partition, log, id, dirty, limits, metrics, &mut w,
+                                    spec, args, partition, log, id, dirty, quota, limits, metrics,
+                                    &mut w,
                                 );
                                 // A write's reply is small: it is never over the output limit.
                                 if let Err(e) = result {
@@ -110,10 +117,10 @@ impl Core {
                                 replies.push_ready(protocol, |w| e.write_to(w));
                             }
                             _ => {
-                                let partition = &mut local.data;
+                                let (partition, quota) = (&mut local.data, &mut local.quota);
                                 return replies.push_ready(protocol, |w| {
                                     match execute_data(
-                                        spec, args, partition, None, limits, metrics, w,
+                                        spec, args, partition, None, quota, limits, metrics, w,
                                     ) {
                                         Ok(()) => false,
                                         Err(CommandError::ReplyTooLarge) => true,
@@ -146,6 +153,11 @@ impl Core {
                 }
             }
             Handler::Connection(run) => {
+                // Partitions on every shard, answered as one reply: see `flushall`.
+                if spec.id == CommandId::FlushAll {
+                    self.flush_all(conn_ref, args, session, replies);
+                    return false;
+                }
                 if let Some(login) = self.parse_login(spec.id, args, session) {
                     match login {
                         Ok(pending) => {
@@ -190,6 +202,7 @@ impl Core {
                         let by = mailbox::Approved::new(user, self.acl.version, args);
                         let change = match work {
                             CoordinatorWork::Create(c) => Change::Create(c),
+                            CoordinatorWork::Alter(a) => Change::Alter(a),
                             CoordinatorWork::Drop(name) => Change::Drop(name),
                             CoordinatorWork::Acl(c) => Change::Acl(c),
                             // Hashed on the pool, which then hands the change to the
@@ -214,22 +227,30 @@ impl Core {
 
 /// Runs a data command on a partition this shard owns, and keeps the shard's memory gauge
 /// (what every shard's `max-memory` check reads) in step with the partition's estimate.
+/// First the partition's `max-ops` (`quota`): a command its token bucket cannot pay for is
+/// `-THROTTLED` and does nothing (one predictable branch when the partition has no
+/// `max-ops`).
 ///
 /// Always inline (each caller is one request's path, local or forwarded): out of line, its
 /// arguments and its large `Result` go through memory (inline: GET 1442 -> 1423 user-space
 /// instructions per request, SET 2096 -> 2073, `scripts/count-instructions.sh`).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 pub(super) fn execute_data(
     spec: &CommandSpec,
     args: &Args,
     partition: &mut Partition,
     journal: Option<&mut crate::persist::Journal>,
+    quota: &mut Quota,
     limits: DataLimits,
     metrics: &ShardMetrics,
     w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
+    if quota.throttles() {
+        throttle(spec, args, partition, quota)?;
+    }
     let before = partition.used_memory();
-    let result = data::execute(spec, args, partition, journal, limits, w);
+    let result = data::execute(spec, args, partition, journal, quota, limits, w);
     let after = partition.used_memory();
     if after != before {
         let gauge = &metrics.used_memory;
@@ -238,10 +259,29 @@ pub(super) fn execute_data(
             (ShardMetrics::get(gauge) + after).saturating_sub(before),
         );
     }
-    if matches!(result, Err(CommandError::OutOfMemory)) {
+    if matches!(
+        result,
+        Err(CommandError::OutOfMemory | CommandError::PartitionFull { .. })
+    ) {
         ShardMetrics::add(&metrics.oom_rejections, 1);
     }
     result
+}
+
+/// Takes a command's tokens from its partition's `max-ops` bucket: one per key it names, one
+/// if it names none (`command::quota` says why); counts a refusal in `throttled`.
+#[cold]
+#[inline(never)]
+fn throttle(
+    spec: &CommandSpec,
+    args: &Args,
+    partition: &Partition,
+    quota: &mut Quota,
+) -> Result<(), CommandError> {
+    let cost = spec.keys.positions(args.len()).count().max(1) as u64;
+    quota
+        .take(cost, crate::store::clock::now_ms())
+        .inspect_err(|_| PartitionStats::add(&partition.stats().throttled, 1))
 }
 
 /// Runs a write on durable partition `id`: applied in memory, its records logged into the
@@ -263,13 +303,14 @@ pub(super) fn execute_logged(
     log: &mut PartitionLog,
     id: u64,
     dirty: &mut DirtyPartitions,
+    quota: &mut Quota,
     limits: DataLimits,
     metrics: &ShardMetrics,
     w: &mut ReplyWriter,
 ) -> (Result<(), CommandError>, bool) {
     let writes = log.journal.writes();
     let journal = Some(&mut log.journal);
-    let result = execute_data(spec, args, partition, journal, limits, metrics, w);
+    let result = execute_data(spec, args, partition, journal, quota, limits, metrics, w);
     let logged = log.journal.writes() > writes;
     if logged {
         dirty.logged(writes == 0, spec.partition_name(args), id);

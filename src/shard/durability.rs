@@ -33,6 +33,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::command::quota::Quota;
 use crate::command::CommandError;
 use crate::metrics::ShardMetrics;
 use crate::persist::recovery::{self, Loaded};
@@ -60,6 +61,9 @@ pub struct LocalPartition {
     /// The catalog's id: tells a partition from a namesake dropped and created again.
     pub id: u64,
     pub log: Durability,
+    /// Its options as the data path enforces them, copied from the catalog when a version
+    /// arrives (`routes`), so a request reads a plain field.
+    pub quota: Quota,
 }
 
 /// How a local partition's writes are made durable.
@@ -266,6 +270,7 @@ fn owned_log<'a>(
             data,
             id: owned,
             log: Durability::Logged(log),
+            ..
         }) if *owned == id => Some((data, &mut **log)),
         _ => None,
     }
@@ -444,6 +449,7 @@ impl Core {
                     data,
                     id: meta.id,
                     log: Durability::Logged(Box::new(log)),
+                    quota: Quota::new(&meta.name, &meta.options),
                 },
             );
         }
@@ -470,7 +476,8 @@ impl Core {
         &mut self,
         meta: &crate::catalog::PartitionMeta,
     ) -> LocalPartition {
-        if let Some(local) = self.recovered.remove(&meta.id) {
+        if let Some(mut local) = self.recovered.remove(&meta.id) {
+            local.quota.update(&meta.options);
             return local;
         }
         let mut data = Partition::new(meta.schema, meta.stats.clone());
@@ -493,6 +500,7 @@ impl Core {
             data,
             id: meta.id,
             log,
+            quota: Quota::new(&meta.name, &meta.options),
         }
     }
 
@@ -502,6 +510,114 @@ impl Core {
             let metrics = &self.shared.metrics.shards[self.id];
             ShardMetrics::sub(&metrics.log_bytes, log.disk_bytes());
             log.destroy();
+        }
+    }
+
+    /// Makes a persist change of partition `local` (ALTER PARTITION ... SET persist) before
+    /// this shard acknowledges the catalog version that says it, so before ALTER answers;
+    /// `Err`: why it failed (the partition then answers writes `-IOERR`).
+    pub(super) fn change_persist(
+        &mut self,
+        meta: &crate::catalog::PartitionMeta,
+        local: &mut LocalPartition,
+    ) -> Result<(), String> {
+        match (&mut local.log, meta.persist) {
+            (Durability::Memory, PersistMode::Memory) => Ok(()),
+            (_, PersistMode::Memory) => {
+                self.stop_logging(local);
+                Ok(())
+            }
+            (Durability::Memory, _) => self.start_logging(meta, local),
+            (Durability::Logged(log), mode) if log.mode() != mode => {
+                log.set_mode(mode).map_err(|e| {
+                    log::error!("partition '{}': cannot fsync its log: {e}", meta.name);
+                    let why = format!("its log could not be fsync'd: {e}");
+                    local.log = Durability::Broken(why.clone());
+                    why
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A MEMORY partition changed to ASYNC or SYNC: opens the log the coordinator created and
+    /// writes every key into a snapshot, durably, before returning; from then on every write
+    /// is logged. The whole snapshot is written at once, so the shard serves nothing else
+    /// meanwhile (about a second a GiB): the one step of the shard not bounded per pass, and
+    /// only at this ALTER. A crash before it is done finds the partition durable and empty,
+    /// as a MEMORY partition would be, and ALTER had not answered. A failure leaves the
+    /// partition answering `-IOERR` to writes.
+    fn start_logging(
+        &mut self,
+        meta: &crate::catalog::PartitionMeta,
+        local: &mut LocalPartition,
+    ) -> Result<(), String> {
+        let data_dir = &self.shared.config.data_dir;
+        let opened = recovery::recover_partition(data_dir, meta, &mut local.data, false)
+            .map_err(|e| e.to_string())
+            .and_then(|(mut log, _)| {
+                let started = Instant::now();
+                log.start_compaction(&mut local.data)
+                    .and_then(|()| loop {
+                        match log.compaction_step(&mut local.data, COMPACTION_STEP_BYTES) {
+                            Ok(Some(_)) => break Ok(()),
+                            Ok(None) => continue,
+                            Err(e) => break Err(e),
+                        }
+                    })
+                    .map_err(|e| format!("cannot write its snapshot: {e}"))?;
+                log::info!(
+                    "partition '{}': now {}, {} keys snapshotted in {} ms",
+                    meta.name,
+                    meta.persist,
+                    local.data.len(),
+                    started.elapsed().as_millis()
+                );
+                Ok(log)
+            });
+        match opened {
+            Ok(log) => {
+                local.log = Durability::Logged(Box::new(log));
+                Ok(())
+            }
+            Err(e) => {
+                log::error!(
+                    "partition '{}': cannot become {}: {e}",
+                    meta.name,
+                    meta.persist
+                );
+                local.log =
+                    Durability::Broken(format!("the partition's log cannot be opened: {e}"));
+                Err(format!("its log could not be made ({e})"))
+            }
+        }
+    }
+
+    /// A durable partition changed to MEMORY (ALTER PARTITION ... SET persist MEMORY): its log
+    /// goes, files and all, before this shard acknowledges the catalog version, so the files
+    /// are gone when ALTER answers. Work queued for it this pass (a commit, an ASYNC fsync, a
+    /// compaction step) finds no log and is skipped (`owned_log`); writes already applied stay,
+    /// and their held replies are released as a MEMORY partition's would be. A crash after the
+    /// catalog write but before this leaves the files, which startup removes.
+    pub(super) fn stop_logging(&mut self, local: &mut LocalPartition) {
+        match std::mem::replace(&mut local.log, Durability::Memory) {
+            Durability::Logged(log) => {
+                log::info!(
+                    "partition {}: now MEMORY, removing {}",
+                    local.id,
+                    log.dir().display()
+                );
+                log.destroy();
+            }
+            Durability::Broken(_) => {
+                let dir = crate::persist::partition_dir(&self.shared.config.data_dir, local.id);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        log::warn!("cannot remove {}: {e}", dir.display());
+                    }
+                }
+            }
+            Durability::Memory => {}
         }
     }
 

@@ -185,8 +185,9 @@ impl Core {
                     Durability::Logged(log) if spec.is_write() => {
                         let (id, partition) = (local.id, &mut local.data);
                         let dirty = &mut self.commit.dirty;
+                        let quota = &mut local.quota;
                         let (result, logged) = execute_logged(
-                            spec, &args, partition, log, id, dirty, limits, metrics, &mut w,
+                            spec, &args, partition, log, id, dirty, quota, limits, metrics, &mut w,
                         );
                         if logged {
                             let index = out.replies.len();
@@ -195,7 +196,10 @@ impl Core {
                         result
                     }
                     Durability::Broken(why) if spec.is_write() => Err(not_applied(why)),
-                    _ => execute_data(spec, &args, &mut local.data, None, limits, metrics, &mut w),
+                    _ => {
+                        let (partition, quota) = (&mut local.data, &mut local.quota);
+                        execute_data(spec, &args, partition, None, quota, limits, metrics, &mut w)
+                    }
                 },
                 // Dropped (or moved, or dropped and created again) since the sender routed it.
                 _ => Err(CommandError::NoPartition(printable(

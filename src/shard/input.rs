@@ -252,11 +252,11 @@ impl Core {
                         // Redis grammar (a partition is selected): the request's GoKV form
                         // is built first, out of line, and runs as any request does. GoKV
                         // grammar pays this one test.
-                        let args = match conn.session.selected.as_deref() {
-                            None => args,
+                        let (args, spec) = match conn.session.selected.as_deref() {
+                            None => (args, None),
                             Some(selected) => match form.rewrite(&args, selected) {
-                                Rewrite::AsIs => args,
-                                Rewrite::Rewritten => form.args(),
+                                Rewrite::AsIs => (args, None),
+                                Rewrite::Rewritten(spec) => (form.args(), Some(spec)),
                                 Rewrite::Refused(e) => {
                                     let protocol = conn.session.protocol;
                                     conn.replies.push_ready(protocol, |w| e.write_to(w));
@@ -269,6 +269,7 @@ impl Core {
                             &mut conn.affinity,
                             conn.conn_ref,
                             &args,
+                            spec,
                             &mut conn.session,
                             &mut conn.replies,
                             &mut conn.barrier,

@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::acl::{Acl, AclChange};
 use crate::catalog::Catalog;
-use crate::command::partition::CreatePartition;
+use crate::command::partition::{AlterPartition, CreatePartition};
 use crate::command::{CommandError, CommandId};
 use crate::protocol::{Args, Protocol, Span};
 
@@ -53,6 +53,7 @@ pub struct ReplyTo {
 #[derive(Debug)]
 pub enum Change {
     Create(CreatePartition),
+    Alter(AlterPartition),
     Drop(String),
     Acl(AclChange),
 }
@@ -82,8 +83,9 @@ pub enum Message {
         catalog: Arc<Catalog>,
         acl: Arc<Acl>,
     },
-    /// To the coordinator: this shard now uses the state of `epoch`.
-    UpdateAck { epoch: u64 },
+    /// To the coordinator: this shard now uses the state of `epoch`. `failed`: a persist
+    /// change it was to make (ALTER PARTITION) failed, why; the client hears it as `-IOERR`.
+    UpdateAck { epoch: u64, failed: Option<String> },
     /// From the hasher pool: how a login's password check ended. `hash` is the PHC string
     /// that was checked, so a password changed meanwhile does not let the old one in.
     AuthChecked {

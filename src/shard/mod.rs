@@ -7,7 +7,10 @@
 //! - The event loop never blocks except in `poll` and in the disk work of durable partitions,
 //!   done at most once per pass and never per request: the group commit's `write` and
 //!   `fdatasync` (that wait is what SYNC promises), the ASYNC fsync every 500 ms, one slice of
-//!   a compaction, and the coordinator's catalog fsyncs on CREATE/DROP.
+//!   a compaction, and the coordinator's catalog fsyncs on CREATE/ALTER/DROP; and, the one
+//!   exception bounded by a partition's size rather than by a pass, the whole snapshot an
+//!   `ALTER PARTITION ... SET persist ASYNC|SYNC` of a MEMORY partition writes on its shard
+//!   before the ALTER answers (`durability::Core::change_persist`).
 //!
 //! # One pass of the loop
 //! 1. `poll` for socket events (without blocking when work is already waiting), for no
@@ -91,6 +94,7 @@ pub mod connection;
 pub mod coordinator;
 mod dispatch;
 pub mod durability;
+mod flushall;
 mod forward;
 mod housekeeping;
 mod input;
@@ -261,7 +265,8 @@ impl Shard {
             recovered: hashbrown::HashMap::new(),
         };
         core.recover(&catalog)?;
-        core.apply_catalog(catalog);
+        // At startup no persist change is pending (recovery opened every durable partition).
+        let _ = core.apply_catalog(catalog);
         Ok(Shard {
             poll,
             mailbox,
@@ -393,18 +398,20 @@ impl Shard {
                     // have without the reply cap (rare: only past the cap, and then a pass
                     // may build more than the cap once).
                     self.core.run_backlog(false);
-                    if !Arc::ptr_eq(&self.core.catalog, &catalog) {
-                        self.core.apply_catalog(catalog);
-                    }
+                    let failed = if !Arc::ptr_eq(&self.core.catalog, &catalog) {
+                        self.core.apply_catalog(catalog)
+                    } else {
+                        None
+                    };
                     if !Arc::ptr_eq(&self.core.acl, &acl) {
                         self.apply_acl(acl);
                     }
-                    self.core.shared.shards[COORDINATOR].send(Message::UpdateAck { epoch });
+                    self.core.shared.shards[COORDINATOR].send(Message::UpdateAck { epoch, failed });
                 }
-                Message::UpdateAck { epoch } => {
+                Message::UpdateAck { epoch, failed } => {
                     let shards = &self.core.shared.shards;
                     if let Some(coordinator) = &mut self.core.coordinator {
-                        coordinator.ack(epoch, shards);
+                        coordinator.ack(epoch, failed, shards);
                     }
                 }
                 Message::AuthChecked {

@@ -1,5 +1,8 @@
 //! Where each partition lives, as this shard sees it, and how a new catalog version changes
-//! that: partitions this shard now owns are opened (or recovered), ones it lost are retired.
+//! that: partitions this shard now owns are opened (or recovered), ones it lost are retired,
+//! and the options of the ones it keeps (ALTER PARTITION) are copied next to them
+//! ([`LocalPartition::quota`]) between two requests: no pause, and no request sees half of a
+//! change.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,8 +32,11 @@ pub(super) type Routes = hashbrown::HashMap<Box<[u8]>, Target, ahash::RandomStat
 
 impl Core {
     /// Switches to a new catalog version: creates the partitions this shard now owns, drops
-    /// the ones that are gone, and rebuilds the routes.
-    pub(super) fn apply_catalog(&mut self, catalog: Arc<Catalog>) {
+    /// the ones that are gone, updates the options (and persist mode) of the ones it keeps,
+    /// and rebuilds the routes. Returns why a persist change failed, if one did.
+    #[must_use]
+    pub(super) fn apply_catalog(&mut self, catalog: Arc<Catalog>) -> Option<String> {
+        let mut failed = None;
         let mut old = std::mem::take(&mut self.routes);
         let mut owned = 0;
         // Memory of the partitions this shard no longer owns, and of those recovered.
@@ -41,8 +47,15 @@ impl Core {
             let target = if meta.shard == self.id {
                 owned += 1;
                 match old.remove(&key) {
-                    // Same partition as before (a name dropped and created again has a new id).
-                    Some(Target::Local(p)) if p.id == meta.id => Target::Local(p),
+                    // Same partition as before (a name dropped and created again has a new id),
+                    // with the options of this version.
+                    Some(Target::Local(mut p)) if p.id == meta.id => {
+                        p.quota.update(&meta.options);
+                        if let Err(why) = self.change_persist(meta, &mut p) {
+                            failed = Some(why);
+                        }
+                        Target::Local(p)
+                    }
                     previous => {
                         if let Some(Target::Local(p)) = previous {
                             freed += p.data.used_memory();
@@ -78,5 +91,6 @@ impl Core {
             gauge,
             (ShardMetrics::get(gauge) + added).saturating_sub(freed),
         );
+        failed
     }
 }

@@ -1,5 +1,6 @@
 //! A connection's session as the shard keeps it: logins (checked here from the login cache or
-//! on the hasher pool, behind a barrier), changes the connection waits for behind the same
+//! on the hasher pool, behind a barrier; a login puts the connection on its user's default
+//! partition, if it has one), changes the connection waits for behind the same
 //! barrier, new ACL versions (closing the connections of dropped users), and moving an idle
 //! connection, session and all, to the shard that owns its partitions.
 
@@ -213,7 +214,11 @@ fn user_gone(acl: &Acl, conn: &Connection) -> bool {
         .is_some_and(|user| acl.users.get(&user.name).map(|u| u.id) != Some(user.id))
 }
 
-/// Binds a session to the user it proved to be, and answers the login.
+/// Binds a session to the user it proved to be, and answers the login. A user with a default
+/// partition starts in Redis grammar on it, from the request after this one (the login's
+/// barrier, or this running inline, orders it before any request pipelined behind it); a
+/// user without one leaves the selection as it was, as Redis's AUTH leaves the selected
+/// database. The default grants nothing: the requests are authorized as any are.
 fn logged_in(
     session: &mut server_cmd::Session,
     user: Arc<User>,
@@ -221,6 +226,9 @@ fn logged_in(
     hello: Option<server_cmd::Hello>,
     w: &mut ReplyWriter,
 ) {
+    if let Some(partition) = &user.default_partition {
+        session.selected = Some(partition.as_bytes().into());
+    }
     session.user = Some(user);
     session.acl_version = acl_version;
     session.auth_failures = 0;

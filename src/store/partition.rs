@@ -223,6 +223,13 @@ impl Partition {
         }
     }
 
+    /// Does the table hold `key`, expired or not? (What `max-keys` asks of a write: replacing
+    /// an expired key not reclaimed yet adds no key.)
+    #[inline]
+    pub fn holds(&self, key: &[u8]) -> bool {
+        self.table.get_entry(key).is_some()
+    }
+
     /// The estimate after an entry of `key` went from `old` (if any) to `new` (if any).
     #[inline]
     fn account(&mut self, key: &[u8], old: Option<(usize, bool)>, new: Option<(usize, bool)>) {

@@ -29,6 +29,8 @@ pub struct PartitionStats {
     pub expired_keys: AtomicU64,
     /// Keys evicted to make room (eviction policies come with partition configuration).
     pub evicted_keys: AtomicU64,
+    /// Commands refused by the partition's `max-ops` (`-THROTTLED`).
+    pub throttled: AtomicU64,
     /// Average time to live in ms of the keys with a deadline, as the expiry sweep last
     /// sampled it (Redis's `avg_ttl`: an estimate, 0 when none was sampled).
     pub avg_ttl: AtomicU64,
