@@ -43,17 +43,22 @@ cli create partition q100k string memory max-keys 100000 eviction allkeys-lru >/
 rps() {
     redis-benchmark -p "$port" --user admin -a "$pw" -c 50 -P 16 -r 1000000 -n "$1" -q \
         SET "$2" key:__rand_int__ "$value" 2>/dev/null \
-        | tr '\r' '\n' | awk '/requests per second/ {print $2}' | tail -1
+        | tr '\r' '\n' \
+        | awk '/requests per second/ {for (i = 2; i <= NF; i++) if ($i == "requests") print $(i - 1)}' \
+        | tail -1
 }
 # Fill the quotas first (their first runs would otherwise partly run below them).
 rps 300000 q10k >/dev/null
 rps 1000000 q100k >/dev/null
 declare -A runs
 for r in $(seq "$rounds"); do
+    line="round $r:"
     for p in below q10k q100k; do
-        runs[$p]+="$(rps "$n" "$p") "
+        got=$(rps "$n" "$p")
+        runs[$p]+="$got "
+        line+=" $p $got"
     done
-    echo "round $r: below ${runs[below]##* } q10k ${runs[q10k]##* } q100k ${runs[q100k]##* }" >&2
+    echo "$line" >&2
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 below=$(echo "${runs[below]}" | median)

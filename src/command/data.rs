@@ -173,11 +173,15 @@ impl Writes<'_, '_> {
         let over_memory = quota.max_memory != 0
             && growth > 0
             && self.partition.used_memory().saturating_add(growth) > quota.max_memory;
+        let new_keys = if quota.max_keys != 0 {
+            self.new_keys(keys.clone())
+        } else {
+            0
+        };
         let refusal = if over_memory {
             Some(quota.over_memory())
         } else if quota.max_keys != 0
-            && (self.partition.len() as u64).saturating_add(self.new_keys(keys.clone()))
-                > quota.max_keys
+            && (self.partition.len() as u64).saturating_add(new_keys) > quota.max_keys
         {
             Some(quota.over_keys())
         } else {
@@ -186,7 +190,7 @@ impl Writes<'_, '_> {
         match refusal {
             None => Ok(()),
             Some(refusal) if !self.partition.eviction().evicts() => Err(refusal),
-            Some(refusal) => self.evict_to_quota(keys, growth, refusal),
+            Some(refusal) => self.evict_to_quota(keys, growth, new_keys, refusal),
         }
     }
 
@@ -199,11 +203,12 @@ impl Writes<'_, '_> {
         &mut self,
         keys: impl Iterator<Item = &'k [u8]> + Clone,
         growth: u64,
+        new_keys: u64,
         refusal: CommandError,
     ) -> Result<(), CommandError> {
         let quota = self.quota;
-        // Eviction never removes one of `keys`, so what they add stays the same.
-        let new_keys = self.new_keys(keys.clone());
+        // (Eviction never removes one of `keys`: what they add, `new_keys` of them and
+        // `growth` bytes, stays the same.)
         if (quota.max_memory != 0 && growth > quota.max_memory)
             || (quota.max_keys != 0 && new_keys > quota.max_keys)
         {

@@ -398,6 +398,20 @@ impl Arena {
         ]))
     }
 
+    /// Replaces the access bits of an entry that has them with `update(old bits)`, in place,
+    /// finding them once; false (nothing changed) when it has none.
+    #[inline]
+    pub fn update_access(&mut self, handle: Handle, update: impl FnOnce(u32) -> u32) -> bool {
+        let (id, at) = self.access_at(handle);
+        let Some(at) = at else {
+            return false;
+        };
+        let field = &mut self.segment_mut(id).bytes[at..at + ACCESS_BYTES];
+        let old = u32::from_le_bytes([field[0], field[1], field[2], field[3]]);
+        field.copy_from_slice(&update(old).to_le_bytes());
+        true
+    }
+
     /// Replaces the access bits of an entry that has them, in place; false (nothing changed)
     /// when it has none.
     #[inline]
@@ -512,6 +526,30 @@ impl Arena {
             &bytes[layout.key_start..key_end],
             &bytes[key_end..key_end + layout.value_len],
             layout.deadline,
+        )
+    }
+
+    /// The entry's key, value, deadline and access bits, read in one pass over its header
+    /// (an evictor's sample).
+    #[inline]
+    pub fn entry_with_access(&self, handle: Handle) -> (&[u8], &[u8], Option<u64>, Option<u32>) {
+        let (id, offset) = split(handle);
+        let bytes = &self.segment(id).bytes;
+        let flags = bytes[offset];
+        if flags & (BOXED | ACCESS) != ACCESS {
+            // Boxed or untracked: the general path.
+            let (key, value, deadline) = self.entry(handle);
+            return (key, value, deadline, self.access(handle));
+        }
+        let layout = layout_at(bytes, offset);
+        let key_end = layout.key_start + layout.key_len;
+        let end = key_end + layout.value_len;
+        let bits = u32::from_le_bytes([bytes[end], bytes[end + 1], bytes[end + 2], bytes[end + 3]]);
+        (
+            &bytes[layout.key_start..key_end],
+            &bytes[key_end..end],
+            layout.deadline,
+            Some(bits),
         )
     }
 

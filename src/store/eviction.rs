@@ -133,22 +133,29 @@ pub struct Pool {
 
 impl Pool {
     /// Offers a key with this rank: taken when the pool has room or the key ranks above its
-    /// worst (which then leaves). A key already pooled is replaced (its rank is newer).
+    /// worst (which then leaves). A key already pooled with this rank is not taken twice (a
+    /// copy with another rank, from before a touch, is dropped when it is checked).
     pub fn offer(&mut self, rank: u64, key: &[u8]) {
-        if let Some(i) = self.entries.iter().position(|c| c.key == key) {
-            let old = self.entries.remove(i);
-            self.spare.push(old.key);
-        }
-        // First entry ranking at or above this one: equals already pooled go sooner.
-        let k = self.entries.partition_point(|c| c.rank < rank);
-        let k = if self.entries.len() < POOL_SIZE {
-            k
-        } else if k == 0 {
+        let full = self.entries.len() >= POOL_SIZE;
+        if full && self.entries.first().is_some_and(|worst| rank <= worst.rank) {
+            // (Most samples end here once the pool holds good candidates: no key compared.)
             return;
-        } else {
+        }
+        // Entries ranking at or above this one start at k: equals already pooled go sooner.
+        let k = self.entries.partition_point(|c| c.rank < rank);
+        if self.entries[k..]
+            .iter()
+            .take_while(|c| c.rank == rank)
+            .any(|c| c.key == key)
+        {
+            return;
+        }
+        let k = if full {
             let worst = self.entries.remove(0);
             self.spare.push(worst.key);
             k - 1
+        } else {
+            k
         };
         let mut buf = self.spare.pop().unwrap_or_default();
         buf.clear();
@@ -217,6 +224,7 @@ mod tests {
         pool.offer(3, b"low");
         assert_eq!(pool.len(), POOL_SIZE, "below the worst: not taken");
         pool.offer(39, b"k30");
+        pool.offer(39, b"k30");
         let best = pool.pop_best().unwrap();
         assert_eq!(best.rank, 39);
         // k39 (offered first) and k30 (offered again at 39) tie: the one pooled first goes.
@@ -224,8 +232,8 @@ mod tests {
         pool.recycle(best);
         assert_eq!(pool.pop_best().unwrap().key, b"k30");
         assert!(
-            pool.entries.iter().all(|c| c.key != b"k30"),
-            "no second copy"
+            pool.entries.iter().all(|c| c.rank != 39),
+            "offered twice at one rank, pooled once"
         );
         let mut last = u64::MAX;
         while let Some(c) = pool.pop_best() {

@@ -695,9 +695,8 @@ impl Table {
         };
         let deadline = entry.deadline;
         let handle = self.handle_at(at);
-        if let Some(old) = self.arena.access(handle) {
-            let bits = self.access.touched(old);
-            self.arena.set_access(handle, bits);
+        let clock = &mut self.access;
+        if self.arena.update_access(handle, |old| clock.touched(old)) {
             return;
         }
         let (key, value) = self.arena.get(handle);
@@ -714,8 +713,9 @@ impl Table {
     /// The key's entry and access bits (an evictor re-checking a candidate).
     #[inline]
     pub fn get_with_access(&self, key: &[u8]) -> Option<(EntryRef<'_>, Option<u32>)> {
-        let (at, entry) = self.find_hashed(self.hash(key), key)?;
-        Some((entry, self.arena.access(self.handle_at(at))))
+        let (at, _) = self.find_hashed(self.hash(key), key)?;
+        let (_, value, deadline, bits) = self.arena.entry_with_access(self.handle_at(at));
+        Some((EntryRef { value, deadline }, bits))
     }
 
     /// Visits entries at random: looks at up to `tries` slots drawn uniformly from both indexes
@@ -737,32 +737,60 @@ impl Table {
         if self.len == 0 || count == 0 {
             return 0;
         }
+        /// Slots drawn and prefetched together: their cache misses (control word, handle,
+        /// then entry) overlap instead of adding up, which at a quota of 100k keys is most of
+        /// what an eviction costs.
+        const BATCH: usize = 8;
         let old = self.old.as_ref().map(|d| &d.index);
         let (new_slots, old_slots) = (self.index.capacity(), old.map_or(0, |i| i.capacity()));
         let slots = (new_slots + old_slots) as u64;
+        /// Entries remembered to be visited once per sample (samples are small).
+        const SEEN: usize = 16;
+        let mut taken_slots = [usize::MAX; SEEN];
         let mut state = random;
         let mut taken = 0;
-        for _ in 0..tries {
-            // splitmix64: a fresh draw per try from one seed.
-            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            // Both sizes are powers of two, so a slot of either is a uniform draw below their sum
-            // (multiply-shift: no division).
-            let slot = ((u128::from(z) * u128::from(slots)) >> 64) as usize;
-            let (index, i) = match old {
-                Some(old) if slot >= new_slots => (old, slot - new_slots),
-                _ => (&self.index, slot),
-            };
-            if index.is_full(i) {
-                let handle = index.handle(i);
-                let (key, value, deadline) = self.arena.entry(handle);
-                if visit(key, EntryRef { value, deadline }, self.arena.access(handle)) {
+        let mut tried = 0;
+        while tried < tries {
+            let n = BATCH.min(tries - tried);
+            tried += n;
+            let mut picks = [(&self.index, 0usize, 0usize); BATCH];
+            for pick in picks.iter_mut().take(n) {
+                // splitmix64: a fresh draw per try from one seed.
+                state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                // Both sizes are powers of two, so a slot of either is a uniform draw below
+                // their sum (multiply-shift: no division).
+                let slot = ((u128::from(z) * u128::from(slots)) >> 64) as usize;
+                *pick = match old {
+                    Some(old) if slot >= new_slots => (old, slot - new_slots, slot),
+                    _ => (&self.index, slot, slot),
+                };
+                prefetch(&pick.0.ctrl[pick.1]);
+                prefetch(&pick.0.slots[pick.1]);
+            }
+            for &(index, i, _) in picks.iter().take(n) {
+                if index.is_full(i) {
+                    let entry = self.arena.address(index.handle(i));
+                    prefetch(entry);
+                    prefetch(entry.wrapping_add(63));
+                }
+            }
+            for &(index, i, slot) in picks.iter().take(n) {
+                // (An entry drawn twice counts once: a sample of 5 is 5 different keys.)
+                if !index.is_full(i) || taken_slots[..taken.min(SEEN)].contains(&slot) {
+                    continue;
+                }
+                let (key, value, deadline, bits) = self.arena.entry_with_access(index.handle(i));
+                if visit(key, EntryRef { value, deadline }, bits) {
+                    if taken < SEEN {
+                        taken_slots[taken] = slot;
+                    }
                     taken += 1;
                     if taken == count {
-                        break;
+                        return taken;
                     }
                 }
             }
@@ -992,6 +1020,24 @@ impl Table {
             value_len: entry.value.len(),
             deadline: entry.deadline,
         };
+        self.remove_at(at, old.deadline.is_some());
+        self.compact_if_needed();
+        Some(old)
+    }
+
+    /// Removes `key`, showing its entry to `before` just before it goes (one lookup for both:
+    /// an eviction reports what it removes); returns what it held if it was there.
+    pub fn remove_reporting(
+        &mut self,
+        key: &[u8],
+        before: impl FnOnce(EntryRef),
+    ) -> Option<OldEntry> {
+        let (at, entry) = self.find_hashed(self.hash(key), key)?;
+        let old = OldEntry {
+            value_len: entry.value.len(),
+            deadline: entry.deadline,
+        };
+        before(entry);
         self.remove_at(at, old.deadline.is_some());
         self.compact_if_needed();
         Some(old)
