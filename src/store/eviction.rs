@@ -163,6 +163,14 @@ impl Pool {
         self.entries.insert(k, Candidate { rank, key: buf });
     }
 
+    /// A copy of `key` in a reused buffer (give it back with [`Pool::recycle`]).
+    pub fn copy(&mut self, key: &[u8]) -> Vec<u8> {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(key);
+        buf
+    }
+
     /// Takes the best candidate out.
     pub fn pop_best(&mut self) -> Option<Candidate> {
         self.entries.pop()

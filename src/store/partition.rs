@@ -355,7 +355,7 @@ impl Partition {
                 table.sample(random, 1, tries, |key, entry, _| {
                     let take = (!volatile || entry.deadline.is_some()) && !spare(key);
                     if take {
-                        chosen = Some(key.to_vec());
+                        chosen = Some(pool.copy(key));
                     }
                     take
                 });

@@ -751,7 +751,11 @@ impl Table {
         let mut taken = 0;
         let mut tried = 0;
         while tried < tries {
-            let n = BATCH.min(tries - tried);
+            // (About two draws per entry wanted: the index is 7/16 to 7/8 full.)
+            let n = BATCH
+                .min(tries - tried)
+                .min((count - taken).saturating_mul(2))
+                .max(1);
             tried += n;
             let mut picks = [(&self.index, 0usize, 0usize); BATCH];
             for pick in picks.iter_mut().take(n) {
