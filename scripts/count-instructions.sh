@@ -11,6 +11,8 @@
 #               GET/SET bench ... as that user in GoKV grammar (app holds grants on bench
 #               only, not ADMIN on * as admin does, which authorization tells apart)
 #     REQUESTS  default 200000; redis-benchmark -c 50 -P 16 -r 100000
+#   OPTIONS="eviction allkeys-lru"  partition options for the `bench` partition (CREATE PARTITION
+#             ... <options>), e.g. to count what an eviction policy or a quota costs
 #
 # Prints "<instructions per request> <TEST> <BINARY>" and, with TOP=N set, the N functions with
 # the most instructions (inclusive). Needs valgrind, redis-cli, redis-benchmark.
@@ -42,7 +44,8 @@ for _ in $(seq 120); do
     cli ping 2>/dev/null | grep -q PONG && break
     sleep 0.5
 done
-cli create partition bench string memory >/dev/null
+# shellcheck disable=SC2086 # OPTIONS is a list of words
+cli create partition bench string memory ${OPTIONS:-} >/dev/null
 cli create partition counters int memory >/dev/null
 case "$test" in
     get) bench -n 100000 SET bench key:__rand_int__ "$value"; cmd=(GET bench key:__rand_int__) ;;

@@ -37,7 +37,8 @@ pub struct Quota {
     name: Box<str>,
     pub(super) max_memory: u64,
     pub(super) max_keys: u64,
-    /// What a write at a limit does (noeviction until eviction is wired in: `-OOM`).
+    /// What a write at a limit does (the data path asks the partition itself,
+    /// `Partition::eviction`, which the same options set).
     pub(super) eviction: Eviction,
     /// ms; 0: none.
     pub(super) default_ttl: u64,

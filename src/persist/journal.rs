@@ -12,7 +12,7 @@
 //! took out ([`Partition::take_contents`], a move, no copy) until the commit; a rollback
 //! undoes the writes after it first (newest first), then puts the table back.
 
-use crate::store::{Contents, Expiry, IncrError, Partition, Value, ValueRef};
+use crate::store::{Contents, Entry, Expiry, IncrError, Partition, Value, ValueRef};
 
 use super::record::{self, Record};
 
@@ -178,6 +178,15 @@ impl Journal {
         record::encode(&Record::Del { key }, &mut self.records);
     }
 
+    /// Logs a key evicted to make room for a write of this pass (the partition removes it
+    /// right after), as a `DEL`, and keeps it to put back should the commit fail: the write
+    /// that evicted it is then undone, and so is the eviction.
+    pub fn evicted(&mut self, key: &[u8], entry: Entry) {
+        let before = Some((entry.value.to_owned(), entry.deadline));
+        self.undo.push(Undo::Key(key.into(), before));
+        record::encode(&Record::Del { key }, &mut self.records);
+    }
+
     /// The commit succeeded: forget the pass.
     pub fn clear(&mut self) {
         self.records.clear();
@@ -214,6 +223,25 @@ mod tests {
     use super::*;
     use crate::store::Schema;
     use std::sync::Arc;
+
+    #[test]
+    fn an_eviction_is_logged_and_undone_with_its_pass() {
+        let far = crate::store::clock::system_now_ms() + 3_600_000;
+        let mut p = Partition::new(Schema::Int, Arc::default());
+        p.set_eviction(crate::store::Eviction::AllKeysRandom);
+        p.set_int(b"old", 7, Expiry::At(far));
+        let mut j = Journal::default();
+        assert!(p.evict_one(|_| false, |key, entry| j.evicted(key, entry)));
+        assert_eq!(p.get(b"old"), None);
+        j.set_int(&mut p, b"new", 1, Expiry::Clear);
+        let mut del = Vec::new();
+        record::encode(&Record::Del { key: b"old" }, &mut del);
+        assert!(j.pending().starts_with(&del), "the DEL is logged first");
+        j.rollback(&mut p);
+        let old = p.lookup(b"old").unwrap();
+        assert_eq!((old.value, old.deadline), (ValueRef::Int(7), Some(far)));
+        assert_eq!(p.get(b"new"), None);
+    }
 
     #[test]
     fn rollback_restores_the_pass() {

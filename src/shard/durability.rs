@@ -66,6 +66,15 @@ pub struct LocalPartition {
     pub quota: Quota,
 }
 
+impl LocalPartition {
+    /// Takes the options of a new catalog version (ALTER PARTITION), in place: the quotas
+    /// and the eviction policy (see `Partition::set_eviction`).
+    pub fn apply_options(&mut self, options: &crate::catalog::PartitionOptions) {
+        self.quota.update(options);
+        self.data.set_eviction(options.eviction);
+    }
+}
+
 /// How a local partition's writes are made durable.
 pub enum Durability {
     Memory,
@@ -419,6 +428,8 @@ impl Core {
                 continue;
             }
             let mut data = Partition::new(meta.schema, meta.stats.clone());
+            // Before recovery: replayed keys get access bits, stamped in log order.
+            data.set_eviction(meta.options.eviction);
             let config = &self.shared.config;
             let (log, loaded) = recovery::recover_partition(
                 &config.data_dir,
@@ -477,10 +488,12 @@ impl Core {
         meta: &crate::catalog::PartitionMeta,
     ) -> LocalPartition {
         if let Some(mut local) = self.recovered.remove(&meta.id) {
-            local.quota.update(&meta.options);
+            local.apply_options(&meta.options);
             return local;
         }
         let mut data = Partition::new(meta.schema, meta.stats.clone());
+        // Before recovery: replayed keys get access bits, stamped in log order.
+        data.set_eviction(meta.options.eviction);
         let log = match meta.persist {
             PersistMode::Memory => Durability::Memory,
             _ => match recovery::recover_partition(

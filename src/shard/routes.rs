@@ -50,7 +50,7 @@ impl Core {
                     // Same partition as before (a name dropped and created again has a new id),
                     // with the options of this version.
                     Some(Target::Local(mut p)) if p.id == meta.id => {
-                        p.quota.update(&meta.options);
+                        p.apply_options(&meta.options);
                         if let Err(why) = self.change_persist(meta, &mut p) {
                             failed = Some(why);
                         }

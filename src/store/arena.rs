@@ -17,6 +17,24 @@
 //! an 8-byte stub naming it (its flags carry EXPIRES). A segment therefore never holds more
 //! than a few KiB of any one entry, which bounds what compaction copies at once.
 //!
+//! # Access bits (eviction)
+//! A partition with an LRU or LFU eviction policy needs a recency or frequency mark per key
+//! (`super::access`). It is a 4-byte field *after the value*, present only when the entry's
+//! flags carry `ACCESS`: `[flags][deadline?][key_len][value_len][key][value][access: u32 LE]`
+//! (a boxed entry's is in its stub, which grows from 8 to 12 bytes). Why there:
+//! - a partition without such a policy writes entries without the flag, so it pays nothing:
+//!   no byte, and no instruction on a read, because the field sits behind everything a read
+//!   parses (the key and value are where they always were; only the entry's size, which reads
+//!   never compute, depends on the flag);
+//! - a tracked entry costs exactly 4 bytes more (the padding to [`ALIGN`] is unchanged), the
+//!   same as Redis's 24-bit `lru` field rounded to a whole word: 52 -> 56 bytes for a 16-byte
+//!   key with a 32-byte value;
+//! - it moves with the entry: compaction copies the encoded bytes whole, and a rewrite of the
+//!   entry (a new value length, a deadline added) carries it over ([`Arena::access`]).
+//!
+//! The slot in the table could not hold it (6 bytes, all used by the handle and the hash tag),
+//! and a side array indexed by slot would have to follow every backward shift and drain move.
+//!
 //! # Garbage and compaction
 //! Removing an entry, or changing its value's length, marks its bytes dead. A segment whose
 //! last live entry goes away is freed at once. Otherwise the dead bytes stay until the owner
@@ -49,11 +67,17 @@ const BOXED: u8 = 2;
 /// `flags` bit: the entry has a deadline (8 bytes after the flags, or after a box's key
 /// length).
 const EXPIRES: u8 = 4;
+/// `flags` bit: the entry has access bits (4 bytes after the value, or after a box's stub).
+const ACCESS: u8 = 8;
+
+/// Bytes the access bits take in an entry (see "Access bits" in the module docs).
+pub const ACCESS_BYTES: usize = 4;
 
 /// Bytes a deadline takes in an entry.
 pub const DEADLINE_BYTES: usize = 8;
 
-/// Bytes of a boxed entry's stub: flags and a `u32` index (padded to [`ALIGN`]).
+/// Bytes of a boxed entry's stub: flags and a `u32` index (padded to [`ALIGN`]); the access
+/// bits, when the stub has them, follow.
 const STUB: usize = 8;
 
 /// Names an entry: segment id (24 bits) and offset in `ALIGN` units (16 bits).
@@ -137,13 +161,24 @@ fn align(n: usize) -> usize {
 
 /// Bytes an entry would take inline, before padding.
 #[inline]
-fn encoded_len(key_len: usize, value_len: usize, deadline: Option<u64>) -> usize {
+fn encoded_len(key_len: usize, value_len: usize, deadline: Option<u64>, access: bool) -> usize {
     let deadline = if deadline.is_some() {
         DEADLINE_BYTES
     } else {
         0
     };
-    1 + deadline + varint_len(key_len) + varint_len(value_len) + key_len + value_len
+    let access = if access { ACCESS_BYTES } else { 0 };
+    1 + deadline + varint_len(key_len) + varint_len(value_len) + key_len + value_len + access
+}
+
+/// The flags' share of an entry's size past its key and value: the access bits.
+#[inline(always)]
+fn access_len(flags: u8) -> usize {
+    if flags & ACCESS != 0 {
+        ACCESS_BYTES
+    } else {
+        0
+    }
 }
 
 #[inline(always)]
@@ -164,7 +199,7 @@ fn layout_at(bytes: &[u8], offset: usize) -> Layout {
             key_start: 0,
             key_len: 0,
             value_len: 0,
-            size: STUB,
+            size: STUB + access_len(flags),
         };
     }
     let mut at = offset + 1;
@@ -182,7 +217,7 @@ fn layout_at(bytes: &[u8], offset: usize) -> Layout {
         key_start: at,
         key_len,
         value_len,
-        size: align(at - offset + key_len + value_len),
+        size: align(at - offset + key_len + value_len + access_len(flags)),
     }
 }
 
@@ -252,11 +287,18 @@ pub struct Arena {
 }
 
 impl Arena {
-    /// Stores a new entry and returns its handle.
-    pub fn alloc(&mut self, key: &[u8], value: &[u8], deadline: Option<u64>) -> Handle {
-        let len = encoded_len(key.len(), value.len(), deadline);
+    /// Stores a new entry and returns its handle; with `access`, the entry carries access bits
+    /// holding it (see "Access bits" in the module docs).
+    pub fn alloc(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        deadline: Option<u64>,
+        access: Option<u32>,
+    ) -> Handle {
+        let len = encoded_len(key.len(), value.len(), deadline, access.is_some());
         if len > MAX_INLINE {
-            return self.alloc_boxed(key, value, deadline);
+            return self.alloc_boxed(key, value, deadline, access);
         }
         let (id, offset) = self.reserve(align(len));
         let bytes = &mut self.segment_mut(id).bytes;
@@ -272,11 +314,22 @@ impl Arena {
         let at = write_varint(bytes, at, key.len());
         let at = write_varint(bytes, at, value.len());
         bytes[at..at + key.len()].copy_from_slice(key);
-        bytes[at + key.len()..at + key.len() + value.len()].copy_from_slice(value);
+        let end = at + key.len() + value.len();
+        bytes[at + key.len()..end].copy_from_slice(value);
+        if let Some(bits) = access {
+            bytes[end..end + ACCESS_BYTES].copy_from_slice(&bits.to_le_bytes());
+            bytes[offset] |= ACCESS;
+        }
         join(id, offset)
     }
 
-    fn alloc_boxed(&mut self, key: &[u8], value: &[u8], deadline: Option<u64>) -> Handle {
+    fn alloc_boxed(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        deadline: Option<u64>,
+        access: Option<u32>,
+    ) -> Handle {
         let mut bytes = Vec::with_capacity(4 + DEADLINE_BYTES + key.len() + value.len());
         // Keys are bounded by max-key-len, which the config keeps within u32.
         bytes.extend_from_slice(&(key.len() as u32).to_le_bytes());
@@ -296,15 +349,79 @@ impl Arena {
                 (self.boxed.len() - 1) as u32
             }
         };
-        let (id, offset) = self.reserve(STUB);
-        let stub = &mut self.segment_mut(id).bytes[offset..offset + STUB];
+        let size = STUB + if access.is_some() { ACCESS_BYTES } else { 0 };
+        let (id, offset) = self.reserve(size);
+        let stub = &mut self.segment_mut(id).bytes[offset..offset + size];
         stub[0] = if deadline.is_some() {
             BOXED | EXPIRES
         } else {
             BOXED
         };
         stub[1..5].copy_from_slice(&index.to_le_bytes());
+        if let Some(bits) = access {
+            stub[0] |= ACCESS;
+            stub[STUB..].copy_from_slice(&bits.to_le_bytes());
+        }
         join(id, offset)
+    }
+
+    /// Where the entry's access bits are in its segment, if it has them.
+    #[inline]
+    fn access_at(&self, handle: Handle) -> (usize, Option<usize>) {
+        let (id, offset) = split(handle);
+        let bytes = &self.segment(id).bytes;
+        let flags = bytes[offset];
+        if flags & ACCESS == 0 {
+            return (id, None);
+        }
+        if flags & BOXED != 0 {
+            return (id, Some(offset + STUB));
+        }
+        let layout = layout_at(bytes, offset);
+        (
+            id,
+            Some(layout.key_start + layout.key_len + layout.value_len),
+        )
+    }
+
+    /// The entry's access bits, if it has them.
+    #[inline]
+    pub fn access(&self, handle: Handle) -> Option<u32> {
+        let (id, at) = self.access_at(handle);
+        let at = at?;
+        let bytes = &self.segment(id).bytes;
+        Some(u32::from_le_bytes([
+            bytes[at],
+            bytes[at + 1],
+            bytes[at + 2],
+            bytes[at + 3],
+        ]))
+    }
+
+    /// Replaces the access bits of an entry that has them with `update(old bits)`, in place,
+    /// finding them once; false (nothing changed) when it has none.
+    #[inline]
+    pub fn update_access(&mut self, handle: Handle, update: impl FnOnce(u32) -> u32) -> bool {
+        let (id, at) = self.access_at(handle);
+        let Some(at) = at else {
+            return false;
+        };
+        let field = &mut self.segment_mut(id).bytes[at..at + ACCESS_BYTES];
+        let old = u32::from_le_bytes([field[0], field[1], field[2], field[3]]);
+        field.copy_from_slice(&update(old).to_le_bytes());
+        true
+    }
+
+    /// Replaces the access bits of an entry that has them, in place; false (nothing changed)
+    /// when it has none.
+    #[inline]
+    pub fn set_access(&mut self, handle: Handle, bits: u32) -> bool {
+        let (id, at) = self.access_at(handle);
+        let Some(at) = at else {
+            return false;
+        };
+        self.segment_mut(id).bytes[at..at + ACCESS_BYTES].copy_from_slice(&bits.to_le_bytes());
+        true
     }
 
     /// Room for `size` bytes at the tail: (segment id, offset), counted as used and live.
@@ -409,6 +526,30 @@ impl Arena {
             &bytes[layout.key_start..key_end],
             &bytes[key_end..key_end + layout.value_len],
             layout.deadline,
+        )
+    }
+
+    /// The entry's key, value, deadline and access bits, read in one pass over its header
+    /// (an evictor's sample).
+    #[inline]
+    pub fn entry_with_access(&self, handle: Handle) -> (&[u8], &[u8], Option<u64>, Option<u32>) {
+        let (id, offset) = split(handle);
+        let bytes = &self.segment(id).bytes;
+        let flags = bytes[offset];
+        if flags & (BOXED | ACCESS) != ACCESS {
+            // Boxed or untracked: the general path.
+            let (key, value, deadline) = self.entry(handle);
+            return (key, value, deadline, self.access(handle));
+        }
+        let layout = layout_at(bytes, offset);
+        let key_end = layout.key_start + layout.key_len;
+        let end = key_end + layout.value_len;
+        let bits = u32::from_le_bytes([bytes[end], bytes[end + 1], bytes[end + 2], bytes[end + 3]]);
+        (
+            &bytes[layout.key_start..key_end],
+            &bytes[key_end..end],
+            layout.deadline,
+            Some(bits),
         )
     }
 
@@ -661,9 +802,9 @@ mod tests {
     #[test]
     fn inline_and_boxed_entries() {
         let mut arena = Arena::default();
-        let small = arena.alloc(b"key:000000000001", &[7u8; 32], None);
+        let small = arena.alloc(b"key:000000000001", &[7u8; 32], None, None);
         let big_value = vec![9u8; MAX_INLINE * 2];
-        let big = arena.alloc(b"big", &big_value, None);
+        let big = arena.alloc(b"big", &big_value, None, None);
         assert_eq!(arena.get(small), (&b"key:000000000001"[..], &[7u8; 32][..]));
         assert_eq!(arena.get(big), (&b"big"[..], &big_value[..]));
         // 1 + 1 + 1 + 16 + 32 = 51, padded to 52; the stub takes 8.
@@ -682,7 +823,7 @@ mod tests {
         let mut arena = Arena::default();
         let value = [1u8; 1000];
         let handles: Vec<Handle> = (0..1000u32)
-            .map(|i| arena.alloc(&i.to_le_bytes(), &value, None))
+            .map(|i| arena.alloc(&i.to_le_bytes(), &value, None, None))
             .collect();
         let segments = arena.segments.iter().flatten().count();
         assert!(segments >= 3);
@@ -731,8 +872,13 @@ mod tests {
     #[test]
     fn deadlines_cost_eight_bytes_and_change_in_place() {
         let mut arena = Arena::default();
-        let plain = arena.alloc(b"key:000000000001", &[7u8; 32], None);
-        let timed = arena.alloc(b"key:000000000002", &[7u8; 32], Some(1_700_000_000_123));
+        let plain = arena.alloc(b"key:000000000001", &[7u8; 32], None, None);
+        let timed = arena.alloc(
+            b"key:000000000002",
+            &[7u8; 32],
+            Some(1_700_000_000_123),
+            None,
+        );
         // 52 bytes without, 60 with: the deadline's 8 bytes and no more.
         assert_eq!(arena.usage(), (52 + 60, 52 + 60));
         assert_eq!(arena.entry(plain).2, None);
@@ -762,7 +908,7 @@ mod tests {
         );
         // Boxed entries keep theirs in the box.
         let big_value = vec![9u8; MAX_INLINE * 2];
-        let big = arena.alloc(b"big", &big_value, Some(7));
+        let big = arena.alloc(b"big", &big_value, Some(7), None);
         assert_eq!(arena.entry(big), (&b"big"[..], &big_value[..], Some(7)));
         arena.set_deadline_in_place(big, 8);
         arena.value_mut(big)[0] = 1;
@@ -785,6 +931,7 @@ mod tests {
                     &i.to_le_bytes(),
                     &value,
                     (i % 2 == 0).then_some(u64::from(i)),
+                    None,
                 )
             })
             .collect();
@@ -810,7 +957,7 @@ mod tests {
                     arena.free(h);
                 }
                 for i in 0..300u32 {
-                    handles.push(arena.alloc(&(10_000 + i).to_le_bytes(), &value, None));
+                    handles.push(arena.alloc(&(10_000 + i).to_le_bytes(), &value, None, None));
                 }
                 if let Some(taken) = arena.take_segment() {
                     for (_, encoded) in taken.entries() {
@@ -825,5 +972,58 @@ mod tests {
             assert!(steps < 10_000);
         }
         assert!(count > 0);
+    }
+
+    /// Access bits cost exactly 4 bytes, sit after the value (key, value and deadline read as
+    /// without them), change in place, and travel with the entry through compaction; a boxed
+    /// entry keeps them in its stub.
+    #[test]
+    fn access_bits_cost_four_bytes_and_move_with_the_entry() {
+        let mut arena = Arena::default();
+        let plain = arena.alloc(b"key:000000000001", &[7u8; 32], None, None);
+        let tracked = arena.alloc(b"key:000000000002", &[7u8; 32], Some(9), Some(0xdead_beef));
+        assert_eq!(arena.usage(), (52 + 60 + 4, 52 + 60 + 4));
+        assert_eq!(arena.access(plain), None);
+        assert!(!arena.set_access(plain, 1), "no field to write");
+        assert_eq!(arena.access(tracked), Some(0xdead_beef));
+        assert_eq!(
+            arena.entry(tracked),
+            (&b"key:000000000002"[..], &[7u8; 32][..], Some(9))
+        );
+        assert!(arena.set_access(tracked, 42));
+        arena.set_deadline_in_place(tracked, 10);
+        arena.value_mut(tracked)[31] = 1;
+        assert_eq!(arena.access(tracked), Some(42));
+        assert_eq!(arena.key(tracked), b"key:000000000002");
+        let big_value = vec![9u8; MAX_INLINE * 2];
+        let big = arena.alloc(b"big", &big_value, None, Some(7));
+        assert_eq!(arena.usage().1, 52 + 64 + STUB + ACCESS_BYTES);
+        assert_eq!(arena.entry(big), (&b"big"[..], &big_value[..], None));
+        assert!(arena.set_access(big, 8));
+        assert_eq!(arena.access(big), Some(8));
+        // The walk sizes entries with their field: it meets each entry, and nothing else.
+        let mut walked = Vec::new();
+        let mut cursor = WalkCursor::default();
+        arena.walk(&mut cursor, 10, |e| walked.push(e.handle));
+        assert_eq!(walked, vec![plain, tracked, big]);
+        // Compaction copies the field with the entry.
+        let mut arena2 = Arena::default();
+        let handles: Vec<Handle> = (0..1000u32)
+            .map(|i| arena2.alloc(&i.to_le_bytes(), &[1u8; 500], None, Some(i)))
+            .collect();
+        for &h in handles.iter().filter(|&&h| split(h).0 == 0).step_by(2) {
+            arena2.free(h);
+        }
+        let taken = arena2.take_segment().unwrap();
+        for (_, encoded) in taken.entries() {
+            let moved = arena2.append_raw(encoded);
+            let i = u32::from_le_bytes(arena2.key(moved).try_into().unwrap());
+            assert_eq!(arena2.access(moved), Some(i));
+            assert_eq!(arena2.value(moved), &[1u8; 500][..]);
+        }
+        arena2.recycle(taken);
+        arena.free(tracked);
+        arena.free(big);
+        assert_eq!(arena.usage().1, 52);
     }
 }

@@ -1,6 +1,27 @@
 //! What a partition does when a write would take it past its `max-memory` or `max-keys`
 //! (PROTOCOL.md, "Partition configuration and quotas"): refuse with `-OOM`, or evict some of
 //! its own keys first. The names are Redis's `maxmemory-policy` values.
+//!
+//! # Choosing a victim (Redis's `evict.c`)
+//! [`super::Partition::evict_one`] removes one key of its own partition and says whether it
+//! found one; the write path loops "evict one, check the quota again". How it chooses:
+//! - `*-random`: a key drawn uniformly ([`super::table::Table::sample`]);
+//! - `*-lru`, `*-lfu`, `volatile-ttl`: as Redis's `evictionPoolPopulate`, each call samples
+//!   [`SAMPLES`] keys (`maxmemory-samples 5`) uniformly, ranks them (the longest
+//!   idle, the least frequent, the nearest deadline: [`super::access`]) and offers them to a
+//!   [`Pool`] of the best [`POOL_SIZE`] candidates seen so far (`EVPOOL_SIZE 16`), kept across
+//!   calls; then it takes the pool's best. A pooled key is checked again before it goes: one
+//!   removed since is dropped, one touched since (its rank fell) goes back into the pool with
+//!   its new rank, and the next best is tried;
+//! - `volatile-*` look only at keys with a deadline; a partition with none has nothing to
+//!   evict (the write then answers `-OOM`, as Redis does). Random samples that find no key
+//!   with a deadline fall back to a walk of the whole table, so a single one is still found.
+//!
+//! A key already past its deadline but not yet reclaimed ranks first under every policy: its
+//! eviction frees memory nobody can read.
+//!
+//! The finer LRU clock (a count of touches rather than Redis's one-second clock) is what lets
+//! `allkeys-lru` come within a point of an exact LRU (`scripts/hit-ratio.sh`).
 
 use std::fmt;
 
@@ -88,6 +109,87 @@ impl Eviction {
     }
 }
 
+/// Keys sampled per eviction (Redis's default `maxmemory-samples`).
+pub const SAMPLES: usize = 5;
+
+/// Candidates kept across evictions (Redis's `EVPOOL_SIZE`).
+pub const POOL_SIZE: usize = 16;
+
+/// A key the pool holds and its rank when it was offered (higher: evict sooner).
+#[derive(Debug)]
+pub struct Candidate {
+    pub rank: u64,
+    pub key: Vec<u8>,
+}
+
+/// The best eviction candidates seen so far, in ascending rank (Redis's eviction pool). Key
+/// buffers are reused: a pool that runs warm allocates nothing.
+#[derive(Debug, Default)]
+pub struct Pool {
+    /// Ascending by rank; at most [`POOL_SIZE`].
+    entries: Vec<Candidate>,
+    spare: Vec<Vec<u8>>,
+}
+
+impl Pool {
+    /// Offers a key with this rank: taken when the pool has room or the key ranks above its
+    /// worst (which then leaves). A key already pooled with this rank is not taken twice (a
+    /// copy with another rank, from before a touch, is dropped when it is checked).
+    pub fn offer(&mut self, rank: u64, key: &[u8]) {
+        let full = self.entries.len() >= POOL_SIZE;
+        if full && self.entries.first().is_some_and(|worst| rank <= worst.rank) {
+            // (Most samples end here once the pool holds good candidates: no key compared.)
+            return;
+        }
+        // Entries ranking at or above this one start at k: equals already pooled go sooner.
+        let k = self.entries.partition_point(|c| c.rank < rank);
+        if self.entries[k..]
+            .iter()
+            .take_while(|c| c.rank == rank)
+            .any(|c| c.key == key)
+        {
+            return;
+        }
+        let k = if full {
+            let worst = self.entries.remove(0);
+            self.spare.push(worst.key);
+            k - 1
+        } else {
+            k
+        };
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(key);
+        self.entries.insert(k, Candidate { rank, key: buf });
+    }
+
+    /// A copy of `key` in a reused buffer (give it back with [`Pool::recycle`]).
+    pub fn copy(&mut self, key: &[u8]) -> Vec<u8> {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(key);
+        buf
+    }
+
+    /// Takes the best candidate out.
+    pub fn pop_best(&mut self) -> Option<Candidate> {
+        self.entries.pop()
+    }
+
+    /// Gives a taken candidate's key buffer back for reuse.
+    pub fn recycle(&mut self, candidate: Candidate) {
+        self.spare.push(candidate.key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 impl fmt::Display for Eviction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -118,5 +220,34 @@ mod tests {
         assert!(Eviction::VolatileTtl.volatile_only() && !Eviction::VolatileTtl.tracks_access());
         assert!(Eviction::AllKeysLfu.tracks_access() && !Eviction::AllKeysLfu.volatile_only());
         assert!(!Eviction::AllKeysRandom.tracks_access());
+    }
+
+    #[test]
+    fn the_pool_keeps_the_best_sixteen_and_replaces_a_key_offered_again() {
+        let mut pool = Pool::default();
+        for rank in 0..40u64 {
+            pool.offer(rank, format!("k{rank}").as_bytes());
+        }
+        assert_eq!(pool.len(), POOL_SIZE);
+        pool.offer(3, b"low");
+        assert_eq!(pool.len(), POOL_SIZE, "below the worst: not taken");
+        pool.offer(39, b"k30");
+        pool.offer(39, b"k30");
+        let best = pool.pop_best().unwrap();
+        assert_eq!(best.rank, 39);
+        // k39 (offered first) and k30 (offered again at 39) tie: the one pooled first goes.
+        assert_eq!(best.key, b"k39");
+        pool.recycle(best);
+        assert_eq!(pool.pop_best().unwrap().key, b"k30");
+        assert!(
+            pool.entries.iter().all(|c| c.rank != 39),
+            "offered twice at one rank, pooled once"
+        );
+        let mut last = u64::MAX;
+        while let Some(c) = pool.pop_best() {
+            assert!(c.rank <= last);
+            last = c.rank;
+        }
+        assert!(pool.is_empty());
     }
 }

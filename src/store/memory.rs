@@ -74,4 +74,35 @@ impl<'a> MemoryBudget<'a> {
         let used = self.metrics.map_or(0, |m| m.total(|s| &s.used_memory));
         used.saturating_add(growth) <= self.max
     }
+
+    /// Bytes that must go before a write growing the data by `growth` fits (0: it fits now):
+    /// what a partition with an eviction policy frees from its own keys first. Read once: this
+    /// shard's gauge follows a command only when it is done.
+    pub fn shortfall(&self, growth: u64) -> u64 {
+        if self.max == 0 || growth == 0 {
+            return 0;
+        }
+        let used = self.metrics.map_or(0, |m| m.total(|s| &s.used_memory));
+        used.saturating_add(growth).saturating_sub(self.max)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::ShardMetrics;
+
+    #[test]
+    fn the_shortfall_is_what_must_go_before_a_write_fits() {
+        let metrics = ServerMetrics::new(2);
+        let budget = MemoryBudget::new(1000, &metrics);
+        ShardMetrics::set(&metrics.shards[0].used_memory, 600);
+        ShardMetrics::set(&metrics.shards[1].used_memory, 380);
+        assert!(budget.admits(20));
+        assert!(!budget.admits(21));
+        assert_eq!(budget.shortfall(20), 0);
+        assert_eq!(budget.shortfall(121), 101);
+        assert_eq!(budget.shortfall(0), 0, "no growth always fits");
+        assert_eq!(MemoryBudget::unlimited().shortfall(u64::MAX), 0);
+    }
 }

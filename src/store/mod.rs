@@ -3,6 +3,7 @@
 //! A [`Partition`] is owned by exactly one shard thread and touched only there, so nothing in
 //! this module locks. Its [`PartitionStats`] are the one part other threads read.
 
+pub mod access;
 pub mod arena;
 pub mod clock;
 pub mod eviction;
