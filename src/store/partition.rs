@@ -1141,9 +1141,13 @@ mod tests {
         p.set_str(b"far", b"v", Expiry::At(NOW + 30_000));
         p.set_str(b"near", b"v", Expiry::At(NOW + 10_000));
         p.set_str(b"mid", b"v", Expiry::At(NOW + 20_000));
+        // Which of the three goes first depends on what the random samples saw (Redis's
+        // approximation); that all three go, and nothing else, does not.
+        let mut evicted = evict(&mut p, 3);
+        evicted.sort();
         assert_eq!(
-            evict(&mut p, 3),
-            vec![b"near".to_vec(), b"mid".to_vec(), b"far".to_vec()]
+            evicted,
+            vec![b"far".to_vec(), b"mid".to_vec(), b"near".to_vec()]
         );
         assert!(
             !p.evict_one(|_| false, |_, _| unreachable!()),
@@ -1151,6 +1155,20 @@ mod tests {
         );
         assert_eq!(p.len(), 50);
         assert_memory_exact(&p);
+
+        // The nearest deadlines go first: over 1,000 keys, the 100 evicted lie far below the
+        // middle rank (sampled, so with a wide margin: a policy blind to deadlines gives a
+        // mean near 500).
+        let mut p = evicting(Eviction::VolatileTtl);
+        for i in 0..1000u64 {
+            p.set_str(&key(i as usize), b"v", Expiry::At(NOW + 10_000 + i * 1000));
+        }
+        let ranks: Vec<usize> = evict(&mut p, 100)
+            .iter()
+            .map(|k| std::str::from_utf8(&k[4..]).unwrap().parse().unwrap())
+            .collect();
+        let mean = ranks.iter().sum::<usize>() / ranks.len();
+        assert!(mean < 250, "mean rank of the evicted {mean}: {ranks:?}");
         clock::end_passes();
     }
 
