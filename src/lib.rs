@@ -27,6 +27,7 @@ pub mod acl;
 pub mod catalog;
 pub mod command;
 pub mod config;
+pub mod exposition;
 pub mod log_limit;
 pub mod metrics;
 pub mod persist;

@@ -102,6 +102,9 @@ pub struct ServerMetrics {
     pub rejected_connections: AtomicU64,
     /// 40 random hex digits, new at every start (Redis's `run_id`).
     pub run_id: String,
+    /// The catalog the shards run, as shard 0 last applied it (for the metrics endpoint,
+    /// which has no shard's copy).
+    catalog: std::sync::RwLock<std::sync::Arc<crate::catalog::Catalog>>,
     /// Recent (when, total commands) readings for `instantaneous_ops_per_sec`.
     ops_samples: std::sync::Mutex<std::collections::VecDeque<(Instant, u64)>>,
 }
@@ -129,8 +132,22 @@ impl ServerMetrics {
                 }
                 bytes.iter().map(|b| format!("{b:02x}")).collect()
             },
+            catalog: Default::default(),
             ops_samples: Default::default(),
         }
+    }
+
+    /// The catalog shard 0 runs now.
+    pub fn catalog(&self) -> std::sync::Arc<crate::catalog::Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Publishes the catalog shard 0 applied (shard 0 only).
+    pub fn set_catalog(&self, catalog: std::sync::Arc<crate::catalog::Catalog>) {
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = catalog;
     }
 
     /// One command's statistics summed over the shards.
