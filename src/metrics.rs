@@ -542,6 +542,31 @@ pub fn cpu_seconds() -> (f64, f64) {
     (secs(usage.ru_stime), secs(usage.ru_utime))
 }
 
+/// The kernel as Redis's `os` field words it: `uname -s -r -m` (`Linux 6.1.0 x86_64`), or the
+/// compile-time names when uname fails.
+pub fn os_name() -> String {
+    // SAFETY: uname writes only into the struct it is given, zeroed here.
+    let mut names: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid pointer to a utsname that lives across the call.
+    if unsafe { libc::uname(&mut names) } != 0 {
+        return format!("{} {}", std::env::consts::OS, std::env::consts::ARCH);
+    }
+    let field = |f: &[libc::c_char]| -> String {
+        let bytes: Vec<u8> = f
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    };
+    format!(
+        "{} {} {}",
+        field(&names.sysname),
+        field(&names.release),
+        field(&names.machine)
+    )
+}
+
 /// Physical memory of the machine in bytes (Redis's `total_system_memory`), 0 if unknown.
 pub fn total_system_memory() -> u64 {
     // SAFETY: sysconf has no preconditions; it only reads system constants.

@@ -362,6 +362,16 @@ fn info_fields_are_redis_fields_or_listed_as_gokvs_own() {
     assert_eq!(server_section["process_id"], server.pid().to_string());
     assert_eq!(server_section["run_id"].len(), 40);
     assert_eq!(server_section["arch_bits"], "64");
+    // `uname -s -r -m`, as Redis prints it.
+    if let Ok(out) = std::process::Command::new("uname")
+        .args(["-s", "-r", "-m"])
+        .output()
+    {
+        assert_eq!(
+            server_section["os"],
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
     let cpu = section(&text, "CPU");
     assert!(
         num(&cpu, "used_cpu_user") + num(&cpu, "used_cpu_sys") > 0.0,

@@ -19,8 +19,8 @@ use crate::acl::{Acl, Perms, User, ALL};
 use crate::catalog::{Catalog, PartitionMeta};
 use crate::config::Config;
 use crate::metrics::{
-    cpu_seconds, human_bytes, rss_bytes, total_system_memory, CommandTotals, ServerMetrics,
-    ShardMetrics, ERROR_CODES,
+    cpu_seconds, human_bytes, os_name, rss_bytes, total_system_memory, CommandTotals,
+    ServerMetrics, ShardMetrics, ERROR_CODES,
 };
 use crate::protocol::{Args, Protocol, ReplyWriter};
 use crate::store::PartitionStats;
@@ -540,13 +540,12 @@ fn info_section(
             write!(
                 text,
                 "# Server\r\nredis_version:7.2.0\r\ngokv_version:{}\r\nredis_mode:standalone\r\n\
-                 os:{} {}\r\narch_bits:{}\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\n\
+                 os:{}\r\narch_bits:{}\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\n\
                  run_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{now_us}\r\n\
                  uptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nexecutable:{}\r\n\
                  config_file:\r\nshards:{}\r\n",
                 env!("CARGO_PKG_VERSION"),
-                std::env::consts::OS,
-                std::env::consts::ARCH,
+                os_name(),
                 usize::BITS,
                 std::process::id(),
                 m.run_id,
