@@ -127,6 +127,7 @@ impl Acceptor {
             // Best effort: the socket is fresh, its send buffer empty, so this small write
             // does not block. Dropping it closes the connection.
             let _ = socket.write_all(b"-ERR max number of clients reached\r\n");
+            crate::metrics::ShardMetrics::add(&self.shared.metrics.rejected_connections, 1);
             // A peer can open connections faster than anyone reads the log.
             self.refusals.event(Instant::now(), || {
                 format!("refused {peer}: max number of clients ({max}) reached")

@@ -81,6 +81,14 @@ pub struct Cli {
     /// directory.
     #[arg(long, value_name = "PASSWORD")]
     pub admin_password: Option<String>,
+    /// Port of the Prometheus endpoint (`GET /metrics`); 0 turns it off. When the default
+    /// port is taken the server warns and runs without metrics; when a port given here is
+    /// taken it refuses to start [default: 9379].
+    #[arg(long, value_name = "PORT")]
+    pub metrics_port: Option<u16>,
+    /// Address the Prometheus endpoint listens on [default: the --bind address].
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_bind: Option<String>,
     /// Start although durable data is missing or damaged (the catalog, `users.json`, a
     /// partition's directory, a log segment, a log cut short) or the data directory holds
     /// partition data the catalog does not explain: what is left is loaded and each loss is
@@ -144,6 +152,8 @@ struct FileConfig {
     max_memory: Option<SizeValue>,
     timeout: Option<u64>,
     databases: Option<usize>,
+    metrics_port: Option<u16>,
+    metrics_bind: Option<String>,
     /// Read only to refuse it with a reason: accepting data loss is a decision for one start,
     /// not a setting that would silently accept every later loss too.
     accept_data_loss: Option<bool>,
@@ -195,6 +205,13 @@ pub struct Config {
     pub timeout_secs: u64,
     /// Partitions `0` .. `databases-1` (STRING MEMORY) created on a first start; 0: none.
     pub databases: usize,
+    /// The Prometheus endpoint's port; 0: off.
+    pub metrics_port: u16,
+    /// Whether `metrics_port` was given (flag or file): taken, it stops the start; the
+    /// default taken only costs the metrics.
+    pub metrics_port_given: bool,
+    /// The endpoint's address (default: `bind`).
+    pub metrics_bind: String,
     /// Start although the data directory lost files or holds data its catalog does not
     /// explain, discarding what is lost (logged at WARN); without it startup refuses.
     pub accept_data_loss: bool,
@@ -233,6 +250,10 @@ impl Default for Config {
             // would serve only ADMIN on `*` until granted. Clients on db 0, the most common,
             // need a user's default partition anyway. `--databases 16` is Redis's layout.
             databases: 0,
+            // Redis's exporter listens on 9121; 9379 sits beside GoKV's 7379.
+            metrics_port: 9379,
+            metrics_port_given: false,
+            metrics_bind: "127.0.0.1".into(),
             // Off: losing data must be a decision, never a default.
             accept_data_loss: false,
         }
@@ -288,8 +309,9 @@ impl Config {
                 };
                 usize::try_from(bytes).map_err(|_| format!("size {bytes} is too large"))
             };
+        let bind = cli.bind.or(file.bind).unwrap_or(d.bind);
         let config = Config {
-            bind: cli.bind.or(file.bind).unwrap_or(d.bind),
+            bind: bind.clone(),
             port: cli.port.or(file.port).unwrap_or(d.port),
             shards: cli.shards.or(file.shards).unwrap_or(d.shards),
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
@@ -327,6 +349,12 @@ impl Config {
             },
             timeout_secs: cli.timeout.or(file.timeout).unwrap_or(d.timeout_secs),
             databases: cli.databases.or(file.databases).unwrap_or(d.databases),
+            metrics_port: cli
+                .metrics_port
+                .or(file.metrics_port)
+                .unwrap_or(d.metrics_port),
+            metrics_port_given: cli.metrics_port.or(file.metrics_port).is_some(),
+            metrics_bind: cli.metrics_bind.or(file.metrics_bind).unwrap_or(bind),
             accept_data_loss: cli.accept_data_loss,
             admin_password: cli
                 .admin_password
@@ -436,6 +464,23 @@ mod tests {
         assert!(parse_size("").is_err());
         assert!(parse_size("12xb").is_err());
         assert!(parse_size("-1").is_err());
+    }
+
+    #[test]
+    fn metrics_endpoint_defaults_to_9379_on_the_bind_address() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["gokv-server"];
+            all.extend_from_slice(args);
+            Config::from_cli(Cli::try_parse_from(all).unwrap()).unwrap()
+        };
+        let c = parse(&[]);
+        assert_eq!((c.metrics_port, c.metrics_port_given), (9379, false));
+        assert_eq!(c.metrics_bind, "127.0.0.1");
+        let c = parse(&["--bind", "0.0.0.0", "--metrics-port", "0"]);
+        assert_eq!((c.metrics_port, c.metrics_port_given), (0, true));
+        assert_eq!(c.metrics_bind, "0.0.0.0");
+        let c = parse(&["--bind", "0.0.0.0", "--metrics-bind", "10.0.0.1"]);
+        assert_eq!(c.metrics_bind, "10.0.0.1");
     }
 
     #[test]

@@ -12,6 +12,8 @@
 //! - The catalog of partitions ([`catalog`]) and the users and grants ([`acl`]) are immutable
 //!   values every shard holds a copy of; changes go through a coordinator on shard 0 and are
 //!   acknowledged by every shard before the client hears back.
+//! - Counters ([`metrics`]) are single-writer atomics each shard keeps; INFO and the
+//!   Prometheus endpoint's own thread ([`exposition`]) read them without asking a shard.
 //! - Access is default-deny: a connection must log in, and every command is checked against
 //!   the shard's ACL copy before it is routed. Password hashing (argon2id) runs on a small
 //!   hasher pool, never on a shard's thread.
@@ -27,6 +29,7 @@ pub mod acl;
 pub mod catalog;
 pub mod command;
 pub mod config;
+pub mod exposition;
 pub mod log_limit;
 pub mod metrics;
 pub mod persist;

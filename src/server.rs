@@ -144,6 +144,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
         .map(|(id, core, _)| (id, core))
         .collect();
 
+    start_metrics(&shared)?;
     let listener = acceptor::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     let acceptor = Acceptor::new(acceptor_poll, listener, shared.clone())
@@ -601,6 +602,36 @@ fn watch_signals(shutdown: Arc<Shutdown>) -> Result<(), String> {
             }
         })
         .map_err(|e| format!("cannot start signal thread: {e}"))?;
+    Ok(())
+}
+
+/// Opens the Prometheus endpoint (`--metrics-port`, 0: off) and starts its thread. A port
+/// given explicitly that cannot be opened stops the start, as for the main port; the default
+/// one taken (another server on this machine, say) only costs the metrics, with a warning.
+fn start_metrics(shared: &Arc<Shared>) -> Result<(), String> {
+    let config = &shared.config;
+    if config.metrics_port == 0 {
+        return Ok(());
+    }
+    let addr = resolve(&config.metrics_bind, config.metrics_port)?;
+    let listener = match crate::exposition::bind(addr) {
+        Ok(listener) => listener,
+        Err(e) if !config.metrics_port_given => {
+            log::warn!("cannot open the metrics endpoint on {addr}: {e}; running without metrics");
+            return Ok(());
+        }
+        Err(e) => return Err(format!("cannot listen for metrics on {addr}: {e}")),
+    };
+    let local = listener.local_addr().map_err(|e| e.to_string())?;
+    crate::exposition::start(
+        listener,
+        crate::exposition::Sources {
+            metrics: shared.metrics.clone(),
+            config: shared.config.clone(),
+        },
+    )
+    .map_err(|e| format!("cannot start the metrics endpoint: {e}"))?;
+    log::info!("metrics at http://{local}/metrics");
     Ok(())
 }
 

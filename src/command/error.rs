@@ -160,6 +160,7 @@ impl CommandError {
 
     /// Writes the error reply.
     pub fn write_to(&self, w: &mut ReplyWriter) {
+        crate::metrics::count_error(self.code());
         w.error(self.code(), &self.to_string());
     }
 }

@@ -18,7 +18,10 @@ use std::sync::Arc;
 use crate::acl::{Acl, Perms, User, ALL};
 use crate::catalog::{Catalog, PartitionMeta};
 use crate::config::Config;
-use crate::metrics::{rss_bytes, ServerMetrics, ShardMetrics};
+use crate::metrics::{
+    cpu_seconds, human_bytes, os_name, rss_bytes, total_system_memory, CommandTotals,
+    ServerMetrics, ShardMetrics, ERROR_CODES,
+};
 use crate::protocol::{Args, Protocol, ReplyWriter};
 use crate::store::PartitionStats;
 
@@ -459,37 +462,48 @@ pub fn debug(
     Ok(())
 }
 
-/// `INFO [section ...]`: Redis-style `# Section` blocks of `field:value` lines.
+/// INFO's sections in Redis 7's order, and whether plain `INFO` (`default`) shows each:
+/// `commandstats` and `latencystats` only with `all`/`everything` or by name, as in Redis.
+/// `shards` is GoKV's own (operators only).
+const INFO_SECTIONS: [(&str, bool); 14] = [
+    ("server", true),
+    ("clients", true),
+    ("memory", true),
+    ("persistence", true),
+    ("stats", true),
+    ("replication", true),
+    ("cpu", true),
+    ("modules", true),
+    ("commandstats", false),
+    ("errorstats", true),
+    ("latencystats", false),
+    ("cluster", true),
+    ("keyspace", true),
+    ("shards", true),
+];
+
+/// `INFO [section ...]`: Redis 7's `# Section` blocks of `field:value` lines, in Redis's
+/// order whatever order they were asked in. No section: `default`; `all` and `everything`
+/// add `commandstats` and `latencystats`; an unknown name adds nothing (Redis answers an
+/// empty string for only unknown ones).
 pub fn info(
     args: &Args,
     session: &mut Session,
     view: &ServerView,
     w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
-    const SECTIONS: [&str; 7] = [
-        "server",
-        "clients",
-        "memory",
-        "stats",
-        "persistence",
-        "keyspace",
-        "shards",
-    ];
     let wanted: Vec<String> = args
         .iter()
         .skip(1)
         .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
         .collect();
-    let all = wanted.is_empty()
-        || wanted
-            .iter()
-            .any(|s| s == "all" || s == "everything" || s == "default");
+    let asked = |name: &str| wanted.iter().any(|s| s == name);
+    let all = asked("all") || asked("everything");
+    let default = wanted.is_empty() || asked("default");
     let operator = is_operator(session);
-    let m = view.metrics;
-    let total = |f: fn(&ShardMetrics) -> &std::sync::atomic::AtomicU64| m.total(f);
     let mut text = String::new();
-    for section in SECTIONS {
-        if !all && !wanted.iter().any(|s| s == section) {
+    for (section, in_default) in INFO_SECTIONS {
+        if !(all || (default && in_default) || asked(section)) {
             continue;
         }
         // Where partitions live is for operators (like `CONFIG GET dir`): others get INFO
@@ -501,82 +515,228 @@ pub fn info(
             text.push_str("\r\n");
         }
         // Writing to a String cannot fail.
-        let _ = match section {
-            "server" => write!(
-                text,
-                "# Server\r\ngokv_version:{}\r\nredis_version:7.2.0\r\nredis_mode:standalone\r\n\
-                 process_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\nshards:{}\r\n",
-                env!("CARGO_PKG_VERSION"),
-                std::process::id(),
-                view.config.port,
-                m.started.elapsed().as_secs(),
-                view.config.shards,
-            ),
-            "clients" => write!(
-                text,
-                // blocked_clients: GoKV has no blocking commands, so none ever waits in one
-                // (redis-cli --stat reads the field: without it, it shows LONG_MIN).
-                "# Clients\r\nconnected_clients:{}\r\nblocked_clients:0\r\nmaxclients:{}\r\n\
-                 client_output_limit:{}\r\ntimeout:{}\r\n",
-                total(|s| &s.connections),
-                view.config.max_clients,
-                view.config.client_output_limit,
-                view.config.timeout_secs,
-            ),
-            // used_memory is the data estimate max-memory is checked against (see
-            // store::memory); maxmemory 0 means no limit, as in Redis.
-            "memory" => write!(
-                text,
-                "# Memory\r\nused_memory:{}\r\nmaxmemory:{}\r\nmaxmemory_policy:noeviction\r\n\
-                 used_memory_rss:{}\r\n",
-                total(|s| &s.used_memory),
-                view.config.max_memory,
-                rss_bytes(),
-            ),
-            "stats" => write!(
-                text,
-                "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-                 forwarded_requests:{}\r\nforwarded_batches:{}\r\n\
-                 client_output_limit_disconnections:{}\r\nidle_timeout_disconnections:{}\r\n\
-                 oom_rejected_writes:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\n",
-                total(|s| &s.connections_total),
-                total(|s| &s.commands),
-                total(|s| &s.forwarded_out),
-                total(|s| &s.batches_out),
-                total(|s| &s.output_limit_disconnects),
-                total(|s| &s.timeout_disconnects),
-                total(|s| &s.oom_rejections),
-                // Counted by the shards' sweeps: cumulative, as Redis's (a dropped partition's
-                // expiries stay counted).
-                total(|s| &s.expired_keys),
-                partition_total(view.catalog, |s| &s.evicted_keys),
-            ),
-            "persistence" => persistence_info(&mut text, m, operator),
-            "keyspace" => keyspace_info(&mut text, view.catalog, session.user.as_deref()),
-            _ => {
-                let _ = write!(text, "# Shards\r\n");
-                for (i, s) in m.shards.iter().enumerate() {
-                    let g = ShardMetrics::get;
-                    let _ = write!(
-                        text,
-                        "shard{i}:core={},partitions={},connections={},commands={},\
-                         forwarded_out={},forwarded_in={},batches_out={},migrated_out={}\r\n",
-                        s.core.load(std::sync::atomic::Ordering::Relaxed),
-                        g(&s.partitions),
-                        g(&s.connections),
-                        g(&s.commands),
-                        g(&s.forwarded_out),
-                        g(&s.forwarded_in),
-                        g(&s.batches_out),
-                        g(&s.migrated_out),
-                    );
-                }
-                Ok(())
-            }
-        };
+        let _ = info_section(&mut text, section, session, view, operator);
     }
     w.verbatim_text(text.as_bytes());
     Ok(())
+}
+
+/// Writes one INFO section (a name from [`INFO_SECTIONS`]).
+fn info_section(
+    text: &mut String,
+    section: &str,
+    session: &Session,
+    view: &ServerView,
+    operator: bool,
+) -> std::fmt::Result {
+    let m = view.metrics;
+    let total = |f: fn(&ShardMetrics) -> &AtomicU64| m.total(f);
+    match section {
+        "server" => {
+            let uptime = m.started.elapsed().as_secs();
+            let now_us = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros());
+            write!(
+                text,
+                "# Server\r\nredis_version:7.2.0\r\ngokv_version:{}\r\nredis_mode:standalone\r\n\
+                 os:{}\r\narch_bits:{}\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\n\
+                 run_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{now_us}\r\n\
+                 uptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nexecutable:{}\r\n\
+                 config_file:\r\nshards:{}\r\n",
+                env!("CARGO_PKG_VERSION"),
+                os_name(),
+                usize::BITS,
+                std::process::id(),
+                m.run_id,
+                view.config.port,
+                uptime / 86400,
+                std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                view.config.shards,
+            )
+        }
+        "clients" => write!(
+            text,
+            // blocked_clients: GoKV has no blocking commands, so none ever waits in one
+            // (redis-cli --stat reads the field: without it, it shows LONG_MIN).
+            "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\n\
+             blocked_clients:0\r\ntracking_clients:0\r\nclient_output_limit:{}\r\ntimeout:{}\r\n",
+            total(|s| &s.connections),
+            view.config.max_clients,
+            view.config.client_output_limit,
+            view.config.timeout_secs,
+        ),
+        // used_memory is the data estimate max-memory is checked against (see
+        // store::memory); maxmemory 0 means no limit, as in Redis.
+        "memory" => {
+            let used = total(|s| &s.used_memory);
+            let rss = rss_bytes();
+            let system = total_system_memory();
+            let max = view.config.max_memory;
+            let ratio = if used == 0 {
+                0.0
+            } else {
+                rss as f64 / used as f64
+            };
+            write!(
+                text,
+                "# Memory\r\nused_memory:{used}\r\nused_memory_human:{}\r\n\
+                 used_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\n\
+                 total_system_memory:{system}\r\ntotal_system_memory_human:{}\r\n\
+                 maxmemory:{max}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:noeviction\r\n\
+                 mem_fragmentation_ratio:{ratio:.2}\r\nmem_allocator:libc\r\n",
+                human_bytes(used),
+                human_bytes(rss),
+                human_bytes(system),
+                human_bytes(max),
+            )
+        }
+        "persistence" => persistence_info(text, m, operator),
+        "stats" => write!(
+            text,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+             instantaneous_ops_per_sec:{}\r\nrejected_connections:{}\r\n\
+             expired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\
+             total_error_replies:{}\r\nforwarded_requests:{}\r\nforwarded_batches:{}\r\n\
+             client_output_limit_disconnections:{}\r\nidle_timeout_disconnections:{}\r\n\
+             oom_rejected_writes:{}\r\n",
+            total(|s| &s.connections_total),
+            total(|s| &s.commands),
+            m.instantaneous_ops_per_sec(),
+            ShardMetrics::get(&m.rejected_connections),
+            // Counted by the shards' sweeps: cumulative, as Redis's (a dropped partition's
+            // expiries stay counted).
+            total(|s| &s.expired_keys),
+            partition_total(view.catalog, |s| &s.evicted_keys),
+            partition_total(view.catalog, |s| &s.hits),
+            partition_total(view.catalog, |s| &s.misses),
+            m.shards
+                .iter()
+                .flat_map(|s| s.errors.iter())
+                .map(ShardMetrics::get)
+                .sum::<u64>(),
+            total(|s| &s.forwarded_out),
+            total(|s| &s.batches_out),
+            total(|s| &s.output_limit_disconnects),
+            total(|s| &s.timeout_disconnects),
+            total(|s| &s.oom_rejections),
+        ),
+        // GoKV has no replicas (yet): a master with none, as Redis words it.
+        "replication" => write!(
+            text,
+            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n"
+        ),
+        "cpu" => {
+            let (sys, user) = cpu_seconds();
+            write!(
+                text,
+                "# CPU\r\nused_cpu_sys:{sys:.6}\r\nused_cpu_user:{user:.6}\r\n\
+                 used_cpu_sys_children:0.000000\r\nused_cpu_user_children:0.000000\r\n"
+            )
+        }
+        "modules" => write!(text, "# Modules\r\n"),
+        "commandstats" => {
+            text.push_str("# Commandstats\r\n");
+            for (spec, t) in command_totals(m) {
+                if t.calls == 0 && t.rejected == 0 && t.failed == 0 {
+                    continue;
+                }
+                let nanos = t.total_nanos();
+                let usec = nanos / 1000;
+                let per_call = if t.calls == 0 {
+                    0.0
+                } else {
+                    nanos as f64 / 1000.0 / t.calls as f64
+                };
+                write!(
+                    text,
+                    "cmdstat_{}:calls={},usec={usec},usec_per_call={per_call:.2},\
+                     rejected_calls={},failed_calls={}\r\n",
+                    stat_name(spec),
+                    t.calls,
+                    t.rejected,
+                    t.failed,
+                )?;
+            }
+            Ok(())
+        }
+        "errorstats" => {
+            text.push_str("# Errorstats\r\n");
+            for (i, code) in ERROR_CODES.iter().enumerate() {
+                let count: u64 = m
+                    .shards
+                    .iter()
+                    .map(|s| ShardMetrics::get(&s.errors[i]))
+                    .sum();
+                if count > 0 {
+                    write!(text, "errorstat_{code}:count={count}\r\n")?;
+                }
+            }
+            Ok(())
+        }
+        "latencystats" => {
+            text.push_str("# Latencystats\r\n");
+            for (spec, t) in command_totals(m) {
+                if t.calls == 0 {
+                    continue;
+                }
+                let us = |q| t.percentile_ns(q) as f64 / 1000.0;
+                write!(
+                    text,
+                    "latency_percentiles_usec_{}:p50={:.3},p99={:.3},p99.9={:.3}\r\n",
+                    stat_name(spec),
+                    us(0.5),
+                    us(0.99),
+                    us(0.999),
+                )?;
+            }
+            Ok(())
+        }
+        "cluster" => write!(text, "# Cluster\r\ncluster_enabled:0\r\n"),
+        "keyspace" => keyspace_info(text, view.catalog, session.user.as_deref()),
+        _ => {
+            text.push_str("# Shards\r\n");
+            for (i, s) in m.shards.iter().enumerate() {
+                let g = ShardMetrics::get;
+                write!(
+                    text,
+                    "shard{i}:core={},partitions={},connections={},commands={},\
+                     forwarded_out={},forwarded_in={},batches_out={},migrated_out={},\
+                     used_memory={},expired_keys={},errors={}\r\n",
+                    s.core.load(std::sync::atomic::Ordering::Relaxed),
+                    g(&s.partitions),
+                    g(&s.connections),
+                    g(&s.commands),
+                    g(&s.forwarded_out),
+                    g(&s.forwarded_in),
+                    g(&s.batches_out),
+                    g(&s.migrated_out),
+                    g(&s.used_memory),
+                    g(&s.expired_keys),
+                    s.errors.iter().map(g).sum::<u64>(),
+                )?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Every command's statistics summed over the shards, in table order.
+pub fn command_totals(
+    m: &ServerMetrics,
+) -> impl Iterator<Item = (&'static super::CommandSpec, CommandTotals)> + '_ {
+    COMMANDS
+        .iter()
+        .map(|spec| (spec, m.command_totals(spec.id)))
+}
+
+/// A command's name in `cmdstat_<name>` (and the metrics' `cmd` label): its lowercase
+/// name, a two-word command's words joined by `|` as Redis names subcommands
+/// (`create|partition`, `client|list`).
+pub fn stat_name(spec: &super::CommandSpec) -> String {
+    spec.name.replace(' ', "|")
 }
 
 /// A partition counter summed over every partition of the catalog (INFO's `evicted_keys`; a

@@ -13,7 +13,7 @@ use crate::command::error::printable;
 use crate::command::quota::Quota;
 use crate::command::server::{self as server_cmd, ServerView};
 use crate::command::{lookup, CommandError, CommandId, CommandSpec, CoordinatorWork, Handler};
-use crate::metrics::ShardMetrics;
+use crate::metrics::{outcome, Outcome, ShardMetrics, DATA_SAMPLE};
 use crate::persist::PartitionLog;
 use crate::protocol::{Args, ReplyWriter};
 use crate::store::{MemoryBudget, Partition, PartitionStats};
@@ -67,6 +67,7 @@ impl Core {
             }
         };
         if let Err(e) = authorize(spec, args, session.user.as_deref(), &self.catalog) {
+            self.shared.metrics.shards[self.id].command_stats[spec.id as usize].rejected();
             replies.push_ready(protocol, |w| e.write_to(w));
             return false;
         }
@@ -159,6 +160,13 @@ impl Core {
                     return false;
                 }
                 if let Some(login) = self.parse_login(spec.id, args, session) {
+                    let outcome = if login.is_ok() {
+                        Outcome::Ok
+                    } else {
+                        Outcome::Failed
+                    };
+                    self.shared.metrics.shards[self.id].command_stats[spec.id as usize]
+                        .record(0, outcome);
                     match login {
                         Ok(pending) => {
                             self.start_login(conn_ref, pending, session, replies, barrier)
@@ -177,17 +185,30 @@ impl Core {
                         metrics: &self.shared.metrics,
                         shard: self.id,
                     };
-                    if let Err(e) = run(args, session, &view, w) {
+                    let stats = &view.metrics.shards[view.shard].command_stats[spec.id as usize];
+                    let started = stats.begin(1);
+                    let result = run(args, session, &view, w);
+                    stats.end(started, outcome(&result));
+                    if let Err(e) = result {
                         e.write_to(w);
                     }
                 });
             }
             Handler::Coordinator(parse) => {
+                let stats = &self.shared.metrics.shards[self.id].command_stats[spec.id as usize];
+                let started = stats.begin(1);
                 let work = if self.draining {
                     Err(CommandError::ShuttingDown)
                 } else {
                     parse(args)
                 };
+                // The shard's part (parsing): the coordinator's is not timed.
+                let outcome = if work.is_ok() {
+                    Outcome::Ok
+                } else {
+                    Outcome::Failed
+                };
+                stats.end(started, outcome);
                 match work {
                     Err(e) => replies.push_ready(protocol, |w| e.write_to(w)),
                     Ok(work) => {
@@ -247,10 +268,14 @@ pub(super) fn execute_data(
     w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
     if quota.throttles() {
-        throttle(spec, args, partition, quota)?;
+        throttle(spec, args, partition, quota)
+            .inspect_err(|_| metrics.command_stats[spec.id as usize].rejected())?;
     }
     let before = partition.used_memory();
+    let stats = &metrics.command_stats[spec.id as usize];
+    let started = stats.begin(DATA_SAMPLE);
     let result = data::execute(spec, args, partition, journal, quota, limits, w);
+    stats.end(started, outcome(&result));
     let after = partition.used_memory();
     if after != before {
         let gauge = &metrics.used_memory;

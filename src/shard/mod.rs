@@ -277,6 +277,7 @@ impl Shard {
 
     /// Runs the event loop until shutdown completes.
     pub fn run(mut self) {
+        crate::metrics::count_errors_of(self.core.shared.metrics.clone(), self.core.id);
         let mut events = Events::with_capacity(1024);
         let mut drain_started: Option<Instant> = None;
         let config = &self.core.shared.config;

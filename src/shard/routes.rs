@@ -77,6 +77,10 @@ impl Core {
         self.shared.metrics.shards[self.id]
             .partitions
             .store(owned, Ordering::Relaxed);
+        // The metrics endpoint reads partition statistics from shard 0's copy.
+        if self.id == 0 {
+            self.shared.metrics.set_catalog(catalog.clone());
+        }
         self.catalog = catalog;
         // Whatever is left in `old` was dropped: its memory goes now, and its files.
         for (_, target) in old.drain() {

@@ -153,12 +153,20 @@ impl Launch {
         };
         let give_password =
             self.admin_password && !self.args.iter().any(|a| a == "--admin-password");
+        // Tests start many servers at once: none takes the default metrics port (9379) unless
+        // it asks for a port itself.
+        let metrics_off = !self.args.iter().any(|a| a == "--metrics-port");
         let mut command = Command::new(server_bin());
         command
             .args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
             .arg(&data_dir)
             .args(if give_password {
                 &["--admin-password", ADMIN_PASSWORD][..]
+            } else {
+                &[][..]
+            })
+            .args(if metrics_off {
+                &["--metrics-port", "0"][..]
             } else {
                 &[][..]
             })

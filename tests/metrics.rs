@@ -1,0 +1,351 @@
+//! The Prometheus endpoint (`--metrics-port`, `GET /metrics`): valid text exposition with
+//! the counts the server keeps, and bounded against garbage, slow and idle clients; the RESP
+//! port unaffected.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A port free now (the server is started on it; a lost race is retried).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server with its metrics on a free port, and that port.
+fn with_metrics(args: &[&str]) -> (Server, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let port_text = port.to_string();
+        let mut all = vec!["--metrics-port", &port_text];
+        all.extend_from_slice(args);
+        if let Ok(server) = Server::launch(&all).try_start() {
+            return (server, port);
+        }
+    }
+    panic!("no server with a metrics port after 5 tries");
+}
+
+/// Sends `request` and reads the whole reply (the endpoint closes after one).
+fn http(port: u16, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(request).unwrap();
+    let mut reply = Vec::new();
+    s.read_to_end(&mut reply).unwrap();
+    String::from_utf8(reply).unwrap()
+}
+
+fn scrape(port: u16) -> String {
+    let reply = http(port, b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(length, body.len());
+    body.to_string()
+}
+
+/// One sample: name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// Parses the text format strictly: `# HELP name text`, `# TYPE name kind` before the
+/// family's samples, samples `name{k="v",...} value` with a number value.
+fn parse(body: &str) -> (BTreeMap<String, String>, Vec<Sample>) {
+    let mut types = BTreeMap::new();
+    let mut helped = std::collections::BTreeSet::new();
+    let mut samples = Vec::new();
+    let valid_name = |n: &str| {
+        !n.is_empty()
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+    };
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            let (name, _) = rest.split_once(' ').expect("HELP name text");
+            assert!(valid_name(name), "{line}");
+            assert!(helped.insert(name.to_string()), "second HELP: {line}");
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
+            assert!(matches!(kind, "counter" | "gauge" | "histogram"), "{line}");
+            assert!(
+                types.insert(name.to_string(), kind.to_string()).is_none(),
+                "{line}"
+            );
+            continue;
+        }
+        assert!(
+            !line.starts_with('#') && !line.is_empty(),
+            "stray line {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').expect("name value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value: {line}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_string(), BTreeMap::new()),
+            Some((name, rest)) => {
+                let inner = rest.strip_suffix('}').expect("labels end with }");
+                let labels = inner
+                    .split(',')
+                    .map(|kv| {
+                        let (k, v) = kv.split_once('=').expect("k=v");
+                        let v = v
+                            .strip_prefix('"')
+                            .and_then(|v| v.strip_suffix('"'))
+                            .expect("quoted label value");
+                        (k.to_string(), v.to_string())
+                    })
+                    .collect();
+                (name.to_string(), labels)
+            }
+        };
+        assert!(valid_name(&name), "{line}");
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| types.get(*f).is_some_and(|k| k == "histogram"))
+            })
+            .unwrap_or(&name)
+            .to_string();
+        assert!(
+            types.contains_key(&family),
+            "sample before its TYPE: {line}"
+        );
+        assert!(helped.contains(&family), "sample without HELP: {line}");
+        samples.push((name, labels, value));
+    }
+    (types, samples)
+}
+
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .unwrap_or_else(|| panic!("no {name} {labels:?}"))
+        .2
+}
+
+#[test]
+fn metrics_are_valid_text_exposition_with_the_servers_counts() {
+    let (server, port) = with_metrics(&["--shards", "2"]);
+    let mut c = server.raw();
+    for p in ["a", "b"] {
+        c.expect(&cmd(&["CREATE", "PARTITION", p, "STRING", "MEMORY"]), OK);
+    }
+    for i in 0..30 {
+        c.expect(&cmd(&["SET", "a", &format!("k{i}"), "v"]), OK);
+        c.call(&["GET", "b", "nokey"]);
+    }
+    c.expect_prefix(&cmd(&["NOSUCHCOMMAND"]), b"-ERR");
+    let (types, samples) = parse(&scrape(port));
+    assert_eq!(value(&samples, "gokv_up", &[]), 1.0);
+    assert_eq!(value(&samples, "gokv_connected_clients", &[]), 1.0);
+    assert_eq!(
+        value(&samples, "gokv_commands_total", &[("cmd", "set")]),
+        30.0
+    );
+    assert_eq!(
+        value(&samples, "gokv_commands_total", &[("cmd", "get")]),
+        30.0
+    );
+    assert_eq!(value(&samples, "gokv_errors_total", &[("err", "ERR")]), 1.0);
+    assert_eq!(
+        value(&samples, "gokv_partition_keys", &[("partition", "a")]),
+        30.0
+    );
+    assert_eq!(
+        value(&samples, "gokv_partition_keys", &[("partition", "b")]),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "gokv_partition_keyspace_misses_total",
+            &[("partition", "b")]
+        ),
+        30.0
+    );
+    assert_eq!(value(&samples, "gokv_keyspace_misses_total", &[]), 30.0);
+    assert!(value(&samples, "gokv_memory_used_bytes", &[]) > 0.0);
+    assert!(value(&samples, "gokv_memory_used_rss_bytes", &[]) > 0.0);
+    assert!(value(&samples, "gokv_commands_processed_total", &[]) >= 61.0);
+    let shard_commands: f64 = samples
+        .iter()
+        .filter(|(n, _, _)| n == "gokv_shard_commands_total")
+        .map(|s| s.2)
+        .sum();
+    assert_eq!(
+        shard_commands,
+        value(&samples, "gokv_commands_processed_total", &[])
+    );
+    assert_eq!(types["gokv_command_latency_seconds"], "histogram");
+
+    // Histograms: buckets cumulative, `le` increasing, +Inf equal to _count.
+    for cmd in ["get", "set", "create|partition"] {
+        let buckets: Vec<(f64, f64)> = samples
+            .iter()
+            .filter(|(n, l, _)| n == "gokv_command_latency_seconds_bucket" && l["cmd"] == cmd)
+            .map(|(_, l, v)| {
+                let le = match l["le"].as_str() {
+                    "+Inf" => f64::INFINITY,
+                    le => le.parse().unwrap(),
+                };
+                (le, *v)
+            })
+            .collect();
+        assert!(buckets.len() > 2, "{cmd}: {buckets:?}");
+        for pair in buckets.windows(2) {
+            assert!(
+                pair[0].0 < pair[1].0,
+                "{cmd}: le not increasing {buckets:?}"
+            );
+            assert!(pair[0].1 <= pair[1].1, "{cmd}: not cumulative {buckets:?}");
+        }
+        let count = value(
+            &samples,
+            "gokv_command_latency_seconds_count",
+            &[("cmd", cmd)],
+        );
+        assert_eq!(buckets.last().unwrap(), &(f64::INFINITY, count));
+        assert!(count >= 1.0, "{cmd}");
+        assert!(
+            value(
+                &samples,
+                "gokv_command_latency_seconds_sum",
+                &[("cmd", cmd)]
+            ) > 0.0
+        );
+    }
+    // Counters only grow: a second scrape after more commands.
+    c.expect(&cmd(&["SET", "a", "one-more", "v"]), OK);
+    let (_, again) = parse(&scrape(port));
+    assert_eq!(
+        value(&again, "gokv_commands_total", &[("cmd", "set")]),
+        31.0
+    );
+}
+
+#[test]
+fn metrics_endpoint_answers_bad_requests_and_stays_up() {
+    let (server, port) = with_metrics(&[]);
+    assert!(http(port, b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
+    assert!(http(port, b"POST /metrics HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 405"));
+    assert!(http(port, b"\x00\x01\x02 garbage\r\n\r\n").starts_with("HTTP/1.1 400"));
+    let mut huge = b"GET /metrics HTTP/1.1\r\nX: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 64 * 1024));
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    // The endpoint may close before taking it all: what counts is the 431 (or a reset).
+    let _ = s.write_all(&huge);
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    if !reply.is_empty() {
+        assert!(
+            reply.starts_with(b"HTTP/1.1 431"),
+            "{:?}",
+            String::from_utf8_lossy(&reply)
+        );
+    }
+    // A client that sends half a request and stops, and 1,000 idle connections: they hold
+    // no one up (the oldest are closed as new ones come; the rest time out).
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.write_all(b"GET /metr").unwrap();
+    let idle: Vec<TcpStream> = (0..1000)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    let started = Instant::now();
+    let body = scrape(port);
+    assert!(body.contains("gokv_up 1"));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a scrape behind 1,000 idle connections took {:?}",
+        started.elapsed()
+    );
+    // The RESP port never noticed.
+    let mut c = server.raw();
+    c.expect(&cmd(&["PING"]), b"+PONG\r\n");
+    drop(idle);
+    drop(slow);
+}
+
+#[test]
+fn metrics_port_zero_is_off_and_a_taken_given_port_stops_the_start() {
+    // The harness's own default: --metrics-port 0, nothing listens for metrics.
+    let server = Server::start(&[]);
+    assert!(server.log_text().contains("listening on"));
+    assert!(
+        !server.log_text().contains("metrics at"),
+        "{}",
+        server.log_text()
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let failed = Server::launch(&["--metrics-port", &port])
+        .try_start()
+        .err()
+        .expect("a start on a taken metrics port");
+    assert!(
+        failed.stderr.contains("cannot listen for metrics"),
+        "{}",
+        failed.stderr
+    );
+}
+
+#[test]
+fn metrics_with_1000_partitions_answer_quickly() {
+    let (server, port) = with_metrics(&[]);
+    let mut c = server.raw();
+    let mut pipeline = Vec::new();
+    for i in 0..1000 {
+        pipeline.extend_from_slice(&cmd(&[
+            "CREATE",
+            "PARTITION",
+            &format!("p{i}"),
+            "STRING",
+            "MEMORY",
+        ]));
+    }
+    c.send(&pipeline);
+    for _ in 0..1000 {
+        assert_eq!(c.read_reply(), OK);
+    }
+    let body = scrape(port); // warm
+    assert!(body.contains("gokv_partition_keys{partition=\"p999\"} 0"));
+    let mut best = Duration::MAX;
+    for _ in 0..5 {
+        let started = Instant::now();
+        scrape(port);
+        best = best.min(started.elapsed());
+    }
+    // The release build answers in a few ms (scripts/metrics-latency.sh measures it); this
+    // test build is unoptimised and the machine shared, hence the generous bound.
+    eprintln!("/metrics with 1000 partitions: best of 5 {best:?}");
+    assert!(best < Duration::from_millis(500), "{best:?}");
+}
