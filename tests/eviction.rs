@@ -8,29 +8,6 @@ mod common;
 
 use common::{DataDir, RawConn, Resp, Server};
 
-/// A STATS PARTITION field.
-fn stat(c: &mut RawConn, p: &str, field: &str) -> i64 {
-    c.call_value(&["STATS", "PARTITION", p])
-        .pairs()
-        .into_iter()
-        .find(|(k, _)| k.text() == field)
-        .unwrap_or_else(|| panic!("STATS {p} has no {field}"))
-        .1
-        .int()
-}
-
-fn ok(c: &mut RawConn, args: &[&str]) {
-    assert_eq!(c.call_value(args), Resp::ok(), "{args:?}");
-}
-
-/// The error text of a reply that must be an error.
-fn err(c: &mut RawConn, args: &[&str]) -> String {
-    match c.call_value(args) {
-        Resp::Error(e) => String::from_utf8_lossy(&e).into_owned(),
-        other => panic!("{args:?} should fail, got {other:?}"),
-    }
-}
-
 fn dbsize(c: &mut RawConn, p: &str) -> i64 {
     c.call_value(&["DBSIZE", p]).int()
 }
@@ -43,25 +20,22 @@ fn exists(c: &mut RawConn, p: &str, key: &str) -> bool {
 fn a_partition_at_max_keys_with_lru_keeps_its_hot_keys() {
     let server = Server::start(&["--shards", "1"]);
     let mut c = server.raw();
-    ok(
-        &mut c,
-        &[
-            "CREATE",
-            "PARTITION",
-            "cache",
-            "STRING",
-            "MEMORY",
-            "max-keys",
-            "100",
-            "eviction",
-            "allkeys-lru",
-        ],
-    );
+    c.call_ok(&[
+        "CREATE",
+        "PARTITION",
+        "cache",
+        "STRING",
+        "MEMORY",
+        "max-keys",
+        "100",
+        "eviction",
+        "allkeys-lru",
+    ]);
     for i in 0..10 {
-        ok(&mut c, &["SET", "cache", &format!("hot{i}"), "v"]);
+        c.call_ok(&["SET", "cache", &format!("hot{i}"), "v"]);
     }
     for i in 0..2000 {
-        ok(&mut c, &["SET", "cache", &format!("cold{i}"), "v"]);
+        c.call_ok(&["SET", "cache", &format!("cold{i}"), "v"]);
         if i % 20 == 0 {
             for h in 0..10 {
                 assert!(
@@ -72,8 +46,8 @@ fn a_partition_at_max_keys_with_lru_keeps_its_hot_keys() {
         }
     }
     assert_eq!(dbsize(&mut c, "cache"), 100);
-    assert_eq!(stat(&mut c, "cache", "evicted_keys"), 2010 - 100);
-    assert_eq!(stat(&mut c, "cache", "keys"), 100);
+    assert_eq!(c.stat("cache", "evicted_keys"), 2010 - 100);
+    assert_eq!(c.stat("cache", "keys"), 100);
     // The most recent cold keys are mostly there, the oldest ones gone.
     let recent = (1950..2000)
         .filter(|i| exists(&mut c, "cache", &format!("cold{i}")))
@@ -91,72 +65,61 @@ fn a_partition_at_max_keys_with_lru_keeps_its_hot_keys() {
 fn noeviction_and_volatile_without_deadlines_answer_oom_and_change_nothing() {
     let server = Server::start(&["--shards", "1"]);
     let mut c = server.raw();
-    ok(
-        &mut c,
-        &[
-            "CREATE",
-            "PARTITION",
-            "plain",
-            "STRING",
-            "MEMORY",
-            "max-keys",
-            "3",
-        ],
-    );
-    ok(
-        &mut c,
-        &[
-            "CREATE",
-            "PARTITION",
-            "vol",
-            "STRING",
-            "MEMORY",
-            "max-keys",
-            "3",
-            "eviction",
-            "volatile-lru",
-        ],
-    );
+    c.call_ok(&[
+        "CREATE",
+        "PARTITION",
+        "plain",
+        "STRING",
+        "MEMORY",
+        "max-keys",
+        "3",
+    ]);
+    c.call_ok(&[
+        "CREATE",
+        "PARTITION",
+        "vol",
+        "STRING",
+        "MEMORY",
+        "max-keys",
+        "3",
+        "eviction",
+        "volatile-lru",
+    ]);
     for p in ["plain", "vol"] {
         for k in ["a", "b", "c"] {
-            ok(&mut c, &["SET", p, k, "v"]);
+            c.call_ok(&["SET", p, k, "v"]);
         }
-        let e = err(&mut c, &["SET", p, "d", "v"]);
+        let e = c.call_err(&["SET", p, "d", "v"]);
         assert!(
             e.starts_with("OOM ") && e.contains("'max-keys'"),
             "{p}: {e}"
         );
         assert_eq!(dbsize(&mut c, p), 3);
-        assert_eq!(stat(&mut c, p, "evicted_keys"), 0);
+        assert_eq!(c.stat(p, "evicted_keys"), 0);
         // Overwrites add no key: still allowed.
-        ok(&mut c, &["SET", p, "a", "w"]);
+        c.call_ok(&["SET", p, "a", "w"]);
     }
     // A key with a deadline is what volatile-lru may evict, and only that one.
-    ok(&mut c, &["SET", "vol", "b", "v", "EX", "1000"]);
-    ok(&mut c, &["SET", "vol", "d", "v"]);
+    c.call_ok(&["SET", "vol", "b", "v", "EX", "1000"]);
+    c.call_ok(&["SET", "vol", "d", "v"]);
     assert!(!exists(&mut c, "vol", "b"));
     assert!(exists(&mut c, "vol", "a") && exists(&mut c, "vol", "c"));
-    assert_eq!(stat(&mut c, "vol", "evicted_keys"), 1);
-    assert!(err(&mut c, &["SET", "vol", "e", "v"]).starts_with("OOM "));
+    assert_eq!(c.stat("vol", "evicted_keys"), 1);
+    assert!(c.call_err(&["SET", "vol", "e", "v"]).starts_with("OOM "));
     // An MSET of more new keys than the quota can ever hold evicts nothing.
-    ok(
-        &mut c,
-        &[
-            "ALTER",
-            "PARTITION",
-            "vol",
-            "SET",
-            "eviction",
-            "allkeys-random",
-        ],
-    );
-    assert!(err(
-        &mut c,
-        &["MSET", "vol", "x", "1", "y", "2", "z", "3", "w", "4"]
-    )
-    .starts_with("OOM "));
+    c.call_ok(&[
+        "ALTER",
+        "PARTITION",
+        "vol",
+        "SET",
+        "eviction",
+        "allkeys-random",
+    ]);
+    assert!(c
+        .call_err(&["MSET", "vol", "x", "1", "y", "2", "z", "3", "w", "4"])
+        .starts_with("OOM "));
     assert_eq!(dbsize(&mut c, "vol"), 3);
-    ok(&mut c, &["MSET", "vol", "x", "1", "y", "2"]);
+    c.call_ok(&["MSET", "vol", "x", "1", "y", "2"]);
     assert_eq!(dbsize(&mut c, "vol"), 3);
     assert!(exists(&mut c, "vol", "x") && exists(&mut c, "vol", "y"));
 }
@@ -170,20 +133,17 @@ fn max_memory_with_lfu_evicts_until_the_write_fits_on_the_forwarded_path_too() {
     let mut names = Vec::new();
     for i in 0..4 {
         let name = format!("m{i}");
-        ok(
-            &mut c,
-            &[
-                "CREATE",
-                "PARTITION",
-                &name,
-                "STRING",
-                "MEMORY",
-                "max-memory",
-                "20000",
-                "eviction",
-                "allkeys-lfu",
-            ],
-        );
+        c.call_ok(&[
+            "CREATE",
+            "PARTITION",
+            &name,
+            "STRING",
+            "MEMORY",
+            "max-memory",
+            "20000",
+            "eviction",
+            "allkeys-lfu",
+        ]);
         names.push(name);
     }
     let local = names
@@ -199,16 +159,18 @@ fn max_memory_with_lfu_evicts_until_the_write_fits_on_the_forwarded_path_too() {
     let value = "x".repeat(100);
     for p in [&local, &remote] {
         for i in 0..1000 {
-            ok(&mut c, &["SET", p, &format!("k{i}"), &value]);
+            c.call_ok(&["SET", p, &format!("k{i}"), &value]);
             // k0 is read often: LFU keeps it.
             assert_eq!(c.call_value(&["GET", p, "k0"]).bytes(), value.as_bytes());
         }
-        let memory = stat(&mut c, p, "memory");
+        let memory = c.stat(p, "memory");
         assert!(memory <= 20000 && memory > 15000, "{p}: {memory}");
-        assert!(stat(&mut c, p, "evicted_keys") > 800, "{p}");
+        assert!(c.stat(p, "evicted_keys") > 800, "{p}");
         // A value larger than the whole quota can never fit: -OOM, nothing evicted.
         let before = dbsize(&mut c, p);
-        assert!(err(&mut c, &["SET", p, "huge", &"y".repeat(30000)]).starts_with("OOM "));
+        assert!(c
+            .call_err(&["SET", p, "huge", &"y".repeat(30000)])
+            .starts_with("OOM "));
         assert_eq!(dbsize(&mut c, p), before);
     }
 }
@@ -217,38 +179,29 @@ fn max_memory_with_lfu_evicts_until_the_write_fits_on_the_forwarded_path_too() {
 fn no_partition_loses_a_key_because_of_another_partitions_writes() {
     let server = Server::start(&["--shards", "1", "--max-memory", "200kb"]);
     let mut c = server.raw();
-    ok(
-        &mut c,
-        &[
-            "CREATE",
-            "PARTITION",
-            "small",
-            "STRING",
-            "MEMORY",
-            "max-keys",
-            "50",
-            "eviction",
-            "allkeys-lru",
-        ],
-    );
-    ok(
-        &mut c,
-        &[
-            "CREATE",
-            "PARTITION",
-            "lru",
-            "STRING",
-            "MEMORY",
-            "eviction",
-            "allkeys-lru",
-        ],
-    );
-    ok(
-        &mut c,
-        &["CREATE", "PARTITION", "strict", "STRING", "MEMORY"],
-    );
+    c.call_ok(&[
+        "CREATE",
+        "PARTITION",
+        "small",
+        "STRING",
+        "MEMORY",
+        "max-keys",
+        "50",
+        "eviction",
+        "allkeys-lru",
+    ]);
+    c.call_ok(&[
+        "CREATE",
+        "PARTITION",
+        "lru",
+        "STRING",
+        "MEMORY",
+        "eviction",
+        "allkeys-lru",
+    ]);
+    c.call_ok(&["CREATE", "PARTITION", "strict", "STRING", "MEMORY"]);
     for i in 0..50 {
-        ok(&mut c, &["SET", "small", &format!("s{i}"), "v"]);
+        c.call_ok(&["SET", "small", &format!("s{i}"), "v"]);
     }
     let value = "x".repeat(200);
     // `strict` (noeviction) fills most of the server, then is refused.
@@ -266,24 +219,26 @@ fn no_partition_loses_a_key_because_of_another_partitions_writes() {
         assert!(strict < 10_000, "max-memory never reached");
     }
     // `lru` has no key: it cannot make room, and answers -OOM too.
-    assert!(err(&mut c, &["SET", "lru", "a", &value]).starts_with("OOM "));
+    assert!(c.call_err(&["SET", "lru", "a", &value]).starts_with("OOM "));
     // Room made by DEL in `strict`, taken by `lru`; then `lru` evicts its own keys to go on
     // writing, and `strict` and `small` keep every key.
     for i in 0..100 {
         assert_eq!(c.call_value(&["DEL", "strict", &format!("k{i}")]).int(), 1);
     }
     for i in 0..2000 {
-        ok(&mut c, &["SET", "lru", &format!("l{i}"), &value]);
+        c.call_ok(&["SET", "lru", &format!("l{i}"), &value]);
     }
-    assert!(stat(&mut c, "lru", "evicted_keys") > 1000);
-    assert_eq!(stat(&mut c, "strict", "evicted_keys"), 0);
+    assert!(c.stat("lru", "evicted_keys") > 1000);
+    assert_eq!(c.stat("strict", "evicted_keys"), 0);
     assert_eq!(dbsize(&mut c, "strict"), strict - 100);
     assert_eq!(dbsize(&mut c, "small"), 50);
-    assert_eq!(stat(&mut c, "small", "evicted_keys"), 0);
+    assert_eq!(c.stat("small", "evicted_keys"), 0);
     for i in 100..strict {
         assert!(exists(&mut c, "strict", &format!("k{i}")), "strict k{i}");
     }
-    assert!(err(&mut c, &["SET", "strict", "more", &value]).starts_with("OOM "));
+    assert!(c
+        .call_err(&["SET", "strict", "more", &value])
+        .starts_with("OOM "));
 }
 
 #[test]
@@ -292,22 +247,19 @@ fn a_durable_partitions_evictions_are_logged_and_survive_a_restart() {
     let kept: Vec<String> = {
         let server = Server::start_in(&dir, &["--shards", "1"]);
         let mut c = server.raw();
-        ok(
-            &mut c,
-            &[
-                "CREATE",
-                "PARTITION",
-                "d",
-                "STRING",
-                "SYNC",
-                "max-keys",
-                "10",
-                "eviction",
-                "allkeys-random",
-            ],
-        );
+        c.call_ok(&[
+            "CREATE",
+            "PARTITION",
+            "d",
+            "STRING",
+            "SYNC",
+            "max-keys",
+            "10",
+            "eviction",
+            "allkeys-random",
+        ]);
         for i in 0..50 {
-            ok(&mut c, &["SET", "d", &format!("k{i}"), "v"]);
+            c.call_ok(&["SET", "d", &format!("k{i}"), "v"]);
         }
         assert_eq!(dbsize(&mut c, "d"), 10);
         let kept = (0..50)

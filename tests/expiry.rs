@@ -9,15 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A field of `STATS PARTITION <p>`.
-fn stat(c: &mut RawConn, p: &str, field: &str) -> i64 {
-    let pairs = c.call_value(&["STATS", "PARTITION", p]).pairs();
-    match pairs.iter().find(|(k, _)| k.bytes() == field.as_bytes()) {
-        Some((_, Resp::Int(n))) => *n,
-        other => panic!("STATS {p} {field}: {other:?} in {pairs:?}"),
-    }
-}
-
 /// Writes `SET <p> <prefix><i> <value> <options...>` for `i` in `0..n`, pipelined.
 fn load(c: &mut RawConn, p: &str, prefix: &str, n: usize, options: &[&str]) {
     const BATCH: usize = 2000;
@@ -50,21 +41,21 @@ fn keys_nobody_reads_are_reclaimed_with_their_memory() {
         OK,
     );
     load(&mut c, "cache", "keep:", 1000, &[]);
-    let kept_memory = stat(&mut c, "cache", "memory");
+    let kept_memory = c.stat("cache", "memory");
     load(&mut c, "cache", "tmp:", 200_000, &["PX", "500"]);
-    assert_eq!(stat(&mut c, "cache", "expires"), 200_000);
-    assert!(stat(&mut c, "cache", "memory") > kept_memory * 100);
+    assert_eq!(c.stat("cache", "expires"), 200_000);
+    assert!(c.stat("cache", "memory") > kept_memory * 100);
     let reclaimed = poll_until(Duration::from_secs(15), || {
-        (stat(&mut c, "cache", "keys") == 1000).then_some(())
+        (c.stat("cache", "keys") == 1000).then_some(())
     });
     assert!(
         reclaimed.is_some(),
         "{} keys left 15 s after their deadline",
-        stat(&mut c, "cache", "keys")
+        c.stat("cache", "keys")
     );
-    assert_eq!(stat(&mut c, "cache", "expires"), 0);
-    assert_eq!(stat(&mut c, "cache", "expired_keys"), 200_000);
-    assert_eq!(stat(&mut c, "cache", "memory"), kept_memory);
+    assert_eq!(c.stat("cache", "expires"), 0);
+    assert_eq!(c.stat("cache", "expired_keys"), 200_000);
+    assert_eq!(c.stat("cache", "memory"), kept_memory);
     let info = String::from_utf8_lossy(&c.call(&["INFO", "stats"])).into_owned();
     assert!(info.contains("expired_keys:200000\r\n"), "{info}");
     assert_eq!(
@@ -87,7 +78,7 @@ fn a_storm_of_expiries_does_not_stall_the_shard() {
     let mut probe = server.raw();
     let started = Instant::now();
     let mut slowest = Duration::ZERO;
-    while stat(&mut c, "cache", "keys") > 0 {
+    while c.stat("cache", "keys") > 0 {
         let t = Instant::now();
         probe.expect(&cmd(&["GET", "cache", "absent"]), b"$-1\r\n");
         slowest = slowest.max(t.elapsed());
@@ -124,8 +115,7 @@ fn a_durable_partition_logs_expiries_and_a_restart_resurrects_nothing() {
     };
     let before = log_bytes(&mut c);
     assert!(
-        poll_until(Duration::from_secs(10), || (stat(&mut c, "d", "keys")
-            == 10)
+        poll_until(Duration::from_secs(10), || (c.stat("d", "keys") == 10)
             .then_some(()))
         .is_some(),
         "the sweep did not reclaim the keys"
@@ -147,7 +137,7 @@ fn a_durable_partition_logs_expiries_and_a_restart_resurrects_nothing() {
     let server = Server::start_in(&dir, &["--shards", "1"]);
     let mut c = server.raw();
     assert_eq!(
-        stat(&mut c, "d", "keys"),
+        c.stat("d", "keys"),
         10,
         "recovery drops keys past their deadline"
     );

@@ -34,51 +34,25 @@ fn options(c: &mut RawConn, p: &str) -> Vec<String> {
         .collect()
 }
 
-/// A STATS PARTITION field.
-fn stat(c: &mut RawConn, p: &str, field: &str) -> i64 {
-    c.call_value(&["STATS", "PARTITION", p])
-        .pairs()
-        .into_iter()
-        .find(|(k, _)| k.text() == field)
-        .unwrap_or_else(|| panic!("STATS {p} has no {field}"))
-        .1
-        .int()
-}
-
-fn ok(c: &mut RawConn, args: &[&str]) {
-    assert_eq!(c.call_value(args), Resp::ok(), "{args:?}");
-}
-
-/// The error text of a reply that must be an error.
-fn err(c: &mut RawConn, args: &[&str]) -> String {
-    match c.call_value(args) {
-        Resp::Error(e) => String::from_utf8_lossy(&e).into_owned(),
-        other => panic!("{args:?} should fail, got {other:?}"),
-    }
-}
-
 #[test]
 fn options_are_set_all_or_none_shown_and_kept_across_a_restart() {
     let dir = DataDir::new("options");
     let server = Server::start_in(&dir, &["--shards", "2"]);
     let mut c = server.raw();
-    ok(
-        &mut c,
-        &[
-            "CREATE",
-            "PARTITION",
-            "cache",
-            "STRING",
-            "MEMORY",
-            "max-memory",
-            "64mb",
-            "eviction",
-            "allkeys-lru",
-            "default-ttl",
-            "60000",
-        ],
-    );
-    ok(&mut c, &["CREATE", "PARTITION", "orders", "INT", "SYNC"]);
+    c.call_ok(&[
+        "CREATE",
+        "PARTITION",
+        "cache",
+        "STRING",
+        "MEMORY",
+        "max-memory",
+        "64mb",
+        "eviction",
+        "allkeys-lru",
+        "default-ttl",
+        "60000",
+    ]);
+    c.call_ok(&["CREATE", "PARTITION", "orders", "INT", "SYNC"]);
     let cache = [
         "persist=MEMORY",
         "max-memory=67108864",
@@ -105,7 +79,7 @@ fn options_are_set_all_or_none_shown_and_kept_across_a_restart() {
     ] {
         let mut words = vec!["ALTER", "PARTITION", "cache", "SET"];
         words.extend_from_slice(bad);
-        let e = err(&mut c, &words);
+        let e = c.call_err(&words);
         assert!(
             e.starts_with("ERR partition option") || e.starts_with("ERR unknown"),
             "{e}"
@@ -113,63 +87,50 @@ fn options_are_set_all_or_none_shown_and_kept_across_a_restart() {
         assert!(e.contains(says), "{bad:?}: {e}");
         let mut create = vec!["CREATE", "PARTITION", "x", "STRING", "MEMORY"];
         create.extend_from_slice(bad);
-        assert!(err(&mut c, &create).contains(says), "CREATE {bad:?}");
+        assert!(c.call_err(&create).contains(says), "CREATE {bad:?}");
     }
     assert_eq!(options(&mut c, "cache"), cache);
-    assert!(err(&mut c, &["DESCRIBE", "PARTITION", "x"]).starts_with("NOPARTITION"));
+    assert!(c
+        .call_err(&["DESCRIBE", "PARTITION", "x"])
+        .starts_with("NOPARTITION"));
     assert_eq!(
-        err(
-            &mut c,
-            &["ALTER", "PARTITION", "nope", "SET", "max-keys", "1"]
-        ),
+        c.call_err(&["ALTER", "PARTITION", "nope", "SET", "max-keys", "1"]),
         "NOPARTITION partition 'nope' does not exist"
     );
     // A bad persist mode among good options: nothing changes.
-    let e = err(
-        &mut c,
-        &[
-            "ALTER",
-            "PARTITION",
-            "cache",
-            "SET",
-            "max-keys",
-            "5",
-            "persist",
-            "DISK",
-        ],
-    );
+    let e = c.call_err(&[
+        "ALTER",
+        "PARTITION",
+        "cache",
+        "SET",
+        "max-keys",
+        "5",
+        "persist",
+        "DISK",
+    ]);
     assert!(e.starts_with("ERR partition option 'persist'"), "{e}");
     assert_eq!(options(&mut c, "cache"), cache);
-    ok(
-        &mut c,
-        &["ALTER", "PARTITION", "cache", "SET", "persist", "memory"],
-    );
-    ok(
-        &mut c,
-        &[
-            "ALTER",
-            "PARTITION",
-            "cache",
-            "SET",
-            "max-keys",
-            "100",
-            "eviction",
-            "noeviction",
-        ],
-    );
-    ok(
-        &mut c,
-        &[
-            "ALTER",
-            "PARTITION",
-            "orders",
-            "set",
-            "MAX-OPS",
-            "1000",
-            "default-ttl",
-            "5000",
-        ],
-    );
+    c.call_ok(&["ALTER", "PARTITION", "cache", "SET", "persist", "memory"]);
+    c.call_ok(&[
+        "ALTER",
+        "PARTITION",
+        "cache",
+        "SET",
+        "max-keys",
+        "100",
+        "eviction",
+        "noeviction",
+    ]);
+    c.call_ok(&[
+        "ALTER",
+        "PARTITION",
+        "orders",
+        "set",
+        "MAX-OPS",
+        "1000",
+        "default-ttl",
+        "5000",
+    ]);
     let cache = [
         "persist=MEMORY",
         "max-memory=67108864",
@@ -205,40 +166,31 @@ fn options_are_set_all_or_none_shown_and_kept_across_a_restart() {
 fn a_partition_admin_cannot_change_its_own_quotas() {
     let server = Server::start(&[]);
     let mut admin = server.raw();
-    ok(
-        &mut admin,
-        &[
-            "CREATE",
-            "PARTITION",
-            "tenant",
-            "STRING",
-            "MEMORY",
-            "max-keys",
-            "2",
-        ],
-    );
-    ok(&mut admin, &["CREATE", "USER", "bob", "bobpw"]);
-    ok(&mut admin, &["GRANT", "ADMIN", "ON", "tenant", "TO", "bob"]);
+    admin.call_ok(&[
+        "CREATE",
+        "PARTITION",
+        "tenant",
+        "STRING",
+        "MEMORY",
+        "max-keys",
+        "2",
+    ]);
+    admin.call_ok(&["CREATE", "USER", "bob", "bobpw"]);
+    admin.call_ok(&["GRANT", "ADMIN", "ON", "tenant", "TO", "bob"]);
     let mut bob = server.login("bob", "bobpw");
-    ok(
-        &mut bob,
-        &[
-            "ALTER",
-            "PARTITION",
-            "tenant",
-            "SET",
-            "default-ttl",
-            "1000",
-            "eviction",
-            "allkeys-lfu",
-        ],
-    );
+    bob.call_ok(&[
+        "ALTER",
+        "PARTITION",
+        "tenant",
+        "SET",
+        "default-ttl",
+        "1000",
+        "eviction",
+        "allkeys-lfu",
+    ]);
     for quota in ["max-keys", "max-memory", "max-ops"] {
         for value in ["0", "1"] {
-            let e = err(
-                &mut bob,
-                &["ALTER", "PARTITION", "tenant", "SET", quota, value],
-            );
+            let e = bob.call_err(&["ALTER", "PARTITION", "tenant", "SET", quota, value]);
             assert_eq!(
                 e,
                 "NOPERM user 'bob' has no ADMIN permission on '*', which changing max-memory, \
@@ -248,9 +200,8 @@ fn a_partition_admin_cannot_change_its_own_quotas() {
         }
     }
     // Not even hidden behind an option bob may change.
-    assert!(err(
-        &mut bob,
-        &[
+    assert!(bob
+        .call_err(&[
             "ALTER",
             "PARTITION",
             "tenant",
@@ -259,15 +210,12 @@ fn a_partition_admin_cannot_change_its_own_quotas() {
             "noeviction",
             "max-keys",
             "100"
-        ]
-    )
-    .starts_with("NOPERM"));
+        ])
+        .starts_with("NOPERM"));
     // Nor by creating a partition (that needs ADMIN on * whatever its options).
-    assert!(err(
-        &mut bob,
-        &["CREATE", "PARTITION", "mine", "STRING", "MEMORY"]
-    )
-    .starts_with("NOPERM"));
+    assert!(bob
+        .call_err(&["CREATE", "PARTITION", "mine", "STRING", "MEMORY"])
+        .starts_with("NOPERM"));
     let described = options(&mut admin, "tenant");
     assert!(
         described.contains(&"max-keys=2".to_string()),
@@ -278,10 +226,7 @@ fn a_partition_admin_cannot_change_its_own_quotas() {
         "{described:?}"
     );
     // The operator may.
-    ok(
-        &mut admin,
-        &["ALTER", "PARTITION", "tenant", "SET", "max-keys", "0"],
-    );
+    admin.call_ok(&["ALTER", "PARTITION", "tenant", "SET", "max-keys", "0"]);
 }
 
 /// `max-keys` and `max-memory` on a partition owned by the connection's shard and on one
@@ -291,74 +236,65 @@ fn a_partition_admin_cannot_change_its_own_quotas() {
 fn quotas_hold_on_the_local_and_the_forwarded_path() {
     let server = Server::start(&["--shards", "2", "--migrate-connections", "false"]);
     let mut c = server.raw();
-    ok(
-        &mut c,
-        &[
-            "CREATE",
-            "PARTITION",
-            "a",
-            "STRING",
-            "MEMORY",
-            "max-keys",
-            "3",
-        ],
-    );
-    ok(
-        &mut c,
-        &[
-            "CREATE",
-            "PARTITION",
-            "b",
-            "STRING",
-            "SYNC",
-            "max-keys",
-            "3",
-        ],
-    );
-    ok(&mut c, &["CREATE", "PARTITION", "free", "STRING", "MEMORY"]);
+    c.call_ok(&[
+        "CREATE",
+        "PARTITION",
+        "a",
+        "STRING",
+        "MEMORY",
+        "max-keys",
+        "3",
+    ]);
+    c.call_ok(&[
+        "CREATE",
+        "PARTITION",
+        "b",
+        "STRING",
+        "SYNC",
+        "max-keys",
+        "3",
+    ]);
+    c.call_ok(&["CREATE", "PARTITION", "free", "STRING", "MEMORY"]);
     assert_ne!(c.partition_shard("a"), c.partition_shard("b"));
     for p in ["a", "b"] {
-        ok(&mut c, &["MSET", p, "k1", "v", "k2", "v"]);
+        c.call_ok(&["MSET", p, "k1", "v", "k2", "v"]);
         let full =
             format!("OOM command not allowed when keys > 'max-keys' of partition '{p}' (3 keys)");
-        assert_eq!(err(&mut c, &["MSET", p, "k3", "v", "k4", "v"]), full);
+        assert_eq!(c.call_err(&["MSET", p, "k3", "v", "k4", "v"]), full);
         assert_eq!(c.call_value(&["EXISTS", p, "k3", "k4"]).int(), 0, "{p}");
-        ok(&mut c, &["SET", p, "k3", "v"]);
-        assert_eq!(err(&mut c, &["SET", p, "k4", "v"]), full);
-        assert_eq!(err(&mut c, &["INCR", p, "n"]), full);
-        ok(&mut c, &["SET", p, "k1", "overwritten, and longer"]);
+        c.call_ok(&["SET", p, "k3", "v"]);
+        assert_eq!(c.call_err(&["SET", p, "k4", "v"]), full);
+        assert_eq!(c.call_err(&["INCR", p, "n"]), full);
+        c.call_ok(&["SET", p, "k1", "overwritten, and longer"]);
         assert_eq!(c.call_value(&["DEL", p, "k2"]).int(), 1);
-        ok(&mut c, &["SET", p, "k4", "v"]);
+        c.call_ok(&["SET", p, "k4", "v"]);
         assert_eq!(c.call_value(&["DBSIZE", p]).int(), 3);
         // Lifted live: the next write sees it.
-        ok(
-            &mut c,
-            &[
-                "ALTER",
-                "PARTITION",
-                p,
-                "SET",
-                "max-keys",
-                "0",
-                "max-memory",
-                "1kb",
-            ],
-        );
-        ok(&mut c, &["SET", p, "k5", "v"]);
-        let memory = stat(&mut c, p, "memory");
+        c.call_ok(&[
+            "ALTER",
+            "PARTITION",
+            p,
+            "SET",
+            "max-keys",
+            "0",
+            "max-memory",
+            "1kb",
+        ]);
+        c.call_ok(&["SET", p, "k5", "v"]);
+        let memory = c.stat(p, "memory");
         assert!(memory > 0 && memory < 1024, "{memory}");
         let big = "x".repeat(1024);
-        let e = err(&mut c, &["SET", p, "big", &big]);
+        let e = c.call_err(&["SET", p, "big", &big]);
         assert_eq!(
             e,
             format!("OOM command not allowed when used memory > 'max-memory' of partition '{p}' (1024 bytes)")
         );
-        assert_eq!(stat(&mut c, p, "memory"), memory, "nothing written");
-        ok(&mut c, &["SET", p, "small", "v"]);
+        assert_eq!(c.stat(p, "memory"), memory, "nothing written");
+        c.call_ok(&["SET", p, "small", "v"]);
     }
     // Another partition's writes are never refused by these quotas.
     for i in 0..20 {
-        ok(&mut c, &["SET", "free", &format!("k{i}"), "v"]);
+        c.call_ok(&["SET", "free", &format!("k{i}"), "v"]);
     }
     // INFO counts -OOM replies: four a partition, and some of them were forwarded.
     let info = c.call_value(&["INFO", "stats"]).text();
@@ -373,34 +309,28 @@ fn default_ttl_is_logged_on_a_durable_partition() {
     let dir = DataDir::new("default-ttl");
     let server = Server::start_in(&dir, &[]);
     let mut c = server.raw();
-    ok(
-        &mut c,
-        &[
-            "CREATE",
-            "PARTITION",
-            "s",
-            "STRING",
-            "SYNC",
-            "default-ttl",
-            "100000",
-        ],
-    );
-    ok(
-        &mut c,
-        &[
-            "CREATE",
-            "PARTITION",
-            "n",
-            "INT",
-            "ASYNC",
-            "default-ttl",
-            "100000",
-        ],
-    );
-    ok(&mut c, &["SET", "s", "plain", "v"]);
-    ok(&mut c, &["SET", "s", "explicit", "v", "EX", "1000"]);
+    c.call_ok(&[
+        "CREATE",
+        "PARTITION",
+        "s",
+        "STRING",
+        "SYNC",
+        "default-ttl",
+        "100000",
+    ]);
+    c.call_ok(&[
+        "CREATE",
+        "PARTITION",
+        "n",
+        "INT",
+        "ASYNC",
+        "default-ttl",
+        "100000",
+    ]);
+    c.call_ok(&["SET", "s", "plain", "v"]);
+    c.call_ok(&["SET", "s", "explicit", "v", "EX", "1000"]);
     assert_eq!(c.call_value(&["INCR", "n", "counter"]).int(), 1);
-    ok(&mut c, &["SET", "s", "persisted", "v"]);
+    c.call_ok(&["SET", "s", "persisted", "v"]);
     assert_eq!(c.call_value(&["PERSIST", "s", "persisted"]).int(), 1);
     let pttl = c.call_value(&["PTTL", "s", "plain"]).int();
     assert!((99_000..=100_000).contains(&pttl), "{pttl}");
@@ -428,19 +358,16 @@ fn default_ttl_is_logged_on_a_durable_partition() {
 fn max_ops_throttles_counts_and_spares_other_partitions() {
     let server = Server::start(&["--shards", "1"]);
     let mut c = server.raw();
-    ok(
-        &mut c,
-        &[
-            "CREATE",
-            "PARTITION",
-            "slow",
-            "STRING",
-            "MEMORY",
-            "max-ops",
-            "100",
-        ],
-    );
-    ok(&mut c, &["CREATE", "PARTITION", "fast", "STRING", "MEMORY"]);
+    c.call_ok(&[
+        "CREATE",
+        "PARTITION",
+        "slow",
+        "STRING",
+        "MEMORY",
+        "max-ops",
+        "100",
+    ]);
+    c.call_ok(&["CREATE", "PARTITION", "fast", "STRING", "MEMORY"]);
     // Pipelined: 300 SETs to `slow`, each followed by one to `fast`, in one write.
     let mut batch = Vec::new();
     for i in 0..300 {
@@ -469,31 +396,21 @@ fn max_ops_throttles_counts_and_spares_other_partitions() {
         "{served} served in {elapsed:.3} s"
     );
     assert_eq!(c.call_value(&["DBSIZE", "fast"]).int(), 300);
-    assert_eq!(stat(&mut c, "fast", "throttled"), 0);
+    assert_eq!(c.stat("fast", "throttled"), 0);
     // Only the served SETs ran (DBSIZE and STATS themselves may be throttled or free).
     for _ in 0..3 {
-        assert_eq!(
-            stat(&mut c, "slow", "throttled"),
-            throttled,
-            "STATS is free"
-        );
+        assert_eq!(c.stat("slow", "throttled"), throttled, "STATS is free");
         let _ = c.call_value(&["DESCRIBE", "PARTITION", "slow"]);
     }
     // Refilled: an MSET of 3 keys costs 3 tokens.
     std::thread::sleep(Duration::from_millis(1100));
-    ok(
-        &mut c,
-        &["ALTER", "PARTITION", "slow", "SET", "max-ops", "3"],
-    );
-    ok(&mut c, &["MSET", "slow", "m1", "v", "m2", "v", "m3", "v"]);
+    c.call_ok(&["ALTER", "PARTITION", "slow", "SET", "max-ops", "3"]);
+    c.call_ok(&["MSET", "slow", "m1", "v", "m2", "v", "m3", "v"]);
     assert_eq!(
-        err(&mut c, &["GET", "slow", "m1"]),
+        c.call_err(&["GET", "slow", "m1"]),
         "THROTTLED partition slow is over max-ops"
     );
-    ok(
-        &mut c,
-        &["ALTER", "PARTITION", "slow", "SET", "max-ops", "0"],
-    );
+    c.call_ok(&["ALTER", "PARTITION", "slow", "SET", "max-ops", "0"]);
     assert_eq!(c.call_value(&["EXISTS", "slow", "m1", "m2", "m3"]).int(), 3);
     assert_eq!(c.call_value(&["DBSIZE", "slow"]).int(), served + 3);
 }
@@ -507,10 +424,10 @@ fn durable_to_memory_removes_the_files_and_keeps_the_keys() {
     let dir = DataDir::new("to-memory");
     let server = Server::start_in(&dir, &["--shards", "2"]);
     let mut c = server.raw();
-    ok(&mut c, &["CREATE", "PARTITION", "d", "STRING", "SYNC"]);
-    ok(&mut c, &["CREATE", "PARTITION", "kept", "STRING", "SYNC"]);
-    ok(&mut c, &["SET", "d", "k", "v"]);
-    ok(&mut c, &["SET", "kept", "k", "v"]);
+    c.call_ok(&["CREATE", "PARTITION", "d", "STRING", "SYNC"]);
+    c.call_ok(&["CREATE", "PARTITION", "kept", "STRING", "SYNC"]);
+    c.call_ok(&["SET", "d", "k", "v"]);
+    c.call_ok(&["SET", "kept", "k", "v"]);
     let partitions = dir.path().join("partitions");
     let count = || std::fs::read_dir(&partitions).unwrap().count();
     assert_eq!(count(), 2);
@@ -550,7 +467,7 @@ fn durable_to_memory_removes_the_files_and_keeps_the_keys() {
         c.call_value(&["EXISTS", "d", "k", "before", "after"]).int(),
         3
     );
-    ok(&mut c, &["SET", "d", "more", "v"]);
+    c.call_ok(&["SET", "d", "more", "v"]);
     drop(c);
     server.stop();
     // Put d's old files back: the crash case.
@@ -589,24 +506,18 @@ fn memory_to_durable_is_durable_when_alter_answers() {
     let dir = DataDir::new("to-durable");
     let server = Server::start_in(&dir, &["--shards", "2"]);
     let mut c = server.raw();
-    ok(&mut c, &["CREATE", "PARTITION", "m", "STRING", "MEMORY"]);
-    ok(&mut c, &["CREATE", "PARTITION", "a", "INT", "ASYNC"]);
+    c.call_ok(&["CREATE", "PARTITION", "m", "STRING", "MEMORY"]);
+    c.call_ok(&["CREATE", "PARTITION", "a", "INT", "ASYNC"]);
     for i in 0..2000 {
-        ok(&mut c, &["SET", "m", &format!("k{i}"), &format!("v{i}")]);
+        c.call_ok(&["SET", "m", &format!("k{i}"), &format!("v{i}")]);
     }
-    ok(&mut c, &["SET", "m", "dying", "v", "EX", "1000"]);
-    ok(&mut c, &["SET", "a", "n", "7"]);
-    ok(
-        &mut c,
-        &["ALTER", "PARTITION", "m", "SET", "persist", "SYNC"],
-    );
-    ok(
-        &mut c,
-        &["ALTER", "PARTITION", "a", "SET", "persist", "SYNC"],
-    );
+    c.call_ok(&["SET", "m", "dying", "v", "EX", "1000"]);
+    c.call_ok(&["SET", "a", "n", "7"]);
+    c.call_ok(&["ALTER", "PARTITION", "m", "SET", "persist", "SYNC"]);
+    c.call_ok(&["ALTER", "PARTITION", "a", "SET", "persist", "SYNC"]);
     assert!(options(&mut c, "m").contains(&"persist=SYNC".to_string()));
     // Written after: logged as any SYNC write.
-    ok(&mut c, &["SET", "m", "after", "v"]);
+    c.call_ok(&["SET", "m", "after", "v"]);
     drop(c);
     server.kill9();
     let server = Server::start_in(&dir, &["--shards", "2"]);
@@ -619,9 +530,6 @@ fn memory_to_durable_is_durable_when_alter_answers() {
     assert_eq!(c.call_value(&["GET", "a", "n"]).int(), 7);
     assert!(options(&mut c, "a").contains(&"persist=SYNC".to_string()));
     // And back: the files go, the keys stay.
-    ok(
-        &mut c,
-        &["ALTER", "PARTITION", "m", "SET", "persist", "MEMORY"],
-    );
+    c.call_ok(&["ALTER", "PARTITION", "m", "SET", "persist", "MEMORY"]);
     assert_eq!(c.call_value(&["DBSIZE", "m"]).int(), 2002);
 }

@@ -639,6 +639,31 @@ impl RawConn {
         self.read_value()
     }
 
+    /// Sends `cmd(args)` and asserts the reply is `+OK`.
+    #[track_caller]
+    pub fn call_ok(&mut self, args: &[&str]) {
+        assert_eq!(self.call_value(args), Resp::ok(), "{args:?}");
+    }
+
+    /// Sends `cmd(args)`, asserts the reply is an error, and returns its text.
+    #[track_caller]
+    pub fn call_err(&mut self, args: &[&str]) -> String {
+        match self.call_value(args) {
+            Resp::Error(e) => String::from_utf8_lossy(&e).into_owned(),
+            other => panic!("{args:?} should fail, got {other:?}"),
+        }
+    }
+
+    /// One integer field of `STATS PARTITION <partition>`.
+    #[track_caller]
+    pub fn stat(&mut self, partition: &str, field: &str) -> i64 {
+        let pairs = self.call_value(&["STATS", "PARTITION", partition]).pairs();
+        match pairs.iter().find(|(k, _)| k.bytes() == field.as_bytes()) {
+            Some((_, Resp::Int(n))) => *n,
+            other => panic!("STATS {partition} {field}: {other:?} in {pairs:?}"),
+        }
+    }
+
     /// Asserts the server closes the connection (EOF or reset) without sending more bytes.
     #[track_caller]
     pub fn expect_closed(&mut self) {
