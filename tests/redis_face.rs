@@ -890,6 +890,38 @@ fn missing(test: &str, what: &str, why: &str) {
     eprintln!("{test}: skipping: {what} cannot run: {why}");
 }
 
+/// Runs a redis-py `script` with `args` and asserts it succeeded; false (the caller returns)
+/// when python3 or redis-py is not installed (a failure under `GOKV_REQUIRE_REDIS`).
+fn redis_py(script: &str, args: &[&str]) -> bool {
+    let probe = Command::new("python3")
+        .args(["-c", "import redis"])
+        .output();
+    match probe {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            let why = String::from_utf8_lossy(&out.stderr).into_owned();
+            missing("redis_py", "redis-py (pip install redis)", &why);
+            return false;
+        }
+        Err(e) => {
+            missing("redis_py", "python3", &e.to_string());
+            return false;
+        }
+    }
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .expect("python3 ran a moment ago");
+    assert!(
+        out.status.success(),
+        "redis-py failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    true
+}
+
 /// Runs redis-benchmark against `server` with `args` (after host and port) and checks that
 /// every test in `tests` reported a rate: it aborts at the first error reply. `None`: it is
 /// not installed (and the caller returns).
@@ -1050,27 +1082,9 @@ fn redis_py_runs_unchanged_with_db_3() {
     let server = Server::start(&["--shards", "2"]);
     let mut c = server.raw();
     create(&mut c, "3", "MEMORY");
-    let probe = Command::new("python3")
-        .args(["-c", "import redis"])
-        .output();
-    match probe {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => {
-            let why = String::from_utf8_lossy(&out.stderr).into_owned();
-            return missing("redis_py", "redis-py (pip install redis)", &why);
-        }
-        Err(e) => return missing("redis_py", "python3", &e.to_string()),
+    if !redis_py(REDIS_PY, &[&server.port().to_string(), ADMIN_PASSWORD]) {
+        return;
     }
-    let out = Command::new("python3")
-        .args(["-c", REDIS_PY, &server.port().to_string(), ADMIN_PASSWORD])
-        .output()
-        .expect("python3 ran a moment ago");
-    assert!(
-        out.status.success(),
-        "redis-py failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
     c.expect(&cmd(&["GET", "3", "k"]), &bulk(b"v"));
 }
 
@@ -1094,26 +1108,8 @@ fn redis_py_runs_unchanged_as_a_user_bound_to_a_partition() {
     create(&mut admin, "tenant", "MEMORY");
     bound_user(&mut admin, "app", "tenant", Some("READ"));
     admin.expect(&cmd(&["GRANT", "WRITE", "ON", "tenant", "TO", "app"]), OK);
-    let probe = Command::new("python3")
-        .args(["-c", "import redis"])
-        .output();
-    match probe {
-        Ok(out) if out.status.success() => {}
-        Ok(out) => {
-            let why = String::from_utf8_lossy(&out.stderr).into_owned();
-            return missing("redis_py", "redis-py (pip install redis)", &why);
-        }
-        Err(e) => return missing("redis_py", "python3", &e.to_string()),
+    if !redis_py(REDIS_PY_BOUND, &[&server.port().to_string()]) {
+        return;
     }
-    let out = Command::new("python3")
-        .args(["-c", REDIS_PY_BOUND, &server.port().to_string()])
-        .output()
-        .expect("python3 ran a moment ago");
-    assert!(
-        out.status.success(),
-        "redis-py failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
     admin.expect(&cmd(&["GET", "tenant", "k"]), &bulk(b"v"));
 }
