@@ -280,30 +280,7 @@ fn redis_cli_stat_shows_no_blocked_garbage() {
     let mut c = server.raw();
     c.expect(&cmd(&["CREATE", "PARTITION", "p", "STRING", "MEMORY"]), OK);
     c.expect(&cmd(&["SET", "p", "k", "v"]), OK);
-    let mut child = Command::new("stdbuf")
-        .args(["-oL", "redis-cli", "-p", &server.port().to_string()])
-        .args([
-            "--user",
-            "admin",
-            "--pass",
-            ADMIN_PASSWORD,
-            "--no-auth-warning",
-        ])
-        .args(["--stat", "-i", "0.2"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rows: Vec<Vec<&str>> = text
-        .lines()
-        .skip(2)
-        .map(|l| l.split_whitespace().collect())
-        .filter(|r: &Vec<&str>| r.len() >= 5)
-        .collect();
-    assert!(!rows.is_empty(), "no --stat rows:\n{text}");
+    let (rows, text) = redis_cli_stat(server.port()).expect("stdbuf ran a moment ago");
     for row in rows {
         // keys mem clients blocked requests ...: redis-cli sums `db0`..`db19` lines for keys,
         // which only numbered partitions print (`tests/redis_face.rs` shows those), so keys

@@ -755,33 +755,10 @@ fn redis_cli_stat_counts_the_keys_of_numbered_partitions() {
         Err(e) => return missing("redis_cli", "redis-cli", &e.to_string()),
     };
     assert!(String::from_utf8_lossy(&out.stdout).contains("db5:keys=3,"));
-    // --stat prints rows until killed; stdbuf makes its pipe line-buffered.
-    let stat = Command::new("stdbuf")
-        .args(["-oL", "redis-cli", "-p", &server.port().to_string()])
-        .args([
-            "--user",
-            "admin",
-            "--pass",
-            ADMIN_PASSWORD,
-            "--no-auth-warning",
-        ])
-        .args(["--stat", "-i", "0.2"])
-        .stdout(std::process::Stdio::piped())
-        .spawn();
-    let Ok(mut child) = stat else {
-        return missing("redis_cli_stat", "stdbuf", "not installed");
+    let (rows, text) = match redis_cli_stat(server.port()) {
+        Ok(stat) => stat,
+        Err(why) => return missing("redis_cli_stat", "stdbuf", &why),
     };
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    child.kill().unwrap();
-    let out = child.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    let rows: Vec<Vec<&str>> = text
-        .lines()
-        .skip(2)
-        .map(|l| l.split_whitespace().collect())
-        .filter(|r: &Vec<&str>| r.len() >= 5)
-        .collect();
-    assert!(!rows.is_empty(), "no --stat rows:\n{text}");
     for row in rows {
         assert_eq!(row[0], "5", "keys of db0 and db5, not of 'named':\n{text}");
     }

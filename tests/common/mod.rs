@@ -1079,3 +1079,36 @@ pub fn q_err(con: &mut redis::Connection, args: &[&str]) -> (String, String) {
         ),
     }
 }
+
+/// `redis-cli --stat -i 0.2` against `port` as admin for 1.5 s: its rows (at least one,
+/// asserted), each split into words (`keys mem clients blocked requests connections`), and
+/// its whole output for messages. `Err`: `stdbuf` (which line-buffers redis-cli's piped
+/// stdout, so that rows arrive before it is killed) cannot run.
+#[allow(dead_code)]
+pub fn redis_cli_stat(port: u16) -> Result<(Vec<Vec<String>>, String), String> {
+    let mut child = Command::new("stdbuf")
+        .args(["-oL", "redis-cli", "-p", &port.to_string()])
+        .args([
+            "--user",
+            "admin",
+            "--pass",
+            ADMIN_PASSWORD,
+            "--no-auth-warning",
+        ])
+        .args(["--stat", "-i", "0.2"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    thread::sleep(Duration::from_millis(1500));
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let rows: Vec<Vec<String>> = text
+        .lines()
+        .skip(2)
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .filter(|r: &Vec<String>| r.len() >= 5)
+        .collect();
+    assert!(!rows.is_empty(), "no --stat rows:\n{text}");
+    Ok((rows, text))
+}
