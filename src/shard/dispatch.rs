@@ -16,7 +16,7 @@ use crate::command::{lookup, CommandError, CommandId, CommandSpec, CoordinatorWo
 use crate::metrics::{outcome, Outcome, ShardMetrics, DATA_SAMPLE};
 use crate::persist::PartitionLog;
 use crate::protocol::{Args, ReplyWriter};
-use crate::store::{MemoryBudget, Partition, PartitionStats};
+use crate::store::{Partition, PartitionStats};
 
 use super::connection;
 use super::durability::{not_applied, DirtyPartitions, Durability};
@@ -77,16 +77,9 @@ impl Core {
                     // The local path: execute now, encode straight into the output...
                     Some(Target::Local(local)) => {
                         affinity.local();
-                        let limits = DataLimits {
-                            max_key_len: self.max_key_len,
-                            max_value_len: self.shared.config.limits.max_bulk_len,
-                            max_keys_reply: self.shared.config.max_keys_reply,
-                            memory: MemoryBudget::new(
-                                self.shared.config.max_memory,
-                                &self.shared.metrics,
-                            ),
-                            max_reply: self.output_limit.saturating_sub(replies.pending()),
-                        };
+                        let limits = self
+                            .shared
+                            .data_limits(self.output_limit.saturating_sub(replies.pending()));
                         let metrics = &self.shared.metrics.shards[self.id];
                         match &mut local.log {
                             // ... except a durable write, whose reply waits for the group commit.

@@ -24,13 +24,11 @@
 //! the connection-command branch of dispatch).
 
 use crate::acl::{Perms, User};
-use crate::command::data::DataLimits;
 use crate::command::error::printable;
 use crate::command::server::Session;
 use crate::command::{CommandError, CommandId};
 use crate::metrics::ShardMetrics;
 use crate::protocol::{Args, ReplyWriter, Span};
-use crate::store::MemoryBudget;
 
 use super::connection::ReplyQueue;
 use super::dispatch::{execute_data, execute_logged};
@@ -117,16 +115,9 @@ impl Core {
             let part = replies.push_part(whole);
             match self.routes.get_mut(name.as_bytes()) {
                 Some(Target::Local(local)) => {
-                    let limits = DataLimits {
-                        max_key_len: self.max_key_len,
-                        max_value_len: self.shared.config.limits.max_bulk_len,
-                        max_keys_reply: self.shared.config.max_keys_reply,
-                        memory: MemoryBudget::new(
-                            self.shared.config.max_memory,
-                            &self.shared.metrics,
-                        ),
-                        max_reply: self.output_limit.saturating_sub(replies.pending()),
-                    };
+                    let limits = self
+                        .shared
+                        .data_limits(self.output_limit.saturating_sub(replies.pending()));
                     let metrics = &self.shared.metrics.shards[self.id];
                     match &mut local.log {
                         // Journaled, and answered once the group commit made it durable.

@@ -11,12 +11,10 @@ use std::sync::Arc;
 
 use crate::acl::User;
 use crate::command::access::authorize;
-use crate::command::data::DataLimits;
 use crate::command::error::printable;
 use crate::command::{lookup, CommandError};
 use crate::metrics::ShardMetrics;
 use crate::protocol::ReplyWriter;
-use crate::store::MemoryBudget;
 
 use super::dispatch::{execute_data, execute_logged};
 use super::durability::{not_applied, Durability};
@@ -133,7 +131,6 @@ impl Core {
         let from = batch.from;
         let out = &mut self.reply_outboxes[from];
         let metrics = &self.shared.metrics.shards[self.id];
-        let memory = MemoryBudget::new(self.shared.config.max_memory, &self.shared.metrics);
         // The user of the last request that needed authorizing again, looked up once per run.
         let mut reauthorized: Option<(u64, Option<Arc<User>>)> = None;
         let mut executed = 0;
@@ -152,13 +149,9 @@ impl Core {
                 Some((conn, bytes)) if conn == request.conn => bytes,
                 _ => 0,
             };
-            let limits = DataLimits {
-                max_key_len: self.max_key_len,
-                max_value_len: self.shared.config.limits.max_bulk_len,
-                max_keys_reply: self.shared.config.max_keys_reply,
-                memory,
-                max_reply: (request.max_reply as usize).saturating_sub(built),
-            };
+            let limits = self
+                .shared
+                .data_limits((request.max_reply as usize).saturating_sub(built));
             let start = out.buf.len();
             let mut w = ReplyWriter::new(&mut out.buf, request.protocol);
             let allowed = if request.acl_version < self.acl.version {

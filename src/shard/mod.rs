@@ -117,9 +117,11 @@ use slab::Slab;
 use crate::acl::hasher::{Hasher, LoginCache};
 use crate::acl::Acl;
 use crate::catalog::Catalog;
+use crate::command::data::DataLimits;
 use crate::config::Config;
 use crate::log_limit::RateLimitedWarn;
 use crate::metrics::{ServerMetrics, ShardMetrics};
+use crate::store::MemoryBudget;
 
 use connection::Connection;
 use coordinator::Coordinator;
@@ -150,6 +152,22 @@ pub struct Shared {
     pub hasher: Hasher,
 }
 
+impl Shared {
+    /// The limits a data command runs under, from the configuration, with `max_reply` bytes
+    /// left of its client's output limit.
+    #[inline]
+    pub(super) fn data_limits(&self, max_reply: usize) -> DataLimits<'_> {
+        let config = &self.config;
+        DataLimits {
+            max_key_len: config.max_key_len,
+            max_value_len: config.limits.max_bulk_len,
+            max_keys_reply: config.max_keys_reply,
+            memory: MemoryBudget::new(config.max_memory, &self.metrics),
+            max_reply,
+        }
+    }
+}
+
 /// Everything a request may touch besides its own connection.
 struct Core {
     id: usize,
@@ -165,7 +183,6 @@ struct Core {
     /// Partition name -> the partition itself (local) or its shard: one hash lookup routes a
     /// request and, when local, finds its table.
     routes: Routes,
-    max_key_len: usize,
     /// `client-output-limit`, in bytes.
     output_limit: usize,
     /// Coarse clock: read once per loop pass, used for idle time.
@@ -240,7 +257,6 @@ impl Shard {
         let now = Instant::now();
         let mut core = Core {
             id,
-            max_key_len: config.max_key_len,
             output_limit: config.client_output_limit,
             now,
             shared,
