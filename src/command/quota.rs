@@ -26,7 +26,6 @@
 //! `throttled` statistic.
 
 use crate::catalog::PartitionOptions;
-use crate::store::Eviction;
 
 use super::CommandError;
 
@@ -37,9 +36,6 @@ pub struct Quota {
     name: Box<str>,
     pub(super) max_memory: u64,
     pub(super) max_keys: u64,
-    /// What a write at a limit does (the data path asks the partition itself,
-    /// `Partition::eviction`, which the same options set).
-    pub(super) eviction: Eviction,
     /// ms; 0: none.
     pub(super) default_ttl: u64,
     /// `max_memory`, `max_keys` or `default_ttl` is set: the one test a write makes when
@@ -64,7 +60,6 @@ impl Quota {
     pub fn update(&mut self, options: &PartitionOptions) {
         self.max_memory = options.max_memory;
         self.max_keys = options.max_keys;
-        self.eviction = options.eviction;
         self.default_ttl = options.default_ttl;
         self.limited = options.max_memory != 0 || options.max_keys != 0 || options.default_ttl != 0;
         self.bucket.set_rate(options.max_ops);
