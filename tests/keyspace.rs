@@ -338,6 +338,19 @@ const SCAN_KEYS: &[Row] = &[
     &["SCAN"],
 ];
 
+/// FLUSHDB and FLUSHALL, which name no partition: Redis grammar only (in GoKV's, a partition
+/// inserted as argument 1 would be a modifier). As the only partition on its server, the
+/// row's is all that the admin's FLUSHALL empties, as Redis's empties its one database.
+#[rustfmt::skip]
+const FLUSH: &[Row] = &[
+    &["SET a 1", "SET b 2 EX 100", "FLUSHDB", "DBSIZE", "GET a", "TTL b"],
+    &["SET a 1", "FLUSHDB ASYNC", "DBSIZE", "SET a 1", "FLUSHDB SYNC", "DBSIZE", "FLUSHDB async"],
+    &["FLUSHDB BOGUS", "FLUSHDB ASYNC SYNC", "FLUSHDB SYNC ASYNC"],
+    &["SET a 1", "SET b 2", "FLUSHALL", "DBSIZE", "EXISTS a b"],
+    &["SET a 1", "FLUSHALL ASYNC", "DBSIZE", "SET a 1", "FLUSHALL SYNC", "DBSIZE", "FLUSHALL sync"],
+    &["FLUSHALL BOGUS", "FLUSHALL ASYNC SYNC", "FLUSHALL ASYNC x"],
+];
+
 /// Every family, for [`table_size`].
 const FAMILIES: &[(&str, &[Row])] = &[
     ("set", SET),
@@ -346,7 +359,13 @@ const FAMILIES: &[(&str, &[Row])] = &[
     ("keyspace", KEYSPACE),
     ("strings", STRINGS),
     ("scan_keys", SCAN_KEYS),
+    ("flush", FLUSH),
 ];
+
+#[test]
+fn flushdb_and_flushall_answer_as_redis_on_the_redis_face() {
+    run_family("flush", FLUSH, Grammar::Selected);
+}
 
 #[test]
 fn set_and_its_options_answer_as_redis() {
