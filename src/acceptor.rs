@@ -121,7 +121,7 @@ impl Acceptor {
     }
 
     fn hand_off(&mut self, mut socket: mio::net::TcpStream, peer: SocketAddr) {
-        let max = self.shared.config.max_clients;
+        let max = self.shared.config.live.max_clients();
         // Only this thread increments, so check-then-add cannot overshoot.
         if self.shared.clients.load(Ordering::Relaxed) >= max {
             // Best effort: the socket is fresh, its send buffer empty, so this small write

@@ -5,6 +5,7 @@
 //! once, before any thread starts.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use clap::Parser;
 use serde::Deserialize;
@@ -69,6 +70,17 @@ pub struct Cli {
     /// Seconds a client may stay idle before it is disconnected; 0 is never [default: 0].
     #[arg(long, value_name = "SECONDS")]
     pub timeout: Option<u64>,
+    /// Commands that run at least this many microseconds go to the SLOWLOG; 0 logs every
+    /// command, -1 none [default: 10000].
+    #[arg(long, value_name = "MICROSECONDS", allow_negative_numbers = true)]
+    pub slowlog_log_slower_than: Option<i64>,
+    /// Most entries the SLOWLOG keeps per shard, the oldest dropped first [default: 128].
+    #[arg(long, value_name = "N")]
+    pub slowlog_max_len: Option<u64>,
+    /// Events (fsync, compaction, expire-cycle, eviction, drain, command) that take at least
+    /// this many milliseconds are kept for LATENCY LATEST and HISTORY; 0 is off [default: 0].
+    #[arg(long, value_name = "MILLISECONDS")]
+    pub latency_monitor_threshold: Option<u64>,
     /// On a first start (an empty data directory), create partitions `0` .. `N-1` (STRING
     /// MEMORY), for Redis clients that select a numbered database (`redis-benchmark --dbnum
     /// 3`, redis-py `db=3`); at most 1024. Off by default: GoKV partitions are named and made
@@ -106,6 +118,11 @@ or a number with b, kb, mb or gb: powers of 1024 (64kb = 65536 bytes).
 Every flag but --admin-password and --accept-data-loss may also be a key of the --config
 TOML file, spelt as the flag without its dashes (max-clients = 100). A flag on the command
 line beats the file, and the file beats the default.
+
+Live settings: CONFIG SET changes these while the server runs, on every shard at once:
+timeout, max-clients, client-output-limit, max-memory, max-key-len, max-keys-reply,
+migrate-connections, slowlog-log-slower-than, slowlog-max-len, latency-monitor-threshold.
+Every other setting is read once at start (CONFIG SET answers that it is immutable).
 
 Logging: RUST_LOG sets the level (error, warn, info, debug; default info), e.g.
 RUST_LOG=debug gokv-server.
@@ -151,6 +168,9 @@ struct FileConfig {
     client_output_limit: Option<SizeValue>,
     max_memory: Option<SizeValue>,
     timeout: Option<u64>,
+    slowlog_log_slower_than: Option<i64>,
+    slowlog_max_len: Option<u64>,
+    latency_monitor_threshold: Option<u64>,
     databases: Option<usize>,
     metrics_port: Option<u16>,
     metrics_bind: Option<String>,
@@ -180,29 +200,17 @@ impl SizeValue {
     }
 }
 
-/// The validated configuration the server runs with.
+/// The validated configuration the server runs with. Settings that may change while it runs
+/// are in [`Live`]; everything else is read once, at start.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: String,
     pub port: u16,
     pub shards: usize,
     pub data_dir: PathBuf,
-    pub max_clients: usize,
     pub limits: Limits,
-    pub max_key_len: usize,
-    /// Most keys a KEYS reply may hold (past it: an error pointing at SCAN).
-    pub max_keys_reply: usize,
     /// From `--admin-password` or `GOKV_ADMIN_PASSWORD` (the flag wins).
     pub admin_password: Option<Secret>,
-    pub migrate_connections: bool,
-    /// Bytes of replies a client may leave unread (encoded, not yet taken by the socket)
-    /// before it is disconnected.
-    pub client_output_limit: usize,
-    /// Estimated bytes of data (see `store::partition`) past which writes are refused with
-    /// `-OOM`; 0 means no limit.
-    pub max_memory: u64,
-    /// Idle seconds after which a client is disconnected; 0 means never.
-    pub timeout_secs: u64,
     /// Partitions `0` .. `databases-1` (STRING MEMORY) created on a first start; 0: none.
     pub databases: usize,
     /// The Prometheus endpoint's port; 0: off.
@@ -215,6 +223,223 @@ pub struct Config {
     /// Start although the data directory lost files or holds data its catalog does not
     /// explain, discarding what is lost (logged at WARN); without it startup refuses.
     pub accept_data_loss: bool,
+    /// `--config`, when given (INFO's `config_file`, CONFIG REWRITE).
+    pub config_file: Option<PathBuf>,
+    /// The settings CONFIG SET may change while the server runs.
+    pub live: Live,
+}
+
+/// The values of the live settings (see [`Live`]), as plain numbers: what the flags and the
+/// file give, what CONFIG SET checks a change against before it stores any of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveValues {
+    /// Idle seconds after which a client is disconnected; 0 means never.
+    pub timeout_secs: u64,
+    pub max_clients: usize,
+    /// Bytes of replies a client may leave unread (encoded, not yet taken by the socket)
+    /// before it is disconnected.
+    pub client_output_limit: usize,
+    /// Estimated bytes of data (see `store::partition`) past which writes are refused with
+    /// `-OOM`; 0 means no limit.
+    pub max_memory: u64,
+    pub max_key_len: usize,
+    /// Most keys a KEYS reply may hold (past it: an error pointing at SCAN).
+    pub max_keys_reply: usize,
+    pub migrate_connections: bool,
+    /// Microseconds from which a command is logged in the SLOWLOG; 0 every command, -1 none.
+    pub slowlog_log_slower_than: i64,
+    /// Entries the SLOWLOG keeps per shard.
+    pub slowlog_max_len: u64,
+    /// Milliseconds from which a latency event is kept (LATENCY); 0: off.
+    pub latency_monitor_threshold: u64,
+}
+
+/// The live settings: one relaxed atomic each, in the configuration every shard shares.
+///
+/// A change (CONFIG SET) is one store per setting and reaches every shard with its next read:
+/// no message, no pause, no lock. A read on the request path costs what reading a plain field
+/// costs (a relaxed load is a plain load on x86_64 and ARM64); values a shard reads per request
+/// at a fixed offset from its own state (the client output limit) it copies once a pass
+/// instead. Several settings changed by one CONFIG SET are stored one after the other, so a
+/// request may see some of them new and some old, never a value that was not checked.
+#[derive(Debug)]
+pub struct Live {
+    timeout_secs: AtomicU64,
+    max_clients: AtomicUsize,
+    client_output_limit: AtomicUsize,
+    max_memory: AtomicU64,
+    max_key_len: AtomicUsize,
+    max_keys_reply: AtomicUsize,
+    migrate_connections: AtomicBool,
+    slowlog_log_slower_than: AtomicI64,
+    slowlog_max_len: AtomicU64,
+    latency_monitor_threshold: AtomicU64,
+}
+
+impl Live {
+    pub fn new(v: LiveValues) -> Live {
+        Live {
+            timeout_secs: AtomicU64::new(v.timeout_secs),
+            max_clients: AtomicUsize::new(v.max_clients),
+            client_output_limit: AtomicUsize::new(v.client_output_limit),
+            max_memory: AtomicU64::new(v.max_memory),
+            max_key_len: AtomicUsize::new(v.max_key_len),
+            max_keys_reply: AtomicUsize::new(v.max_keys_reply),
+            migrate_connections: AtomicBool::new(v.migrate_connections),
+            slowlog_log_slower_than: AtomicI64::new(v.slowlog_log_slower_than),
+            slowlog_max_len: AtomicU64::new(v.slowlog_max_len),
+            latency_monitor_threshold: AtomicU64::new(v.latency_monitor_threshold),
+        }
+    }
+
+    /// Every value as it is now.
+    pub fn values(&self) -> LiveValues {
+        LiveValues {
+            timeout_secs: self.timeout_secs(),
+            max_clients: self.max_clients(),
+            client_output_limit: self.client_output_limit(),
+            max_memory: self.max_memory(),
+            max_key_len: self.max_key_len(),
+            max_keys_reply: self.max_keys_reply(),
+            migrate_connections: self.migrate_connections(),
+            slowlog_log_slower_than: self.slowlog_log_slower_than(),
+            slowlog_max_len: self.slowlog_max_len(),
+            latency_monitor_threshold: self.latency_monitor_threshold(),
+        }
+    }
+
+    /// Stores every value (checked by [`LiveValues::validate`] first).
+    pub fn store(&self, v: &LiveValues) {
+        self.timeout_secs.store(v.timeout_secs, Relaxed);
+        self.max_clients.store(v.max_clients, Relaxed);
+        self.client_output_limit
+            .store(v.client_output_limit, Relaxed);
+        self.max_memory.store(v.max_memory, Relaxed);
+        self.max_key_len.store(v.max_key_len, Relaxed);
+        self.max_keys_reply.store(v.max_keys_reply, Relaxed);
+        self.migrate_connections
+            .store(v.migrate_connections, Relaxed);
+        self.slowlog_log_slower_than
+            .store(v.slowlog_log_slower_than, Relaxed);
+        self.slowlog_max_len.store(v.slowlog_max_len, Relaxed);
+        self.latency_monitor_threshold
+            .store(v.latency_monitor_threshold, Relaxed);
+    }
+
+    #[inline]
+    pub fn timeout_secs(&self) -> u64 {
+        self.timeout_secs.load(Relaxed)
+    }
+    #[inline]
+    pub fn max_clients(&self) -> usize {
+        self.max_clients.load(Relaxed)
+    }
+    #[inline]
+    pub fn client_output_limit(&self) -> usize {
+        self.client_output_limit.load(Relaxed)
+    }
+    #[inline]
+    pub fn max_memory(&self) -> u64 {
+        self.max_memory.load(Relaxed)
+    }
+    #[inline]
+    pub fn max_key_len(&self) -> usize {
+        self.max_key_len.load(Relaxed)
+    }
+    #[inline]
+    pub fn max_keys_reply(&self) -> usize {
+        self.max_keys_reply.load(Relaxed)
+    }
+    #[inline]
+    pub fn migrate_connections(&self) -> bool {
+        self.migrate_connections.load(Relaxed)
+    }
+    #[inline]
+    pub fn slowlog_log_slower_than(&self) -> i64 {
+        self.slowlog_log_slower_than.load(Relaxed)
+    }
+    #[inline]
+    pub fn slowlog_max_len(&self) -> u64 {
+        self.slowlog_max_len.load(Relaxed)
+    }
+    #[inline]
+    pub fn latency_monitor_threshold(&self) -> u64 {
+        self.latency_monitor_threshold.load(Relaxed)
+    }
+}
+
+/// A copy holds the values as they are now (not a view of the original).
+impl Clone for Live {
+    fn clone(&self) -> Live {
+        Live::new(self.values())
+    }
+}
+
+/// A timer of more than a century is a typo, and it keeps `Duration` arithmetic safe.
+pub const MAX_TIMEOUT_SECS: u64 = 100 * 365 * 24 * 3600;
+
+impl LiveValues {
+    /// Checks every value; the error names the setting as its flag does.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_clients == 0 {
+            return Err("max-clients must be at least 1".into());
+        }
+        // Table entries record a key's length in 32 bits.
+        if self.max_key_len == 0 || self.max_key_len > u32::MAX as usize {
+            return Err("max-key-len must be 1 byte to 4 GiB".into());
+        }
+        if self.client_output_limit == 0 {
+            return Err("client-output-limit must be at least 1".into());
+        }
+        if self.timeout_secs > MAX_TIMEOUT_SECS {
+            return Err(format!(
+                "timeout must be at most {MAX_TIMEOUT_SECS} seconds"
+            ));
+        }
+        if self.slowlog_log_slower_than < -1 {
+            return Err(format!(
+                "slowlog-log-slower-than must be -1 (off), 0 (every command) or more, got {}",
+                self.slowlog_log_slower_than
+            ));
+        }
+        if self.slowlog_max_len > i64::MAX as u64
+            || self.latency_monitor_threshold > i64::MAX as u64
+        {
+            return Err("slowlog-max-len and latency-monitor-threshold must fit 63 bits".into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for LiveValues {
+    fn default() -> Self {
+        LiveValues {
+            // Off, as in Redis: idle connections of a pool are normal.
+            timeout_secs: 0,
+            // Redis's default maxclients.
+            max_clients: 10_000,
+            // Like Redis's pubsub class (32 MiB hard), doubled: reading pauses at 1 MiB of
+            // unwritten output, so only replies already in flight (a large MGET, up to 1024
+            // forwarded replies) can pile up past it; 64 MiB bounds what one client that
+            // stops reading can pin, while a value up to about 64 MiB can still be read.
+            client_output_limit: 64 * 1024 * 1024,
+            // Off, as in Redis: a limit only makes sense when the operator knows the machine.
+            max_memory: 0,
+            // Keys are looked up and hashed whole on every request; 64 KiB is far beyond any
+            // sane key and keeps a hostile key from costing a megabyte per lookup.
+            max_key_len: 64 * 1024,
+            // KEYS walks the whole partition in one command and builds its reply at once; a
+            // hundred thousand keys is a few milliseconds and a few MB, past which SCAN (which
+            // walks a slice per call) is the tool.
+            max_keys_reply: 100_000,
+            migrate_connections: true,
+            // Redis's defaults: 10 ms, 128 entries.
+            slowlog_log_slower_than: 10_000,
+            slowlog_max_len: 128,
+            // Off, as in Redis.
+            latency_monitor_threshold: 0,
+        }
+    }
 }
 
 impl Default for Config {
@@ -224,27 +449,8 @@ impl Default for Config {
             port: 7379,
             shards: default_shards(),
             data_dir: PathBuf::from("./gokv-data"),
-            // Redis's default maxclients.
-            max_clients: 10_000,
             limits: Limits::default(),
-            // Keys are looked up and hashed whole on every request; 64 KiB is far beyond any
-            // sane key and keeps a hostile key from costing a megabyte per lookup.
-            max_key_len: 64 * 1024,
-            // KEYS walks the whole partition in one command and builds its reply at once; a
-            // hundred thousand keys is a few milliseconds and a few MB, past which SCAN (which
-            // walks a slice per call) is the tool.
-            max_keys_reply: 100_000,
             admin_password: None,
-            migrate_connections: true,
-            // Like Redis's pubsub class (32 MiB hard), doubled: reading pauses at 1 MiB of
-            // unwritten output, so only replies already in flight (a large MGET, up to 1024
-            // forwarded replies) can pile up past it; 64 MiB bounds what one client that
-            // stops reading can pin, while a value up to about 64 MiB can still be read.
-            client_output_limit: 64 * 1024 * 1024,
-            // Off, as in Redis: a limit only makes sense when the operator knows the machine.
-            max_memory: 0,
-            // Off, as in Redis: idle connections of a pool are normal.
-            timeout_secs: 0,
             // None, unlike Redis's 16: a GoKV partition is made on purpose (schema, persist
             // mode, grants), a fresh server lists none, and under default deny numbered ones
             // would serve only ADMIN on `*` until granted. Clients on db 0, the most common,
@@ -256,6 +462,8 @@ impl Default for Config {
             metrics_bind: "127.0.0.1".into(),
             // Off: losing data must be a decision, never a default.
             accept_data_loss: false,
+            config_file: None,
+            live: Live::new(LiveValues::default()),
         }
     }
 }
@@ -310,15 +518,51 @@ impl Config {
                 usize::try_from(bytes).map_err(|_| format!("size {bytes} is too large"))
             };
         let bind = cli.bind.or(file.bind).unwrap_or(d.bind);
+        let dl = LiveValues::default();
+        let live = LiveValues {
+            timeout_secs: cli.timeout.or(file.timeout).unwrap_or(dl.timeout_secs),
+            max_clients: cli
+                .max_clients
+                .or(file.max_clients)
+                .unwrap_or(dl.max_clients),
+            client_output_limit: size(
+                cli.client_output_limit,
+                &file.client_output_limit,
+                dl.client_output_limit,
+            )?,
+            max_memory: match (cli.max_memory, &file.max_memory) {
+                (Some(n), _) => n,
+                (None, Some(v)) => v.bytes()?,
+                (None, None) => dl.max_memory,
+            },
+            max_key_len: size(cli.max_key_len, &file.max_key_len, dl.max_key_len)?,
+            max_keys_reply: cli
+                .max_keys_reply
+                .or(file.max_keys_reply)
+                .unwrap_or(dl.max_keys_reply),
+            migrate_connections: cli
+                .migrate_connections
+                .or(file.migrate_connections)
+                .unwrap_or(dl.migrate_connections),
+            slowlog_log_slower_than: cli
+                .slowlog_log_slower_than
+                .or(file.slowlog_log_slower_than)
+                .unwrap_or(dl.slowlog_log_slower_than),
+            slowlog_max_len: cli
+                .slowlog_max_len
+                .or(file.slowlog_max_len)
+                .unwrap_or(dl.slowlog_max_len),
+            latency_monitor_threshold: cli
+                .latency_monitor_threshold
+                .or(file.latency_monitor_threshold)
+                .unwrap_or(dl.latency_monitor_threshold),
+        };
+        live.validate()?;
         let config = Config {
             bind: bind.clone(),
             port: cli.port.or(file.port).unwrap_or(d.port),
             shards: cli.shards.or(file.shards).unwrap_or(d.shards),
             data_dir: cli.data_dir.or(file.data_dir).unwrap_or(d.data_dir),
-            max_clients: cli
-                .max_clients
-                .or(file.max_clients)
-                .unwrap_or(d.max_clients),
             limits: Limits {
                 max_bulk_len: size(cli.max_bulk_len, &file.max_bulk_len, d.limits.max_bulk_len)?,
                 max_inline_len: size(
@@ -328,26 +572,6 @@ impl Config {
                 )?,
                 max_args: cli.max_args.or(file.max_args).unwrap_or(d.limits.max_args),
             },
-            max_key_len: size(cli.max_key_len, &file.max_key_len, d.max_key_len)?,
-            max_keys_reply: cli
-                .max_keys_reply
-                .or(file.max_keys_reply)
-                .unwrap_or(d.max_keys_reply),
-            migrate_connections: cli
-                .migrate_connections
-                .or(file.migrate_connections)
-                .unwrap_or(d.migrate_connections),
-            client_output_limit: size(
-                cli.client_output_limit,
-                &file.client_output_limit,
-                d.client_output_limit,
-            )?,
-            max_memory: match (cli.max_memory, &file.max_memory) {
-                (Some(n), _) => n,
-                (None, Some(v)) => v.bytes()?,
-                (None, None) => d.max_memory,
-            },
-            timeout_secs: cli.timeout.or(file.timeout).unwrap_or(d.timeout_secs),
             databases: cli.databases.or(file.databases).unwrap_or(d.databases),
             metrics_port: cli
                 .metrics_port
@@ -360,6 +584,8 @@ impl Config {
                 .admin_password
                 .or_else(|| std::env::var(ADMIN_PASSWORD_ENV).ok())
                 .map(Secret),
+            config_file: cli.config.clone(),
+            live: Live::new(live),
         };
         config.validate()?;
         Ok(config)
@@ -374,9 +600,6 @@ impl Config {
                 self.shards
             ));
         }
-        if self.max_clients == 0 {
-            return Err("max-clients must be at least 1".into());
-        }
         // Request spans are 32-bit offsets into the read buffer.
         if self.limits.max_bulk_len > u32::MAX as usize / 2 {
             return Err(format!(
@@ -387,10 +610,6 @@ impl Config {
         if self.limits.max_inline_len == 0 || self.limits.max_args == 0 {
             return Err("max-inline-len and max-args must be at least 1".into());
         }
-        // Table entries record a key's length in 32 bits.
-        if self.max_key_len == 0 || self.max_key_len > u32::MAX as usize {
-            return Err("max-key-len must be 1 byte to 4 GiB".into());
-        }
         if let Some(password) = &self.admin_password {
             if password.expose().is_empty()
                 || password.expose().len() > crate::acl::hasher::MAX_PASSWORD_LEN
@@ -400,16 +619,6 @@ impl Config {
                     crate::acl::hasher::MAX_PASSWORD_LEN
                 ));
             }
-        }
-        if self.client_output_limit == 0 {
-            return Err("client-output-limit must be at least 1".into());
-        }
-        // A timer of more than a century is a typo, and it keeps `Duration` arithmetic safe.
-        const MAX_TIMEOUT_SECS: u64 = 100 * 365 * 24 * 3600;
-        if self.timeout_secs > MAX_TIMEOUT_SECS {
-            return Err(format!(
-                "timeout must be at most {MAX_TIMEOUT_SECS} seconds"
-            ));
         }
         if self.databases > MAX_DATABASES {
             return Err(format!(
@@ -521,15 +730,16 @@ mod tests {
         ])
         .unwrap();
         let config = Config::from_cli(cli).unwrap();
-        assert_eq!(config.max_memory, 64 << 20);
-        assert_eq!(config.client_output_limit, 2 << 30);
-        assert_eq!(config.timeout_secs, 30);
+        let live = config.live.values();
+        assert_eq!(live.max_memory, 64 << 20);
+        assert_eq!(live.client_output_limit, 2 << 30);
+        assert_eq!(live.timeout_secs, 30);
         let d = Config::default();
-        assert_eq!((d.max_memory, d.timeout_secs), (0, 0));
+        assert_eq!((d.live.max_memory(), d.live.timeout_secs()), (0, 0));
         assert!(!d.accept_data_loss && !config.accept_data_loss);
         let cli = Cli::try_parse_from(["gokv-server", "--accept-data-loss"]).unwrap();
         assert!(Config::from_cli(cli).unwrap().accept_data_loss);
-        assert_eq!(d.client_output_limit, 64 << 20);
+        assert_eq!(d.live.client_output_limit(), 64 << 20);
     }
 
     #[test]

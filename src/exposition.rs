@@ -342,7 +342,7 @@ pub fn render(sources: &Sources) -> String {
             "gokv_config_maxclients",
             "gauge",
             "max-clients.",
-            sources.config.max_clients as f64,
+            sources.config.live.max_clients() as f64,
         ),
         (
             "gokv_memory_used_bytes",
@@ -360,7 +360,7 @@ pub fn render(sources: &Sources) -> String {
             "gokv_memory_max_bytes",
             "gauge",
             "max-memory (0: none).",
-            sources.config.max_memory as f64,
+            sources.config.live.max_memory() as f64,
         ),
         (
             "gokv_connections_received_total",

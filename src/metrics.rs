@@ -66,6 +66,10 @@ pub struct ShardMetrics {
     pub command_stats: Vec<CommandStats>,
     /// Error replies this shard wrote, per code of [`ERROR_CODES`] (Redis's `errorstats`).
     pub errors: [AtomicU64; ERROR_CODES.len()],
+    /// `slowlog-log-slower-than` in time-stamp counter ticks (`u64::MAX`: off), this shard's
+    /// copy for the request path: written by [`ServerMetrics::set_slowlog_threshold`] (at
+    /// start and by CONFIG SET), read by the shard after every command it times.
+    pub slowlog_ticks: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -107,6 +111,8 @@ pub struct ServerMetrics {
     catalog: std::sync::RwLock<std::sync::Arc<crate::catalog::Catalog>>,
     /// Recent (when, total commands) readings for `instantaneous_ops_per_sec`.
     ops_samples: std::sync::Mutex<std::collections::VecDeque<(Instant, u64)>>,
+    /// What INFO's statistics subtract: the counters as of the last CONFIG RESETSTAT.
+    baseline: std::sync::Mutex<std::sync::Arc<Baseline>>,
 }
 
 impl ServerMetrics {
@@ -120,6 +126,7 @@ impl ServerMetrics {
                     command_stats: (0..crate::command::CommandId::ALL.len())
                         .map(|_| CommandStats::default())
                         .collect(),
+                    slowlog_ticks: AtomicU64::new(u64::MAX),
                     ..Default::default()
                 })
                 .collect(),
@@ -134,6 +141,29 @@ impl ServerMetrics {
             },
             catalog: Default::default(),
             ops_samples: Default::default(),
+            baseline: Default::default(),
+        }
+    }
+
+    /// The statistics as of the last CONFIG RESETSTAT (all zero before the first).
+    pub fn baseline(&self) -> std::sync::Arc<Baseline> {
+        self.baseline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// CONFIG RESETSTAT: INFO's statistics count from `baseline` on.
+    pub fn set_baseline(&self, baseline: Baseline) {
+        *self.baseline.lock().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(baseline);
+    }
+
+    /// Sets every shard's copy of `slowlog-log-slower-than` (microseconds; negative: off).
+    pub fn set_slowlog_threshold(&self, micros: i64) {
+        let ticks =
+            u64::try_from(micros).map_or(u64::MAX, |us| ns_to_ticks(us.saturating_mul(1000)));
+        for shard in &self.shards {
+            shard.slowlog_ticks.store(ticks, Relaxed);
         }
     }
 
@@ -269,6 +299,12 @@ pub fn calibrate() {
         let q32 = ((ns << 32) / dt).clamp(1, u128::from(u64::MAX)) as u64;
         NS_PER_TICK_Q32.store(q32, Relaxed);
     });
+}
+
+/// Converts nanoseconds to ticks (for thresholds, set rarely).
+pub fn ns_to_ticks(ns: u64) -> u64 {
+    let q32 = u128::from(NS_PER_TICK_Q32.load(Relaxed).max(1));
+    ((u128::from(ns) << 32) / q32).min(u128::from(u64::MAX)) as u64
 }
 
 /// Converts a tick difference to nanoseconds (a multiply and a shift).
@@ -439,7 +475,50 @@ pub struct CommandTotals {
     pub buckets: Vec<u64>,
 }
 
+/// INFO's statistics as of a CONFIG RESETSTAT: what INFO (and LATENCY HISTOGRAM) subtract
+/// from the counters, which themselves never go back (the Prometheus endpoint reads them).
+#[derive(Debug, Default)]
+pub struct Baseline {
+    /// Per command, by `CommandId as usize` (empty before the first RESETSTAT).
+    pub commands: Vec<CommandTotals>,
+    /// Per code of [`ERROR_CODES`].
+    pub errors: [u64; ERROR_CODES.len()],
+    /// INFO `stats` counters by field name.
+    pub stats: Vec<(&'static str, u64)>,
+}
+
+impl Baseline {
+    /// The baseline of a command (zero when none was taken).
+    pub fn command(&self, id: crate::command::CommandId) -> Option<&CommandTotals> {
+        self.commands.get(id as usize)
+    }
+
+    /// A `stats` counter's baseline.
+    pub fn stat(&self, name: &str) -> u64 {
+        self.stats
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, v)| *v)
+    }
+}
+
 impl CommandTotals {
+    /// These totals less an earlier reading of the same counters (CONFIG RESETSTAT).
+    pub fn since(mut self, base: Option<&CommandTotals>) -> CommandTotals {
+        let Some(base) = base else {
+            return self;
+        };
+        self.calls = self.calls.saturating_sub(base.calls);
+        self.sampled = self.sampled.saturating_sub(base.sampled);
+        self.nanos = self.nanos.saturating_sub(base.nanos);
+        self.failed = self.failed.saturating_sub(base.failed);
+        self.rejected = self.rejected.saturating_sub(base.rejected);
+        for (n, b) in self.buckets.iter_mut().zip(&base.buckets) {
+            *n = n.saturating_sub(*b);
+        }
+        self
+    }
+
     /// The estimated total execution time of all calls, in ns (see [`CommandStats`]).
     pub fn total_nanos(&self) -> u64 {
         if self.sampled == 0 {

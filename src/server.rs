@@ -34,9 +34,11 @@ use crate::shard::{Shard, Shared, Shutdown};
 use crate::store::PersistMode;
 
 /// Runs the server until SIGTERM, SIGINT or SHUTDOWN, then returns.
-pub fn run(mut config: Config) -> Result<(), String> {
+pub fn run(config: Config) -> Result<(), String> {
     let addr = resolve(&config.bind, config.port)?;
-    config.max_clients = raise_fd_limit(config.max_clients);
+    let mut live = config.live.values();
+    live.max_clients = raise_fd_limit(live.max_clients);
+    config.live.store(&live);
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         format!(
             "cannot create data directory {}: {e}",
@@ -62,6 +64,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
     );
     let shutdown = Arc::new(Shutdown::new(handles.clone(), acceptor_waker));
     let metrics = Arc::new(ServerMetrics::new(shards));
+    metrics.set_slowlog_threshold(config.live.slowlog_log_slower_than());
 
     let acl = Arc::new(acl);
     let hasher = Hasher::start(hasher::THREADS, handles.clone())?;
@@ -530,7 +533,7 @@ const RESERVED_FDS: u64 = 64;
 /// `ulimit -n` of 1024; logs the result. Returns the max-clients to enforce: lowered (as Redis
 /// does) when the hard limit cannot hold the configured number, so that a client past it is
 /// told `max number of clients reached` rather than the acceptor failing with EMFILE.
-fn raise_fd_limit(max_clients: usize) -> usize {
+pub(crate) fn raise_fd_limit(max_clients: usize) -> usize {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

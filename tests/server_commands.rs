@@ -124,19 +124,33 @@ fn config_get_appendonly_tells_the_truth() {
 /// `[^...]`, ranges, `\` escapes, case-insensitive; a pattern without `[*?` is a name).
 const CONFIG_GLOBS: &[(&[&str], &[&str])] = &[
     (&["p?rt"], &["port"]),
-    (&["*ort"], &["port"]),
+    (&["*ort"], &["metrics-port", "port"]),
     (&["[pq]ort"], &["port"]),
     (&["[^q]ort"], &["port"]),
     (&["[o-q]ort"], &["port"]),
     // A name (no `[*?`) is looked up ignoring case and answered as given.
     (&["PORT"], &["PORT"]),
-    (&["max*"], &["maxclients", "maxmemory"]),
+    (
+        &["max*"],
+        &[
+            "max-args",
+            "max-bulk-len",
+            "max-clients",
+            "max-inline-len",
+            "max-key-len",
+            "max-keys-reply",
+            "max-memory",
+            "maxclients",
+            "maxmemory",
+        ],
+    ),
     (&["maxmemory", "port"], &["maxmemory", "port"]),
     // Several patterns naming one parameter still list it once.
     (
         &["port", "p*", "*t"],
         &[
             "client-output-limit",
+            "metrics-port",
             "port",
             "proto-max-bulk-len",
             "timeout",

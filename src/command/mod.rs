@@ -30,6 +30,7 @@
 //! arguments and state and write a reply.
 
 pub mod access;
+pub mod config;
 pub mod data;
 pub mod error;
 pub mod expire;
@@ -638,11 +639,11 @@ command_table! {
         name: "info", arity: -1, flags: LOADING, permission: Permission::Authenticated,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::info),
     },
-    // Shows the data directory and limits: an operator's command.
+    // Shows the data directory and limits, and changes the live ones: an operator's command.
     Config => {
-        usage: "CONFIG GET <parameter> [parameter ...]",
+        usage: "CONFIG <GET pattern [pattern ...]|SET name value [name value ...]|RESETSTAT|REWRITE|HELP>",
         name: "config", arity: -2, flags: ADMIN, permission: Permission::AdminAll,
-        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::config),
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(config::config),
     },
     Shutdown => {
         usage: "SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]",

@@ -1,5 +1,5 @@
-//! Server and connection commands: PING ECHO QUIT HELLO COMMAND CLIENT INFO CONFIG SHUTDOWN
-//! DEBUG.
+//! Server and connection commands: PING ECHO QUIT HELLO COMMAND CLIENT INFO SHUTDOWN DEBUG
+//! (CONFIG is `config`).
 //!
 //! They run on the connection's own shard. Each is a [`ConnectionFn`](super::ConnectionFn)
 //! named by its row in the command table: it reads the [`Session`] (per connection) and a
@@ -19,7 +19,7 @@ use crate::acl::{Acl, Perms, User, ALL};
 use crate::catalog::{Catalog, PartitionMeta};
 use crate::config::Config;
 use crate::metrics::{
-    cpu_seconds, human_bytes, os_name, rss_bytes, total_system_memory, CommandTotals,
+    cpu_seconds, human_bytes, os_name, rss_bytes, total_system_memory, Baseline, CommandTotals,
     ServerMetrics, ShardMetrics, ERROR_CODES,
 };
 use crate::protocol::{Args, Protocol, ReplyWriter};
@@ -27,7 +27,7 @@ use crate::store::PartitionStats;
 
 use super::error::printable;
 use super::user::Credentials;
-use super::{glob, CommandError, CommandId, Route, COMMANDS};
+use super::{CommandError, CommandId, Route, COMMANDS};
 
 /// Per-connection state a command may read or change.
 #[derive(Debug, Default)]
@@ -91,6 +91,8 @@ pub struct ServerView<'a> {
     pub config: &'a Config,
     pub metrics: &'a ServerMetrics,
     pub shard: usize,
+    /// Wakes every shard after a live setting changed (CONFIG SET; see `command::config`).
+    pub reconfigured: &'a dyn Fn(),
 }
 
 /// `PING [message]`
@@ -543,7 +545,7 @@ fn info_section(
                  os:{}\r\narch_bits:{}\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\n\
                  run_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{now_us}\r\n\
                  uptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nexecutable:{}\r\n\
-                 config_file:\r\nshards:{}\r\n",
+                 config_file:{}\r\nshards:{}\r\n",
                 env!("CARGO_PKG_VERSION"),
                 os_name(),
                 usize::BITS,
@@ -552,6 +554,11 @@ fn info_section(
                 view.config.port,
                 uptime / 86400,
                 std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                view.config
+                    .config_file
+                    .as_deref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_default(),
                 view.config.shards,
@@ -564,9 +571,9 @@ fn info_section(
             "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\n\
              blocked_clients:0\r\ntracking_clients:0\r\nclient_output_limit:{}\r\ntimeout:{}\r\n",
             total(|s| &s.connections),
-            view.config.max_clients,
-            view.config.client_output_limit,
-            view.config.timeout_secs,
+            view.config.live.max_clients(),
+            view.config.live.client_output_limit(),
+            view.config.live.timeout_secs(),
         ),
         // used_memory is the data estimate max-memory is checked against (see
         // store::memory); maxmemory 0 means no limit, as in Redis.
@@ -574,7 +581,7 @@ fn info_section(
             let used = total(|s| &s.used_memory);
             let rss = rss_bytes();
             let system = total_system_memory();
-            let max = view.config.max_memory;
+            let max = view.config.live.max_memory();
             let ratio = if used == 0 {
                 0.0
             } else {
@@ -594,35 +601,26 @@ fn info_section(
             )
         }
         "persistence" => persistence_info(text, m, operator),
-        "stats" => write!(
-            text,
-            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-             instantaneous_ops_per_sec:{}\r\nrejected_connections:{}\r\n\
-             expired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\
-             total_error_replies:{}\r\nforwarded_requests:{}\r\nforwarded_batches:{}\r\n\
-             client_output_limit_disconnections:{}\r\nidle_timeout_disconnections:{}\r\n\
-             oom_rejected_writes:{}\r\n",
-            total(|s| &s.connections_total),
-            total(|s| &s.commands),
-            m.instantaneous_ops_per_sec(),
-            ShardMetrics::get(&m.rejected_connections),
-            // Counted by the shards' sweeps: cumulative, as Redis's (a dropped partition's
-            // expiries stay counted).
-            total(|s| &s.expired_keys),
-            partition_total(view.catalog, |s| &s.evicted_keys),
-            partition_total(view.catalog, |s| &s.hits),
-            partition_total(view.catalog, |s| &s.misses),
-            m.shards
-                .iter()
-                .flat_map(|s| s.errors.iter())
-                .map(ShardMetrics::get)
-                .sum::<u64>(),
-            total(|s| &s.forwarded_out),
-            total(|s| &s.batches_out),
-            total(|s| &s.output_limit_disconnects),
-            total(|s| &s.timeout_disconnects),
-            total(|s| &s.oom_rejections),
-        ),
+        "stats" => {
+            text.push_str("# Stats\r\n");
+            let baseline = m.baseline();
+            for (i, (name, value)) in stat_counters(m, view.catalog).into_iter().enumerate() {
+                write!(
+                    text,
+                    "{name}:{}\r\n",
+                    value.saturating_sub(baseline.stat(name))
+                )?;
+                // Redis's place for the rate, which no RESETSTAT touches.
+                if i == 1 {
+                    write!(
+                        text,
+                        "instantaneous_ops_per_sec:{}\r\n",
+                        m.instantaneous_ops_per_sec()
+                    )?;
+                }
+            }
+            Ok(())
+        }
         // GoKV has no replicas (yet): a master with none, as Redis words it.
         "replication" => write!(
             text,
@@ -639,7 +637,7 @@ fn info_section(
         "modules" => write!(text, "# Modules\r\n"),
         "commandstats" => {
             text.push_str("# Commandstats\r\n");
-            for (spec, t) in command_totals(m) {
+            for (spec, t) in command_totals_since_reset(m) {
                 if t.calls == 0 && t.rejected == 0 && t.failed == 0 {
                     continue;
                 }
@@ -664,12 +662,14 @@ fn info_section(
         }
         "errorstats" => {
             text.push_str("# Errorstats\r\n");
+            let baseline = m.baseline();
             for (i, code) in ERROR_CODES.iter().enumerate() {
                 let count: u64 = m
                     .shards
                     .iter()
                     .map(|s| ShardMetrics::get(&s.errors[i]))
-                    .sum();
+                    .sum::<u64>()
+                    .saturating_sub(baseline.errors[i]);
                 if count > 0 {
                     write!(text, "errorstat_{code}:count={count}\r\n")?;
                 }
@@ -678,7 +678,7 @@ fn info_section(
         }
         "latencystats" => {
             text.push_str("# Latencystats\r\n");
-            for (spec, t) in command_totals(m) {
+            for (spec, t) in command_totals_since_reset(m) {
                 if t.calls == 0 {
                     continue;
                 }
@@ -723,13 +723,90 @@ fn info_section(
     }
 }
 
-/// Every command's statistics summed over the shards, in table order.
+/// Every command's statistics summed over the shards, in table order: the counters whole, as
+/// the metrics endpoint reads them (Prometheus counters only grow).
 pub fn command_totals(
     m: &ServerMetrics,
 ) -> impl Iterator<Item = (&'static super::CommandSpec, CommandTotals)> + '_ {
     COMMANDS
         .iter()
         .map(|spec| (spec, m.command_totals(spec.id)))
+}
+
+/// [`command_totals`] since the last CONFIG RESETSTAT: INFO's and LATENCY HISTOGRAM's view.
+pub fn command_totals_since_reset(
+    m: &ServerMetrics,
+) -> impl Iterator<Item = (&'static super::CommandSpec, CommandTotals)> + '_ {
+    let baseline = m.baseline();
+    COMMANDS.iter().map(move |spec| {
+        (
+            spec,
+            m.command_totals(spec.id).since(baseline.command(spec.id)),
+        )
+    })
+}
+
+/// INFO's `stats` counters (all but the rate), in Redis's order, as the counters read now.
+fn stat_counters(m: &ServerMetrics, catalog: &Catalog) -> [(&'static str, u64); 13] {
+    let total = |f: fn(&ShardMetrics) -> &AtomicU64| m.total(f);
+    [
+        (
+            "total_connections_received",
+            total(|s| &s.connections_total),
+        ),
+        ("total_commands_processed", total(|s| &s.commands)),
+        (
+            "rejected_connections",
+            ShardMetrics::get(&m.rejected_connections),
+        ),
+        // Counted by the shards' sweeps: cumulative, as Redis's (a dropped partition's
+        // expiries stay counted).
+        ("expired_keys", total(|s| &s.expired_keys)),
+        (
+            "evicted_keys",
+            partition_total(catalog, |s| &s.evicted_keys),
+        ),
+        ("keyspace_hits", partition_total(catalog, |s| &s.hits)),
+        ("keyspace_misses", partition_total(catalog, |s| &s.misses)),
+        (
+            "total_error_replies",
+            m.shards
+                .iter()
+                .flat_map(|s| s.errors.iter())
+                .map(ShardMetrics::get)
+                .sum::<u64>(),
+        ),
+        ("forwarded_requests", total(|s| &s.forwarded_out)),
+        ("forwarded_batches", total(|s| &s.batches_out)),
+        (
+            "client_output_limit_disconnections",
+            total(|s| &s.output_limit_disconnects),
+        ),
+        (
+            "idle_timeout_disconnections",
+            total(|s| &s.timeout_disconnects),
+        ),
+        ("oom_rejected_writes", total(|s| &s.oom_rejections)),
+    ]
+}
+
+/// The counters CONFIG RESETSTAT zeroes INFO's statistics against (see `command::config`).
+pub fn baseline_now(view: &ServerView) -> Baseline {
+    let m = view.metrics;
+    let mut errors = [0u64; ERROR_CODES.len()];
+    for shard in &m.shards {
+        for (sum, e) in errors.iter_mut().zip(&shard.errors) {
+            *sum += ShardMetrics::get(e);
+        }
+    }
+    Baseline {
+        commands: COMMANDS
+            .iter()
+            .map(|spec| m.command_totals(spec.id))
+            .collect(),
+        errors,
+        stats: stat_counters(m, view.catalog).to_vec(),
+    }
 }
 
 /// A command's name in `cmdstat_<name>` (and the metrics' `cmd` label): its lowercase
@@ -818,7 +895,7 @@ fn is_operator(session: &Session) -> bool {
 
 /// True when some partition logs its writes (what INFO's `aof_enabled` and CONFIG's
 /// `appendonly` say).
-fn log_enabled(m: &ServerMetrics) -> bool {
+pub(super) fn log_enabled(m: &ServerMetrics) -> bool {
     m.total(|s| &s.durable_partitions) > 0
 }
 
@@ -879,75 +956,6 @@ fn persistence_info(text: &mut String, m: &ServerMetrics, operator: bool) -> std
             g(&s.recovery_ms),
             g(&s.recovered_keys),
         )?;
-    }
-    Ok(())
-}
-
-/// `CONFIG GET <pattern> [pattern ...]` (ADMIN on `*`: it shows the data directory): every
-/// parameter matching any of the patterns, once each. Patterns are Redis's globs
-/// ([`glob`](super::glob)), matched ignoring case as Redis does; one without `[*?` is a
-/// name. Values are the running server's: `appendonly` is `yes` exactly when INFO's `aof_enabled` is 1 (some partition
-/// logs its writes), `save` is empty (GoKV never writes RDB snapshots). `CONFIG SET` is
-/// refused.
-pub fn config(
-    args: &Args,
-    _session: &mut Session,
-    view: &ServerView,
-    w: &mut ReplyWriter,
-) -> Result<(), CommandError> {
-    let sub = args.get(1);
-    if !sub.eq_ignore_ascii_case(b"GET") {
-        return Err(CommandError::UnknownSubcommand {
-            command: "config",
-            sub: printable(sub),
-        });
-    }
-    if args.len() < 3 {
-        return Err(CommandError::WrongArity {
-            // Redis names the subcommand so.
-            command: "config|get",
-            usage: CommandId::Config.spec().usage.into(),
-        });
-    }
-    let c = view.config;
-    let yes_no = |on: bool| if on { "yes" } else { "no" }.to_string();
-    let params: [(&str, String); 12] = [
-        ("save", String::new()),
-        ("appendonly", yes_no(log_enabled(view.metrics))),
-        ("bind", c.bind.clone()),
-        ("port", c.port.to_string()),
-        ("maxclients", c.max_clients.to_string()),
-        ("proto-max-bulk-len", c.limits.max_bulk_len.to_string()),
-        ("dir", c.data_dir.display().to_string()),
-        ("databases", c.databases.max(1).to_string()),
-        ("shards", c.shards.to_string()),
-        ("maxmemory", c.max_memory.to_string()),
-        ("timeout", c.timeout_secs.to_string()),
-        ("client-output-limit", c.client_output_limit.to_string()),
-    ];
-    // As Redis 7: a pattern without `[`, `*` or `?` is a name, looked up ignoring case and
-    // answered under the name as given; a glob answers under the parameter's own name. A
-    // parameter matched by several patterns is listed once.
-    let mut listed = [false; 12];
-    let mut matched: Vec<(&[u8], &str)> = Vec::new();
-    for pattern in args.iter().skip(2) {
-        let is_glob = pattern.iter().any(|b| matches!(b, b'[' | b'*' | b'?'));
-        for (i, (name, value)) in params.iter().enumerate() {
-            let hit = if is_glob {
-                glob::matches(pattern, name.as_bytes(), true)
-            } else {
-                pattern.eq_ignore_ascii_case(name.as_bytes())
-            };
-            if hit && !listed[i] {
-                listed[i] = true;
-                matched.push((if is_glob { name.as_bytes() } else { pattern }, value));
-            }
-        }
-    }
-    w.map(matched.len());
-    for (name, value) in matched {
-        w.bulk(name);
-        w.bulk(value.as_bytes());
     }
     Ok(())
 }

@@ -170,6 +170,7 @@ impl Core {
                 }
                 let catalog = self.catalog.clone();
                 let acl = self.acl.clone();
+                let shards = &self.shared.shards;
                 replies.push_ready(protocol, |w| {
                     let view = ServerView {
                         catalog: &catalog,
@@ -177,6 +178,11 @@ impl Core {
                         config: &self.shared.config,
                         metrics: &self.shared.metrics,
                         shard: self.id,
+                        reconfigured: &|| {
+                            for shard in shards {
+                                shard.send(mailbox::Message::Reconfigured);
+                            }
+                        },
                     };
                     let stats = &view.metrics.shards[view.shard].command_stats[spec.id as usize];
                     let started = stats.begin(1);

@@ -101,6 +101,9 @@ pub enum Message {
     },
     /// Stop accepting work, finish what is in flight, exit.
     Shutdown,
+    /// A live setting changed (CONFIG SET): nothing to do but run a pass, in which the loop
+    /// reads the settings it reads once a pass or when a step is due (`timeout`).
+    Reconfigured,
 }
 
 /// A coordinator command as the connection's shard approved it: the user (`User::id`), the

@@ -159,10 +159,10 @@ impl Shared {
     pub(super) fn data_limits(&self, max_reply: usize) -> DataLimits<'_> {
         let config = &self.config;
         DataLimits {
-            max_key_len: config.max_key_len,
+            max_key_len: config.live.max_key_len(),
             max_value_len: config.limits.max_bulk_len,
-            max_keys_reply: config.max_keys_reply,
-            memory: MemoryBudget::new(config.max_memory, &self.metrics),
+            max_keys_reply: config.live.max_keys_reply(),
+            memory: MemoryBudget::new(config.live.max_memory(), &self.metrics),
             max_reply,
         }
     }
@@ -257,7 +257,7 @@ impl Shard {
         let now = Instant::now();
         let mut core = Core {
             id,
-            output_limit: config.client_output_limit,
+            output_limit: config.live.client_output_limit(),
             now,
             shared,
             catalog: Arc::new(Catalog::default()),
@@ -321,6 +321,8 @@ impl Shard {
             }
             self.mailbox.woke_up();
             self.core.now = Instant::now();
+            // A live setting (CONFIG SET) read once a pass: the copy every request reads.
+            self.core.output_limit = self.core.shared.config.live.client_output_limit();
             // The instant every command of this pass sees (expiry, see `store::clock`).
             crate::store::clock::start_pass();
 
@@ -439,6 +441,7 @@ impl Shard {
                 } => self.finish_login(reply_to, user_id, hash, ok),
                 Message::ChangeDone { reply_to, result } => self.finish_change(reply_to, result),
                 Message::Shutdown => self.begin_drain(),
+                Message::Reconfigured => {}
             }
         }
     }

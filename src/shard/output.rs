@@ -45,7 +45,7 @@ impl Shard {
         } else if let Some(shard) = conn.affinity.target() {
             // Idle between requests (nothing owed, nothing unwritten): the moment to move.
             let idle = conn.replies.in_flight() == 0 && !conn.barrier && !conn.closing;
-            if idle && !self.core.draining && self.core.shared.config.migrate_connections {
+            if idle && !self.core.draining && self.core.shared.config.live.migrate_connections() {
                 self.migrate(index, shard);
                 return;
             }

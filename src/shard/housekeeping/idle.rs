@@ -1,5 +1,6 @@
 //! `idle-sweep`: with `timeout` on, closes connections that neither read nor wrote a byte for
-//! longer, looking once every [`IDLE_SWEEP_INTERVAL`].
+//! longer, looking once every [`IDLE_SWEEP_INTERVAL`]. `timeout` is live (CONFIG SET): read
+//! from the shared configuration each time the loop asks whether the sweep is due.
 
 use std::time::{Duration, Instant};
 
@@ -17,19 +18,22 @@ const IDLE_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 const BUDGET: Duration = Duration::from_millis(1);
 
 pub(super) struct IdleSweep {
-    /// `timeout`, when on.
-    timeout: Option<Duration>,
     /// When to look next.
     next: Instant,
 }
 
 impl IdleSweep {
-    pub(super) fn new(config: &Config, now: Instant) -> Self {
+    pub(super) fn new(_config: &Config, now: Instant) -> Self {
         IdleSweep {
-            timeout: (config.timeout_secs > 0).then(|| Duration::from_secs(config.timeout_secs)),
             next: now + IDLE_SWEEP_INTERVAL,
         }
     }
+}
+
+/// `timeout` as it is now, when on.
+fn timeout(shard: &Shard) -> Option<Duration> {
+    let secs = shard.core.shared.config.live.timeout_secs();
+    (secs > 0).then(|| Duration::from_secs(secs))
 }
 
 impl Step for IdleSweep {
@@ -41,13 +45,14 @@ impl Step for IdleSweep {
         BUDGET
     }
 
-    fn due_in(&self, _shard: &Shard, now: Instant) -> Option<Duration> {
-        self.timeout
-            .map(|_| self.next.saturating_duration_since(now))
+    fn due_in(&self, shard: &Shard, now: Instant) -> Option<Duration> {
+        // Switched on by CONFIG SET while the loop slept without a timer for it: the sweep
+        // runs at once and goes on every second (`next` is a second old by then).
+        timeout(shard).map(|_| self.next.saturating_duration_since(now))
     }
 
     fn run(&mut self, shard: &mut Shard, budget: Budget) {
-        let Some(timeout) = self.timeout else {
+        let Some(timeout) = timeout(shard) else {
             return;
         };
         let now = budget.started;
