@@ -66,10 +66,6 @@ pub struct ShardMetrics {
     pub command_stats: Vec<CommandStats>,
     /// Error replies this shard wrote, per code of [`ERROR_CODES`] (Redis's `errorstats`).
     pub errors: [AtomicU64; ERROR_CODES.len()],
-    /// `slowlog-log-slower-than` in time-stamp counter ticks (`u64::MAX`: off), this shard's
-    /// copy for the request path: written by [`ServerMetrics::set_slowlog_threshold`] (at
-    /// start and by CONFIG SET), read by the shard after every command it times.
-    pub slowlog_ticks: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -126,7 +122,6 @@ impl ServerMetrics {
                     command_stats: (0..crate::command::CommandId::ALL.len())
                         .map(|_| CommandStats::default())
                         .collect(),
-                    slowlog_ticks: AtomicU64::new(u64::MAX),
                     ..Default::default()
                 })
                 .collect(),
@@ -156,15 +151,6 @@ impl ServerMetrics {
     /// CONFIG RESETSTAT: INFO's statistics count from `baseline` on.
     pub fn set_baseline(&self, baseline: Baseline) {
         *self.baseline.lock().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(baseline);
-    }
-
-    /// Sets every shard's copy of `slowlog-log-slower-than` (microseconds; negative: off).
-    pub fn set_slowlog_threshold(&self, micros: i64) {
-        let ticks =
-            u64::try_from(micros).map_or(u64::MAX, |us| ns_to_ticks(us.saturating_mul(1000)));
-        for shard in &self.shards {
-            shard.slowlog_ticks.store(ticks, Relaxed);
-        }
     }
 
     /// The catalog shard 0 runs now.
@@ -394,6 +380,20 @@ impl Default for CommandStats {
     }
 }
 
+/// A call [`CommandStats::begin`] started: when, and whether its time is sampled.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    started: u64,
+    sampled: bool,
+}
+
+impl Timing {
+    /// Whether this call's time goes into the statistics.
+    pub fn sampled(&self) -> bool {
+        self.sampled
+    }
+}
+
 /// How a command ended, for its [`CommandStats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -403,25 +403,31 @@ pub enum Outcome {
 }
 
 impl CommandStats {
-    /// Counts a call about to run; `Some(start)` when it is to be timed: every call for
-    /// `every` 1, one in `every` (a power of two) otherwise. Hand the result to [`Self::end`].
-    /// Only the owning shard may call this.
+    /// Counts a call about to run and starts its clock; its time goes into the statistics
+    /// for every call when `every` is 1, one in `every` (a power of two) otherwise. Hand the
+    /// result to [`Self::end`]. Only the owning shard may call this.
     #[inline(always)]
-    pub fn begin(&self, every: u64) -> Option<u64> {
+    pub fn begin(&self, every: u64) -> Timing {
         let calls = ShardMetrics::get(&self.calls);
         ShardMetrics::set(&self.calls, calls.wrapping_add(1));
-        (calls & (every - 1) == 0).then(ticks)
+        Timing {
+            started: ticks(),
+            sampled: calls & (every - 1) == 0,
+        }
     }
 
-    /// Finishes a call [`Self::begin`] counted: its time when it was timed, and how it ended.
+    /// Finishes a call [`Self::begin`] counted: its time when it is sampled, and how it ended.
+    /// Returns how long it took in ticks (every call: the slow log compares it).
     #[inline(always)]
-    pub fn end(&self, started: Option<u64>, outcome: Outcome) {
-        if let Some(started) = started {
-            self.timed(ticks_to_ns(ticks().wrapping_sub(started)));
+    pub fn end(&self, timing: Timing, outcome: Outcome) -> u64 {
+        let took = ticks().wrapping_sub(timing.started);
+        if timing.sampled {
+            self.timed(ticks_to_ns(took));
         }
         if outcome != Outcome::Ok {
             self.not_ok(outcome);
         }
+        took
     }
 
     /// Counts one timed call that took `ns`.
@@ -732,7 +738,7 @@ mod tests {
             let started = stats.begin(DATA_SAMPLE);
             // The rejected call (2) is taken back out of `calls`.
             let before = if i <= 2 { i } else { i - 1 };
-            assert_eq!(started.is_some(), before % 8 == 0, "call {i}");
+            assert_eq!(started.sampled(), before % 8 == 0, "call {i}");
             let outcome = match i {
                 1 => Outcome::Failed,
                 2 => Outcome::Rejected,
@@ -749,7 +755,7 @@ mod tests {
         let all = CommandStats::default();
         for _ in 0..5 {
             let started = all.begin(1);
-            assert!(started.is_some());
+            assert!(started.sampled());
             all.end(started, Outcome::Ok);
         }
         assert_eq!(g(&all.sampled), 5);

@@ -64,7 +64,9 @@ pub fn run(config: Config) -> Result<(), String> {
     );
     let shutdown = Arc::new(Shutdown::new(handles.clone(), acceptor_waker));
     let metrics = Arc::new(ServerMetrics::new(shards));
-    metrics.set_slowlog_threshold(config.live.slowlog_log_slower_than());
+    // The slow log and the latency monitor take the live settings (and each CONFIG SET's).
+    crate::slowlog::configure(&config.live.values());
+    crate::latency::configure(&config.live.values());
 
     let acl = Arc::new(acl);
     let hasher = Hasher::start(hasher::THREADS, handles.clone())?;

@@ -303,6 +303,8 @@ mod tests {
         ("COMMAND COUNT", [true; 5]),
         ("CLIENT ID", [true; 5]),
         ("CONFIG GET port", [false, false, false, false, true]),
+        ("SLOWLOG LEN", [false, false, false, false, true]),
+        ("LATENCY LATEST", [false, false, false, false, true]),
         ("PING", [true; 5]),
         ("SELECT p", [false, true, true, true, true]),
         ("RESET", [true; 5]),

@@ -465,8 +465,8 @@ fn set(args: &Args, view: &ServerView) -> Result<(), CommandError> {
         .validate()
         .map_err(|why| set_failed(pairs[0].0, &why))?;
     live.store(&values);
-    view.metrics
-        .set_slowlog_threshold(values.slowlog_log_slower_than);
+    crate::slowlog::configure(&values);
+    crate::latency::configure(&values);
     (view.reconfigured)();
     Ok(())
 }

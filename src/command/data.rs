@@ -123,6 +123,7 @@ impl Writes<'_, '_> {
         keys: impl Iterator<Item = &'k [u8]> + Clone,
         growth: u64,
     ) -> Result<(), CommandError> {
+        let _event = crate::latency::Timer::start(crate::latency::Event::Eviction);
         let shortfall = limits.memory.shortfall(growth);
         if !self.partition.eviction().evicts() || shortfall > self.partition.used_memory() {
             return Err(CommandError::OutOfMemory);
@@ -206,6 +207,7 @@ impl Writes<'_, '_> {
         new_keys: u64,
         refusal: CommandError,
     ) -> Result<(), CommandError> {
+        let _event = crate::latency::Timer::start(crate::latency::Event::Eviction);
         let quota = self.quota;
         // (Eviction never removes one of `keys`: what they add, `new_keys` of them and
         // `growth` bytes, stays the same.)

@@ -37,6 +37,7 @@ pub mod expire;
 pub mod face;
 pub mod glob;
 pub mod keys;
+pub mod monitor;
 pub mod partition;
 pub mod quota;
 pub mod server;
@@ -650,8 +651,21 @@ command_table! {
         name: "shutdown", arity: -1, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::shutdown),
     },
+    // The slow log and the latency monitor: an operator's commands (they show arguments).
+    Slowlog => {
+        usage: "SLOWLOG <GET [count]|LEN|RESET|HELP>",
+        name: "slowlog", arity: -2, flags: ADMIN, permission: Permission::AdminAll,
+        partition_arg: None, keys: Keys::NONE,
+        handler: Handler::Connection(monitor::slowlog_command),
+    },
+    Latency => {
+        usage: "LATENCY <LATEST|HISTORY event|RESET [event ...]|HISTOGRAM [command ...]|HELP>",
+        name: "latency", arity: -2, flags: ADMIN, permission: Permission::AdminAll,
+        partition_arg: None, keys: Keys::NONE,
+        handler: Handler::Connection(monitor::latency_command),
+    },
     Debug => {
-        usage: "DEBUG <FAIL-WRITE|FAIL-FSYNC|FAIL-DIRSYNC> <count>",
+        usage: "DEBUG <FAIL-WRITE|FAIL-FSYNC|FAIL-DIRSYNC> <count> | DEBUG SLEEP <seconds>",
         name: "debug", arity: -2, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::debug),
     },

@@ -424,6 +424,7 @@ pub fn client(
     Ok(())
 }
 
+/// `DEBUG SLEEP <seconds>`: see [`debug_sleep`].
 /// `DEBUG FAIL-WRITE <n>` / `DEBUG FAIL-FSYNC <n>` / `DEBUG FAIL-DIRSYNC <n>`: make the next
 /// `n` log writes, fsyncs or directory fsyncs of an atomic replace fail (builds with the
 /// `fault-injection` feature only; tests use it for the -IOERR path).
@@ -435,6 +436,9 @@ pub fn debug(
 ) -> Result<(), CommandError> {
     use crate::persist::fault::{self, Fault};
     let sub = args.get(1);
+    if sub.eq_ignore_ascii_case(b"SLEEP") {
+        return debug_sleep(args, w);
+    }
     let fault = if sub.eq_ignore_ascii_case(b"FAIL-WRITE") {
         Fault::Write
     } else if sub.eq_ignore_ascii_case(b"FAIL-FSYNC") {
@@ -460,6 +464,31 @@ pub fn debug(
         ));
     }
     fault::arm(fault, n);
+    w.ok();
+    Ok(())
+}
+
+/// Longest `DEBUG SLEEP`: the shard's thread sleeps, its connections and forwarded requests
+/// wait; a minute is enough to see a stall in SLOWLOG, LATENCY or a dashboard.
+const MAX_DEBUG_SLEEP_SECS: f64 = 60.0;
+
+/// `DEBUG SLEEP <seconds>` (Redis's): the shard's thread sleeps that long (decimals allowed),
+/// a stall on purpose, for seeing the slow log and the latency monitor work.
+fn debug_sleep(args: &Args, w: &mut ReplyWriter) -> Result<(), CommandError> {
+    if args.len() != 3 {
+        return Err(CommandError::arity_of(CommandId::Debug));
+    }
+    let secs = std::str::from_utf8(args.get(2))
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| (0.0..=MAX_DEBUG_SLEEP_SECS).contains(s))
+        .ok_or_else(|| {
+            CommandError::NotAvailable(format!(
+                "DEBUG SLEEP takes seconds from 0 to {MAX_DEBUG_SLEEP_SECS}, got '{}'",
+                printable(args.get(2))
+            ))
+        })?;
+    std::thread::sleep(std::time::Duration::from_secs_f64(secs));
     w.ok();
     Ok(())
 }

@@ -16,6 +16,7 @@ use crate::command::{lookup, CommandError, CommandId, CommandSpec, CoordinatorWo
 use crate::metrics::{outcome, Outcome, ShardMetrics, DATA_SAMPLE};
 use crate::persist::PartitionLog;
 use crate::protocol::{Args, ReplyWriter};
+use crate::slowlog;
 use crate::store::{Partition, PartitionStats};
 
 use super::connection;
@@ -152,7 +153,15 @@ impl Core {
                     self.flush_all(conn_ref, args, session, replies);
                     return false;
                 }
+                // SLOWLOG and LATENCY forms that every shard answers: see `observe`.
+                if let Some(query) = crate::command::monitor::query(spec.id, args) {
+                    self.shared.metrics.shards[self.id].command_stats[spec.id as usize]
+                        .record(0, Outcome::Ok);
+                    self.observe(conn_ref, query, protocol, replies);
+                    return false;
+                }
                 if let Some(login) = self.parse_login(spec.id, args, session) {
+                    slowlog::after_login(spec, args);
                     let outcome = if login.is_ok() {
                         Outcome::Ok
                     } else {
@@ -187,7 +196,10 @@ impl Core {
                     let stats = &view.metrics.shards[view.shard].command_stats[spec.id as usize];
                     let started = stats.begin(1);
                     let result = run(args, session, &view, w);
-                    stats.end(started, outcome(&result));
+                    let took = stats.end(started, outcome(&result));
+                    if took >= slowlog::watch_ticks() {
+                        slowlog::after_command(spec, args, took);
+                    }
                     if let Err(e) = result {
                         e.write_to(w);
                     }
@@ -207,7 +219,10 @@ impl Core {
                 } else {
                     Outcome::Failed
                 };
-                stats.end(started, outcome);
+                let took = stats.end(started, outcome);
+                if took >= slowlog::watch_ticks() {
+                    slowlog::after_command(spec, args, took);
+                }
                 match work {
                     Err(e) => replies.push_ready(protocol, |w| e.write_to(w)),
                     Ok(work) => {
@@ -274,7 +289,11 @@ pub(super) fn execute_data(
     let stats = &metrics.command_stats[spec.id as usize];
     let started = stats.begin(DATA_SAMPLE);
     let result = data::execute(spec, args, partition, journal, quota, limits, w);
-    stats.end(started, outcome(&result));
+    let took = stats.end(started, outcome(&result));
+    // Exactly timed, every call: the slow log and the latency monitor's `command` event.
+    if took >= slowlog::watch_ticks() {
+        slowlog::after_command(spec, args, took);
+    }
     let after = partition.used_memory();
     if after != before {
         let gauge = &metrics.used_memory;

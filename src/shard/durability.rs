@@ -297,8 +297,13 @@ impl Core {
                 continue;
             };
             let before = log.disk_bytes();
+            // The `fsync` latency event: a SYNC partition's write and fdatasync.
+            let started = crate::latency::on().then(Instant::now);
             match log.commit() {
                 Ok(done) => {
+                    if let (Some(started), true) = (started, done.fsynced) {
+                        crate::latency::record_since(crate::latency::Event::Fsync, started);
+                    }
                     ShardMetrics::add(&metrics.log_commits, 1);
                     ShardMetrics::add(&metrics.fsyncs, done.fsynced as u64);
                     ShardMetrics::add(&metrics.log_bytes, log.disk_bytes() - before);

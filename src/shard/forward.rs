@@ -218,6 +218,8 @@ impl Core {
             });
         }
         work.next += executed;
+        // Slow-log entries of these requests keep an empty client: it is another shard's.
+        crate::slowlog::claim_forwarded();
         ShardMetrics::add(
             &self.shared.metrics.shards[self.id].forwarded_in,
             executed as u64,
@@ -242,6 +244,9 @@ impl Core {
         }
         for change in self.changes.drain(..) {
             self.shared.shards[COORDINATOR].send(change);
+        }
+        for (shard, question) in self.questions.drain(..) {
+            self.shared.shards[shard].send(question);
         }
     }
 }

@@ -304,6 +304,9 @@ impl Core {
         }
         self.batch = batch;
         self.redis_form = form;
+        // Slow-log entries of these requests get this connection as their client (once per
+        // read: a thread-local test when there are none).
+        crate::slowlog::claim(conn.peer, conn.session.name.as_deref());
         ShardMetrics::add(&self.shared.metrics.shards[self.id].commands, commands);
     }
 

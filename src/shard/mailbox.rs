@@ -104,6 +104,16 @@ pub enum Message {
     /// A live setting changed (CONFIG SET): nothing to do but run a pass, in which the loop
     /// reads the settings it reads once a pass or when a step is due (`timeout`).
     Reconfigured,
+    /// A SLOWLOG or LATENCY question about this shard (see `observe`); answer with `Observed`.
+    Observe {
+        reply_to: ReplyTo,
+        query: crate::command::monitor::Query,
+    },
+    /// A shard's answer to an `Observe`.
+    Observed {
+        reply_to: ReplyTo,
+        answer: crate::command::monitor::Answer,
+    },
 }
 
 /// A coordinator command as the connection's shard approved it: the user (`User::id`), the

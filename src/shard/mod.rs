@@ -99,6 +99,7 @@ mod forward;
 mod housekeeping;
 mod input;
 pub mod mailbox;
+mod observe;
 mod output;
 mod routes;
 mod session;
@@ -197,6 +198,10 @@ struct Core {
     /// Catalog and ACL changes to send to the coordinator after the outboxes, so that requests a
     /// connection sent before a CREATE/DROP reach their shard before the new catalog does.
     changes: Vec<Message>,
+    /// SLOWLOG/LATENCY questions to send after the outboxes (see `observe`): (shard, message).
+    questions: Vec<(usize, Message)>,
+    /// Questions of this shard's connections waiting for every shard's answer.
+    gatherings: Vec<observe::Gathering>,
     /// Present on the coordinator shard only.
     coordinator: Option<Coordinator>,
     next_generation: u32,
@@ -269,6 +274,8 @@ impl Shard {
             reply_outboxes: (0..shards).map(|_| ReplyBatch::default()).collect(),
             backlog: (0..shards).map(|_| VecDeque::new()).collect(),
             changes: Vec::new(),
+            questions: Vec::new(),
+            gatherings: Vec::new(),
             coordinator,
             next_generation: 0,
             to_write: Vec::new(),
@@ -352,7 +359,12 @@ impl Shard {
                     self.service(index);
                 }
             }
+            // The `drain` latency event, measured only while the monitor is on.
+            let inbox_started = crate::latency::on().then(Instant::now);
             self.drain_inbox();
+            if let Some(started) = inbox_started {
+                crate::latency::record_since(crate::latency::Event::Drain, started);
+            }
             housekeeping.run(Phase::BeforeCommit, &mut self);
             // Before anything leaves: replies to durable writes wait for their commit.
             self.commit();
@@ -442,6 +454,8 @@ impl Shard {
                 Message::ChangeDone { reply_to, result } => self.finish_change(reply_to, result),
                 Message::Shutdown => self.begin_drain(),
                 Message::Reconfigured => {}
+                Message::Observe { reply_to, query } => self.answer_observe(reply_to, query),
+                Message::Observed { reply_to, answer } => self.take_observed(reply_to, answer),
             }
         }
     }

@@ -35,7 +35,8 @@
 //! - [`Step::run`] gets a [`Budget`]: a step whose work can stop part-way checks the deadline
 //!   and continues in a later pass; one whose work cannot (an `fdatasync`) says what bounds
 //!   it. A run that takes longer than its budget is logged (debug) with the step's name, which
-//!   is also what latency events (`LATENCY LATEST`) will use.
+//!   is also the latency event (`LATENCY LATEST`) its runs are kept under when they reach
+//!   `latency-monitor-threshold` ([`crate::latency`]).
 //! - Steps run on the shard's thread with the whole shard at hand, like the rest of the pass:
 //!   no locks, and nothing that blocks except the disk work the shard's invariants allow.
 //!
@@ -146,6 +147,8 @@ impl<S> Housekeeping<S> {
             };
             step.run(shard, budget);
             let finished = Instant::now();
+            // `fsync`, `compaction` and `expire-cycle` are latency events (LATENCY LATEST).
+            crate::latency::record_step(step.name(), (finished - started).as_millis() as u64);
             if finished > budget.deadline {
                 log::debug!(
                     "shard {}: housekeeping step '{}' took {} us, past its budget of {} us",
