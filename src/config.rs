@@ -785,6 +785,8 @@ mod tests {
             "beats the file",
             "RUST_LOG",
             "docs/operations.md",
+            "Live settings: CONFIG SET changes these",
+            "slowlog-log-slower-than, slowlog-max-len, latency-monitor-threshold",
         ] {
             assert!(help.contains(needed), "--help lacks {needed:?}:\n{help}");
         }

@@ -345,10 +345,12 @@ pub fn latency_bucket_bound(i: usize) -> u64 {
 /// answered an error, `rejected` those refused before they ran (permission, `-OOM`,
 /// `-THROTTLED`), which are not in `calls`.
 ///
-/// Data commands (GET, SET, ...: the hot path) are timed one call in [`DATA_SAMPLE`]: the
-/// counts are exact, the time (`nanos`, `buckets`) is that of the `sampled` calls, and the
-/// total time is estimated as `nanos * calls / sampled` (an unbiased estimate: which calls
-/// are timed depends only on their order). Other commands are timed every call.
+/// Every call's clock is read (the slow log compares each call's time, [`crate::slowlog`]),
+/// but data commands (GET, SET, ...: the hot path) put their time into these statistics one
+/// call in [`DATA_SAMPLE`]: the counts are exact, the time (`nanos`, `buckets`) is that of
+/// the `sampled` calls, and the total time is estimated as `nanos * calls / sampled` (an
+/// unbiased estimate: which calls are sampled depends only on their order). Other commands
+/// are sampled every call.
 #[derive(Debug)]
 pub struct CommandStats {
     pub calls: AtomicU64,
@@ -362,9 +364,10 @@ pub struct CommandStats {
     pub buckets: [AtomicU64; LATENCY_BUCKETS],
 }
 
-/// One data command in this many is timed (a power of two). Timing is two time-stamp counter
-/// reads and a histogram update (about 60 instructions, `scripts/count-instructions.sh`);
-/// one in 8 costs a GET about 10 instructions in all, against about 1480.
+/// One data command in this many puts its time into the statistics (a power of two): the
+/// histogram update is about 50 instructions (`scripts/count-instructions.sh`), one in 8
+/// costs a GET a handful in all. The two time-stamp counter reads are paid by every call
+/// (the slow log's exact timing).
 pub const DATA_SAMPLE: u64 = 8;
 
 impl Default for CommandStats {

@@ -27,7 +27,7 @@
 //! of the connection whose request it was; a request run for a connection of another shard
 //! (forwarded) has an empty address and name, as the shard that ran it does not know them.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -53,15 +53,20 @@ pub struct SlowEntry {
 }
 
 /// One shard's entries, newest at the back.
-#[derive(Default)]
 struct ShardLog {
     entries: VecDeque<SlowEntry>,
-    /// Entries at the back still waiting for their client's address (see [`claim`]).
-    unclaimed: usize,
 }
 
 thread_local! {
-    static LOG: RefCell<ShardLog> = RefCell::new(ShardLog::default());
+    // `const`: no lazy initialisation to test on each access.
+    static LOG: RefCell<ShardLog> = const {
+        RefCell::new(ShardLog {
+            entries: VecDeque::new(),
+        })
+    };
+    /// Entries at the back of `LOG` still waiting for their client's address (see [`claim`]):
+    /// apart, so that the test after every read is one thread-local load.
+    static UNCLAIMED: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Source of entry ids, process-wide (global and increasing across shards).
@@ -138,7 +143,7 @@ pub fn record<'a>(id: CommandId, args: impl Iterator<Item = &'a [u8]>, micros: u
     LOG.with(|log| {
         let mut log = log.borrow_mut();
         log.entries.push_back(entry);
-        log.unclaimed = (log.unclaimed + 1).min(log.entries.len());
+        UNCLAIMED.set(UNCLAIMED.get() + 1);
         trim(&mut log, max_len);
     });
 }
@@ -147,7 +152,7 @@ fn trim(log: &mut ShardLog, max_len: usize) {
     while log.entries.len() > max_len {
         log.entries.pop_front();
     }
-    log.unclaimed = log.unclaimed.min(log.entries.len());
+    UNCLAIMED.set(UNCLAIMED.get().min(log.entries.len()));
 }
 
 /// The arguments as an entry keeps them: redacted, at most [`MAX_ARGS`], each at most
@@ -195,20 +200,25 @@ fn redacted_positions(id: CommandId, args: &[&[u8]]) -> impl Fn(usize) -> bool {
 /// request).
 #[inline]
 pub fn claim(peer: std::net::SocketAddr, name: Option<&[u8]>) {
+    if UNCLAIMED.get() != 0 {
+        claim_slow(peer, name);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn claim_slow(peer: std::net::SocketAddr, name: Option<&[u8]>) {
     LOG.with(|log| {
         let Ok(mut log) = log.try_borrow_mut() else {
             return;
         };
-        if log.unclaimed == 0 {
-            return;
-        }
-        let n = log.unclaimed;
         let len = log.entries.len();
+        let n = UNCLAIMED.get().min(len);
         for entry in log.entries.range_mut(len - n..) {
             entry.client = peer.to_string();
             entry.name = name.unwrap_or_default().to_vec();
         }
-        log.unclaimed = 0;
+        UNCLAIMED.set(0);
     });
 }
 
@@ -216,11 +226,7 @@ pub fn claim(peer: std::net::SocketAddr, name: Option<&[u8]>) {
 /// after a forwarded batch ran).
 #[inline]
 pub fn claim_forwarded() {
-    LOG.with(|log| {
-        if let Ok(mut log) = log.try_borrow_mut() {
-            log.unclaimed = 0;
-        }
-    });
+    UNCLAIMED.set(0);
 }
 
 /// This shard's newest `count` entries (all: `usize::MAX`), newest first.
@@ -246,7 +252,7 @@ pub fn reset() {
     LOG.with(|log| {
         let mut log = log.borrow_mut();
         log.entries.clear();
-        log.unclaimed = 0;
+        UNCLAIMED.set(0);
     });
 }
 

@@ -285,6 +285,35 @@ fn live_settings_apply_on_every_shard_at_once() {
         assert!(e.contains("SCAN"), "{p}: {e}");
     }
     c.call_ok(&["CONFIG", "SET", "max-keys-reply", "100000"]);
+    // client-output-limit: a reply past the new limit closes its connection, on either shard.
+    let big = "x".repeat(8192);
+    for p in [&a, &b] {
+        c.call_ok(&["SET", p, "big", &big]);
+    }
+    c.call_ok(&["CONFIG", "SET", "client-output-limit", "4kb"]);
+    for p in [&a, &b] {
+        let mut reader = server.raw();
+        reader.send(&cmd(&["GET", p, "big"]));
+        reader.drain_until_closed(Duration::from_secs(20));
+    }
+    c.call_ok(&["CONFIG", "SET", "client-output-limit", "64mb"]);
+    assert_eq!(d.call_value(&["GET", &b, "big"]).text(), big);
+    // max-clients: the acceptor refuses the connection past a lowered limit.
+    let open = c
+        .call_value(&["INFO", "clients"])
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("connected_clients:"))
+        .map(|n| n.trim().parse::<usize>().unwrap())
+        .unwrap();
+    c.call_ok(&["CONFIG", "SET", "max-clients", &open.to_string()]);
+    let mut refused = server.raw_unauthenticated();
+    assert_eq!(
+        refused.read_value_or_close(),
+        Some(Resp::Error("ERR max number of clients reached".into()))
+    );
+    c.call_ok(&["CONFIG", "SET", "max-clients", "10000"]);
+    assert_eq!(server.raw().call_value(&["PING"]), Resp::simple("PONG"));
     // timeout: idle connections on both shards are closed, though the shards were asleep
     // (no timer for the sweep while it was off).
     let mut idle: Vec<RawConn> = (0..4).map(|_| server.raw()).collect();
