@@ -15,8 +15,11 @@
 //! Every command is timed exactly: two time-stamp counter reads around its execution (which
 //! per-command statistics sample 1 in 8 anyway, [`crate::metrics::CommandStats`]), one
 //! compare against [`watch_ticks`], and, only past it, the out-of-line [`after_command`].
-//! `scripts/count-instructions.sh`: GET and SET each a handful of instructions more (the
-//! numbers are in the commit that added this).
+//! `scripts/count-instructions.sh` (user-space instructions per request, one shard, P16):
+//! GET 1521 -> 1548 (+1.8%), SET 2074 -> 2100 (+1.3%), nearly all of it the clock reads and
+//! what keeping their value across the command costs. Timing only the 1 in 8 calls the
+//! statistics sample would save that, and miss 7 slow commands in 8: Redis's slow log sees
+//! every one.
 //!
 //! # The entry
 //! `[id, unix time (s), duration (us), [arguments], "ip:port", client name]`, as Redis 7:
