@@ -349,3 +349,157 @@ fn metrics_with_1000_partitions_answer_quickly() {
     eprintln!("/metrics with 1000 partitions: best of 5 {best:?}");
     assert!(best < Duration::from_millis(500), "{best:?}");
 }
+
+/// The `(le, count)` buckets of one histogram series (`labels` pick it), in exposition order.
+fn buckets(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Vec<(f64, f64)> {
+    let bucket = format!("{name}_bucket");
+    samples
+        .iter()
+        .filter(|(n, l, _)| {
+            *n == bucket
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, l, v)| {
+            let le = match l["le"].as_str() {
+                "+Inf" => f64::INFINITY,
+                le => le.parse().unwrap(),
+            };
+            (le, *v)
+        })
+        .collect()
+}
+
+/// Checks the histogram's shape: `le` increasing up to +Inf, counts cumulative, `_count` the
+/// +Inf bucket. Returns `_count`.
+fn check_histogram(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    let b = buckets(samples, name, labels);
+    assert!(b.len() > 2, "{name} {labels:?}: {b:?}");
+    for pair in b.windows(2) {
+        assert!(
+            pair[0].0 < pair[1].0,
+            "{name} {labels:?}: le not increasing {b:?}"
+        );
+        assert!(
+            pair[0].1 <= pair[1].1,
+            "{name} {labels:?}: not cumulative {b:?}"
+        );
+    }
+    let count = value(samples, &format!("{name}_count"), labels);
+    assert_eq!(
+        b.last().unwrap(),
+        &(f64::INFINITY, count),
+        "{name} {labels:?}"
+    );
+    count
+}
+
+/// The fsync histogram, summed over the shards: (count, sum in seconds).
+fn fsyncs(samples: &[Sample]) -> (f64, f64) {
+    let total = |name: &str| -> f64 {
+        samples
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|s| s.2)
+            .sum()
+    };
+    (
+        total("gokv_fsync_duration_seconds_count"),
+        total("gokv_fsync_duration_seconds_sum"),
+    )
+}
+
+#[test]
+fn sync_writes_fill_the_fsync_histogram_and_memory_writes_do_not() {
+    let (server, port) = with_metrics(&["--shards", "2"]);
+    let mut c = server.raw();
+    c.expect(
+        &cmd(&["CREATE", "PARTITION", "mem", "STRING", "MEMORY"]),
+        OK,
+    );
+    c.expect(&cmd(&["CREATE", "PARTITION", "dur", "STRING", "SYNC"]), OK);
+    let (_, before) = parse(&scrape(port));
+    assert_eq!(
+        value(
+            &before,
+            "gokv_fsync_duration_seconds_count",
+            &[("shard", "0")]
+        ),
+        0.0
+    );
+    // MEMORY writes never fsync.
+    for i in 0..20 {
+        c.expect(&cmd(&["SET", "mem", &format!("k{i}"), "v"]), OK);
+    }
+    let (_, after_memory) = parse(&scrape(port));
+    assert_eq!(fsyncs(&after_memory), (0.0, 0.0));
+    // Each SYNC write waits for its own commit (one request at a time): an fsync each.
+    for i in 0..20 {
+        c.expect(&cmd(&["SET", "dur", &format!("k{i}"), "v"]), OK);
+    }
+    let (types, samples) = parse(&scrape(port));
+    assert_eq!(types["gokv_fsync_duration_seconds"], "histogram");
+    let shard = c.partition_shard("dur");
+    let count = check_histogram(
+        &samples,
+        "gokv_fsync_duration_seconds",
+        &[("shard", &shard)],
+    );
+    let other = if shard == "0" { "1" } else { "0" };
+    assert_eq!(
+        check_histogram(&samples, "gokv_fsync_duration_seconds", &[("shard", other)]),
+        0.0
+    );
+    assert!(count >= 20.0, "{count} fsyncs for 20 SYNC writes");
+    // Every fsync the counter saw is in the histogram.
+    assert_eq!(count, value(&samples, "gokv_fsyncs_total", &[]));
+    let (total, sum) = fsyncs(&samples);
+    assert_eq!(total, count);
+    assert!(sum > 0.0, "fsyncs took no time: {sum}");
+    // Bounds from 1 us (2^10 ns) to 17 s (2^34 ns), by powers of two.
+    let b = buckets(
+        &samples,
+        "gokv_fsync_duration_seconds",
+        &[("shard", &shard)],
+    );
+    assert_eq!((b.len(), b[0].0, b[24].0), (26, 1.024e-6, 17.179869184));
+}
+
+#[test]
+fn async_timer_fsyncs_are_in_the_histogram_too() {
+    let (server, port) = with_metrics(&[]);
+    let mut c = server.raw();
+    c.expect(&cmd(&["CREATE", "PARTITION", "a", "STRING", "ASYNC"]), OK);
+    c.expect(&cmd(&["SET", "a", "k", "v"]), OK);
+    // The ASYNC timer fsyncs within ASYNC_FSYNC_INTERVAL (500 ms); generous for CI.
+    let samples = poll_until(Duration::from_secs(10), || {
+        let (_, samples) = parse(&scrape(port));
+        (fsyncs(&samples).0 >= 1.0).then_some(samples)
+    })
+    .expect("the ASYNC write fsync'd within 10 s");
+    let count = check_histogram(&samples, "gokv_fsync_duration_seconds", &[("shard", "0")]);
+    assert_eq!(count, value(&samples, "gokv_fsyncs_total", &[]));
+}
+
+#[test]
+fn inbox_depth_is_exposed_per_shard() {
+    let (server, port) = with_metrics(&["--shards", "3"]);
+    let mut c = server.raw();
+    c.expect(&cmd(&["PING"]), b"+PONG\r\n");
+    let (types, samples) = parse(&scrape(port));
+    assert_eq!(types["gokv_shard_inbox_messages"], "gauge");
+    let shards: Vec<&str> = samples
+        .iter()
+        .filter(|(n, _, _)| n == "gokv_shard_inbox_messages")
+        .map(|(_, l, _)| l["shard"].as_str())
+        .collect();
+    assert_eq!(shards, ["0", "1", "2"]);
+    // An idle server's shards have drained everything sent to them.
+    for shard in ["0", "1", "2"] {
+        assert_eq!(
+            value(&samples, "gokv_shard_inbox_messages", &[("shard", shard)]),
+            0.0
+        );
+    }
+}
