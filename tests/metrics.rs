@@ -778,3 +778,167 @@ fn dashboard_queries_use_only_metrics_the_server_exposes() {
         }
     }
 }
+
+/// `python3`, or `None` (with a message: the scripts/dashboard.py tests are skipped).
+fn python3() -> Option<&'static str> {
+    let ok = std::process::Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        eprintln!("python3 not found: scripts/dashboard.py not tested");
+    }
+    ok.then_some("python3")
+}
+
+fn dashboard_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/dashboard.py")
+}
+
+/// scripts/dashboard.py against a live server under load (`--no-plot`: its numbers, not
+/// matplotlib's drawing): rates from counter deltas, p99s from bucket deltas, the replication
+/// panel empty until replication exists.
+#[test]
+fn dashboard_script_draws_the_panels_from_a_live_server() {
+    let Some(python) = python3() else { return };
+    let (server, port) = with_metrics(&["--shards", "2"]);
+    let mut c = server.raw();
+    c.expect(
+        &cmd(&["CREATE", "PARTITION", "web", "STRING", "MEMORY"]),
+        OK,
+    );
+    c.expect(&cmd(&["CREATE", "PARTITION", "d", "STRING", "SYNC"]), OK);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (stop, addr) = (stop.clone(), server.addr());
+        std::thread::spawn(move || {
+            let mut c = RawConn::connect_admin(&addr);
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("k{}", i % 1000);
+                c.expect(&cmd(&["SET", "web", &key, "v"]), OK);
+                c.call(&["GET", "web", &key]);
+                if i.is_multiple_of(20) {
+                    c.expect(&cmd(&["SET", "d", &key, "v"]), OK);
+                }
+                i += 1;
+            }
+            i
+        })
+    };
+    let out = DataDir::new("dashboard-script");
+    let run = std::process::Command::new(python)
+        .arg(dashboard_script())
+        .args(["--url", &format!("http://127.0.0.1:{port}/metrics")])
+        .args(["--interval", "0.5", "--duration", "3", "--no-plot", "--out"])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let requests = load.join().unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Ops/s by command"), "{stdout}");
+    let panels: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("panels.json")).unwrap()).unwrap();
+    let series = |panel: &str, name: &str| -> Vec<f64> {
+        panels["panels"][panel]["series"][name]
+            .as_array()
+            .unwrap_or_else(|| panic!("no series {name} in {panel}: {}", panels["panels"][panel]))
+            .iter()
+            .map(|p| p[1].as_f64().unwrap())
+            .collect()
+    };
+    assert!(requests > 100, "the load sent {requests} rounds");
+    let set = series("ops_by_command", "set");
+    assert!(set.len() >= 4, "{set:?}");
+    assert!(set.iter().all(|r| *r > 0.0), "SET rate {set:?}");
+    // The rates add up to the load: at most what was sent during the whole run.
+    let mean: f64 = set.iter().sum::<f64>() / set.len() as f64;
+    assert!(
+        mean * 3.0 <= (requests + requests / 20 + 10) as f64 * 1.5,
+        "{mean} {requests}"
+    );
+    assert!(series("ops_by_partition", "web").iter().all(|r| *r > 0.0));
+    for p99 in series("p99_by_command", "get") {
+        assert!(p99 > 0.0 && p99 < 35.0, "GET p99 {p99}");
+    }
+    assert!(series("fsync_p99", "fsyncs/s").iter().any(|r| *r > 0.0));
+    assert!(series("fsync_p99", "p99 all shards")
+        .iter()
+        .all(|s| *s > 0.0));
+    assert!(series("memory_by_partition", "web")
+        .iter()
+        .all(|b| *b > 0.0));
+    assert_eq!(series("connected_clients", "connected")[0], 2.0);
+    assert_eq!(
+        panels["panels"]["replication_lag"]["series"],
+        serde_json::json!({})
+    );
+    assert!(stdout.contains("arrive with replication"), "{stdout}");
+}
+
+/// The script's arithmetic: histogram_quantile as Prometheus computes it, and a counter
+/// that restarted counted from 0.
+#[test]
+fn dashboard_script_quantiles_and_rates_are_prometheus_s() {
+    let Some(python) = python3() else { return };
+    let check = r#"
+import math, sys
+sys.path.insert(0, sys.argv[1])
+import dashboard as d
+inf = math.inf
+b = [(0.001, 50.0), (0.002, 90.0), (0.004, 100.0), (inf, 100.0)]
+assert d.quantile(0.5, b) == 0.001, d.quantile(0.5, b)
+assert abs(d.quantile(0.25, b) - 0.0005) < 1e-12
+assert abs(d.quantile(0.7, b) - 0.0015) < 1e-12
+assert abs(d.quantile(0.99, b) - 0.0038) < 1e-12
+assert d.quantile(0.99, [(0.001, 0.0), (inf, 10.0)]) == 0.001  # in +Inf: the last bound
+assert math.isnan(d.quantile(0.99, [(0.001, 0.0), (inf, 0.0)]))
+prev = d.parse('gokv_commands_total{cmd="get"} 100\ngokv_commands_total{cmd="set"} 50\n')
+cur = d.parse('# HELP x\ngokv_commands_total{cmd="get"} 300\ngokv_commands_total{cmd="set"} 20\n')
+r = d.rate(prev, cur, 2.0, "gokv_commands_total", ["cmd"])
+assert r == {("get",): 100.0, ("set",): 10.0}, r
+h0 = d.parse('h_bucket{s="0",le="0.001"} 1\nh_bucket{s="0",le="+Inf"} 1\n')
+h1 = d.parse('h_bucket{s="0",le="0.001"} 1\nh_bucket{s="0",le="+Inf"} 3\n')
+assert d.bucket_quantile(h0, h1, 0.5, "h", []) == {(): 0.001}
+print("ok")
+"#;
+    let scripts = dashboard_script().parent().unwrap().to_path_buf();
+    let run = std::process::Command::new(python)
+        .args(["-c", check])
+        .arg(&scripts)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success() && run.stdout == b"ok\n",
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+/// Without matplotlib the script says how to install it, before it scrapes anything (the
+/// URL here answers nothing: a scrape would fail differently).
+#[test]
+fn dashboard_script_without_matplotlib_says_how_to_install_it() {
+    let Some(python) = python3() else { return };
+    let fake = DataDir::new("no-matplotlib");
+    std::fs::create_dir(fake.path().join("matplotlib")).unwrap();
+    std::fs::write(
+        fake.path().join("matplotlib/__init__.py"),
+        "raise ImportError('no matplotlib here')\n",
+    )
+    .unwrap();
+    let run = std::process::Command::new(python)
+        .arg(dashboard_script())
+        .args(["--url", "http://127.0.0.1:1/metrics", "--duration", "2"])
+        .env("PYTHONPATH", fake.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("pip install matplotlib"), "{stderr}");
+    assert!(!stderr.contains("cannot scrape"), "{stderr}");
+}
