@@ -4,7 +4,11 @@
 # scripts/dashboard.py against it, which draws the panels as PNGs. For your own server run
 # scripts/dashboard.py --url http://HOST:9379/metrics directly.
 #
-#   scripts/dashboard.sh [--no-build] [--duration S] [dashboard.py options, e.g. --out DIR]
+#   scripts/dashboard.sh [--no-build] [--prometheus] [--duration S] [dashboard.py options]
+#
+# --prometheus also runs a real Prometheus (`prometheus` on PATH; Debian: apt-get install
+# prometheus) scraping the server every second, and at the end runs every query of
+# ops/grafana/gokv.json through it (scripts/dashboard_queries.py): what Grafana would draw.
 #
 # The load, for --duration seconds (default 30), on five partitions made to light up every
 # panel: `web` (MEMORY, GET/SET 1:1), `cache` (MEMORY, max-keys 20000 with allkeys-lru and a
@@ -15,10 +19,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=1
 duration=30
+prometheus=0
 pass=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --no-build) build=0 ;;
+        --prometheus) prometheus=1 ;;
         --duration) duration=$2; shift ;;
         *) pass+=("$1") ;;
     esac
@@ -31,6 +37,10 @@ fi
 server=target/release/gokv-server
 loadtest=target/release/gokv-loadtest
 command -v redis-cli >/dev/null || { echo "redis-cli is needed (apt-get install redis-tools)" >&2; exit 1; }
+if [ "$prometheus" = 1 ] && ! command -v prometheus >/dev/null; then
+    echo "--prometheus needs prometheus on PATH (Debian: apt-get install prometheus)" >&2
+    exit 1
+fi
 
 state=$(mktemp -d "${TMPDIR:-/tmp}/gokv-dashboard.XXXXXX")
 pids=()
@@ -72,5 +82,18 @@ load --partitions cache -c 4 -P 4 --ratio 1:1 --rate 20000
 load --partitions orders -c 4 --ratio 0:1 --rate 500
 load --partitions limited -c 2 --ratio 1:1 --rate 4000
 load --partitions small -c 2 --ratio 0:1 --rate 1000
+if [ "$prometheus" = 1 ]; then
+    prom_port=$(free_port)
+    printf 'global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: gokv\n    static_configs:\n      - targets: ["127.0.0.1:%s"]\n' \
+        "$metrics" >"$state/prometheus.yml"
+    prometheus --config.file="$state/prometheus.yml" --storage.tsdb.path="$state/tsdb" \
+        --web.listen-address="127.0.0.1:$prom_port" >"$state/prometheus.log" 2>&1 &
+    pids+=($!)
+    echo "== prometheus on 127.0.0.1:$prom_port scraping it every second" >&2
+fi
 python3 scripts/dashboard.py --url "http://127.0.0.1:$metrics/metrics" --duration "$duration" \
     "${pass[@]}"
+if [ "$prometheus" = 1 ]; then
+    echo "== every query of ops/grafana/gokv.json, through Prometheus" >&2
+    python3 scripts/dashboard_queries.py --prometheus "http://127.0.0.1:$prom_port"
+fi

@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -941,4 +942,57 @@ fn dashboard_script_without_matplotlib_says_how_to_install_it() {
     assert_eq!(run.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("pip install matplotlib"), "{stderr}");
     assert!(!stderr.contains("cannot scrape"), "{stderr}");
+}
+
+/// Every query of the dashboard parses as PromQL, by Prometheus's own `promtool` (each as a
+/// recording rule, Grafana's variables given values). Skipped, with a message, without
+/// promtool (Debian: `apt-get install prometheus`).
+#[test]
+fn dashboard_queries_are_valid_promql() {
+    let found = std::process::Command::new("promtool")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        eprintln!("promtool not found (apt-get install prometheus): PromQL syntax not checked");
+        return;
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("ops/grafana/gokv.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut rules = String::from("groups:\n  - name: dashboard\n    rules:\n");
+    let mut count = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$instance", ".*")
+                .replace("$partition", ".*");
+            // A JSON string is a valid YAML double-quoted scalar.
+            let _ = writeln!(
+                rules,
+                "      - record: dashboard:query{count}\n        expr: {}",
+                serde_json::Value::String(expr)
+            );
+            count += 1;
+        }
+    }
+    assert!(count >= 20, "{count} queries");
+    let dir = DataDir::new("promtool");
+    let file = dir.path().join("rules.yml");
+    std::fs::write(&file, rules).unwrap();
+    let run = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let out =
+        String::from_utf8_lossy(&run.stdout).to_string() + &String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{out}");
+    assert!(
+        out.contains(&format!("SUCCESS: {count} rules found")),
+        "{out}"
+    );
 }
