@@ -325,6 +325,11 @@ def plot_panel(ax, key, title, unit, series):
         target.plot(xs, ys, style, label=name, linewidth=1.2, color=color)
     ax.set_ylabel(unit, fontsize=8)
     if unit == "bytes":
+        # Ticks at powers of two (1, 2, 4 MiB ...), which bytes read best in.
+        from matplotlib.ticker import MultipleLocator
+        top = max(max(v for _, v in points) for points in series.values())
+        if top > 0:
+            ax.yaxis.set_major_locator(MultipleLocator(2 ** math.ceil(math.log2(top / 6))))
         ax.yaxis.set_major_formatter(lambda v, _: fmt(v, "bytes"))
     if unit == "s":
         ax.yaxis.set_major_formatter(lambda v, _: fmt(v, "s"))
