@@ -44,6 +44,7 @@ PANELS = [
     ("rejections", "Throttled and OOM rejections/s", "requests/s"),
     ("errors_by_code", "Error replies/s by code", "replies/s"),
     ("ops_by_shard", "Ops/s by shard", "ops/s"),
+    ("shard_busy", "Shard busy", "share of a core"),
     ("inbox_and_cpu", "Inbox depth by shard, and CPU", "messages / cores"),
 ]
 TOP = 10
@@ -217,6 +218,8 @@ def compute(scrapes):
                 rate(prev, cur, dt, "gokv_shard_commands_total", ["shard"]))
         put_all("ops_by_shard", "forwarded in shard ", t,
                 rate(prev, cur, dt, "gokv_shard_forwarded_in_total", ["shard"]))
+        put_all("shard_busy", "shard ", t,
+                rate(prev, cur, dt, "gokv_shard_busy_seconds_total", ["shard"]))
         put_all("inbox_and_cpu", "inbox shard ", t,
                 gauge(cur, "gokv_shard_inbox_messages", ["shard"]))
         cpu = sum(rate(prev, cur, dt, "gokv_cpu_user_seconds_total", []).values()) + \

@@ -18,8 +18,10 @@
 //! [`crate::metrics::CommandStats`]), with buckets at 128 ns x 4^k. Per shard, every fsync
 //! of a durable partition's log is a histogram too (`gokv_fsync_duration_seconds`, buckets
 //! at 2^k ns from 1 us to 17 s; MEMORY partitions never fsync, so they cost it nothing), and
-//! the depth of its inbox is read from the channel itself (`gokv_shard_inbox_messages`).
-//! `ops/grafana/gokv.json` is a dashboard over these names (tests/dashboard.rs checks it).
+//! the depth of its inbox is read from the channel itself (`gokv_shard_inbox_messages`), and
+//! its busy time is the wall time its loop spent outside `poll`
+//! (`gokv_shard_busy_seconds_total`).
+//! `ops/grafana/gokv.json` is a dashboard over these names (tests/metrics.rs checks it against a live scrape).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -570,6 +572,20 @@ pub fn render(sources: &Sources) -> String {
         }
     }
 
+    family(
+        &mut out,
+        "gokv_shard_busy_seconds_total",
+        "counter",
+        "Wall time the shard's loop spent serving (outside poll); its rate is the share of a \
+         core the shard is busy, 1 when saturated.",
+    );
+    for (i, s) in m.shards.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "gokv_shard_busy_seconds_total{{shard=\"{i}\"}} {}",
+            ShardMetrics::get(&s.busy_ns) as f64 / 1e9
+        );
+    }
     if !sources.inboxes.is_empty() {
         family(
             &mut out,

@@ -25,6 +25,9 @@ pub struct ShardMetrics {
     pub forwarded_in: AtomicU64,
     /// Messages (batches) this shard sent to other shards.
     pub batches_out: AtomicU64,
+    /// Wall time this shard's loop spent outside `poll` (serving), in ns: its busy share is
+    /// the rate of this (`gokv_shard_busy_seconds_total`); 1 s/s is a saturated shard.
+    pub busy_ns: AtomicU64,
     /// Connections this shard handed to another shard (see `Affinity`).
     pub migrated_out: AtomicU64,
     /// Partitions this shard owns.
@@ -319,12 +322,11 @@ pub fn latency_bucket_bound(i: usize) -> u64 {
 }
 
 /// A latency histogram of one kind of event on one shard (its fsyncs), written only by that
-/// shard: the count, the total time and the [`latency_bucket`] buckets. Unlike
+/// shard: the total time and the [`latency_bucket`] buckets (their sum is the count). Unlike
 /// [`CommandStats`] every event is timed: these events are system calls of microseconds to
-/// seconds, beside which an `Instant::now()` and three stores are nothing.
+/// seconds, beside which an `Instant::now()` pair and two stores are nothing.
 #[derive(Debug)]
 pub struct LatencyHistogram {
-    pub count: AtomicU64,
     /// Total time of the events, in ns.
     pub nanos: AtomicU64,
     pub buckets: [AtomicU64; LATENCY_BUCKETS],
@@ -333,7 +335,6 @@ pub struct LatencyHistogram {
 impl Default for LatencyHistogram {
     fn default() -> Self {
         LatencyHistogram {
-            count: AtomicU64::new(0),
             nanos: AtomicU64::new(0),
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
         }
@@ -344,7 +345,6 @@ impl LatencyHistogram {
     /// Counts one event that took `took`. Only the owning shard may call this.
     pub fn record(&self, took: std::time::Duration) {
         let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        ShardMetrics::add(&self.count, 1);
         ShardMetrics::add(&self.nanos, ns);
         ShardMetrics::add(&self.buckets[latency_bucket(ns)], 1);
     }

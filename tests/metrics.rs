@@ -873,6 +873,19 @@ fn dashboard_script_draws_the_panels_from_a_live_server() {
         .iter()
         .all(|b| *b > 0.0));
     assert_eq!(series("connected_clients", "connected")[0], 2.0);
+    let busiest = panels["panels"]["shard_busy"]["series"]
+        .as_object()
+        .unwrap()
+        .values()
+        .flat_map(|points| {
+            points
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p[1].as_f64().unwrap())
+        })
+        .fold(0.0, f64::max);
+    assert!(busiest > 0.0 && busiest < 1.5, "busiest shard {busiest}");
     assert_eq!(
         panels["panels"]["replication_lag"]["series"],
         serde_json::json!({})
@@ -995,4 +1008,50 @@ fn dashboard_queries_are_valid_promql() {
         out.contains(&format!("SUCCESS: {count} rules found")),
         "{out}"
     );
+}
+
+/// `gokv_shard_busy_seconds_total`: grows on the shard that serves, stays within the
+/// server's uptime, and an idle shard is mostly not busy (it sleeps in poll).
+#[test]
+fn shard_busy_time_grows_with_work_and_not_while_idle() {
+    let (server, port) = with_metrics(&["--shards", "2"]);
+    let mut c = server.raw();
+    let shard = c.shard();
+    let busy = |samples: &[Sample], shard: &str| {
+        value(
+            samples,
+            "gokv_shard_busy_seconds_total",
+            &[("shard", shard)],
+        )
+    };
+    let (types, before) = parse(&scrape(port));
+    assert_eq!(types["gokv_shard_busy_seconds_total"], "counter");
+    let requests: Vec<Vec<u8>> = (0..5000)
+        .map(|i| cmd(&["ECHO", &format!("m{i}")]))
+        .collect();
+    for chunk in requests.chunks(500) {
+        c.pipeline(chunk);
+    }
+    let (_, after) = parse(&scrape(port));
+    assert!(
+        busy(&after, &shard) > busy(&before, &shard),
+        "shard {shard}: {} -> {}",
+        busy(&before, &shard),
+        busy(&after, &shard)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (_, idle) = parse(&scrape(port));
+    let uptime = value(&idle, "gokv_uptime_in_seconds", &[]);
+    for s in ["0", "1"] {
+        assert!(
+            busy(&idle, s) <= uptime + 1.0,
+            "shard {s}: {} s busy in {uptime} s",
+            busy(&idle, s)
+        );
+        let grew = busy(&idle, s) - busy(&after, s);
+        assert!(
+            (0.0..1.0).contains(&grew),
+            "shard {s}: {grew} s busy in 2 idle seconds"
+        );
+    }
 }
