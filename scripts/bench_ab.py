@@ -14,7 +14,8 @@ A build whose `--help` has `--metrics-port` gets its Prometheus endpoint on a fr
 its own (so the endpoint is on, as in production, and two runs or another server on 9379
 never turn it off); `--no-metrics` gives it `--metrics-port 0` instead. `--scrape S` has a
 thread scrape each such endpoint every S seconds during the runs (a Prometheus's load; off by
-default).
+default). `--new-args '...'` adds flags to the new server's command line (settings off by
+default, to measure them on).
 
 Tests (GoKV form; Redis gets the same without the partition name):
   set   SET bench key:__rand_int__ <32 bytes>
@@ -28,6 +29,7 @@ Tests (GoKV form; Redis gets the same without the partition name):
 import argparse
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import statistics
@@ -63,6 +65,8 @@ def main():
                     help="--metrics-port 0 for builds that have a metrics endpoint")
     ap.add_argument("--scrape", type=float, default=0,
                     help="scrape each metrics endpoint every this many seconds (0: never)")
+    ap.add_argument("--new-args", default="",
+                    help="more flags for the new server, e.g. '--latency-monitor-threshold 1'")
     args = ap.parse_args()
     tests = args.tests.split(",")
     try:
@@ -98,6 +102,8 @@ def main():
                       + (f"on :{metrics}" if metrics else "off (--no-metrics)"), flush=True)
             else:
                 print(f"{name}: no metrics endpoint in this build", flush=True)
+            if name == "new":
+                argv += shlex.split(args.new_args)
             servers.append(Server(name, "gokv", argv, port, os.path.join(state, name + ".log"),
                                   pidfile, auth))
         if not args.no_redis:
