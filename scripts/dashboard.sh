@@ -74,7 +74,7 @@ echo "== gokv-server on 127.0.0.1:$port, metrics on :$metrics; $duration s of lo
 
 load() {
     "$loadtest" --port "$port" --user admin --password "$password" -q \
-        --duration "$((duration + 5))" "$@" >/dev/null 2>>"$state/load.log" &
+        --duration "$((duration + 15))" "$@" >/dev/null 2>>"$state/load.log" &
     pids+=($!)
 }
 load --partitions web -c 8 -P 4 --ratio 1:1
