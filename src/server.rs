@@ -628,6 +628,7 @@ fn start_metrics(shared: &Arc<Shared>) -> Result<(), String> {
         crate::exposition::Sources {
             metrics: shared.metrics.clone(),
             config: shared.config.clone(),
+            inboxes: shared.shards.clone(),
         },
     )
     .map_err(|e| format!("cannot start the metrics endpoint: {e}"))?;

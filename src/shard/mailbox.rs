@@ -302,6 +302,12 @@ pub struct ShardHandle {
 }
 
 impl ShardHandle {
+    /// Messages waiting in the shard's inbox now (the metrics endpoint reads it: a load of
+    /// the channel's counters, from any thread, nothing the shard does).
+    pub fn queued(&self) -> usize {
+        self.sender.len()
+    }
+
     /// Delivers a message, waking the shard only if it is asleep.
     pub fn send(&self, message: Message) {
         // A send fails only when the shard has exited (shutdown); then nobody awaits the reply.

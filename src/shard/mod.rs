@@ -299,7 +299,16 @@ impl Shard {
         let config = &self.core.shared.config;
         let mut housekeeping = Housekeeping::new(self.core.id, config, self.core.now);
         loop {
-            let due = housekeeping.due_in(&self, Instant::now());
+            let now = Instant::now();
+            // The pass that ended: poll's return (`core.now`) to here, for the busy-time
+            // counter (`gokv_shard_busy_seconds_total`): the clock reads are the ones the
+            // loop takes anyway, so this is a subtraction and a store a pass.
+            let busy = &self.core.shared.metrics.shards[self.core.id].busy_ns;
+            ShardMetrics::add(
+                busy,
+                now.saturating_duration_since(self.core.now).as_nanos() as u64,
+            );
+            let due = housekeeping.due_in(&self, now);
             let timeout = if !self.core.to_service.is_empty()
                 || self.core.has_backlog()
                 || due == Some(Duration::ZERO)
