@@ -673,6 +673,30 @@ mod tests {
     }
 
     #[test]
+    fn tls_keys_from_the_file_and_flags_and_port_0_means_tls_only() {
+        let path = std::env::temp_dir().join(format!("gokv-tls-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "tls-port = 7380\ntls-cert-file = \"s.crt\"\ntls-key-file = \"s.key\"\n\
+             tls-auth-clients = \"no\"\ntls-protocols = \"TLSv1.3\"\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let cli = Cli::try_parse_from(["gokv-server", "--config", file, "--tls-port", "7390"]);
+        let config = Config::from_cli(cli.unwrap()).unwrap();
+        let tls = config.tls.as_ref().unwrap();
+        assert_eq!(tls.port, 7390, "the flag beats the file");
+        assert_eq!(tls.files.cert, PathBuf::from("s.crt"));
+        assert_eq!(tls.auth_clients, crate::tls::AuthClients::No);
+        assert!(tls.tls13 && !tls.tls12);
+        let cli = Cli::try_parse_from(["gokv-server", "--config", file, "--port", "7380"]);
+        let e = Config::from_cli(cli.unwrap()).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(e.starts_with("tls-port and port are both 7380"), "{e}");
+        assert!(Config::default().tls.is_none());
+    }
+
+    #[test]
     fn invalid_values_are_refused() {
         let cli = Cli::try_parse_from(["gokv-server", "--shards", "0"]).unwrap();
         assert!(Config::from_cli(cli).is_err());

@@ -530,10 +530,10 @@ fn read_tls(
     let mut total = 0;
     loop {
         let (ended, drained) = match tls.read_records() {
-            Ok(0) => (true, false),
-            Ok(_) => {
+            Ok((0, _)) => (true, false),
+            Ok((_, short)) => {
                 *last_active = now;
-                (false, false)
+                (false, short)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => (false, true),
             Err(e) => return Err(e),

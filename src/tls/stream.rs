@@ -85,12 +85,20 @@ impl TlsStream {
     }
 
     /// Reads one run of ciphertext into the session: `Ok(0)` at the end of the stream,
-    /// `WouldBlock` when the socket has nothing.
-    pub fn read_records(&mut self) -> io::Result<usize> {
+    /// `WouldBlock` when the socket has nothing. With it, whether the read was short (fewer
+    /// bytes than rustls had room for), which means the socket's receive queue is empty: as
+    /// for a plain socket, the `read` that would only answer `WouldBlock` is then skipped
+    /// (edge-triggered polling reports bytes that arrive later).
+    pub fn read_records(&mut self) -> io::Result<(usize, bool)> {
+        let mut probe = ShortReadProbe {
+            socket: &mut self.socket,
+            short: false,
+        };
         loop {
-            match self.session.read_tls(&mut self.socket) {
+            match self.session.read_tls(&mut probe) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                other => return other,
+                Ok(n) => return Ok((n, probe.short)),
+                Err(e) => return Err(e),
             }
         }
     }
@@ -120,6 +128,20 @@ impl TlsStream {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
             other => other,
         }
+    }
+}
+
+/// The socket as rustls reads it, noting whether a read returned less than it asked for.
+struct ShortReadProbe<'a> {
+    socket: &'a mut TcpStream,
+    short: bool,
+}
+
+impl Read for ShortReadProbe<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.socket.read(buf)?;
+        self.short = n > 0 && n < buf.len();
+        Ok(n)
     }
 }
 
