@@ -5,8 +5,8 @@
 #                        [--handshake-seconds S]
 #
 # Installs redis-server/redis-tools if missing, builds the release binaries, makes test
-# certificates (scripts/gen-test-certs.sh), then runs scripts/bench_tls.py: GoKV (--shards 2)
-# and Redis, each with a plain and a TLS port on 127.0.0.1 (ports 7700-7703 by default),
+# certificates (scripts/gen-test-certs.sh), then runs scripts/bench_tls.py: GoKV (--shards 1, 2)
+# and Redis, each with a plain and a TLS port on 127.0.0.1 (ports 7700-7707 by default),
 # redis-benchmark [--tls] -c 50 -P 16 and -P 1 SET/GET in interleaved rounds (medians, server
 # CPU per op from /proc/<pid>/stat), and new TLS connections per second (redis-benchmark -k 0;
 # a Python ssl loop without and with session resumption). Prints markdown tables. Every

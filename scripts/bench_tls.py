@@ -3,7 +3,7 @@
 scripts/bench-tls.sh.
 
   * makes a test CA and certificates (scripts/gen-test-certs.sh) in the state directory;
-  * starts GoKV (--shards 2, a plain port and a TLS port, --tls-auth-clients no) and Redis 7
+  * starts GoKV (--shards 1 and --shards 2, each with a plain port and a TLS port, --tls-auth-clients no) and Redis 7
     (persistence off, a plain port and a TLS port with the same certificate, --tls-auth-clients
     no), both on 127.0.0.1;
   * throughput: redis-benchmark [--tls] -c 50 -P 16 and -P 1, SET then GET (32-byte values,
@@ -114,10 +114,12 @@ def reconnects(server, certs, requests):
     argv = ["redis-benchmark", "-h", "127.0.0.1", "-p", str(server.tls_port), "-c", "10",
             "-n", str(requests), "-k", "0", "-t", "ping_inline", "--csv", "--tls",
             "--cacert", os.path.join(certs, "ca.crt")]
+    if server.user:
+        argv += ["--user", server.user, "-a", server.password]
     before = proc_cpu_seconds(server.proc.pid)
     out = subprocess.run(argv, capture_output=True, text=True)
     after = proc_cpu_seconds(server.proc.pid)
-    if out.returncode != 0:
+    if out.returncode != 0 or "ERR" in out.stdout + out.stderr:
         raise RuntimeError(f"{' '.join(argv)}: {out.stdout} {out.stderr}")
     for line in out.stdout.splitlines():
         cells = [c.strip('"') for c in line.split(",")]
@@ -180,19 +182,25 @@ def main():
                  "--tls-key-file", os.path.join(certs, "server.key"),
                  "--tls-ca-cert-file", os.path.join(certs, "ca.crt"),
                  "--tls-auth-clients", "no"]
-    gokv = Server("gokv", [args.gokv_bin, "--port", str(base), "--tls-port", str(base + 1),
-                           "--data-dir", tempfile.mkdtemp(dir=state), "--shards", "2",
-                           "--admin-password", pw, "--metrics-port", "0"] + tls_files,
-                  base, base + 1, os.path.join(state, "gokv.log"), pidfile)
-    cli(gokv, "CREATE", "PARTITION", "bench", "STRING", "MEMORY", user="admin", password=pw)
-    cli(gokv, "CREATE", "USER", "bench", pw, "DEFAULT", "bench", user="admin", password=pw)
-    cli(gokv, "GRANT", "WRITE", "ON", "bench", "TO", "bench", user="admin", password=pw)
-    gokv.user, gokv.password = "bench", pw
+    gokvs = []
+    for i, shards in enumerate((1, 2)):
+        port = base + 4 + 2 * i
+        g = Server(f"gokv-s{shards}", [args.gokv_bin, "--port", str(port), "--tls-port",
+                                       str(port + 1), "--data-dir", tempfile.mkdtemp(dir=state),
+                                       "--shards", str(shards), "--admin-password", pw,
+                                       "--metrics-port", "0"] + tls_files,
+                   port, port + 1, os.path.join(state, f"gokv-s{shards}.log"), pidfile)
+        cli(g, "CREATE", "PARTITION", "bench", "STRING", "MEMORY", user="admin", password=pw)
+        cli(g, "CREATE", "USER", "bench", pw, "DEFAULT", "bench", user="admin", password=pw)
+        for perm in ("READ", "WRITE"):
+            cli(g, "GRANT", perm, "ON", "bench", "TO", "bench", user="admin", password=pw)
+        g.user, g.password = "bench", pw
+        gokvs.append(g)
     redis = Server("redis", ["redis-server", "--port", str(base + 2), "--tls-port", str(base + 3),
                              "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                              "--daemonize", "no", "--dir", state] + tls_files,
                    base + 2, base + 3, os.path.join(state, "redis.log"), pidfile)
-    servers = [gokv, redis]
+    servers = gokvs + [redis]
     cases = [(tls, p, t) for tls in (True, False) for p in (16, 1) for t in ("set", "get")]
     results = {}
     try:
@@ -218,37 +226,45 @@ def main():
         return median([v[i] for v in results[key]])
 
     print(f"\n{args.rounds} interleaved rounds; redis-benchmark -c {CONNS} -r {KEYSPACE} "
-          f"-d {len(VALUE)}; GoKV --shards 2; medians; CPU = server utime+stime per op\n")
-    print("| case | GoKV ops/s | Redis ops/s | GoKV/Redis | GoKV CPU µs/op | Redis CPU µs/op "
-          "| CPU GoKV/Redis |")
+          f"-d {len(VALUE)}; GoKV --shards 1 and 2 (s1, s2); medians; CPU = server "
+          f"utime+stime per op; x: GoKV / Redis\n")
+    print("| case | Redis ops/s | GoKV s1 ops/s | GoKV s2 ops/s | Redis CPU µs/op "
+          "| GoKV s1 CPU µs/op | GoKV s2 CPU µs/op |")
     print("|---|---:|---:|---:|---:|---:|---:|")
+    names = ["gokv-s1", "gokv-s2"]
     for tls, p, t in cases:
-        g, rd = ("gokv", tls, p, t), ("redis", tls, p, t)
-        print(f"| {'TLS' if tls else 'plain'} -P {p} {t.upper()} | {cell(g, 0):,.0f} | "
-              f"{cell(rd, 0):,.0f} | {cell(g, 0) / cell(rd, 0):.2f}x | {cell(g, 1):.2f} | "
-              f"{cell(rd, 1):.2f} | {cell(g, 1) / cell(rd, 1):.2f}x |")
-    print("\n| cost of TLS (TLS / plain) | GoKV ops/s | Redis ops/s | GoKV CPU/op | Redis CPU/op |")
-    print("|---|---:|---:|---:|---:|")
+        rd = ("redis", tls, p, t)
+        row = [f"{'TLS' if tls else 'plain'} -P {p} {t.upper()}", f"{cell(rd, 0):,.0f}"]
+        row += [f"{cell((n, tls, p, t), 0):,.0f} ({cell((n, tls, p, t), 0) / cell(rd, 0):.2f}x)"
+                for n in names]
+        row.append(f"{cell(rd, 1):.2f}")
+        row += [f"{cell((n, tls, p, t), 1):.2f} ({cell((n, tls, p, t), 1) / cell(rd, 1):.2f}x)"
+                for n in names]
+        print("| " + " | ".join(row) + " |")
+    print("\n| cost of TLS: TLS / plain | Redis ops/s | GoKV s1 | GoKV s2 | Redis CPU/op "
+          "| GoKV s1 CPU/op | GoKV s2 CPU/op |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for p in (16, 1):
         for t in ("set", "get"):
             row = [f"-P {p} {t.upper()}"]
-            for i in (0,):
-                for name in ("gokv", "redis"):
+            for i in (0, 1):
+                for name in ["redis"] + names:
                     row.append(f"{cell((name, True, p, t), i) / cell((name, False, p, t), i):.2f}x")
-            for name in ("gokv", "redis"):
-                row.append(f"{cell((name, True, p, t), 1) / cell((name, False, p, t), 1):.2f}x")
             print("| " + " | ".join(row) + " |")
-    print("\n| new TLS connections | GoKV conn/s | Redis conn/s | GoKV/Redis | GoKV CPU µs/conn "
-          "| Redis CPU µs/conn | resumed (GoKV, Redis) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    g, rd = ("gokv", "reconnect"), ("redis", "reconnect")
-    print(f"| redis-benchmark -k 0 -c 10 (full handshakes) | {cell(g, 0):,.0f} | {cell(rd, 0):,.0f} "
-          f"| {cell(g, 0) / cell(rd, 0):.2f}x | {cell(g, 1):.0f} | {cell(rd, 1):.0f} | - |")
-    for resume in (False, True):
-        g, rd = ("gokv", "handshake", resume), ("redis", "handshake", resume)
-        print(f"| Python ssl, 1 client, {'with' if resume else 'without'} resumption | "
-              f"{cell(g, 0):,.0f} | {cell(rd, 0):,.0f} | {cell(g, 0) / cell(rd, 0):.2f}x | "
-              f"{cell(g, 1):.0f} | {cell(rd, 1):.0f} | {cell(g, 2):.0%}, {cell(rd, 2):.0%} |")
+    print("\n| new TLS connections/s (server CPU µs per connection) | Redis | GoKV s1 | GoKV s2 |")
+    print("|---|---:|---:|---:|")
+    rows = [("redis-benchmark -k 0 -c 10, PING (full handshakes)", ("reconnect",))]
+    rows += [(f"Python ssl, 1 client, {'with' if r else 'without'} resumption", ("handshake", r))
+             for r in (False, True)]
+    for label, key in rows:
+        rd = ("redis",) + key
+        row = [label, f"{cell(rd, 0):,.0f} ({cell(rd, 1):.0f} µs)"]
+        row += [f"{cell((n,) + key, 0):,.0f} ({cell((n,) + key, 1):.0f} µs, "
+                f"{cell((n,) + key, 0) / cell(rd, 0):.2f}x)" for n in names]
+        print("| " + " | ".join(row) + " |")
+    for n in ["redis"] + names:
+        print(f"- {n}: {cell((n, 'handshake', True), 2):.0%} of the connections offering a "
+              f"session resumed it")
     with open("/proc/loadavg") as f:
         print(f"\nload average at the end: {f.read().split()[0:3]}")
 

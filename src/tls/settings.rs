@@ -44,6 +44,27 @@ pub struct TlsFiles {
     pub ca: Option<PathBuf>,
 }
 
+impl TlsFiles {
+    /// These files with one replaced, by its config key (`tls-cert-file`, `tls-key-file`,
+    /// `tls-ca-cert-file`): what `CONFIG SET` builds before [`super::TlsContext::reload`]. A
+    /// certificate and its key change together: set both, then reload once.
+    pub fn with(&self, key: &str, path: &str) -> Result<TlsFiles, String> {
+        let mut files = self.clone();
+        match key.to_ascii_lowercase().as_str() {
+            "tls-cert-file" => files.cert = PathBuf::from(path),
+            "tls-key-file" => files.key = PathBuf::from(path),
+            "tls-ca-cert-file" => files.ca = Some(PathBuf::from(path)),
+            _ => {
+                return Err(format!(
+                    "'{key}' is not a TLS file: expected tls-cert-file, tls-key-file or \
+                     tls-ca-cert-file"
+                ))
+            }
+        }
+        Ok(files)
+    }
+}
+
 /// The validated TLS configuration (present only with a `--tls-port`).
 #[derive(Debug, Clone)]
 pub struct TlsSettings {
@@ -463,6 +484,24 @@ mod tests {
         .settings()
         .unwrap_err();
         assert!(e.contains("leaves out TLSv1.3"), "{e}");
+    }
+
+    #[test]
+    fn files_with_one_replaced_for_config_set() {
+        let files = flags().settings().unwrap().unwrap().files;
+        let both = files
+            .with("tls-cert-file", "new.crt")
+            .and_then(|f| f.with("TLS-KEY-FILE", "new.key"))
+            .unwrap();
+        assert_eq!(both.cert, PathBuf::from("new.crt"));
+        assert_eq!(both.key, PathBuf::from("new.key"));
+        assert_eq!(both.ca, files.ca);
+        let ca = files.with("tls-ca-cert-file", "ca2.pem").unwrap();
+        assert_eq!(ca.ca, Some(PathBuf::from("ca2.pem")));
+        assert!(files
+            .with("tls-port", "1")
+            .unwrap_err()
+            .contains("not a TLS file"));
     }
 
     #[test]
