@@ -225,6 +225,53 @@ fn tls_and_plain_ports_at_once_with_a_client_certificate() {
     plain.expect(&cmd(&["GET", "p", "k"]), &bulk(b"over-tls"));
 }
 
+/// A TLS connection that uses only another shard's partition moves there, TLS session and
+/// all, and goes on working.
+#[test]
+fn a_tls_connection_moves_to_the_shard_of_its_partition() {
+    let certs = Certs::new("admin");
+    let (server, tls_port) = start_tls(&certs, &["--shards", "2", "--tls-cert-user", "yes"]);
+    let mut admin = server.raw();
+    admin.call_ok(&["CREATE", "PARTITION", "p", "STRING", "MEMORY"]);
+    // Connections are dealt round-robin: of two, one starts on the other shard.
+    let mut conns: Vec<TlsConn> = (0..2)
+        .map(|_| {
+            TlsConn::connect(tls_port, client_config(&certs, "ca.crt", Some("client"))).unwrap()
+        })
+        .collect();
+    for i in 0..300 {
+        for (n, c) in conns.iter_mut().enumerate() {
+            let key = format!("k{n}-{i}");
+            assert_eq!(c.call(&["SET", "p", &key, "v"]).unwrap(), OK);
+        }
+    }
+    let info = String::from_utf8(admin.call(&["INFO", "shards"])).unwrap();
+    let migrated: u64 = info
+        .split("migrated_out=")
+        .skip(1)
+        .map(|rest| rest.split(',').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert!(migrated >= 1, "no connection moved: {info}");
+    for c in &mut conns {
+        assert_eq!(c.call(&["GET", "p", "k0-299"]).unwrap(), bulk(b"v"));
+        assert_eq!(c.call(&["WHOAMI"]).unwrap(), bulk(b"admin"));
+    }
+}
+
+/// QUIT ends a TLS connection with close_notify: the client sees a clean end of stream, not a
+/// cut (rustls reports a TCP close without it as `UnexpectedEof`).
+#[test]
+fn quit_over_tls_ends_with_close_notify() {
+    let certs = Certs::new("admin");
+    let (_server, tls_port) = start_tls(&certs, &[]);
+    let mut c = TlsConn::connect(tls_port, client_config(&certs, "ca.crt", Some("client")))
+        .expect("handshake");
+    assert_eq!(c.call(&["QUIT"]).unwrap(), OK);
+    let mut rest = Vec::new();
+    let end = c.stream.read_to_end(&mut rest);
+    assert!(matches!(end, Ok(0)), "{end:?} after {}", show(&rest));
+}
+
 #[test]
 fn port_0_with_a_tls_port_serves_tls_only() {
     let certs = Certs::new("admin");

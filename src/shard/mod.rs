@@ -385,6 +385,9 @@ impl Shard {
             return;
         }
         let mut conn = self.conns.remove(index);
+        // A TLS peer is told the end is deliberate (close_notify), as far as the socket takes
+        // it now; a plain one is only closed.
+        conn.socket.close_notify();
         if let Err(e) = self.poll.registry().deregister(conn.socket.tcp()) {
             log::debug!("deregister {}: {e}", conn.peer);
         }

@@ -42,6 +42,15 @@ impl Transport {
         }
     }
 
+    /// Before the socket closes: a TLS session sends its close_notify alert (best effort,
+    /// never blocking: what the socket does not take is dropped with it).
+    pub fn close_notify(&mut self) {
+        if let Transport::Tls(tls) = self {
+            tls.session.send_close_notify();
+            let _ = tls.flush_records();
+        }
+    }
+
     /// Encrypted bytes wait to be written (a TLS connection whose socket was full).
     #[inline]
     pub fn has_pending_output(&self) -> bool {
