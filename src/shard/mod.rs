@@ -86,6 +86,10 @@
 //!   built (here, or on the shard that executes it for us: a forwarded request carries what
 //!   was left of the limit when it left), and a connection whose pending replies (unwritten +
 //!   parked) pass it is closed on the spot.
+//! - TLS (see [`crate::tls`]): rustls holds at most one handshake message (64 KiB) of a
+//!   connection's input and 64 KiB of its encrypted output (past it the replies wait in the
+//!   reply queue, under the limits above); a handshake not done within
+//!   `tls-handshake-timeout-ms` closes the connection (`housekeeping/tls_handshakes.rs`).
 //! - Replies built for another shard's connections: at most
 //!   [`mailbox::REPLY_BATCH_BYTES`] (plus one reply) per requesting shard per pass; the
 //!   rest of its requests wait in `Core::backlog` for the next pass.
