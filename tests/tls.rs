@@ -317,6 +317,25 @@ fn tls_cert_user_logs_in_by_certificate_with_the_default_partition() {
     admin.expect(&cmd(&["GET", "bench", "k"]), &bulk(b"v"));
 }
 
+/// A resumed session (a TLS 1.3 ticket) logs in as the certificate of the session it resumes.
+#[test]
+fn a_resumed_session_keeps_its_certificate_login() {
+    let Some(certs) = Certs::new("admin") else {
+        return;
+    };
+    let (_server, tls_port) = start_tls(&certs, &["--tls-cert-user", "yes"]);
+    // One config: rustls's client keeps the tickets it got and offers them next time.
+    let config = client_config(&certs, "ca.crt", Some("client"));
+    let mut first = TlsConn::connect(tls_port, config.clone()).expect("handshake");
+    assert_eq!(first.call(&["WHOAMI"]).unwrap(), bulk(b"admin"));
+    let mut second = TlsConn::connect(tls_port, config).expect("resumed handshake");
+    assert_eq!(
+        second.stream.conn.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+    assert_eq!(second.call(&["WHOAMI"]).unwrap(), bulk(b"admin"));
+}
+
 #[test]
 fn tls_cert_user_refuses_a_cn_that_names_no_user() {
     let Some(certs) = Certs::new("nobody") else {
