@@ -96,6 +96,45 @@ pub struct Cli {
     /// for one start.
     #[arg(long)]
     pub accept_data_loss: bool,
+    /// Port for TLS connections (rustls), beside --port; 0 is no TLS. With it, --port 0
+    /// serves TLS only, as in Redis [default: 0].
+    #[arg(long, value_name = "PORT")]
+    pub tls_port: Option<u16>,
+    /// The server's certificate chain, PEM (needed with --tls-port).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1; needed with --tls-port).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA certificates, PEM, that client certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// Client certificates: no (not asked for), optional (verified if presented), yes
+    /// (required; needs --tls-ca-cert-file) [default: yes].
+    #[arg(long, value_name = "no|optional|yes")]
+    pub tls_auth_clients: Option<String>,
+    /// TLS versions, space-separated: TLSv1.2 and/or TLSv1.3 [default: "TLSv1.2 TLSv1.3"].
+    #[arg(long, value_name = "PROTOCOLS")]
+    pub tls_protocols: Option<String>,
+    /// TLS 1.3 cipher suites, colon-separated OpenSSL names (TLS_AES_256_GCM_SHA384,
+    /// TLS_AES_128_GCM_SHA256, TLS_CHACHA20_POLY1305_SHA256) [default: all three].
+    #[arg(long, value_name = "SUITES")]
+    pub tls_ciphersuites: Option<String>,
+    /// TLS 1.2 cipher suites, colon-separated OpenSSL names (ECDHE-RSA-AES128-GCM-SHA256,
+    /// ...: the six ECDHE AEAD suites) [default: all six].
+    #[arg(long, value_name = "CIPHERS")]
+    pub tls_ciphers: Option<String>,
+    /// yes: a verified client certificate whose subject CN names a user logs the connection
+    /// in as that user without a password; a CN naming no user is refused [default: no].
+    #[arg(long, value_name = "yes|no")]
+    pub tls_cert_user: Option<String>,
+    /// TLS for replication links: only `no` for now (replication is not built yet).
+    #[arg(long, value_name = "yes|no")]
+    pub tls_replication: Option<String>,
+    /// Milliseconds a TLS handshake may take before the connection is closed
+    /// [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub tls_handshake_timeout_ms: Option<u64>,
 }
 
 /// What `--help` says after the flags: the rules every flag shares.
@@ -161,6 +200,17 @@ struct FileConfig {
     /// config file sits in backups, repositories and config management, readable by whoever
     /// reads the file. The flag or the environment variable carry it.
     admin_password: Option<serde::de::IgnoredAny>,
+    tls_port: Option<u16>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_ca_cert_file: Option<PathBuf>,
+    tls_auth_clients: Option<String>,
+    tls_protocols: Option<String>,
+    tls_ciphersuites: Option<String>,
+    tls_ciphers: Option<String>,
+    tls_cert_user: Option<String>,
+    tls_replication: Option<String>,
+    tls_handshake_timeout_ms: Option<u64>,
 }
 
 /// A size in the file: a number of bytes or a string like `"64mb"`.
@@ -215,6 +265,9 @@ pub struct Config {
     /// Start although the data directory lost files or holds data its catalog does not
     /// explain, discarding what is lost (logged at WARN); without it startup refuses.
     pub accept_data_loss: bool,
+    /// With a `--tls-port`: the TLS settings (see [`crate::tls`]). Then `port` 0 means no
+    /// plain port at all, as in Redis.
+    pub tls: Option<crate::tls::TlsSettings>,
 }
 
 impl Default for Config {
@@ -256,6 +309,8 @@ impl Default for Config {
             metrics_bind: "127.0.0.1".into(),
             // Off: losing data must be a decision, never a default.
             accept_data_loss: false,
+            // Off, as in Redis (tls-port 0).
+            tls: None,
         }
     }
 }
@@ -309,6 +364,33 @@ impl Config {
                 };
                 usize::try_from(bytes).map_err(|_| format!("size {bytes} is too large"))
             };
+        let tls = crate::tls::TlsFlags {
+            port: cli.tls_port,
+            cert_file: cli.tls_cert_file,
+            key_file: cli.tls_key_file,
+            ca_cert_file: cli.tls_ca_cert_file,
+            auth_clients: cli.tls_auth_clients,
+            protocols: cli.tls_protocols,
+            ciphersuites: cli.tls_ciphersuites,
+            ciphers: cli.tls_ciphers,
+            cert_user: cli.tls_cert_user,
+            replication: cli.tls_replication,
+            handshake_timeout_ms: cli.tls_handshake_timeout_ms,
+        }
+        .or(crate::tls::TlsFlags {
+            port: file.tls_port,
+            cert_file: file.tls_cert_file,
+            key_file: file.tls_key_file,
+            ca_cert_file: file.tls_ca_cert_file,
+            auth_clients: file.tls_auth_clients,
+            protocols: file.tls_protocols,
+            ciphersuites: file.tls_ciphersuites,
+            ciphers: file.tls_ciphers,
+            cert_user: file.tls_cert_user,
+            replication: file.tls_replication,
+            handshake_timeout_ms: file.tls_handshake_timeout_ms,
+        })
+        .settings()?;
         let bind = cli.bind.or(file.bind).unwrap_or(d.bind);
         let config = Config {
             bind: bind.clone(),
@@ -360,6 +442,7 @@ impl Config {
                 .admin_password
                 .or_else(|| std::env::var(ADMIN_PASSWORD_ENV).ok())
                 .map(Secret),
+            tls,
         };
         config.validate()?;
         Ok(config)
@@ -410,6 +493,15 @@ impl Config {
             return Err(format!(
                 "timeout must be at most {MAX_TIMEOUT_SECS} seconds"
             ));
+        }
+        if let Some(tls) = &self.tls {
+            if tls.port == self.port {
+                return Err(format!(
+                    "tls-port and port are both {}: TLS needs a port of its own (or --port 0 \
+                     to serve TLS only)",
+                    self.port
+                ));
+            }
         }
         if self.databases > MAX_DATABASES {
             return Err(format!(
@@ -578,6 +670,30 @@ mod tests {
         ] {
             assert!(help.contains(needed), "--help lacks {needed:?}:\n{help}");
         }
+    }
+
+    #[test]
+    fn tls_keys_from_the_file_and_flags_and_port_0_means_tls_only() {
+        let path = std::env::temp_dir().join(format!("gokv-tls-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "tls-port = 7380\ntls-cert-file = \"s.crt\"\ntls-key-file = \"s.key\"\n\
+             tls-auth-clients = \"no\"\ntls-protocols = \"TLSv1.3\"\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let cli = Cli::try_parse_from(["gokv-server", "--config", file, "--tls-port", "7390"]);
+        let config = Config::from_cli(cli.unwrap()).unwrap();
+        let tls = config.tls.as_ref().unwrap();
+        assert_eq!(tls.port, 7390, "the flag beats the file");
+        assert_eq!(tls.files.cert, PathBuf::from("s.crt"));
+        assert_eq!(tls.auth_clients, crate::tls::AuthClients::No);
+        assert!(tls.tls13 && !tls.tls12);
+        let cli = Cli::try_parse_from(["gokv-server", "--config", file, "--port", "7380"]);
+        let e = Config::from_cli(cli.unwrap()).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(e.starts_with("tls-port and port are both 7380"), "{e}");
+        assert!(Config::default().tls.is_none());
     }
 
     #[test]

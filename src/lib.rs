@@ -37,3 +37,4 @@ pub mod protocol;
 pub mod server;
 pub mod shard;
 pub mod store;
+pub mod tls;

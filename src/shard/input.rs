@@ -129,12 +129,18 @@ impl Shard {
             match conn.read(READ_BUDGET, self.core.now) {
                 Ok(outcome) => Some(outcome),
                 Err(e) => {
-                    log::debug!("read from {}: {e}", conn.peer);
+                    self.core.read_failed(conn, &e);
                     self.close(index);
                     return;
                 }
             }
         };
+        // A TLS handshake that just finished: a certificate login, or a refusal. Plain
+        // connections pay one test of the transport here.
+        if conn.socket.take_handshake_done() && !self.core.tls_handshake_done(conn) {
+            self.close(index);
+            return;
+        }
         if outcome == Some(ReadOutcome::Closed) {
             conn.input_closed = true;
         }

@@ -61,7 +61,7 @@ pub enum Change {
 /// Everything a shard's inbox can carry.
 pub enum Message {
     /// A freshly accepted client socket (from the acceptor).
-    NewConnection(mio::net::TcpStream, std::net::SocketAddr),
+    NewConnection(crate::tls::stream::Transport, std::net::SocketAddr),
     /// A connection moving here because all its recent requests were for this shard's
     /// partitions. It has nothing in flight: no reply owed by any shard.
     Migrate(Box<super::connection::Connection>),

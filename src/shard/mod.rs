@@ -86,6 +86,10 @@
 //!   built (here, or on the shard that executes it for us: a forwarded request carries what
 //!   was left of the limit when it left), and a connection whose pending replies (unwritten +
 //!   parked) pass it is closed on the spot.
+//! - TLS (see [`crate::tls`]): rustls holds at most one handshake message (64 KiB) of a
+//!   connection's input and 64 KiB of its encrypted output (past it the replies wait in the
+//!   reply queue, under the limits above); a handshake not done within
+//!   `tls-handshake-timeout-ms` closes the connection (`housekeeping/tls_handshakes.rs`).
 //! - Replies built for another shard's connections: at most
 //!   [`mailbox::REPLY_BATCH_BYTES`] (plus one reply) per requesting shard per pass; the
 //!   rest of its requests wait in `Core::backlog` for the next pass.
@@ -103,6 +107,7 @@ mod output;
 mod routes;
 mod session;
 mod shutdown;
+mod tls;
 
 pub use shutdown::Shutdown;
 
@@ -150,6 +155,9 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     /// Where password checks and hashes go, so that no shard ever runs argon2.
     pub hasher: Hasher,
+    /// With a `--tls-port`: the certificate new TLS connections get, and its reload
+    /// ([`crate::tls::TlsContext::reload`]).
+    pub tls: Option<Arc<crate::tls::TlsContext>>,
 }
 
 impl Shared {
@@ -216,6 +224,11 @@ struct Core {
     commit: GroupCommit,
     /// Partitions loaded by recovery, until the first catalog takes them.
     recovered: hashbrown::HashMap<u64, LocalPartition>,
+    /// TLS connections in their handshake, with its deadline, oldest first (see `tls`).
+    tls_handshakes: VecDeque<(ConnRef, Instant)>,
+    /// The line for TLS connections refused (bad handshake, certificate, timeout), at most
+    /// one a second: a peer can cause them as fast as it connects.
+    tls_refusals: RateLimitedWarn,
 }
 
 pub struct Shard {
@@ -279,6 +292,8 @@ impl Shard {
             drain_reported: false,
             commit: GroupCommit::default(),
             recovered: hashbrown::HashMap::new(),
+            tls_handshakes: VecDeque::new(),
+            tls_refusals: RateLimitedWarn::new("TLS connections refused", now),
         };
         core.recover(&catalog)?;
         // At startup no persist change is pending (recovery opened every durable partition).
@@ -383,7 +398,10 @@ impl Shard {
             return;
         }
         let mut conn = self.conns.remove(index);
-        if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
+        // A TLS peer is told the end is deliberate (close_notify), as far as the socket takes
+        // it now; a plain one is only closed.
+        conn.socket.close_notify();
+        if let Err(e) = self.poll.registry().deregister(conn.socket.tcp()) {
             log::debug!("deregister {}: {e}", conn.peer);
         }
         let metrics = &self.core.shared.metrics.shards[self.core.id];
@@ -453,7 +471,7 @@ impl Shard {
     }
 
     /// Takes in a new connection from the acceptor.
-    fn accept(&mut self, socket: mio::net::TcpStream, peer: std::net::SocketAddr) {
+    fn accept(&mut self, socket: crate::tls::stream::Transport, peer: std::net::SocketAddr) {
         if self.core.draining {
             self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
             return; // dropping the socket closes it
@@ -464,7 +482,7 @@ impl Shard {
         // Edge-triggered, both directions, registered once: no re-registration syscalls when
         // output backs up.
         if let Err(e) = self.poll.registry().register(
-            &mut socket,
+            socket.tcp(),
             Token(index),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -482,6 +500,11 @@ impl Shard {
             .shared
             .next_client_id
             .fetch_add(1, Ordering::Relaxed);
+        if let crate::tls::stream::Transport::Tls(tls) = &socket {
+            if let Some(deadline) = tls.handshake_deadline {
+                self.core.tls_handshakes.push_back((conn_ref, deadline));
+            }
+        }
         entry.insert(Connection::new(
             socket,
             peer,

@@ -34,7 +34,7 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
-        if conn.replies.has_output() {
+        if conn.has_output() {
             if !conn.queued_for_write {
                 conn.queued_for_write = true;
                 self.core.to_write.push(index);
@@ -58,7 +58,7 @@ impl Shard {
 
     pub(super) fn queue_write(&mut self, index: usize) {
         if let Some(conn) = self.conns.get_mut(index) {
-            if conn.replies.has_output() && !conn.queued_for_write {
+            if conn.has_output() && !conn.queued_for_write {
                 conn.queued_for_write = true;
                 self.core.to_write.push(index);
             }
@@ -72,7 +72,7 @@ impl Shard {
             };
             conn.queued_for_write = false;
             let unwritten = conn.replies.unwritten();
-            let result = conn.replies.write_to(&mut conn.socket);
+            let result = conn.write_out();
             if conn.replies.unwritten() < unwritten {
                 conn.last_active = self.core.now;
             }

@@ -20,7 +20,9 @@
 //!    - `compaction`: one slice of each compaction in progress;
 //!    - `idle-sweep`: with `timeout` on, once a second, closing connections idle for longer
 //!      (after the writes, so that a connection's last replies were tried first);
-//!    - `failed-login-log`: the count of failed logins not logged one by one.
+//!    - `failed-login-log`: the count of failed logins not logged one by one;
+//!    - `tls-handshakes`: closing TLS connections whose handshake passed its deadline, and
+//!      the count of refused TLS connections not logged one by one.
 //!
 //! The shutdown drain comes after all of them, in [`Shard::run`] itself: it decides whether
 //! the loop ends, which no step may.
@@ -49,6 +51,7 @@ mod expiry;
 mod failed_logins;
 mod fsync;
 mod idle;
+mod tls_handshakes;
 
 use std::time::{Duration, Instant};
 
@@ -109,6 +112,7 @@ impl Housekeeping {
                 Box::new(compaction::Compaction),
                 Box::new(idle::IdleSweep::new(config, now)),
                 Box::new(failed_logins::FailedLoginLog),
+                Box::new(tls_handshakes::TlsHandshakes),
             ],
             shard,
         }
