@@ -64,6 +64,11 @@ pub struct LocalPartition {
     /// Its options as the data path enforces them, copied from the catalog when a version
     /// arrives (`routes`), so a request reads a plain field.
     pub quota: Quota,
+    /// A MEMORY partition while replicas are attached: its writes' records, for them
+    /// (`shard::replicate`). `None` otherwise, which is all a write checks.
+    pub stream: Option<Box<crate::persist::Journal>>,
+    /// Bytes of records streamed for it (its replication offset).
+    pub repl_offset: u64,
 }
 
 impl LocalPartition {
@@ -286,19 +291,43 @@ fn owned_log<'a>(
 }
 
 impl Core {
-    /// Commits every dirty partition; returns the ids that failed, with why.
+    /// Commits every dirty partition; returns the ids that failed, with why. While replicas
+    /// are attached, what each partition committed (and what a MEMORY partition's stream
+    /// journal holds) also goes into this pass's replication frames
+    /// (`shard::replicate`), only once its commit succeeded.
     fn commit_logs(&mut self) -> Vec<(u64, String)> {
         let metrics = &self.shared.metrics.shards[self.id];
         let mut failed = Vec::new();
         let now = Instant::now();
+        let shard = self.id;
         for (name, id) in self.commit.dirty.0.drain(..) {
             // Dropped during the pass: its writes went with it.
-            let Some((data, log)) = owned_log(&mut self.routes, &name, id) else {
+            let Some(Target::Local(local)) = self.routes.get_mut(&name[..]) else {
                 continue;
             };
+            if local.id != id {
+                continue;
+            }
+            if let Some(stream) = &mut local.stream {
+                if !stream.is_empty() {
+                    self.feeds
+                        .ship(shard, id, &mut local.repl_offset, stream.pending());
+                    stream.clear();
+                }
+            }
+            let (data, Durability::Logged(log)) = (&mut local.data, &mut local.log) else {
+                continue;
+            };
+            if log.journal.is_empty() {
+                continue;
+            }
+            let shipped =
+                self.feeds
+                    .ship_before_commit(shard, id, local.repl_offset, log.journal.pending());
             let before = log.disk_bytes();
             match log.commit() {
                 Ok(done) => {
+                    self.feeds.shipped(shipped, &mut local.repl_offset);
                     ShardMetrics::add(&metrics.log_commits, 1);
                     ShardMetrics::add(&metrics.fsyncs, done.fsynced as u64);
                     ShardMetrics::add(&metrics.log_bytes, log.disk_bytes() - before);
@@ -317,6 +346,7 @@ impl Core {
                     }
                 }
                 Err(e) => {
+                    self.feeds.not_shipped(shipped);
                     let before = data.used_memory();
                     log.journal.rollback(data);
                     let after = data.used_memory();
@@ -336,6 +366,7 @@ impl Core {
                 }
             }
         }
+        self.feeds.flush(&self.shared.replication, shard);
         failed
     }
 
@@ -461,6 +492,8 @@ impl Core {
                     id: meta.id,
                     log: Durability::Logged(Box::new(log)),
                     quota: Quota::new(&meta.name, &meta.options),
+                    stream: None,
+                    repl_offset: 0,
                 },
             );
         }
@@ -514,6 +547,8 @@ impl Core {
             id: meta.id,
             log,
             quota: Quota::new(&meta.name, &meta.options),
+            stream: None,
+            repl_offset: 0,
         }
     }
 
@@ -615,6 +650,13 @@ impl Core {
     pub(super) fn stop_logging(&mut self, local: &mut LocalPartition) {
         match std::mem::replace(&mut local.log, Durability::Memory) {
             Durability::Logged(log) => {
+                // Records of this pass not committed yet still go to the replicas.
+                if self.feeds.is_streaming() {
+                    let stream = local
+                        .stream
+                        .get_or_insert_with(|| Box::new(crate::persist::Journal::stream()));
+                    stream.adopt_records(log.journal.pending());
+                }
                 log::info!(
                     "partition {}: now MEMORY, removing {}",
                     local.id,

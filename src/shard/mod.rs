@@ -100,6 +100,7 @@ mod housekeeping;
 mod input;
 pub mod mailbox;
 mod output;
+mod replicate;
 mod routes;
 mod session;
 mod shutdown;
@@ -150,6 +151,8 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     /// Where password checks and hashes go, so that no shard ever runs argon2.
     pub hasher: Hasher,
+    /// Replication: role, offsets, feeds, the link (`crate::replication`).
+    pub replication: Arc<crate::replication::State>,
 }
 
 impl Shared {
@@ -216,6 +219,8 @@ struct Core {
     commit: GroupCommit,
     /// Partitions loaded by recovery, until the first catalog takes them.
     recovered: hashbrown::HashMap<u64, LocalPartition>,
+    /// Replicas attached to this shard, and the pass's frames for them (`replicate`).
+    feeds: replicate::Feeds,
 }
 
 pub struct Shard {
@@ -279,6 +284,7 @@ impl Shard {
             drain_reported: false,
             commit: GroupCommit::default(),
             recovered: hashbrown::HashMap::new(),
+            feeds: replicate::Feeds::default(),
         };
         core.recover(&catalog)?;
         // At startup no persist change is pending (recovery opened every durable partition).
@@ -380,6 +386,10 @@ impl Shard {
         let metrics = &self.core.shared.metrics.shards[self.core.id];
         ShardMetrics::sub(&metrics.connections, 1);
         self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
+        // A replica that was answered `+FULLSYNC`: its socket becomes its feed.
+        if let Some(port) = conn.session.replica_port {
+            self.become_feed(conn.socket, conn.peer, port);
+        }
     }
 
     /// Step 3 of the pass: everything other threads sent, each message to its handler.
@@ -439,6 +449,43 @@ impl Shard {
                 } => self.finish_login(reply_to, user_id, hash, ok),
                 Message::ChangeDone { reply_to, result } => self.finish_change(reply_to, result),
                 Message::Shutdown => self.begin_drain(),
+                Message::FeedAttach(feed) => {
+                    let shards = &self.core.shared.shards;
+                    match &mut self.core.coordinator {
+                        Some(coordinator) => coordinator.attach_feed(feed, shards),
+                        None => log::error!(
+                            "shard {} got a replica but is not the coordinator",
+                            self.core.id
+                        ),
+                    }
+                }
+                Message::FeedStart(feed) => self.core.start_feed(feed),
+                Message::ReplApply(batch) => self.core.apply_replicated(*batch),
+                Message::ReplInstall {
+                    generation,
+                    catalog,
+                    acl,
+                    done,
+                } => {
+                    let shards = &self.core.shared.shards;
+                    let current = self
+                        .core
+                        .shared
+                        .replication
+                        .status
+                        .generation
+                        .load(Ordering::Relaxed);
+                    match &mut self.core.coordinator {
+                        Some(_) if generation != current => {
+                            let _ = done.send(Err("the link was replaced".into()));
+                        }
+                        Some(coordinator) => coordinator.install(catalog, acl, done, shards),
+                        None => log::error!(
+                            "shard {} got a replicated catalog but is not the coordinator",
+                            self.core.id
+                        ),
+                    }
+                }
             }
         }
     }
