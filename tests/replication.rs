@@ -329,9 +329,11 @@ fn a_dead_primary_leaves_the_replica_serving_reads() {
     let mut p = primary.client();
     q_ok::<()>(&mut p, &["CREATE", "PARTITION", "s", "STRING", "MEMORY"]);
     q_ok::<()>(&mut p, &["SET", "s", "k", "v"]);
-    q_ok::<()>(&mut p, &["SET", "s", "ttl", "t", "PX", "800"]);
     let replica = start_replica(&primary, &[]);
     let mut r = replica_client(&replica);
+    converge(&mut p, &mut r);
+    // A key that expires after the primary is gone (its sweep never sends the DEL).
+    q_ok::<()>(&mut p, &["SET", "s", "ttl", "t", "PX", "800"]);
     converge(&mut p, &mut r);
     primary.kill9();
     let down = poll_until(Duration::from_secs(20), || {
@@ -466,4 +468,89 @@ fn a_wrong_primary_password_is_logged_and_retried_with_backoff() {
     let e = raw.call_err(&["REPLSYNC", "1", &"0".repeat(40)]);
     assert!(e.contains("chained replication"), "{e}");
     let _ = q::<()>(&mut r, &["REPLICAOF", "NO", "ONE"]);
+}
+
+fn signal(server: &Server, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+/// A replica that stops reading (SIGSTOP) never slows the primary: past `--repl-buffer`
+/// its feed is dropped, and once it runs again (SIGCONT) it syncs again and converges.
+#[test]
+fn a_stopped_replica_is_dropped_past_its_buffer_and_resyncs() {
+    let primary = Server::start(&["--repl-buffer", "1mb"]);
+    let mut p = primary.client();
+    q_ok::<()>(&mut p, &["CREATE", "PARTITION", "s", "STRING", "MEMORY"]);
+    q_ok::<()>(&mut p, &["SET", "s", "before", "1"]);
+    let replica = start_replica(&primary, &[]);
+    let mut r = replica_client(&replica);
+    converge(&mut p, &mut r);
+    signal(&replica, "-STOP");
+    // Far more than the bound and the sockets' buffers together.
+    let value = "v".repeat(1000);
+    let started = Instant::now();
+    for i in 0..30_000 {
+        q_ok::<()>(&mut p, &["SET", "s", &format!("k{i}"), &value]);
+    }
+    let took = started.elapsed();
+    let log = primary.log_text_once_it_contains("dropping replica");
+    assert!(log.contains("past --repl-buffer"), "{log}");
+    let dropped = poll_until(Duration::from_secs(10), || {
+        (info(&mut p, "connected_slaves").as_deref() == Some("0")).then_some(())
+    });
+    assert!(dropped.is_some(), "the stopped replica is still attached");
+    assert!(took < Duration::from_secs(60), "writes stalled: {took:?}");
+    signal(&replica, "-CONT");
+    converge(&mut p, &mut r);
+    same_partition(&mut p, &mut r, "s");
+    let syncs = replica.log_text_once_it_contains("done in");
+    assert!(
+        syncs.matches("full sync from").count() >= 2,
+        "a second full sync: {syncs}"
+    );
+}
+
+/// A durable write whose commit fails (`-IOERR`, rolled back) never reaches the replica.
+#[test]
+fn a_rolled_back_write_is_not_replicated() {
+    let primary = Server::start(&[]);
+    let mut p = primary.client();
+    q_ok::<()>(&mut p, &["CREATE", "PARTITION", "d", "STRING", "SYNC"]);
+    let replica = start_replica(&primary, &[]);
+    let mut r = replica_client(&replica);
+    converge(&mut p, &mut r);
+    q_ok::<()>(&mut p, &["DEBUG", "FAIL-WRITE", "1"]);
+    let (code, _) = q_err(&mut p, &["SET", "d", "lost", "x"]);
+    assert_eq!(code, "IOERR");
+    q_ok::<()>(&mut p, &["SET", "d", "kept", "y"]);
+    converge(&mut p, &mut r);
+    let lost: Option<String> = q_ok(&mut r, &["GET", "d", "lost"]);
+    assert_eq!(lost, None);
+    let kept: String = q_ok(&mut r, &["GET", "d", "kept"]);
+    assert_eq!(kept, "y");
+    same_partition(&mut p, &mut r, "d");
+}
+
+/// A DEL of a key whose deadline passed (reclaimed on the primary without a visible
+/// change) reaches the replica, which holds such keys until the primary says so.
+#[test]
+fn a_key_reclaimed_by_a_write_is_deleted_on_the_replica() {
+    let primary = Server::start(&[]);
+    let mut p = primary.client();
+    q_ok::<()>(&mut p, &["CREATE", "PARTITION", "m", "STRING", "MEMORY"]);
+    let replica = start_replica(&primary, &[]);
+    let mut r = replica_client(&replica);
+    converge(&mut p, &mut r);
+    q_ok::<()>(&mut p, &["SET", "m", "t", "v", "PX", "50"]);
+    thread::sleep(Duration::from_millis(150));
+    // (Reclaimed by this DEL, unless the primary's sweep got there first: a DEL either way.)
+    q_ok::<i64>(&mut p, &["DEL", "m", "t"]);
+    q_ok::<()>(&mut p, &["SET", "m", "other", "x"]);
+    converge(&mut p, &mut r);
+    let held: i64 = q_ok(&mut r, &["DBSIZE", "m"]);
+    assert_eq!(held, 1, "the expired key is gone from the replica too");
 }

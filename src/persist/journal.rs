@@ -47,6 +47,10 @@ pub struct Journal {
     undo: Vec<Undo>,
     /// A stream journal: records only, nothing to undo.
     stream: bool,
+    /// Replicas follow the partition: a write that finds a key expired (and reclaims it
+    /// without changing anything a client sees) logs a `DEL`, or a replica, which never
+    /// expires keys by itself, would hold the key, hidden, for good.
+    replicated: bool,
 }
 
 impl Journal {
@@ -54,8 +58,20 @@ impl Journal {
     pub fn stream() -> Journal {
         Journal {
             stream: true,
+            replicated: true,
             ..Journal::default()
         }
+    }
+
+    /// Replicas follow (or no longer follow) the partition (see `replicated`).
+    pub fn set_replicated(&mut self, replicated: bool) {
+        self.replicated = replicated || self.stream;
+    }
+
+    /// Logs the `DEL` of a key a write found expired and reclaimed, when replicas follow.
+    #[cold]
+    fn reclaimed(&mut self, key: &[u8]) {
+        record::encode(&Record::Del { key }, &mut self.records);
     }
 
     /// Appends records logged elsewhere (a durable partition turned MEMORY mid-pass hands
@@ -136,7 +152,11 @@ impl Journal {
         } else {
             before(partition, key)
         };
+        let held = self.replicated && partition.holds(key);
         if !partition.set_deadline(key, deadline) {
+            if held && !partition.holds(key) {
+                self.reclaimed(key);
+            }
             return false;
         }
         if !self.stream {
@@ -153,7 +173,13 @@ impl Journal {
 
     /// Removes a key and returns its value and deadline; logs only when it was there.
     pub fn take(&mut self, partition: &mut Partition, key: &[u8]) -> Option<(Value, Option<u64>)> {
-        let before = partition.take(key)?;
+        let held = self.replicated && partition.holds(key);
+        let Some(before) = partition.take(key) else {
+            if held && !partition.holds(key) {
+                self.reclaimed(key);
+            }
+            return None;
+        };
         if !self.stream {
             self.undo.push(Undo::Key(key.into(), Some(before.clone())));
         }
@@ -305,6 +331,29 @@ mod tests {
         assert_eq!(j.pending(), s.pending());
         assert_eq!((j.writes(), s.writes()), (6, 0));
         assert!(q.is_empty());
+    }
+
+    /// A DEL or EXPIRE that finds its key expired reclaims it silently; with replicas
+    /// following, that is logged as a DEL (they never expire keys by themselves).
+    #[test]
+    fn a_reclaimed_expired_key_is_a_del_when_replicas_follow() {
+        let past = crate::store::clock::system_now_ms() - 1000;
+        for replicated in [false, true] {
+            let mut p = Partition::new(Schema::Int, Arc::default());
+            p.set_int(b"a", 1, Expiry::At(past));
+            p.set_int(b"b", 1, Expiry::At(past));
+            let mut j = Journal::default();
+            j.set_replicated(replicated);
+            assert!(!j.remove(&mut p, b"a"));
+            assert!(!j.set_deadline(&mut p, b"b", None));
+            assert!(!j.remove(&mut p, b"never"));
+            assert!(p.is_empty(), "both reclaimed");
+            let mut dels = Vec::new();
+            record::encode(&Record::Del { key: b"a" }, &mut dels);
+            record::encode(&Record::Del { key: b"b" }, &mut dels);
+            let want: &[u8] = if replicated { &dels } else { &[] };
+            assert_eq!(j.pending(), want, "replicated {replicated}");
+        }
     }
 
     #[test]

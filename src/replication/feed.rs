@@ -23,9 +23,9 @@ use super::{unix_secs, wire};
 /// `master_last_io_seconds_ago` and its link timeout count on it.
 pub const PING_EVERY: Duration = Duration::from_secs(1);
 
-/// A snapshot slice is only sent while the feed holds less than this: enough to keep the
-/// socket busy (several slices), little enough that a full sync never fills the feed's
-/// bound on its own.
+/// A snapshot slice is only sent while the feed holds less than this (or a quarter of its
+/// bound, if less), and is at most that big: enough to keep the socket busy, little enough
+/// that a full sync never fills the feed's bound on its own.
 pub const SNAPSHOT_HIGH_WATER: usize = 4 << 20;
 
 /// One replica's queue.
@@ -106,6 +106,12 @@ impl Feed {
             return false;
         }
         true
+    }
+
+    /// Below this many queued bytes a snapshot slice of up to this many may be pushed (see
+    /// [`SNAPSHOT_HIGH_WATER`]).
+    pub fn snapshot_room(&self) -> usize {
+        SNAPSHOT_HIGH_WATER.min(self.limit / 4).max(1)
     }
 
     /// Bytes waiting to be written.

@@ -366,7 +366,9 @@ impl Core {
                 }
             }
         }
-        self.feeds.flush(&self.shared.replication, shard);
+        if self.feeds.flush(&self.shared.replication, shard) {
+            self.end_streaming();
+        }
         failed
     }
 

@@ -19,7 +19,6 @@ use std::sync::Arc;
 use crate::metrics::ShardMetrics;
 use crate::persist::record::{self, Record};
 use crate::persist::Journal;
-use crate::replication::feed::SNAPSHOT_HIGH_WATER;
 use crate::replication::{apply, wire, Feed, State};
 use crate::store::ValueRef;
 
@@ -28,10 +27,12 @@ use super::mailbox::{Message, ReplBatch, ReplOp};
 use super::routes::Target;
 use super::{Core, Shard, COORDINATOR};
 
-/// Keys one walk step visits (about; SCAN's count). With a 1 MiB-ish budget in bytes too
-/// ([`WALK_STEP_BYTES`]) a step stays well under a millisecond.
-const WALK_STEP_KEYS: usize = 1024;
-/// A step stops once its frame holds this many bytes (values can be large).
+/// Keys one SCAN call of a walk visits (about): small, so that a slice stops near its byte
+/// budget whatever the values weigh; a step makes as many calls as its budget allows.
+const WALK_SCAN_KEYS: usize = 32;
+/// A step stops once its frame holds this many bytes (values can be large), or a quarter
+/// of the feed's bound if that is less (`Feed::snapshot_room`): a step stays well under a
+/// millisecond.
 const WALK_STEP_BYTES: usize = 1 << 20;
 
 /// This shard's feeds and the frames of the pass.
@@ -124,10 +125,10 @@ impl Feeds {
     }
 
     /// End of the commit: pushes the pass's frames to every feed, and forgets the feeds
-    /// that were dropped.
-    pub(super) fn flush(&mut self, state: &State, shard: usize) {
+    /// that were dropped. True when that left none (the caller then stops streaming).
+    pub(super) fn flush(&mut self, state: &State, shard: usize) -> bool {
         if self.out.is_empty() {
-            return;
+            return false;
         }
         state.shard_offsets[shard].store(self.offset, Ordering::Relaxed);
         let frames = Arc::new(std::mem::take(&mut self.out));
@@ -137,6 +138,7 @@ impl Feeds {
             }
         }
         self.attached.retain(|a| !a.feed.is_dropped());
+        self.attached.is_empty()
     }
 }
 
@@ -149,8 +151,12 @@ impl Core {
         let mut walks = VecDeque::new();
         for (name, target) in self.routes.iter_mut() {
             if let Target::Local(local) = target {
-                if matches!(local.log, Durability::Memory) && local.stream.is_none() {
-                    local.stream = Some(Box::new(Journal::stream()));
+                match &mut local.log {
+                    Durability::Memory if local.stream.is_none() => {
+                        local.stream = Some(Box::new(Journal::stream()));
+                    }
+                    Durability::Logged(log) => log.journal.set_replicated(true),
+                    _ => {}
                 }
                 wire::encode_with(
                     &mut frames,
@@ -201,11 +207,15 @@ impl Core {
     /// A partition this shard now owns (CREATE, or a persist change to MEMORY) while
     /// replicas are attached: a MEMORY one keeps a stream journal.
     pub(super) fn stream_if_fed(&self, local: &mut super::durability::LocalPartition) {
-        if self.feeds.is_streaming()
-            && matches!(local.log, Durability::Memory)
-            && local.stream.is_none()
-        {
-            local.stream = Some(Box::new(Journal::stream()));
+        if !self.feeds.is_streaming() {
+            return;
+        }
+        match &mut local.log {
+            Durability::Memory if local.stream.is_none() => {
+                local.stream = Some(Box::new(Journal::stream()));
+            }
+            Durability::Logged(log) => log.journal.set_replicated(true),
+            _ => {}
         }
     }
 
@@ -214,7 +224,7 @@ impl Core {
         let mut any = None;
         for a in &self.feeds.attached {
             if !a.walks.is_empty() && !a.feed.is_dropped() {
-                let room = a.feed.queued() < SNAPSHOT_HIGH_WATER;
+                let room = a.feed.queued() < a.feed.snapshot_room();
                 any = Some(any.unwrap_or(false) || room);
             }
         }
@@ -229,9 +239,11 @@ impl Core {
         let offset = self.feeds.offset;
         let mut attached = std::mem::take(&mut self.feeds.attached);
         for a in &mut attached {
-            if a.feed.is_dropped() || a.feed.queued() >= SNAPSHOT_HIGH_WATER {
+            let room = a.feed.snapshot_room();
+            if a.feed.is_dropped() || a.feed.queued() >= room {
                 continue;
             }
+            let slice = WALK_STEP_BYTES.min(room);
             let Some(walk) = a.walks.front_mut() else {
                 continue;
             };
@@ -242,7 +254,7 @@ impl Core {
                     let mut records = Vec::new();
                     let mut cursor = walk.cursor;
                     loop {
-                        cursor = local.data.scan(cursor, WALK_STEP_KEYS, |key, entry| {
+                        cursor = local.data.scan(cursor, WALK_SCAN_KEYS, |key, entry| {
                             let deadline = entry.deadline;
                             let rec = match entry.value {
                                 ValueRef::Int(value) => Record::SetInt {
@@ -258,7 +270,7 @@ impl Core {
                             };
                             record::encode(&rec, &mut records);
                         });
-                        if cursor == 0 || records.len() >= WALK_STEP_BYTES {
+                        if cursor == 0 || records.len() >= slice {
                             break;
                         }
                     }
@@ -292,11 +304,14 @@ impl Core {
     }
 
     /// No replica left: MEMORY partitions stop keeping records.
-    fn end_streaming(&mut self) {
+    pub(super) fn end_streaming(&mut self) {
         for target in self.routes.values_mut() {
             if let Target::Local(local) = target {
                 // (Records of this pass not yet committed have nobody to go to.)
                 local.stream = None;
+                if let Durability::Logged(log) = &mut local.log {
+                    log.journal.set_replicated(false);
+                }
             }
         }
     }
