@@ -19,6 +19,11 @@
 //!   success the held replies fill their slots; on failure the partition's journal rolls its
 //!   writes back (newest first), and the held replies, local and forwarded, become `-IOERR`.
 //!
+//! Replicas (`shard::replicate`): a commit that succeeded also frames the partition's records
+//! for every attached replica (a failed one takes its frame back), and the records a MEMORY
+//! partition's stream journal holds go out at the same point; the frames are pushed to the
+//! feeds at the end of the commit, before any reply of the pass leaves.
+//!
 //! A write that changed nothing (DEL of an absent key, a WRONGTYPE error) logs nothing and its
 //! reply is filled at once. Reads are never held. Known limit: a read in the same pass as a
 //! write whose commit then fails may have seen the value that was rolled back.

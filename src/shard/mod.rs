@@ -27,12 +27,13 @@
 //!    sweep), so that what it logs joins this pass's commit.
 //! 5. Group commit ([`durability`]): write this pass's log records, one `write` per durable
 //!    partition with writes and one `fdatasync` per SYNC one; release the replies held for
-//!    them, or turn them into `-IOERR` and roll the writes back.
+//!    them, or turn them into `-IOERR` and roll the writes back. With replicas attached, what
+//!    committed (and what MEMORY partitions recorded) goes into their feeds.
 //! 6. Send every non-empty outbox as one message per destination (one wake at most).
 //! 7. Write every connection with new output, in one `write` when the socket takes it all.
 //! 8. Housekeeping that makes no reply, when due: the ASYNC fsync, a slice of any compaction
-//!    in progress, the idle sweep (once a second, when `timeout` is on), the count of failed
-//!    logins not logged one by one.
+//!    in progress, a slice of each replica's full sync, the idle sweep (once a second, when
+//!    `timeout` is on), the count of failed logins not logged one by one.
 //! 9. While shutting down: exit once every shard has finished its replies.
 //!
 //! Steps 5 to 7 are in that order so that no reply to a durable write, local or forwarded,
@@ -50,6 +51,8 @@
 //!   compaction;
 //! - `output`: writing replies out, and what follows progress (resume, move, close);
 //! - `session`: logins, changes waited for behind a barrier, ACL versions, migration;
+//! - `replicate`: replication's shard side: feeds to replicas, full-sync walks, the commit's
+//!   frames, and (on a replica) applying what the link sends ([`crate::replication`]);
 //! - `routes`: where each partition lives, and applying a new catalog;
 //! - `housekeeping/`: the per-pass steps no request asks for, one file each;
 //! - `shutdown`: draining before exit;
