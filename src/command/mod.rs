@@ -657,12 +657,12 @@ command_table! {
     },
     // Replication (replication.rs; the design in crate::replication).
     ReplicaOf => {
-        usage: "REPLICAOF <host> <port> | REPLICAOF NO ONE",
+        usage: "REPLICAOF <host|NO> <port|ONE>",
         name: "replicaof", arity: 3, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::replicaof),
     },
     SlaveOf => {
-        usage: "SLAVEOF <host> <port> | SLAVEOF NO ONE",
+        usage: "SLAVEOF <host|NO> <port|ONE>",
         name: "slaveof", arity: 3, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::replicaof),
     },
