@@ -554,3 +554,100 @@ fn a_key_reclaimed_by_a_write_is_deleted_on_the_replica() {
     let held: i64 = q_ok(&mut r, &["DBSIZE", "m"]);
     assert_eq!(held, 1, "the expired key is gone from the replica too");
 }
+
+/// A primary started by hand on a fixed port (the harness always asks for port 0), so that a
+/// restart comes back at the same address; killed on drop.
+struct FixedPrimary(std::process::Child);
+
+impl FixedPrimary {
+    fn start(port: u16, dir: &DataDir) -> FixedPrimary {
+        let child = std::process::Command::new(common::server_bin())
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .args(["--admin-password", ADMIN_PASSWORD, "--metrics-port", "0"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn gokv-server");
+        let up = poll_until(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        });
+        assert!(up.is_some(), "the primary on port {port} did not start");
+        FixedPrimary(child)
+    }
+
+    fn client(port: u16) -> redis::Connection {
+        let url = format!("redis://admin:{ADMIN_PASSWORD}@127.0.0.1:{port}/");
+        redis::Client::open(url).unwrap().get_connection().unwrap()
+    }
+}
+
+impl Drop for FixedPrimary {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A primary restarted with an empty data directory under the same address has a new
+/// replication id: the replica syncs fully from it and keeps nothing of the old history.
+#[test]
+fn a_new_primary_at_the_same_address_is_a_new_history() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let first_dir = DataDir::new("primary-a");
+    let first = FixedPrimary::start(port, &first_dir);
+    let mut p = FixedPrimary::client(port);
+    q_ok::<()>(&mut p, &["CREATE", "PARTITION", "old", "STRING", "SYNC"]);
+    q_ok::<()>(&mut p, &["SET", "old", "k", "from the first primary"]);
+    let old_id = info(&mut p, "master_replid").unwrap();
+    let replica = Server::start(&[
+        "--replicaof",
+        &format!("127.0.0.1:{port}"),
+        "--primary-user",
+        "admin",
+        "--primary-password",
+        ADMIN_PASSWORD,
+    ]);
+    let mut r = replica_client(&replica);
+    converge(&mut p, &mut r);
+    let v: String = q_ok(&mut r, &["GET", "old", "k"]);
+    assert_eq!(v, "from the first primary");
+    drop(first);
+    let second_dir = DataDir::new("primary-b");
+    let _second = FixedPrimary::start(port, &second_dir);
+    let mut p = FixedPrimary::client(port);
+    // Its first partition gets the id the old one had: a replica that merged the two
+    // histories would find the old partition's log under it.
+    q_ok::<()>(&mut p, &["CREATE", "PARTITION", "new", "STRING", "SYNC"]);
+    q_ok::<()>(&mut p, &["SET", "new", "k2", "from the second primary"]);
+    let new_id = info(&mut p, "master_replid").unwrap();
+    assert_ne!(old_id, new_id, "a new data directory, a new replication id");
+    let switched = poll_until(CONVERGE, || {
+        (info(&mut r, "master_replid").as_deref() == Some(new_id.as_str())).then_some(())
+    });
+    assert!(
+        switched.is_some(),
+        "the replica never synced from the new primary"
+    );
+    converge(&mut p, &mut r);
+    let listed: Vec<String> = q_ok(&mut r, &["LIST", "PARTITIONS"]);
+    assert_eq!(
+        listed,
+        vec!["new".to_string()],
+        "nothing of the old history stays"
+    );
+    same_partition(&mut p, &mut r, "new");
+    let keys: i64 = q_ok(&mut r, &["DBSIZE", "new"]);
+    assert_eq!(keys, 1, "nothing of the old partition's log");
+}
