@@ -265,6 +265,7 @@ fn cross_shard(c: &mut Criterion) {
         next_client_id: AtomicU64::new(1),
         hasher: Hasher::start(1, handles).expect("hasher"),
         tls: None,
+        replication: Arc::new(gokv::replication::State::in_memory(2)),
     });
     let catalog = Arc::new(Catalog::default().with_partition(PartitionMeta {
         name: "bench".into(),

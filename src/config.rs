@@ -128,13 +128,27 @@ pub struct Cli {
     /// in as that user without a password; a CN naming no user is refused [default: no].
     #[arg(long, value_name = "yes|no")]
     pub tls_cert_user: Option<String>,
-    /// TLS for replication links: only `no` for now (replication is not built yet).
+    /// TLS for replication links: only `no` for now (replication links are plain TCP).
     #[arg(long, value_name = "yes|no")]
     pub tls_replication: Option<String>,
     /// Milliseconds a TLS handshake may take before the connection is closed
     /// [default: 10000].
     #[arg(long, value_name = "MS")]
     pub tls_handshake_timeout_ms: Option<u64>,
+    /// Start as a replica of the primary at `host:port` (as `REPLICAOF host port` would);
+    /// the data of every partition is then replaced by the primary's [default: none].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub replicaof: Option<String>,
+    /// The user a replica logs in to its primary as (it needs ADMIN on `*` there).
+    #[arg(long, value_name = "USER")]
+    pub primary_user: Option<String>,
+    /// That user's password (also `GOKV_PRIMARY_PASSWORD`, which keeps it out of `ps`).
+    #[arg(long, value_name = "PASSWORD")]
+    pub primary_password: Option<String>,
+    /// Bytes of replication stream the primary queues for one replica before it drops the
+    /// replica (which then syncs again), e.g. `256mb` [default: 256mb].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub repl_buffer: Option<u64>,
 }
 
 /// What `--help` says after the flags: the rules every flag shares.
@@ -211,6 +225,9 @@ struct FileConfig {
     tls_cert_user: Option<String>,
     tls_replication: Option<String>,
     tls_handshake_timeout_ms: Option<u64>,
+    replicaof: Option<String>,
+    primary_user: Option<String>,
+    repl_buffer: Option<SizeValue>,
 }
 
 /// A size in the file: a number of bytes or a string like `"64mb"`.
@@ -268,6 +285,30 @@ pub struct Config {
     /// With a `--tls-port`: the TLS settings (see [`crate::tls`]). Then `port` 0 means no
     /// plain port at all, as in Redis.
     pub tls: Option<crate::tls::TlsSettings>,
+    /// `--replicaof`: the primary to follow from the start.
+    pub replicaof: Option<(String, u16)>,
+    /// `--primary-user` / `--primary-password` (or `GOKV_PRIMARY_PASSWORD`).
+    pub primary_user: Option<String>,
+    pub primary_password: Option<Secret>,
+    /// `--repl-buffer`: bytes queued for one replica before it is dropped.
+    pub repl_buffer: usize,
+}
+
+/// The environment variable that may carry the replica's password for its primary.
+pub const PRIMARY_PASSWORD_ENV: &str = "GOKV_PRIMARY_PASSWORD";
+
+/// Parses `host:port` (`--replicaof`).
+pub fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+    let bad = || format!("replicaof must be host:port, got '{text}'");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok((
+        host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        port,
+    ))
 }
 
 impl Default for Config {
@@ -311,6 +352,13 @@ impl Default for Config {
             accept_data_loss: false,
             // Off, as in Redis (tls-port 0).
             tls: None,
+            replicaof: None,
+            primary_user: None,
+            primary_password: None,
+            // Redis's client-output-buffer-limit for replicas (256mb hard): a full sync is
+            // paced (crate::replication::feed), so only live writes faster than the replica
+            // takes them fill it.
+            repl_buffer: 256 * 1024 * 1024,
         }
     }
 }
@@ -438,6 +486,16 @@ impl Config {
             metrics_port_given: cli.metrics_port.or(file.metrics_port).is_some(),
             metrics_bind: cli.metrics_bind.or(file.metrics_bind).unwrap_or(bind),
             accept_data_loss: cli.accept_data_loss,
+            replicaof: match cli.replicaof.or(file.replicaof) {
+                Some(text) => Some(parse_host_port(&text)?),
+                None => None,
+            },
+            primary_user: cli.primary_user.or(file.primary_user),
+            primary_password: cli
+                .primary_password
+                .or_else(|| std::env::var(PRIMARY_PASSWORD_ENV).ok())
+                .map(Secret),
+            repl_buffer: size(cli.repl_buffer, &file.repl_buffer, d.repl_buffer)?,
             admin_password: cli
                 .admin_password
                 .or_else(|| std::env::var(ADMIN_PASSWORD_ENV).ok())

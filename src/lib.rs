@@ -34,6 +34,7 @@ pub mod log_limit;
 pub mod metrics;
 pub mod persist;
 pub mod protocol;
+pub mod replication;
 pub mod server;
 pub mod shard;
 pub mod store;

@@ -75,6 +75,24 @@ pub fn run(mut config: Config) -> Result<(), String> {
 
     let acl = Arc::new(acl);
     let hasher = Hasher::start(hasher::THREADS, handles.clone())?;
+    let primary_login = match (&config.primary_user, &config.primary_password) {
+        (Some(user), Some(password)) => Some((user.clone(), password.expose().to_string())),
+        (None, None) => None,
+        _ => {
+            return Err(
+                "--primary-user and --primary-password go together (a replica logs in to its \
+                 primary with both)"
+                    .into(),
+            )
+        }
+    };
+    let replication = Arc::new(crate::replication::State::open(
+        &config.data_dir,
+        shards,
+        config.repl_buffer,
+        primary_login,
+    )?);
+    let _ = replication.handles.set(handles.clone());
     let shared = Arc::new(Shared {
         config: Arc::new(config),
         metrics: metrics.clone(),
@@ -84,6 +102,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
         next_client_id: AtomicU64::new(1),
         hasher,
         tls: tls.clone(),
+        replication: replication.clone(),
     });
 
     let catalog = Arc::new(catalog);
@@ -185,6 +204,14 @@ pub fn run(mut config: Config) -> Result<(), String> {
     );
 
     watch_signals(shutdown, tls)?;
+    // (REPLICAOF's self check and the port a replica reports; a TLS-only server reports
+    // its TLS port.)
+    if let Some(addr) = plain_addr.or(tls_addr) {
+        let _ = replication.listen.set(addr);
+    }
+    if let Some(primary) = shared.config.replicaof.clone() {
+        replication.follow(Some(primary));
+    }
 
     let pins: Vec<String> = pinning
         .iter()

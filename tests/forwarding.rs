@@ -44,6 +44,7 @@ impl TwoShards {
             next_client_id: AtomicU64::new(1),
             hasher: Hasher::start(1, handles).unwrap(),
             tls: None,
+            replication: Arc::new(gokv::replication::State::in_memory(2)),
         });
         let catalog = Arc::new(Catalog::default().with_partition(PartitionMeta {
             name: "p".into(),

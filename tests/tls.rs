@@ -601,8 +601,8 @@ fn tls_replication_yes_is_refused_until_replication_exists() {
     assert_eq!(failed.status.code(), Some(2));
     assert!(
         failed.stderr.contains(
-            "tls-replication yes is not supported yet: GoKV has no replication links to \
-             encrypt (replication is not built yet)"
+            "tls-replication yes is not supported yet: replication links (--replicaof, \
+             REPLICAOF) are plain TCP for now"
         ),
         "{}",
         failed.stderr

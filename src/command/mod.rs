@@ -38,6 +38,7 @@ pub mod glob;
 pub mod keys;
 pub mod partition;
 pub mod quota;
+pub mod replication;
 pub mod server;
 pub mod string;
 pub mod user;
@@ -653,6 +654,33 @@ command_table! {
         usage: "DEBUG <FAIL-WRITE|FAIL-FSYNC|FAIL-DIRSYNC> <count>",
         name: "debug", arity: -2, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::debug),
+    },
+    // Replication (replication.rs; the design in crate::replication).
+    ReplicaOf => {
+        usage: "REPLICAOF <host|NO> <port|ONE>",
+        name: "replicaof", arity: 3, flags: ADMIN, permission: Permission::AdminAll,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::replicaof),
+    },
+    SlaveOf => {
+        usage: "SLAVEOF <host|NO> <port|ONE>",
+        name: "slaveof", arity: 3, flags: ADMIN, permission: Permission::AdminAll,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::replicaof),
+    },
+    Role => {
+        usage: "ROLE",
+        name: "role", arity: 1, flags: FAST | LOADING, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::role),
+    },
+    Wait => {
+        usage: "WAIT <numreplicas> <timeout>",
+        name: "wait", arity: 3, flags: 0, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::wait),
+    },
+    // A replica's handshake: the connection becomes its feed once this is answered.
+    ReplSync => {
+        usage: "REPLSYNC <listening-port> <replid>",
+        name: "replsync", arity: 3, flags: ADMIN, permission: Permission::AdminAll,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::replsync),
     },
     // AUTH and LOGIN (and HELLO ... AUTH) take the shard's login path before any handler;
     // theirs only answers if that ever stops being so.

@@ -56,6 +56,9 @@ pub struct Session {
     /// The partition `SELECT` chose: `Some` puts the connection in Redis grammar on it (data
     /// commands name no partition, see [`super::face`]); `None` is GoKV grammar.
     pub selected: Option<Box<[u8]>>,
+    /// Set by REPLSYNC (with the port the replica listens on): once its reply is written,
+    /// the connection's socket becomes the replica's feed (`crate::replication`).
+    pub replica_port: Option<u16>,
 }
 
 /// Failed logins in a row after which the connection is closed: enough for a person to
@@ -91,6 +94,8 @@ pub struct ServerView<'a> {
     pub config: &'a Config,
     pub metrics: &'a ServerMetrics,
     pub shard: usize,
+    /// Role, offsets and replicas (INFO replication, ROLE, REPLICAOF).
+    pub replication: &'a std::sync::Arc<crate::replication::State>,
 }
 
 /// `PING [message]`
@@ -623,11 +628,10 @@ fn info_section(
             total(|s| &s.timeout_disconnects),
             total(|s| &s.oom_rejections),
         ),
-        // GoKV has no replicas (yet): a master with none, as Redis words it.
-        "replication" => write!(
-            text,
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n"
-        ),
+        "replication" => {
+            text.push_str("# Replication\r\n");
+            view.replication.info(text)
+        }
         "cpu" => {
             let (sys, user) = cpu_seconds();
             write!(

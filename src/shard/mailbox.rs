@@ -101,6 +101,76 @@ pub enum Message {
     },
     /// Stop accepting work, finish what is in flight, exit.
     Shutdown,
+    /// To the coordinator (primary): a replica attached; send it the catalog and users,
+    /// then tell every shard ([`Message::FeedStart`]).
+    FeedAttach(Arc<crate::replication::Feed>),
+    /// From the coordinator (primary): start the full sync of this shard's partitions into
+    /// the feed, and stream every commit into it from now on.
+    FeedStart(Arc<crate::replication::Feed>),
+    /// From the replica's link: data to apply to partitions this shard owns.
+    ReplApply(Box<ReplBatch>),
+    /// From the replica's link to the coordinator: install the primary's catalog and/or
+    /// users (durably, on every shard), then answer `done` with the catalog.
+    ReplInstall {
+        generation: u64,
+        catalog: Option<Catalog>,
+        acl: Option<Acl>,
+        done: Sender<Result<Arc<Catalog>, String>>,
+    },
+}
+
+/// Replicated data for one replica shard, from one read of the link.
+pub struct ReplBatch {
+    /// The link's generation: a batch of a link that `REPLICAOF` replaced is ignored.
+    pub generation: u64,
+    pub ops: Vec<ReplOp>,
+    /// Bytes of records in `ops` (the link's in-flight count).
+    pub bytes: usize,
+    /// The link's table of applied offsets per primary shard, and what to raise in it once
+    /// `ops` are applied.
+    pub offsets: Arc<Vec<std::sync::atomic::AtomicU64>>,
+    pub offsets_to: Vec<(usize, u64)>,
+}
+
+impl ReplBatch {
+    pub fn new(generation: u64, offsets: Arc<Vec<std::sync::atomic::AtomicU64>>) -> ReplBatch {
+        ReplBatch {
+            generation,
+            ops: Vec::new(),
+            bytes: 0,
+            offsets,
+            offsets_to: Vec::new(),
+        }
+    }
+}
+
+/// One replicated operation on a partition (by name, as routes are, and id, which must
+/// match).
+pub enum ReplOp {
+    /// Its full sync begins: empty it.
+    Full { name: Box<[u8]>, id: u64 },
+    /// Snapshot records.
+    Snap {
+        name: Box<[u8]>,
+        id: u64,
+        records: Vec<u8>,
+    },
+    /// Live records.
+    Records {
+        name: Box<[u8]>,
+        id: u64,
+        records: Vec<u8>,
+    },
+}
+
+impl ReplOp {
+    /// What it weighs in the link's in-flight count.
+    pub fn bytes(&self) -> usize {
+        match self {
+            ReplOp::Full { .. } => 64,
+            ReplOp::Snap { records, .. } | ReplOp::Records { records, .. } => records.len() + 64,
+        }
+    }
 }
 
 /// A coordinator command as the connection's shard approved it: the user (`User::id`), the

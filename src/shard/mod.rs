@@ -27,12 +27,13 @@
 //!    sweep), so that what it logs joins this pass's commit.
 //! 5. Group commit ([`durability`]): write this pass's log records, one `write` per durable
 //!    partition with writes and one `fdatasync` per SYNC one; release the replies held for
-//!    them, or turn them into `-IOERR` and roll the writes back.
+//!    them, or turn them into `-IOERR` and roll the writes back. With replicas attached, what
+//!    committed (and what MEMORY partitions recorded) goes into their feeds.
 //! 6. Send every non-empty outbox as one message per destination (one wake at most).
 //! 7. Write every connection with new output, in one `write` when the socket takes it all.
 //! 8. Housekeeping that makes no reply, when due: the ASYNC fsync, a slice of any compaction
-//!    in progress, the idle sweep (once a second, when `timeout` is on), the count of failed
-//!    logins not logged one by one.
+//!    in progress, a slice of each replica's full sync, the idle sweep (once a second, when
+//!    `timeout` is on), the count of failed logins not logged one by one.
 //! 9. While shutting down: exit once every shard has finished its replies.
 //!
 //! Steps 5 to 7 are in that order so that no reply to a durable write, local or forwarded,
@@ -50,6 +51,8 @@
 //!   compaction;
 //! - `output`: writing replies out, and what follows progress (resume, move, close);
 //! - `session`: logins, changes waited for behind a barrier, ACL versions, migration;
+//! - `replicate`: replication's shard side: feeds to replicas, full-sync walks, the commit's
+//!   frames, and (on a replica) applying what the link sends ([`crate::replication`]);
 //! - `routes`: where each partition lives, and applying a new catalog;
 //! - `housekeeping/`: the per-pass steps no request asks for, one file each;
 //! - `shutdown`: draining before exit;
@@ -104,6 +107,7 @@ mod housekeeping;
 mod input;
 pub mod mailbox;
 mod output;
+mod replicate;
 mod routes;
 mod session;
 mod shutdown;
@@ -158,6 +162,8 @@ pub struct Shared {
     /// With a `--tls-port`: the certificate new TLS connections get, and its reload
     /// ([`crate::tls::TlsContext::reload`]).
     pub tls: Option<Arc<crate::tls::TlsContext>>,
+    /// Replication: role, offsets, feeds, the link (`crate::replication`).
+    pub replication: Arc<crate::replication::State>,
 }
 
 impl Shared {
@@ -229,6 +235,8 @@ struct Core {
     /// The line for TLS connections refused (bad handshake, certificate, timeout), at most
     /// one a second: a peer can cause them as fast as it connects.
     tls_refusals: RateLimitedWarn,
+    /// Replicas attached to this shard, and the pass's frames for them (`replicate`).
+    feeds: replicate::Feeds,
 }
 
 pub struct Shard {
@@ -294,6 +302,7 @@ impl Shard {
             recovered: hashbrown::HashMap::new(),
             tls_handshakes: VecDeque::new(),
             tls_refusals: RateLimitedWarn::new("TLS connections refused", now),
+            feeds: replicate::Feeds::default(),
         };
         core.recover(&catalog)?;
         // At startup no persist change is pending (recovery opened every durable partition).
@@ -407,6 +416,19 @@ impl Shard {
         let metrics = &self.core.shared.metrics.shards[self.core.id];
         ShardMetrics::sub(&metrics.connections, 1);
         self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
+        // A replica that was answered `+FULLSYNC`: its socket becomes its feed.
+        if let Some(port) = conn.session.replica_port {
+            match conn.socket {
+                crate::tls::stream::Transport::Plain(socket) => {
+                    self.become_feed(socket, conn.peer, port)
+                }
+                // (Replicas link in plain TCP: only a hand-made client gets here.)
+                crate::tls::stream::Transport::Tls(_) => log::warn!(
+                    "{}: a replica over TLS is not supported yet (tls-replication); link closed",
+                    conn.peer
+                ),
+            }
+        }
     }
 
     /// Step 3 of the pass: everything other threads sent, each message to its handler.
@@ -466,6 +488,43 @@ impl Shard {
                 } => self.finish_login(reply_to, user_id, hash, ok),
                 Message::ChangeDone { reply_to, result } => self.finish_change(reply_to, result),
                 Message::Shutdown => self.begin_drain(),
+                Message::FeedAttach(feed) => {
+                    let shards = &self.core.shared.shards;
+                    match &mut self.core.coordinator {
+                        Some(coordinator) => coordinator.attach_feed(feed, shards),
+                        None => log::error!(
+                            "shard {} got a replica but is not the coordinator",
+                            self.core.id
+                        ),
+                    }
+                }
+                Message::FeedStart(feed) => self.core.start_feed(feed),
+                Message::ReplApply(batch) => self.core.apply_replicated(*batch),
+                Message::ReplInstall {
+                    generation,
+                    catalog,
+                    acl,
+                    done,
+                } => {
+                    let shards = &self.core.shared.shards;
+                    let current = self
+                        .core
+                        .shared
+                        .replication
+                        .status
+                        .generation
+                        .load(Ordering::Relaxed);
+                    match &mut self.core.coordinator {
+                        Some(_) if generation != current => {
+                            let _ = done.send(Err("the link was replaced".into()));
+                        }
+                        Some(coordinator) => coordinator.install(catalog, acl, done, shards),
+                        None => log::error!(
+                            "shard {} got a replicated catalog but is not the coordinator",
+                            self.core.id
+                        ),
+                    }
+                }
             }
         }
     }

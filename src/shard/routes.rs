@@ -150,6 +150,7 @@ impl Core {
                         if let Err(why) = self.change_persist(meta, &mut p) {
                             failed = Some(why);
                         }
+                        self.stream_if_fed(&mut p);
                         Target::Local(p)
                     }
                     previous => {
@@ -157,7 +158,8 @@ impl Core {
                             freed += p.data.used_memory();
                             self.retire(p);
                         }
-                        let local = self.open_partition(meta);
+                        let mut local = self.open_partition(meta);
+                        self.stream_if_fed(&mut local);
                         added += local.data.used_memory();
                         Target::Local(local)
                     }

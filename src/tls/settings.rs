@@ -128,9 +128,11 @@ impl TlsFlags {
     pub fn settings(self) -> Result<Option<TlsSettings>, String> {
         if let Some(value) = &self.replication {
             if yes_no("tls-replication", value)? {
-                return Err("tls-replication yes is not supported yet: GoKV has no \
-                            replication links to encrypt (replication is not built yet)"
-                    .into());
+                return Err(
+                    "tls-replication yes is not supported yet: replication links \
+                            (--replicaof, REPLICAOF) are plain TCP for now"
+                        .into(),
+                );
             }
         }
         let port = self.port.unwrap_or(0);
@@ -512,7 +514,10 @@ mod tests {
         }
         .settings()
         .unwrap_err();
-        assert!(e.contains("replication is not built yet"), "{e}");
+        assert!(
+            e.contains("replication links (--replicaof, REPLICAOF) are plain TCP"),
+            "{e}"
+        );
         let ok = TlsFlags {
             replication: Some("no".into()),
             ..flags()

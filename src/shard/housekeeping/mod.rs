@@ -18,6 +18,7 @@
 //!      [`ASYNC_FSYNC_INTERVAL`](super::durability::ASYNC_FSYNC_INTERVAL) old (their writes
 //!      were answered at the commit: ASYNC promises the OS has them, not the disk);
 //!    - `compaction`: one slice of each compaction in progress;
+//!    - `replication`: one slice of each replica's full sync (`shard::replicate`);
 //!    - `idle-sweep`: with `timeout` on, once a second, closing connections idle for longer
 //!      (after the writes, so that a connection's last replies were tried first);
 //!    - `failed-login-log`: the count of failed logins not logged one by one;
@@ -51,6 +52,7 @@ mod expiry;
 mod failed_logins;
 mod fsync;
 mod idle;
+mod replication;
 mod tls_handshakes;
 
 use std::time::{Duration, Instant};
@@ -110,6 +112,7 @@ impl Housekeeping {
             after_writes: vec![
                 Box::new(fsync::AsyncFsync),
                 Box::new(compaction::Compaction),
+                Box::new(replication::Replication),
                 Box::new(idle::IdleSweep::new(config, now)),
                 Box::new(failed_logins::FailedLoginLog),
                 Box::new(tls_handshakes::TlsHandshakes),
