@@ -264,6 +264,7 @@ fn cross_shard(c: &mut Criterion) {
         clients: Arc::new(AtomicUsize::new(0)),
         next_client_id: AtomicU64::new(1),
         hasher: Hasher::start(1, handles).expect("hasher"),
+        monitors: gokv::shard::Monitors::new(2),
     });
     let catalog = Arc::new(Catalog::default().with_partition(PartitionMeta {
         name: "bench".into(),

@@ -73,6 +73,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
         clients: Arc::new(AtomicUsize::new(0)),
         next_client_id: AtomicU64::new(1),
         hasher,
+        monitors: crate::shard::Monitors::new(shards),
     });
 
     let catalog = Arc::new(catalog);

@@ -50,6 +50,7 @@
 //!   compaction;
 //! - `output`: writing replies out, and what follows progress (resume, move, close);
 //! - `session`: logins, changes waited for behind a barrier, ACL versions, migration;
+//! - `clients`: CLIENT LIST, INFO and KILL across shards, and MONITOR's lines;
 //! - `routes`: where each partition lives, and applying a new catalog;
 //! - `housekeeping/`: the per-pass steps no request asks for, one file each;
 //! - `shutdown`: draining before exit;
@@ -90,6 +91,7 @@
 //!   [`mailbox::REPLY_BATCH_BYTES`] (plus one reply) per requesting shard per pass; the
 //!   rest of its requests wait in `Core::backlog` for the next pass.
 
+mod clients;
 pub mod connection;
 pub mod coordinator;
 mod dispatch;
@@ -104,6 +106,7 @@ mod routes;
 mod session;
 mod shutdown;
 
+pub use clients::Monitors;
 pub use shutdown::Shutdown;
 
 use std::collections::VecDeque;
@@ -150,6 +153,8 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     /// Where password checks and hashes go, so that no shard ever runs argon2.
     pub hasher: Hasher,
+    /// Connections in MONITOR mode, in all and per shard (`clients`).
+    pub monitors: Monitors,
 }
 
 impl Shared {
@@ -216,6 +221,12 @@ struct Core {
     commit: GroupCommit,
     /// Partitions loaded by recovery, until the first catalog takes them.
     recovered: hashbrown::HashMap<u64, LocalPartition>,
+    /// CLIENT LIST, INFO and KILL of this shard's connections waiting for shards' answers.
+    gathers: Vec<clients::Gather>,
+    /// This pass's MONITOR lines, sent to the monitors' shards at its end (`clients`).
+    monitor_feed: Vec<u8>,
+    /// This shard's connections in MONITOR mode.
+    monitor_conns: Vec<ConnRef>,
 }
 
 pub struct Shard {
@@ -279,6 +290,9 @@ impl Shard {
             drain_reported: false,
             commit: GroupCommit::default(),
             recovered: hashbrown::HashMap::new(),
+            gathers: Vec::new(),
+            monitor_feed: Vec::new(),
+            monitor_conns: Vec::new(),
         };
         core.recover(&catalog)?;
         // At startup no persist change is pending (recovery opened every durable partition).
@@ -377,6 +391,9 @@ impl Shard {
         if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
             log::debug!("deregister {}: {e}", conn.peer);
         }
+        if conn.session.monitoring {
+            self.core.monitor_gone(conn.conn_ref);
+        }
         let metrics = &self.core.shared.metrics.shards[self.core.id];
         ShardMetrics::sub(&metrics.connections, 1);
         self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
@@ -438,6 +455,13 @@ impl Shard {
                     ok,
                 } => self.finish_login(reply_to, user_id, hash, ok),
                 Message::ChangeDone { reply_to, result } => self.finish_change(reply_to, result),
+                Message::Clients { reply_to, query } => self.answer_clients(reply_to, &query),
+                Message::ClientsAnswer {
+                    reply_to,
+                    lines,
+                    killed,
+                } => self.take_clients_answer(reply_to, lines, killed),
+                Message::MonitorFeed(feed) => self.feed_local_monitors(&feed),
                 Message::Shutdown => self.begin_drain(),
             }
         }
