@@ -524,6 +524,16 @@ fn a_monitor_may_not_touch_the_keyspace_and_reset_ends_it() {
     m.expect(&cmd(&["GET", "p", "k"]), &bulk(b"v"));
     let info = m.call_value(&["CLIENT", "INFO"]).text();
     assert_eq!(field(&info, "flags"), "N");
+
+    // Pipelined right behind MONITOR, in the same write: refused all the same.
+    let mut pipeline = cmd(&["MONITOR"]);
+    pipeline.extend(cmd(&["SET", "p", "k", "after"]));
+    m.send(&pipeline);
+    assert_eq!(show(&m.read_reply()), show(OK));
+    assert_eq!(show(&m.read_reply()), show(refused));
+    m.expect(&cmd(&["RESET"]), b"+RESET\r\n");
+    m.expect(&cmd(&["AUTH", "admin", ADMIN_PASSWORD]), OK);
+    m.expect(&cmd(&["GET", "p", "k"]), &bulk(b"v"));
 }
 
 #[test]

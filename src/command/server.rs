@@ -58,8 +58,9 @@ pub struct Session {
     pub selected: Option<Box<[u8]>>,
     /// The client's address (MONITOR's lines name it; `None` only in unit tests).
     pub peer: Option<std::net::SocketAddr>,
-    /// The last command looked up (CLIENT LIST's `cmd`): one store per request.
-    pub last_command: Option<CommandId>,
+    /// The last command looked up (CLIENT LIST's `cmd`): one store per request (its row,
+    /// already in a register, rather than its id, which would be one load more).
+    pub last_command: Option<&'static super::CommandSpec>,
     /// The id of the partition the last data command was routed to (CLIENT LIST's `db` in
     /// GoKV grammar; 0: none yet): one store per data request.
     pub last_partition: u64,

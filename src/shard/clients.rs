@@ -22,8 +22,9 @@
 //! [`crate::command::client`]'s docs.
 //!
 //! # MONITOR
-//! A monitoring connection is counted in [`Monitors`]; while the count is zero a request pays
-//! one relaxed load and a branch (`Core::dispatch`). Otherwise each shard appends a line for
+//! A monitoring connection is counted in [`Monitors`]; while the count is zero a batch of
+//! requests pays one relaxed load, and each request a test of the bool it gave
+//! (`Core::process_input`). Otherwise each shard appends a line for
 //! every command its connections run (after authorization, as Redis shows what it calls;
 //! rows flagged `admin` are not shown, AUTH's and HELLO AUTH's credentials are
 //! `(redacted)`) to `Core::monitor_feed`, and at the end of its pass sends the pass's lines,
@@ -42,9 +43,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::acl::Perms;
+use crate::command::access::authorize;
 use crate::command::client::{self, ClientLine, ClientType, Filter};
 use crate::command::server::Session;
-use crate::command::{flag, CommandError, CommandId, CommandSpec};
+use crate::command::{flag, lookup, CommandError, CommandId, CommandSpec, Route};
 use crate::protocol::{Args, Protocol, ReplyWriter};
 
 use super::connection::{Connection, ReplyQueue};
@@ -110,15 +112,20 @@ pub(super) struct Gather {
     left: usize,
     lines: Vec<(u64, String)>,
     killed: u64,
-    kill: Option<KillForm>,
+    answer: Answer,
 }
 
+/// How a [`Gather`] answers once every shard has.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum KillForm {
+enum Answer {
+    /// CLIENT LIST and INFO: the lines.
+    Lines,
     /// `CLIENT KILL <ip:port>`: `+OK`, or `-ERR No such client`.
-    Old,
+    KillOld,
     /// The filter form: the number killed.
-    Filter,
+    KillCount,
+    /// MONITOR: `+OK`, once the requests behind it will see the monitor counted.
+    Ok,
 }
 
 /// Holds ADMIN on `*`: sees and kills every connection.
@@ -149,7 +156,21 @@ impl Core {
                     self.shared.monitors.add(self.id);
                     self.monitor_conns.push(conn_ref);
                 }
-                replies.push_ready(protocol, |w| w.ok());
+                // Behind a barrier, answered by this shard's next look at its inbox: the
+                // requests pipelined behind it are framed again in a later batch, one that
+                // sees the monitor counted (`input` reads the count once per batch) and so
+                // refuses their keyspace commands.
+                let nothing = ClientQuery {
+                    filter: Filter {
+                        ids: Some(Vec::new()),
+                        ..Filter::default()
+                    },
+                    kill: false,
+                    caller: session.id,
+                    only_user: None,
+                };
+                self.ask_shards(conn_ref, protocol, replies, nothing, Answer::Ok, false);
+                *barrier = true;
                 return true;
             }
             CommandId::Reset => {
@@ -199,14 +220,18 @@ impl Core {
                     caller: session.id,
                     only_user: if operator { None } else { me },
                 };
-                let form = kill.then_some(if old { KillForm::Old } else { KillForm::Filter });
-                self.ask_shards(conn_ref, protocol, replies, query, form, true);
+                let answer = match (kill, old) {
+                    (false, _) => Answer::Lines,
+                    (true, true) => Answer::KillOld,
+                    (true, false) => Answer::KillCount,
+                };
+                self.ask_shards(conn_ref, protocol, replies, query, answer, true);
                 *barrier = true;
                 return true;
             }
             _ => return false,
         };
-        self.ask_shards(conn_ref, protocol, replies, query, None, false);
+        self.ask_shards(conn_ref, protocol, replies, query, Answer::Lines, false);
         *barrier = true;
         true
     }
@@ -218,7 +243,7 @@ impl Core {
         protocol: Protocol,
         replies: &mut ReplyQueue,
         query: ClientQuery,
-        kill: Option<KillForm>,
+        answer: Answer,
         all: bool,
     ) {
         let seq = replies.push_waiting();
@@ -238,7 +263,7 @@ impl Core {
             left: shards.len(),
             lines: Vec::new(),
             killed: 0,
-            kill,
+            answer,
         });
         let query = Arc::new(query);
         for shard in shards {
@@ -257,19 +282,24 @@ impl Core {
         }
     }
 
-    /// While some connection monitors: refuses a keyspace command of a monitoring
-    /// connection, and adds the request's MONITOR line to this pass's feed. `rewritten`: the
-    /// Redis face inserted the selected partition as argument 1, which the client did not
-    /// send.
+    /// While some connection monitors (`input` asks once per batch): refuses a keyspace
+    /// command of a monitoring connection, and adds the request's MONITOR line to this
+    /// pass's feed. A request that will not run (unknown, wrong arity, not authorized) adds
+    /// nothing: dispatch answers it. `known`: the row the Redis face's rewrite found.
     #[cold]
     #[inline(never)]
     pub(super) fn feed_monitors(
         &mut self,
-        spec: &CommandSpec,
         args: &Args,
-        rewritten: bool,
+        known: Option<&'static CommandSpec>,
         session: &Session,
     ) -> Result<(), CommandError> {
+        let Ok(spec) = known.map_or_else(|| lookup(args), Ok) else {
+            return Ok(());
+        };
+        if authorize(spec, args, session.user.as_deref(), &self.catalog).is_err() {
+            return Ok(());
+        }
         if session.monitoring && (spec.has(flag::WRITE) || spec.has(flag::READONLY)) {
             return Err(CommandError::NotAvailable(
                 "Replica can't interact with the keyspace".into(),
@@ -284,6 +314,11 @@ impl Core {
             self.db_of(session)
         };
         let addr = session.peer.map(|p| p.to_string()).unwrap_or_default();
+        // In Redis grammar the face inserted the selected partition as argument 1 of every
+        // data command (the rows routed by argument 1), which the client did not send.
+        let rewritten = session.selected.is_some()
+            && spec.route() == Route::Partition
+            && spec.partition_arg == Some(1);
         client::monitor_line(
             &mut self.monitor_feed,
             SystemTime::now(),
@@ -377,7 +412,7 @@ impl Core {
                     + conn.rbuf.capacity()
                     + conn.replies.buffer_bytes(),
                 events: &events,
-                cmd: session.last_command,
+                cmd: session.last_command.map(|spec| spec.id),
                 user,
                 resp: if session.protocol == Protocol::Resp3 {
                     3
@@ -480,13 +515,13 @@ impl Shard {
         let mut gather = self.core.gathers.swap_remove(at);
         let mut reply = Vec::new();
         let mut w = ReplyWriter::new(&mut reply, gather.protocol);
-        match gather.kill {
-            Some(KillForm::Old) if gather.killed == 0 => {
+        match gather.answer {
+            Answer::KillOld if gather.killed == 0 => {
                 CommandError::NotAvailable("No such client".into()).write_to(&mut w)
             }
-            Some(KillForm::Old) => w.ok(),
-            Some(KillForm::Filter) => w.integer(gather.killed as i64),
-            None => {
+            Answer::KillOld | Answer::Ok => w.ok(),
+            Answer::KillCount => w.integer(gather.killed as i64),
+            Answer::Lines => {
                 gather.lines.sort_by_key(|(id, _)| *id);
                 let text: String = gather.lines.into_iter().map(|(_, line)| line).collect();
                 w.verbatim_text(text.as_bytes());

@@ -67,18 +67,11 @@ impl Core {
             }
         };
         // CLIENT LIST's `cmd`: one store.
-        session.last_command = Some(spec.id);
+        session.last_command = Some(spec);
         if let Err(e) = authorize(spec, args, session.user.as_deref(), &self.catalog) {
             self.shared.metrics.shards[self.id].command_stats[spec.id as usize].rejected();
             replies.push_ready(protocol, |w| e.write_to(w));
             return false;
-        }
-        // MONITOR (`clients`): with no monitor anywhere, one relaxed load and a branch.
-        if self.shared.monitors.any() {
-            if let Err(e) = self.feed_monitors(spec, args, known.is_some(), session) {
-                replies.push_ready(protocol, |w| e.write_to(w));
-                return false;
-            }
         }
         match spec.handler {
             Handler::Read(_) | Handler::Write(_) => {
