@@ -201,6 +201,10 @@ fn client_list_shows_the_connections_of_every_shard_with_their_state() {
     assert_eq!(picked.len(), 1, "{picked:?}");
     assert_eq!(field(&picked[0], "id"), other_id);
 
+    // Counted as any command is.
+    let stats = c.call_value(&["INFO", "commandstats"]).text();
+    assert!(stats.contains("cmdstat_client|list:calls="), "{stats}");
+
     // CLIENT INFO is the connection's own line.
     let info = other.call_value(&["CLIENT", "INFO"]).text();
     assert_eq!(field(&info, "id"), other_id);

@@ -309,7 +309,7 @@ pub struct ClientLine<'a> {
 /// (`client|list`); `NULL` before the first command, as Redis.
 pub fn command_name(cmd: Option<CommandId>) -> String {
     match cmd {
-        Some(id) => id.spec().name.replace(' ', "|"),
+        Some(id) => super::server::stat_name(id.spec()),
         None => "NULL".into(),
     }
 }

@@ -47,6 +47,7 @@ use crate::command::access::authorize;
 use crate::command::client::{self, ClientLine, ClientType, Filter};
 use crate::command::server::Session;
 use crate::command::{flag, lookup, CommandError, CommandId, CommandSpec, Route};
+use crate::metrics::Outcome;
 use crate::protocol::{Args, Protocol, ReplyWriter};
 
 use super::connection::{Connection, ReplyQueue};
@@ -149,8 +150,10 @@ impl Core {
         barrier: &mut bool,
     ) -> bool {
         let protocol = session.protocol;
+        let stats = &self.shared.metrics.shards[self.id].command_stats[spec.id as usize];
         let query = match spec.id {
             CommandId::Monitor => {
+                stats.record(0, Outcome::Ok);
                 if !session.monitoring {
                     session.monitoring = true;
                     self.shared.monitors.add(self.id);
@@ -180,15 +183,18 @@ impl Core {
                 }
                 return false;
             }
-            CommandId::ClientInfo => ClientQuery {
-                filter: Filter {
-                    ids: Some(vec![session.id]),
-                    ..Filter::default()
-                },
-                kill: false,
-                caller: session.id,
-                only_user: None,
-            },
+            CommandId::ClientInfo => {
+                stats.record(0, Outcome::Ok);
+                ClientQuery {
+                    filter: Filter {
+                        ids: Some(vec![session.id]),
+                        ..Filter::default()
+                    },
+                    kill: false,
+                    caller: session.id,
+                    only_user: None,
+                }
+            }
             CommandId::ClientList | CommandId::ClientKill => {
                 let kill = spec.id == CommandId::ClientKill;
                 let parsed = if kill {
@@ -210,10 +216,14 @@ impl Core {
                 let (filter, old) = match checked {
                     Ok(parsed) => parsed,
                     Err(e) => {
+                        stats.record(0, Outcome::Failed);
                         replies.push_ready(protocol, |w| e.write_to(w));
                         return true;
                     }
                 };
+                // Counted as INFO commandstats counts any command (the shards' share of the
+                // work is not timed, as for a catalog change).
+                stats.record(0, Outcome::Ok);
                 let query = ClientQuery {
                     filter,
                     kill,
