@@ -406,6 +406,14 @@ fn a_user_without_admin_sees_and_kills_only_its_own_connections() {
         bob.call_err(&["CLIENT", "KILL", "USER", "eve"]),
         "NOPERM user 'bob' may run 'client kill' only on itself (or needs ADMIN on '*')"
     );
+    // Refused before the name is looked up: bob does not learn which users exist.
+    assert!(bob
+        .call_err(&["CLIENT", "KILL", "USER", "nosuch"])
+        .starts_with("NOPERM"));
+    bob.expect(
+        &cmd(&["CLIENT", "KILL", "USER", "bob", "ID", &admin_id]),
+        b":0\r\n",
+    );
     assert!(bob.call_err(&["MONITOR"]).starts_with("NOPERM"));
     eve.expect(&cmd(&["PING"]), b"+PONG\r\n");
     admin.expect(&cmd(&["PING"]), b"+PONG\r\n");

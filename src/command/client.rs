@@ -206,7 +206,10 @@ pub struct Kill {
 
 /// `CLIENT KILL <ip:port>` or `CLIENT KILL <filter> <value> ...`, as Redis 7's
 /// `clientKillCommand` reads them, with its errors. `acl` is where `USER` names are looked up.
-pub fn parse_kill(args: &Args, acl: &Acl) -> Result<Kill, CommandError> {
+/// `caller`: the caller's user name when it lacks ADMIN on `*`, which may name only itself
+/// in `USER` (refused before the name is looked up, so that it does not learn which users
+/// exist).
+pub fn parse_kill(args: &Args, acl: &Acl, caller: Option<&str>) -> Result<Kill, CommandError> {
     if args.len() == 3 {
         let filter = Filter {
             addr: Some(String::from_utf8_lossy(args.get(2)).into_owned()),
@@ -245,6 +248,12 @@ pub fn parse_kill(args: &Args, acl: &Acl) -> Result<Kill, CommandError> {
         } else if is(b"LADDR") {
             filter.laddr = Some(String::from_utf8_lossy(value).into_owned());
         } else if is(b"USER") {
+            if let Some(me) = caller.filter(|me| me.as_bytes() != value) {
+                return Err(CommandError::NoPermUser {
+                    user: me.to_string(),
+                    command: "client kill",
+                });
+            }
             let user = acl.get(value).ok_or_else(|| {
                 CommandError::NotAvailable(format!("No such user '{}'", printable(value)))
             })?;
@@ -470,7 +479,7 @@ mod tests {
         let words: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
         let (buf, spans) = args_of(&words);
         let acl = Acl::default();
-        parse_kill(&Args::new(&buf, &spans), &acl).map_err(|e| e.to_string())
+        parse_kill(&Args::new(&buf, &spans), &acl, None).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -508,6 +517,10 @@ mod tests {
         ] {
             assert_eq!(kill(words).unwrap_err(), error, "{words:?}");
         }
+        // A caller without ADMIN on `*` names only itself, existing user or not.
+        let (buf, spans) = args_of(&[b"CLIENT", b"KILL", b"USER", b"nobody"]);
+        let refused = parse_kill(&Args::new(&buf, &spans), &Acl::default(), Some("bob"));
+        assert_eq!(refused.unwrap_err().code(), "NOPERM");
     }
 
     #[test]

@@ -197,23 +197,15 @@ impl Core {
             }
             CommandId::ClientList | CommandId::ClientKill => {
                 let kill = spec.id == CommandId::ClientKill;
+                let operator = is_operator(session);
+                let me = session.user.as_ref().map(|u| u.name.clone());
+                let restricted = if operator { None } else { me.as_deref() };
                 let parsed = if kill {
-                    client::parse_kill(args, &self.acl).map(|k| (k.filter, k.old_form))
+                    client::parse_kill(args, &self.acl, restricted).map(|k| (k.filter, k.old_form))
                 } else {
                     client::parse_list(args).map(|f| (f, false))
                 };
-                let operator = is_operator(session);
-                let me = session.user.as_ref().map(|u| u.name.clone());
-                let checked = parsed.and_then(|(filter, old)| match (&filter.user, &me) {
-                    (Some(wanted), Some(me)) if !operator && wanted != me => {
-                        Err(CommandError::NoPermUser {
-                            user: me.clone(),
-                            command: "client kill",
-                        })
-                    }
-                    _ => Ok((filter, old)),
-                });
-                let (filter, old) = match checked {
+                let (filter, old) = match parsed {
                     Ok(parsed) => parsed,
                     Err(e) => {
                         stats.record(0, Outcome::Failed);
