@@ -266,6 +266,7 @@ fn cross_shard(c: &mut Criterion) {
         hasher: Hasher::start(1, handles).expect("hasher"),
         tls: None,
         replication: Arc::new(gokv::replication::State::in_memory(2)),
+        monitors: gokv::shard::Monitors::new(2),
     });
     let catalog = Arc::new(Catalog::default().with_partition(PartitionMeta {
         name: "bench".into(),

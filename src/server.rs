@@ -103,6 +103,7 @@ pub fn run(mut config: Config) -> Result<(), String> {
         hasher,
         tls: tls.clone(),
         replication: replication.clone(),
+        monitors: crate::shard::Monitors::new(shards),
     });
 
     let catalog = Arc::new(catalog);

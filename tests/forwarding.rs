@@ -45,6 +45,7 @@ impl TwoShards {
             hasher: Hasher::start(1, handles).unwrap(),
             tls: None,
             replication: Arc::new(gokv::replication::State::in_memory(2)),
+            monitors: gokv::shard::Monitors::new(2),
         });
         let catalog = Arc::new(Catalog::default().with_partition(PartitionMeta {
             name: "p".into(),

@@ -302,6 +302,15 @@ mod tests {
         ("INFO", [true; 5]),
         ("COMMAND COUNT", [true; 5]),
         ("CLIENT ID", [true; 5]),
+        ("CLIENT GETNAME", [true; 5]),
+        ("CLIENT SETNAME x", [true; 5]),
+        ("CLIENT SETINFO LIB-NAME x", [true; 5]),
+        ("CLIENT INFO", [true; 5]),
+        // Anyone may list and kill: a user without ADMIN on `*` only its own connections
+        // (`shard::clients`).
+        ("CLIENT LIST", [true; 5]),
+        ("CLIENT KILL 1.2.3.4:5", [true; 5]),
+        ("MONITOR", [false, false, false, false, true]),
         ("CONFIG GET port", [false, false, false, false, true]),
         ("REPLICAOF NO ONE", [false, false, false, false, true]),
         ("SLAVEOF h 1", [false, false, false, false, true]),

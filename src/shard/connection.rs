@@ -159,6 +159,28 @@ impl ReplyQueue {
         result
     }
 
+    /// Appends bytes that answer no request (MONITOR's lines), in order with the replies.
+    pub fn push_bytes(&mut self, bytes: &[u8]) {
+        self.next_seq += 1;
+        if self.slots.is_empty() {
+            self.out.extend_from_slice(bytes);
+            self.first_seq = self.next_seq;
+        } else {
+            let start = self.parked.len();
+            self.parked.extend_from_slice(bytes);
+            self.parked_live += bytes.len();
+            self.slots.push_back(Slot::Ready {
+                start,
+                end: self.parked.len(),
+            });
+        }
+    }
+
+    /// Bytes the queue's buffers hold allocated (CLIENT LIST's `tot-mem`).
+    pub fn buffer_bytes(&self) -> usize {
+        self.out.capacity() + self.parked.capacity()
+    }
+
     /// Reserves the slot of a request answered later; returns its sequence number.
     #[inline]
     pub fn push_waiting(&mut self) -> u64 {
@@ -370,6 +392,8 @@ pub struct Connection {
     pub over_output_limit: bool,
     /// The shard's coarse clock when the connection last read or wrote a byte (idle timeout).
     pub last_active: Instant,
+    /// When it was accepted (CLIENT LIST's `age`).
+    pub created: Instant,
     /// A poll event said the peer closed its side (or the socket failed), whether or not the
     /// end of input has been read yet: a short read can leave the EOF unread, and an
     /// edge-triggered poll reports it only once. Lets the shard drop a connection that waits
@@ -396,6 +420,7 @@ impl Connection {
             parser: Parser::before_login(limits),
             session: Session {
                 id,
+                peer: Some(peer),
                 ..Session::default()
             },
             replies: ReplyQueue::default(),
@@ -407,6 +432,7 @@ impl Connection {
             affinity: Affinity::default(),
             over_output_limit: false,
             last_active: now,
+            created: now,
             peer_closed: false,
         }
     }

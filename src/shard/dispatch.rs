@@ -66,6 +66,8 @@ impl Core {
                 return false;
             }
         };
+        // CLIENT LIST's `cmd`: one store.
+        session.last_command = Some(spec);
         if let Err(e) = authorize(spec, args, session.user.as_deref(), &self.catalog) {
             self.shared.metrics.shards[self.id].command_stats[spec.id as usize].rejected();
             replies.push_ready(protocol, |w| e.write_to(w));
@@ -86,6 +88,8 @@ impl Core {
                     // The local path: execute now, encode straight into the output...
                     Some(Target::Local(local)) => {
                         affinity.local();
+                        // CLIENT LIST's `db`: one store.
+                        session.last_partition = local.id;
                         let limits = self
                             .shared
                             .data_limits(self.output_limit.saturating_sub(replies.pending()));
@@ -139,6 +143,7 @@ impl Core {
                     // The forwarded path: copy into the owner's outbox, answer later in order.
                     Some(&mut Target::Remote { shard, id }) => {
                         affinity.remote(shard);
+                        session.last_partition = id;
                         let approval = mailbox::Approval {
                             partition: id,
                             acl_version: self.acl.version,
@@ -159,6 +164,10 @@ impl Core {
                 // Partitions on every shard, answered as one reply: see `flushall`.
                 if spec.id == CommandId::FlushAll {
                     self.flush_all(conn_ref, args, session, replies);
+                    return false;
+                }
+                // The connections of every shard: see `clients`.
+                if self.client_command(conn_ref, spec, args, session, replies, barrier) {
                     return false;
                 }
                 if let Some(login) = self.parse_login(spec.id, args, session) {

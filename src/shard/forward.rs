@@ -243,5 +243,6 @@ impl Core {
         for change in self.changes.drain(..) {
             self.shared.shards[COORDINATOR].send(change);
         }
+        self.flush_monitor_feed();
     }
 }

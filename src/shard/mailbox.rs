@@ -99,6 +99,20 @@ pub enum Message {
         reply_to: ReplyTo,
         result: Result<(), CommandError>,
     },
+    /// CLIENT LIST, INFO or KILL asked of this shard by `reply_to.shard` (`shard::clients`).
+    Clients {
+        reply_to: ReplyTo,
+        query: Arc<super::clients::ClientQuery>,
+    },
+    /// A shard's answer to `Clients`: its matching connections' lines (with their ids, to
+    /// sort by), or how many it killed.
+    ClientsAnswer {
+        reply_to: ReplyTo,
+        lines: Vec<(u64, String)>,
+        killed: u64,
+    },
+    /// One pass's MONITOR lines of some shard, for this shard's monitors.
+    MonitorFeed(Arc<Vec<u8>>),
     /// Stop accepting work, finish what is in flight, exit.
     Shutdown,
     /// To the coordinator (primary): a replica attached; send it the catalog and users,

@@ -53,6 +53,7 @@
 //! - `session`: logins, changes waited for behind a barrier, ACL versions, migration;
 //! - `replicate`: replication's shard side: feeds to replicas, full-sync walks, the commit's
 //!   frames, and (on a replica) applying what the link sends ([`crate::replication`]);
+//! - `clients`: CLIENT LIST, INFO and KILL across shards, and MONITOR's lines;
 //! - `routes`: where each partition lives, and applying a new catalog;
 //! - `housekeeping/`: the per-pass steps no request asks for, one file each;
 //! - `shutdown`: draining before exit;
@@ -97,6 +98,7 @@
 //!   [`mailbox::REPLY_BATCH_BYTES`] (plus one reply) per requesting shard per pass; the
 //!   rest of its requests wait in `Core::backlog` for the next pass.
 
+mod clients;
 pub mod connection;
 pub mod coordinator;
 mod dispatch;
@@ -113,6 +115,7 @@ mod session;
 mod shutdown;
 mod tls;
 
+pub use clients::Monitors;
 pub use shutdown::Shutdown;
 
 use std::collections::VecDeque;
@@ -164,6 +167,8 @@ pub struct Shared {
     pub tls: Option<Arc<crate::tls::TlsContext>>,
     /// Replication: role, offsets, feeds, the link (`crate::replication`).
     pub replication: Arc<crate::replication::State>,
+    /// Connections in MONITOR mode, in all and per shard (`clients`).
+    pub monitors: Monitors,
 }
 
 impl Shared {
@@ -237,6 +242,12 @@ struct Core {
     tls_refusals: RateLimitedWarn,
     /// Replicas attached to this shard, and the pass's frames for them (`replicate`).
     feeds: replicate::Feeds,
+    /// CLIENT LIST, INFO and KILL of this shard's connections waiting for shards' answers.
+    gathers: Vec<clients::Gather>,
+    /// This pass's MONITOR lines, sent to the monitors' shards at its end (`clients`).
+    monitor_feed: Vec<u8>,
+    /// This shard's connections in MONITOR mode.
+    monitor_conns: Vec<ConnRef>,
 }
 
 pub struct Shard {
@@ -303,6 +314,9 @@ impl Shard {
             tls_handshakes: VecDeque::new(),
             tls_refusals: RateLimitedWarn::new("TLS connections refused", now),
             feeds: replicate::Feeds::default(),
+            gathers: Vec::new(),
+            monitor_feed: Vec::new(),
+            monitor_conns: Vec::new(),
         };
         core.recover(&catalog)?;
         // At startup no persist change is pending (recovery opened every durable partition).
@@ -413,6 +427,9 @@ impl Shard {
         if let Err(e) = self.poll.registry().deregister(conn.socket.tcp()) {
             log::debug!("deregister {}: {e}", conn.peer);
         }
+        if conn.session.monitoring {
+            self.core.monitor_gone(conn.conn_ref);
+        }
         let metrics = &self.core.shared.metrics.shards[self.core.id];
         ShardMetrics::sub(&metrics.connections, 1);
         self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
@@ -487,6 +504,13 @@ impl Shard {
                     ok,
                 } => self.finish_login(reply_to, user_id, hash, ok),
                 Message::ChangeDone { reply_to, result } => self.finish_change(reply_to, result),
+                Message::Clients { reply_to, query } => self.answer_clients(reply_to, &query),
+                Message::ClientsAnswer {
+                    reply_to,
+                    lines,
+                    killed,
+                } => self.take_clients_answer(reply_to, lines, killed),
+                Message::MonitorFeed(feed) => self.feed_local_monitors(&feed),
                 Message::Shutdown => self.begin_drain(),
                 Message::FeedAttach(feed) => {
                     let shards = &self.core.shared.shards;

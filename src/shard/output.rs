@@ -44,7 +44,11 @@ impl Shard {
             return;
         } else if let Some(shard) = conn.affinity.target() {
             // Idle between requests (nothing owed, nothing unwritten): the moment to move.
-            let idle = conn.replies.in_flight() == 0 && !conn.barrier && !conn.closing;
+            // A monitor stays where its shard counts it (`clients::Monitors`).
+            let idle = conn.replies.in_flight() == 0
+                && !conn.barrier
+                && !conn.closing
+                && !conn.session.monitoring;
             if idle && !self.core.draining && self.core.shared.config.migrate_connections {
                 self.migrate(index, shard);
                 return;

@@ -33,6 +33,15 @@ impl Transport {
         }
     }
 
+    /// The TCP socket, to read its addresses and descriptor (CLIENT LIST).
+    #[inline]
+    pub fn tcp_ref(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(socket) => socket,
+            Transport::Tls(tls) => &tls.socket,
+        }
+    }
+
     /// True once for a TLS connection, after the read in which its handshake finished.
     #[inline]
     pub fn take_handshake_done(&mut self) -> bool {
