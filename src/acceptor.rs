@@ -1,8 +1,11 @@
-//! The acceptor: one thread that owns the listening socket and hands each accepted
-//! connection to a shard.
+//! The acceptor: one thread that owns the listening sockets (the plain port, the TLS port, or
+//! both) and hands each accepted connection to a shard.
 //!
-//! Connections are dealt to shards round-robin. The acceptor also enforces `max-clients`: a
-//! connection past the limit is told so and closed here, before any shard sees it.
+//! Connections are dealt to shards round-robin, plain and TLS alike. The acceptor also
+//! enforces `max-clients`: a connection past the limit is told so and closed here, before any
+//! shard sees it. A connection on the TLS port leaves here with a fresh rustls session of the
+//! current certificate ([`TlsContext::accept`]) and its handshake deadline; the handshake
+//! itself runs on its shard.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -17,11 +20,15 @@ use socket2::{Domain, Socket, Type};
 use crate::log_limit::RateLimitedWarn;
 use crate::shard::mailbox::Message;
 use crate::shard::Shared;
+use crate::tls::stream::{TlsStream, Transport};
+use crate::tls::TlsContext;
 
-/// The listening socket's token.
+/// The plain listening socket's token.
 const LISTENER: Token = Token(0);
 /// The token of the waker that announces shutdown.
 pub const WAKER: Token = Token(1);
+/// The TLS listening socket's token.
+const TLS_LISTENER: Token = Token(2);
 
 /// Pending connections the kernel queues for us: a reconnect storm of thousands of clients
 /// must not see refused connections while the acceptor catches up. (The kernel caps it at
@@ -48,7 +55,10 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 
 pub struct Acceptor {
     poll: Poll,
-    listener: TcpListener,
+    /// The plain port (absent with `--port 0` and a TLS port).
+    listener: Option<TcpListener>,
+    /// The TLS port and what its connections start with.
+    tls: Option<(TcpListener, Arc<TlsContext>)>,
     shared: Arc<Shared>,
     next_shard: usize,
     /// The line for a connection refused at `max-clients`, at most one a second.
@@ -56,18 +66,36 @@ pub struct Acceptor {
 }
 
 impl Acceptor {
-    /// `poll` must already carry the shutdown waker under [`WAKER`].
+    /// `poll` must already carry the shutdown waker under [`WAKER`]. `tls` is the TLS
+    /// port's listener; its context comes from `shared`.
     pub fn new(
         poll: Poll,
-        listener: std::net::TcpListener,
+        listener: Option<std::net::TcpListener>,
+        tls: Option<std::net::TcpListener>,
         shared: Arc<Shared>,
     ) -> io::Result<Self> {
-        let mut listener = TcpListener::from_std(listener);
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let listener = match listener {
+            Some(listener) => {
+                let mut listener = TcpListener::from_std(listener);
+                poll.registry()
+                    .register(&mut listener, LISTENER, Interest::READABLE)?;
+                Some(listener)
+            }
+            None => None,
+        };
+        let tls = match (tls, &shared.tls) {
+            (Some(listener), Some(context)) => {
+                let mut listener = TcpListener::from_std(listener);
+                poll.registry()
+                    .register(&mut listener, TLS_LISTENER, Interest::READABLE)?;
+                Some((listener, context.clone()))
+            }
+            _ => None,
+        };
         Ok(Acceptor {
             poll,
             listener,
+            tls,
             shared,
             next_shard: 0,
             refusals: RateLimitedWarn::new("connections refused at max-clients", Instant::now()),
@@ -98,11 +126,24 @@ impl Acceptor {
         }
     }
 
-    /// Accepts every pending connection. Returns a poll timeout when it must retry later.
+    /// Accepts every pending connection of both ports. Returns a poll timeout when it must
+    /// retry later.
     fn accept_all(&mut self) -> Option<Duration> {
+        let plain = self.accept_from(false);
+        let tls = self.accept_from(true);
+        plain.or(tls)
+    }
+
+    /// Accepts every pending connection of one port.
+    fn accept_from(&mut self, tls: bool) -> Option<Duration> {
         loop {
-            match self.listener.accept() {
-                Ok((socket, peer)) => self.hand_off(socket, peer),
+            let listener = match (tls, &self.listener, &self.tls) {
+                (false, Some(listener), _) => listener,
+                (true, _, Some((listener, _))) => listener,
+                _ => return None,
+            };
+            match listener.accept() {
+                Ok((socket, peer)) => self.hand_off(socket, peer, tls),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e)
@@ -120,13 +161,16 @@ impl Acceptor {
         }
     }
 
-    fn hand_off(&mut self, mut socket: mio::net::TcpStream, peer: SocketAddr) {
+    fn hand_off(&mut self, mut socket: mio::net::TcpStream, peer: SocketAddr, tls: bool) {
         let max = self.shared.config.live.max_clients();
         // Only this thread increments, so check-then-add cannot overshoot.
         if self.shared.clients.load(Ordering::Relaxed) >= max {
             // Best effort: the socket is fresh, its send buffer empty, so this small write
-            // does not block. Dropping it closes the connection.
-            let _ = socket.write_all(b"-ERR max number of clients reached\r\n");
+            // does not block. Dropping it closes the connection. A TLS client could not read
+            // it before a handshake, so it is only closed.
+            if !tls {
+                let _ = socket.write_all(b"-ERR max number of clients reached\r\n");
+            }
             crate::metrics::ShardMetrics::add(&self.shared.metrics.rejected_connections, 1);
             // A peer can open connections faster than anyone reads the log.
             self.refusals.event(Instant::now(), || {
@@ -137,9 +181,22 @@ impl Acceptor {
         if let Err(e) = socket.set_nodelay(true) {
             log::debug!("set TCP_NODELAY for {peer}: {e}");
         }
+        let transport = match (&self.tls, tls) {
+            (Some((_, context)), true) => match context.accept() {
+                Ok(session) => {
+                    let deadline = Instant::now() + context.settings().handshake_timeout;
+                    Transport::Tls(Box::new(TlsStream::new(socket, session, deadline)))
+                }
+                Err(e) => {
+                    log::warn!("cannot start a TLS session for {peer}: {e}");
+                    return;
+                }
+            },
+            _ => Transport::Plain(socket),
+        };
         self.shared.clients.fetch_add(1, Ordering::Relaxed);
         let shard = self.next_shard;
         self.next_shard = (self.next_shard + 1) % self.shared.shards.len();
-        self.shared.shards[shard].send(Message::NewConnection(socket, peer));
+        self.shared.shards[shard].send(Message::NewConnection(transport, peer));
     }
 }

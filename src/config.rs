@@ -108,6 +108,59 @@ pub struct Cli {
     /// for one start.
     #[arg(long)]
     pub accept_data_loss: bool,
+    /// Port for TLS connections (rustls), beside --port; 0 is no TLS. With it, --port 0
+    /// serves TLS only, as in Redis [default: 0].
+    #[arg(long, value_name = "PORT")]
+    pub tls_port: Option<u16>,
+    /// The server's certificate chain, PEM (needed with --tls-port).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The server's private key, PEM (PKCS#8, PKCS#1 or SEC1; needed with --tls-port).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA certificates, PEM, that client certificates must chain to.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca_cert_file: Option<PathBuf>,
+    /// Client certificates: no (not asked for), optional (verified if presented), yes
+    /// (required; needs --tls-ca-cert-file) [default: yes].
+    #[arg(long, value_name = "no|optional|yes")]
+    pub tls_auth_clients: Option<String>,
+    /// TLS versions, space-separated: TLSv1.2 and/or TLSv1.3 [default: "TLSv1.2 TLSv1.3"].
+    #[arg(long, value_name = "PROTOCOLS")]
+    pub tls_protocols: Option<String>,
+    /// TLS 1.3 cipher suites, colon-separated OpenSSL names (TLS_AES_256_GCM_SHA384,
+    /// TLS_AES_128_GCM_SHA256, TLS_CHACHA20_POLY1305_SHA256) [default: all three].
+    #[arg(long, value_name = "SUITES")]
+    pub tls_ciphersuites: Option<String>,
+    /// TLS 1.2 cipher suites, colon-separated OpenSSL names (ECDHE-RSA-AES128-GCM-SHA256,
+    /// ...: the six ECDHE AEAD suites) [default: all six].
+    #[arg(long, value_name = "CIPHERS")]
+    pub tls_ciphers: Option<String>,
+    /// yes: a verified client certificate whose subject CN names a user logs the connection
+    /// in as that user without a password; a CN naming no user is refused [default: no].
+    #[arg(long, value_name = "yes|no")]
+    pub tls_cert_user: Option<String>,
+    /// TLS for replication links: only `no` for now (replication links are plain TCP).
+    #[arg(long, value_name = "yes|no")]
+    pub tls_replication: Option<String>,
+    /// Milliseconds a TLS handshake may take before the connection is closed
+    /// [default: 10000].
+    #[arg(long, value_name = "MS")]
+    pub tls_handshake_timeout_ms: Option<u64>,
+    /// Start as a replica of the primary at `host:port` (as `REPLICAOF host port` would);
+    /// the data of every partition is then replaced by the primary's [default: none].
+    #[arg(long, value_name = "HOST:PORT")]
+    pub replicaof: Option<String>,
+    /// The user a replica logs in to its primary as (it needs ADMIN on `*` there).
+    #[arg(long, value_name = "USER")]
+    pub primary_user: Option<String>,
+    /// That user's password (also `GOKV_PRIMARY_PASSWORD`, which keeps it out of `ps`).
+    #[arg(long, value_name = "PASSWORD")]
+    pub primary_password: Option<String>,
+    /// Bytes of replication stream the primary queues for one replica before it drops the
+    /// replica (which then syncs again), e.g. `256mb` [default: 256mb].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub repl_buffer: Option<u64>,
 }
 
 /// What `--help` says after the flags: the rules every flag shares.
@@ -121,8 +174,9 @@ line beats the file, and the file beats the default.
 
 Live settings: CONFIG SET changes these while the server runs, on every shard at once:
 timeout, max-clients, client-output-limit, max-memory, max-key-len, max-keys-reply,
-migrate-connections, slowlog-log-slower-than, slowlog-max-len, latency-monitor-threshold.
-Every other setting is read once at start (CONFIG SET answers that it is immutable).
+migrate-connections, slowlog-log-slower-than, slowlog-max-len, latency-monitor-threshold;
+and, with a --tls-port, tls-cert-file, tls-key-file and tls-ca-cert-file (a reload, as
+SIGHUP). Every other setting is read once at start (CONFIG SET answers that it is immutable).
 
 Logging: RUST_LOG sets the level (error, warn, info, debug; default info), e.g.
 RUST_LOG=debug gokv-server.
@@ -181,6 +235,20 @@ struct FileConfig {
     /// config file sits in backups, repositories and config management, readable by whoever
     /// reads the file. The flag or the environment variable carry it.
     admin_password: Option<serde::de::IgnoredAny>,
+    tls_port: Option<u16>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    tls_ca_cert_file: Option<PathBuf>,
+    tls_auth_clients: Option<String>,
+    tls_protocols: Option<String>,
+    tls_ciphersuites: Option<String>,
+    tls_ciphers: Option<String>,
+    tls_cert_user: Option<String>,
+    tls_replication: Option<String>,
+    tls_handshake_timeout_ms: Option<u64>,
+    replicaof: Option<String>,
+    primary_user: Option<String>,
+    repl_buffer: Option<SizeValue>,
 }
 
 /// A size in the file: a number of bytes or a string like `"64mb"`.
@@ -227,6 +295,33 @@ pub struct Config {
     pub config_file: Option<PathBuf>,
     /// The settings CONFIG SET may change while the server runs.
     pub live: Live,
+    /// With a `--tls-port`: the TLS settings (see [`crate::tls`]). Then `port` 0 means no
+    /// plain port at all, as in Redis.
+    pub tls: Option<crate::tls::TlsSettings>,
+    /// `--replicaof`: the primary to follow from the start.
+    pub replicaof: Option<(String, u16)>,
+    /// `--primary-user` / `--primary-password` (or `GOKV_PRIMARY_PASSWORD`).
+    pub primary_user: Option<String>,
+    pub primary_password: Option<Secret>,
+    /// `--repl-buffer`: bytes queued for one replica before it is dropped.
+    pub repl_buffer: usize,
+}
+
+/// The environment variable that may carry the replica's password for its primary.
+pub const PRIMARY_PASSWORD_ENV: &str = "GOKV_PRIMARY_PASSWORD";
+
+/// Parses `host:port` (`--replicaof`).
+pub fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+    let bad = || format!("replicaof must be host:port, got '{text}'");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.is_empty() || port == 0 {
+        return Err(bad());
+    }
+    Ok((
+        host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        port,
+    ))
 }
 
 /// The values of the live settings (see [`Live`]), as plain numbers: what the flags and the
@@ -464,6 +559,15 @@ impl Default for Config {
             accept_data_loss: false,
             config_file: None,
             live: Live::new(LiveValues::default()),
+            // Off, as in Redis (tls-port 0).
+            tls: None,
+            replicaof: None,
+            primary_user: None,
+            primary_password: None,
+            // Redis's client-output-buffer-limit for replicas (256mb hard): a full sync is
+            // paced (crate::replication::feed), so only live writes faster than the replica
+            // takes them fill it.
+            repl_buffer: 256 * 1024 * 1024,
         }
     }
 }
@@ -517,6 +621,33 @@ impl Config {
                 };
                 usize::try_from(bytes).map_err(|_| format!("size {bytes} is too large"))
             };
+        let tls = crate::tls::TlsFlags {
+            port: cli.tls_port,
+            cert_file: cli.tls_cert_file,
+            key_file: cli.tls_key_file,
+            ca_cert_file: cli.tls_ca_cert_file,
+            auth_clients: cli.tls_auth_clients,
+            protocols: cli.tls_protocols,
+            ciphersuites: cli.tls_ciphersuites,
+            ciphers: cli.tls_ciphers,
+            cert_user: cli.tls_cert_user,
+            replication: cli.tls_replication,
+            handshake_timeout_ms: cli.tls_handshake_timeout_ms,
+        }
+        .or(crate::tls::TlsFlags {
+            port: file.tls_port,
+            cert_file: file.tls_cert_file,
+            key_file: file.tls_key_file,
+            ca_cert_file: file.tls_ca_cert_file,
+            auth_clients: file.tls_auth_clients,
+            protocols: file.tls_protocols,
+            ciphersuites: file.tls_ciphersuites,
+            ciphers: file.tls_ciphers,
+            cert_user: file.tls_cert_user,
+            replication: file.tls_replication,
+            handshake_timeout_ms: file.tls_handshake_timeout_ms,
+        })
+        .settings()?;
         let bind = cli.bind.or(file.bind).unwrap_or(d.bind);
         let dl = LiveValues::default();
         let live = LiveValues {
@@ -580,12 +711,23 @@ impl Config {
             metrics_port_given: cli.metrics_port.or(file.metrics_port).is_some(),
             metrics_bind: cli.metrics_bind.or(file.metrics_bind).unwrap_or(bind),
             accept_data_loss: cli.accept_data_loss,
+            replicaof: match cli.replicaof.or(file.replicaof) {
+                Some(text) => Some(parse_host_port(&text)?),
+                None => None,
+            },
+            primary_user: cli.primary_user.or(file.primary_user),
+            primary_password: cli
+                .primary_password
+                .or_else(|| std::env::var(PRIMARY_PASSWORD_ENV).ok())
+                .map(Secret),
+            repl_buffer: size(cli.repl_buffer, &file.repl_buffer, d.repl_buffer)?,
             admin_password: cli
                 .admin_password
                 .or_else(|| std::env::var(ADMIN_PASSWORD_ENV).ok())
                 .map(Secret),
             config_file: cli.config.clone(),
             live: Live::new(live),
+            tls,
         };
         config.validate()?;
         Ok(config)
@@ -617,6 +759,15 @@ impl Config {
                 return Err(format!(
                     "the admin password must be 1 to {} bytes",
                     crate::acl::hasher::MAX_PASSWORD_LEN
+                ));
+            }
+        }
+        if let Some(tls) = &self.tls {
+            if tls.port == self.port {
+                return Err(format!(
+                    "tls-port and port are both {}: TLS needs a port of its own (or --port 0 \
+                     to serve TLS only)",
+                    self.port
                 ));
             }
         }
@@ -790,6 +941,30 @@ mod tests {
         ] {
             assert!(help.contains(needed), "--help lacks {needed:?}:\n{help}");
         }
+    }
+
+    #[test]
+    fn tls_keys_from_the_file_and_flags_and_port_0_means_tls_only() {
+        let path = std::env::temp_dir().join(format!("gokv-tls-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            "tls-port = 7380\ntls-cert-file = \"s.crt\"\ntls-key-file = \"s.key\"\n\
+             tls-auth-clients = \"no\"\ntls-protocols = \"TLSv1.3\"\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let cli = Cli::try_parse_from(["gokv-server", "--config", file, "--tls-port", "7390"]);
+        let config = Config::from_cli(cli.unwrap()).unwrap();
+        let tls = config.tls.as_ref().unwrap();
+        assert_eq!(tls.port, 7390, "the flag beats the file");
+        assert_eq!(tls.files.cert, PathBuf::from("s.crt"));
+        assert_eq!(tls.auth_clients, crate::tls::AuthClients::No);
+        assert!(tls.tls13 && !tls.tls12);
+        let cli = Cli::try_parse_from(["gokv-server", "--config", file, "--port", "7380"]);
+        let e = Config::from_cli(cli.unwrap()).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(e.starts_with("tls-port and port are both 7380"), "{e}");
+        assert!(Config::default().tls.is_none());
     }
 
     #[test]

@@ -15,7 +15,13 @@
 //! `gokv_memory_used_bytes`, ...); counters only grow (`CONFIG RESETSTAT`, when it exists,
 //! resets INFO's statistics, never these). Per command the latency is a histogram of the
 //! timed calls (a data command is timed one call in [`DATA_SAMPLE`], see
-//! [`crate::metrics::CommandStats`]), with buckets at 128 ns x 4^k.
+//! [`crate::metrics::CommandStats`]), with buckets at 128 ns x 4^k. Per shard, every fsync
+//! of a durable partition's log is a histogram too (`gokv_fsync_duration_seconds`, buckets
+//! at 2^k ns from 1 us to 17 s; MEMORY partitions never fsync, so they cost it nothing), and
+//! the depth of its inbox is read from the channel itself (`gokv_shard_inbox_messages`), and
+//! its busy time is the wall time its loop spent outside `poll`
+//! (`gokv_shard_busy_seconds_total`).
+//! `ops/grafana/gokv.json` is a dashboard over these names (tests/metrics.rs checks it against a live scrape).
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -32,8 +38,9 @@ use crate::command::server::{command_totals, stat_name};
 use crate::config::Config;
 use crate::metrics::{
     cpu_seconds, latency_bucket_bound, rss_bytes, ServerMetrics, ShardMetrics, DATA_SAMPLE,
-    ERROR_CODES, LATENCY_BUCKETS,
+    ERROR_CODES,
 };
+use crate::shard::mailbox::ShardHandle;
 use crate::store::PartitionStats;
 
 /// Most connections open at once; one more closes the oldest.
@@ -49,6 +56,10 @@ const LISTENER: Token = Token(usize::MAX);
 pub struct Sources {
     pub metrics: Arc<ServerMetrics>,
     pub config: Arc<Config>,
+    /// The shards' inboxes, in shard order, for their depth (`gokv_shard_inbox_messages`):
+    /// read from the channels' own counters, so the shards keep no gauge for it. Empty:
+    /// no such series (unit tests).
+    pub inboxes: Vec<ShardHandle>,
 }
 
 /// Starts the endpoint's thread on an already bound `listener`. It runs until the process
@@ -495,30 +506,13 @@ pub fn render(sources: &Sources) -> String {
         ),
     );
     for (cmd, t) in &commands {
-        let mut cumulative = 0u64;
-        let mut bucket = 0;
-        // le = 128 ns x 4^k: every bound a bucket bound of the histogram (so exact).
-        let mut le_ns = 128u64;
-        while le_ns <= 1 << 35 {
-            while bucket < LATENCY_BUCKETS && latency_bucket_bound(bucket) <= le_ns {
-                cumulative += t.buckets[bucket];
-                bucket += 1;
-            }
-            let _ = writeln!(
-                out,
-                "gokv_command_latency_seconds_bucket{{cmd=\"{cmd}\",le=\"{}\"}} {cumulative}",
-                le_ns as f64 / 1e9
-            );
-            le_ns *= 4;
-        }
-        let _ = writeln!(
-            out,
-            "gokv_command_latency_seconds_bucket{{cmd=\"{cmd}\",le=\"+Inf\"}} {}\n\
-             gokv_command_latency_seconds_sum{{cmd=\"{cmd}\"}} {}\n\
-             gokv_command_latency_seconds_count{{cmd=\"{cmd}\"}} {}",
-            t.sampled,
-            t.nanos as f64 / 1e9,
-            t.sampled
+        histogram(
+            &mut out,
+            "gokv_command_latency_seconds",
+            &format!("cmd=\"{cmd}\""),
+            &t.buckets,
+            COMMAND_BOUNDS_NS,
+            t.nanos,
         );
     }
 
@@ -576,6 +570,56 @@ pub fn render(sources: &Sources) -> String {
                 ShardMetrics::get(field(s))
             );
         }
+    }
+
+    family(
+        &mut out,
+        "gokv_shard_busy_seconds_total",
+        "counter",
+        "Wall time the shard's loop spent serving (outside poll); its rate is the share of a \
+         core the shard is busy, 1 when saturated.",
+    );
+    for (i, s) in m.shards.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "gokv_shard_busy_seconds_total{{shard=\"{i}\"}} {}",
+            ShardMetrics::get(&s.busy_ns) as f64 / 1e9
+        );
+    }
+    if !sources.inboxes.is_empty() {
+        family(
+            &mut out,
+            "gokv_shard_inbox_messages",
+            "gauge",
+            "Messages waiting in the shard's inbox (batches of forwarded requests or replies, \
+             new connections, catalog updates).",
+        );
+        for (i, inbox) in sources.inboxes.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "gokv_shard_inbox_messages{{shard=\"{i}\"}} {}",
+                inbox.queued()
+            );
+        }
+    }
+    family(
+        &mut out,
+        "gokv_fsync_duration_seconds",
+        "histogram",
+        "Time of each fdatasync of a durable partition's log (SYNC commits, the ASYNC timer), \
+         by shard.",
+    );
+    for (i, s) in m.shards.iter().enumerate() {
+        let h = &s.fsync_latency;
+        let buckets: Vec<u64> = h.buckets.iter().map(ShardMetrics::get).collect();
+        histogram(
+            &mut out,
+            "gokv_fsync_duration_seconds",
+            &format!("shard=\"{i}\""),
+            &buckets,
+            FSYNC_BOUNDS_NS,
+            ShardMetrics::get(&h.nanos),
+        );
     }
 
     // Per partition.
@@ -693,6 +737,94 @@ pub fn render(sources: &Sources) -> String {
     out
 }
 
+/// `le` bounds of `gokv_command_latency_seconds`, in ns: 128 ns x 4^k up to 34 s.
+const COMMAND_BOUNDS_NS: &[u64] = &[
+    1 << 7,
+    1 << 9,
+    1 << 11,
+    1 << 13,
+    1 << 15,
+    1 << 17,
+    1 << 19,
+    1 << 21,
+    1 << 23,
+    1 << 25,
+    1 << 27,
+    1 << 29,
+    1 << 31,
+    1 << 33,
+    1 << 35,
+];
+
+/// `le` bounds of `gokv_fsync_duration_seconds`, in ns: every power of two from 1 us to 17 s.
+/// Twice as fine as the commands' (an fsync takes from microseconds on a fast disk to
+/// seconds on a busy one, and its p99 is the panel's point; `histogram_quantile`
+/// interpolates within a bucket), at 26 series a shard.
+const FSYNC_BOUNDS_NS: &[u64] = &[
+    1 << 10,
+    1 << 11,
+    1 << 12,
+    1 << 13,
+    1 << 14,
+    1 << 15,
+    1 << 16,
+    1 << 17,
+    1 << 18,
+    1 << 19,
+    1 << 20,
+    1 << 21,
+    1 << 22,
+    1 << 23,
+    1 << 24,
+    1 << 25,
+    1 << 26,
+    1 << 27,
+    1 << 28,
+    1 << 29,
+    1 << 30,
+    1 << 31,
+    1 << 32,
+    1 << 33,
+    1 << 34,
+];
+
+/// Writes one histogram's `_bucket` (cumulative, at `bounds_ns`, then `+Inf`), `_sum` and
+/// `_count` samples with `labels` (`k="v",...`), from [`crate::metrics::latency_bucket`]
+/// counts. Every bound must be a power of two of at least 64 ns, so a bucket bound of that
+/// histogram, which makes each `le` count exact. `_count` is the sum of `buckets`, so it is
+/// always the `+Inf` bucket, even while the shard writes.
+fn histogram(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    buckets: &[u64],
+    bounds_ns: &[u64],
+    sum_ns: u64,
+) {
+    let mut cumulative = 0u64;
+    let mut bucket = 0;
+    for &le_ns in bounds_ns {
+        debug_assert!(le_ns.is_power_of_two() && le_ns >= 64);
+        while bucket < buckets.len() && latency_bucket_bound(bucket) <= le_ns {
+            cumulative += buckets[bucket];
+            bucket += 1;
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels},le=\"{}\"}} {cumulative}",
+            le_ns as f64 / 1e9
+        );
+    }
+    let count: u64 = buckets.iter().sum();
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels},le=\"+Inf\"}} {count}\n\
+         {name}_sum{{{labels}}} {}\n\
+         {name}_count{{{labels}}} {count}",
+        sum_ns as f64 / 1e9
+    );
+}
+
 /// Binds the endpoint's socket (for [`start`]): on `addr`, or not at all when the port is 0.
 pub fn bind(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     crate::acceptor::bind(addr)
@@ -706,7 +838,77 @@ mod tests {
         Sources {
             metrics: Arc::new(ServerMetrics::new(2)),
             config: Arc::new(Config::default()),
+            inboxes: Vec::new(),
         }
+    }
+
+    /// The samples of `text` whose series starts with `prefix`, as (series, value).
+    fn samples<'a>(text: &'a str, prefix: &str) -> Vec<(&'a str, &'a str)> {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| l.rsplit_once(' ').unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn inbox_depth_is_what_waits_in_each_shards_channel() {
+        let polls = [Poll::new().unwrap(), Poll::new().unwrap()];
+        let (mailboxes, handles): (Vec<_>, Vec<_>) = polls
+            .iter()
+            .map(|p| crate::shard::mailbox::Mailbox::new(p.registry(), Token(0)).unwrap())
+            .unzip();
+        let mut s = sources();
+        s.inboxes = handles;
+        for _ in 0..3 {
+            s.inboxes[1].send(crate::shard::mailbox::Message::Shutdown);
+        }
+        let text = render(&s);
+        assert_eq!(
+            samples(&text, "gokv_shard_inbox_messages{"),
+            [
+                ("gokv_shard_inbox_messages{shard=\"0\"}", "0"),
+                ("gokv_shard_inbox_messages{shard=\"1\"}", "3")
+            ]
+        );
+        // Drained: the gauge falls with it.
+        while mailboxes[1].try_recv().is_some() {}
+        let text = render(&s);
+        assert!(text.contains("gokv_shard_inbox_messages{shard=\"1\"} 0\n"));
+    }
+
+    #[test]
+    fn fsync_histogram_is_cumulative_per_shard_and_counts_every_fsync() {
+        let s = sources();
+        let h = &s.metrics.shards[1].fsync_latency;
+        for us in [3, 3, 40, 900, 70_000] {
+            h.record(Duration::from_micros(us));
+        }
+        h.record(Duration::from_secs(100)); // past the last bound: only in +Inf
+        let text = render(&s);
+        let bucket = |shard: &str, le: &str| -> u64 {
+            let series =
+                format!("gokv_fsync_duration_seconds_bucket{{shard=\"{shard}\",le=\"{le}\"}} ");
+            let line = text.lines().find(|l| l.starts_with(&series));
+            line.unwrap_or_else(|| panic!("no {series}"))[series.len()..]
+                .parse()
+                .unwrap()
+        };
+        // 2^12 ns = 4.096 us holds the two 3 us fsyncs; 2^16 ns = 65.5 us the 40 us one.
+        assert_eq!(bucket("1", "0.000004096"), 2);
+        assert_eq!(bucket("1", "0.000065536"), 3);
+        assert_eq!(bucket("1", "0.001048576"), 4);
+        assert_eq!(bucket("1", "0.134217728"), 5);
+        assert_eq!(bucket("1", "17.179869184"), 5);
+        assert_eq!(bucket("1", "+Inf"), 6);
+        assert_eq!(bucket("0", "+Inf"), 0);
+        assert!(text.contains("gokv_fsync_duration_seconds_count{shard=\"1\"} 6\n"));
+        let sum: f64 = samples(&text, "gokv_fsync_duration_seconds_sum{shard=\"1\"}")[0]
+            .1
+            .parse()
+            .unwrap();
+        assert!((sum - 100.070946).abs() < 1e-6, "{sum}");
+        let les = samples(&text, "gokv_fsync_duration_seconds_bucket{shard=\"0\"");
+        assert_eq!(les.len(), FSYNC_BOUNDS_NS.len() + 1);
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub struct ShardMetrics {
     pub forwarded_in: AtomicU64,
     /// Messages (batches) this shard sent to other shards.
     pub batches_out: AtomicU64,
+    /// Wall time this shard's loop spent outside `poll` (serving), in ns: its busy share is
+    /// the rate of this (`gokv_shard_busy_seconds_total`); 1 s/s is a saturated shard.
+    pub busy_ns: AtomicU64,
     /// Connections this shard handed to another shard (see `Affinity`).
     pub migrated_out: AtomicU64,
     /// Partitions this shard owns.
@@ -49,6 +52,8 @@ pub struct ShardMetrics {
     pub log_commits: AtomicU64,
     /// fsyncs (fdatasync) of log segments: SYNC commits and the ASYNC timer.
     pub fsyncs: AtomicU64,
+    /// How long each of those fsyncs took (`gokv_fsync_duration_seconds`).
+    pub fsync_latency: LatencyHistogram,
     /// Failed log writes or fsyncs (each answered -IOERR, or logged for the ASYNC timer).
     pub io_errors: AtomicU64,
     /// Compactions completed.
@@ -336,6 +341,35 @@ pub fn latency_bucket_bound(i: usize) -> u64 {
     let pow2 = MIN_POW2 + (k >> SUB_BITS) as u32;
     let sub = (k & ((1 << SUB_BITS) - 1)) as u64;
     (1u64 << pow2) + ((sub + 1) << (pow2 - SUB_BITS))
+}
+
+/// A latency histogram of one kind of event on one shard (its fsyncs), written only by that
+/// shard: the total time and the [`latency_bucket`] buckets (their sum is the count). Unlike
+/// [`CommandStats`] every event is timed: these events are system calls of microseconds to
+/// seconds, beside which an `Instant::now()` pair and two stores are nothing.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    /// Total time of the events, in ns.
+    pub nanos: AtomicU64,
+    pub buckets: [AtomicU64; LATENCY_BUCKETS],
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            nanos: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    /// Counts one event that took `took`. Only the owning shard may call this.
+    pub fn record(&self, took: std::time::Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        ShardMetrics::add(&self.nanos, ns);
+        ShardMetrics::add(&self.buckets[latency_bucket(ns)], 1);
+    }
 }
 
 /// One command's statistics on one shard (Redis's `cmdstat_<name>` and

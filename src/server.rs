@@ -1,6 +1,9 @@
-//! Boot and shutdown: loads the catalog, starts the shard threads (pinned), which recover
-//! their durable partitions in parallel, then opens the listener, starts the acceptor and the
-//! signal watcher, and waits for them to finish. The listener opens only after every shard has
+//! Boot and shutdown: reads the TLS certificate (with a `--tls-port`: a file that is missing,
+//! not PEM, or a key that is not the certificate's refuses the start), loads the catalog,
+//! starts the shard threads (pinned), which recover their durable partitions in parallel,
+//! then opens the listeners (the plain port unless `--port 0` with a TLS port; the TLS port),
+//! starts the acceptor and the signal watcher (SIGTERM/SIGINT: shutdown; SIGHUP: reload the
+//! TLS certificate), and waits for them to finish. The listener opens only after every shard has
 //! recovered, so no client ever sees a half-loaded partition; a recovery error stops startup.
 //!
 //! Before any of that, the data directory is checked against itself ([`open_data_dir`]): it
@@ -36,6 +39,13 @@ use crate::store::PersistMode;
 /// Runs the server until SIGTERM, SIGINT or SHUTDOWN, then returns.
 pub fn run(config: Config) -> Result<(), String> {
     let addr = resolve(&config.bind, config.port)?;
+    // Before anything else: a certificate that cannot be used stops the start at once.
+    let tls = match &config.tls {
+        Some(settings) => Some(Arc::new(crate::tls::TlsContext::new(settings.clone())?)),
+        None => None,
+    };
+    // `--port 0` with a TLS port serves TLS only, as in Redis; without one it is a free port.
+    let plain = config.tls.is_none() || config.port != 0;
     let mut live = config.live.values();
     live.max_clients = raise_fd_limit(live.max_clients);
     config.live.store(&live);
@@ -70,6 +80,24 @@ pub fn run(config: Config) -> Result<(), String> {
 
     let acl = Arc::new(acl);
     let hasher = Hasher::start(hasher::THREADS, handles.clone())?;
+    let primary_login = match (&config.primary_user, &config.primary_password) {
+        (Some(user), Some(password)) => Some((user.clone(), password.expose().to_string())),
+        (None, None) => None,
+        _ => {
+            return Err(
+                "--primary-user and --primary-password go together (a replica logs in to its \
+                 primary with both)"
+                    .into(),
+            )
+        }
+    };
+    let replication = Arc::new(crate::replication::State::open(
+        &config.data_dir,
+        shards,
+        config.repl_buffer,
+        primary_login,
+    )?);
+    let _ = replication.handles.set(handles.clone());
     let shared = Arc::new(Shared {
         config: Arc::new(config),
         metrics: metrics.clone(),
@@ -78,6 +106,9 @@ pub fn run(config: Config) -> Result<(), String> {
         clients: Arc::new(AtomicUsize::new(0)),
         next_client_id: AtomicU64::new(1),
         hasher,
+        tls: tls.clone(),
+        replication: replication.clone(),
+        monitors: crate::shard::Monitors::new(shards),
     });
 
     let catalog = Arc::new(catalog);
@@ -150,9 +181,26 @@ pub fn run(config: Config) -> Result<(), String> {
         .collect();
 
     start_metrics(&shared)?;
-    let listener = acceptor::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let local = listener.local_addr().map_err(|e| e.to_string())?;
-    let acceptor = Acceptor::new(acceptor_poll, listener, shared.clone())
+    let listener = match plain {
+        true => Some(acceptor::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?),
+        false => None,
+    };
+    let tls_listener = match &shared.config.tls {
+        Some(settings) => {
+            let addr = resolve(&shared.config.bind, settings.port)?;
+            Some(
+                acceptor::bind(addr)
+                    .map_err(|e| format!("cannot listen for TLS on {addr}: {e}"))?,
+            )
+        }
+        None => None,
+    };
+    let local = |listener: &Option<std::net::TcpListener>| match listener {
+        Some(l) => l.local_addr().map(Some).map_err(|e| e.to_string()),
+        None => Ok(None),
+    };
+    let (plain_addr, tls_addr) = (local(&listener)?, local(&tls_listener)?);
+    let acceptor = Acceptor::new(acceptor_poll, listener, tls_listener, shared.clone())
         .map_err(|e| format!("cannot register listener: {e}"))?;
     threads.push(
         thread::Builder::new()
@@ -161,7 +209,15 @@ pub fn run(config: Config) -> Result<(), String> {
             .map_err(|e| format!("cannot start acceptor thread: {e}"))?,
     );
 
-    watch_signals(shutdown)?;
+    watch_signals(shutdown, tls)?;
+    // (REPLICAOF's self check and the port a replica reports; a TLS-only server reports
+    // its TLS port.)
+    if let Some(addr) = plain_addr.or(tls_addr) {
+        let _ = replication.listen.set(addr);
+    }
+    if let Some(primary) = shared.config.replicaof.clone() {
+        replication.follow(Some(primary));
+    }
 
     let pins: Vec<String> = pinning
         .iter()
@@ -170,8 +226,14 @@ pub fn run(config: Config) -> Result<(), String> {
             None => format!("shard{id}->unpinned"),
         })
         .collect();
+    let listening = match (plain_addr, tls_addr) {
+        (Some(plain), Some(tls)) => format!("{plain}, TLS on {tls}"),
+        (None, Some(tls)) => format!("{tls} (TLS only)"),
+        (Some(plain), None) => plain.to_string(),
+        (None, None) => unreachable!("a plain listener opens whenever no TLS one does"),
+    };
     log::info!(
-        "GoKV {} listening on {local} with {shards} shards (pinning: {})",
+        "GoKV {} listening on {listening} with {shards} shards (pinning: {})",
         env!("CARGO_PKG_VERSION"),
         pins.join(", ")
     );
@@ -589,15 +651,33 @@ fn resolve(bind: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("bind address {bind} resolves to nothing"))
 }
 
-/// SIGTERM and SIGINT start a graceful shutdown; a second one exits at once.
-fn watch_signals(shutdown: Arc<Shutdown>) -> Result<(), String> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+/// SIGTERM and SIGINT start a graceful shutdown; a second one exits at once. SIGHUP reloads
+/// the TLS certificate, key and CA from their files (with a TLS port; otherwise it is logged
+/// and ignored): a reload that fails keeps the old certificate and logs why.
+fn watch_signals(
+    shutdown: Arc<Shutdown>,
+    tls: Option<Arc<crate::tls::TlsContext>>,
+) -> Result<(), String> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     thread::Builder::new()
         .name("gokv-signals".into())
         .spawn(move || {
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    match &tls {
+                        Some(tls) => match tls.reload_current() {
+                            // The reload logs the files it read.
+                            Ok(()) => {}
+                            Err(e) => log::error!(
+                                "SIGHUP: TLS reload failed, keeping the current certificate: {e}"
+                            ),
+                        },
+                        None => log::info!("SIGHUP received: no TLS port, nothing to reload"),
+                    }
+                    continue;
+                }
                 if shutdown.is_requested() {
                     log::warn!("signal {signal} during shutdown: exiting now");
                     std::process::exit(1);
@@ -633,6 +713,7 @@ fn start_metrics(shared: &Arc<Shared>) -> Result<(), String> {
         crate::exposition::Sources {
             metrics: shared.metrics.clone(),
             config: shared.config.clone(),
+            inboxes: shared.shards.clone(),
         },
     )
     .map_err(|e| format!("cannot start the metrics endpoint: {e}"))?;

@@ -43,6 +43,9 @@ impl TwoShards {
             clients: Arc::new(AtomicUsize::new(0)),
             next_client_id: AtomicU64::new(1),
             hasher: Hasher::start(1, handles).unwrap(),
+            tls: None,
+            replication: Arc::new(gokv::replication::State::in_memory(2)),
+            monitors: gokv::shard::Monitors::new(2),
         });
         let catalog = Arc::new(Catalog::default().with_partition(PartitionMeta {
             name: "p".into(),

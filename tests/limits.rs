@@ -419,8 +419,14 @@ fn hostile_frames_get_an_error_and_a_close() {
         ("NUL in inline", b"PING\0\r\n".to_vec(), "NUL byte"),
         (
             "binary garbage",
-            vec![0x16, 0x03, 0x01, 0x00, 0xa5, 0x01],
+            vec![0x17, 0x02, 0x01, 0x00, 0xa5, 0x01],
             "NUL byte",
+        ),
+        // The start of a TLS ClientHello: a TLS client pointed at the plain port.
+        (
+            "a TLS ClientHello",
+            vec![0x16, 0x03, 0x01, 0x00, 0xa5, 0x01],
+            "TLS handshake on a plain-text port",
         ),
     ];
     for (name, bytes, message) in cases {

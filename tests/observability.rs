@@ -279,7 +279,17 @@ const REDIS_FIELDS: &[(&str, &[&str])] = &[
     ),
     (
         "Replication",
-        &["role", "connected_slaves", "master_repl_offset"],
+        &[
+            // A primary's (a replica's are checked in tests/replication.rs).
+            "role",
+            "connected_slaves",
+            "master_failover_state",
+            "master_replid",
+            "master_replid2",
+            "master_repl_offset",
+            "second_repl_offset",
+            "repl_backlog_active",
+        ],
     ),
     (
         "CPU",

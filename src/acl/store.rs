@@ -163,6 +163,17 @@ fn from_file(file: UsersFile, path: &Path) -> Result<Acl, String> {
     Ok(acl)
 }
 
+/// The ACL as `users.json` text (replication sends it to replicas).
+pub fn encode(acl: &Acl) -> String {
+    serde_json::to_string(&to_file(acl, 0)).unwrap_or_default()
+}
+
+/// Parses [`encode`]'s text, checked as a file is.
+pub fn decode(text: &str) -> Result<Acl, String> {
+    let file: UsersFile = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    from_file(file, Path::new("the primary's users"))
+}
+
 /// What `users.json` holds.
 #[derive(Debug)]
 pub struct Stored {

@@ -50,10 +50,10 @@ enum Set {
     /// Changes a live setting: parses the value into the new values, or says why not (the
     /// reason Redis's `CONFIG SET failed (possibly related to argument ...) - ` precedes).
     Live(fn(&mut LiveValues, &[u8]) -> Result<(), Cow<'static, str>>),
-    /// TLS: answered `not supported yet` until TLS is wired.
-    // TLS: the TLS helper wires `tls-cert-file`, `tls-key-file` and `tls-ca-cert-file` here
-    // (a reload of the certificates, or `Immutable` if they are read once at start).
-    NotYet(&'static str),
+    /// A TLS file (`tls-cert-file`, `tls-key-file`, `tls-ca-cert-file`): the certificates
+    /// are reloaded with it ([`crate::tls::TlsContext::reload`]) before anything else of the
+    /// call is stored, so a file that does not load changes nothing.
+    Tls,
 }
 
 /// One parameter: its name, Redis's name for it when Redis has one, how to read it.
@@ -258,20 +258,33 @@ const PARAMS: &[Param] = &[
     Param {
         name: "tls-cert-file",
         alias: None,
-        get: |_| String::new(),
-        set: Set::NotYet("TLS is not supported yet"),
+        get: |v| {
+            v.tls
+                .map(|t| t.files().cert.display().to_string())
+                .unwrap_or_default()
+        },
+        set: Set::Tls,
     },
     Param {
         name: "tls-key-file",
         alias: None,
-        get: |_| String::new(),
-        set: Set::NotYet("TLS is not supported yet"),
+        get: |v| {
+            v.tls
+                .map(|t| t.files().key.display().to_string())
+                .unwrap_or_default()
+        },
+        set: Set::Tls,
     },
     Param {
         name: "tls-ca-cert-file",
         alias: None,
-        get: |_| String::new(),
-        set: Set::NotYet("TLS is not supported yet"),
+        get: |v| {
+            v.tls
+                .and_then(|t| t.files().ca)
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        },
+        set: Set::Tls,
     },
 ];
 
@@ -445,8 +458,13 @@ fn set(args: &Args, view: &ServerView) -> Result<(), CommandError> {
         };
         match PARAMS[i].set {
             Set::Immutable => return Err(set_failed(name, "can't set immutable config")),
-            Set::NotYet(why) => return Err(set_failed(name, why)),
-            Set::Live(_) => {}
+            Set::Tls if view.tls.is_none() => {
+                return Err(set_failed(
+                    name,
+                    "TLS is off: the certificates can only be set with a --tls-port",
+                ))
+            }
+            Set::Live(_) | Set::Tls => {}
         }
         if seen.contains(&i) {
             return Err(set_failed(name, "duplicate parameter"));
@@ -464,6 +482,24 @@ fn set(args: &Args, view: &ServerView) -> Result<(), CommandError> {
     values
         .validate()
         .map_err(|why| set_failed(pairs[0].0, &why))?;
+    // The TLS files last of the checks: loading them is the check (one reload for all).
+    let tls_pairs: Vec<_> = pairs
+        .iter()
+        .zip(&seen)
+        .filter(|(_, &i)| matches!(PARAMS[i].set, Set::Tls))
+        .map(|(pair, _)| *pair)
+        .collect();
+    if let (Some(tls), Some((first, _))) = (view.tls, tls_pairs.first()) {
+        let mut files = tls.files();
+        for (name, value) in &tls_pairs {
+            let path = std::str::from_utf8(value)
+                .map_err(|_| set_failed(name, "the path is not UTF-8"))?;
+            files = files
+                .with(&String::from_utf8_lossy(name), path)
+                .map_err(|why| set_failed(name, &why))?;
+        }
+        tls.reload(&files).map_err(|why| set_failed(first, &why))?;
+    }
     live.store(&values);
     crate::slowlog::configure(&values);
     crate::latency::configure(&values);

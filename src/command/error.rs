@@ -122,6 +122,8 @@ pub enum CommandError {
     /// The reply would pass what is left of the client's output limit; it was not built.
     /// The connection is closed rather than answered (see `shard`), but the text says why.
     ReplyTooLarge,
+    /// A write (or a catalog or user change) on a replica: Redis's text.
+    ReadOnly,
 }
 
 impl CommandError {
@@ -154,6 +156,7 @@ impl CommandError {
             CommandError::Io(_) => "IOERR",
             CommandError::OutOfMemory | CommandError::PartitionFull { .. } => "OOM",
             CommandError::Throttled(_) => "THROTTLED",
+            CommandError::ReadOnly => "READONLY",
             _ => "ERR",
         }
     }
@@ -194,6 +197,7 @@ impl fmt::Display for CommandError {
             CommandError::PartitionExists(name) => write!(f, "partition '{name}' already exists"),
             CommandError::NoPartition(name) => write!(f, "partition '{name}' does not exist"),
             CommandError::NotAvailable(what) => f.write_str(what),
+            CommandError::ReadOnly => f.write_str("You can't write against a read only replica."),
             CommandError::NotAnInteger => {
                 write!(f, "value is not a canonical 64-bit integer (INT partition)")
             }

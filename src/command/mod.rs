@@ -30,6 +30,7 @@
 //! arguments and state and write a reply.
 
 pub mod access;
+pub mod client;
 pub mod config;
 pub mod data;
 pub mod error;
@@ -40,6 +41,7 @@ pub mod keys;
 pub mod monitor;
 pub mod partition;
 pub mod quota;
+pub mod replication;
 pub mod server;
 pub mod string;
 pub mod user;
@@ -630,10 +632,50 @@ command_table! {
         name: "command", arity: -1, flags: LOADING, permission: Permission::Authenticated,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::command),
     },
-    Client => {
-        usage: "CLIENT <ID|GETNAME|INFO|SETNAME name|SETINFO <LIB-NAME|LIB-VER> value>",
-        name: "client", arity: -2, flags: 0, permission: Permission::Authenticated,
-        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::client),
+    // The CLIENT group (client.rs). LIST, KILL and INFO need the shard's view of its
+    // connections (shard/clients.rs runs them; LIST and KILL ask every shard); a caller
+    // without ADMIN on `*` sees and kills only its own user's connections. LIST and KILL
+    // carry `admin` as in Redis, which keeps them out of MONITOR.
+    ClientId => {
+        usage: "CLIENT ID",
+        name: "client id", arity: 2, flags: FAST, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(client::id),
+    },
+    ClientGetName => {
+        usage: "CLIENT GETNAME",
+        name: "client getname", arity: 2, flags: FAST, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(client::getname),
+    },
+    ClientSetName => {
+        usage: "CLIENT SETNAME <name>",
+        name: "client setname", arity: 3, flags: FAST, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(client::setname),
+    },
+    ClientSetInfo => {
+        usage: "CLIENT SETINFO <LIB-NAME|LIB-VER> <value>",
+        name: "client setinfo", arity: 4, flags: FAST, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(client::setinfo),
+    },
+    ClientInfo => {
+        usage: "CLIENT INFO",
+        name: "client info", arity: 2, flags: 0, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(client::shard_path),
+    },
+    ClientList => {
+        usage: "CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id ...]",
+        name: "client list", arity: -2, flags: ADMIN, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(client::shard_path),
+    },
+    ClientKill => {
+        usage: "CLIENT KILL <ip:port|filter value [filter value ...]>",
+        name: "client kill", arity: -3, flags: ADMIN, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(client::shard_path),
+    },
+    // Every command any shard runs, as Redis 7 shows it (shard/clients.rs).
+    Monitor => {
+        usage: "MONITOR",
+        name: "monitor", arity: 1, flags: ADMIN, permission: Permission::AdminAll,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(client::shard_path),
     },
     Info => {
         usage: "INFO [section ...]",
@@ -668,6 +710,33 @@ command_table! {
         usage: "DEBUG <FAIL-WRITE|FAIL-FSYNC|FAIL-DIRSYNC> <count> | DEBUG SLEEP <seconds>",
         name: "debug", arity: -2, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::debug),
+    },
+    // Replication (replication.rs; the design in crate::replication).
+    ReplicaOf => {
+        usage: "REPLICAOF <host|NO> <port|ONE>",
+        name: "replicaof", arity: 3, flags: ADMIN, permission: Permission::AdminAll,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::replicaof),
+    },
+    SlaveOf => {
+        usage: "SLAVEOF <host|NO> <port|ONE>",
+        name: "slaveof", arity: 3, flags: ADMIN, permission: Permission::AdminAll,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::replicaof),
+    },
+    Role => {
+        usage: "ROLE",
+        name: "role", arity: 1, flags: FAST | LOADING, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::role),
+    },
+    Wait => {
+        usage: "WAIT <numreplicas> <timeout>",
+        name: "wait", arity: 3, flags: 0, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::wait),
+    },
+    // A replica's handshake: the connection becomes its feed once this is answered.
+    ReplSync => {
+        usage: "REPLSYNC <listening-port> <replid>",
+        name: "replsync", arity: 3, flags: ADMIN, permission: Permission::AdminAll,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::replsync),
     },
     // AUTH and LOGIN (and HELLO ... AUTH) take the shard's login path before any handler;
     // theirs only answers if that ever stops being so.
@@ -887,13 +956,14 @@ fn pack_word(b: &[u8]) -> Option<Word> {
     Some((u128::from(hi) << 64 | u128::from(lo)) | FOLD)
 }
 
-/// Slots of the name index: a power of two ([`SLOT_BITS`] bits), about ten times the number
-/// of keys (one per one-word command or group word such as `create`, one per two-word
+/// Slots of the name index: a power of two ([`SLOT_BITS`] bits), well over ten times the
+/// number of keys (one per one-word command or group word such as `create`, one per two-word
 /// command), so that a seed under which no two keys share a slot ([`SEED`]) is found within
 /// a few hundred tries when the crate compiles, also with forty more commands than the
-/// table has (the keyspace family brings about that many). 1 KiB: a probe still reads one
-/// cache line of it.
-const SLOT_BITS: u32 = 10;
+/// table has (the keyspace family brings about that many). 2 KiB (1 KiB until the CLIENT
+/// group's rows left too little room for forty more): a probe still reads one cache line of
+/// it.
+const SLOT_BITS: u32 = 11;
 const INDEX_SLOTS: usize = 1 << SLOT_BITS;
 
 /// The slot of the key (`top`, `sub`) under `seed`.

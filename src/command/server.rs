@@ -1,5 +1,5 @@
-//! Server and connection commands: PING ECHO QUIT HELLO COMMAND CLIENT INFO SHUTDOWN DEBUG
-//! (CONFIG is `config`).
+//! Server and connection commands: PING ECHO QUIT HELLO COMMAND INFO SHUTDOWN DEBUG
+//! (CONFIG is [`super::config`]; the CLIENT group and MONITOR are in [`super::client`]).
 //!
 //! They run on the connection's own shard. Each is a [`ConnectionFn`](super::ConnectionFn)
 //! named by its row in the command table: it reads the [`Session`] (per connection) and a
@@ -56,6 +56,19 @@ pub struct Session {
     /// The partition `SELECT` chose: `Some` puts the connection in Redis grammar on it (data
     /// commands name no partition, see [`super::face`]); `None` is GoKV grammar.
     pub selected: Option<Box<[u8]>>,
+    /// Set by REPLSYNC (with the port the replica listens on): once its reply is written,
+    /// the connection's socket becomes the replica's feed (`crate::replication`).
+    pub replica_port: Option<u16>,
+    /// The client's address (MONITOR's lines name it; `None` only in unit tests).
+    pub peer: Option<std::net::SocketAddr>,
+    /// The last command looked up (CLIENT LIST's `cmd`): one store per request (its row,
+    /// already in a register, rather than its id, which would be one load more).
+    pub last_command: Option<&'static super::CommandSpec>,
+    /// The id of the partition the last data command was routed to (CLIENT LIST's `db` in
+    /// GoKV grammar; 0: none yet): one store per data request.
+    pub last_partition: u64,
+    /// In MONITOR mode (`shard::clients`): sees every command, may not touch the keyspace.
+    pub monitoring: bool,
 }
 
 /// Failed logins in a row after which the connection is closed: enough for a person to
@@ -93,6 +106,10 @@ pub struct ServerView<'a> {
     pub shard: usize,
     /// Wakes every shard after a live setting changed (CONFIG SET; see `command::config`).
     pub reconfigured: &'a dyn Fn(),
+    /// Role, offsets and replicas (INFO replication, ROLE, REPLICAOF).
+    pub replication: &'a std::sync::Arc<crate::replication::State>,
+    /// The TLS certificates, with a `--tls-port` (CONFIG GET|SET tls-*-file).
+    pub tls: Option<&'a std::sync::Arc<crate::tls::TlsContext>>,
 }
 
 /// `PING [message]`
@@ -255,11 +272,11 @@ pub fn hello(
 }
 
 /// Redis's rule for client names and library attributes: printable ASCII, no spaces.
-fn is_client_attribute(value: &[u8]) -> bool {
+pub(super) fn is_client_attribute(value: &[u8]) -> bool {
     value.iter().all(|b| (b'!'..=b'~').contains(b))
 }
 
-fn check_client_name(name: &[u8]) -> Result<Vec<u8>, CommandError> {
+pub(super) fn check_client_name(name: &[u8]) -> Result<Vec<u8>, CommandError> {
     if !is_client_attribute(name) {
         return Err(CommandError::Syntax(
             "client names cannot contain spaces, newlines or special characters".into(),
@@ -340,84 +357,6 @@ pub fn command(
     } else {
         return Err(CommandError::UnknownSubcommand {
             command: "command",
-            sub: printable(sub),
-        });
-    }
-    Ok(())
-}
-
-/// `CLIENT ID|SETNAME|GETNAME|INFO|SETINFO`.
-pub fn client(
-    args: &Args,
-    session: &mut Session,
-    view: &ServerView,
-    w: &mut ReplyWriter,
-) -> Result<(), CommandError> {
-    let sub = args.get(1);
-    let arity = |n: usize| {
-        if args.len() == n {
-            Ok(())
-        } else {
-            Err(CommandError::arity_of(CommandId::Client))
-        }
-    };
-    if sub.eq_ignore_ascii_case(b"ID") {
-        arity(2)?;
-        w.integer(session.id as i64);
-    } else if sub.eq_ignore_ascii_case(b"SETNAME") {
-        arity(3)?;
-        let name = check_client_name(args.get(2))?;
-        session.name = (!name.is_empty()).then_some(name);
-        w.ok();
-    } else if sub.eq_ignore_ascii_case(b"GETNAME") {
-        arity(2)?;
-        match &session.name {
-            Some(name) => w.bulk(name),
-            None => w.null(),
-        }
-    } else if sub.eq_ignore_ascii_case(b"INFO") {
-        // Redis's one-line `field=value` form, plus the shard this connection lives on (load
-        // tools use it to place connections, e.g. to measure the cross-shard path).
-        arity(2)?;
-        let name = session.name.as_deref().map(String::from_utf8_lossy);
-        let line = format!(
-            "id={} name={} resp={} shard={}\n",
-            session.id,
-            name.as_deref().unwrap_or(""),
-            if session.protocol == Protocol::Resp3 {
-                3
-            } else {
-                2
-            },
-            view.shard
-        );
-        w.verbatim_text(line.as_bytes());
-    } else if sub.eq_ignore_ascii_case(b"SETINFO") {
-        // Client libraries announce their name and version. As Redis 7.2: only these two
-        // attributes, values of printable ASCII without spaces (empty clears), and its texts.
-        arity(4)?;
-        let (attribute, value) = (args.get(2), args.get(3));
-        let slot = if attribute.eq_ignore_ascii_case(b"LIB-NAME") {
-            &mut session.lib_name
-        } else if attribute.eq_ignore_ascii_case(b"LIB-VER") {
-            &mut session.lib_ver
-        } else {
-            return Err(CommandError::NotAvailable(format!(
-                "Unrecognized option '{}'",
-                printable(attribute)
-            )));
-        };
-        if !is_client_attribute(value) {
-            return Err(CommandError::NotAvailable(format!(
-                "{} cannot contain spaces, newlines or special characters.",
-                printable(attribute)
-            )));
-        }
-        *slot = (!value.is_empty()).then(|| value.to_vec());
-        w.ok();
-    } else {
-        return Err(CommandError::UnknownSubcommand {
-            command: "client",
             sub: printable(sub),
         });
     }
@@ -650,11 +589,10 @@ fn info_section(
             }
             Ok(())
         }
-        // GoKV has no replicas (yet): a master with none, as Redis words it.
-        "replication" => write!(
-            text,
-            "# Replication\r\nrole:master\r\nconnected_slaves:0\r\nmaster_repl_offset:0\r\n"
-        ),
+        "replication" => {
+            text.push_str("# Replication\r\n");
+            view.replication.info(text)
+        }
         "cpu" => {
             let (sys, user) = cpu_seconds();
             write!(

@@ -8,6 +8,10 @@
 //! fails, [`Journal::rollback`] restores the previous values in reverse order, so "not applied
 //! in memory" holds for every write whose reply becomes `-IOERR`.
 //!
+//! A *stream* journal ([`Journal::stream`]) records the same records for a MEMORY partition
+//! while replicas are attached (`crate::replication`), and keeps nothing to undo: a MEMORY
+//! partition's commit never fails, its records only go to the replicas.
+//!
 //! FLUSH PARTITION is one write too: it logs [`Record::Clear`] and keeps the whole table it
 //! took out ([`Partition::take_contents`], a move, no copy) until the commit; a rollback
 //! undoes the writes after it first (newest first), then puts the table back.
@@ -39,11 +43,43 @@ fn before(partition: &Partition, key: &[u8]) -> Before {
 pub struct Journal {
     /// Encoded records, in order, not yet written to the file.
     records: Vec<u8>,
-    /// How to undo each write, in order.
+    /// How to undo each write, in order (empty in a stream journal).
     undo: Vec<Undo>,
+    /// A stream journal: records only, nothing to undo.
+    stream: bool,
+    /// Replicas follow the partition: a write that finds a key expired (and reclaims it
+    /// without changing anything a client sees) logs a `DEL`, or a replica, which never
+    /// expires keys by itself, would hold the key, hidden, for good.
+    replicated: bool,
 }
 
 impl Journal {
+    /// A journal of a MEMORY partition whose records only go to replicas: nothing to undo.
+    pub fn stream() -> Journal {
+        Journal {
+            stream: true,
+            replicated: true,
+            ..Journal::default()
+        }
+    }
+
+    /// Replicas follow (or no longer follow) the partition (see `replicated`).
+    pub fn set_replicated(&mut self, replicated: bool) {
+        self.replicated = replicated || self.stream;
+    }
+
+    /// Logs the `DEL` of a key a write found expired and reclaimed, when replicas follow.
+    #[cold]
+    fn reclaimed(&mut self, key: &[u8]) {
+        record::encode(&Record::Del { key }, &mut self.records);
+    }
+
+    /// Appends records logged elsewhere (a durable partition turned MEMORY mid-pass hands
+    /// its uncommitted records to its stream journal).
+    pub fn adopt_records(&mut self, records: &[u8]) {
+        self.records.extend_from_slice(records);
+    }
+
     /// Nothing was logged since the last commit.
     #[inline]
     pub fn is_empty(&self) -> bool {
@@ -64,6 +100,9 @@ impl Journal {
     }
 
     fn remember(&mut self, partition: &Partition, key: &[u8]) {
+        if self.stream {
+            return;
+        }
         let before = before(partition, key);
         self.undo.push(Undo::Key(key.into(), before));
     }
@@ -108,11 +147,21 @@ impl Journal {
         key: &[u8],
         deadline: Option<u64>,
     ) -> bool {
-        let before = before(partition, key);
+        let before = if self.stream {
+            None
+        } else {
+            before(partition, key)
+        };
+        let held = self.replicated && partition.holds(key);
         if !partition.set_deadline(key, deadline) {
+            if held && !partition.holds(key) {
+                self.reclaimed(key);
+            }
             return false;
         }
-        self.undo.push(Undo::Key(key.into(), before));
+        if !self.stream {
+            self.undo.push(Undo::Key(key.into(), before));
+        }
         record::encode(&Record::Deadline { key, deadline }, &mut self.records);
         true
     }
@@ -124,8 +173,16 @@ impl Journal {
 
     /// Removes a key and returns its value and deadline; logs only when it was there.
     pub fn take(&mut self, partition: &mut Partition, key: &[u8]) -> Option<(Value, Option<u64>)> {
-        let before = partition.take(key)?;
-        self.undo.push(Undo::Key(key.into(), Some(before.clone())));
+        let held = self.replicated && partition.holds(key);
+        let Some(before) = partition.take(key) else {
+            if held && !partition.holds(key) {
+                self.reclaimed(key);
+            }
+            return None;
+        };
+        if !self.stream {
+            self.undo.push(Undo::Key(key.into(), Some(before.clone())));
+        }
         record::encode(&Record::Del { key }, &mut self.records);
         Some(before)
     }
@@ -138,9 +195,15 @@ impl Journal {
         key: &[u8],
         delta: i64,
     ) -> Result<i64, IncrError> {
-        let before = before(partition, key);
+        let before = if self.stream {
+            None
+        } else {
+            before(partition, key)
+        };
         let value = partition.incr_by(key, delta)?;
-        self.undo.push(Undo::Key(key.into(), before));
+        if !self.stream {
+            self.undo.push(Undo::Key(key.into(), before));
+        }
         let after = partition.lookup(key).map(|e| (e.value, e.deadline));
         let record = match after {
             Some((ValueRef::Str(text), deadline)) => Record::SetStr {
@@ -166,6 +229,11 @@ impl Journal {
     /// Removes every key (FLUSH PARTITION) and logs it as one [`Record::Clear`]; the keys are
     /// kept, whole, until the commit (see the module docs).
     pub fn flush(&mut self, partition: &mut Partition) {
+        if self.stream {
+            partition.clear();
+            record::encode(&Record::Clear, &mut self.records);
+            return;
+        }
         let contents = partition.take_contents();
         self.undo.push(Undo::Flush(Box::new(contents)));
         record::encode(&Record::Clear, &mut self.records);
@@ -182,6 +250,10 @@ impl Journal {
     /// right after), as a `DEL`, and keeps it to put back should the commit fail: the write
     /// that evicted it is then undone, and so is the eviction.
     pub fn evicted(&mut self, key: &[u8], entry: Entry) {
+        if self.stream {
+            record::encode(&Record::Del { key }, &mut self.records);
+            return;
+        }
         let before = Some((entry.value.to_owned(), entry.deadline));
         self.undo.push(Undo::Key(key.into(), before));
         record::encode(&Record::Del { key }, &mut self.records);
@@ -241,6 +313,47 @@ mod tests {
         let old = p.lookup(b"old").unwrap();
         assert_eq!((old.value, old.deadline), (ValueRef::Int(7), Some(far)));
         assert_eq!(p.get(b"new"), None);
+    }
+
+    #[test]
+    fn a_stream_journal_records_the_same_and_keeps_nothing_to_undo() {
+        let mut p = Partition::new(Schema::Int, Arc::default());
+        let mut q = Partition::new(Schema::Int, Arc::default());
+        let (mut j, mut s) = (Journal::default(), Journal::stream());
+        for (p, j) in [(&mut p, &mut j), (&mut q, &mut s)] {
+            j.set_int(p, b"a", 1, Expiry::Clear);
+            assert_eq!(j.incr_by(p, b"a", 2), Ok(3));
+            assert!(j.set_deadline(p, b"a", Some(u64::MAX)));
+            assert!(j.remove(p, b"a"));
+            j.set_int(p, b"b", 1, Expiry::Clear);
+            j.flush(p);
+        }
+        assert_eq!(j.pending(), s.pending());
+        assert_eq!((j.writes(), s.writes()), (6, 0));
+        assert!(q.is_empty());
+    }
+
+    /// A DEL or EXPIRE that finds its key expired reclaims it silently; with replicas
+    /// following, that is logged as a DEL (they never expire keys by themselves).
+    #[test]
+    fn a_reclaimed_expired_key_is_a_del_when_replicas_follow() {
+        let past = crate::store::clock::system_now_ms() - 1000;
+        for replicated in [false, true] {
+            let mut p = Partition::new(Schema::Int, Arc::default());
+            p.set_int(b"a", 1, Expiry::At(past));
+            p.set_int(b"b", 1, Expiry::At(past));
+            let mut j = Journal::default();
+            j.set_replicated(replicated);
+            assert!(!j.remove(&mut p, b"a"));
+            assert!(!j.set_deadline(&mut p, b"b", None));
+            assert!(!j.remove(&mut p, b"never"));
+            assert!(p.is_empty(), "both reclaimed");
+            let mut dels = Vec::new();
+            record::encode(&Record::Del { key: b"a" }, &mut dels);
+            record::encode(&Record::Del { key: b"b" }, &mut dels);
+            let want: &[u8] = if replicated { &dels } else { &[] };
+            assert_eq!(j.pending(), want, "replicated {replicated}");
+        }
     }
 
     #[test]

@@ -54,6 +54,8 @@ const COMPACT_RETRY: Duration = Duration::from_secs(10);
 pub struct Committed {
     pub bytes: u64,
     pub fsynced: bool,
+    /// How long its `fdatasync` took (zero when not `fsynced`).
+    pub fsync_took: Duration,
 }
 
 pub struct PartitionLog {
@@ -255,17 +257,24 @@ impl PartitionLog {
             .and_then(|()| self.file.write_all_at(records, self.len))
             .map_err(|e| io::Error::new(e.kind(), format!("log write failed: {e}")))?;
         let bytes = records.len() as u64;
+        let mut fsync_took = Duration::ZERO;
         if fsynced {
+            let started = Instant::now();
             fault::check(Fault::Fsync)
                 .and_then(|()| self.file.sync_data())
                 .map_err(|e| io::Error::new(e.kind(), format!("log fsync failed: {e}")))?;
+            fsync_took = started.elapsed();
             self.durable = self.len + bytes;
         } else {
             self.unsynced = true;
         }
         self.len += bytes;
         self.journal.clear();
-        Ok(Committed { bytes, fsynced })
+        Ok(Committed {
+            bytes,
+            fsynced,
+            fsync_took,
+        })
     }
 
     /// Writes the durable length into the next checkpoint slot (in the page cache: the
@@ -313,16 +322,23 @@ impl PartitionLog {
 
     /// fsyncs the active segment if it has unsynced data. True if it did.
     pub fn sync(&mut self) -> io::Result<bool> {
+        self.sync_timed().map(|took| took.is_some())
+    }
+
+    /// [`Self::sync`], saying how long the `fdatasync` took (`None`: nothing to sync).
+    pub fn sync_timed(&mut self) -> io::Result<Option<Duration>> {
         if !self.unsynced {
-            return Ok(false);
+            return Ok(None);
         }
         // No injected fault here: the timer runs at times a test cannot predict, and a fault
         // armed for a commit must be consumed by that commit.
         self.write_checkpoint(false)?;
+        let started = Instant::now();
         self.file.sync_data()?;
+        let took = started.elapsed();
         self.unsynced = false;
         self.durable = self.len;
-        Ok(true)
+        Ok(Some(took))
     }
 
     /// Shutdown: fsyncs, then records the whole segment as durable (one more fsync), so that

@@ -94,14 +94,27 @@ pub struct ProtocolError(ErrorKind);
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ErrorKind {
     InvalidMultibulkLength,
-    TooManyArgs { max: usize, before_login: bool },
-    ExpectedBulk { got: u8 },
+    TooManyArgs {
+        max: usize,
+        before_login: bool,
+    },
+    ExpectedBulk {
+        got: u8,
+    },
     InvalidBulkLength,
-    BulkTooLong { max: usize, before_login: bool },
+    BulkTooLong {
+        max: usize,
+        before_login: bool,
+    },
     MissingCrlf,
-    InlineTooLong { max: usize, before_login: bool },
+    InlineTooLong {
+        max: usize,
+        before_login: bool,
+    },
     UnbalancedQuotes,
     NulInInline,
+    /// A TLS record (a ClientHello) on a plain-text port: a client configured for TLS.
+    TlsOnPlainPort,
     FrameTooLarge,
 }
 
@@ -152,6 +165,10 @@ impl fmt::Display for ProtocolError {
             ErrorKind::NulInInline => write!(
                 f,
                 "NUL byte in inline request (send binary data as RESP bulk strings)"
+            ),
+            ErrorKind::TlsOnPlainPort => write!(
+                f,
+                "TLS handshake on a plain-text port (connect to the server's --tls-port)"
             ),
             ErrorKind::FrameTooLarge => write!(f, "request larger than 4 GiB"),
         }
@@ -363,6 +380,11 @@ impl Parser {
         let scan = buf.len().min(self.limits.max_inline_len.saturating_add(1));
         let newline = memchr(b'\n', &buf[..scan]);
         if memchr(0, &buf[..newline.unwrap_or(scan)]).is_some() {
+            // A TLS record starts 0x16 0x03 (handshake, version 3.x) and its length bytes
+            // hold a NUL: said so, for the operator who pointed a TLS client here.
+            if buf.starts_with(&[0x16, 0x03]) {
+                return Err(ProtocolError(ErrorKind::TlsOnPlainPort));
+            }
             return Err(ProtocolError(ErrorKind::NulInInline));
         }
         let Some(newline) = newline else {
@@ -736,6 +758,13 @@ mod tests {
             let err = parse_all(bad).unwrap_err();
             assert!(err.to_string().starts_with("NUL byte in inline"), "{bad:?}");
         }
+        // A ClientHello (record type 0x16, version 3.1, length 0x00c8) is named as such.
+        let err = parse_all(b"\x16\x03\x01\x00\xc8\x01\x00\x00\xc4").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("TLS handshake on a plain-text port"),
+            "{err}"
+        );
         // A NUL after the newline belongs to the next line.
         let mut parser = Parser::new(Limits::default());
         assert_eq!(

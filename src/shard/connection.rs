@@ -17,16 +17,19 @@
 //! Until its session has a user, a connection's parser runs under the small pre-login limits
 //! ([`Limits::before_login`]); [`Connection::sync_limits`] switches them when the session's
 //! login state changes.
+//!
+//! The socket is a [`Transport`]: plain TCP, read straight into the read buffer and written
+//! straight from the reply buffer, or TLS ([`crate::tls::stream`]), whose plaintext rustls
+//! decrypts and encrypts on the way. Which one is one match per read and per write.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use mio::net::TcpStream;
-
 use crate::command::server::Session;
 use crate::protocol::{Limits, Parser, Protocol, ReplyWriter};
+use crate::tls::stream::{TlsStream, TlsWriter, Transport};
 
 use super::mailbox::ConnRef;
 
@@ -154,6 +157,28 @@ impl ReplyQueue {
             self.first_seq = self.next_seq;
         }
         result
+    }
+
+    /// Appends bytes that answer no request (MONITOR's lines), in order with the replies.
+    pub fn push_bytes(&mut self, bytes: &[u8]) {
+        self.next_seq += 1;
+        if self.slots.is_empty() {
+            self.out.extend_from_slice(bytes);
+            self.first_seq = self.next_seq;
+        } else {
+            let start = self.parked.len();
+            self.parked.extend_from_slice(bytes);
+            self.parked_live += bytes.len();
+            self.slots.push_back(Slot::Ready {
+                start,
+                end: self.parked.len(),
+            });
+        }
+    }
+
+    /// Bytes the queue's buffers hold allocated (CLIENT LIST's `tot-mem`).
+    pub fn buffer_bytes(&self) -> usize {
+        self.out.capacity() + self.parked.capacity()
     }
 
     /// Reserves the slot of a request answered later; returns its sequence number.
@@ -337,7 +362,7 @@ pub enum ReadOutcome {
 
 /// A client connection.
 pub struct Connection {
-    pub socket: TcpStream,
+    pub socket: Transport,
     pub peer: SocketAddr,
     pub conn_ref: ConnRef,
     /// Read buffer: `rbuf[rstart..rend]` is unparsed input. The parser's state refers to
@@ -367,6 +392,8 @@ pub struct Connection {
     pub over_output_limit: bool,
     /// The shard's coarse clock when the connection last read or wrote a byte (idle timeout).
     pub last_active: Instant,
+    /// When it was accepted (CLIENT LIST's `age`).
+    pub created: Instant,
     /// A poll event said the peer closed its side (or the socket failed), whether or not the
     /// end of input has been read yet: a short read can leave the EOF unread, and an
     /// edge-triggered poll reports it only once. Lets the shard drop a connection that waits
@@ -376,7 +403,7 @@ pub struct Connection {
 
 impl Connection {
     pub fn new(
-        socket: TcpStream,
+        socket: Transport,
         peer: SocketAddr,
         conn_ref: ConnRef,
         id: u64,
@@ -393,6 +420,7 @@ impl Connection {
             parser: Parser::before_login(limits),
             session: Session {
                 id,
+                peer: Some(peer),
                 ..Session::default()
             },
             replies: ReplyQueue::default(),
@@ -404,6 +432,7 @@ impl Connection {
             affinity: Affinity::default(),
             over_output_limit: false,
             last_active: now,
+            created: now,
             peer_closed: false,
         }
     }
@@ -419,11 +448,23 @@ impl Connection {
     /// Reads from the socket into the buffer, at most about `budget` bytes. `now` is the
     /// shard's coarse clock, recorded as the last activity when a byte arrives.
     pub fn read(&mut self, budget: usize, now: Instant) -> io::Result<ReadOutcome> {
+        let socket = match &mut self.socket {
+            Transport::Plain(socket) => socket,
+            Transport::Tls(tls) => {
+                return read_tls(
+                    tls,
+                    (&mut self.rbuf, &mut self.rstart, &mut self.rend),
+                    &mut self.last_active,
+                    budget,
+                    now,
+                )
+            }
+        };
         let mut total = 0;
         loop {
-            self.make_room();
+            make_room(&mut self.rbuf, &mut self.rstart, &mut self.rend);
             let space = self.rbuf.len() - self.rend;
-            match self.socket.read(&mut self.rbuf[self.rend..]) {
+            match socket.read(&mut self.rbuf[self.rend..]) {
                 Ok(0) => return Ok(ReadOutcome::Closed),
                 Ok(n) => {
                     self.last_active = now;
@@ -447,33 +488,108 @@ impl Connection {
         }
     }
 
-    /// Ensures free space after `rend`: moves unparsed bytes to the front, grows if needed.
-    fn make_room(&mut self) {
-        if self.rstart == self.rend {
-            self.rstart = 0;
-            self.rend = 0;
-            if self.rbuf.len() > READ_BUFFER_KEEP {
-                self.rbuf = Vec::new();
+    /// Writes as much output as the socket takes. `Ok(true)` when all of it went out (for
+    /// TLS: all of it encrypted and written, no record left in rustls).
+    #[inline]
+    pub fn write_out(&mut self) -> io::Result<bool> {
+        match &mut self.socket {
+            Transport::Plain(socket) => self.replies.write_to(socket),
+            Transport::Tls(tls) => {
+                if !self.replies.write_to(&mut TlsWriter(tls))? {
+                    return Ok(false);
+                }
+                match tls.flush_records() {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                    Err(e) => Err(e),
+                }
             }
         }
-        if self.rbuf.len() - self.rend >= READ_CHUNK / 2 {
-            return;
-        }
-        if self.rstart > 0 {
-            self.rbuf.copy_within(self.rstart..self.rend, 0);
-            self.rend -= self.rstart;
-            self.rstart = 0;
-        }
-        if self.rbuf.len() - self.rend < READ_CHUNK / 2 {
-            let new_len = (self.rbuf.len() * 2).max(READ_CHUNK);
-            self.rbuf.resize(new_len, 0);
-        }
+    }
+
+    /// Bytes wait to be written: replies, or (TLS) records rustls could not write yet.
+    #[inline]
+    pub fn has_output(&self) -> bool {
+        self.replies.has_output() || self.socket.has_pending_output()
     }
 
     /// Unparsed bytes are waiting in the buffer.
     #[inline]
     pub fn has_input(&self) -> bool {
         self.rstart < self.rend
+    }
+}
+
+/// Ensures free space after `rend`: moves unparsed bytes to the front, grows if needed.
+#[inline]
+fn make_room(rbuf: &mut Vec<u8>, rstart: &mut usize, rend: &mut usize) {
+    if *rstart == *rend {
+        *rstart = 0;
+        *rend = 0;
+        if rbuf.len() > READ_BUFFER_KEEP {
+            *rbuf = Vec::new();
+        }
+    }
+    if rbuf.len() - *rend >= READ_CHUNK / 2 {
+        return;
+    }
+    if *rstart > 0 {
+        rbuf.copy_within(*rstart..*rend, 0);
+        *rend -= *rstart;
+        *rstart = 0;
+    }
+    if rbuf.len() - *rend < READ_CHUNK / 2 {
+        let new_len = (rbuf.len() * 2).max(READ_CHUNK);
+        rbuf.resize(new_len, 0);
+    }
+}
+
+/// [`Connection::read`] of a TLS connection: ciphertext into rustls, which answers the
+/// handshake as it goes; plaintext from rustls into the read buffer.
+fn read_tls(
+    tls: &mut TlsStream,
+    (rbuf, rstart, rend): (&mut Vec<u8>, &mut usize, &mut usize),
+    last_active: &mut Instant,
+    budget: usize,
+    now: Instant,
+) -> io::Result<ReadOutcome> {
+    let mut total = 0;
+    loop {
+        let (ended, drained) = match tls.read_records() {
+            Ok((0, _)) => (true, false),
+            Ok((_, short)) => {
+                *last_active = now;
+                (false, short)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => (false, true),
+            Err(e) => return Err(e),
+        };
+        let (mut plaintext, peer_closed) = tls.process()?;
+        while plaintext > 0 {
+            make_room(rbuf, rstart, rend);
+            let n = tls.read_plaintext(&mut rbuf[*rend..])?;
+            if n == 0 {
+                break;
+            }
+            *rend += n;
+            total += n;
+            plaintext = plaintext.saturating_sub(n);
+        }
+        // What the handshake asks for (or an alert) goes out now; what the socket does not
+        // take waits for its writable event (`has_output`).
+        match tls.flush_records() {
+            Err(e) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+            _ => {}
+        }
+        if ended || peer_closed {
+            return Ok(ReadOutcome::Closed);
+        }
+        if drained {
+            return Ok(ReadOutcome::Drained);
+        }
+        if total >= budget {
+            return Ok(ReadOutcome::More);
+        }
     }
 }
 

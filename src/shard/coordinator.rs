@@ -54,10 +54,19 @@ use crate::command::access::authorize;
 use crate::command::lookup;
 
 use super::mailbox::{Approved, Change, Message, ReplyTo, ShardHandle};
+use crate::replication::Feed;
+use crossbeam_channel::Sender;
+
+/// Who waits for a change: a client's connection, or the replica's link (a catalog or
+/// users from the primary), which hears the catalog every shard now runs.
+enum Waiter {
+    Client(ReplyTo),
+    Link(Sender<Result<Arc<Catalog>, String>>),
+}
 
 /// The change whose broadcast is being acknowledged.
 struct InFlight {
-    reply_to: ReplyTo,
+    waiter: Waiter,
     epoch: u64,
     acks_missing: usize,
     /// What the client hears once every shard has acknowledged.
@@ -91,7 +100,7 @@ pub struct Coordinator {
     data_dir: PathBuf,
     /// Counts broadcasts; what shards acknowledge.
     epoch: u64,
-    queue: VecDeque<(ReplyTo, Change, Approved)>,
+    queue: VecDeque<Queued>,
     in_flight: Option<InFlight>,
     /// Never reused, even after a restart (it is in the catalog file), so a partition's files
     /// can never be mistaken for a dropped predecessor's.
@@ -100,6 +109,21 @@ pub struct Coordinator {
     /// (its rewrite failed): written into every catalog file until `users.json` is written
     /// again, which makes them moot.
     revoked: Vec<Revoked>,
+    /// Replicas attached (primary side): every catalog and ACL version goes into each feed
+    /// before it is broadcast, so a replica never gets a record of a partition before the
+    /// catalog that names it.
+    feeds: Vec<Arc<Feed>>,
+}
+
+/// A change waiting its turn.
+enum Queued {
+    Client(ReplyTo, Change, Approved),
+    /// From the replica's link: the primary's catalog and/or users, to adopt.
+    Install {
+        catalog: Option<Catalog>,
+        acl: Option<Acl>,
+        done: Sender<Result<Arc<Catalog>, String>>,
+    },
 }
 
 impl Coordinator {
@@ -120,7 +144,64 @@ impl Coordinator {
             in_flight: None,
             next_partition_id,
             revoked: resume.revoked,
+            feeds: Vec::new(),
         }
+    }
+
+    /// A replica attached: the catalog and users go into its feed first, then every shard
+    /// starts its full sync (the shards hear it after every version broadcast so far).
+    pub fn attach_feed(&mut self, feed: Arc<Feed>, shards: &[ShardHandle]) {
+        let mut frames = Vec::new();
+        self.catalog_frame(&mut frames);
+        self.users_frame(&mut frames);
+        if !feed.push(Arc::new(frames)) {
+            return;
+        }
+        self.feeds.push(feed.clone());
+        for shard in shards {
+            shard.send(Message::FeedStart(feed.clone()));
+        }
+    }
+
+    fn catalog_frame(&self, out: &mut Vec<u8>) {
+        let text = catalog_file::encode(&self.catalog, self.next_partition_id, &[]);
+        crate::replication::wire::encode(out, &[b"CATALOG", text.as_bytes()]);
+    }
+
+    fn users_frame(&self, out: &mut Vec<u8>) {
+        let text = store::encode(&self.acl);
+        crate::replication::wire::encode(out, &[b"USERS", text.as_bytes()]);
+    }
+
+    /// Sends the new catalog and/or users to every replica (before the broadcast).
+    fn feed_replicas(&mut self, catalog: bool, acl: bool) {
+        self.feeds.retain(|f| !f.is_dropped());
+        if self.feeds.is_empty() || !(catalog || acl) {
+            return;
+        }
+        let mut frames = Vec::new();
+        if catalog {
+            self.catalog_frame(&mut frames);
+        }
+        if acl {
+            self.users_frame(&mut frames);
+        }
+        let frames = Arc::new(frames);
+        for feed in &self.feeds {
+            feed.push(frames.clone());
+        }
+    }
+
+    /// From the replica's link: adopt the primary's catalog and/or users.
+    pub fn install(
+        &mut self,
+        catalog: Option<Catalog>,
+        acl: Option<Acl>,
+        done: Sender<Result<Arc<Catalog>, String>>,
+        shards: &[ShardHandle],
+    ) {
+        self.queue.push_back(Queued::Install { catalog, acl, done });
+        self.start_next(shards);
     }
 
     /// Queues a change and starts it if nothing else is in flight.
@@ -131,7 +212,7 @@ impl Coordinator {
         by: Approved,
         shards: &[ShardHandle],
     ) {
-        self.queue.push_back((reply_to, change, by));
+        self.queue.push_back(Queued::Client(reply_to, change, by));
         self.start_next(shards);
     }
 
@@ -154,10 +235,20 @@ impl Coordinator {
         flight.acks_missing -= 1;
         if flight.acks_missing == 0 {
             if let Some(flight) = self.in_flight.take() {
-                shards[flight.reply_to.shard].send(Message::ChangeDone {
-                    reply_to: flight.reply_to,
-                    result: flight.reply,
-                });
+                match flight.waiter {
+                    Waiter::Client(reply_to) => shards[reply_to.shard].send(Message::ChangeDone {
+                        reply_to,
+                        result: flight.reply,
+                    }),
+                    Waiter::Link(done) => {
+                        let _ = done.send(
+                            flight
+                                .reply
+                                .map(|()| self.catalog.clone())
+                                .map_err(|e| e.to_string()),
+                        );
+                    }
+                }
             }
             self.start_next(shards);
         }
@@ -165,32 +256,53 @@ impl Coordinator {
 
     fn start_next(&mut self, shards: &[ShardHandle]) {
         while self.in_flight.is_none() {
-            let Some((reply_to, change, by)) = self.queue.pop_front() else {
+            let Some(queued) = self.queue.pop_front() else {
                 return;
             };
-            let planned = self
-                .authorize_again(&by)
-                .and_then(|()| self.plan(&change, shards.len()));
+            let (waiter, planned, what) = match queued {
+                Queued::Client(reply_to, change, by) => {
+                    let planned = self
+                        .authorize_again(&by)
+                        .and_then(|()| self.plan(&change, shards.len()));
+                    (Waiter::Client(reply_to), planned, format!("{change:?}"))
+                }
+                Queued::Install { catalog, acl, done } => {
+                    let what = format!(
+                        "replicated {}{}",
+                        if catalog.is_some() { "catalog " } else { "" },
+                        if acl.is_some() { "users" } else { "" }
+                    );
+                    let planned = self.plan_install(catalog, acl, shards.len());
+                    (Waiter::Link(done), planned, what)
+                }
+            };
             match planned {
-                Err(e) => shards[reply_to.shard].send(Message::ChangeDone {
-                    reply_to,
-                    result: Err(e),
-                }),
+                Err(e) => match waiter {
+                    Waiter::Client(reply_to) => shards[reply_to.shard].send(Message::ChangeDone {
+                        reply_to,
+                        result: Err(e),
+                    }),
+                    Waiter::Link(done) => {
+                        let _ = done.send(Err(e.to_string()));
+                    }
+                },
                 Ok(Planned {
                     catalog,
                     acl,
                     reply,
                 }) => {
                     self.epoch += 1;
-                    log::info!("epoch {}: {change:?}", self.epoch);
+                    log::info!("epoch {}: {what}", self.epoch);
+                    let (new_catalog, new_acl) = (catalog.is_some(), acl.is_some());
                     if let Some(catalog) = catalog {
                         self.catalog = Arc::new(catalog);
                     }
                     if let Some(acl) = acl {
                         self.acl = Arc::new(acl);
                     }
+                    self.feed_replicas(new_catalog, new_acl);
                     self.in_flight = Some(InFlight {
-                        reply_to,
+                        waiter,
                         epoch: self.epoch,
                         acks_missing: shards.len(),
                         reply,
@@ -205,6 +317,84 @@ impl Coordinator {
                 }
             }
         }
+    }
+
+    /// The replica's next catalog and/or users: the primary's, adopted whole (see
+    /// `crate::replication`). A partition keeps its shard when this replica has it already
+    /// (same id), a new one is placed as a CREATE would be; a new durable one gets its files
+    /// first; then the catalog file and `users.json`, as for any change.
+    fn plan_install(
+        &mut self,
+        catalog: Option<Catalog>,
+        acl: Option<Acl>,
+        shards: usize,
+    ) -> Result<Planned, CommandError> {
+        let mut planned = Planned {
+            catalog: None,
+            acl: None,
+            reply: Ok(()),
+        };
+        if let Some(primary) = catalog {
+            let mut next = Catalog {
+                version: self.catalog.version + 1,
+                partitions: Default::default(),
+            };
+            let mut new_durable = Vec::new();
+            for meta in primary.partitions.into_values() {
+                let meta =
+                    Arc::try_unwrap(meta).unwrap_or_else(|m| crate::catalog::PartitionMeta {
+                        name: m.name.clone(),
+                        id: m.id,
+                        shard: m.shard,
+                        schema: m.schema,
+                        persist: m.persist,
+                        created_ms: m.created_ms,
+                        options: m.options,
+                        stats: Default::default(),
+                    });
+                let ours = self
+                    .catalog
+                    .partitions
+                    .get(&meta.name)
+                    .filter(|o| o.id == meta.id && o.schema == meta.schema);
+                let (shard, stats) = match ours {
+                    Some(o) => (o.shard, o.stats.clone()),
+                    None => (next.placement(shards), Default::default()),
+                };
+                let was_durable = ours.is_some_and(|o| o.persist != PersistMode::Memory);
+                if meta.persist != PersistMode::Memory && !was_durable {
+                    new_durable.push(meta.id);
+                }
+                self.next_partition_id = self.next_partition_id.max(meta.id + 1);
+                next.partitions.insert(
+                    meta.name.clone(),
+                    Arc::new(crate::catalog::PartitionMeta {
+                        shard,
+                        stats,
+                        ..meta
+                    }),
+                );
+            }
+            for &id in &new_durable {
+                PartitionLog::create_files(&self.data_dir, id).map_err(|e| {
+                    CommandError::Io(format!("cannot create the files of partition {id}: {e}"))
+                })?;
+            }
+            planned.reply = self.persist_catalog(&next, None, &[])?;
+            planned.catalog = Some(next);
+        }
+        if let Some(mut acl) = acl {
+            acl.version = self.acl.version + 1;
+            let catalog_version = planned
+                .catalog
+                .as_ref()
+                .map_or(self.catalog.version, |c| c.version);
+            store::save(&self.data_dir, &acl, catalog_version)
+                .map_err(|e| CommandError::Io(format!("cannot write the users: {e}")))?;
+            self.revoked.clear();
+            planned.acl = Some(acl);
+        }
+        Ok(planned)
     }
 
     /// Checks a change again when the ACL moved since the connection's shard approved it: a

@@ -19,6 +19,11 @@
 //!   success the held replies fill their slots; on failure the partition's journal rolls its
 //!   writes back (newest first), and the held replies, local and forwarded, become `-IOERR`.
 //!
+//! Replicas (`shard::replicate`): a commit that succeeded also frames the partition's records
+//! for every attached replica (a failed one takes its frame back), and the records a MEMORY
+//! partition's stream journal holds go out at the same point; the frames are pushed to the
+//! feeds at the end of the commit, before any reply of the pass leaves.
+//!
 //! A write that changed nothing (DEL of an absent key, a WRONGTYPE error) logs nothing and its
 //! reply is filled at once. Reads are never held. Known limit: a read in the same pass as a
 //! write whose commit then fails may have seen the value that was rolled back.
@@ -30,6 +35,11 @@
 //! the poll from sleeping until it is done. Both are run by housekeeping steps (`fsync` and
 //! `compaction` in `shard::housekeeping`), which also make the loop wake for them; the work
 //! and its state are here.
+//!
+//! Every fdatasync of a commit or of the ASYNC timer is timed (an `Instant::now()` pair
+//! around the system call, inside `PartitionLog`) into the shard's
+//! [`fsync_latency`](crate::metrics::ShardMetrics::fsync_latency) histogram; MEMORY
+//! partitions never reach this code.
 
 use std::time::{Duration, Instant};
 
@@ -64,6 +74,11 @@ pub struct LocalPartition {
     /// Its options as the data path enforces them, copied from the catalog when a version
     /// arrives (`routes`), so a request reads a plain field.
     pub quota: Quota,
+    /// A MEMORY partition while replicas are attached: its writes' records, for them
+    /// (`shard::replicate`). `None` otherwise, which is all a write checks.
+    pub stream: Option<Box<crate::persist::Journal>>,
+    /// Bytes of records streamed for it (its replication offset).
+    pub repl_offset: u64,
 }
 
 impl LocalPartition {
@@ -286,16 +301,39 @@ fn owned_log<'a>(
 }
 
 impl Core {
-    /// Commits every dirty partition; returns the ids that failed, with why.
+    /// Commits every dirty partition; returns the ids that failed, with why. While replicas
+    /// are attached, what each partition committed (and what a MEMORY partition's stream
+    /// journal holds) also goes into this pass's replication frames
+    /// (`shard::replicate`), only once its commit succeeded.
     fn commit_logs(&mut self) -> Vec<(u64, String)> {
         let metrics = &self.shared.metrics.shards[self.id];
         let mut failed = Vec::new();
         let now = Instant::now();
+        let shard = self.id;
         for (name, id) in self.commit.dirty.0.drain(..) {
             // Dropped during the pass: its writes went with it.
-            let Some((data, log)) = owned_log(&mut self.routes, &name, id) else {
+            let Some(Target::Local(local)) = self.routes.get_mut(&name[..]) else {
                 continue;
             };
+            if local.id != id {
+                continue;
+            }
+            if let Some(stream) = &mut local.stream {
+                if !stream.is_empty() {
+                    self.feeds
+                        .ship(shard, id, &mut local.repl_offset, stream.pending());
+                    stream.clear();
+                }
+            }
+            let (data, Durability::Logged(log)) = (&mut local.data, &mut local.log) else {
+                continue;
+            };
+            if log.journal.is_empty() {
+                continue;
+            }
+            let shipped =
+                self.feeds
+                    .ship_before_commit(shard, id, local.repl_offset, log.journal.pending());
             let before = log.disk_bytes();
             // The `fsync` latency event: a SYNC partition's write and fdatasync.
             let started = crate::latency::on().then(Instant::now);
@@ -304,8 +342,12 @@ impl Core {
                     if let (Some(started), true) = (started, done.fsynced) {
                         crate::latency::record_since(crate::latency::Event::Fsync, started);
                     }
+                    self.feeds.shipped(shipped, &mut local.repl_offset);
                     ShardMetrics::add(&metrics.log_commits, 1);
-                    ShardMetrics::add(&metrics.fsyncs, done.fsynced as u64);
+                    if done.fsynced {
+                        ShardMetrics::add(&metrics.fsyncs, 1);
+                        metrics.fsync_latency.record(done.fsync_took);
+                    }
                     ShardMetrics::add(&metrics.log_bytes, log.disk_bytes() - before);
                     if log.mode() == PersistMode::Async {
                         if self.commit.unsynced_since.is_none() {
@@ -322,6 +364,7 @@ impl Core {
                     }
                 }
                 Err(e) => {
+                    self.feeds.not_shipped(shipped);
                     let before = data.used_memory();
                     log.journal.rollback(data);
                     let after = data.used_memory();
@@ -341,6 +384,9 @@ impl Core {
                 }
             }
         }
+        if self.feeds.flush(&self.shared.replication, shard) {
+            self.end_streaming();
+        }
         failed
     }
 
@@ -352,8 +398,12 @@ impl Core {
             let Some((_, log)) = owned_log(&mut self.routes, &name, id) else {
                 continue;
             };
-            match log.sync() {
-                Ok(synced) => ShardMetrics::add(&metrics.fsyncs, synced as u64),
+            match log.sync_timed() {
+                Ok(None) => {}
+                Ok(Some(took)) => {
+                    ShardMetrics::add(&metrics.fsyncs, 1);
+                    metrics.fsync_latency.record(took);
+                }
                 Err(e) => {
                     // The writes were acknowledged already (ASYNC's promise is "handed to the
                     // OS"); keep the data and try again next interval.
@@ -466,6 +516,8 @@ impl Core {
                     id: meta.id,
                     log: Durability::Logged(Box::new(log)),
                     quota: Quota::new(&meta.name, &meta.options),
+                    stream: None,
+                    repl_offset: 0,
                 },
             );
         }
@@ -519,6 +571,8 @@ impl Core {
             id: meta.id,
             log,
             quota: Quota::new(&meta.name, &meta.options),
+            stream: None,
+            repl_offset: 0,
         }
     }
 
@@ -620,6 +674,13 @@ impl Core {
     pub(super) fn stop_logging(&mut self, local: &mut LocalPartition) {
         match std::mem::replace(&mut local.log, Durability::Memory) {
             Durability::Logged(log) => {
+                // Records of this pass not committed yet still go to the replicas.
+                if self.feeds.is_streaming() {
+                    let stream = local
+                        .stream
+                        .get_or_insert_with(|| Box::new(crate::persist::Journal::stream()));
+                    stream.adopt_records(log.journal.pending());
+                }
                 log::info!(
                     "partition {}: now MEMORY, removing {}",
                     local.id,

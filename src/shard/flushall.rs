@@ -31,7 +31,7 @@ use crate::metrics::ShardMetrics;
 use crate::protocol::{Args, ReplyWriter, Span};
 
 use super::connection::ReplyQueue;
-use super::dispatch::{execute_data, execute_logged};
+use super::dispatch::{execute_logged, execute_memory};
 use super::durability::{not_applied, Durability};
 use super::mailbox::{self, ConnRef};
 use super::routes::Target;
@@ -148,10 +148,10 @@ impl Core {
                         Durability::Memory => {
                             reply.clear();
                             let mut w = ReplyWriter::new(&mut reply, protocol);
-                            let (partition, quota) = (&mut local.data, &mut local.quota);
-                            if let Err(e) = execute_data(
-                                spec, &args, partition, None, quota, limits, metrics, &mut w,
-                            ) {
+                            let dirty = &mut self.commit.dirty;
+                            if let Err(e) =
+                                execute_memory(spec, &args, local, dirty, limits, metrics, &mut w)
+                            {
                                 e.write_to(&mut w);
                             }
                             replies.fill(part, &reply);

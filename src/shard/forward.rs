@@ -16,7 +16,7 @@ use crate::command::{lookup, CommandError};
 use crate::metrics::ShardMetrics;
 use crate::protocol::ReplyWriter;
 
-use super::dispatch::{execute_data, execute_logged};
+use super::dispatch::{execute_logged, execute_memory};
 use super::durability::{not_applied, Durability};
 use super::input::prefetch_keys;
 use super::mailbox::{self, ConnRef, Message, ReplyBatch, RequestBatch};
@@ -190,8 +190,8 @@ impl Core {
                     }
                     Durability::Broken(why) if spec.is_write() => Err(not_applied(why)),
                     _ => {
-                        let (partition, quota) = (&mut local.data, &mut local.quota);
-                        execute_data(spec, &args, partition, None, quota, limits, metrics, &mut w)
+                        let dirty = &mut self.commit.dirty;
+                        execute_memory(spec, &args, local, dirty, limits, metrics, &mut w)
                     }
                 },
                 // Dropped (or moved, or dropped and created again) since the sender routed it.
@@ -248,5 +248,6 @@ impl Core {
         for (shard, question) in self.questions.drain(..) {
             self.shared.shards[shard].send(question);
         }
+        self.flush_monitor_feed();
     }
 }

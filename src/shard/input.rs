@@ -129,12 +129,18 @@ impl Shard {
             match conn.read(READ_BUDGET, self.core.now) {
                 Ok(outcome) => Some(outcome),
                 Err(e) => {
-                    log::debug!("read from {}: {e}", conn.peer);
+                    self.core.read_failed(conn, &e);
                     self.close(index);
                     return;
                 }
             }
         };
+        // A TLS handshake that just finished: a certificate login, or a refusal. Plain
+        // connections pay one test of the transport here.
+        if conn.socket.take_handshake_done() && !self.core.tls_handshake_done(conn) {
+            self.close(index);
+            return;
+        }
         if outcome == Some(ReadOutcome::Closed) {
             conn.input_closed = true;
         }
@@ -237,7 +243,8 @@ impl Core {
             // 2. Prefetch what the local requests will look up.
             let input = &conn.rbuf[base..conn.rend];
             self.prefetch(input, &batch, conn.session.selected.as_deref());
-            // 3. Run, in order.
+            // 3. Run, in order. MONITOR: one relaxed load a batch while no one monitors.
+            let monitored = self.shared.monitors.any();
             for frame in &batch.frames {
                 if conn.closing || conn.over_output_limit || is_paused(conn) {
                     // The rest is framed again later; forget any partly framed request that
@@ -265,6 +272,14 @@ impl Core {
                                 }
                             },
                         };
+                        if monitored {
+                            if let Err(e) = self.feed_monitors(&args, spec, &conn.session) {
+                                let protocol = conn.session.protocol;
+                                conn.replies.push_ready(protocol, |w| e.write_to(w));
+                                conn.rstart = base + frame.end;
+                                continue;
+                            }
+                        }
                         let refused = self.dispatch(
                             &mut conn.affinity,
                             conn.conn_ref,

@@ -61,7 +61,7 @@ pub enum Change {
 /// Everything a shard's inbox can carry.
 pub enum Message {
     /// A freshly accepted client socket (from the acceptor).
-    NewConnection(mio::net::TcpStream, std::net::SocketAddr),
+    NewConnection(crate::tls::stream::Transport, std::net::SocketAddr),
     /// A connection moving here because all its recent requests were for this shard's
     /// partitions. It has nothing in flight: no reply owed by any shard.
     Migrate(Box<super::connection::Connection>),
@@ -99,6 +99,20 @@ pub enum Message {
         reply_to: ReplyTo,
         result: Result<(), CommandError>,
     },
+    /// CLIENT LIST, INFO or KILL asked of this shard by `reply_to.shard` (`shard::clients`).
+    Clients {
+        reply_to: ReplyTo,
+        query: Arc<super::clients::ClientQuery>,
+    },
+    /// A shard's answer to `Clients`: its matching connections' lines (with their ids, to
+    /// sort by), or how many it killed.
+    ClientsAnswer {
+        reply_to: ReplyTo,
+        lines: Vec<(u64, String)>,
+        killed: u64,
+    },
+    /// One pass's MONITOR lines of some shard, for this shard's monitors.
+    MonitorFeed(Arc<Vec<u8>>),
     /// Stop accepting work, finish what is in flight, exit.
     Shutdown,
     /// A live setting changed (CONFIG SET): nothing to do but run a pass, in which the loop
@@ -114,6 +128,76 @@ pub enum Message {
         reply_to: ReplyTo,
         answer: crate::command::monitor::Answer,
     },
+    /// To the coordinator (primary): a replica attached; send it the catalog and users,
+    /// then tell every shard ([`Message::FeedStart`]).
+    FeedAttach(Arc<crate::replication::Feed>),
+    /// From the coordinator (primary): start the full sync of this shard's partitions into
+    /// the feed, and stream every commit into it from now on.
+    FeedStart(Arc<crate::replication::Feed>),
+    /// From the replica's link: data to apply to partitions this shard owns.
+    ReplApply(Box<ReplBatch>),
+    /// From the replica's link to the coordinator: install the primary's catalog and/or
+    /// users (durably, on every shard), then answer `done` with the catalog.
+    ReplInstall {
+        generation: u64,
+        catalog: Option<Catalog>,
+        acl: Option<Acl>,
+        done: Sender<Result<Arc<Catalog>, String>>,
+    },
+}
+
+/// Replicated data for one replica shard, from one read of the link.
+pub struct ReplBatch {
+    /// The link's generation: a batch of a link that `REPLICAOF` replaced is ignored.
+    pub generation: u64,
+    pub ops: Vec<ReplOp>,
+    /// Bytes of records in `ops` (the link's in-flight count).
+    pub bytes: usize,
+    /// The link's table of applied offsets per primary shard, and what to raise in it once
+    /// `ops` are applied.
+    pub offsets: Arc<Vec<std::sync::atomic::AtomicU64>>,
+    pub offsets_to: Vec<(usize, u64)>,
+}
+
+impl ReplBatch {
+    pub fn new(generation: u64, offsets: Arc<Vec<std::sync::atomic::AtomicU64>>) -> ReplBatch {
+        ReplBatch {
+            generation,
+            ops: Vec::new(),
+            bytes: 0,
+            offsets,
+            offsets_to: Vec::new(),
+        }
+    }
+}
+
+/// One replicated operation on a partition (by name, as routes are, and id, which must
+/// match).
+pub enum ReplOp {
+    /// Its full sync begins: empty it.
+    Full { name: Box<[u8]>, id: u64 },
+    /// Snapshot records.
+    Snap {
+        name: Box<[u8]>,
+        id: u64,
+        records: Vec<u8>,
+    },
+    /// Live records.
+    Records {
+        name: Box<[u8]>,
+        id: u64,
+        records: Vec<u8>,
+    },
+}
+
+impl ReplOp {
+    /// What it weighs in the link's in-flight count.
+    pub fn bytes(&self) -> usize {
+        match self {
+            ReplOp::Full { .. } => 64,
+            ReplOp::Snap { records, .. } | ReplOp::Records { records, .. } => records.len() + 64,
+        }
+    }
 }
 
 /// A coordinator command as the connection's shard approved it: the user (`User::id`), the
@@ -315,6 +399,12 @@ pub struct ShardHandle {
 }
 
 impl ShardHandle {
+    /// Messages waiting in the shard's inbox now (the metrics endpoint reads it: a load of
+    /// the channel's counters, from any thread, nothing the shard does).
+    pub fn queued(&self) -> usize {
+        self.sender.len()
+    }
+
     /// Delivers a message, waking the shard only if it is asleep.
     pub fn send(&self, message: Message) {
         // A send fails only when the shard has exited (shutdown); then nobody awaits the reply.

@@ -27,12 +27,13 @@
 //!    sweep), so that what it logs joins this pass's commit.
 //! 5. Group commit ([`durability`]): write this pass's log records, one `write` per durable
 //!    partition with writes and one `fdatasync` per SYNC one; release the replies held for
-//!    them, or turn them into `-IOERR` and roll the writes back.
+//!    them, or turn them into `-IOERR` and roll the writes back. With replicas attached, what
+//!    committed (and what MEMORY partitions recorded) goes into their feeds.
 //! 6. Send every non-empty outbox as one message per destination (one wake at most).
 //! 7. Write every connection with new output, in one `write` when the socket takes it all.
 //! 8. Housekeeping that makes no reply, when due: the ASYNC fsync, a slice of any compaction
-//!    in progress, the idle sweep (once a second, when `timeout` is on), the count of failed
-//!    logins not logged one by one.
+//!    in progress, a slice of each replica's full sync, the idle sweep (once a second, when
+//!    `timeout` is on), the count of failed logins not logged one by one.
 //! 9. While shutting down: exit once every shard has finished its replies.
 //!
 //! Steps 5 to 7 are in that order so that no reply to a durable write, local or forwarded,
@@ -50,6 +51,9 @@
 //!   compaction;
 //! - `output`: writing replies out, and what follows progress (resume, move, close);
 //! - `session`: logins, changes waited for behind a barrier, ACL versions, migration;
+//! - `replicate`: replication's shard side: feeds to replicas, full-sync walks, the commit's
+//!   frames, and (on a replica) applying what the link sends ([`crate::replication`]);
+//! - `clients`: CLIENT LIST, INFO and KILL across shards, and MONITOR's lines;
 //! - `routes`: where each partition lives, and applying a new catalog;
 //! - `housekeeping/`: the per-pass steps no request asks for, one file each;
 //! - `shutdown`: draining before exit;
@@ -86,10 +90,15 @@
 //!   built (here, or on the shard that executes it for us: a forwarded request carries what
 //!   was left of the limit when it left), and a connection whose pending replies (unwritten +
 //!   parked) pass it is closed on the spot.
+//! - TLS (see [`crate::tls`]): rustls holds at most one handshake message (64 KiB) of a
+//!   connection's input and 64 KiB of its encrypted output (past it the replies wait in the
+//!   reply queue, under the limits above); a handshake not done within
+//!   `tls-handshake-timeout-ms` closes the connection (`housekeeping/tls_handshakes.rs`).
 //! - Replies built for another shard's connections: at most
 //!   [`mailbox::REPLY_BATCH_BYTES`] (plus one reply) per requesting shard per pass; the
 //!   rest of its requests wait in `Core::backlog` for the next pass.
 
+mod clients;
 pub mod connection;
 pub mod coordinator;
 mod dispatch;
@@ -101,10 +110,13 @@ mod input;
 pub mod mailbox;
 mod observe;
 mod output;
+mod replicate;
 mod routes;
 mod session;
 mod shutdown;
+mod tls;
 
+pub use clients::Monitors;
 pub use shutdown::Shutdown;
 
 use std::collections::VecDeque;
@@ -151,6 +163,13 @@ pub struct Shared {
     pub next_client_id: AtomicU64,
     /// Where password checks and hashes go, so that no shard ever runs argon2.
     pub hasher: Hasher,
+    /// With a `--tls-port`: the certificate new TLS connections get, and its reload
+    /// ([`crate::tls::TlsContext::reload`]).
+    pub tls: Option<Arc<crate::tls::TlsContext>>,
+    /// Replication: role, offsets, feeds, the link (`crate::replication`).
+    pub replication: Arc<crate::replication::State>,
+    /// Connections in MONITOR mode, in all and per shard (`clients`).
+    pub monitors: Monitors,
 }
 
 impl Shared {
@@ -221,6 +240,19 @@ struct Core {
     commit: GroupCommit,
     /// Partitions loaded by recovery, until the first catalog takes them.
     recovered: hashbrown::HashMap<u64, LocalPartition>,
+    /// TLS connections in their handshake, with its deadline, oldest first (see `tls`).
+    tls_handshakes: VecDeque<(ConnRef, Instant)>,
+    /// The line for TLS connections refused (bad handshake, certificate, timeout), at most
+    /// one a second: a peer can cause them as fast as it connects.
+    tls_refusals: RateLimitedWarn,
+    /// Replicas attached to this shard, and the pass's frames for them (`replicate`).
+    feeds: replicate::Feeds,
+    /// CLIENT LIST, INFO and KILL of this shard's connections waiting for shards' answers.
+    gathers: Vec<clients::Gather>,
+    /// This pass's MONITOR lines, sent to the monitors' shards at its end (`clients`).
+    monitor_feed: Vec<u8>,
+    /// This shard's connections in MONITOR mode.
+    monitor_conns: Vec<ConnRef>,
 }
 
 pub struct Shard {
@@ -286,6 +318,12 @@ impl Shard {
             drain_reported: false,
             commit: GroupCommit::default(),
             recovered: hashbrown::HashMap::new(),
+            tls_handshakes: VecDeque::new(),
+            tls_refusals: RateLimitedWarn::new("TLS connections refused", now),
+            feeds: replicate::Feeds::default(),
+            gathers: Vec::new(),
+            monitor_feed: Vec::new(),
+            monitor_conns: Vec::new(),
         };
         core.recover(&catalog)?;
         // At startup no persist change is pending (recovery opened every durable partition).
@@ -306,7 +344,16 @@ impl Shard {
         let config = &self.core.shared.config;
         let mut housekeeping = Housekeeping::new(self.core.id, config, self.core.now);
         loop {
-            let due = housekeeping.due_in(&self, Instant::now());
+            let now = Instant::now();
+            // The pass that ended: poll's return (`core.now`) to here, for the busy-time
+            // counter (`gokv_shard_busy_seconds_total`): the clock reads are the ones the
+            // loop takes anyway, so this is a subtraction and a store a pass.
+            let busy = &self.core.shared.metrics.shards[self.core.id].busy_ns;
+            ShardMetrics::add(
+                busy,
+                now.saturating_duration_since(self.core.now).as_nanos() as u64,
+            );
+            let due = housekeeping.due_in(&self, now);
             let timeout = if !self.core.to_service.is_empty()
                 || self.core.has_backlog()
                 || due == Some(Duration::ZERO)
@@ -388,12 +435,31 @@ impl Shard {
             return;
         }
         let mut conn = self.conns.remove(index);
-        if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
+        // A TLS peer is told the end is deliberate (close_notify), as far as the socket takes
+        // it now; a plain one is only closed.
+        conn.socket.close_notify();
+        if let Err(e) = self.poll.registry().deregister(conn.socket.tcp()) {
             log::debug!("deregister {}: {e}", conn.peer);
+        }
+        if conn.session.monitoring {
+            self.core.monitor_gone(conn.conn_ref);
         }
         let metrics = &self.core.shared.metrics.shards[self.core.id];
         ShardMetrics::sub(&metrics.connections, 1);
         self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
+        // A replica that was answered `+FULLSYNC`: its socket becomes its feed.
+        if let Some(port) = conn.session.replica_port {
+            match conn.socket {
+                crate::tls::stream::Transport::Plain(socket) => {
+                    self.become_feed(socket, conn.peer, port)
+                }
+                // (Replicas link in plain TCP: only a hand-made client gets here.)
+                crate::tls::stream::Transport::Tls(_) => log::warn!(
+                    "{}: a replica over TLS is not supported yet (tls-replication); link closed",
+                    conn.peer
+                ),
+            }
+        }
     }
 
     /// Step 3 of the pass: everything other threads sent, each message to its handler.
@@ -452,16 +518,60 @@ impl Shard {
                     ok,
                 } => self.finish_login(reply_to, user_id, hash, ok),
                 Message::ChangeDone { reply_to, result } => self.finish_change(reply_to, result),
+                Message::Clients { reply_to, query } => self.answer_clients(reply_to, &query),
+                Message::ClientsAnswer {
+                    reply_to,
+                    lines,
+                    killed,
+                } => self.take_clients_answer(reply_to, lines, killed),
+                Message::MonitorFeed(feed) => self.feed_local_monitors(&feed),
                 Message::Shutdown => self.begin_drain(),
                 Message::Reconfigured => {}
                 Message::Observe { reply_to, query } => self.answer_observe(reply_to, query),
                 Message::Observed { reply_to, answer } => self.take_observed(reply_to, answer),
+                Message::FeedAttach(feed) => {
+                    let shards = &self.core.shared.shards;
+                    match &mut self.core.coordinator {
+                        Some(coordinator) => coordinator.attach_feed(feed, shards),
+                        None => log::error!(
+                            "shard {} got a replica but is not the coordinator",
+                            self.core.id
+                        ),
+                    }
+                }
+                Message::FeedStart(feed) => self.core.start_feed(feed),
+                Message::ReplApply(batch) => self.core.apply_replicated(*batch),
+                Message::ReplInstall {
+                    generation,
+                    catalog,
+                    acl,
+                    done,
+                } => {
+                    let shards = &self.core.shared.shards;
+                    let current = self
+                        .core
+                        .shared
+                        .replication
+                        .status
+                        .generation
+                        .load(Ordering::Relaxed);
+                    match &mut self.core.coordinator {
+                        Some(_) if generation != current => {
+                            let _ = done.send(Err("the link was replaced".into()));
+                        }
+                        Some(coordinator) => coordinator.install(catalog, acl, done, shards),
+                        None => log::error!(
+                            "shard {} got a replicated catalog but is not the coordinator",
+                            self.core.id
+                        ),
+                    }
+                }
             }
         }
     }
 
     /// Takes in a new connection from the acceptor.
-    fn accept(&mut self, socket: mio::net::TcpStream, peer: std::net::SocketAddr) {
+    fn accept(&mut self, socket: crate::tls::stream::Transport, peer: std::net::SocketAddr) {
         if self.core.draining {
             self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
             return; // dropping the socket closes it
@@ -472,7 +582,7 @@ impl Shard {
         // Edge-triggered, both directions, registered once: no re-registration syscalls when
         // output backs up.
         if let Err(e) = self.poll.registry().register(
-            &mut socket,
+            socket.tcp(),
             Token(index),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -490,6 +600,11 @@ impl Shard {
             .shared
             .next_client_id
             .fetch_add(1, Ordering::Relaxed);
+        if let crate::tls::stream::Transport::Tls(tls) = &socket {
+            if let Some(deadline) = tls.handshake_deadline {
+                self.core.tls_handshakes.push_back((conn_ref, deadline));
+            }
+        }
         entry.insert(Connection::new(
             socket,
             peer,

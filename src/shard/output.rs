@@ -34,7 +34,7 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(index) else {
             return;
         };
-        if conn.replies.has_output() {
+        if conn.has_output() {
             if !conn.queued_for_write {
                 conn.queued_for_write = true;
                 self.core.to_write.push(index);
@@ -44,7 +44,11 @@ impl Shard {
             return;
         } else if let Some(shard) = conn.affinity.target() {
             // Idle between requests (nothing owed, nothing unwritten): the moment to move.
-            let idle = conn.replies.in_flight() == 0 && !conn.barrier && !conn.closing;
+            // A monitor stays where its shard counts it (`clients::Monitors`).
+            let idle = conn.replies.in_flight() == 0
+                && !conn.barrier
+                && !conn.closing
+                && !conn.session.monitoring;
             if idle && !self.core.draining && self.core.shared.config.live.migrate_connections() {
                 self.migrate(index, shard);
                 return;
@@ -58,7 +62,7 @@ impl Shard {
 
     pub(super) fn queue_write(&mut self, index: usize) {
         if let Some(conn) = self.conns.get_mut(index) {
-            if conn.replies.has_output() && !conn.queued_for_write {
+            if conn.has_output() && !conn.queued_for_write {
                 conn.queued_for_write = true;
                 self.core.to_write.push(index);
             }
@@ -72,7 +76,7 @@ impl Shard {
             };
             conn.queued_for_write = false;
             let unwritten = conn.replies.unwritten();
-            let result = conn.replies.write_to(&mut conn.socket);
+            let result = conn.write_out();
             if conn.replies.unwritten() < unwritten {
                 conn.last_active = self.core.now;
             }

@@ -143,7 +143,7 @@ impl Shard {
     /// Hands an idle connection to the shard that owns the partitions it uses.
     pub(super) fn migrate(&mut self, index: usize, shard: usize) {
         let mut conn = self.conns.remove(index);
-        if let Err(e) = self.poll.registry().deregister(&mut conn.socket) {
+        if let Err(e) = self.poll.registry().deregister(conn.socket.tcp()) {
             log::warn!("cannot move connection from {}: {e}", conn.peer);
             self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
             return;
@@ -175,7 +175,7 @@ impl Shard {
         let entry = self.conns.vacant_entry();
         let index = entry.key();
         if let Err(e) = self.poll.registry().register(
-            &mut conn.socket,
+            conn.socket.tcp(),
             Token(index),
             Interest::READABLE | Interest::WRITABLE,
         ) {
@@ -226,16 +226,22 @@ fn logged_in(
     hello: Option<server_cmd::Hello>,
     w: &mut ReplyWriter,
 ) {
+    bind_user(session, user, acl_version);
+    match hello {
+        Some(hello) => server_cmd::finish_hello(hello, session, w),
+        None => w.ok(),
+    }
+}
+
+/// Binds a session to `user` as of ACL version `acl_version`: what every login does, by
+/// password ([`logged_in`]) or by client certificate (`--tls-cert-user`, see `shard::tls`).
+pub(super) fn bind_user(session: &mut server_cmd::Session, user: Arc<User>, acl_version: u64) {
     if let Some(partition) = &user.default_partition {
         session.selected = Some(partition.as_bytes().into());
     }
     session.user = Some(user);
     session.acl_version = acl_version;
     session.auth_failures = 0;
-    match hello {
-        Some(hello) => server_cmd::finish_hello(hello, session, w),
-        None => w.ok(),
-    }
 }
 
 /// Client bytes fit for one log line: printable ASCII kept, anything else (a newline that

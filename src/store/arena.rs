@@ -141,8 +141,14 @@ fn write_varint(out: &mut [u8], mut at: usize, mut n: usize) -> usize {
 
 #[inline]
 fn read_varint(bytes: &[u8], at: &mut usize) -> usize {
-    let mut n = 0usize;
-    let mut shift = 0;
+    // One byte (a length below 128) is nearly every key and small value: no loop for it.
+    let first = bytes[*at];
+    *at += 1;
+    if first < 0x80 {
+        return first as usize;
+    }
+    let mut n = (first & 0x7f) as usize;
+    let mut shift = 7;
     loop {
         let b = bytes[*at];
         *at += 1;
@@ -531,7 +537,7 @@ impl Arena {
 
     /// The entry's key, value, deadline and access bits, read in one pass over its header
     /// (an evictor's sample).
-    #[inline]
+    #[inline(always)]
     pub fn entry_with_access(&self, handle: Handle) -> (&[u8], &[u8], Option<u64>, Option<u32>) {
         let (id, offset) = split(handle);
         let bytes = &self.segment(id).bytes;

@@ -137,7 +137,7 @@ impl Pool {
     /// copy with another rank, from before a touch, is dropped when it is checked).
     pub fn offer(&mut self, rank: u64, key: &[u8]) {
         let full = self.entries.len() >= POOL_SIZE;
-        if full && self.entries.first().is_some_and(|worst| rank <= worst.rank) {
+        if full && rank <= self.entries[0].rank {
             // (Most samples end here once the pool holds good candidates: no key compared.)
             return;
         }
@@ -150,13 +150,15 @@ impl Pool {
         {
             return;
         }
-        let k = if full {
-            let worst = self.entries.remove(0);
-            self.spare.push(worst.key);
-            k - 1
-        } else {
-            k
-        };
+        if full {
+            // The worst leaves and lends its buffer: one shift of the entries below `k`.
+            self.entries[..k].rotate_left(1);
+            let slot = &mut self.entries[k - 1];
+            slot.rank = rank;
+            slot.key.clear();
+            slot.key.extend_from_slice(key);
+            return;
+        }
         let mut buf = self.spare.pop().unwrap_or_default();
         buf.clear();
         buf.extend_from_slice(key);

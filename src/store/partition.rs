@@ -364,10 +364,9 @@ impl Partition {
                 }
                 continue;
             }
+            // (A spared key is not skipped here but when it comes out of the pool below: a
+            // key compare per sample saved, and spared keys are rare.)
             table.sample(random, SAMPLES, tries, |key, entry, bits| {
-                if spare(key) {
-                    return false;
-                }
                 match rank(policy, clock, entry, bits, now) {
                     Some(r) => {
                         pool.offer(r, key);

@@ -228,7 +228,7 @@ impl Index {
             }
             if c & TAG_MASK == tag {
                 let (k, value, deadline) = arena.entry(self.handle(i));
-                if k == key {
+                if super::same_bytes(k, key) {
                     return Some((i, EntryRef { value, deadline }));
                 }
             }

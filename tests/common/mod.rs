@@ -156,9 +156,18 @@ impl Launch {
         // Tests start many servers at once: none takes the default metrics port (9379) unless
         // it asks for a port itself.
         let metrics_off = !self.args.iter().any(|a| a == "--metrics-port");
+        // `--port 0` (a free port) unless the test names a port itself: with a TLS port,
+        // `--port 0` means no plain port at all.
+        let port_given = self.args.iter().any(|a| a == "--port");
         let mut command = Command::new(server_bin());
         command
-            .args(["--bind", "127.0.0.1", "--port", "0", "--data-dir"])
+            .args(["--bind", "127.0.0.1"])
+            .args(if port_given {
+                &[][..]
+            } else {
+                &["--port", "0"][..]
+            })
+            .arg("--data-dir")
             .arg(&data_dir)
             .args(if give_password {
                 &["--admin-password", ADMIN_PASSWORD][..]

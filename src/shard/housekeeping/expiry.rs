@@ -76,7 +76,12 @@ impl Step for ExpiryCycle {
         BUDGET
     }
 
-    fn due_in(&self, _shard: &Shard, now: Instant) -> Option<Duration> {
+    fn due_in(&self, shard: &Shard, now: Instant) -> Option<Duration> {
+        // A replica never expires a key by itself: the primary's DEL does (the key is
+        // hidden once its deadline passed, by the check every read makes).
+        if shard.core.shared.replication.is_replica() {
+            return None;
+        }
         if self.eager {
             return Some(Duration::ZERO);
         }
@@ -113,11 +118,16 @@ impl Step for ExpiryCycle {
             }
             let before = local.data.used_memory();
             let (data, log, id) = (&mut local.data, &mut local.log, local.id);
+            let stream = &mut local.stream;
             loop {
                 let step = data.expire_step(SLICE, |key, _| {
                     if let Durability::Logged(log) = log {
                         core.commit.dirty.logged(log.journal.is_empty(), name, id);
                         log.journal.expired(key);
+                    } else if let Some(stream) = stream {
+                        // A MEMORY partition with replicas: they hear the expiry as a DEL.
+                        core.commit.dirty.logged(stream.is_empty(), name, id);
+                        stream.expired(key);
                     }
                 });
                 met += step.with_deadline;

@@ -18,9 +18,12 @@
 //!      [`ASYNC_FSYNC_INTERVAL`](super::durability::ASYNC_FSYNC_INTERVAL) old (their writes
 //!      were answered at the commit: ASYNC promises the OS has them, not the disk);
 //!    - `compaction`: one slice of each compaction in progress;
+//!    - `replication`: one slice of each replica's full sync (`shard::replicate`);
 //!    - `idle-sweep`: with `timeout` on, once a second, closing connections idle for longer
 //!      (after the writes, so that a connection's last replies were tried first);
-//!    - `failed-login-log`: the count of failed logins not logged one by one.
+//!    - `failed-login-log`: the count of failed logins not logged one by one;
+//!    - `tls-handshakes`: closing TLS connections whose handshake passed its deadline, and
+//!      the count of refused TLS connections not logged one by one.
 //!
 //! The shutdown drain comes after all of them, in [`Shard::run`] itself: it decides whether
 //! the loop ends, which no step may.
@@ -50,6 +53,8 @@ mod expiry;
 mod failed_logins;
 mod fsync;
 mod idle;
+mod replication;
+mod tls_handshakes;
 
 use std::time::{Duration, Instant};
 
@@ -108,8 +113,10 @@ impl Housekeeping {
             after_writes: vec![
                 Box::new(fsync::AsyncFsync),
                 Box::new(compaction::Compaction),
+                Box::new(replication::Replication),
                 Box::new(idle::IdleSweep::new(config, now)),
                 Box::new(failed_logins::FailedLoginLog),
+                Box::new(tls_handshakes::TlsHandshakes),
             ],
             shard,
         }

@@ -1,0 +1,193 @@
+//! A feed: the frames on their way to one replica, and the thread that writes them.
+//!
+//! Shards and the coordinator [`Feed::push`] frames (never blocking: a push that would take
+//! the feed past its byte bound drops the replica instead); a sender thread of the feed's
+//! own takes them in order and does the blocking socket writes, and sends `PING` after a
+//! second without anything else. When the socket fails, or the feed was dropped, the thread
+//! closes the socket and ends; the frames still queued are freed with the channel.
+//!
+//! Offsets a feed reports are those of what was *pushed* to it (there are no
+//! acknowledgements yet).
+
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::{unix_secs, wire};
+
+/// How long the sender waits for a frame before it sends `PING`: the replica's
+/// `master_last_io_seconds_ago` and its link timeout count on it.
+pub const PING_EVERY: Duration = Duration::from_secs(1);
+
+/// A snapshot slice is only sent while the feed holds less than this (or a quarter of its
+/// bound, if less), and is at most that big: enough to keep the socket busy, little enough
+/// that a full sync never fills the feed's bound on its own.
+pub const SNAPSHOT_HIGH_WATER: usize = 4 << 20;
+
+/// One replica's queue.
+pub struct Feed {
+    /// Counts replicas since start (log lines).
+    pub id: u64,
+    /// The replica's address, and the port it says it listens on (INFO's `slaveN`).
+    pub peer: SocketAddr,
+    pub listening_port: u16,
+    tx: Sender<Arc<Vec<u8>>>,
+    /// Bytes pushed and not yet written.
+    queued: AtomicUsize,
+    limit: usize,
+    dropped: AtomicBool,
+    /// Shards whose full sync was sent whole (`SYNCED`): online once all have.
+    pub synced_shards: AtomicUsize,
+    shards: usize,
+    /// Per shard: the shard offset of the last records pushed.
+    offsets: Vec<AtomicU64>,
+    /// When the sender last wrote (unix seconds).
+    last_write: AtomicU64,
+}
+
+impl Feed {
+    /// Starts the sender thread on `socket` (blocking mode) and returns the feed.
+    pub fn start(
+        id: u64,
+        socket: TcpStream,
+        peer: SocketAddr,
+        listening_port: u16,
+        shards: usize,
+        limit: usize,
+    ) -> std::io::Result<Arc<Feed>> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        socket.set_nonblocking(false)?;
+        socket.set_nodelay(true)?;
+        // A replica that stops reading is dropped when its feed passes the bound; a write
+        // that blocks this long means the replica is gone without a reset.
+        socket.set_write_timeout(Some(Duration::from_secs(60)))?;
+        let feed = Arc::new(Feed {
+            id,
+            peer,
+            listening_port,
+            tx,
+            queued: AtomicUsize::new(0),
+            limit,
+            dropped: AtomicBool::new(false),
+            synced_shards: AtomicUsize::new(0),
+            shards,
+            offsets: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            last_write: AtomicU64::new(unix_secs()),
+        });
+        let sender = feed.clone();
+        std::thread::Builder::new()
+            .name(format!("gokv-feed-{id}"))
+            .spawn(move || sender.run(socket, rx))?;
+        Ok(feed)
+    }
+
+    /// Queues a frame (or several, back to back). False when the replica is dropped: now,
+    /// because this would pass the bound, or earlier.
+    pub fn push(&self, frames: Arc<Vec<u8>>) -> bool {
+        if self.is_dropped() {
+            return false;
+        }
+        let len = frames.len();
+        let queued = self.queued.fetch_add(len, Ordering::Relaxed) + len;
+        if queued > self.limit {
+            self.drop_replica(&format!(
+                "its feed would hold {queued} bytes, past --repl-buffer ({} bytes); it must \
+                 sync again",
+                self.limit
+            ));
+            return false;
+        }
+        if self.tx.send(frames).is_err() {
+            self.dropped.store(true, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Below this many queued bytes a snapshot slice of up to this many may be pushed (see
+    /// [`SNAPSHOT_HIGH_WATER`]).
+    pub fn snapshot_room(&self) -> usize {
+        SNAPSHOT_HIGH_WATER.min(self.limit / 4).max(1)
+    }
+
+    /// Bytes waiting to be written.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    pub fn is_dropped(&self) -> bool {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Drops the replica (logged once): the sender thread closes its socket.
+    pub fn drop_replica(&self, why: &str) {
+        if !self.dropped.swap(true, Ordering::Relaxed) {
+            log::warn!(
+                "replication: dropping replica {} ({}): {why}",
+                self.id,
+                self.peer
+            );
+            // Wake the sender if it waits for a frame.
+            let _ = self.tx.send(Arc::new(Vec::new()));
+        }
+    }
+
+    /// Notes the shard offset of records pushed for `shard`.
+    pub fn note_offset(&self, shard: usize, offset: u64) {
+        if let Some(o) = self.offsets.get(shard) {
+            o.store(offset, Ordering::Relaxed);
+        }
+    }
+
+    /// The offset pushed so far (INFO's `offset=`).
+    pub fn offset(&self) -> u64 {
+        self.offsets.iter().map(|o| o.load(Ordering::Relaxed)).sum()
+    }
+
+    /// INFO's `state=`: `wait_bgsave` until every shard sent its snapshot, then `online`.
+    pub fn state(&self) -> &'static str {
+        if self.synced_shards.load(Ordering::Relaxed) >= self.shards {
+            "online"
+        } else {
+            "wait_bgsave"
+        }
+    }
+
+    /// Seconds since the sender last wrote (INFO's `lag=`).
+    pub fn lag(&self) -> u64 {
+        unix_secs().saturating_sub(self.last_write.load(Ordering::Relaxed))
+    }
+
+    fn run(self: Arc<Self>, mut socket: TcpStream, rx: Receiver<Arc<Vec<u8>>>) {
+        let mut ping = Vec::new();
+        wire::encode(&mut ping, &[b"PING"]);
+        loop {
+            if self.is_dropped() {
+                break;
+            }
+            let (frames, counted) = match rx.recv_timeout(PING_EVERY) {
+                Ok(frames) => (frames, true),
+                Err(RecvTimeoutError::Timeout) => (Arc::new(ping.clone()), false),
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            if self.is_dropped() {
+                break;
+            }
+            let written = socket.write_all(&frames);
+            if counted {
+                self.queued.fetch_sub(frames.len(), Ordering::Relaxed);
+            }
+            if let Err(e) = written {
+                self.drop_replica(&format!("write failed: {e}"));
+                break;
+            }
+            self.last_write.store(unix_secs(), Ordering::Relaxed);
+        }
+        let _ = socket.shutdown(Shutdown::Both);
+        log::info!("replication: replica {} ({}) detached", self.id, self.peer);
+    }
+}

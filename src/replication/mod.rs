@@ -1,0 +1,417 @@
+//! Replication: a replica follows a primary, partition by partition.
+//!
+//! # What flows
+//! Everything a client of the primary can see: the catalog (every partition with its schema,
+//! persist mode and options), users and grants, and every partition's data, MEMORY
+//! partitions included. Data travels as the persistence layer's own records
+//! ([`crate::persist::record`]): physical and idempotent (`SET` of what a key now is, with
+//! its absolute deadline; `DEL`; `DEADLINE`; `CLEAR`), so an expiry or an eviction on the
+//! primary is a `DEL` like any other, and applying a record twice changes nothing. A replica
+//! never expires a key by itself: its expiry sweep does not run, a key whose deadline passed
+//! is hidden by the same clock check every read makes, and the primary's `DEL` removes it.
+//!
+//! # The wire
+//! One TCP connection per replica, opened by the replica as an ordinary client: it logs in
+//! (`AUTH <primary-user> <primary-password>`, a user with ADMIN on `*`), then asks
+//! `REPLSYNC <listening-port> <its own replid>`. The primary answers
+//! `+FULLSYNC <replid> <shards>` and from then on the connection carries only frames, primary
+//! to replica, each a RESP array of bulk strings ([`wire`]):
+//!
+//! ```text
+//! CATALOG <catalog text>      the whole catalog, in the catalog file's format
+//!                             (persist::catalog_file), sent at the start and on every change
+//! USERS <users.json text>     every user and grant (acl::store), same
+//! FULL <shard> <shard-offset> <partition-id> <partition-offset>
+//!                             a full sync of the partition begins: the replica empties it
+//! SNAP <partition-id> <records>
+//!                             part of its snapshot (SET records), not counted in offsets
+//! SYNCED <shard>              every partition of primary shard <shard> was sent whole
+//! RECORDS <shard> <shard-offset> <partition-id> <partition-offset> <records>
+//!                             the live stream: one pass's records of one partition; the
+//!                             offsets are those *after* these records
+//! PING                        once a second when nothing else was sent (liveness, lag)
+//! ```
+//!
+//! Numbers are decimal ASCII; `<records>` is a run of log records exactly as a log segment
+//! holds them (length, CRC32C, kind, body), so the replica checks every record's checksum
+//! for free. The catalog and users frames are the files' own formats, checksummed too.
+//!
+//! # Offsets and the replication id
+//! Every partition has an offset: the bytes of records streamed for it, which only grows;
+//! every primary shard has one, the sum of its partitions' (dropped ones included), and the
+//! server's `master_repl_offset` is the sum of the shards'. They grow only while a replica
+//! is attached (a MEMORY partition makes no records otherwise). The server's replication id
+//! (`master_replid`, 40 hex digits) is made when the data directory is new
+//! (`<data-dir>/replid`) and kept across restarts.
+//!
+//! # Full sync, per shard, in parallel
+//! When a replica attaches, the coordinator (shard 0) sends `CATALOG` and `USERS` into its
+//! feed and then tells every shard; each shard, in its own thread, sends a `FULL` frame for
+//! each of its partitions and from then on puts every commit's records of every partition
+//! into the feed (`RECORDS`). Meanwhile a housekeeping step walks each partition with a
+//! SCAN cursor (every key present throughout the walk is visited at least once) a slice
+//! per pass, after the pass's commit, and sends what it finds as `SNAP` frames. Because the
+//! live records of a partition and its snapshot slices go into one ordered feed, the
+//! replica applying them in order always holds a state the primary held: a key the walk
+//! reaches after a write carries the value that write left, a key it reached before the
+//! write is fixed by the write's record that follows. When a shard's walks are done it
+//! sends `SYNCED`. Catalog changes reach every feed from the coordinator *before* it
+//! broadcasts them to the shards, so a record of a new partition never precedes the
+//! catalog that names it; records of a partition the replica does not know (dropped since)
+//! are ignored.
+//!
+//! # Bounded, never blocking
+//! A feed is a queue of frames per replica, drained by a sender thread of its own that does
+//! the blocking socket writes ([`feed`]). A shard only pushes (never waits): when a push
+//! would take the queue past `--repl-buffer` bytes, the replica is dropped (its socket
+//! closed) and must sync again. Snapshot slices are paced: a walk only sends its next slice
+//! while the feed holds less than a few MiB, so a full sync never fills the queue on its
+//! own; only live writes faster than the replica can take them do.
+//!
+//! # The replica
+//! A thread of its own ([`replica`]) holds the link: connect, log in, `REPLSYNC`, read
+//! frames. It installs `CATALOG` and `USERS` through the replica's coordinator (durably,
+//! as a client's CREATE or GRANT would be, and on every shard before it goes on), and hands
+//! data frames to the replica shard that owns each partition, which applies the records
+//! with its own group commit (a durable partition logs them as its own). A link that
+//! breaks is retried once a second; a refused login or a refused `REPLSYNC` (the primary
+//! is this server, or itself a replica) backs off, doubling up to 30 s, with one log line
+//! per attempt. A full sync from a primary whose replication id is not the one the replica
+//! last followed (a new primary, or this process's first sync) first drops every partition
+//! of the replica: two histories are never merged.
+//!
+//! # Not yet
+//! Partial resync, acknowledgements and `WAIT` are planned on what is here: offsets are
+//! per partition already, so a reconnecting replica can send `REPLSYNC ... <id>:<offset>
+//! ...` and the primary can resume each partition from a bounded backlog of its recent
+//! `RECORDS` frames (`--repl-backlog`), sending `FULL` only for the partitions it cannot;
+//! acks are a frame the other way (`ACK <shard> <shard-offset>`) the feed's thread reads.
+//! Until then every link starts with a full sync and `WAIT` answers that it is not
+//! supported yet. Chained replication (a replica of a replica) is refused.
+
+pub mod apply;
+pub mod feed;
+pub mod replica;
+pub mod wire;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use crate::shard::mailbox::ShardHandle;
+
+pub use feed::Feed;
+
+/// Where the replication id is kept.
+pub const REPLID_FILE: &str = "replid";
+
+/// Seconds since the Unix epoch, for "seconds ago" fields.
+pub fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The server's replication state, shared by every thread (atomics, and a mutex only for
+/// what the rare commands touch: the feed list and the link).
+pub struct State {
+    /// 40 hex digits, made with the data directory.
+    pub replid: String,
+    /// Shards of this server.
+    pub shards: usize,
+    /// Per shard: its offset (see the module docs), written by that shard only.
+    pub shard_offsets: Vec<AtomicU64>,
+    /// A replica: writes answer `-READONLY`, the expiry sweep does not run.
+    read_only: AtomicBool,
+    /// Replicas attached (primary side), for INFO and ROLE.
+    feeds: Mutex<Vec<Arc<Feed>>>,
+    /// The link to our primary, when we are a replica.
+    link: Mutex<Option<replica::Link>>,
+    /// What the link reports (replica side).
+    pub status: replica::Status,
+    /// Where this server listens, once it does (the self check of REPLICAOF).
+    pub listen: OnceLock<std::net::SocketAddr>,
+    /// Every shard's inbox, once the shards exist (the link sends them what it applies).
+    pub handles: OnceLock<Vec<ShardHandle>>,
+    /// `--repl-buffer`: bytes a feed may hold before its replica is dropped.
+    pub buffer_limit: usize,
+    /// `--primary-user` / `--primary-password`.
+    pub primary_login: Option<(String, String)>,
+    pub started: Instant,
+    next_feed: AtomicU64,
+}
+
+impl State {
+    /// Reads (or makes) the replication id in `data_dir`.
+    pub fn open(
+        data_dir: &Path,
+        shards: usize,
+        buffer_limit: usize,
+        primary_login: Option<(String, String)>,
+    ) -> Result<State, String> {
+        let replid = load_or_make_replid(data_dir)?;
+        Ok(State {
+            replid,
+            shards,
+            shard_offsets: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            read_only: AtomicBool::new(false),
+            feeds: Mutex::new(Vec::new()),
+            link: Mutex::new(None),
+            status: replica::Status::new(shards),
+            listen: OnceLock::new(),
+            handles: OnceLock::new(),
+            buffer_limit,
+            primary_login,
+            started: Instant::now(),
+            next_feed: AtomicU64::new(0),
+        })
+    }
+
+    /// A state kept nowhere (a fresh replication id, nothing on disk): for shards run
+    /// without a data directory's identity, as tests that build shards by hand do.
+    pub fn in_memory(shards: usize) -> State {
+        State {
+            replid: new_replid(),
+            shards,
+            shard_offsets: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+            read_only: AtomicBool::new(false),
+            feeds: Mutex::new(Vec::new()),
+            link: Mutex::new(None),
+            status: replica::Status::new(shards),
+            listen: OnceLock::new(),
+            handles: OnceLock::new(),
+            buffer_limit: 1 << 20,
+            primary_login: None,
+            started: Instant::now(),
+            next_feed: AtomicU64::new(0),
+        }
+    }
+
+    /// Numbers replicas (log lines, INFO's `slaveN` order).
+    pub fn next_feed_id(&self) -> u64 {
+        self.next_feed.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A replica: writes are refused.
+    #[inline]
+    pub fn is_replica(&self) -> bool {
+        self.read_only.load(Ordering::Relaxed)
+    }
+
+    /// `master_repl_offset`: the sum of the shards' offsets.
+    pub fn offset(&self) -> u64 {
+        self.shard_offsets
+            .iter()
+            .map(|o| o.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Remembers a feed for INFO and ROLE.
+    pub fn add_feed(&self, feed: Arc<Feed>) {
+        let mut feeds = lock(&self.feeds);
+        feeds.retain(|f| !f.is_dropped());
+        feeds.push(feed);
+    }
+
+    /// The replicas attached now.
+    pub fn feeds(&self) -> Vec<Arc<Feed>> {
+        let mut feeds = lock(&self.feeds);
+        feeds.retain(|f| !f.is_dropped());
+        feeds.clone()
+    }
+
+    /// `REPLICAOF host port` (`Some`) or `REPLICAOF NO ONE` (`None`): stops the current
+    /// link, if any, and starts the new one. Writes are refused from now on, or accepted
+    /// again.
+    pub fn follow(self: &Arc<Self>, primary: Option<(String, u16)>) {
+        let old = lock(&self.link).take();
+        if let Some(old) = old {
+            old.stop();
+        }
+        match primary {
+            None => {
+                self.read_only.store(false, Ordering::Relaxed);
+                self.status.forget();
+                log::info!("replication: now a primary (REPLICAOF NO ONE)");
+            }
+            Some((host, port)) => {
+                self.read_only.store(true, Ordering::Relaxed);
+                log::info!("replication: following {host}:{port}");
+                let link = replica::Link::start(self.clone(), host, port);
+                *lock(&self.link) = Some(link);
+            }
+        }
+    }
+
+    /// Stops the link (shutdown).
+    pub fn stop_link(&self) {
+        if let Some(old) = lock(&self.link).take() {
+            old.stop();
+        }
+    }
+
+    /// The primary we follow, if any.
+    pub fn primary(&self) -> Option<(String, u16)> {
+        lock(&self.link).as_ref().map(|l| (l.host.clone(), l.port))
+    }
+}
+
+impl State {
+    /// INFO's `replication` section, after its heading, in Redis 7's words.
+    pub fn info(&self, text: &mut String) -> std::fmt::Result {
+        use std::fmt::Write;
+        let feeds = self.feeds();
+        match self.primary() {
+            None => {
+                writeln_crlf(text, format_args!("role:master"))?;
+                writeln_crlf(text, format_args!("connected_slaves:{}", feeds.len()))?;
+                for (i, f) in feeds.iter().enumerate() {
+                    writeln_crlf(
+                        text,
+                        format_args!(
+                            "slave{i}:ip={},port={},state={},offset={},lag={}",
+                            f.peer.ip(),
+                            f.listening_port,
+                            f.state(),
+                            f.offset(),
+                            f.lag()
+                        ),
+                    )?;
+                }
+                writeln_crlf(text, format_args!("master_failover_state:no-failover"))?;
+                writeln_crlf(text, format_args!("master_replid:{}", self.replid))?;
+                writeln_crlf(text, format_args!("master_replid2:{}", "0".repeat(40)))?;
+                writeln_crlf(text, format_args!("master_repl_offset:{}", self.offset()))?;
+                write!(text, "second_repl_offset:-1\r\nrepl_backlog_active:0\r\n")
+            }
+            Some((host, port)) => {
+                let st = &self.status;
+                let up = st.state() == replica::LinkState::Connected;
+                let last_io = st.last_io.load(Ordering::Relaxed);
+                let ago = if last_io == 0 {
+                    -1
+                } else {
+                    unix_secs().saturating_sub(last_io) as i64
+                };
+                let offset = st.offset();
+                writeln_crlf(text, format_args!("role:slave"))?;
+                writeln_crlf(text, format_args!("master_host:{host}"))?;
+                writeln_crlf(text, format_args!("master_port:{port}"))?;
+                writeln_crlf(
+                    text,
+                    format_args!("master_link_status:{}", if up { "up" } else { "down" }),
+                )?;
+                writeln_crlf(text, format_args!("master_last_io_seconds_ago:{ago}"))?;
+                writeln_crlf(
+                    text,
+                    format_args!(
+                        "master_sync_in_progress:{}",
+                        u8::from(st.state() == replica::LinkState::Sync)
+                    ),
+                )?;
+                writeln_crlf(text, format_args!("slave_read_repl_offset:{offset}"))?;
+                writeln_crlf(text, format_args!("slave_repl_offset:{offset}"))?;
+                if !up {
+                    let since = st.down_since.load(Ordering::Relaxed);
+                    let secs = if since == 0 {
+                        -1
+                    } else {
+                        unix_secs().saturating_sub(since) as i64
+                    };
+                    writeln_crlf(text, format_args!("master_link_down_since_seconds:{secs}"))?;
+                }
+                writeln_crlf(text, format_args!("slave_priority:100"))?;
+                writeln_crlf(text, format_args!("slave_read_only:1"))?;
+                writeln_crlf(text, format_args!("replica_announced:1"))?;
+                writeln_crlf(text, format_args!("connected_slaves:0"))?;
+                writeln_crlf(text, format_args!("master_failover_state:no-failover"))?;
+                let replid = lock(&st.primary_replid)
+                    .clone()
+                    .unwrap_or_else(|| self.replid.clone());
+                writeln_crlf(text, format_args!("master_replid:{replid}"))?;
+                writeln_crlf(text, format_args!("master_replid2:{}", "0".repeat(40)))?;
+                writeln_crlf(text, format_args!("master_repl_offset:{offset}"))?;
+                write!(text, "second_repl_offset:-1\r\nrepl_backlog_active:0\r\n")
+            }
+        }
+    }
+}
+
+/// Writes one `field:value` line of INFO.
+fn writeln_crlf(text: &mut String, line: std::fmt::Arguments) -> std::fmt::Result {
+    use std::fmt::Write;
+    text.write_fmt(line)?;
+    text.push_str("\r\n");
+    Ok(())
+}
+
+/// Locks a mutex; a panic while it was held leaves plain data, still usable.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// 40 random hex digits.
+pub fn new_replid() -> String {
+    let mut bytes = [0u8; 20];
+    if getrandom::getrandom(&mut bytes).is_err() {
+        // Without randomness: still unique enough for one machine (pid and time).
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        bytes[..16].copy_from_slice(&t.to_le_bytes());
+        bytes[16..].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn is_replid(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The id in `<data-dir>/replid`, made (and written durably) when there is none.
+fn load_or_make_replid(data_dir: &Path) -> Result<String, String> {
+    let path = data_dir.join(REPLID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) if is_replid(text.trim()) => return Ok(text.trim().to_string()),
+        Ok(_) => {
+            return Err(format!(
+                "{} does not hold a replication id (40 hex digits); remove it to make a new one",
+                path.display()
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+    }
+    let id = new_replid();
+    let tmp = data_dir.join(format!("{REPLID_FILE}.tmp"));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(format!("{id}\n").as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        crate::persist::sync_dir(data_dir)
+    };
+    write().map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replid_is_made_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!("gokv-replid-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = load_or_make_replid(&dir).unwrap();
+        assert!(is_replid(&a), "{a}");
+        assert_eq!(load_or_make_replid(&dir).unwrap(), a);
+        std::fs::write(dir.join(REPLID_FILE), "junk").unwrap();
+        assert!(load_or_make_replid(&dir).unwrap_err().contains("40 hex"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_ne!(new_replid(), new_replid());
+    }
+}

@@ -1,0 +1,43 @@
+//! `replication`: one slice of each replica's full sync of this shard's partitions (see
+//! `shard::replicate`), after the pass's writes so that a slice only sees committed data;
+//! and forgetting feeds whose replica was dropped. Due now while a walk has a feed with
+//! room; every millisecond while the feeds it waits for are full (their sender threads
+//! drain them without waking this shard); not at all without replicas.
+
+use std::time::{Duration, Instant};
+
+use super::{Budget, Step};
+use crate::shard::Shard;
+
+/// A slice is about 1 MiB of records: a fraction of a millisecond to encode.
+const BUDGET: Duration = Duration::from_millis(2);
+
+/// How soon to look again while every feed a walk waits for is full.
+const FULL_FEED_RETRY: Duration = Duration::from_millis(1);
+
+pub(super) struct Replication;
+
+impl Step for Replication {
+    fn name(&self) -> &'static str {
+        "replication"
+    }
+
+    fn budget(&self) -> Duration {
+        BUDGET
+    }
+
+    fn due_in(&self, shard: &Shard, _now: Instant) -> Option<Duration> {
+        if shard.core.has_dropped_feed() {
+            return Some(Duration::ZERO);
+        }
+        match shard.core.walks_due() {
+            None => None,
+            Some(true) => Some(Duration::ZERO),
+            Some(false) => Some(FULL_FEED_RETRY),
+        }
+    }
+
+    fn run(&mut self, shard: &mut Shard, _budget: Budget) {
+        shard.core.walk_steps();
+    }
+}
