@@ -209,8 +209,26 @@ fn failures_are_logged_and_ten_in_a_row_close_the_connection() {
                 warned.iter().any(|l| l.contains("from 127.0.0.1:")),
                 "{logs}"
             );
-            // 20 failures, two shards: a few lines, not one per failure.
-            assert!(warned.len() <= 10, "{} warnings in\n{logs}", warned.len());
+            // 20 failures, two shards: fewer lines than failures, and at most a line a second
+            // per shard (a limiter's second need not start on the log's: two per shard per
+            // printed second at most). Not a fixed total: on a loaded machine each argon2
+            // check may take a second, and then each failure may be the first of its second.
+            let fulls: Vec<&str> = warned
+                .iter()
+                .filter(|l| l.contains("failed login as"))
+                .copied()
+                .collect();
+            assert!(fulls.len() < 20, "{} warnings in\n{logs}", warned.len());
+            let mut per_second = std::collections::HashMap::new();
+            for line in &fulls {
+                *per_second
+                    .entry(line.get(..21).unwrap_or(line))
+                    .or_insert(0) += 1;
+            }
+            assert!(
+                per_second.values().all(|&n| n <= 4),
+                "more than a line a second per shard in\n{logs}"
+            );
             break;
         }
         assert!(
