@@ -106,8 +106,8 @@ const REFUSALS: &[(&[&str], &str)] = &[
     ),
     (
         &["CONFIG", "SET", "tls-cert-file", "/etc/cert.pem"],
-        "ERR CONFIG SET failed (possibly related to argument 'tls-cert-file') - TLS is not \
-         supported yet",
+        "ERR CONFIG SET failed (possibly related to argument 'tls-cert-file') - TLS is off: the \
+         certificates can only be set with a --tls-port",
     ),
     (
         &["CONFIG", "SET", "max-key-len", "0"],
