@@ -223,34 +223,11 @@ fn config_set_takes_several_pairs_and_both_names() {
     assert!(help.iter().any(|l| l == "RESETSTAT"), "{help:?}");
 }
 
-/// Two partitions, one on each of the two shards, and a connection on the shard of the first
-/// (so the second is reached by forwarding).
-fn one_partition_per_shard(c: &mut RawConn) -> (String, String) {
-    let mut by_shard: Vec<(String, String)> = Vec::new();
-    for i in 0..16 {
-        let name = format!("p{i}");
-        c.call_ok(&["CREATE", "PARTITION", &name, "STRING", "MEMORY"]);
-        let shard = c.partition_shard(&name);
-        if !by_shard.iter().any(|(s, _)| *s == shard) {
-            by_shard.push((shard, name));
-        }
-        if by_shard.len() == 2 {
-            break;
-        }
-    }
-    assert_eq!(
-        by_shard.len(),
-        2,
-        "no partition on each shard: {by_shard:?}"
-    );
-    (by_shard[0].1.clone(), by_shard[1].1.clone())
-}
-
 #[test]
 fn live_settings_apply_on_every_shard_at_once() {
     let server = Server::start(&["--shards", "2"]);
     let mut c = server.raw();
-    let (a, b) = one_partition_per_shard(&mut c);
+    let (a, b) = c.one_partition_per_shard();
     // A second connection, so that both a local and a forwarded path see each change.
     let mut d = server.raw();
     for p in [&a, &b] {

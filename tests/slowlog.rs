@@ -79,28 +79,6 @@ fn refusals_and_empty_answers_are_redis_7_s() {
     }
 }
 
-/// A partition on each of two shards (created as `p0`, `p1`, ... until both have one).
-fn one_partition_per_shard(c: &mut RawConn) -> (String, String) {
-    let mut by_shard: Vec<(String, String)> = Vec::new();
-    for i in 0..16 {
-        let name = format!("p{i}");
-        c.call_ok(&["CREATE", "PARTITION", &name, "STRING", "MEMORY"]);
-        let shard = c.partition_shard(&name);
-        if !by_shard.iter().any(|(s, _)| *s == shard) {
-            by_shard.push((shard, name));
-        }
-        if by_shard.len() == 2 {
-            break;
-        }
-    }
-    assert_eq!(
-        by_shard.len(),
-        2,
-        "no partition on each shard: {by_shard:?}"
-    );
-    (by_shard[0].1.clone(), by_shard[1].1.clone())
-}
-
 /// A connection the acceptor put on another shard than `shard` (it deals them round-robin).
 fn on_another_shard(server: &Server, shard: &str) -> RawConn {
     for _ in 0..8 {
@@ -150,7 +128,7 @@ fn slow_commands_of_every_shard_are_merged_newest_first() {
     let server = Server::start(&["--shards", "2"]);
     let mut c = server.raw();
     let (local, remote) = {
-        let (a, b) = one_partition_per_shard(&mut c);
+        let (a, b) = c.one_partition_per_shard();
         let mine = c.shard();
         if c.partition_shard(&a) == mine {
             (a, b)

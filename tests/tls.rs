@@ -576,7 +576,7 @@ fn a_certificate_that_is_not_pem_a_key_that_does_not_match_or_a_missing_file_sto
 }
 
 #[test]
-fn tls_replication_yes_is_refused_until_replication_exists() {
+fn tls_replication_yes_is_refused_while_replication_links_are_plain_tcp() {
     let Some(certs) = Certs::new("admin") else {
         return;
     };

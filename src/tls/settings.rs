@@ -507,7 +507,7 @@ mod tests {
     }
 
     #[test]
-    fn tls_replication_yes_is_refused_until_replication_exists() {
+    fn tls_replication_yes_is_refused_while_replication_links_are_plain_tcp() {
         let e = TlsFlags {
             replication: Some("yes".into()),
             ..flags()

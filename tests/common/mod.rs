@@ -630,6 +630,29 @@ impl RawConn {
             .to_string()
     }
 
+    /// Two new STRING MEMORY partitions, one on each of a two-shard server's shards (created
+    /// as `p0`, `p1`, ... until both shards have one): their names, the first made first.
+    pub fn one_partition_per_shard(&mut self) -> (String, String) {
+        let mut by_shard: Vec<(String, String)> = Vec::new();
+        for i in 0..16 {
+            let name = format!("p{i}");
+            self.call_ok(&["CREATE", "PARTITION", &name, "STRING", "MEMORY"]);
+            let shard = self.partition_shard(&name);
+            if !by_shard.iter().any(|(s, _)| *s == shard) {
+                by_shard.push((shard, name));
+            }
+            if by_shard.len() == 2 {
+                break;
+            }
+        }
+        assert_eq!(
+            by_shard.len(),
+            2,
+            "no partition on each shard: {by_shard:?}"
+        );
+        (by_shard[0].1.clone(), by_shard[1].1.clone())
+    }
+
     /// The shard that owns partition `name`, as DESCRIBE PARTITION says (the form
     /// [`RawConn::shard`] gives a connection's shard in).
     pub fn partition_shard(&mut self, name: &str) -> String {
