@@ -84,6 +84,25 @@ pub enum Record<'a> {
     },
 }
 
+impl<'a> Record<'a> {
+    /// The record that sets `key` to `value` with `deadline`: what a snapshot holds for each
+    /// key, and what a replica's full sync sends.
+    pub fn set(key: &'a [u8], value: crate::store::ValueRef<'a>, deadline: Option<u64>) -> Self {
+        match value {
+            crate::store::ValueRef::Int(value) => Record::SetInt {
+                key,
+                value,
+                deadline,
+            },
+            crate::store::ValueRef::Str(value) => Record::SetStr {
+                key,
+                value,
+                deadline,
+            },
+        }
+    }
+}
+
 /// What [`decode`] found at the start of a buffer.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decoded<'a> {

@@ -23,7 +23,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use crate::store::{Partition, ValueRef};
+use crate::store::Partition;
 
 use super::record::{self, FileHeader, Record, FILE_HEADER};
 use super::{snapshot_path, snapshot_tmp_path, sync_dir};
@@ -81,19 +81,7 @@ impl Compaction {
         let mut count = 0u64;
         let done = partition.scan_step(budget, |key, entry| {
             count += 1;
-            let deadline = entry.deadline;
-            let record = match entry.value {
-                ValueRef::Int(value) => Record::SetInt {
-                    key,
-                    value,
-                    deadline,
-                },
-                ValueRef::Str(value) => Record::SetStr {
-                    key,
-                    value,
-                    deadline,
-                },
-            };
+            let record = Record::set(key, entry.value, entry.deadline);
             let before = buf.len();
             record::encode(&record, buf);
             buf.len() - before + ENTRY_COST

@@ -20,7 +20,6 @@ use crate::metrics::ShardMetrics;
 use crate::persist::record::{self, Record};
 use crate::persist::Journal;
 use crate::replication::{apply, wire, Feed, State};
-use crate::store::ValueRef;
 
 use super::durability::Durability;
 use super::mailbox::{Message, ReplBatch, ReplOp};
@@ -255,19 +254,7 @@ impl Core {
                     let mut cursor = walk.cursor;
                     loop {
                         cursor = local.data.scan(cursor, WALK_SCAN_KEYS, |key, entry| {
-                            let deadline = entry.deadline;
-                            let rec = match entry.value {
-                                ValueRef::Int(value) => Record::SetInt {
-                                    key,
-                                    value,
-                                    deadline,
-                                },
-                                ValueRef::Str(value) => Record::SetStr {
-                                    key,
-                                    value,
-                                    deadline,
-                                },
-                            };
+                            let rec = Record::set(key, entry.value, entry.deadline);
                             record::encode(&rec, &mut records);
                         });
                         if cursor == 0 || records.len() >= slice {
