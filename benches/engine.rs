@@ -17,7 +17,7 @@ use gokv::command::data::{self, DataLimits};
 use gokv::command::{lookup, CommandId};
 use gokv::config::Config;
 use gokv::metrics::ServerMetrics;
-use gokv::protocol::{Args, Limits, Parsed, Parser, Protocol, ReplyWriter, Span};
+use gokv::protocol::{lay_out, Args, Limits, Parsed, Parser, Protocol, ReplyWriter, Span};
 use gokv::shard::mailbox::{Approval, ConnRef, Mailbox, Message, RequestBatch, ShardHandle};
 use gokv::shard::{Shard, Shared, Shutdown};
 use gokv::store::{MemoryBudget, Partition, PersistMode, Schema};
@@ -98,21 +98,6 @@ fn replies(c: &mut Criterion) {
     group.finish();
 }
 
-/// Arguments `words` laid out as a parsed request would be.
-fn request(words: &[&[u8]]) -> (Vec<u8>, Vec<Span>) {
-    let mut buf = Vec::new();
-    let mut spans = Vec::new();
-    for w in words {
-        let start = buf.len() as u32;
-        buf.extend_from_slice(w);
-        spans.push(Span {
-            start,
-            end: buf.len() as u32,
-        });
-    }
-    (buf, spans)
-}
-
 fn store(c: &mut Criterion) {
     const KEYS: usize = 100_000;
     let limits = DataLimits {
@@ -132,11 +117,11 @@ fn store(c: &mut Criterion) {
     }
     let gets: Vec<_> = keys
         .iter()
-        .map(|k| request(&[b"GET", b"bench", k]))
+        .map(|k| lay_out::<&[u8]>(&[b"GET", b"bench", k]))
         .collect();
     let sets: Vec<_> = keys
         .iter()
-        .map(|k| request(&[b"SET", b"bench", k, &[b'w'; 32]]))
+        .map(|k| lay_out::<&[u8]>(&[b"SET", b"bench", k, &[b'w'; 32]]))
         .collect();
     let mut out = Vec::with_capacity(1 << 16);
     let mut i = 0usize;
@@ -180,7 +165,7 @@ fn store(c: &mut Criterion) {
     let mut counters = Partition::new(Schema::Int, Arc::default());
     let incrs: Vec<_> = keys
         .iter()
-        .map(|k| request(&[b"INCR", b"bench", k]))
+        .map(|k| lay_out::<&[u8]>(&[b"INCR", b"bench", k]))
         .collect();
     group.bench_function("incr_100k_keys", |b| {
         b.iter(|| {
@@ -297,13 +282,13 @@ fn cross_shard(c: &mut Criterion) {
         .run()
     });
     let mut events = mio::Events::with_capacity(8);
-    let set = [request(&[
+    let set = [lay_out::<&[u8]>(&[
         b"SET",
         b"bench",
         b"key:000000000001",
         &[b'v'; 32],
     ])];
-    let gets = vec![request(&[b"GET", b"bench", b"key:000000000001"]); 16];
+    let gets = vec![lay_out::<&[u8]>(&[b"GET", b"bench", b"key:000000000001"]); 16];
     let stored = round_trip(&handle_0, &inbox_1, &mut poll_1, &mut events, &set);
     assert_eq!(stored, 1);
     let mut group = c.benchmark_group("cross_shard");

@@ -486,7 +486,7 @@ fn numbered_databases(
     mut next_id: u64,
 ) -> Result<(Catalog, u64), String> {
     use crate::command::partition::{parse_create, plan_create};
-    use crate::protocol::{Args, Span};
+    use crate::protocol::Args;
     let created_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -494,16 +494,7 @@ fn numbered_databases(
     for i in 0..n {
         let name = i.to_string();
         let words = ["CREATE", "PARTITION", name.as_str(), "STRING", "MEMORY"];
-        let mut buf = Vec::new();
-        let mut spans = Vec::new();
-        for word in words {
-            let start = buf.len() as u32;
-            buf.extend_from_slice(word.as_bytes());
-            spans.push(Span {
-                start,
-                end: buf.len() as u32,
-            });
-        }
+        let (buf, spans) = crate::protocol::lay_out(&words);
         let fail = |e: crate::command::CommandError| format!("--databases: partition {name}: {e}");
         let request = parse_create(&Args::new(&buf, &spans)).map_err(fail)?;
         catalog = plan_create(&catalog, &request, shards, next_id, created_ms).map_err(fail)?;

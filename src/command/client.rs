@@ -459,25 +459,11 @@ pub fn monitor_line(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Span;
-
-    fn args_of(words: &[&[u8]]) -> (Vec<u8>, Vec<Span>) {
-        let mut buf = Vec::new();
-        let mut spans = Vec::new();
-        for w in words {
-            let start = buf.len() as u32;
-            buf.extend_from_slice(w);
-            spans.push(Span {
-                start,
-                end: buf.len() as u32,
-            });
-        }
-        (buf, spans)
-    }
+    use crate::protocol::lay_out;
 
     fn kill(words: &[&str]) -> Result<Kill, String> {
         let words: Vec<&[u8]> = words.iter().map(|w| w.as_bytes()).collect();
-        let (buf, spans) = args_of(&words);
+        let (buf, spans) = lay_out(&words);
         let acl = Acl::default();
         parse_kill(&Args::new(&buf, &spans), &acl, None).map_err(|e| e.to_string())
     }
@@ -518,7 +504,7 @@ mod tests {
             assert_eq!(kill(words).unwrap_err(), error, "{words:?}");
         }
         // A caller without ADMIN on `*` names only itself, existing user or not.
-        let (buf, spans) = args_of(&[b"CLIENT", b"KILL", b"USER", b"nobody"]);
+        let (buf, spans) = lay_out::<&[u8]>(&[b"CLIENT", b"KILL", b"USER", b"nobody"]);
         let refused = parse_kill(&Args::new(&buf, &spans), &Acl::default(), Some("bob"));
         assert_eq!(refused.unwrap_err().code(), "NOPERM");
     }
@@ -569,7 +555,7 @@ mod tests {
     #[test]
     fn monitor_lines_redact_credentials() {
         let line = |words: &[&[u8]], id: CommandId, skip: Option<usize>| {
-            let (buf, spans) = args_of(words);
+            let (buf, spans) = lay_out(words);
             let mut out = Vec::new();
             let at =
                 SystemTime::UNIX_EPOCH + std::time::Duration::from_micros(1_700_000_000_000_042);

@@ -511,7 +511,7 @@ pub(super) fn keys<'a>(
 pub(crate) mod tests {
     use super::*;
     use crate::catalog::PartitionOptions;
-    use crate::protocol::{Protocol, Span};
+    use crate::protocol::Protocol;
     use crate::store::Schema;
     use std::sync::Arc;
 
@@ -547,16 +547,7 @@ pub(crate) mod tests {
 
     /// [`run_with`] under a quota.
     fn run_quota(p: &mut Partition, quota: &Quota, words: &[&str], limits: DataLimits) -> String {
-        let mut buf = Vec::new();
-        let mut spans = Vec::new();
-        for w in words {
-            let start = buf.len() as u32;
-            buf.extend_from_slice(w.as_bytes());
-            spans.push(Span {
-                start,
-                end: buf.len() as u32,
-            });
-        }
+        let (buf, spans) = crate::protocol::lay_out(words);
         let args = Args::new(&buf, &spans);
         let spec = crate::command::lookup(&args).expect("known command");
         let mut out = Vec::new();
@@ -619,16 +610,7 @@ pub(crate) mod tests {
             max_reply: 1 << 20,
         };
         let exec = |p: &mut Partition, words: &[&str]| {
-            let buf: Vec<u8> = words.concat().into_bytes();
-            let mut spans = Vec::new();
-            let mut at = 0u32;
-            for w in words {
-                spans.push(Span {
-                    start: at,
-                    end: at + w.len() as u32,
-                });
-                at += w.len() as u32;
-            }
+            let (buf, spans) = crate::protocol::lay_out(words);
             let args = Args::new(&buf, &spans);
             let spec = crate::command::lookup(&args).expect("known command");
             let mut out = Vec::new();

@@ -367,19 +367,9 @@ fn histogram(args: &Args, view: &ServerView, w: &mut ReplyWriter) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Span;
 
     fn args_of(words: &[&str], f: impl FnOnce(&Args) -> Option<Query>) -> Option<Query> {
-        let mut buf = Vec::new();
-        let mut spans = Vec::new();
-        for w in words {
-            let start = buf.len() as u32;
-            buf.extend_from_slice(w.as_bytes());
-            spans.push(Span {
-                start,
-                end: buf.len() as u32,
-            });
-        }
+        let (buf, spans) = crate::protocol::lay_out(words);
         f(&Args::new(&buf, &spans))
     }
 

@@ -474,19 +474,10 @@ pub fn stats_command(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Span;
 
     fn with_args<T>(line: &str, f: impl FnOnce(&Args) -> T) -> T {
-        let mut buf = Vec::new();
-        let mut spans = Vec::new();
-        for w in line.split(' ') {
-            let start = buf.len() as u32;
-            buf.extend_from_slice(w.as_bytes());
-            spans.push(Span {
-                start,
-                end: buf.len() as u32,
-            });
-        }
+        let words: Vec<&str> = line.split(' ').collect();
+        let (buf, spans) = crate::protocol::lay_out(&words);
         f(&Args::new(&buf, &spans))
     }
 

@@ -17,6 +17,22 @@ pub struct Args<'a> {
     spans: &'a [Span],
 }
 
+/// `words` laid out as a parsed request's are: one buffer, a span per word (for [`Args::new`];
+/// a request GoKV makes itself, like `--databases`' CREATEs, and tests and benchmarks).
+pub fn lay_out<W: AsRef<[u8]>>(words: &[W]) -> (Vec<u8>, Vec<Span>) {
+    let mut buf = Vec::new();
+    let mut spans = Vec::with_capacity(words.len());
+    for word in words {
+        let start = buf.len() as u32;
+        buf.extend_from_slice(word.as_ref());
+        spans.push(Span {
+            start,
+            end: buf.len() as u32,
+        });
+    }
+    (buf, spans)
+}
+
 impl<'a> Args<'a> {
     #[inline]
     pub fn new(buf: &'a [u8], spans: &'a [Span]) -> Self {
