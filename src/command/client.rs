@@ -298,6 +298,8 @@ pub struct ClientLine<'a> {
     pub idle_secs: u64,
     pub flags: &'a str,
     pub db: &'a str,
+    /// Commands queued since MULTI; -1 outside a transaction (Redis's value).
+    pub multi: i64,
     pub qbuf: usize,
     pub qbuf_free: usize,
     pub rbs: usize,
@@ -325,7 +327,7 @@ pub fn command_name(cmd: Option<CommandId>) -> String {
 
 /// Appends one `CLIENT LIST` line (with its `\n`), Redis 7.2's fields in its order
 /// (`catClientInfoString`), then GoKV's `shard`. What GoKV lacks is Redis's value for "none":
-/// `sub`, `psub`, `ssub` 0 (no Pub/Sub), `multi` -1 (no MULTI), `argv-mem` and `multi-mem`
+/// `sub`, `psub`, `ssub` 0 (no Pub/Sub), `argv-mem` and `multi-mem`
 /// 0 (between commands no argument is held), `redir` -1 (no tracking). `rbp` (the read
 /// buffer's peak) is its size: the buffer only shrinks once empty.
 pub fn write_line(out: &mut String, c: &ClientLine) {
@@ -336,7 +338,7 @@ pub fn write_line(out: &mut String, c: &ClientLine) {
     let _ = writeln!(
         out,
         "id={} addr={} laddr={} fd={} name={name} age={} idle={} flags={} db={} sub=0 psub=0 \
-         ssub=0 multi=-1 qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs={} rbp={} obl={} \
+         ssub=0 multi={} qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs={} rbp={} obl={} \
          oll={} omem={} tot-mem={} events={} cmd={} user={} redir=-1 resp={} \
          lib-name={lib_name} lib-ver={lib_ver} shard={}",
         c.id,
@@ -347,6 +349,7 @@ pub fn write_line(out: &mut String, c: &ClientLine) {
         c.idle_secs,
         c.flags,
         c.db,
+        c.multi,
         c.qbuf,
         c.qbuf_free,
         c.rbs,

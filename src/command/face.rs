@@ -203,9 +203,12 @@ impl RedisForm {
                 Err(e) => Rewrite::Refused(e),
             };
         }
-        let Some(spec) = lookup_one_word(name)
-            .filter(|spec| spec.route() == Route::Partition && spec.partition_arg == Some(1))
-        else {
+        // WATCH runs on the shard's transaction path, but names its partition first as a data
+        // command does: `WATCH k` watches `k` of the selected partition.
+        let Some(spec) = lookup_one_word(name).filter(|spec| {
+            (spec.route() == Route::Partition || spec.id == super::CommandId::Watch)
+                && spec.partition_arg == Some(1)
+        }) else {
             return Rewrite::AsIs;
         };
         // Arity is checked here, on the Redis form, so that the error is Redis's text alone:
@@ -296,6 +299,8 @@ mod tests {
             )
         );
         assert_eq!(rewrite(&["dbsize"]).1, ["dbsize", "p"]);
+        assert_eq!(rewrite(&["WATCH", "a", "b"]).1, ["WATCH", "p", "a", "b"]);
+        assert_eq!(rewrite(&["UNWATCH"]).0, Rewrite::AsIs);
         assert_eq!(
             rewrite(&["MSET", "a", "1", "b", "2"]).1,
             ["MSET", "p", "a", "1", "b", "2"]

@@ -39,6 +39,7 @@ pub mod face;
 pub mod glob;
 pub mod keys;
 pub mod monitor;
+pub mod multi;
 pub mod partition;
 pub mod quota;
 pub mod replication;
@@ -113,15 +114,18 @@ pub mod flag {
     pub const ADMIN: u16 = 1 << 4;
     /// Answered while the server is loading.
     pub const LOADING: u16 = 1 << 5;
+    /// Refused between MULTI and EXEC (see `command::multi`).
+    pub const NO_MULTI: u16 = 1 << 6;
 
     /// Every flag with its `COMMAND INFO` name, in the order they are listed.
-    pub const NAMES: [(u16, &str); 6] = [
+    pub const NAMES: [(u16, &str); 7] = [
         (WRITE, "write"),
         (READONLY, "readonly"),
         (DENYOOM, "denyoom"),
         (FAST, "fast"),
         (ADMIN, "admin"),
         (LOADING, "loading"),
+        (NO_MULTI, "no_multi"),
     ];
 }
 
@@ -329,7 +333,7 @@ macro_rules! command_table {
     };
 }
 
-use flag::{ADMIN, DENYOOM, FAST, LOADING, READONLY, WRITE};
+use flag::{ADMIN, DENYOOM, FAST, LOADING, NO_MULTI, READONLY, WRITE};
 
 command_table! {
     Get => {
@@ -543,7 +547,7 @@ command_table! {
     // RESET takes it back. In Redis grammar FLUSHDB is FLUSH PARTITION of the selected one.
     Select => {
         usage: "SELECT <partition>",
-        name: "select", arity: 2, flags: FAST | LOADING, permission: Permission::Any,
+        name: "select", arity: 2, flags: FAST | LOADING | NO_MULTI, permission: Permission::Any,
         partition_arg: Some(1), keys: Keys::NONE, handler: Handler::Connection(face::select),
     },
     // Open, as Redis's: it logs the connection out, which needs no login.
@@ -624,7 +628,7 @@ command_table! {
     },
     Hello => {
         usage: "HELLO [protover [AUTH username password] [SETNAME clientname]]",
-        name: "hello", arity: -1, flags: FAST, permission: Permission::Open,
+        name: "hello", arity: -1, flags: FAST | NO_MULTI, permission: Permission::Open,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::hello),
     },
     Command => {
@@ -674,7 +678,7 @@ command_table! {
     // Every command any shard runs, as Redis 7 shows it (shard/clients.rs).
     Monitor => {
         usage: "MONITOR",
-        name: "monitor", arity: 1, flags: ADMIN, permission: Permission::AdminAll,
+        name: "monitor", arity: 1, flags: ADMIN | NO_MULTI, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(client::shard_path),
     },
     Info => {
@@ -711,6 +715,33 @@ command_table! {
         name: "debug", arity: -2, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::debug),
     },
+    // Transactions (multi.rs; the shard runs them, shard/transaction.rs). WATCH names its
+    // partition first, as a data command does.
+    Multi => {
+        usage: "MULTI",
+        name: "multi", arity: 1, flags: FAST | LOADING, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(multi::shard_path),
+    },
+    Exec => {
+        usage: "EXEC",
+        name: "exec", arity: 1, flags: LOADING, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(multi::shard_path),
+    },
+    Discard => {
+        usage: "DISCARD",
+        name: "discard", arity: 1, flags: FAST | LOADING, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(multi::shard_path),
+    },
+    Watch => {
+        usage: "WATCH <partition> <key> [key ...]",
+        name: "watch", arity: -3, flags: FAST | LOADING, permission: Permission::Read,
+        partition_arg: Some(1), keys: Keys::ALL, handler: Handler::Connection(multi::shard_path),
+    },
+    Unwatch => {
+        usage: "UNWATCH",
+        name: "unwatch", arity: 1, flags: FAST | LOADING, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(multi::shard_path),
+    },
     // Replication (replication.rs; the design in crate::replication).
     ReplicaOf => {
         usage: "REPLICAOF <host|NO> <port|ONE>",
@@ -735,19 +766,19 @@ command_table! {
     // A replica's handshake: the connection becomes its feed once this is answered.
     ReplSync => {
         usage: "REPLSYNC <listening-port> <replid>",
-        name: "replsync", arity: 3, flags: ADMIN, permission: Permission::AdminAll,
+        name: "replsync", arity: 3, flags: ADMIN | NO_MULTI, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::replsync),
     },
     // AUTH and LOGIN (and HELLO ... AUTH) take the shard's login path before any handler;
     // theirs only answers if that ever stops being so.
     Auth => {
         usage: "AUTH [username] <password>",
-        name: "auth", arity: -2, flags: FAST, permission: Permission::Open,
+        name: "auth", arity: -2, flags: FAST | NO_MULTI, permission: Permission::Open,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(user::login_path),
     },
     Login => {
         usage: "LOGIN <username> <password>",
-        name: "login", arity: 3, flags: FAST, permission: Permission::Open,
+        name: "login", arity: 3, flags: FAST | NO_MULTI, permission: Permission::Open,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(user::login_path),
     },
     Whoami => {

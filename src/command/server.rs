@@ -69,6 +69,15 @@ pub struct Session {
     pub last_partition: u64,
     /// In MONITOR mode (`shard::clients`): sees every command, may not touch the keyspace.
     pub monitoring: bool,
+    /// Between MULTI and EXEC: the queued commands (`command::multi`). `None` is all a
+    /// request outside a transaction tests.
+    pub multi: Option<Box<super::multi::Transaction>>,
+    /// The partition whose keys WATCH watches, until EXEC, DISCARD, UNWATCH or RESET.
+    pub watching: Option<Box<super::multi::Watching>>,
+    /// An EXEC waiting behind the barrier for its partition's shard, with server commands
+    /// to run once the partition's part is back (`shard::transaction`): its reply slot and
+    /// the queue.
+    pub exec_pending: Option<Box<(u64, super::multi::Transaction)>>,
 }
 
 /// Failed logins in a row after which the connection is closed: enough for a person to

@@ -79,6 +79,14 @@ impl<'a> ReplyWriter<'a> {
         }
     }
 
+    /// The null array (EXEC after a WATCH conflict): `*-1` in RESP2, `_` in RESP3.
+    pub fn null_array(&mut self) {
+        match self.protocol {
+            Protocol::Resp2 => self.buf.extend_from_slice(b"*-1\r\n"),
+            Protocol::Resp3 => self.buf.extend_from_slice(b"_\r\n"),
+        }
+    }
+
     #[inline]
     pub fn array(&mut self, len: usize) {
         self.header(b'*', len);

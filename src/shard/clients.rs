@@ -377,6 +377,9 @@ impl Core {
         if conn.closing {
             flags.push('c');
         }
+        if session.multi.is_some() {
+            flags.push('x');
+        }
         if flags.is_empty() {
             flags.push('N');
         }
@@ -405,6 +408,7 @@ impl Core {
                     .as_secs(),
                 flags: &flags,
                 db: &db,
+                multi: session.multi.as_ref().map_or(-1, |tx| tx.len() as i64),
                 qbuf: conn.rend - conn.rstart,
                 qbuf_free: conn.rbuf.len() - conn.rend,
                 rbs: conn.rbuf.len(),

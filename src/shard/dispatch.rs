@@ -23,7 +23,7 @@ use super::connection;
 use super::durability::{not_applied, DirtyPartitions, Durability, LocalPartition};
 use super::mailbox::{self, Change, ConnRef, Message, ReplyTo};
 use super::routes::Target;
-use super::Core;
+use super::{transaction, Core};
 
 impl Core {
     /// Runs one request: here, on another shard, on the coordinator, or (a login) on the
@@ -63,6 +63,7 @@ impl Core {
                 return false;
             }
             Err(e) => {
+                transaction::spoil(session);
                 replies.push_ready(protocol, |w| e.write_to(w));
                 return false;
             }
@@ -71,6 +72,7 @@ impl Core {
         session.last_command = Some(spec);
         if let Err(e) = authorize(spec, args, session.user.as_deref(), &self.catalog) {
             self.shared.metrics.shards[self.id].command_stats[spec.id as usize].rejected();
+            transaction::spoil(session);
             replies.push_ready(protocol, |w| e.write_to(w));
             return false;
         }
@@ -80,7 +82,13 @@ impl Core {
         // user-space instructions per request (`scripts/count-instructions.sh`, two runs
         // each; the spread is how a run's passes batch the requests).
         if spec.is_write() && self.shared.replication.is_replica() {
+            transaction::spoil(session);
             replies.push_ready(protocol, |w| CommandError::ReadOnly.write_to(w));
+            return false;
+        }
+        // Between MULTI and EXEC: queued (`transaction`). Outside, this one test.
+        if session.multi.is_some() && !transaction::runs_in_multi(spec.id) {
+            self.queue(spec, args, session, replies);
             return false;
         }
         match spec.handler {
@@ -162,6 +170,22 @@ impl Core {
                 }
             }
             Handler::Connection(run) => {
+                // MULTI, EXEC, DISCARD, WATCH, UNWATCH: see `transaction`.
+                if let CommandId::Multi
+                | CommandId::Exec
+                | CommandId::Discard
+                | CommandId::Watch
+                | CommandId::Unwatch = spec.id
+                {
+                    return self.transaction_command(
+                        affinity, conn_ref, spec, args, session, replies, barrier,
+                    );
+                }
+                // RESET ends a transaction and its watches too (its handler does the rest).
+                if spec.id == CommandId::Reset {
+                    session.multi = None;
+                    self.unwatch_all(conn_ref, session);
+                }
                 // Partitions on every shard, answered as one reply: see `flushall`.
                 if spec.id == CommandId::FlushAll {
                     self.flush_all(conn_ref, args, session, replies);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::acl::User;
 use crate::command::access::authorize;
 use crate::command::error::printable;
-use crate::command::{lookup, CommandError};
+use crate::command::{lookup, CommandError, Handler};
 use crate::metrics::ShardMetrics;
 use crate::protocol::ReplyWriter;
 
@@ -21,7 +21,7 @@ use super::durability::{not_applied, Durability};
 use super::input::prefetch_keys;
 use super::mailbox::{self, ConnRef, Message, ReplyBatch, RequestBatch};
 use super::routes::Target;
-use super::{Core, Shard, COORDINATOR};
+use super::{transaction, Core, Shard, COORDINATOR};
 
 /// A batch of forwarded requests, run from `next` on.
 pub(super) struct Forwarded {
@@ -41,6 +41,15 @@ impl Shard {
                 Some(conn) if conn.conn_ref == reply.conn => {
                     if reply.over_output_limit {
                         conn.over_output_limit = true;
+                    } else if conn.barrier
+                        && conn
+                            .session
+                            .exec_pending
+                            .as_ref()
+                            .is_some_and(|p| p.0 == reply.seq)
+                    {
+                        // A transaction's data part: its server commands run now.
+                        self.core.finish_exec(conn, bytes);
                     } else {
                         conn.replies.fill(reply.seq, bytes);
                     }
@@ -153,6 +162,43 @@ impl Core {
                 .shared
                 .data_limits((request.max_reply as usize).saturating_sub(built));
             let start = out.buf.len();
+            let spec = request.command.spec();
+            // WATCH, UNWATCH and EXEC of another shard's connection (`transaction`): out of
+            // line, and authorized command by command there.
+            if let Handler::Connection(_) = spec.handler {
+                let owner = transaction::Owner {
+                    routes: &mut self.routes,
+                    watches: &mut self.watches,
+                    commit: &mut self.commit,
+                    acl: &self.acl,
+                    catalog: &self.catalog,
+                    shared: &self.shared,
+                    shard: self.id,
+                    from,
+                    reply_index: out.replies.len(),
+                };
+                let result = transaction::run_forwarded(owner, request, &args, &mut out.buf);
+                let over_output_limit = matches!(result, Err(CommandError::ReplyTooLarge));
+                if let Err(e) = result {
+                    out.buf.truncate(start);
+                    if !over_output_limit {
+                        e.write_to(&mut ReplyWriter::new(&mut out.buf, request.protocol));
+                    }
+                }
+                let built = if over_output_limit {
+                    usize::MAX
+                } else {
+                    built.saturating_add(out.buf.len() - start)
+                };
+                work.run = Some((request.conn, built));
+                out.replies.push(mailbox::ForwardedReply {
+                    conn: request.conn,
+                    seq: request.seq,
+                    end: out.buf.len() as u64,
+                    over_output_limit,
+                });
+                continue;
+            }
             let mut w = ReplyWriter::new(&mut out.buf, request.protocol);
             let allowed = if request.acl_version < self.acl.version {
                 let user = match &reauthorized {
@@ -168,7 +214,6 @@ impl Core {
             } else {
                 Ok(())
             };
-            let spec = request.command.spec();
             let result = match self.routes.get_mut(spec.partition_name(&args)) {
                 _ if allowed.is_err() => allowed,
                 Some(Target::Local(local)) if local.id == request.partition => match &mut local.log

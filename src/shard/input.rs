@@ -265,6 +265,7 @@ impl Core {
                                 Rewrite::AsIs => (args, None),
                                 Rewrite::Rewritten(spec) => (form.args(), Some(spec)),
                                 Rewrite::Refused(e) => {
+                                    super::transaction::spoil(&mut conn.session);
                                     let protocol = conn.session.protocol;
                                     conn.replies.push_ready(protocol, |w| e.write_to(w));
                                     conn.rstart = base + frame.end;

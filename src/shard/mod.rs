@@ -115,6 +115,7 @@ mod routes;
 mod session;
 mod shutdown;
 mod tls;
+mod transaction;
 
 pub use clients::Monitors;
 pub use shutdown::Shutdown;
@@ -253,6 +254,8 @@ struct Core {
     monitor_feed: Vec<u8>,
     /// This shard's connections in MONITOR mode.
     monitor_conns: Vec<ConnRef>,
+    /// Connections' WATCHes of this shard's partitions (`transaction`).
+    watches: transaction::Watches,
 }
 
 pub struct Shard {
@@ -324,6 +327,7 @@ impl Shard {
             gathers: Vec::new(),
             monitor_feed: Vec::new(),
             monitor_conns: Vec::new(),
+            watches: Default::default(),
         };
         core.recover(&catalog)?;
         // At startup no persist change is pending (recovery opened every durable partition).
@@ -443,6 +447,9 @@ impl Shard {
         }
         if conn.session.monitoring {
             self.core.monitor_gone(conn.conn_ref);
+        }
+        if conn.session.watching.is_some() {
+            self.core.unwatch_all(conn.conn_ref, &mut conn.session);
         }
         let metrics = &self.core.shared.metrics.shards[self.core.id];
         ShardMetrics::sub(&metrics.connections, 1);

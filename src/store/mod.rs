@@ -11,6 +11,7 @@ pub mod memory;
 pub mod partition;
 pub mod stats;
 pub mod table;
+pub mod watch;
 
 pub use eviction::Eviction;
 pub use memory::MemoryBudget;

@@ -38,6 +38,7 @@ use super::clock;
 use super::eviction::{Eviction, Pool, SAMPLES};
 use super::memory::{entry_size, INT_VALUE_SIZE};
 use super::table::{EntryRef, SweepStep, Table};
+use super::watch::WatchedKeys;
 use super::{parse_canonical_i64, PartitionStats, Schema};
 
 /// A value as read from a partition.
@@ -123,6 +124,9 @@ pub struct Partition {
     stats: Arc<PartitionStats>,
     /// Estimated bytes of the entries (see [`super::memory`]).
     used: u64,
+    /// The versions of the keys connections WATCH, while any is watched (see
+    /// [`super::watch`]): a store into a key tests only this `None` otherwise.
+    watched: Option<Box<WatchedKeys>>,
 }
 
 #[inline]
@@ -195,6 +199,36 @@ impl Partition {
             table: Table::default(),
             stats,
             used: 0,
+            watched: None,
+        }
+    }
+
+    /// One more watch on `key` (WATCH); returns its version (see [`super::watch`]).
+    pub fn watch(&mut self, key: &[u8]) -> u64 {
+        self.watched.get_or_insert_with(Default::default).watch(key)
+    }
+
+    /// One watch less on `key` (UNWATCH, EXEC, DISCARD, a closed connection).
+    pub fn unwatch(&mut self, key: &[u8]) {
+        if let Some(watched) = &mut self.watched {
+            if watched.unwatch(key) {
+                self.watched = None;
+            }
+        }
+    }
+
+    /// The version of a watched key; `None` when nobody watches it.
+    pub fn watch_version(&self, key: &[u8]) -> Option<u64> {
+        self.watched.as_ref()?.version(key)
+    }
+
+    /// A store into `key`: bumps its version if it is watched (out of line: a partition
+    /// nobody watches pays the test in the callers only).
+    #[cold]
+    #[inline(never)]
+    fn changed(&mut self, key: &[u8]) {
+        if let Some(watched) = &mut self.watched {
+            watched.changed(key);
         }
     }
 
@@ -506,6 +540,9 @@ impl Partition {
 
     #[inline]
     fn insert(&mut self, key: &[u8], value: &[u8], deadline: Option<u64>) {
+        if self.watched.is_some() {
+            self.changed(key);
+        }
         let old = self.table.insert_entry(key, value, deadline);
         self.account(
             key,
@@ -564,6 +601,9 @@ impl Partition {
             return false;
         };
         let len = entry.value.len();
+        if self.watched.is_some() {
+            self.changed(key);
+        }
         self.table.set_deadline(key, deadline);
         self.account(
             key,
@@ -735,6 +775,9 @@ impl Partition {
                             .checked_add(delta)
                             .ok_or(IncrError::Overflow)?;
                         raw.copy_from_slice(&value.to_le_bytes());
+                        if self.watched.is_some() {
+                            self.changed(key);
+                        }
                         return Ok(value);
                     }
                 }
