@@ -753,3 +753,51 @@ fn redis_py_transactions_run_unchanged_on_the_redis_face() {
         );
     }
 }
+
+/// Sentinel's failover, as `sentinel.c` sends it: server commands only, on the connection's
+/// shard, one element each; the caller survives its own CLIENT KILL.
+#[test]
+fn sentinel_s_failover_transaction_answers_one_element_per_command() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut c = server.raw();
+    c.call_ok(&["MULTI"]);
+    for words in [
+        &["SLAVEOF", "NO", "ONE"][..],
+        &["CONFIG", "REWRITE"],
+        &["CLIENT", "KILL", "TYPE", "normal"],
+        &["CLIENT", "KILL", "TYPE", "pubsub"],
+    ] {
+        assert_eq!(c.call(words), b"+QUEUED\r\n", "{words:?}");
+    }
+    let reply = c.call_value(&["EXEC"]);
+    assert_eq!(reply.items().len(), 4, "{reply:?}");
+    assert_eq!(reply.items()[0], common::Resp::Simple(b"OK".to_vec()));
+    assert_eq!(c.call(&["PING"]), b"+PONG\r\n");
+}
+
+/// As Redis 7, permissions are checked again when EXEC runs: a command whose permission was
+/// revoked after it queued answers NOPERM in its place, the others run.
+#[test]
+fn a_revoke_between_queue_and_exec_refuses_that_command_only() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut admin = server.raw();
+    let [p0, p1] = partitions(&server);
+    admin.call_ok(&["CREATE", "USER", "app", "pw"]);
+    for p in [&p0, &p1] {
+        admin.call_ok(&["GRANT", "READ", "ON", p, "TO", "app"]);
+        admin.call_ok(&["GRANT", "WRITE", "ON", p, "TO", "app"]);
+    }
+    for p in [&p0, &p1] {
+        for mut app in [server.login("app", "pw"), server.login("app", "pw")] {
+            admin.call_ok(&["GRANT", "WRITE", "ON", p, "TO", "app"]);
+            app.call_ok(&["MULTI"]);
+            app.call(&["SET", p, "k", "v"]);
+            app.call(&["GET", p, "k"]);
+            admin.call_ok(&["REVOKE", "WRITE", "ON", p, "FROM", "app"]);
+            let reply = app.call_value(&["EXEC"]);
+            let items = reply.items();
+            assert!(items[0].is_error_code("NOPERM"), "{p}: {reply:?}");
+            assert_eq!(items[1], common::Resp::Bulk(None), "{p}");
+        }
+    }
+}

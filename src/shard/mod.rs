@@ -53,6 +53,7 @@
 //! - `session`: logins, changes waited for behind a barrier, ACL versions, migration;
 //! - `replicate`: replication's shard side: feeds to replicas, full-sync walks, the commit's
 //!   frames, and (on a replica) applying what the link sends ([`crate::replication`]);
+//! - `transaction`: MULTI's queue, EXEC run in one go on the partition's shard, WATCH;
 //! - `clients`: CLIENT LIST, INFO and KILL across shards, and MONITOR's lines;
 //! - `routes`: where each partition lives, and applying a new catalog;
 //! - `housekeeping/`: the per-pass steps no request asks for, one file each;
@@ -83,6 +84,8 @@
 //!   to the configured limits happens between two requests, the moment a login succeeds.
 //! - Requests waiting for other shards: at most `input::MAX_IN_FLIGHT`; reading pauses past
 //!   it.
+//! - A MULTI queue: at most the `client-output-limit` of arguments (`command::multi`);
+//!   watched keys: at most `transaction::MAX_WATCH_BYTES`, kept on the partition's shard.
 //! - Output: reading pauses while `input::OUTPUT_HIGH_WATER` bytes are unwritten, so a client
 //!   that pipelines without reading costs little. What can still pile up is replies already on
 //!   their way: one large read, or forwarded replies coming back. For those the

@@ -629,6 +629,16 @@ pub(super) fn run_forwarded(
         _ => return Err(CommandError::NoPartition(printable(name))),
     };
     if request.command == CommandId::Watch {
+        // A REVOKE answered since it left stops it, as any forwarded read.
+        if request.acl_version < owner.acl.version {
+            let user = owner.acl.user_by_id(request.user);
+            authorize(
+                CommandId::Watch.spec(),
+                args,
+                user.map(|u| &**u),
+                owner.catalog,
+            )?;
+        }
         let keys = (3..args.len()).map(|i| args.get(i));
         owner.watches.watch(local, client, keys)?;
         ReplyWriter::new(buf, request.protocol).ok();
