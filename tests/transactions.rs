@@ -632,7 +632,7 @@ fn a_transaction_reaches_a_replica_whole_and_writes_in_multi_on_a_replica_are_re
 fn the_queue_and_the_watched_keys_are_bounded() {
     let server = Server::start(&["--shards", "2", "--client-output-limit", "1mb"]);
     let mut c = server.raw();
-    let (_, p1) = c.one_partition_per_shard();
+    let (p0, p1) = c.one_partition_per_shard();
     let value = "v".repeat(100 * 1024);
     c.call_ok(&["MULTI"]);
     let mut refused = None;
@@ -675,6 +675,21 @@ fn the_queue_and_the_watched_keys_are_bounded() {
     let mut c = server.raw();
     for i in 0..10 {
         c.call_ok(&["WATCH", &p1, &format!("{key}{i}")]);
+    }
+    // EXEC's reply counts against the output limit as a whole: three reads of 400 KiB pass
+    // 1 MiB, and the connection is closed rather than answered, on either shard.
+    let mut admin = server.raw();
+    let (q0, q1) = (p0, p1.clone());
+    let big = "b".repeat(400 * 1024);
+    for p in [&q0, &q1] {
+        admin.call_ok(&["SET", p, "big", &big]);
+        let mut c = server.raw();
+        c.call_ok(&["MULTI"]);
+        for _ in 0..3 {
+            c.call(&["GET", p, "big"]);
+        }
+        c.send(&cmd(&["EXEC"]));
+        c.expect_closed();
     }
 }
 
