@@ -309,6 +309,10 @@ const MATRIX: &[(&str, [bool; 5])] = &[
     ("LATENCY LATEST", [false, false, false, false, true]),
     ("LATENCY HISTOGRAM", [false, false, false, false, true]),
     ("PING", [true; 5]),
+    // (EXEC and DISCARD alone answer "without MULTI"; their permission is MULTI's.)
+    ("MULTI", [true; 5]),
+    ("WATCH p k k2", [false, true, false, true, true]),
+    ("UNWATCH", [true; 5]),
     ("HELLO 2", [true; 5]),
     ("AUTH v vpw", [true; 5]),
     ("LOGIN v vpw", [true; 5]),
