@@ -296,14 +296,14 @@ fn watch_conflicts_match_redis() {
         }
     }
     // The watcher's own write counts too; EXEC, DISCARD and UNWATCH forget the watches.
-    for c in gokv.iter_mut() {
+    for (c, other) in gokv.iter_mut().zip(others.iter_mut()) {
         c.call(&["WATCH", "k"]);
         c.call(&["SET", "k", "1"]);
         c.call(&["MULTI"]);
         assert_eq!(c.call(&["EXEC"]), b"*-1\r\n");
         for forget in [&["UNWATCH"][..], &["DISCARD"]] {
             c.call(&["WATCH", "k"]);
-            others[0].call(&["SET", "k", "2"]);
+            other.call(&["SET", "k", "2"]);
             if forget == ["DISCARD"] {
                 c.call(&["MULTI"]);
             }

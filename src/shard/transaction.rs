@@ -728,3 +728,36 @@ pub(super) fn run_forwarded(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts_of(elements: &[&[u8]]) -> Vec<u8> {
+        let mut out = vec![PARTS];
+        for e in elements {
+            out.extend_from_slice(&(e.len() as u64).to_le_bytes());
+            out.extend_from_slice(e);
+        }
+        out
+    }
+
+    #[test]
+    fn parts_decode_and_anything_else_is_answered_as_it_came() {
+        let reply = parts_of(&[b"+OK\r\n", b"", b":1\r\n"]);
+        assert_eq!(
+            decode_parts(&reply),
+            Some(vec![&b"+OK\r\n"[..], b"", b":1\r\n"])
+        );
+        assert_eq!(decode_parts(&parts_of(&[])), Some(vec![]));
+        // Nil, an error (IOERR patched in by a failed commit): not parts.
+        for other in [&b"*-1\r\n"[..], b"_\r\n", b"-IOERR fsync failed\r\n", b""] {
+            assert_eq!(decode_parts(other), None);
+        }
+        // A length past the end, or cut short: refused, never a panic.
+        let mut bad = parts_of(&[b"+OK\r\n"]);
+        bad.truncate(bad.len() - 1);
+        assert_eq!(decode_parts(&bad), None);
+        assert_eq!(decode_parts(&[PARTS, 1, 2, 3]), None);
+    }
+}
