@@ -451,7 +451,8 @@ impl Shard {
         if let Some(port) = conn.session.replica_port {
             match conn.socket {
                 crate::tls::stream::Transport::Plain(socket) => {
-                    self.become_feed(socket, conn.peer, port)
+                    let resume = conn.session.replica_resume.take();
+                    self.become_feed(socket, conn.peer, port, resume)
                 }
                 // (Replicas link in plain TCP: only a hand-made client gets here.)
                 crate::tls::stream::Transport::Tls(_) => log::warn!(
