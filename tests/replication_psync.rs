@@ -294,6 +294,43 @@ fn a_backlog_too_small_for_the_outage_resends_only_what_it_lost() {
     assert!(log.contains("cannot resume from offset"), "{log}");
 }
 
+/// A replica that stops reading (SIGSTOP) is dropped by the primary past `--repl-buffer`;
+/// on SIGCONT it reconnects and asks to resume: the partition written meanwhile lost more
+/// than the backlog holds (at most half the buffer) and is sent whole, the quiet one is
+/// resumed.
+#[test]
+fn a_replica_dropped_for_a_full_buffer_resumes_what_the_backlog_still_holds() {
+    let primary = Server::start(&["--shards", "1", "--repl-buffer", "1mb"]);
+    let mut p = primary.client();
+    q_ok::<()>(&mut p, &["CREATE", "PARTITION", "busy", "STRING", "MEMORY"]);
+    q_ok::<()>(&mut p, &["CREATE", "PARTITION", "quiet", "INT", "MEMORY"]);
+    let replica = start_replica(primary.port(), &[]);
+    let mut r = replica_client(&replica);
+    converge(&mut p, &mut r);
+    q_ok::<i64>(&mut p, &["INCRBY", "quiet", "n", "5"]);
+    q_ok::<()>(&mut p, &["SET", "busy", "before", "1"]);
+    converge(&mut p, &mut r);
+    assert_eq!(
+        info(&mut p, "replication", "repl_backlog_size").as_deref(),
+        Some("524288"),
+        "the backlog is at most half of --repl-buffer"
+    );
+    signal(replica.pid(), "-STOP");
+    let value = "v".repeat(1000);
+    for i in 0..30_000 {
+        q_ok::<()>(&mut p, &["SET", "busy", &format!("k{i}"), &value]);
+    }
+    let log = primary.log_text_once_it_contains("dropping replica");
+    assert!(log.contains("past --repl-buffer"), "{log}");
+    signal(replica.pid(), "-CONT");
+    syncs_become(&mut p, (2, 0, 1));
+    converge(&mut p, &mut r);
+    same_partition(&mut p, &mut r, "busy");
+    same_partition(&mut p, &mut r, "quiet");
+    let log = replica.log_text_once_it_contains("1 partitions resumed, 1 sent whole");
+    assert!(log.contains("partial resync"), "{log}");
+}
+
 /// A primary started by hand on a fixed port and data directory, so that a restart comes
 /// back at the same address with the same replication id; killed on drop.
 struct FixedPrimary(std::process::Child);
