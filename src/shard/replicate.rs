@@ -35,6 +35,9 @@ const WALK_SCAN_KEYS: usize = 32;
 /// of the feed's bound if that is less (`Feed::snapshot_room`): a step stays well under a
 /// millisecond.
 const WALK_STEP_BYTES: usize = 1 << 20;
+/// Partitions a shard says why it could not resume, per replica link (the rest counted in one
+/// line): a shard of thousands of partitions logs a few lines, not thousands.
+const MISSES_LOGGED: usize = 4;
 
 /// This shard's feeds and the frames of the pass.
 #[derive(Default)]
@@ -187,9 +190,25 @@ impl Core {
             state.backlog.active.store(true, Ordering::Relaxed);
         }
         let asked = feed.resume.get();
+        // The replays of every partition asked for, from one walk over the backlog.
+        let mut replays = match (asked, &self.feeds.backlog) {
+            (Some(asked), Some(backlog)) if !asked.offsets.is_empty() => {
+                backlog.resume_all(self.routes.values().filter_map(|t| {
+                    match t {
+                        Target::Local(local) => asked
+                            .offsets
+                            .get(&local.id)
+                            .map(|&from| (local.id, from, local.repl_offset)),
+                        Target::Remote { .. } => None,
+                    }
+                }))
+            }
+            _ => hashbrown::HashMap::new(),
+        };
         let mut frames = Vec::new();
         let mut walks = VecDeque::new();
         let mut resumed = 0;
+        let mut misses = 0;
         for (name, target) in self.routes.iter_mut() {
             if let Target::Local(local) = target {
                 match &mut local.log {
@@ -199,27 +218,28 @@ impl Core {
                     Durability::Logged(log) => log.journal.set_replicated(true),
                     _ => {}
                 }
-                let from = asked.and_then(|a| a.offsets.get(&local.id).copied());
-                let replay = match (from, &self.feeds.backlog) {
-                    (Some(from), Some(backlog)) => {
-                        match backlog.resume(local.id, from, local.repl_offset) {
-                            Ok(replay) => Some((from, replay)),
-                            Err(miss) => {
-                                log::info!(
-                                    "shard {}: partition {} cannot resume from offset {from} \
-                                     for replica {} ({miss:?}; the backlog holds it from {} \
-                                     to {}): sent whole",
-                                    self.id,
-                                    local.id,
-                                    feed.id,
-                                    backlog.base(local.id),
-                                    local.repl_offset
-                                );
-                                None
-                            }
+                let replay = match replays.remove(&local.id) {
+                    Some(Ok(replay)) => asked
+                        .and_then(|a| a.offsets.get(&local.id).copied())
+                        .map(|from| (from, replay)),
+                    Some(Err(miss)) => {
+                        misses += 1;
+                        if misses <= MISSES_LOGGED {
+                            log::info!(
+                                "shard {}: partition {} cannot resume from offset {} for \
+                                 replica {} ({miss:?}; the backlog holds it from {} to {}): \
+                                 sent whole",
+                                self.id,
+                                local.id,
+                                asked.and_then(|a| a.offsets.get(&local.id)).unwrap_or(&0),
+                                feed.id,
+                                self.feeds.backlog.as_ref().map_or(0, |b| b.base(local.id)),
+                                local.repl_offset
+                            );
                         }
+                        None
                     }
-                    _ => None,
+                    None => None,
                 };
                 let numbers = [
                     self.id as u64,
@@ -248,6 +268,14 @@ impl Core {
                     }
                 }
             }
+        }
+        if misses > MISSES_LOGGED {
+            log::info!(
+                "shard {}: {} more partitions cannot resume for replica {}: sent whole",
+                self.id,
+                misses - MISSES_LOGGED,
+                feed.id
+            );
         }
         self.count_sync(&feed, resumed, walks.len());
         if walks.is_empty() {
