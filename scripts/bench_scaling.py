@@ -199,8 +199,9 @@ class Bench:
                       "yes", "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir",
                       self.state, "--io-threads", str(cfg.cores)]
         do_reads = ["--io-threads-do-reads", "yes"]
+        plain = argv
         if not (cfg.kind == "valkey" and self.valkey_no_do_reads):
-            argv += do_reads
+            argv = argv + do_reads
         try:
             server = Server(cfg.name, cfg.kind, argv, port, log, self.pidfile, None)
         except RuntimeError as e:
@@ -209,9 +210,10 @@ class Bench:
             if cfg.kind != "valkey" or self.valkey_no_do_reads:
                 raise RunFailed(str(e))
             self.valkey_no_do_reads = True
-            self.notes.append(f"{binary} refused `io-threads-do-reads yes` ({str(e)[:120]}...): "
-                              "Valkey started without it")
-            argv = [a for a in argv if a not in do_reads]
+            why = " ".join(str(e).split())[-160:]
+            self.notes.append(f"{binary} refused `io-threads-do-reads yes` (...{why}): Valkey "
+                              "started without it")
+            argv = plain
             server = Server(cfg.name, cfg.kind, argv, port, log, self.pidfile, None)
         self.commands.setdefault((cfg.name, "server"), shell_line(argv))
         return server
@@ -419,6 +421,9 @@ def bench(args, state, shard_counts, io_counts):
           f"per core), load average {machine['load_before']}; {len(configs)} configurations x "
           f"{args.rounds} round(s), about {per_instance * len(configs) * args.rounds:.0f} s",
           flush=True)
+    if per_instance * len(configs) * args.rounds > 480:
+        print("warning: that is over 8 minutes; --rounds 2, a shorter --duration or fewer "
+              "--shards/--io-threads bring it down", flush=True)
     if skipped:
         print(f"skipped (server CPUs + {args.min_load_cores} for the client > {ncpu}): "
               + ", ".join(skipped), flush=True)
