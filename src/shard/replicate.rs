@@ -152,11 +152,12 @@ impl Feeds {
         }
         state.shard_offsets[shard].store(self.offset, Ordering::Relaxed);
         let frames = Arc::new(std::mem::take(&mut self.out));
-        for a in &self.attached {
-            if a.feed.push(frames.clone()) {
-                a.feed.note_offset(shard, self.offset);
-            }
-        }
+        let offset = self.offset;
+        crate::replication::feed::push_to_all(
+            self.attached.iter().map(|a| &a.feed),
+            &frames,
+            |feed| feed.note_offset(shard, offset),
+        );
         if let Some(backlog) = &mut self.backlog {
             backlog.push(frames, std::mem::take(&mut self.subs));
             state.backlog.histlen[shard].store(backlog.histlen(), Ordering::Relaxed);
