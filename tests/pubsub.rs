@@ -325,8 +325,22 @@ fn channel_permissions_follow_partitions_and_die_with_revocation() {
     );
     assert_eq!(writer.call_value(&["PUBLISH", "app:x", "hi"]), Resp::Int(2));
     assert_eq!(read_messages(&mut reader, 2), ["hi", "hi"]);
-    // Another connection of the reader, not subscribed, is left alone by the revocation.
+    // Another connection of the reader, not subscribed, is left alone by the revocation. It
+    // sees only the channels it could subscribe to (no partition name leaks).
     let mut idle = server.login("reader", "pw");
+    let mut secret = server.raw();
+    secret.send(&cmd(&["SUBSCRIBE", "hidden:x"]));
+    secret.read_reply();
+    assert_eq!(idle.call_value(&["PUBSUB", "CHANNELS"]).texts(), ["app:x"]);
+    assert_eq!(
+        idle.call_value(&["PUBSUB", "NUMSUB", "hidden:x", "app:x"]),
+        Resp::Array(Some(vec![
+            Resp::Bulk(Some(b"hidden:x".to_vec())),
+            Resp::Int(0),
+            Resp::Bulk(Some(b"app:x".to_vec())),
+            Resp::Int(1),
+        ]))
+    );
     admin.call_ok(&["REVOKE", "READ", "ON", "app", "FROM", "reader"]);
     reader.drain_until_closed(Duration::from_secs(10));
     assert_eq!(writer.call_value(&["PUBLISH", "app:x", "m"]), Resp::Int(0));
@@ -401,21 +415,24 @@ fn publish_runs_on_a_read_only_replica() {
         "--primary-password",
         ADMIN_PASSWORD,
     ]);
-    // Its login may race the full sync's users: retried.
-    let mut sub = poll_until(Duration::from_secs(30), || {
-        let mut c = RawConn::connect(&replica.addr());
-        c.send(&cmd(&["AUTH", "admin", ADMIN_PASSWORD]));
-        (c.read_reply() == OK).then_some(c)
-    })
-    .expect("log in to the replica");
-    let mut c = replica.raw();
+    // A login may race the full sync's users (the same password, the primary's hash):
+    // retried.
+    let login = || {
+        poll_until(Duration::from_secs(30), || {
+            let mut c = RawConn::connect(&replica.addr());
+            c.send(&cmd(&["AUTH", "admin", ADMIN_PASSWORD]));
+            (c.read_reply() == OK).then_some(c)
+        })
+        .expect("log in to the replica")
+    };
+    // Synced (users included) once the link is up; the connections are made after that.
     poll_until(Duration::from_secs(30), || {
-        c.call_value(&["ROLE"]).items()[0]
-            .bytes()
-            .eq(b"slave")
-            .then_some(())
+        let info = login().call_value(&["INFO", "replication"]).text();
+        info.contains("master_link_status:up").then_some(())
     })
-    .expect("the replica reports its role");
+    .expect("the replica's link comes up");
+    let mut c = login();
+    let mut sub = login();
     sub.send(&cmd(&["SUBSCRIBE", "__sentinel__:hello"]));
     sub.read_reply();
     assert_eq!(

@@ -149,6 +149,11 @@ pub fn pattern_partition(pattern: &[u8]) -> Option<&[u8]> {
     channel_partition(pattern)
 }
 
+/// May `user` see `channel` in PUBSUB's answers (could it subscribe to it)?
+pub fn visible(user: Option<&User>, channel: &[u8]) -> bool {
+    user.is_some_and(|u| check_channel(u, channel, Perms::READ).is_ok())
+}
+
 /// May `user` subscribe to (`Perms::READ`) or publish on (`Perms::WRITE`) `channel`?
 pub fn check_channel(user: &User, channel: &[u8], needed: Perms) -> Result<(), CommandError> {
     check_target(user, channel_partition(channel), needed)
@@ -315,8 +320,16 @@ pub fn help(w: &mut ReplyWriter) {
     }
 }
 
-/// Every shard's answer merged into the one reply, in Redis 7's shape.
-pub fn merge(query: &Query, answers: Vec<Answer>, w: &mut ReplyWriter) {
+/// Every shard's answer merged into the one reply, in Redis 7's shape, for a caller that
+/// may see the channels `visible` allows: CHANNELS lists only those, NUMSUB counts 0 for any
+/// other (so that no channel, and so no partition name, leaks to a user without a grant on
+/// it); NUMPAT is a number and counts every pattern.
+pub fn merge(
+    query: &Query,
+    answers: Vec<Answer>,
+    visible: impl Fn(&[u8]) -> bool,
+    w: &mut ReplyWriter,
+) {
     match query {
         Query::Channels(_) | Query::NumPat => {
             let mut names: HashSet<Box<[u8]>> = HashSet::new();
@@ -328,6 +341,7 @@ pub fn merge(query: &Query, answers: Vec<Answer>, w: &mut ReplyWriter) {
             if *query == Query::NumPat {
                 w.integer(names.len() as i64);
             } else {
+                names.retain(|name| visible(name));
                 w.array(names.len());
                 for name in &names {
                     w.bulk(name);
@@ -347,7 +361,7 @@ pub fn merge(query: &Query, answers: Vec<Answer>, w: &mut ReplyWriter) {
             w.array(2 * channels.len());
             for (channel, n) in channels.iter().zip(counts) {
                 w.bulk(channel);
-                w.integer(n as i64);
+                w.integer(if visible(channel) { n as i64 } else { 0 });
             }
         }
     }
@@ -456,6 +470,7 @@ mod tests {
         merge(
             &q,
             vec![Answer::Counts(vec![1, 0]), Answer::Counts(vec![2, 0])],
+            |_| true,
             &mut ReplyWriter::new(&mut buf, Protocol::Resp2),
         );
         assert_eq!(buf, b"*4\r\n$1\r\na\r\n:3\r\n$1\r\nb\r\n:0\r\n");
@@ -466,8 +481,31 @@ mod tests {
                 Answer::Names(vec![b"x*"[..].into()]),
                 Answer::Names(vec![b"x*"[..].into(), b"y*"[..].into()]),
             ],
+            |_| false,
             &mut ReplyWriter::new(&mut buf, Protocol::Resp2),
         );
         assert_eq!(buf, b":2\r\n");
+        // What the caller may not subscribe to is neither listed nor counted.
+        let reader = user(Perms::NONE, &[("app", Perms::READ)]);
+        let visible = |c: &[u8]| super::visible(Some(&reader), c);
+        buf.clear();
+        merge(
+            &Query::Channels(None),
+            vec![Answer::Names(vec![
+                b"app:a"[..].into(),
+                b"secret:b"[..].into(),
+            ])],
+            visible,
+            &mut ReplyWriter::new(&mut buf, Protocol::Resp2),
+        );
+        assert_eq!(buf, b"*1\r\n$5\r\napp:a\r\n");
+        buf.clear();
+        merge(
+            &Query::NumSub(vec![b"secret:b".to_vec()]),
+            vec![Answer::Counts(vec![4])],
+            visible,
+            &mut ReplyWriter::new(&mut buf, Protocol::Resp2),
+        );
+        assert_eq!(buf, b"*2\r\n$8\r\nsecret:b\r\n:0\r\n");
     }
 }

@@ -75,6 +75,8 @@ pub(super) struct PubSub {
     /// Reused by [`Shard::deliver`]: the frame in each protocol, and who got one.
     frames: [Vec<u8>; 2],
     touched: Vec<usize>,
+    /// Reused by PUBLISH: the other shards a message goes to.
+    route: Vec<usize>,
 }
 
 /// Messages from one shard's publishers for another shard's subscribers.
@@ -132,6 +134,8 @@ enum Waiting {
         conn: ConnRef,
         seq: u64,
         protocol: Protocol,
+        /// Who asked: what it may see of the answer.
+        user: Option<std::sync::Arc<crate::acl::User>>,
         query: std::sync::Arc<Query>,
         answers: Vec<Answer>,
         left: usize,
@@ -261,7 +265,7 @@ impl Core {
                 Ok(())
             }
             CommandId::Publish => self.publish(conn_ref, args, session, replies),
-            CommandId::Pubsub => self.pubsub_query(conn_ref, args, session.protocol, replies),
+            CommandId::Pubsub => self.pubsub_query(conn_ref, args, session, replies),
             _ => return false,
         };
         let stats = &self.shared.metrics.shards[self.id].command_stats[id as usize];
@@ -419,8 +423,11 @@ impl Core {
             skip = Some(conn_ref);
         }
         let local = !self.pubsub.channels.is_empty() || !self.pubsub.patterns.is_empty();
-        let remote: Vec<usize> = self.shards_with_subscribers().collect();
+        let mut remote = std::mem::take(&mut self.pubsub.route);
+        remote.clear();
+        remote.extend(self.shards_with_subscribers());
         if !local && remote.is_empty() {
+            self.pubsub.route = remote;
             replies.push_ready(protocol, |w| w.integer(count as i64));
             return Ok(());
         }
@@ -434,9 +441,10 @@ impl Core {
         if local {
             self.pubsub.local.push(token, channel, payload, skip);
         }
-        for shard in remote {
+        for &shard in &remote {
             self.pubsub.outboxes[shard].push(token, channel, payload, None);
         }
+        self.pubsub.route = remote;
         Ok(())
     }
 
@@ -445,9 +453,11 @@ impl Core {
         &mut self,
         conn_ref: ConnRef,
         args: &Args,
-        protocol: Protocol,
+        session: &Session,
         replies: &mut ReplyQueue,
     ) -> Result<(), CommandError> {
+        let protocol = session.protocol;
+        let user = session.user.clone();
         let Some(query) = pubsub::parse_pubsub(args)? else {
             replies.push_ready(protocol, pubsub::help);
             return Ok(());
@@ -455,7 +465,8 @@ impl Core {
         let answers = vec![self.pubsub.answer(&query)];
         let remote: Vec<usize> = self.shards_with_subscribers().collect();
         if remote.is_empty() {
-            replies.push_ready(protocol, |w| pubsub::merge(&query, answers, w));
+            let visible = |c: &[u8]| pubsub::visible(user.as_deref(), c);
+            replies.push_ready(protocol, |w| pubsub::merge(&query, answers, visible, w));
             return Ok(());
         }
         let seq = replies.push_waiting();
@@ -464,6 +475,7 @@ impl Core {
             conn: conn_ref,
             seq,
             protocol,
+            user,
             query: query.clone(),
             answers,
             left: remote.len(),
@@ -656,13 +668,16 @@ impl Shard {
             conn,
             seq,
             protocol,
+            user,
             query,
             answers,
             ..
         } = self.core.pubsub.waiting.remove(token)
         {
             let mut reply = Vec::new();
-            pubsub::merge(&query, answers, &mut ReplyWriter::new(&mut reply, protocol));
+            let visible = |c: &[u8]| pubsub::visible(user.as_deref(), c);
+            let mut w = ReplyWriter::new(&mut reply, protocol);
+            pubsub::merge(&query, answers, visible, &mut w);
             self.fill(conn, seq, &reply);
         }
     }
