@@ -389,6 +389,13 @@ fn client_list_kill_info_and_reset_know_subscribers() {
         v.send(&cmd(&["SUBSCRIBE", "app:a"]));
         v.read_reply();
     }
+    // TYPE normal leaves them alone (it closes `sub`, not subscribed since RESET).
+    assert_eq!(
+        admin.call_value(&["CLIENT", "KILL", "TYPE", "normal"]),
+        Resp::Int(1)
+    );
+    sub.drain_until_closed(Duration::from_secs(10));
+    assert_eq!(admin.call_value(&["PUBLISH", "app:a", "m"]), Resp::Int(3));
     assert_eq!(
         admin.call_value(&["CLIENT", "KILL", "TYPE", "pubsub"]),
         Resp::Int(3)
