@@ -10,13 +10,14 @@
 //! acknowledgements yet).
 
 use std::io::Write;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::link::LinkStream;
 use super::{unix_secs, wire};
 
 /// How long the sender waits for a frame before it sends `PING`: the replica's
@@ -50,21 +51,22 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// Starts the sender thread on `socket` (blocking mode) and returns the feed.
+    /// Starts the sender thread on `socket` (put in blocking mode) and returns the feed.
     pub fn start(
         id: u64,
-        socket: TcpStream,
+        socket: LinkStream,
         peer: SocketAddr,
         listening_port: u16,
         shards: usize,
         limit: usize,
     ) -> std::io::Result<Arc<Feed>> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        socket.set_nonblocking(false)?;
-        socket.set_nodelay(true)?;
+        let tcp = socket.tcp();
+        tcp.set_nonblocking(false)?;
+        tcp.set_nodelay(true)?;
         // A replica that stops reading is dropped when its feed passes the bound; a write
         // that blocks this long means the replica is gone without a reset.
-        socket.set_write_timeout(Some(Duration::from_secs(60)))?;
+        tcp.set_write_timeout(Some(Duration::from_secs(60)))?;
         let feed = Arc::new(Feed {
             id,
             peer,
@@ -162,7 +164,7 @@ impl Feed {
         unix_secs().saturating_sub(self.last_write.load(Ordering::Relaxed))
     }
 
-    fn run(self: Arc<Self>, mut socket: TcpStream, rx: Receiver<Arc<Vec<u8>>>) {
+    fn run(self: Arc<Self>, mut socket: LinkStream, rx: Receiver<Arc<Vec<u8>>>) {
         let mut ping = Vec::new();
         wire::encode(&mut ping, &[b"PING"]);
         loop {
@@ -177,7 +179,7 @@ impl Feed {
             if self.is_dropped() {
                 break;
             }
-            let written = socket.write_all(&frames);
+            let written = socket.write_all(&frames).and_then(|()| socket.flush());
             if counted {
                 self.queued.fetch_sub(frames.len(), Ordering::Relaxed);
             }
@@ -187,7 +189,7 @@ impl Feed {
             }
             self.last_write.store(unix_secs(), Ordering::Relaxed);
         }
-        let _ = socket.shutdown(Shutdown::Both);
+        socket.close();
         log::info!("replication: replica {} ({}) detached", self.id, self.peer);
     }
 }

@@ -11,7 +11,8 @@
 //! is hidden by the same clock check every read makes, and the primary's `DEL` removes it.
 //!
 //! # The wire
-//! One TCP connection per replica, opened by the replica as an ordinary client: it logs in
+//! One TCP connection per replica (TLS with `--tls-replication yes`: [`link`]), opened by
+//! the replica as an ordinary client: it logs in
 //! (`AUTH <primary-user> <primary-password>`, a user with ADMIN on `*`), then asks
 //! `REPLSYNC <listening-port> <its own replid>`. The primary answers
 //! `+FULLSYNC <replid> <shards>` and from then on the connection carries only frames, primary
@@ -91,6 +92,7 @@
 
 pub mod apply;
 pub mod feed;
+pub mod link;
 pub mod replica;
 pub mod wire;
 
@@ -134,6 +136,8 @@ pub struct State {
     pub listen: OnceLock<std::net::SocketAddr>,
     /// Every shard's inbox, once the shards exist (the link sends them what it applies).
     pub handles: OnceLock<Vec<ShardHandle>>,
+    /// With `--tls-replication yes`: the TLS context the link to the primary connects with.
+    pub tls: OnceLock<Arc<crate::tls::TlsContext>>,
     /// `--repl-buffer`: bytes a feed may hold before its replica is dropped.
     pub buffer_limit: usize,
     /// `--primary-user` / `--primary-password`.
@@ -161,6 +165,7 @@ impl State {
             status: replica::Status::new(shards),
             listen: OnceLock::new(),
             handles: OnceLock::new(),
+            tls: OnceLock::new(),
             buffer_limit,
             primary_login,
             started: Instant::now(),
@@ -181,6 +186,7 @@ impl State {
             status: replica::Status::new(shards),
             listen: OnceLock::new(),
             handles: OnceLock::new(),
+            tls: OnceLock::new(),
             buffer_limit: 1 << 20,
             primary_login: None,
             started: Instant::now(),

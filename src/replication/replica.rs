@@ -29,6 +29,7 @@ use crate::catalog::Catalog;
 use crate::shard::mailbox::{Message, ReplBatch, ReplOp};
 use crate::shard::COORDINATOR;
 
+use super::link::LinkStream;
 use super::{lock, unix_secs, wire, State};
 
 /// Wait before trying a broken link again (Redis's replication cron runs once a second).
@@ -269,15 +270,26 @@ impl Runner {
             },
             Err(e) => return Ended::Broken(format!("cannot resolve {}: {e}", self.host)),
         };
-        let mut socket = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        let tcp = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
             Ok(s) => s,
             Err(e) => return Ended::Broken(format!("cannot connect: {e}")),
         };
-        let _ = socket.set_nodelay(true);
-        let _ = socket.set_read_timeout(Some(Duration::from_secs(1)));
-        if let Ok(clone) = socket.try_clone() {
+        let _ = tcp.set_nodelay(true);
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
+        let _ = tcp.set_write_timeout(Some(LINK_TIMEOUT));
+        if let Ok(clone) = tcp.try_clone() {
             *lock(&self.socket) = Some(clone);
         }
+        let mut socket = match self.state.tls.get() {
+            None => LinkStream::Plain(tcp),
+            Some(tls) => match tls.connect_replica(&self.host, tcp) {
+                Ok(link) => link,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Ended::Refused(format!("TLS: {e}"))
+                }
+                Err(e) => return Ended::Broken(format!("TLS handshake: {e}")),
+            },
+        };
         if self.stopped() {
             return Ended::Stopped;
         }
@@ -342,9 +354,10 @@ impl Runner {
         status.down_since.store(0, Ordering::Relaxed);
         status.damaged.store(false, Ordering::Relaxed);
         log::info!(
-            "replication: full sync from {}:{} (replid {replid}, {shards} shards) begins{}",
+            "replication: full sync from {}:{}{} (replid {replid}, {shards} shards) begins{}",
             self.host,
             self.port,
+            if socket.is_tls() { " over TLS" } else { "" },
             if fresh {
                 "; this replica's partitions are dropped first"
             } else {
@@ -364,7 +377,7 @@ impl Runner {
     }
 
     /// Reads one `\r\n` line (a handshake reply), leaving what follows it in `buf`.
-    fn read_line(&self, socket: &mut TcpStream, buf: &mut Vec<u8>) -> Result<String, Ended> {
+    fn read_line(&self, socket: &mut LinkStream, buf: &mut Vec<u8>) -> Result<String, Ended> {
         let deadline = Instant::now() + LINK_TIMEOUT;
         loop {
             if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
@@ -386,13 +399,18 @@ impl Runner {
                 Ok(0) => return Err(Ended::Broken("the primary closed the connection".into())),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 Err(e) if is_timeout(&e) => {}
+                // A TLS alert (the primary refused this replica's certificate) or a
+                // certificate of the primary's that does not verify.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Err(Ended::Refused(format!("TLS: {e}")))
+                }
                 Err(e) => return Err(Ended::Broken(format!("read failed: {e}"))),
             }
         }
     }
 
     /// The frame loop.
-    fn stream(&mut self, socket: &mut TcpStream, mut buf: Vec<u8>, sync: &mut Sync) -> Ended {
+    fn stream(&mut self, socket: &mut LinkStream, mut buf: Vec<u8>, sync: &mut Sync) -> Ended {
         let state = self.state.clone();
         let status = &state.status;
         let shards = self.state.handles.get().map_or(0, |h| h.len());

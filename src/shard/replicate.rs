@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::metrics::ShardMetrics;
 use crate::persist::record::{self, Record};
 use crate::persist::Journal;
+use crate::replication::link::LinkStream;
 use crate::replication::{apply, wire, Feed, State};
 
 use super::durability::Durability;
@@ -385,16 +386,32 @@ impl Shard {
     /// becomes a feed, written by a thread of its own; the coordinator starts the sync.
     pub(super) fn become_feed(
         &mut self,
-        socket: mio::net::TcpStream,
+        socket: crate::tls::stream::Transport,
         peer: std::net::SocketAddr,
         listening_port: u16,
     ) {
+        use crate::tls::stream::Transport;
         use std::os::fd::{FromRawFd, IntoRawFd};
         let state = &self.core.shared.replication;
         // SAFETY: `into_raw_fd` gives up mio's ownership of the descriptor (already
         // deregistered from the poll), so the std stream is its only owner.
-        let socket = unsafe { std::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
+        let std_socket = |socket: mio::net::TcpStream| unsafe {
+            std::net::TcpStream::from_raw_fd(socket.into_raw_fd())
+        };
+        // A replica that came in on the TLS port keeps its session (handshake done, the
+        // `+FULLSYNC` reply written through it).
+        let socket = match socket {
+            Transport::Plain(socket) => LinkStream::Plain(std_socket(socket)),
+            Transport::Tls(tls) => {
+                let tls = *tls;
+                LinkStream::TlsServer(Box::new(rustls::StreamOwned::new(
+                    tls.session,
+                    std_socket(tls.socket),
+                )))
+            }
+        };
         let id = state.next_feed_id();
+        let over = if socket.is_tls() { " over TLS" } else { "" };
         match Feed::start(
             id,
             socket,
@@ -404,7 +421,9 @@ impl Shard {
             state.buffer_limit,
         ) {
             Ok(feed) => {
-                log::info!("replication: replica {id} ({peer}, port {listening_port}) attached");
+                log::info!(
+                    "replication: replica {id} ({peer}, port {listening_port}) attached{over}"
+                );
                 state.add_feed(feed.clone());
                 self.core.shared.shards[COORDINATOR].send(Message::FeedAttach(feed));
             }
