@@ -586,11 +586,17 @@ impl Shard {
     }
 
     /// Delivers what this shard's connections published for its own subscribers, and
-    /// counts them on each PUBLISH (`service` calls it after a connection's read).
+    /// counts them on each PUBLISH (`service` calls it after a connection's read: one test
+    /// when nothing was published).
+    #[inline]
     pub(super) fn deliver_local(&mut self) {
-        if self.core.pubsub.local.is_empty() {
-            return;
+        if !self.core.pubsub.local.is_empty() {
+            self.deliver_local_batch();
         }
+    }
+
+    #[inline(never)]
+    fn deliver_local_batch(&mut self) {
         let batch = std::mem::take(&mut self.core.pubsub.local);
         for item in &batch.items {
             let channel = &batch.buf[item.start..item.mid];
