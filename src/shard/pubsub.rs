@@ -515,73 +515,65 @@ impl Shard {
     /// how many got it. A subscriber that passes `client-output-limit` with it is closed.
     fn deliver(&mut self, channel: &[u8], payload: &[u8], skip: Option<ConnRef>) -> u64 {
         let Shard { conns, core, .. } = self;
+        let limit = core.output_limit;
         let ps = &mut core.pubsub;
+        let to_write = &mut core.to_write;
         let mut count = 0u64;
-        let mut touched = std::mem::take(&mut ps.touched);
-        let [resp2, resp3] = &mut ps.frames;
-        resp2.clear();
-        resp3.clear();
+        let mut over = std::mem::take(&mut ps.touched);
+        let frames = &mut ps.frames;
+        // One subscriber's copy (the frame built once per protocol); what `after_progress`
+        // would do after new output, inline (it runs for every subscriber of every message).
+        let mut send = |c: ConnRef,
+                        frames: &mut [Vec<u8>; 2],
+                        build: &mut dyn FnMut(&mut Vec<u8>, Protocol)| {
+            if Some(c) == skip {
+                return;
+            }
+            let Some(conn) = conns.get_mut(c.index as usize) else {
+                return;
+            };
+            if conn.conn_ref != c {
+                return;
+            }
+            let protocol = conn.session.protocol;
+            let buf = &mut frames[usize::from(protocol != Protocol::Resp2)];
+            if buf.is_empty() {
+                build(buf, protocol);
+            }
+            conn.replies.push_bytes(buf);
+            count += 1;
+            if conn.replies.pending() > limit {
+                over.push(c.index as usize);
+            } else if conn.has_output() && !conn.queued_for_write {
+                conn.queued_for_write = true;
+                to_write.push(c.index as usize);
+            }
+        };
+        frames.iter_mut().for_each(Vec::clear);
         if let Some(subs) = ps.channels.get(channel) {
+            let mut build = |buf: &mut Vec<u8>, protocol| {
+                pubsub::message_frame(buf, protocol, channel, payload)
+            };
             for &c in subs {
-                if Some(c) == skip {
-                    continue;
-                }
-                let Some(conn) = conns.get_mut(c.index as usize) else {
-                    continue;
-                };
-                if conn.conn_ref != c {
-                    continue;
-                }
-                let protocol = conn.session.protocol;
-                let buf = if protocol == Protocol::Resp2 {
-                    &mut *resp2
-                } else {
-                    &mut *resp3
-                };
-                if buf.is_empty() {
-                    pubsub::message_frame(buf, protocol, channel, payload);
-                }
-                conn.replies.push_bytes(buf);
-                count += 1;
-                touched.push(c.index as usize);
+                send(c, frames, &mut build);
             }
         }
         for (pattern, subs) in ps.patterns.iter() {
             if !pubsub::pattern_matches(pattern, channel) {
                 continue;
             }
-            resp2.clear();
-            resp3.clear();
+            frames.iter_mut().for_each(Vec::clear);
+            let mut build = |buf: &mut Vec<u8>, protocol| {
+                pubsub::pmessage_frame(buf, protocol, pattern, channel, payload)
+            };
             for &c in subs {
-                if Some(c) == skip {
-                    continue;
-                }
-                let Some(conn) = conns.get_mut(c.index as usize) else {
-                    continue;
-                };
-                if conn.conn_ref != c {
-                    continue;
-                }
-                let protocol = conn.session.protocol;
-                let buf = if protocol == Protocol::Resp2 {
-                    &mut *resp2
-                } else {
-                    &mut *resp3
-                };
-                if buf.is_empty() {
-                    pubsub::pmessage_frame(buf, protocol, pattern, channel, payload);
-                }
-                conn.replies.push_bytes(buf);
-                count += 1;
-                touched.push(c.index as usize);
+                send(c, frames, &mut build);
             }
         }
-        for index in touched.drain(..) {
-            if !self.close_if_over_output_limit(index) {
-                self.after_progress(index);
-            }
+        for index in over.drain(..) {
+            self.close_if_over_output_limit(index);
         }
-        self.core.pubsub.touched = touched;
+        self.core.pubsub.touched = over;
         count
     }
 
