@@ -79,6 +79,9 @@ const ROWS: &[Row] = &[
     (2, &["SUBSCRIBE", "app:a"], 1),
     (2, &["PING"], 1),
     (2, &["ECHO", "x"], 1),
+    (2, &["PUBSUB", "NUMSUB", "app:a"], 1),
+    (2, &["PUBSUB", "NUMPAT"], 1),
+    (2, &["PUBSUB", "CHANNELS", "app:a"], 1),
     // Channel subscriber + pattern subscriber of connection 0, channel of 2.
     (1, &["PUBLISH", "app:a", "hello"], 1),
     (0, &[], 2),
