@@ -111,6 +111,12 @@ pub struct ServerMetrics {
     pub shards: Vec<ShardMetrics>,
     /// Connections the acceptor refused at `max-clients` (its thread is the only writer).
     pub rejected_connections: AtomicU64,
+    /// Replica links answered (primary side, `crate::replication`, "Partial resync"): with
+    /// at least one partition sent whole; with every partition resumed; asked to resume
+    /// and not given it for every partition.
+    pub sync_full: AtomicU64,
+    pub sync_partial_ok: AtomicU64,
+    pub sync_partial_err: AtomicU64,
     /// 40 random hex digits, new at every start (Redis's `run_id`).
     pub run_id: String,
     /// The catalog the shards run, as shard 0 last applied it (for the metrics endpoint,
@@ -137,6 +143,9 @@ impl ServerMetrics {
                 })
                 .collect(),
             rejected_connections: AtomicU64::new(0),
+            sync_full: AtomicU64::new(0),
+            sync_partial_ok: AtomicU64::new(0),
+            sync_partial_err: AtomicU64::new(0),
             run_id: {
                 let mut bytes = [0u8; 20];
                 // Without randomness the id is still an id for this process.

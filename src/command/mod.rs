@@ -772,8 +772,8 @@ command_table! {
     },
     // A replica's handshake: the connection becomes its feed once this is answered.
     ReplSync => {
-        usage: "REPLSYNC <listening-port> <replid>",
-        name: "replsync", arity: 3, flags: ADMIN, permission: Permission::AdminAll,
+        usage: "REPLSYNC <listening-port> <replid> [<primary-replid> <primary-run-id> [<partition-id>:<offset> ...]]",
+        name: "replsync", arity: -3, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::replsync),
     },
     // AUTH and LOGIN (and HELLO ... AUTH) take the shard's login path before any handler;

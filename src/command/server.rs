@@ -59,6 +59,8 @@ pub struct Session {
     /// Set by REPLSYNC (with the port the replica listens on): once its reply is written,
     /// the connection's socket becomes the replica's feed (`crate::replication`).
     pub replica_port: Option<u16>,
+    /// What that REPLSYNC asked to resume (`crate::replication::backlog::Resume`).
+    pub replica_resume: Option<Box<crate::replication::backlog::Resume>>,
     /// The client's address (MONITOR's lines name it; `None` only in unit tests).
     pub peer: Option<std::net::SocketAddr>,
     /// The last command looked up (CLIENT LIST's `cmd`): one store per request (its row,
@@ -733,7 +735,7 @@ pub fn command_totals_since_reset(
 }
 
 /// INFO's `stats` counters (all but the rate), in Redis's order, as the counters read now.
-fn stat_counters(m: &ServerMetrics, catalog: &Catalog) -> [(&'static str, u64); 13] {
+fn stat_counters(m: &ServerMetrics, catalog: &Catalog) -> [(&'static str, u64); 16] {
     let total = |f: fn(&ShardMetrics) -> &AtomicU64| m.total(f);
     [
         (
@@ -745,6 +747,9 @@ fn stat_counters(m: &ServerMetrics, catalog: &Catalog) -> [(&'static str, u64); 
             "rejected_connections",
             ShardMetrics::get(&m.rejected_connections),
         ),
+        ("sync_full", ShardMetrics::get(&m.sync_full)),
+        ("sync_partial_ok", ShardMetrics::get(&m.sync_partial_ok)),
+        ("sync_partial_err", ShardMetrics::get(&m.sync_partial_err)),
         // Counted by the shards' sweeps: cumulative, as Redis's (a dropped partition's
         // expiries stay counted).
         ("expired_keys", total(|s| &s.expired_keys)),

@@ -48,6 +48,9 @@ pub struct Feed {
     offsets: Vec<AtomicU64>,
     /// When the sender last wrote (unix seconds).
     last_write: AtomicU64,
+    /// What the replica asked to resume (set before its sync starts), and what it got.
+    pub resume: std::sync::OnceLock<super::backlog::Resume>,
+    pub outcome: super::backlog::Outcome,
 }
 
 impl Feed {
@@ -79,6 +82,8 @@ impl Feed {
             shards,
             offsets: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             last_write: AtomicU64::new(unix_secs()),
+            resume: Default::default(),
+            outcome: Default::default(),
         });
         let sender = feed.clone();
         std::thread::Builder::new()

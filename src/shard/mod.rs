@@ -458,7 +458,8 @@ impl Shard {
         self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
         // A replica that was answered `+FULLSYNC`: its socket becomes its feed.
         if let Some(port) = conn.session.replica_port {
-            self.become_feed(conn.socket, conn.peer, port);
+            let resume = conn.session.replica_resume.take();
+            self.become_feed(conn.socket, conn.peer, port, resume);
         }
     }
 
