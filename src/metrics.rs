@@ -36,6 +36,12 @@ pub struct ShardMetrics {
     pub used_memory: AtomicU64,
     /// Clients this shard disconnected for passing the client output limit.
     pub output_limit_disconnects: AtomicU64,
+    /// Pub/Sub on this shard now (gauges, `shard::pubsub`): channels and patterns with a
+    /// subscriber here, and connections with a subscription. A publishing shard reads the
+    /// first two of every other shard to know where a message must go.
+    pub pubsub_channels: AtomicU64,
+    pub pubsub_patterns: AtomicU64,
+    pub pubsub_clients: AtomicU64,
     /// Clients this shard disconnected for being idle past the timeout.
     pub timeout_disconnects: AtomicU64,
     /// Writes refused with `-OOM` because of max-memory.

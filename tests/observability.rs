@@ -278,6 +278,8 @@ const REDIS_FIELDS: &[(&str, &[&str])] = &[
             "keyspace_hits",
             "keyspace_misses",
             "total_error_replies",
+            "pubsub_channels",
+            "pubsub_patterns",
         ],
     ),
     (
@@ -312,7 +314,11 @@ const REDIS_FIELDS: &[(&str, &[&str])] = &[
 /// GoKV's own fields (no Redis counterpart), per section.
 const GOKV_FIELDS: &[(&str, &[&str])] = &[
     ("Server", &["gokv_version", "shards"]),
-    ("Clients", &["client_output_limit", "timeout"]),
+    // `pubsub_clients`: Redis 7.2's name, not a field of the 7.0 this is compared with.
+    (
+        "Clients",
+        &["client_output_limit", "timeout", "pubsub_clients"],
+    ),
     (
         "Persistence",
         &[

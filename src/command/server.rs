@@ -71,6 +71,8 @@ pub struct Session {
     pub last_partition: u64,
     /// In MONITOR mode (`shard::clients`): sees every command, may not touch the keyspace.
     pub monitoring: bool,
+    /// Its Pub/Sub subscriptions, while it has any (`shard::pubsub`).
+    pub pubsub: Option<Box<super::pubsub::Subscriptions>>,
 }
 
 /// Failed logins in a row after which the connection is closed: enough for a person to
@@ -117,10 +119,17 @@ pub struct ServerView<'a> {
 /// `PING [message]`
 pub fn ping(
     args: &Args,
-    _session: &mut Session,
+    session: &mut Session,
     _view: &ServerView,
     w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
+    // In RESP2 subscribed mode, Redis answers `[pong, message]` (an empty one by default).
+    if session.pubsub.is_some() && session.protocol == Protocol::Resp2 && args.len() <= 2 {
+        w.array(2);
+        w.bulk(b"pong");
+        w.bulk(if args.len() == 2 { args.get(1) } else { b"" });
+        return Ok(());
+    }
     match args.len() {
         1 => w.simple("PONG"),
         2 => w.bulk(args.get(1)),
@@ -539,9 +548,11 @@ fn info_section(
             // blocked_clients: GoKV has no blocking commands, so none ever waits in one
             // (redis-cli --stat reads the field: without it, it shows LONG_MIN).
             "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\n\
-             blocked_clients:0\r\ntracking_clients:0\r\nclient_output_limit:{}\r\ntimeout:{}\r\n",
+             blocked_clients:0\r\ntracking_clients:0\r\npubsub_clients:{}\r\n\
+             client_output_limit:{}\r\ntimeout:{}\r\n",
             total(|s| &s.connections),
             view.config.live.max_clients(),
+            total(|s| &s.pubsub_clients),
             view.config.live.client_output_limit(),
             view.config.live.timeout_secs(),
         ),
@@ -589,7 +600,15 @@ fn info_section(
                     )?;
                 }
             }
-            Ok(())
+            // Gauges (RESETSTAT leaves them): each shard's channels and patterns with a
+            // subscriber, summed (one with subscribers on two shards counts on each; PUBSUB
+            // CHANNELS and NUMPAT merge the shards' sets exactly).
+            write!(
+                text,
+                "pubsub_channels:{}\r\npubsub_patterns:{}\r\n",
+                total(|s| &s.pubsub_channels),
+                total(|s| &s.pubsub_patterns),
+            )
         }
         "replication" => {
             text.push_str("# Replication\r\n");

@@ -374,6 +374,9 @@ impl Core {
         if session.monitoring {
             flags.push('O');
         }
+        if session.pubsub.is_some() {
+            flags.push('P');
+        }
         if conn.closing {
             flags.push('c');
         }
@@ -405,6 +408,8 @@ impl Core {
                     .as_secs(),
                 flags: &flags,
                 db: &db,
+                sub: session.pubsub.as_ref().map_or(0, |s| s.channels.len()),
+                psub: session.pubsub.as_ref().map_or(0, |s| s.patterns.len()),
                 qbuf: conn.rend - conn.rstart,
                 qbuf_free: conn.rbuf.len() - conn.rend,
                 rbs: conn.rbuf.len(),
@@ -456,7 +461,11 @@ impl Shard {
             };
             let candidate = client::Candidate {
                 id: session.id,
-                kind: ClientType::Normal,
+                kind: if session.pubsub.is_some() {
+                    ClientType::PubSub
+                } else {
+                    ClientType::Normal
+                },
                 user,
                 addr: &addr,
                 laddr: &laddr,

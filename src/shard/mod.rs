@@ -110,6 +110,7 @@ mod input;
 pub mod mailbox;
 mod observe;
 mod output;
+mod pubsub;
 mod replicate;
 mod routes;
 mod session;
@@ -253,6 +254,8 @@ struct Core {
     monitor_feed: Vec<u8>,
     /// This shard's connections in MONITOR mode.
     monitor_conns: Vec<ConnRef>,
+    /// This shard's Pub/Sub subscribers and messages in flight (`pubsub`).
+    pubsub: pubsub::PubSub,
 }
 
 pub struct Shard {
@@ -324,6 +327,7 @@ impl Shard {
             gathers: Vec::new(),
             monitor_feed: Vec::new(),
             monitor_conns: Vec::new(),
+            pubsub: pubsub::PubSub::new(shards),
         };
         core.recover(&catalog)?;
         // At startup no persist change is pending (recovery opened every durable partition).
@@ -446,6 +450,9 @@ impl Shard {
         if conn.session.monitoring {
             self.core.monitor_gone(conn.conn_ref);
         }
+        if let Some(subs) = conn.session.pubsub.take() {
+            self.pubsub_closed(conn.conn_ref, &subs);
+        }
         let metrics = &self.core.shared.metrics.shards[self.core.id];
         ShardMetrics::sub(&metrics.connections, 1);
         self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
@@ -496,6 +503,7 @@ impl Shard {
                     };
                     if !Arc::ptr_eq(&self.core.acl, &acl) {
                         self.apply_acl(acl);
+                        self.recheck_subscribers();
                     }
                     self.core.shared.shards[COORDINATOR].send(Message::UpdateAck { epoch, failed });
                 }
@@ -519,6 +527,12 @@ impl Shard {
                     killed,
                 } => self.take_clients_answer(reply_to, lines, killed),
                 Message::MonitorFeed(feed) => self.feed_local_monitors(&feed),
+                Message::Publish(batch) => self.take_publish(&batch),
+                Message::Published(counts) => self.take_published(&counts),
+                Message::PubsubQuery { from, token, query } => {
+                    self.answer_pubsub(from, token, &query)
+                }
+                Message::PubsubAnswer { token, answer } => self.take_pubsub_answer(token, answer),
                 Message::Shutdown => self.begin_drain(),
                 Message::Reconfigured => {}
                 Message::Observe { reply_to, query } => self.answer_observe(reply_to, query),
