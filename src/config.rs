@@ -163,12 +163,19 @@ pub struct Cli {
     /// replica (which then syncs again), e.g. `256mb` [default: 256mb].
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub repl_buffer: Option<u64>,
+    /// Bytes of recent replication stream a primary keeps so that a replica whose link
+    /// broke resumes instead of syncing again, for all shards together (each shard keeps an
+    /// equal share); kept from the first replica's attach on; at most half of
+    /// --repl-buffer; `0`: none [default: 16mb].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub repl_backlog: Option<u64>,
 }
 
 /// What `--help` says after the flags: the rules every flag shares.
 const AFTER_HELP: &str = "\
-Sizes (max-bulk-len, max-inline-len, max-key-len, client-output-limit, max-memory) are bytes,
-or a number with b, kb, mb or gb: powers of 1024 (64kb = 65536 bytes).
+Sizes (max-bulk-len, max-inline-len, max-key-len, client-output-limit, max-memory,
+repl-buffer, repl-backlog) are bytes, or a number with b, kb, mb or gb: powers of 1024
+(64kb = 65536 bytes).
 
 Every flag but --admin-password and --accept-data-loss may also be a key of the --config
 TOML file, spelt as the flag without its dashes (max-clients = 100). A flag on the command
@@ -251,6 +258,7 @@ struct FileConfig {
     replicaof: Option<String>,
     primary_user: Option<String>,
     repl_buffer: Option<SizeValue>,
+    repl_backlog: Option<SizeValue>,
 }
 
 /// A size in the file: a number of bytes or a string like `"64mb"`.
@@ -307,6 +315,10 @@ pub struct Config {
     pub primary_password: Option<Secret>,
     /// `--repl-buffer`: bytes queued for one replica before it is dropped.
     pub repl_buffer: usize,
+    /// `--repl-backlog`: bytes of recent stream kept for partial resyncs, all shards
+    /// together (at most half of `repl_buffer`: a resumed replica may be sent all of it at
+    /// once).
+    pub repl_backlog: usize,
 }
 
 /// The environment variable that may carry the replica's password for its primary.
@@ -570,6 +582,9 @@ impl Default for Config {
             // paced (crate::replication::feed), so only live writes faster than the replica
             // takes them fill it.
             repl_buffer: 256 * 1024 * 1024,
+            // Redis's is 1mb of commands; ours holds records (a SET carries the whole
+            // value), split among the shards.
+            repl_backlog: 16 * 1024 * 1024,
         }
     }
 }
@@ -723,6 +738,7 @@ impl Config {
                 .or_else(|| std::env::var(PRIMARY_PASSWORD_ENV).ok())
                 .map(Secret),
             repl_buffer: size(cli.repl_buffer, &file.repl_buffer, d.repl_buffer)?,
+            repl_backlog: size(cli.repl_backlog, &file.repl_backlog, d.repl_backlog)?,
             admin_password: cli
                 .admin_password
                 .or_else(|| std::env::var(ADMIN_PASSWORD_ENV).ok())

@@ -374,6 +374,9 @@ impl Core {
         if session.monitoring {
             flags.push('O');
         }
+        if session.pubsub.is_some() {
+            flags.push('P');
+        }
         if conn.closing {
             flags.push('c');
         }
@@ -408,6 +411,8 @@ impl Core {
                     .as_secs(),
                 flags: &flags,
                 db: &db,
+                sub: session.pubsub.as_ref().map_or(0, |s| s.channels.len()),
+                psub: session.pubsub.as_ref().map_or(0, |s| s.patterns.len()),
                 multi: session.multi.as_ref().map_or(-1, |tx| tx.len() as i64),
                 qbuf: conn.rend - conn.rstart,
                 qbuf_free: conn.rbuf.len() - conn.rend,
@@ -460,7 +465,11 @@ impl Shard {
             };
             let candidate = client::Candidate {
                 id: session.id,
-                kind: ClientType::Normal,
+                kind: if session.pubsub.is_some() {
+                    ClientType::PubSub
+                } else {
+                    ClientType::Normal
+                },
                 user,
                 addr: &addr,
                 laddr: &laddr,
@@ -479,7 +488,7 @@ impl Shard {
                 lines.push((session.id, self.core.line_of(conn)));
             }
         }
-        let count = killed.len() as u64;
+        let count = killed.len() as u64 + self.kill_replicas(query);
         for index in killed {
             if let Some(conn) = self.conns.get_mut(index) {
                 log::info!(
@@ -496,6 +505,35 @@ impl Shard {
             lines,
             killed: count,
         });
+    }
+
+    /// CLIENT KILL of replicas (`TYPE replica`, their `ADDR`, ...), on the coordinator only
+    /// (their feeds are the server's, no shard's): each one it matches is dropped, its link
+    /// broken (the replica reconnects and resumes, `crate::replication`). A feed has no
+    /// client id or user (it matches no `ID` or `USER`), and only a caller holding ADMIN on
+    /// `*` sees it.
+    fn kill_replicas(&self, query: &ClientQuery) -> u64 {
+        if !query.kill || self.core.id != super::COORDINATOR || query.only_user.is_some() {
+            return 0;
+        }
+        let mut count = 0;
+        for feed in self.core.shared.replication.feeds() {
+            let addr = feed.peer.to_string();
+            let candidate = client::Candidate {
+                // (No id a client can name: `ID` parses an i64.)
+                id: u64::MAX,
+                kind: ClientType::Replica,
+                user: None,
+                addr: &addr,
+                laddr: "",
+                age_secs: 0,
+            };
+            if query.filter.matches(&candidate, query.caller) {
+                feed.drop_replica("CLIENT KILL");
+                count += 1;
+            }
+        }
+        count
     }
 
     /// Takes one shard's answer to a CLIENT LIST, INFO or KILL; the last one answers it.

@@ -86,6 +86,16 @@ impl Core {
             replies.push_ready(protocol, |w| CommandError::ReadOnly.write_to(w));
             return false;
         }
+        // RESP2 subscribed mode: only the Pub/Sub commands, PING, QUIT and RESET (one test of
+        // a field while the connection has no subscription).
+        if session.pubsub.is_some()
+            && protocol == crate::protocol::Protocol::Resp2
+            && crate::command::pubsub::refused_when_subscribed(spec.id)
+        {
+            let e = crate::command::pubsub::subscribed_mode_error(spec, args);
+            replies.push_ready(protocol, |w| e.write_to(w));
+            return false;
+        }
         // Between MULTI and EXEC: queued (`transaction`). Outside, this one test (with the
         // store's test of watched keys: GET 1476 -> 1478, SET 2026 -> 2031..2037 user-space
         // instructions per request, `scripts/count-instructions.sh`, two to three runs each).
@@ -187,6 +197,10 @@ impl Core {
                 if spec.id == CommandId::Reset {
                     session.multi = None;
                     self.unwatch_all(conn_ref, session);
+                }
+                // Pub/Sub, and RESET's end of subscriptions: see `pubsub`.
+                if self.pubsub_command(conn_ref, spec, args, session, replies) {
+                    return false;
                 }
                 // Partitions on every shard, answered as one reply: see `flushall`.
                 if spec.id == CommandId::FlushAll {
@@ -337,14 +351,19 @@ pub(super) fn execute_data(
     }
     let before = partition.used_memory();
     let stats = &metrics.command_stats[spec.id as usize];
-    let started = stats.begin(DATA_SAMPLE);
+    let reply_start = w.buf.len();
+    let started = stats.begin_timed(DATA_SAMPLE, slowlog::time_every_call(spec, args));
     let result = data::execute(spec, args, partition, journal, quota, limits, w);
-    let took = stats.end(started, outcome(&result));
-    // Exactly timed, every call: the slow log and the latency monitor's `command` event.
+    let mut took = stats.end(started, outcome(&result));
+    let after = partition.used_memory();
+    // An untimed call (it took "0") that moved a big value is timed from its batch's start.
+    if took == 0 && slowlog::heavy(w.buf.len().saturating_sub(reply_start), before, after) {
+        took = slowlog::since_batch_began();
+    }
+    // The slow log and the latency monitor's `command` event.
     if took >= slowlog::watch_ticks() {
         slowlog::after_command(spec, args, took);
     }
-    let after = partition.used_memory();
     if after != before {
         let gauge = &metrics.used_memory;
         ShardMetrics::set(

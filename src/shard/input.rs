@@ -145,6 +145,11 @@ impl Shard {
             conn.input_closed = true;
         }
         self.core.process_input(conn);
+        // What it published for this shard's other subscribers (`pubsub`).
+        self.deliver_local();
+        let Some(conn) = self.conns.get_mut(index) else {
+            return; // a subscriber over its output limit: itself
+        };
         // A peer that hung up while its login is checked is dropped now, unanswered: that
         // frees its client slot and cancels its argon2 job (a flood of connect, AUTH, close
         // would otherwise keep thousands of both). Other requests of a half-closed peer are
@@ -245,6 +250,7 @@ impl Core {
             self.prefetch(input, &batch, conn.session.selected.as_deref());
             // 3. Run, in order. MONITOR: one relaxed load a batch while no one monitors.
             let monitored = self.shared.monitors.any();
+            crate::slowlog::batch_begins();
             for frame in &batch.frames {
                 if conn.closing || conn.over_output_limit || is_paused(conn) {
                     // The rest is framed again later; forget any partly framed request that

@@ -113,6 +113,7 @@ mod input;
 pub mod mailbox;
 mod observe;
 mod output;
+mod pubsub;
 mod replicate;
 mod routes;
 mod session;
@@ -259,6 +260,8 @@ struct Core {
     monitor_conns: Vec<ConnRef>,
     /// Connections' WATCHes of this shard's partitions (`transaction`).
     watches: transaction::Watches,
+    /// This shard's Pub/Sub subscribers and messages in flight (`pubsub`).
+    pubsub: pubsub::PubSub,
 }
 
 pub struct Shard {
@@ -331,6 +334,7 @@ impl Shard {
             monitor_feed: Vec::new(),
             monitor_conns: Vec::new(),
             watches: Default::default(),
+            pubsub: pubsub::PubSub::new(shards),
         };
         core.recover(&catalog)?;
         // At startup no persist change is pending (recovery opened every durable partition).
@@ -456,12 +460,16 @@ impl Shard {
         if conn.session.watching.is_some() {
             self.core.unwatch_all(conn.conn_ref, &mut conn.session);
         }
+        if let Some(subs) = conn.session.pubsub.take() {
+            self.pubsub_closed(conn.conn_ref, &subs);
+        }
         let metrics = &self.core.shared.metrics.shards[self.core.id];
         ShardMetrics::sub(&metrics.connections, 1);
         self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
         // A replica that was answered `+FULLSYNC`: its socket becomes its feed.
         if let Some(port) = conn.session.replica_port {
-            self.become_feed(conn.socket, conn.peer, port);
+            let resume = conn.session.replica_resume.take();
+            self.become_feed(conn.socket, conn.peer, port, resume);
         }
     }
 
@@ -505,6 +513,7 @@ impl Shard {
                     };
                     if !Arc::ptr_eq(&self.core.acl, &acl) {
                         self.apply_acl(acl);
+                        self.recheck_subscribers();
                     }
                     self.core.shared.shards[COORDINATOR].send(Message::UpdateAck { epoch, failed });
                 }
@@ -528,6 +537,12 @@ impl Shard {
                     killed,
                 } => self.take_clients_answer(reply_to, lines, killed),
                 Message::MonitorFeed(feed) => self.feed_local_monitors(&feed),
+                Message::Publish(batch) => self.take_publish(&batch),
+                Message::Published(counts) => self.take_published(&counts),
+                Message::PubsubQuery { from, token, query } => {
+                    self.answer_pubsub(from, token, &query)
+                }
+                Message::PubsubAnswer { token, answer } => self.take_pubsub_answer(token, answer),
                 Message::Shutdown => self.begin_drain(),
                 Message::Reconfigured => {}
                 Message::Observe { reply_to, query } => self.answer_observe(reply_to, query),
