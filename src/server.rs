@@ -98,8 +98,10 @@ pub fn run(config: Config) -> Result<(), String> {
         primary_login,
     )?);
     let _ = replication.handles.set(handles.clone());
+    let config = Arc::new(config);
+    let _ = replication.config.set(config.clone());
     let shared = Arc::new(Shared {
-        config: Arc::new(config),
+        config,
         metrics: metrics.clone(),
         shards: handles,
         shutdown: shutdown.clone(),
@@ -705,6 +707,7 @@ fn start_metrics(shared: &Arc<Shared>) -> Result<(), String> {
             metrics: shared.metrics.clone(),
             config: shared.config.clone(),
             inboxes: shared.shards.clone(),
+            replication: Some(shared.replication.clone()),
         },
     )
     .map_err(|e| format!("cannot start the metrics endpoint: {e}"))?;

@@ -69,6 +69,12 @@ pub struct Session {
     pub last_partition: u64,
     /// In MONITOR mode (`shard::clients`): sees every command, may not touch the keyspace.
     pub monitoring: bool,
+    /// It sent a write (`WAIT` then waits for the replicas to acknowledge the offsets of
+    /// its writes; a connection that never wrote waits for nothing).
+    pub wrote: bool,
+    /// Set by `REPLCONF ip-address` (a replica's `--replica-announce-ip`): what its
+    /// primary shows for it.
+    pub replica_ip: Option<String>,
 }
 
 /// Failed logins in a row after which the connection is closed: enough for a person to

@@ -6,8 +6,8 @@
 //! second without anything else. When the socket fails, or the feed was dropped, the thread
 //! closes the socket and ends; the frames still queued are freed with the channel.
 //!
-//! Offsets a feed reports are those of what was *pushed* to it (there are no
-//! acknowledgements yet).
+//! [`Feed::offset`] is what was *pushed* to it; what the replica acknowledged is in
+//! [`Feed::acked`], read from the same socket by a thread of its own ([`super::acks`]).
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -47,6 +47,8 @@ pub struct Feed {
     offsets: Vec<AtomicU64>,
     /// When the sender last wrote (unix seconds).
     last_write: AtomicU64,
+    /// What the replica acknowledged ([`super::acks`]).
+    pub acked: super::acks::Acked,
 }
 
 impl Feed {
@@ -77,6 +79,7 @@ impl Feed {
             shards,
             offsets: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             last_write: AtomicU64::new(unix_secs()),
+            acked: super::acks::Acked::new(shards),
         });
         let sender = feed.clone();
         std::thread::Builder::new()
@@ -143,7 +146,14 @@ impl Feed {
         }
     }
 
-    /// The offset pushed so far (INFO's `offset=`).
+    /// The shard offset pushed so far for `shard` (what an ack is capped at).
+    pub fn pushed_offset(&self, shard: usize) -> u64 {
+        self.offsets
+            .get(shard)
+            .map_or(0, |o| o.load(Ordering::Relaxed))
+    }
+
+    /// The offset pushed so far.
     pub fn offset(&self) -> u64 {
         self.offsets.iter().map(|o| o.load(Ordering::Relaxed)).sum()
     }
@@ -157,7 +167,22 @@ impl Feed {
         }
     }
 
-    /// Seconds since the sender last wrote (INFO's `lag=`).
+    /// Every shard sent its full sync (`state=online`): counted by `WAIT` and
+    /// `--min-replicas-to-write` from then on, as Redis counts online replicas only.
+    pub fn is_online(&self) -> bool {
+        !self.is_dropped() && self.synced_shards.load(Ordering::Relaxed) >= self.shards
+    }
+
+    /// INFO's `ip=`: the address the replica announced (`--replica-announce-ip`), or the
+    /// one its connection comes from.
+    pub fn shown_ip(&self) -> String {
+        match self.acked.announce_ip.get() {
+            Some(ip) => ip.clone(),
+            None => self.peer.ip().to_string(),
+        }
+    }
+
+    /// Seconds since the sender last wrote.
     pub fn lag(&self) -> u64 {
         unix_secs().saturating_sub(self.last_write.load(Ordering::Relaxed))
     }

@@ -86,6 +86,12 @@ pub struct Status {
     pub damaged: AtomicBool,
     /// Full syncs completed.
     pub full_syncs: AtomicU64,
+    /// Woken by a shard that applied a batch: the link's acknowledger sends what moved
+    /// ([`super::acks`]). One slot: wake-ups coalesce.
+    ack_wake: (
+        crossbeam_channel::Sender<()>,
+        crossbeam_channel::Receiver<()>,
+    ),
 }
 
 impl Status {
@@ -101,7 +107,14 @@ impl Status {
             generation: AtomicU64::new(0),
             damaged: AtomicBool::new(false),
             full_syncs: AtomicU64::new(0),
+            ack_wake: crossbeam_channel::bounded(1),
         }
+    }
+
+    /// A shard applied a batch: the acknowledger sends the offsets that moved (never
+    /// blocks: a wake-up already pending covers this one).
+    pub fn applied(&self) {
+        let _ = self.ack_wake.0.try_send(());
     }
 
     pub fn state(&self) -> LinkState {
@@ -300,7 +313,10 @@ impl Runner {
                 Err(ended) => return ended,
             }
         }
-        let listen_port = self.state.listen.get().map_or(0, |a| a.port());
+        if let Err(ended) = self.announce(&mut socket, &mut buf) {
+            return ended;
+        }
+        let listen_port = self.announced_port();
         let mut req = Vec::new();
         let port = listen_port.to_string();
         wire::encode(
@@ -404,7 +420,15 @@ impl Runner {
             .collect();
         let mut idle = Instant::now();
         let mut chunk = vec![0u8; 256 << 10];
+        // Acks start after the first frame: the connection is the primary's feed by then.
+        let mut acker: Option<Acker> = None;
         loop {
+            if acker.is_none() && !buf.is_empty() {
+                match Acker::start(&*socket, sync.offsets.clone(), status.ack_wake.1.clone()) {
+                    Ok(a) => acker = Some(a),
+                    Err(e) => return Ended::Broken(format!("cannot start acknowledging: {e}")),
+                }
+            }
             // Parse every complete frame in the buffer.
             let mut at = 0;
             loop {
@@ -557,9 +581,19 @@ impl Runner {
             }
             b"SYNCED" => {
                 let (pshard, shard_offset) = (num(1)? as usize, num(2)?);
+                // The offset is acknowledged from now on: what came before it must be
+                // applied first (once per shard per full sync).
+                self.send_batches(batches, &sync.offsets);
+                while self.state.status.in_flight.load(Ordering::Relaxed) > 0 {
+                    if self.stopped() {
+                        return Err(Ended::Stopped);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 if let Some(o) = sync.offsets.get(pshard) {
                     o.fetch_max(shard_offset, Ordering::Relaxed);
                 }
+                self.state.status.applied();
                 match sync.synced.get_mut(pshard) {
                     Some(done) if !*done => {
                         *done = true;
@@ -663,7 +697,99 @@ struct Sync {
     replid: String,
 }
 
-fn is_timeout(e: &std::io::Error) -> bool {
+impl Runner {
+    /// `REPLCONF ip-address <ip>` when `--replica-announce-ip` is set: the primary shows that
+    /// address for this replica (INFO, ROLE), as Redis's replicas announce theirs.
+    fn announce(&self, socket: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Ended> {
+        let Some(ip) = self
+            .state
+            .config
+            .get()
+            .and_then(|c| c.replica_announce_ip.clone())
+        else {
+            return Ok(());
+        };
+        let mut req = Vec::new();
+        wire::encode(&mut req, &[b"REPLCONF", b"ip-address", ip.as_bytes()]);
+        socket
+            .write_all(&req)
+            .map_err(|e| Ended::Broken(format!("cannot send REPLCONF: {e}")))?;
+        match self.read_line(socket, buf)? {
+            line if line == "+OK" => Ok(()),
+            line => Err(Ended::Refused(format!(
+                "REPLCONF ip-address: {}",
+                line.trim_start_matches('-')
+            ))),
+        }
+    }
+
+    /// The port the primary shows: `--replica-announce-port`, or the one this server
+    /// listens on.
+    fn announced_port(&self) -> u16 {
+        self.state
+            .config
+            .get()
+            .and_then(|c| c.replica_announce_port)
+            .or_else(|| self.state.listen.get().map(|a| a.port()))
+            .unwrap_or(0)
+    }
+}
+
+/// The link's acknowledger: a thread that writes `ACK` frames to the primary on the link's
+/// socket (a clone; the link itself only reads once streaming), woken by the shards as
+/// they apply, and once a second ([`super::acks`]). It ends with the session: its stop flag,
+/// or a failed write on the closed socket.
+struct Acker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Acker {
+    fn start(
+        socket: &TcpStream,
+        offsets: Arc<Vec<AtomicU64>>,
+        wake: crossbeam_channel::Receiver<()>,
+    ) -> std::io::Result<Acker> {
+        let mut socket = socket.try_clone()?;
+        socket.set_write_timeout(Some(LINK_TIMEOUT))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("gokv-replica-acks".into())
+            .spawn(move || {
+                let mut sent: Vec<Option<u64>> = vec![None; offsets.len()];
+                let mut all_at = Instant::now();
+                let mut frames = Vec::new();
+                while !stopped.load(Ordering::Relaxed) {
+                    let every = all_at.elapsed() >= super::acks::ACK_EVERY;
+                    if every {
+                        all_at = Instant::now();
+                    }
+                    frames.clear();
+                    for (shard, (o, last)) in offsets.iter().zip(sent.iter_mut()).enumerate() {
+                        let now = o.load(Ordering::Relaxed);
+                        if every || *last != Some(now) {
+                            super::acks::encode_ack(&mut frames, shard, now);
+                            *last = Some(now);
+                        }
+                    }
+                    if !frames.is_empty() && socket.write_all(&frames).is_err() {
+                        break;
+                    }
+                    let left = super::acks::ACK_EVERY.saturating_sub(all_at.elapsed());
+                    let _ = wake.recv_timeout(left);
+                }
+            })?;
+        Ok(Acker { stop })
+    }
+}
+
+impl Drop for Acker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+pub(super) fn is_timeout(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         std::io::ErrorKind::WouldBlock

@@ -115,6 +115,7 @@ mod routes;
 mod session;
 mod shutdown;
 mod tls;
+mod wait;
 
 pub use clients::Monitors;
 pub use shutdown::Shutdown;
@@ -253,6 +254,8 @@ struct Core {
     monitor_feed: Vec<u8>,
     /// This shard's connections in MONITOR mode.
     monitor_conns: Vec<ConnRef>,
+    /// Its connections' parked `WAIT`s (`wait`).
+    waits: wait::Waits,
 }
 
 pub struct Shard {
@@ -324,6 +327,7 @@ impl Shard {
             gathers: Vec::new(),
             monitor_feed: Vec::new(),
             monitor_conns: Vec::new(),
+            waits: wait::Waits::default(),
         };
         core.recover(&catalog)?;
         // At startup no persist change is pending (recovery opened every durable partition).
@@ -451,7 +455,7 @@ impl Shard {
         if let Some(port) = conn.session.replica_port {
             match conn.socket {
                 crate::tls::stream::Transport::Plain(socket) => {
-                    self.become_feed(socket, conn.peer, port)
+                    self.become_feed(socket, conn.peer, port, conn.session.replica_ip.take())
                 }
                 // (Replicas link in plain TCP: only a hand-made client gets here.)
                 crate::tls::stream::Transport::Tls(_) => log::warn!(
@@ -541,6 +545,7 @@ impl Shard {
                 }
                 Message::FeedStart(feed) => self.core.start_feed(feed),
                 Message::ReplApply(batch) => self.core.apply_replicated(*batch),
+                Message::ReplAcked => {}
                 Message::ReplInstall {
                     generation,
                     catalog,

@@ -132,9 +132,9 @@ impl Feeds {
         state.shard_offsets[shard].store(self.offset, Ordering::Relaxed);
         let frames = Arc::new(std::mem::take(&mut self.out));
         for a in &self.attached {
-            if a.feed.push(frames.clone()) {
-                a.feed.note_offset(shard, self.offset);
-            }
+            // Noted first: an ack of these records is never capped below them.
+            a.feed.note_offset(shard, self.offset);
+            a.feed.push(frames.clone());
         }
         self.attached.retain(|a| !a.feed.is_dropped());
         self.attached.is_empty()
@@ -375,6 +375,7 @@ impl Core {
                     o.fetch_max(offset, Ordering::Relaxed);
                 }
             }
+            status.applied();
         }
         status.in_flight.fetch_sub(bytes, Ordering::Relaxed);
     }
@@ -388,6 +389,7 @@ impl Shard {
         socket: mio::net::TcpStream,
         peer: std::net::SocketAddr,
         listening_port: u16,
+        announce_ip: Option<String>,
     ) {
         use std::os::fd::{FromRawFd, IntoRawFd};
         let state = &self.core.shared.replication;
@@ -395,6 +397,14 @@ impl Shard {
         // deregistered from the poll), so the std stream is its only owner.
         let socket = unsafe { std::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
         let id = state.next_feed_id();
+        // The acks come back on the same socket, read by a thread of their own.
+        let reader = match socket.try_clone() {
+            Ok(reader) => reader,
+            Err(e) => {
+                log::warn!("replication: cannot start the feed of {peer}: {e}");
+                return;
+            }
+        };
         match Feed::start(
             id,
             socket,
@@ -404,6 +414,15 @@ impl Shard {
             state.buffer_limit,
         ) {
             Ok(feed) => {
+                if let Some(ip) = announce_ip {
+                    let _ = feed.acked.announce_ip.set(ip);
+                }
+                if let Err(e) =
+                    crate::replication::acks::start_reader(state.clone(), feed.clone(), reader)
+                {
+                    feed.drop_replica(&format!("cannot start its ack reader: {e}"));
+                    return;
+                }
                 log::info!("replication: replica {id} ({peer}, port {listening_port}) attached");
                 state.add_feed(feed.clone());
                 self.core.shared.shards[COORDINATOR].send(Message::FeedAttach(feed));
