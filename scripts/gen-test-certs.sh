@@ -5,7 +5,8 @@
 #
 #   ca.crt, ca.key                 a test CA (pass ca.crt as --tls-ca-cert-file)
 #   server.crt, server.key         the server's, for 127.0.0.1 and localhost, signed by the CA
-#                                  (--tls-cert-file, --tls-key-file)
+#                                  (--tls-cert-file, --tls-key-file); also a client's, for a
+#                                  replica's link with --tls-replication yes
 #   client.crt, client.key         a client's, subject CN = USER (default: admin), signed by the
 #                                  CA: with --tls-cert-user yes it logs in as USER
 #   client-expired.crt/.key        the same CN, signed by the CA, but expired yesterday
@@ -51,7 +52,7 @@ client_ext='basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nexten
 ca ca "/O=GoKV test/CN=GoKV test CA"
 ca wrong-ca "/O=Someone else/CN=Untrusted CA"
 sign server "/O=GoKV test/CN=localhost" ca \
-    'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost' "$days"
+    'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost' "$days"
 sign client "/O=GoKV test/CN=$user" ca "$client_ext" "$days"
 # -days -1: valid until yesterday, so expired from the start.
 sign client-expired "/O=GoKV test/CN=$user" ca "$client_ext" -1

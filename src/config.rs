@@ -140,7 +140,9 @@ pub struct Cli {
     /// in as that user without a password; a CN naming no user is refused [default: no].
     #[arg(long, value_name = "yes|no")]
     pub tls_cert_user: Option<String>,
-    /// TLS for replication links: only `no` for now (replication links are plain TCP).
+    /// yes: as a replica, link to the primary with TLS (--replicaof names its TLS port;
+    /// its certificate is checked against --tls-ca-cert-file, this server's
+    /// --tls-cert-file is presented). Needs --tls-port [default: no].
     #[arg(long, value_name = "yes|no")]
     pub tls_replication: Option<String>,
     /// Milliseconds a TLS handshake may take before the connection is closed

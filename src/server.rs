@@ -98,6 +98,9 @@ pub fn run(config: Config) -> Result<(), String> {
         primary_login,
     )?);
     let _ = replication.handles.set(handles.clone());
+    if let Some(tls) = tls.as_ref().filter(|t| t.settings().replication) {
+        let _ = replication.tls.set(tls.clone());
+    }
     let config = Arc::new(config);
     let _ = replication.config.set(config.clone());
     let shared = Arc::new(Shared {

@@ -391,7 +391,11 @@ fn resetstat_resets_info_but_never_the_prometheus_counters() {
 fn config_rewrite_writes_the_live_values_into_the_config_file() {
     let dir = DataDir::new("config-rewrite");
     let file = dir.path().join("gokv.toml");
-    std::fs::write(&file, "# mine\nmax-args = 5000\ntimeout = 30\n").unwrap();
+    std::fs::write(
+        &file,
+        "# mine\nmax-args = 5000\ntimeout = 30 # seconds idle\n",
+    )
+    .unwrap();
     let file_arg = file.to_str().unwrap().to_string();
     let server = Server::start(&["--config", &file_arg]);
     let mut c = server.raw();
@@ -400,7 +404,10 @@ fn config_rewrite_writes_the_live_values_into_the_config_file() {
     c.call_ok(&["CONFIG", "SET", "timeout", "7", "slowlog-max-len", "9"]);
     c.call_ok(&["CONFIG", "REWRITE"]);
     let text = std::fs::read_to_string(&file).unwrap();
-    assert!(text.contains("timeout = 7\n"), "{text}");
+    // Comments and the other keys are kept.
+    assert!(text.starts_with("# mine\n"), "{text}");
+    assert!(text.contains("timeout = 7 # seconds idle\n"), "{text}");
+    assert!(!text.contains("replicaof"), "{text}");
     assert!(text.contains("slowlog-max-len = 9\n"), "{text}");
     assert!(text.contains("max-args = 5000\n"), "{text}");
     drop(server);
@@ -414,4 +421,56 @@ fn config_rewrite_writes_the_live_values_into_the_config_file() {
         info.contains(&format!("config_file:{file_arg}\r\n")),
         "{info}"
     );
+}
+
+/// CONFIG REWRITE writes the role too (Sentinel rewrites each node's after a failover): the
+/// primary a replica follows as `replicaof`, removed again once it is a primary; the next
+/// start follows what the file says.
+#[test]
+fn config_rewrite_writes_replicaof_and_removes_it_after_replicaof_no_one() {
+    let primary = Server::start(&[]);
+    let dir = DataDir::new("config-rewrite-role");
+    let file = dir.path().join("gokv.toml");
+    std::fs::write(&file, "# node b\ntimeout = 0\n").unwrap();
+    let file_arg = file.to_str().unwrap().to_string();
+    let login = [
+        "--primary-user",
+        "admin",
+        "--primary-password",
+        ADMIN_PASSWORD,
+    ];
+    let mut args = vec!["--config", &file_arg];
+    args.extend(login);
+    let server = Server::start(&args);
+    let mut c = server.raw();
+    let at = format!("127.0.0.1:{}", primary.port());
+    c.call_ok(&["REPLICAOF", "127.0.0.1", &primary.port().to_string()]);
+    c.call_ok(&["CONFIG", "REWRITE"]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.starts_with("# node b\n"), "{text}");
+    assert!(text.contains(&format!("replicaof = \"{at}\"\n")), "{text}");
+    drop(c);
+    drop(server);
+    let server = Server::start(&args);
+    // A login may race the full sync's USERS (the same password under the primary's hash):
+    // retried.
+    let url = server.url();
+    let mut c = poll_until(Duration::from_secs(20), || {
+        redis::Client::open(url.as_str())
+            .ok()?
+            .get_connection()
+            .ok()
+    })
+    .expect("a login on the replica");
+    let role: String = q_ok(&mut c, &["INFO", "replication"]);
+    assert!(role.contains("role:slave\r\n"), "{role}");
+    assert!(
+        role.contains(&format!("master_port:{}\r\n", primary.port())),
+        "{role}"
+    );
+    q_ok::<()>(&mut c, &["REPLICAOF", "NO", "ONE"]);
+    q_ok::<()>(&mut c, &["CONFIG", "REWRITE"]);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains("replicaof"), "{text}");
+    assert!(text.contains("timeout = 0\n"), "{text}");
 }

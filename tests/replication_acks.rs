@@ -288,8 +288,12 @@ fn wait_answers_and_errors_as_redis_7() {
     }
     // A replica refuses WAIT, before it looks at the arguments (Redis's order).
     let replica = start_replica(&server, &[]);
-    let _logged_in = replica_client(&replica);
-    let mut r = replica.raw();
+    // Its login may race the full sync's `USERS` (the same password, the primary's hash).
+    let mut r = poll_until(Duration::from_secs(30), || {
+        let mut c = RawConn::connect(&replica.addr());
+        (c.call(&["AUTH", "admin", ADMIN_PASSWORD]) == b"+OK\r\n").then_some(c)
+    })
+    .expect("a login on the replica");
     for row in [&["WAIT", "0", "0"][..], &["WAIT", "x", "y"]] {
         assert_eq!(
             String::from_utf8_lossy(&r.call(row)),

@@ -575,35 +575,137 @@ fn a_certificate_that_is_not_pem_a_key_that_does_not_match_or_a_missing_file_sto
     }
 }
 
+/// A replica with `--tls-replication yes` of a primary's TLS port: `args` for the replica,
+/// its own TLS port on the same certificates, `ca` the CA it checks the primary's against.
+fn tls_replica_args(certs: &Certs, primary_tls_port: u16, ca: &str) -> Vec<String> {
+    [
+        "--replicaof",
+        &format!("127.0.0.1:{primary_tls_port}"),
+        "--primary-user",
+        "admin",
+        "--primary-password",
+        ADMIN_PASSWORD,
+        "--tls-replication",
+        "yes",
+        "--tls-port",
+        &free_port().to_string(),
+        "--tls-cert-file",
+        &certs.path("server.crt"),
+        "--tls-key-file",
+        &certs.path("server.key"),
+        "--tls-ca-cert-file",
+        &certs.path(ca),
+        "--tls-auth-clients",
+        "no",
+        "--port",
+        &free_port().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// One field of `INFO replication`.
+fn repl_info(con: &mut redis::Connection, field: &str) -> Option<String> {
+    let text: String = q_ok(con, &["INFO", "replication"]);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+}
+
+/// `--tls-replication yes`: the replica links to its primary's TLS port, checks the
+/// primary's certificate against its CA and presents its own (the primary asks for client
+/// certificates: `--tls-auth-clients yes`, the default); the full sync and the live stream
+/// flow through the encrypted link.
 #[test]
-fn tls_replication_yes_is_refused_while_replication_links_are_plain_tcp() {
+fn a_replica_follows_its_primary_over_tls() {
     let Some(certs) = Certs::new("admin") else {
         return;
     };
-    let port = free_port().to_string();
-    let (cert, key) = (certs.path("server.crt"), certs.path("server.key"));
-    let args = [
-        "--tls-port",
-        &port,
-        "--tls-cert-file",
-        &cert,
-        "--tls-key-file",
-        &key,
-        "--tls-auth-clients",
-        "no",
-        "--tls-replication",
-        "yes",
-    ];
-    let failed = match Server::launch(&args).try_start() {
-        Ok(_) => panic!("started with --tls-replication yes"),
+    let (primary, primary_tls) = start_tls(&certs, &[]);
+    let mut p = primary.client();
+    q_ok::<()>(&mut p, &["CREATE", "PARTITION", "t", "STRING", "MEMORY"]);
+    q_ok::<()>(&mut p, &["SET", "t", "before", "1"]);
+    let args = tls_replica_args(&certs, primary_tls, "ca.crt");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let replica = Server::start(&args);
+    q_ok::<()>(&mut p, &["SET", "t", "after", "2"]);
+    // (Its login may race the full sync's USERS: retried.)
+    let url = replica.url();
+    let mut r = poll_until(Duration::from_secs(20), || {
+        redis::Client::open(url.as_str())
+            .ok()?
+            .get_connection()
+            .ok()
+    })
+    .expect("a client of the replica");
+    let synced = poll_until(Duration::from_secs(60), || {
+        let link = repl_info(&mut r, "master_link_status")?;
+        let got: Option<String> = q(&mut r, &["GET", "t", "after"]).ok()?;
+        (link == "up" && got.as_deref() == Some("2")).then_some(())
+    });
+    assert!(synced.is_some(), "{}", replica.log_text());
+    let before: Option<String> = q_ok(&mut r, &["GET", "t", "before"]);
+    assert_eq!(before.as_deref(), Some("1"));
+    assert_eq!(repl_info(&mut p, "connected_slaves").as_deref(), Some("1"));
+    let log = replica.log_text();
+    assert!(log.contains("over TLS"), "{log}");
+    // The acks come back through the same TLS session: WAIT counts the replica, and its
+    // acknowledged offset reaches the primary's.
+    q_ok::<()>(&mut p, &["SET", "t", "acked", "3"]);
+    let acked: i64 = q_ok(&mut p, &["WAIT", "1", "20000"]);
+    assert_eq!(acked, 1, "{}", primary.log_text());
+    let caught_up = poll_until(Duration::from_secs(30), || {
+        let want = repl_info(&mut p, "master_repl_offset")?;
+        let slave = repl_info(&mut p, "slave0")?;
+        slave.contains(&format!(",offset={want},")).then_some(())
+    });
+    assert!(caught_up.is_some(), "{:?}", repl_info(&mut p, "slave0"));
+}
+
+/// A primary whose certificate does not chain to the replica's CA is refused (a clear
+/// log line, retried with back-off), and nothing is synced.
+#[test]
+fn a_primary_certificate_from_an_untrusted_ca_is_refused() {
+    let Some(certs) = Certs::new("admin") else {
+        return;
+    };
+    let (primary, primary_tls) = start_tls(&certs, &[]);
+    let mut p = primary.client();
+    q_ok::<()>(&mut p, &["CREATE", "PARTITION", "t", "STRING", "MEMORY"]);
+    let args = tls_replica_args(&certs, primary_tls, "wrong-ca.crt");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let replica = Server::start(&args);
+    let log = replica.log_text_once_it_contains("retrying in 2 s");
+    let refusal = log
+        .lines()
+        .find(|l| l.contains("refused this replica"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        refusal.contains("TLS: invalid peer certificate"),
+        "{refusal}"
+    );
+    let mut r = replica.client();
+    assert_eq!(
+        repl_info(&mut r, "master_link_status").as_deref(),
+        Some("down")
+    );
+    let parts: Vec<String> = q_ok(&mut r, &["LIST", "PARTITIONS"]);
+    assert!(parts.is_empty(), "{parts:?}");
+    assert_eq!(repl_info(&mut p, "connected_slaves").as_deref(), Some("0"));
+}
+
+#[test]
+fn tls_replication_needs_a_tls_port() {
+    let failed = match Server::launch(&["--tls-replication", "yes"]).try_start() {
+        Ok(_) => panic!("started with --tls-replication yes and no --tls-port"),
         Err(failed) => failed,
     };
     assert_eq!(failed.status.code(), Some(2));
     assert!(
-        failed.stderr.contains(
-            "tls-replication yes is not supported yet: replication links (--replicaof, \
-             REPLICAOF) are plain TCP for now"
-        ),
+        failed
+            .stderr
+            .contains("tls-replication yes needs a --tls-port"),
         "{}",
         failed.stderr
     );

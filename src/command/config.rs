@@ -34,9 +34,8 @@
 //! touched: Prometheus counters only grow.
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
-use crate::config::{parse_size, Config, LiveValues, MAX_TIMEOUT_SECS};
+use crate::config::{parse_size, LiveValues, MAX_TIMEOUT_SECS};
 use crate::protocol::{Args, ReplyWriter};
 
 use super::error::printable;
@@ -418,7 +417,7 @@ pub fn config(
         if args.len() != 2 {
             return Err(arity("config|rewrite"));
         }
-        rewrite(view.config)?;
+        rewrite(view)?;
         w.ok();
     } else if sub.eq_ignore_ascii_case(b"HELP") {
         if args.len() != 2 {
@@ -547,10 +546,14 @@ fn set(args: &Args, view: &ServerView) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// `CONFIG REWRITE`: writes the live settings' values as they are now into the `--config`
-/// file, keeping its other keys (and dropping its comments: the file is TOML, rewritten
-/// whole), through a temporary file renamed over it. Without a config file, Redis's error.
-fn rewrite(config: &Config) -> Result<(), CommandError> {
+/// `CONFIG REWRITE`: writes the live settings' values as they are now, and the role
+/// (`replicaof`: the primary this server follows, removed when it is a primary), into the
+/// `--config` file. Only those keys change: the file's other keys, its comments and its
+/// layout are kept (`toml_edit`). The new text goes to a temporary file beside it, is
+/// synced, and is renamed over the file (then the directory is synced): a crash leaves the
+/// old file or the new one, never half of each. Without a config file, Redis's error.
+fn rewrite(view: &ServerView) -> Result<(), CommandError> {
+    let config = view.config;
     let Some(path) = &config.config_file else {
         return Err(CommandError::NotAvailable(
             "The server is running without a config file".into(),
@@ -558,14 +561,14 @@ fn rewrite(config: &Config) -> Result<(), CommandError> {
     };
     let failed = |e: String| CommandError::NotAvailable(format!("Rewriting config file: {e}"));
     let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
-    let mut table: toml::Table = text
+    let mut doc: toml_edit::DocumentMut = text
         .parse()
-        .map_err(|e: toml::de::Error| failed(e.to_string()))?;
+        .map_err(|e: toml_edit::TomlError| failed(e.to_string()))?;
     let v = config.live.values();
     let int = |n: u64| {
         i64::try_from(n)
-            .map(toml::Value::Integer)
-            .unwrap_or_else(|_| toml::Value::String(format!("{n}b")))
+            .map(toml_edit::value)
+            .unwrap_or_else(|_| toml_edit::value(format!("{n}b")))
     };
     let entries = [
         ("timeout", int(v.timeout_secs)),
@@ -576,11 +579,11 @@ fn rewrite(config: &Config) -> Result<(), CommandError> {
         ("max-keys-reply", int(v.max_keys_reply as u64)),
         (
             "migrate-connections",
-            toml::Value::Boolean(v.migrate_connections),
+            toml_edit::value(v.migrate_connections),
         ),
         (
             "slowlog-log-slower-than",
-            toml::Value::Integer(v.slowlog_log_slower_than),
+            toml_edit::value(v.slowlog_log_slower_than),
         ),
         ("slowlog-max-len", int(v.slowlog_max_len)),
         (
@@ -592,14 +595,51 @@ fn rewrite(config: &Config) -> Result<(), CommandError> {
         ("replica-priority", int(v.replica_priority)),
     ];
     for (key, value) in entries {
-        table.insert(key.to_string(), value);
+        set_keeping_decor(&mut doc, key, value);
     }
-    let mut out = String::from("# Rewritten by CONFIG REWRITE.\n");
-    let _ = write!(out, "{table}");
+    match view.replication.primary() {
+        Some((host, port)) => set_keeping_decor(
+            &mut doc,
+            "replicaof",
+            toml_edit::value(format!("{host}:{port}")),
+        ),
+        None => {
+            doc.remove("replicaof");
+        }
+    }
+    write_atomically(path, doc.to_string().as_bytes()).map_err(|e| failed(e.to_string()))
+}
+
+/// Sets `key` to `value`, keeping the comments and spacing around an existing key and value.
+fn set_keeping_decor(doc: &mut toml_edit::DocumentMut, key: &str, mut value: toml_edit::Item) {
+    match doc.get_mut(key) {
+        Some(old) => {
+            if let (Some(old), Some(new)) = (old.as_value(), value.as_value_mut()) {
+                *new.decor_mut() = old.decor().clone();
+            }
+            *old = value;
+        }
+        None => {
+            doc.insert(key, value);
+        }
+    }
+}
+
+/// Replaces `path` with `bytes`: a synced temporary file renamed over it, the directory
+/// synced after.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
     let tmp = path.with_extension("rewrite.tmp");
-    std::fs::write(&tmp, out)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| failed(e.to_string()))
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

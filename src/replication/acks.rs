@@ -7,17 +7,20 @@
 //!                                up to <shard-offset> is applied
 //! ```
 //! A replica writes one `ACK` per primary shard whose applied offset moved, back to back in
-//! one write, after its shards applied a batch (coalesced: an acknowledger thread of the link
-//! is woken at most once per batch applied and sends what moved since it last wrote), and
-//! every shard's once a second ([`ACK_EVERY`]) so the primary knows the lag of an idle
-//! replica. It starts after the first frame from the primary, when the connection is
-//! already the primary's feed (never a client connection that would take `ACK` for a
-//! command).
+//! one write, from its link thread (which owns the stream, TLS or not): each time round its
+//! loop (at most once per read from the primary, so coalesced per batch), polling every
+//! millisecond while its shards still apply what it handed them, and every shard's once a
+//! second ([`ACK_EVERY`]) so the primary knows the lag of an idle replica. It starts after
+//! the first frame from the primary, when the connection is already the primary's feed
+//! (never a client connection that would take `ACK` for a command).
 //!
 //! # The primary's side
-//! A reader thread beside each feed's sender ([`start_reader`]) reads the acks: it blocks on
-//! the socket (a shard never does), at most a second at a time, and keeps what each replica
-//! acknowledged in its feed's [`Acked`]. Every read is bounded: an incomplete frame longer
+//! Over plain TCP a reader thread beside each feed's sender ([`start_reader`]) reads the
+//! acks from a clone of the socket: it blocks on it (a shard never does), at most a second
+//! at a time. A TLS session cannot be split between two threads, so there the feed's sender
+//! reads them itself ([`poll_tls`]): it waits for frames at most [`TLS_ACK_POLL`] at a time
+//! and takes whatever the socket has after each wait, without blocking on it. Either way
+//! what each replica acknowledged is kept in its feed's [`Acked`]. Every read is bounded: an incomplete frame longer
 //! than [`MAX_ACK_BYTES`], a frame that is not `ACK <shard> <offset>`, a shard that does not
 //! exist, or damage the parser finds drops the replica (it syncs again). An offset past what
 //! was pushed to the feed is taken as what was pushed: a replica cannot acknowledge what it
@@ -31,9 +34,10 @@
 use std::io::Read;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
 
+use super::link::LinkStream;
 use super::{unix_ms, wire, Feed, State};
 
 /// How often a replica acknowledges when nothing moved (Redis's `REPLCONF ACK` cadence),
@@ -44,6 +48,14 @@ pub const ACK_EVERY: Duration = Duration::from_secs(1);
 /// under 60 bytes, a few hundred shards' worth fit many times over.
 pub const MAX_ACK_BYTES: usize = 64 << 10;
 
+/// The longest a TLS feed's sender waits for frames before it looks for acks (what a
+/// `WAIT` on a TLS replica may take longer than on a plain one).
+pub const TLS_ACK_POLL: Duration = Duration::from_millis(2);
+
+/// How often a reader counts the good replicas at most (on acks; and on every wake-up of a
+/// second without one).
+const REFRESH_EVERY: Duration = Duration::from_millis(100);
+
 /// What one replica acknowledged (primary side, in its feed).
 pub struct Acked {
     /// Per primary shard: the shard offset acknowledged.
@@ -52,6 +64,9 @@ pub struct Acked {
     last_ack_ms: AtomicU64,
     /// `--replica-announce-ip` of the replica, when it sent one (`REPLCONF ip-address`).
     pub announce_ip: OnceLock<String>,
+    /// The server's state, for a TLS feed's sender to report acks to (weak: the state
+    /// holds the feed).
+    pub state: OnceLock<Weak<State>>,
 }
 
 impl Acked {
@@ -60,6 +75,7 @@ impl Acked {
             offsets: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             last_ack_ms: AtomicU64::new(unix_ms()),
             announce_ip: OnceLock::new(),
+            state: OnceLock::new(),
         }
     }
 
@@ -110,47 +126,111 @@ pub fn start_reader(state: Arc<State>, feed: Arc<Feed>, socket: TcpStream) -> st
 }
 
 fn read_acks(state: &State, feed: &Feed, mut socket: TcpStream) {
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut reader = AckReader::default();
     let mut chunk = [0u8; 4096];
     loop {
         if feed.is_dropped() {
             return;
         }
-        match socket.read(&mut chunk) {
-            Ok(0) => {
-                feed.drop_replica("it closed the connection");
-                return;
-            }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) if super::replica::is_timeout(&e) => {}
-            Err(e) => {
-                feed.drop_replica(&format!("reading its acknowledgements failed: {e}"));
-                return;
-            }
-        }
-        match take_acks(&buf, state.shards, |shard, offset| {
-            feed.acked
-                .note(shard, offset.min(feed.pushed_offset(shard)))
-        }) {
-            Err(why) => {
-                feed.drop_replica(&format!("a bad acknowledgement: {why}"));
-                return;
-            }
-            Ok((used, acks)) => {
-                buf.drain(..used);
-                if acks > 0 {
-                    feed.acked.touch();
-                    state.acked();
-                }
-            }
-        }
-        if buf.len() > MAX_ACK_BYTES {
-            feed.drop_replica(&format!(
-                "an acknowledgement frame longer than {MAX_ACK_BYTES} bytes"
-            ));
+        let got = match socket.read(&mut chunk) {
+            Ok(0) => Err("it closed the connection".to_string()),
+            Ok(n) => reader.take(&chunk[..n], feed, state),
+            Err(e) if super::replica::is_timeout(&e) => Ok(()),
+            Err(e) => Err(format!("reading its acknowledgements failed: {e}")),
+        };
+        if let Err(why) = got {
+            feed.drop_replica(&why);
             return;
         }
-        state.refresh_good();
+        reader.refresh(state, false);
+    }
+}
+
+/// Takes what a TLS feed's socket holds now, never waiting on it (its read timeout is
+/// short): the sender calls it after every wait. `Err`: drop the replica, saying why.
+pub fn poll_tls(
+    socket: &mut LinkStream,
+    reader: &mut AckReader,
+    feed: &Feed,
+) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let Some(state) = feed.acked.state.get().and_then(Weak::upgrade) else {
+        return Ok(());
+    };
+    let mut chunk = [0u8; 4096];
+    // A full chunk may leave decrypted bytes in the session: read on without asking.
+    let mut more = false;
+    loop {
+        let mut poll = libc::pollfd {
+            fd: socket.tcp().as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, a zero timeout.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) } > 0;
+        if !ready && !more {
+            break;
+        }
+        match socket.read(&mut chunk) {
+            Ok(0) => return Err("it closed the connection".into()),
+            Ok(n) => {
+                reader.take(&chunk[..n], feed, &state)?;
+                more = n == chunk.len();
+            }
+            // A TLS record not whole yet.
+            Err(e) if super::replica::is_timeout(&e) => break,
+            Err(e) => return Err(format!("reading its acknowledgements failed: {e}")),
+        }
+    }
+    reader.refresh(&state, false);
+    Ok(())
+}
+
+/// The bytes of acks read from one replica and not parsed yet.
+pub struct AckReader {
+    buf: Vec<u8>,
+    refreshed: Instant,
+}
+
+impl Default for AckReader {
+    fn default() -> AckReader {
+        AckReader {
+            buf: Vec::new(),
+            refreshed: Instant::now(),
+        }
+    }
+}
+
+impl AckReader {
+    /// Takes bytes the replica sent: notes every whole `ACK`, wakes the waiting shards.
+    /// `Err`: anything else, or more than [`MAX_ACK_BYTES`] without a whole frame.
+    fn take(&mut self, bytes: &[u8], feed: &Feed, state: &State) -> Result<(), String> {
+        self.buf.extend_from_slice(bytes);
+        let (used, acks) = take_acks(&self.buf, state.shards, |shard, offset| {
+            feed.acked
+                .note(shard, offset.min(feed.pushed_offset(shard)))
+        })
+        .map_err(|why| format!("a bad acknowledgement: {why}"))?;
+        self.buf.drain(..used);
+        if self.buf.len() > MAX_ACK_BYTES {
+            return Err(format!(
+                "an acknowledgement frame longer than {MAX_ACK_BYTES} bytes"
+            ));
+        }
+        if acks > 0 {
+            feed.acked.touch();
+            state.acked();
+            self.refresh(state, false);
+        }
+        Ok(())
+    }
+
+    /// Counts the good replicas again if it has not for [`REFRESH_EVERY`] (or `now`).
+    pub fn refresh(&mut self, state: &State, now: bool) {
+        if now || self.refreshed.elapsed() >= REFRESH_EVERY {
+            self.refreshed = Instant::now();
+            state.refresh_good();
+        }
     }
 }
 

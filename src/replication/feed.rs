@@ -10,13 +10,14 @@
 //! [`Feed::acked`], read from the same socket by a thread of its own ([`super::acks`]).
 
 use std::io::Write;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+use super::link::LinkStream;
 use super::{unix_secs, wire};
 
 /// How long the sender waits for a frame before it sends `PING`: the replica's
@@ -52,21 +53,22 @@ pub struct Feed {
 }
 
 impl Feed {
-    /// Starts the sender thread on `socket` (blocking mode) and returns the feed.
+    /// Starts the sender thread on `socket` (put in blocking mode) and returns the feed.
     pub fn start(
         id: u64,
-        socket: TcpStream,
+        socket: LinkStream,
         peer: SocketAddr,
         listening_port: u16,
         shards: usize,
         limit: usize,
     ) -> std::io::Result<Arc<Feed>> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        socket.set_nonblocking(false)?;
-        socket.set_nodelay(true)?;
+        let tcp = socket.tcp();
+        tcp.set_nonblocking(false)?;
+        tcp.set_nodelay(true)?;
         // A replica that stops reading is dropped when its feed passes the bound; a write
         // that blocks this long means the replica is gone without a reset.
-        socket.set_write_timeout(Some(Duration::from_secs(60)))?;
+        tcp.set_write_timeout(Some(Duration::from_secs(60)))?;
         let feed = Arc::new(Feed {
             id,
             peer,
@@ -187,22 +189,44 @@ impl Feed {
         unix_secs().saturating_sub(self.last_write.load(Ordering::Relaxed))
     }
 
-    fn run(self: Arc<Self>, mut socket: TcpStream, rx: Receiver<Arc<Vec<u8>>>) {
+    fn run(self: Arc<Self>, mut socket: LinkStream, rx: Receiver<Arc<Vec<u8>>>) {
         let mut ping = Vec::new();
         wire::encode(&mut ping, &[b"PING"]);
+        // A TLS feed reads its replica's acks itself, between frames (`acks::poll_tls`);
+        // a plain one has a reader thread.
+        let tls = socket.is_tls();
+        let wait = if tls {
+            let _ = socket
+                .tcp()
+                .set_read_timeout(Some(Duration::from_millis(1)));
+            super::acks::TLS_ACK_POLL
+        } else {
+            PING_EVERY
+        };
+        let mut acks = super::acks::AckReader::default();
+        let mut wrote = std::time::Instant::now();
         loop {
             if self.is_dropped() {
                 break;
             }
-            let (frames, counted) = match rx.recv_timeout(PING_EVERY) {
+            if tls {
+                if let Err(why) = super::acks::poll_tls(&mut socket, &mut acks, &self) {
+                    self.drop_replica(&why);
+                    break;
+                }
+            }
+            let (frames, counted) = match rx.recv_timeout(wait) {
                 Ok(frames) => (frames, true),
-                Err(RecvTimeoutError::Timeout) => (Arc::new(ping.clone()), false),
+                Err(RecvTimeoutError::Timeout) if wrote.elapsed() >= PING_EVERY => {
+                    (Arc::new(ping.clone()), false)
+                }
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             if self.is_dropped() {
                 break;
             }
-            let written = socket.write_all(&frames);
+            let written = socket.write_all(&frames).and_then(|()| socket.flush());
             if counted {
                 self.queued.fetch_sub(frames.len(), Ordering::Relaxed);
             }
@@ -211,8 +235,12 @@ impl Feed {
                 break;
             }
             self.last_write.store(unix_secs(), Ordering::Relaxed);
+            wrote = std::time::Instant::now();
         }
-        let _ = socket.shutdown(Shutdown::Both);
+        socket.close();
+        if let Some(state) = self.acked.state.get().and_then(std::sync::Weak::upgrade) {
+            state.refresh_good();
+        }
         log::info!("replication: replica {} ({}) detached", self.id, self.peer);
     }
 }

@@ -11,7 +11,8 @@
 //! is hidden by the same clock check every read makes, and the primary's `DEL` removes it.
 //!
 //! # The wire
-//! One TCP connection per replica, opened by the replica as an ordinary client: it logs in
+//! One TCP connection per replica (TLS with `--tls-replication yes`: [`link`]), opened by
+//! the replica as an ordinary client: it logs in
 //! (`AUTH <primary-user> <primary-password>`, a user with ADMIN on `*`), names the address
 //! to show for it when it has one (`REPLCONF ip-address <ip>`, `--replica-announce-ip`),
 //! then asks `REPLSYNC <listening-port> <its own replid>` (the port is
@@ -110,6 +111,7 @@
 pub mod acks;
 pub mod apply;
 pub mod feed;
+pub mod link;
 pub mod replica;
 pub mod wire;
 
@@ -160,6 +162,8 @@ pub struct State {
     pub listen: OnceLock<std::net::SocketAddr>,
     /// Every shard's inbox, once the shards exist (the link sends them what it applies).
     pub handles: OnceLock<Vec<ShardHandle>>,
+    /// With `--tls-replication yes`: the TLS context the link to the primary connects with.
+    pub tls: OnceLock<Arc<crate::tls::TlsContext>>,
     /// `--repl-buffer`: bytes a feed may hold before its replica is dropped.
     pub buffer_limit: usize,
     /// `--primary-user` / `--primary-password`.
@@ -197,6 +201,7 @@ impl State {
             status: replica::Status::new(shards),
             listen: OnceLock::new(),
             handles: OnceLock::new(),
+            tls: OnceLock::new(),
             buffer_limit,
             primary_login,
             started: Instant::now(),
@@ -221,6 +226,7 @@ impl State {
             status: replica::Status::new(shards),
             listen: OnceLock::new(),
             handles: OnceLock::new(),
+            tls: OnceLock::new(),
             buffer_limit: 1 << 20,
             primary_login: None,
             started: Instant::now(),

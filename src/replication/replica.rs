@@ -29,6 +29,7 @@ use crate::catalog::Catalog;
 use crate::shard::mailbox::{Message, ReplBatch, ReplOp};
 use crate::shard::COORDINATOR;
 
+use super::link::LinkStream;
 use super::{lock, unix_secs, wire, State};
 
 /// Wait before trying a broken link again (Redis's replication cron runs once a second).
@@ -86,12 +87,6 @@ pub struct Status {
     pub damaged: AtomicBool,
     /// Full syncs completed.
     pub full_syncs: AtomicU64,
-    /// Woken by a shard that applied a batch: the link's acknowledger sends what moved
-    /// ([`super::acks`]). One slot: wake-ups coalesce.
-    ack_wake: (
-        crossbeam_channel::Sender<()>,
-        crossbeam_channel::Receiver<()>,
-    ),
 }
 
 impl Status {
@@ -107,14 +102,7 @@ impl Status {
             generation: AtomicU64::new(0),
             damaged: AtomicBool::new(false),
             full_syncs: AtomicU64::new(0),
-            ack_wake: crossbeam_channel::bounded(1),
         }
-    }
-
-    /// A shard applied a batch: the acknowledger sends the offsets that moved (never
-    /// blocks: a wake-up already pending covers this one).
-    pub fn applied(&self) {
-        let _ = self.ack_wake.0.try_send(());
     }
 
     pub fn state(&self) -> LinkState {
@@ -282,15 +270,26 @@ impl Runner {
             },
             Err(e) => return Ended::Broken(format!("cannot resolve {}: {e}", self.host)),
         };
-        let mut socket = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        let tcp = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
             Ok(s) => s,
             Err(e) => return Ended::Broken(format!("cannot connect: {e}")),
         };
-        let _ = socket.set_nodelay(true);
-        let _ = socket.set_read_timeout(Some(Duration::from_secs(1)));
-        if let Ok(clone) = socket.try_clone() {
+        let _ = tcp.set_nodelay(true);
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(1)));
+        let _ = tcp.set_write_timeout(Some(LINK_TIMEOUT));
+        if let Ok(clone) = tcp.try_clone() {
             *lock(&self.socket) = Some(clone);
         }
+        let mut socket = match self.state.tls.get() {
+            None => LinkStream::Plain(tcp),
+            Some(tls) => match tls.connect_replica(&self.host, tcp) {
+                Ok(link) => link,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Ended::Refused(format!("TLS: {e}"))
+                }
+                Err(e) => return Ended::Broken(format!("TLS handshake: {e}")),
+            },
+        };
         if self.stopped() {
             return Ended::Stopped;
         }
@@ -358,9 +357,10 @@ impl Runner {
         status.down_since.store(0, Ordering::Relaxed);
         status.damaged.store(false, Ordering::Relaxed);
         log::info!(
-            "replication: full sync from {}:{} (replid {replid}, {shards} shards) begins{}",
+            "replication: full sync from {}:{}{} (replid {replid}, {shards} shards) begins{}",
             self.host,
             self.port,
+            if socket.is_tls() { " over TLS" } else { "" },
             if fresh {
                 "; this replica's partitions are dropped first"
             } else {
@@ -380,7 +380,7 @@ impl Runner {
     }
 
     /// Reads one `\r\n` line (a handshake reply), leaving what follows it in `buf`.
-    fn read_line(&self, socket: &mut TcpStream, buf: &mut Vec<u8>) -> Result<String, Ended> {
+    fn read_line(&self, socket: &mut LinkStream, buf: &mut Vec<u8>) -> Result<String, Ended> {
         let deadline = Instant::now() + LINK_TIMEOUT;
         loop {
             if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
@@ -402,13 +402,18 @@ impl Runner {
                 Ok(0) => return Err(Ended::Broken("the primary closed the connection".into())),
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 Err(e) if is_timeout(&e) => {}
+                // A TLS alert (the primary refused this replica's certificate) or a
+                // certificate of the primary's that does not verify.
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Err(Ended::Refused(format!("TLS: {e}")))
+                }
                 Err(e) => return Err(Ended::Broken(format!("read failed: {e}"))),
             }
         }
     }
 
     /// The frame loop.
-    fn stream(&mut self, socket: &mut TcpStream, mut buf: Vec<u8>, sync: &mut Sync) -> Ended {
+    fn stream(&mut self, socket: &mut LinkStream, mut buf: Vec<u8>, sync: &mut Sync) -> Ended {
         let state = self.state.clone();
         let status = &state.status;
         let shards = self.state.handles.get().map_or(0, |h| h.len());
@@ -421,13 +426,10 @@ impl Runner {
         let mut idle = Instant::now();
         let mut chunk = vec![0u8; 256 << 10];
         // Acks start after the first frame: the connection is the primary's feed by then.
-        let mut acker: Option<Acker> = None;
+        let mut acks: Option<Acks> = None;
         loop {
-            if acker.is_none() && !buf.is_empty() {
-                match Acker::start(&*socket, sync.offsets.clone(), status.ack_wake.1.clone()) {
-                    Ok(a) => acker = Some(a),
-                    Err(e) => return Ended::Broken(format!("cannot start acknowledging: {e}")),
-                }
+            if acks.is_none() && !buf.is_empty() {
+                acks = Some(Acks::new(sync.offsets.len()));
             }
             // Parse every complete frame in the buffer.
             let mut at = 0;
@@ -458,6 +460,12 @@ impl Runner {
             }
             if self.stopped() {
                 return Ended::Stopped;
+            }
+            if let Some(acks) = &mut acks {
+                let applying = status.in_flight.load(Ordering::Relaxed) > 0;
+                if let Err(e) = acks.send(socket, &sync.offsets, applying) {
+                    return Ended::Broken(format!("cannot acknowledge: {e}"));
+                }
             }
             match socket.read(&mut chunk) {
                 Ok(0) => return Ended::Broken("the primary closed the connection".into()),
@@ -593,7 +601,6 @@ impl Runner {
                 if let Some(o) = sync.offsets.get(pshard) {
                     o.fetch_max(shard_offset, Ordering::Relaxed);
                 }
-                self.state.status.applied();
                 match sync.synced.get_mut(pshard) {
                     Some(done) if !*done => {
                         *done = true;
@@ -700,7 +707,7 @@ struct Sync {
 impl Runner {
     /// `REPLCONF ip-address <ip>` when `--replica-announce-ip` is set: the primary shows that
     /// address for this replica (INFO, ROLE), as Redis's replicas announce theirs.
-    fn announce(&self, socket: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), Ended> {
+    fn announce(&self, socket: &mut LinkStream, buf: &mut Vec<u8>) -> Result<(), Ended> {
         let Some(ip) = self
             .state
             .config
@@ -713,6 +720,7 @@ impl Runner {
         wire::encode(&mut req, &[b"REPLCONF", b"ip-address", ip.as_bytes()]);
         socket
             .write_all(&req)
+            .and_then(|()| socket.flush())
             .map_err(|e| Ended::Broken(format!("cannot send REPLCONF: {e}")))?;
         match self.read_line(socket, buf)? {
             line if line == "+OK" => Ok(()),
@@ -735,57 +743,74 @@ impl Runner {
     }
 }
 
-/// The link's acknowledger: a thread that writes `ACK` frames to the primary on the link's
-/// socket (a clone; the link itself only reads once streaming), woken by the shards as
-/// they apply, and once a second ([`super::acks`]). It ends with the session: its stop flag,
-/// or a failed write on the closed socket.
-struct Acker {
-    stop: Arc<AtomicBool>,
+/// What the link acknowledged so far ([`super::acks`]): written by the link thread itself,
+/// which owns the stream (a TLS session cannot be shared with another thread). It sends
+/// the shard offsets that moved each time round its loop (at most once per read, so once
+/// per batch at most), every one once a second, and reads with a short timeout while the
+/// shards still apply what it sent, so an ack follows the apply within about a millisecond.
+struct Acks {
+    sent: Vec<Option<u64>>,
+    all_at: Instant,
+    frames: Vec<u8>,
+    /// The read timeout set on the socket now.
+    timeout: Duration,
 }
 
-impl Acker {
-    fn start(
-        socket: &TcpStream,
-        offsets: Arc<Vec<AtomicU64>>,
-        wake: crossbeam_channel::Receiver<()>,
-    ) -> std::io::Result<Acker> {
-        let mut socket = socket.try_clone()?;
-        socket.set_write_timeout(Some(LINK_TIMEOUT))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopped = stop.clone();
-        std::thread::Builder::new()
-            .name("gokv-replica-acks".into())
-            .spawn(move || {
-                let mut sent: Vec<Option<u64>> = vec![None; offsets.len()];
-                let mut all_at = Instant::now();
-                let mut frames = Vec::new();
-                while !stopped.load(Ordering::Relaxed) {
-                    let every = all_at.elapsed() >= super::acks::ACK_EVERY;
-                    if every {
-                        all_at = Instant::now();
-                    }
-                    frames.clear();
-                    for (shard, (o, last)) in offsets.iter().zip(sent.iter_mut()).enumerate() {
-                        let now = o.load(Ordering::Relaxed);
-                        if every || *last != Some(now) {
-                            super::acks::encode_ack(&mut frames, shard, now);
-                            *last = Some(now);
-                        }
-                    }
-                    if !frames.is_empty() && socket.write_all(&frames).is_err() {
-                        break;
-                    }
-                    let left = super::acks::ACK_EVERY.saturating_sub(all_at.elapsed());
-                    let _ = wake.recv_timeout(left);
-                }
-            })?;
-        Ok(Acker { stop })
+/// How soon the link looks again while its shards apply what it sent.
+const APPLY_POLL: Duration = Duration::from_millis(1);
+
+impl Acks {
+    fn new(shards: usize) -> Acks {
+        Acks {
+            sent: vec![None; shards],
+            all_at: Instant::now(),
+            frames: Vec::new(),
+            timeout: Duration::from_secs(1),
+        }
     }
-}
 
-impl Drop for Acker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+    /// Sends what moved (everything once a second), then sets the read timeout the loop
+    /// needs until it should look again.
+    fn send(
+        &mut self,
+        socket: &mut LinkStream,
+        offsets: &[AtomicU64],
+        applying: bool,
+    ) -> std::io::Result<()> {
+        let every = self.all_at.elapsed() >= super::acks::ACK_EVERY;
+        if every {
+            self.all_at = Instant::now();
+        }
+        self.frames.clear();
+        for (shard, (o, last)) in offsets.iter().zip(self.sent.iter_mut()).enumerate() {
+            let now = o.load(Ordering::Relaxed);
+            if every || *last != Some(now) {
+                super::acks::encode_ack(&mut self.frames, shard, now);
+                *last = Some(now);
+            }
+        }
+        if !self.frames.is_empty() {
+            socket.write_all(&self.frames)?;
+            socket.flush()?;
+        }
+        let timeout = if applying {
+            APPLY_POLL
+        } else {
+            super::acks::ACK_EVERY
+                .saturating_sub(self.all_at.elapsed())
+                .max(APPLY_POLL)
+        };
+        // A syscall: only to the short poll, or by more than 10 ms.
+        let change = if timeout == APPLY_POLL {
+            self.timeout != APPLY_POLL
+        } else {
+            timeout.abs_diff(self.timeout) >= APPLY_POLL * 10
+        };
+        if change {
+            socket.tcp().set_read_timeout(Some(timeout))?;
+            self.timeout = timeout;
+        }
+        Ok(())
     }
 }
 

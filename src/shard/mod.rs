@@ -440,8 +440,10 @@ impl Shard {
         }
         let mut conn = self.conns.remove(index);
         // A TLS peer is told the end is deliberate (close_notify), as far as the socket takes
-        // it now; a plain one is only closed.
-        conn.socket.close_notify();
+        // it now; a plain one is only closed. (Not a replica: its session goes on as a feed.)
+        if conn.session.replica_port.is_none() {
+            conn.socket.close_notify();
+        }
         if let Err(e) = self.poll.registry().deregister(conn.socket.tcp()) {
             log::debug!("deregister {}: {e}", conn.peer);
         }
@@ -453,16 +455,7 @@ impl Shard {
         self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
         // A replica that was answered `+FULLSYNC`: its socket becomes its feed.
         if let Some(port) = conn.session.replica_port {
-            match conn.socket {
-                crate::tls::stream::Transport::Plain(socket) => {
-                    self.become_feed(socket, conn.peer, port, conn.session.replica_ip.take())
-                }
-                // (Replicas link in plain TCP: only a hand-made client gets here.)
-                crate::tls::stream::Transport::Tls(_) => log::warn!(
-                    "{}: a replica over TLS is not supported yet (tls-replication); link closed",
-                    conn.peer
-                ),
-            }
+            self.become_feed(conn.socket, conn.peer, port, conn.session.replica_ip.take());
         }
     }
 

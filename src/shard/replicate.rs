@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::metrics::ShardMetrics;
 use crate::persist::record::{self, Record};
 use crate::persist::Journal;
+use crate::replication::link::LinkStream;
 use crate::replication::{apply, wire, Feed, State};
 
 use super::durability::Durability;
@@ -375,7 +376,6 @@ impl Core {
                     o.fetch_max(offset, Ordering::Relaxed);
                 }
             }
-            status.applied();
         }
         status.in_flight.fetch_sub(bytes, Ordering::Relaxed);
     }
@@ -386,24 +386,44 @@ impl Shard {
     /// becomes a feed, written by a thread of its own; the coordinator starts the sync.
     pub(super) fn become_feed(
         &mut self,
-        socket: mio::net::TcpStream,
+        socket: crate::tls::stream::Transport,
         peer: std::net::SocketAddr,
         listening_port: u16,
         announce_ip: Option<String>,
     ) {
+        use crate::tls::stream::Transport;
         use std::os::fd::{FromRawFd, IntoRawFd};
         let state = &self.core.shared.replication;
         // SAFETY: `into_raw_fd` gives up mio's ownership of the descriptor (already
         // deregistered from the poll), so the std stream is its only owner.
-        let socket = unsafe { std::net::TcpStream::from_raw_fd(socket.into_raw_fd()) };
-        let id = state.next_feed_id();
-        // The acks come back on the same socket, read by a thread of their own.
-        let reader = match socket.try_clone() {
-            Ok(reader) => reader,
-            Err(e) => {
-                log::warn!("replication: cannot start the feed of {peer}: {e}");
-                return;
+        let std_socket = |socket: mio::net::TcpStream| unsafe {
+            std::net::TcpStream::from_raw_fd(socket.into_raw_fd())
+        };
+        // A replica that came in on the TLS port keeps its session (handshake done, the
+        // `+FULLSYNC` reply written through it).
+        let socket = match socket {
+            Transport::Plain(socket) => LinkStream::Plain(std_socket(socket)),
+            Transport::Tls(tls) => {
+                let tls = *tls;
+                LinkStream::TlsServer(Box::new(rustls::StreamOwned::new(
+                    tls.session,
+                    std_socket(tls.socket),
+                )))
             }
+        };
+        let id = state.next_feed_id();
+        let over = if socket.is_tls() { " over TLS" } else { "" };
+        // The acks come back on the same socket: over plain TCP a thread of their own reads
+        // them from a clone; a TLS session cannot be shared, so its sender reads them.
+        let reader = match &socket {
+            LinkStream::Plain(tcp) => match tcp.try_clone() {
+                Ok(reader) => Some(reader),
+                Err(e) => {
+                    log::warn!("replication: cannot start the feed of {peer}: {e}");
+                    return;
+                }
+            },
+            _ => None,
         };
         match Feed::start(
             id,
@@ -417,13 +437,18 @@ impl Shard {
                 if let Some(ip) = announce_ip {
                     let _ = feed.acked.announce_ip.set(ip);
                 }
-                if let Err(e) =
-                    crate::replication::acks::start_reader(state.clone(), feed.clone(), reader)
-                {
-                    feed.drop_replica(&format!("cannot start its ack reader: {e}"));
-                    return;
+                let _ = feed.acked.state.set(Arc::downgrade(state));
+                if let Some(reader) = reader {
+                    if let Err(e) =
+                        crate::replication::acks::start_reader(state.clone(), feed.clone(), reader)
+                    {
+                        feed.drop_replica(&format!("cannot start its ack reader: {e}"));
+                        return;
+                    }
                 }
-                log::info!("replication: replica {id} ({peer}, port {listening_port}) attached");
+                log::info!(
+                    "replication: replica {id} ({peer}, port {listening_port}) attached{over}"
+                );
                 state.add_feed(feed.clone());
                 self.core.shared.shards[COORDINATOR].send(Message::FeedAttach(feed));
             }

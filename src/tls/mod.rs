@@ -44,9 +44,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::server::{ServerSessionMemoryCache, WebPkiClientVerifier};
-use rustls::{RootCertStore, ServerConfig, ServerConnection};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 
 pub use settings::{AuthClients, TlsFiles, TlsFlags, TlsSettings};
 
@@ -54,22 +54,34 @@ pub use settings::{AuthClients, TlsFiles, TlsFlags, TlsSettings};
 /// Redis's `tls-session-cache-size` default. An entry is a few hundred bytes.
 const SESSION_CACHE_SIZE: usize = 20 * 1024;
 
+/// How long a replication link's TLS handshake may take (the primary's own handshake
+/// timeout is 10 s by default).
+pub const REPLICA_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The certificate and settings new TLS connections start with, replaceable while running.
 pub struct TlsContext {
     settings: TlsSettings,
     /// The config new connections get, and the files it was read from.
-    current: Mutex<(Arc<ServerConfig>, TlsFiles)>,
+    current: Mutex<Current>,
+}
+
+/// What one reading of the files made.
+struct Current {
+    server: Arc<ServerConfig>,
+    /// With `--tls-replication yes`: the config of the link to a primary (the same
+    /// certificate, presented as a client's, and the CA checking the primary's).
+    replica: Option<Arc<ClientConfig>>,
+    files: TlsFiles,
 }
 
 impl TlsContext {
     /// Reads and checks the certificate, key and CA named by `settings`: an error says which
     /// file and what is wrong with it, and the server refuses to start.
     pub fn new(settings: TlsSettings) -> Result<TlsContext, String> {
-        let config = build(&settings, &settings.files)?;
-        let files = settings.files.clone();
+        let current = build(&settings, &settings.files)?;
         Ok(TlsContext {
             settings,
-            current: Mutex::new((config, files)),
+            current: Mutex::new(current),
         })
     }
 
@@ -79,13 +91,45 @@ impl TlsContext {
 
     /// A fresh server-side TLS session for a connection just accepted on the TLS port.
     pub fn accept(&self) -> Result<ServerConnection, rustls::Error> {
-        let config = self.lock().0.clone();
+        let config = self.lock().server.clone();
         ServerConnection::new(config)
+    }
+
+    /// A TLS session for a replication link to the primary at `host` (`--tls-replication
+    /// yes`), over `socket` (connected, blocking): its certificate must chain to
+    /// `tls-ca-cert-file` and name `host` (a DNS name or an IP address). Does the handshake
+    /// (within the socket's timeouts, or [`REPLICA_HANDSHAKE_TIMEOUT`] when it has none).
+    /// An `InvalidData` error is a refusal (a certificate that does not verify, an alert),
+    /// any other an I/O failure.
+    pub fn connect_replica(
+        &self,
+        host: &str,
+        socket: std::net::TcpStream,
+    ) -> std::io::Result<crate::replication::link::LinkStream> {
+        use std::io::{Error, ErrorKind};
+        let invalid = |e: String| Error::new(ErrorKind::InvalidData, e);
+        let Some(config) = self.lock().replica.clone() else {
+            return Err(invalid("tls-replication is off".into()));
+        };
+        let name = ServerName::try_from(host.to_string())
+            .map_err(|e| invalid(format!("'{host}' cannot name a TLS server: {e}")))?;
+        let session = ClientConnection::new(config, name)
+            .map_err(|e| invalid(format!("cannot start a TLS session: {e}")))?;
+        let read_timeout = socket.read_timeout()?;
+        socket.set_read_timeout(Some(REPLICA_HANDSHAKE_TIMEOUT))?;
+        let mut stream = rustls::StreamOwned::new(session, socket);
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock)?;
+        }
+        stream.sock.set_read_timeout(read_timeout)?;
+        Ok(crate::replication::link::LinkStream::TlsClient(Box::new(
+            stream,
+        )))
     }
 
     /// The files the current certificate was read from.
     pub fn files(&self) -> TlsFiles {
-        self.lock().1.clone()
+        self.lock().files.clone()
     }
 
     /// Reads `files` and, if they make a valid configuration (PEM, a key that matches the
@@ -93,8 +137,7 @@ impl TlsContext {
     /// new connections get. On error nothing changes and the error says why. Reads files:
     /// call it off the shards' event loops (blocking I/O), from any thread.
     pub fn reload(&self, files: &TlsFiles) -> Result<(), String> {
-        let config = build(&self.settings, files)?;
-        *self.lock() = (config, files.clone());
+        *self.lock() = build(&self.settings, files)?;
         log::info!(
             "TLS certificate reloaded from {} (key {}{}); new connections use it",
             files.cert.display(),
@@ -115,15 +158,15 @@ impl TlsContext {
         self.reload(&files)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (Arc<ServerConfig>, TlsFiles)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Current> {
         // A panic while holding it can only have happened between two plain assignments;
         // the value inside is whole either way.
         self.current.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// The rustls config for `settings` with the certificate files `files`.
-fn build(settings: &TlsSettings, files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
+/// The rustls configs for `settings` with the certificate files `files`.
+fn build(settings: &TlsSettings, files: &TlsFiles) -> Result<Current, String> {
     let certs = read_certs("tls-cert-file", &files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => format!(
@@ -152,16 +195,9 @@ fn build(settings: &TlsSettings, files: &TlsFiles) -> Result<Arc<ServerConfig>, 
         (AuthClients::No, _) => builder.with_no_client_auth(),
         (_, None) => return Err("client certificates are asked for but no tls-ca-cert-file".into()),
         (auth, Some(ca)) => {
-            let mut roots = RootCertStore::empty();
-            for cert in read_certs("tls-ca-cert-file", ca)? {
-                roots.add(cert).map_err(|e| {
-                    format!(
-                        "tls-ca-cert-file {}: not a usable CA certificate: {e}",
-                        ca.display()
-                    )
-                })?;
-            }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let roots = read_roots(ca)?;
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             let verifier = match auth {
                 AuthClients::Optional => verifier.allow_unauthenticated(),
                 _ => verifier,
@@ -171,6 +207,16 @@ fn build(settings: &TlsSettings, files: &TlsFiles) -> Result<Arc<ServerConfig>, 
                 .map_err(|e| format!("tls-ca-cert-file {}: {e}", ca.display()))?;
             builder.with_client_cert_verifier(verifier)
         }
+    };
+    let replica = match (settings.replication, &files.ca) {
+        (true, Some(ca)) => Some(build_replica(
+            provider.clone(),
+            &versions,
+            read_roots(ca)?,
+            certs.clone(),
+            key.clone_key(),
+        )?),
+        _ => None,
     };
     let mut config = builder.with_single_cert(certs, key).map_err(|e| {
         format!(
@@ -185,7 +231,44 @@ fn build(settings: &TlsSettings, files: &TlsFiles) -> Result<Arc<ServerConfig>, 
     config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE_SIZE);
     config.ticketer = rustls::crypto::ring::Ticketer::new()
         .map_err(|e| format!("cannot make TLS session tickets: {e}"))?;
+    Ok(Current {
+        server: Arc::new(config),
+        replica,
+        files: files.clone(),
+    })
+}
+
+/// The client side of replication links: the primary must present a certificate chaining
+/// to `roots` that names the host; this server presents its own certificate, which a
+/// primary asking for client certificates checks against its CA.
+fn build_replica(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    roots: RootCertStore,
+    certs: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ClientConfig>, String> {
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("tls-protocols and tls-ciphersuites do not fit together: {e}"))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| format!("tls-cert-file as the replication link's certificate: {e}"))?;
     Ok(Arc::new(config))
+}
+
+/// The CA certificates of `ca` (`tls-ca-cert-file`).
+fn read_roots(ca: &Path) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in read_certs("tls-ca-cert-file", ca)? {
+        roots.add(cert).map_err(|e| {
+            format!(
+                "tls-ca-cert-file {}: not a usable CA certificate: {e}",
+                ca.display()
+            )
+        })?;
+    }
+    Ok(roots)
 }
 
 /// Every certificate in a PEM file; none at all is an error (a DER file, a key file, text).

@@ -81,6 +81,9 @@ pub struct TlsSettings {
     /// `--tls-cert-user yes`: a verified client certificate whose subject CN names a user
     /// logs the connection in as that user; a CN that names none closes the connection.
     pub cert_user: bool,
+    /// `--tls-replication yes`: this server, as a replica, links to its primary with TLS
+    /// ([`crate::replication::link`]).
+    pub replication: bool,
     /// How long a handshake may take before the connection is closed.
     pub handshake_timeout: Duration,
 }
@@ -126,15 +129,10 @@ impl TlsFlags {
 
     /// The settings, or `None` without a TLS port; an error says which flag is wrong and why.
     pub fn settings(self) -> Result<Option<TlsSettings>, String> {
-        if let Some(value) = &self.replication {
-            if yes_no("tls-replication", value)? {
-                return Err(
-                    "tls-replication yes is not supported yet: replication links \
-                            (--replicaof, REPLICAOF) are plain TCP for now"
-                        .into(),
-                );
-            }
-        }
+        let replication = match &self.replication {
+            Some(value) => yes_no("tls-replication", value)?,
+            None => false,
+        };
         let port = self.port.unwrap_or(0);
         if port == 0 {
             let given = [
@@ -151,6 +149,14 @@ impl TlsFlags {
                     self.handshake_timeout_ms.is_some(),
                 ),
             ];
+            if replication {
+                return Err(
+                    "tls-replication yes needs a --tls-port: the replication link \
+                            presents that port's certificate (tls-cert-file, tls-key-file) and \
+                            checks the primary's against its tls-ca-cert-file"
+                        .into(),
+                );
+            }
             if let Some((name, _)) = given.iter().find(|(_, given)| *given) {
                 return Err(format!(
                     "{name} is set but tls-port is not: TLS is served only on a --tls-port"
@@ -179,6 +185,13 @@ impl TlsFlags {
                     "optional"
                 }
             ));
+        }
+        if replication && self.ca_cert_file.is_none() {
+            return Err(
+                "tls-replication yes needs tls-ca-cert-file (the CA the primary's \
+                        certificate must chain to)"
+                    .into(),
+            );
         }
         let cert_user = match &self.cert_user {
             Some(value) => yes_no("tls-cert-user", value)?,
@@ -241,6 +254,7 @@ impl TlsFlags {
             tls13,
             suites,
             cert_user,
+            replication,
             handshake_timeout,
         }))
     }
@@ -507,21 +521,36 @@ mod tests {
     }
 
     #[test]
-    fn tls_replication_yes_is_refused_while_replication_links_are_plain_tcp() {
-        let e = TlsFlags {
+    fn tls_replication_needs_a_tls_port_and_a_ca() {
+        let yes = |f: TlsFlags| TlsFlags {
             replication: Some("yes".into()),
+            ..f
+        };
+        let on = yes(flags()).settings().unwrap().unwrap();
+        assert!(on.replication);
+        assert!(!flags().settings().unwrap().unwrap().replication);
+        let e = yes(TlsFlags::default()).settings().unwrap_err();
+        assert!(
+            e.starts_with("tls-replication yes needs a --tls-port"),
+            "{e}"
+        );
+        let e = yes(TlsFlags {
+            ca_cert_file: None,
+            auth_clients: Some("no".into()),
+            ..flags()
+        })
+        .settings()
+        .unwrap_err();
+        assert!(
+            e.starts_with("tls-replication yes needs tls-ca-cert-file"),
+            "{e}"
+        );
+        let e = TlsFlags {
+            replication: Some("maybe".into()),
             ..flags()
         }
         .settings()
         .unwrap_err();
-        assert!(
-            e.contains("replication links (--replicaof, REPLICAOF) are plain TCP"),
-            "{e}"
-        );
-        let ok = TlsFlags {
-            replication: Some("no".into()),
-            ..flags()
-        };
-        assert!(ok.settings().is_ok());
+        assert_eq!(e, "tls-replication must be yes or no, got 'maybe'");
     }
 }
