@@ -570,3 +570,36 @@ fn scrape(port: u16) -> String {
     let (_, body) = reply.split_once("\r\n\r\n").expect("an HTTP reply");
     body.to_string()
 }
+
+/// A `WAIT` parked for ever does not hold up a shutdown: the drain answers it with the
+/// count it has (0 without replicas) and the server exits well within its drain deadline.
+#[test]
+fn a_parked_wait_is_answered_by_the_shutdown() {
+    let mut server = Server::start(&[]);
+    let mut c = patient(&server, 30);
+    c.call_ok(&["CREATE", "PARTITION", "s", "STRING", "MEMORY"]);
+    c.call_ok(&["SET", "s", "k", "v"]);
+    c.send(&cmd(&["WAIT", "1", "0"]));
+    // Parked: no answer while the server runs.
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        c.stream.read(&mut byte).is_err(),
+        "WAIT 1 0 answered at once"
+    );
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    server.sigterm();
+    assert_eq!(c.read_reply(), b":0\r\n");
+    let exited = server.wait_exit(Duration::from_secs(30));
+    assert!(exited.is_some(), "the server did not exit");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the drain waited for the parked WAIT: {:?}",
+        started.elapsed()
+    );
+}
