@@ -201,6 +201,18 @@ fn wait_with_a_stopped_replica_times_out_and_never_blocks_the_shard() {
     assert_eq!(c.call(&["WAIT", "1", "0"]), b":1\r\n");
 
     signal(&replica, "-STOP");
+    // Pipelined behind a write of the same pass, to a partition of the connection's own
+    // shard (answered at once, framed only by the pass's commit): WAIT waits for it too,
+    // although the replica acknowledged everything before it.
+    let mut pipe = cmd(&["SET", "s", "k", "pipelined"]);
+    pipe.extend(cmd(&["WAIT", "1", "500"]));
+    c.send(&pipe);
+    assert_eq!(c.read_reply(), b"+OK\r\n");
+    assert_eq!(
+        c.read_reply(),
+        b":0\r\n",
+        "counted before its write was framed"
+    );
     c.call_ok(&["SET", "s", "k", "during"]);
     let started = Instant::now();
     assert_eq!(c.call(&["WAIT", "1", "1000"]), b":0\r\n");

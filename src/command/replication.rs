@@ -159,7 +159,8 @@ pub fn parse_wait(args: &Args, is_replica: bool) -> Result<WaitFor, CommandError
 /// acknowledged this connection's writes so far, now. A connection's WAIT takes the shard's
 /// parking path instead (`shard::wait`), which answers this same count once it is enough
 /// or the timeout passed; this handler answers where nothing may block (a transaction, as
-/// Redis's WAIT inside MULTI does).
+/// Redis's WAIT inside MULTI does). Known limit there: the offsets now may not cover a
+/// write of the same pass yet (framed by the pass's commit), so the count may be high.
 pub fn wait(
     args: &Args,
     session: &mut Session,
@@ -174,7 +175,7 @@ pub fn wait(
 }
 
 /// The shard offsets that cover every write of this connection so far: the offsets now
-/// once it has written (every write it sent was answered before this is asked: see
+/// once it has written (asked once every write it sent was answered and committed: see
 /// `shard::wait`), none (zeros) when it never wrote, as Redis's `woff` of 0.
 pub fn wait_target(session: &Session, state: &crate::replication::State) -> Box<[u64]> {
     if session.wrote {

@@ -12,9 +12,10 @@
 //! # What a connection's writes are
 //! Redis keeps the replication offset of a client's last write. A GoKV write is framed for
 //! the replicas by its partition's commit, on the shard that owns the partition, so its
-//! offsets are known only once its reply is; therefore the target is taken when every reply
-//! owed before the `WAIT` has been answered (its slot is the head of the connection's reply
-//! queue): then every shard offset now covers every write the connection made. It may cover
+//! offsets are known only once its partition's commit ran; therefore the target is taken by
+//! the `wait` step (after the pass's commit) once every reply owed before the `WAIT` has been
+//! answered (its slot is the head of the connection's reply queue): then every shard offset
+//! now covers every write the connection made, on this shard or another. It may cover
 //! other clients' writes made since, never less than the connection's own. A connection
 //! that never wrote waits for offsets of zero (any online replica counts), as Redis's
 //! `woff` of 0 does.
@@ -81,8 +82,10 @@ impl Core {
                 return;
             }
         };
-        // Nothing owed before it: its writes are all in the offsets now.
-        let target = (replies.in_flight() == 0).then(|| wait_target(session, &state));
+        // A connection that never wrote is counted now. One that did is counted by the
+        // `wait` step of this pass at the earliest: a write of this pass to one of this
+        // shard's partitions is framed (its offsets known) by the pass's commit.
+        let target = (!session.wrote).then(|| wait_target(session, &state));
         if let Some(target) = &target {
             let acked = state.count_acks(target) as i64;
             if acked >= wait.replicas {
