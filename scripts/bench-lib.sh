@@ -1,4 +1,5 @@
-# Shared by the benchmark entry scripts (bench-vs-redis.sh, bench-expiry.sh): source it from
+# Shared by the benchmark entry scripts (bench-vs-redis.sh, bench-expiry.sh,
+# bench-scaling.sh): source it from
 # the repository root. Not a script of its own.
 #
 #   bench_need_redis          install redis-server/redis-tools when missing; warn below 7
@@ -7,6 +8,8 @@
 #                             binaries; on exit, Ctrl-C or SIGTERM stop it and any server it
 #                             left behind (pids in the state dir), remove the state dir, and
 #                             exit with its status
+#   bench_cleanup             that clean-up, for an entry that starts its helper itself (set
+#                             bench_state and bench_py_pid, trap bench_cleanup EXIT)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -45,8 +48,10 @@ bench_cleanup() {
         while read -r pid; do
             [ -n "$pid" ] || continue
             if [ -r "/proc/$pid/cmdline" ] \
-                && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q -e gokv-server -e redis-server; then
-                echo "stopping leftover server pid $pid" >&2
+                && tr '\0' ' ' <"/proc/$pid/cmdline" \
+                | grep -q -e gokv-server -e redis-server -e valkey-server -e gokv-loadtest \
+                    -e '^strace ' -e '^perf stat '; then
+                echo "stopping leftover process pid $pid" >&2
                 kill -TERM "$pid" 2>/dev/null || true
                 sleep 1
                 kill -KILL "$pid" 2>/dev/null || true

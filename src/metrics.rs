@@ -379,8 +379,7 @@ impl LatencyHistogram {
 /// answered an error, `rejected` those refused before they ran (permission, `-OOM`,
 /// `-THROTTLED`), which are not in `calls`.
 ///
-/// Every call's clock is read (the slow log compares each call's time, [`crate::slowlog`]),
-/// but data commands (GET, SET, ...: the hot path) put their time into these statistics one
+/// Data commands (GET, SET, ...: the hot path) put their time into these statistics one
 /// call in [`DATA_SAMPLE`]: the counts are exact, the time (`nanos`, `buckets`) is that of
 /// the `sampled` calls, and the total time is estimated as `nanos * calls / sampled` (an
 /// unbiased estimate: which calls are sampled depends only on their order). Other commands
@@ -400,8 +399,8 @@ pub struct CommandStats {
 
 /// One data command in this many puts its time into the statistics (a power of two): the
 /// histogram update is about 50 instructions (`scripts/count-instructions.sh`), one in 8
-/// costs a GET a handful in all. The two time-stamp counter reads are paid by every call
-/// (the slow log's exact timing).
+/// costs a GET a handful in all. The slow log times every call but those of bounded cost
+/// on small arguments, which it sees through this sample (`slowlog::time_every_call`).
 pub const DATA_SAMPLE: u64 = 8;
 
 impl Default for CommandStats {
@@ -417,9 +416,11 @@ impl Default for CommandStats {
     }
 }
 
-/// A call [`CommandStats::begin`] started: when, and whether its time is sampled.
+/// A call [`CommandStats::begin`] started: when (if its clock runs), and whether its time
+/// is sampled.
 #[derive(Debug, Clone, Copy)]
 pub struct Timing {
+    /// The clock at the start; 0 when the call is not timed at all.
     started: u64,
     sampled: bool,
 }
@@ -445,19 +446,34 @@ impl CommandStats {
     /// result to [`Self::end`]. Only the owning shard may call this.
     #[inline(always)]
     pub fn begin(&self, every: u64) -> Timing {
+        self.begin_timed(every, true)
+    }
+
+    /// [`Self::begin`], where the clock runs for every call only when `every_call`: else only
+    /// for the sampled ones, and [`Self::end`] answers 0 for the others. A time-stamp
+    /// counter read costs 40 to 50 cycles here (about 17 ns, `perf annotate`: the two reads
+    /// were half of `dispatch`'s samples, 3% of a P16 GET's server CPU), so calls that
+    /// cannot be slow skip them (see `slowlog::time_every_call`).
+    #[inline(always)]
+    pub fn begin_timed(&self, every: u64, every_call: bool) -> Timing {
         let calls = ShardMetrics::get(&self.calls);
         ShardMetrics::set(&self.calls, calls.wrapping_add(1));
+        let sampled = calls & (every - 1) == 0;
         Timing {
-            started: ticks(),
-            sampled: calls & (every - 1) == 0,
+            started: if sampled || every_call { ticks() } else { 0 },
+            sampled,
         }
     }
 
     /// Finishes a call [`Self::begin`] counted: its time when it is sampled, and how it ended.
-    /// Returns how long it took in ticks (every call: the slow log compares it).
+    /// Returns how long it took in ticks (0 for a call whose clock did not run).
     #[inline(always)]
     pub fn end(&self, timing: Timing, outcome: Outcome) -> u64 {
-        let took = ticks().wrapping_sub(timing.started);
+        let took = if timing.started == 0 {
+            0
+        } else {
+            ticks().wrapping_sub(timing.started)
+        };
         if timing.sampled {
             self.timed(ticks_to_ns(took));
         }

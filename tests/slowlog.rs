@@ -91,6 +91,7 @@ fn on_another_shard(server: &Server, shard: &str) -> RawConn {
 }
 
 /// One SLOWLOG GET entry, checked for Redis 7's shape.
+#[derive(Debug)]
 struct Entry {
     id: i64,
     time: i64,
@@ -438,4 +439,30 @@ fn latency_histogram_answers_from_the_command_statistics() {
     assert_eq!(theirs[0].0.text(), "set");
     let fields: Vec<String> = theirs[0].1.pairs().iter().map(|(k, _)| k.text()).collect();
     assert_eq!(fields, ["calls", "histogram_usec"]);
+}
+
+/// GET and SET leave their clock to the statistics' sample (one call in 8) when the slow log
+/// watches only for calls of a millisecond or more, since on small values they cannot take
+/// that long; one that moves a big value is still timed: a SET by the size of its request,
+/// a GET by the size of its reply. Each is the second call of its command here, so the
+/// sample (the first call) does not time it.
+#[test]
+fn bounded_commands_on_big_values_are_still_logged() {
+    let server = Server::start(&[]);
+    let mut c = server.raw();
+    c.call_ok(&["CONFIG", "SET", "slowlog-log-slower-than", "1000"]);
+    c.call_ok(&["CREATE", "PARTITION", "s", "STRING", "MEMORY"]);
+    c.call_ok(&["SET", "s", "small", "v"]);
+    assert_eq!(c.call(&["GET", "s", "small"]), bulk(b"v"));
+    let big = "x".repeat(40 << 20);
+    c.call_ok(&["SET", "s", "big", &big]);
+    let reply = c.call(&["GET", "s", "big"]);
+    assert_eq!(reply.len(), big.len() + 13, "the 40 MiB value comes back");
+    let got = entries(&c.call_value(&["SLOWLOG", "GET", "-1"]));
+    let logged = |command: &str| {
+        got.iter()
+            .any(|e| e.args.first().map(String::as_str) == Some(command) && e.args[2] == "big")
+    };
+    assert!(logged("SET"), "the 40 MiB SET is in the slow log: {got:?}");
+    assert!(logged("GET"), "the 40 MiB GET is in the slow log: {got:?}");
 }

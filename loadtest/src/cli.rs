@@ -62,6 +62,12 @@ pub struct Args {
     #[arg(long, value_delimiter = ',', default_value = "bench")]
     pub partitions: Vec<String>,
 
+    /// Connection k sends every SET and GET to partition k mod (number of --partitions),
+    /// instead of each request drawing one (gokv only). With one partition per shard, GoKV
+    /// moves each connection to its partition's shard: the all-local case that scales.
+    #[arg(long)]
+    pub partition_per_connection: bool,
+
     /// Before the run, CREATE PARTITION <p> STRING MEMORY for each partition (gokv only);
     /// "already exists" errors are ignored.
     #[arg(long)]
@@ -231,6 +237,8 @@ impl Args {
             return Err("--create applies to --target gokv only".into());
         } else if self.conn_shard.is_some() {
             return Err("--conn-shard applies to --target gokv only".into());
+        } else if self.partition_per_connection {
+            return Err("--partition-per-connection applies to --target gokv only".into());
         }
         Ok(())
     }
@@ -334,5 +342,28 @@ mod tests {
             .unwrap();
         assert!(r.validate().unwrap_err().contains("--conn-shard"));
         assert!(Args::try_parse_from(["gokv-loadtest", "--conn-shard", "-1"]).is_err());
+    }
+
+    #[test]
+    fn partition_per_connection_is_for_gokv_only() {
+        let a = Args::try_parse_from(["gokv-loadtest", "--partition-per-connection"]).unwrap();
+        a.validate().unwrap();
+        assert!(a.partition_per_connection);
+        assert!(
+            !Args::try_parse_from(["gokv-loadtest"])
+                .unwrap()
+                .partition_per_connection
+        );
+        let r = Args::try_parse_from([
+            "gokv-loadtest",
+            "--target",
+            "redis",
+            "--partition-per-connection",
+        ])
+        .unwrap();
+        assert!(r
+            .validate()
+            .unwrap_err()
+            .contains("--partition-per-connection"));
     }
 }

@@ -43,6 +43,9 @@ pub struct Phase {
     /// Total number of requests; `None` for a time-bound phase.
     pub requests: Option<u64>,
     pub duration: Option<Duration>,
+    /// Connection `k` sends all its SETs and GETs to partition `k mod partitions` instead of
+    /// drawing one per request (GoKV then moves it to that partition's shard).
+    pub partition_per_connection: bool,
     pub workload: Workload,
 }
 
@@ -137,6 +140,9 @@ struct Conn {
     inflight: VecDeque<Pending>,
     /// Under `--rate`: when this connection's next request is due (ns, may be fractional).
     next_due: f64,
+    /// The partition index all its requests use (`--partition-per-connection`): its global
+    /// connection number; `None` draws one per request.
+    partition: Option<usize>,
 }
 
 struct Worker<'a> {
@@ -235,6 +241,7 @@ impl<'a> Worker<'a> {
                 inflight: VecDeque::with_capacity(phase.pipeline),
                 // Stagger the connections' schedules evenly over one interval.
                 next_due: global as f64,
+                partition: phase.partition_per_connection.then_some(global),
             });
         }
         let timer = match phase.rate {
@@ -392,10 +399,10 @@ impl<'a> Worker<'a> {
         let (first, n) = self.claim(want);
         let conn = &mut self.conns[i];
         for seq in first..first + n as u64 {
-            let op = self
-                .phase
-                .workload
-                .encode_next(&mut self.rng, seq, &mut conn.wbuf);
+            let op =
+                self.phase
+                    .workload
+                    .encode_next(&mut self.rng, seq, conn.partition, &mut conn.wbuf);
             conn.inflight.push_back(Pending { start_ns: now, op });
         }
         self.inflight += n;
@@ -436,10 +443,12 @@ impl<'a> Worker<'a> {
             let (first, n) = self.claim(due);
             let conn = &mut self.conns[i];
             for seq in first..first + n as u64 {
-                let op = self
-                    .phase
-                    .workload
-                    .encode_next(&mut self.rng, seq, &mut conn.wbuf);
+                let op = self.phase.workload.encode_next(
+                    &mut self.rng,
+                    seq,
+                    conn.partition,
+                    &mut conn.wbuf,
+                );
                 conn.inflight.push_back(Pending {
                     start_ns: conn.next_due as u64,
                     op,

@@ -106,6 +106,8 @@ fn run(args: &Args) -> Result<ExitCode, String> {
             rate: None,
             requests: Some(prefill.prefill_requests()),
             duration: None,
+            // The prefill numbers its SETs over every (partition, key) pair itself.
+            partition_per_connection: false,
             workload: prefill,
         };
         let progress = (!args.quiet).then(|| Progress::new("prefill "));
@@ -141,6 +143,7 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         rate: args.rate,
         requests: args.requests,
         duration: args.run_duration(),
+        partition_per_connection: args.partition_per_connection,
         workload: workload(mix),
     };
     let progress = (!args.quiet).then(|| Progress::new(""));

@@ -251,9 +251,17 @@ impl Workload {
     }
 
     /// Appends the next request to `out` and says what it is. `seq` is the request's number in
-    /// the run; only the prefill uses it.
+    /// the run; only the prefill uses it. `part` fixes the partition of a SET or GET (index
+    /// into the partitions, taken modulo their number: `--partition-per-connection`); `None`
+    /// draws one uniformly per request.
     #[inline]
-    pub fn encode_next(&self, rng: &mut Rng, seq: u64, out: &mut Vec<u8>) -> Op {
+    pub fn encode_next(
+        &self,
+        rng: &mut Rng,
+        seq: u64,
+        part: Option<usize>,
+        out: &mut Vec<u8>,
+    ) -> Op {
         match self.mix {
             Mix::Ping => {
                 out.extend_from_slice(b"*1\r\n$4\r\nPING\r\n");
@@ -265,7 +273,10 @@ impl Workload {
                 Op::Set
             }
             Mix::ReadWrite { reads, writes } => {
-                let part = self.pick_partition(rng);
+                let part = match part {
+                    Some(p) => p % self.set_heads.len(),
+                    None => self.pick_partition(rng),
+                };
                 let key = self.keys.sample(rng);
                 let read = writes == 0
                     || (reads != 0 && rng.below((reads + writes) as u64) < reads as u64);
@@ -350,7 +361,7 @@ mod tests {
         let (mut gets, mut sets) = (0, 0);
         for _ in 0..200 {
             let mut out = Vec::new();
-            let op = w.encode_next(&mut rng, 0, &mut out);
+            let op = w.encode_next(&mut rng, 0, None, &mut out);
             let a = args(&out);
             assert!(a[1] == b"a" || a[1] == b"bench");
             assert!(a[2].starts_with(b"key:0000000000"));
@@ -373,6 +384,45 @@ mod tests {
     }
 
     #[test]
+    fn a_fixed_partition_is_used_for_every_request() {
+        let parts = vec!["p0".to_string(), "p1".to_string(), "p2".to_string()];
+        let w = Workload::new(
+            Target::Gokv,
+            &parts,
+            Mix::ReadWrite {
+                reads: 1,
+                writes: 1,
+            },
+            KeyDist::Uniform(10),
+            10,
+            5,
+        );
+        let mut rng = Rng::new(3);
+        for (fixed, name) in [(1, b"p1"), (5, b"p2")] {
+            for _ in 0..100 {
+                let mut out = Vec::new();
+                w.encode_next(&mut rng, 0, Some(fixed), &mut out);
+                assert_eq!(args(&out)[1], name, "connection partition {fixed}");
+            }
+        }
+        // Redis requests carry no partition, whatever the connection's index.
+        let r = Workload::new(
+            Target::Redis,
+            &[],
+            Mix::ReadWrite {
+                reads: 1,
+                writes: 0,
+            },
+            KeyDist::Uniform(10),
+            10,
+            5,
+        );
+        let mut out = Vec::new();
+        assert_eq!(r.encode_next(&mut rng, 0, Some(7), &mut out), Op::Get);
+        assert!(out.starts_with(b"*2\r\n$3\r\nGET\r\n"));
+    }
+
+    #[test]
     fn redis_commands_have_no_partition_and_ratio_extremes_hold() {
         let only = |reads, writes| {
             let w = Workload::new(
@@ -386,7 +436,7 @@ mod tests {
             let mut rng = Rng::new(7);
             let mut out = Vec::new();
             let ops: Vec<Op> = (0..100)
-                .map(|_| w.encode_next(&mut rng, 0, &mut out))
+                .map(|_| w.encode_next(&mut rng, 0, None, &mut out))
                 .collect();
             (ops, out)
         };
@@ -414,7 +464,7 @@ mod tests {
         let seen: Vec<(Vec<u8>, Vec<u8>)> = (0..6)
             .map(|seq| {
                 let mut out = Vec::new();
-                assert_eq!(w.encode_next(&mut rng, seq, &mut out), Op::Set);
+                assert_eq!(w.encode_next(&mut rng, seq, None, &mut out), Op::Set);
                 let a = args(&out);
                 (a[1].clone(), a[2].clone())
             })

@@ -113,6 +113,10 @@ pub mod flag {
     pub const ADMIN: u16 = 1 << 4;
     /// Answered while the server is loading.
     pub const LOADING: u16 = 1 << 5;
+    /// GoKV's own, not shown by `COMMAND INFO`: a single-key command whose work is bounded
+    /// by its arguments' size, so that on small arguments it cannot run long (the slow log
+    /// times it one call in `DATA_SAMPLE`: see `slowlog::time_every_call`).
+    pub const BOUNDED: u16 = 1 << 6;
 
     /// Every flag with its `COMMAND INFO` name, in the order they are listed.
     pub const NAMES: [(u16, &str); 6] = [
@@ -329,17 +333,17 @@ macro_rules! command_table {
     };
 }
 
-use flag::{ADMIN, DENYOOM, FAST, LOADING, READONLY, WRITE};
+use flag::{ADMIN, BOUNDED, DENYOOM, FAST, LOADING, READONLY, WRITE};
 
 command_table! {
     Get => {
         usage: "GET <partition> <key>",
-        name: "get", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
+        name: "get", arity: 3, flags: READONLY | FAST | BOUNDED, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(string::get),
     },
     Set => {
         usage: "SET <partition> <key> <value> [NX|XX] [GET] [EX seconds|PX milliseconds|EXAT unix-seconds|PXAT unix-milliseconds|KEEPTTL]",
-        name: "set", arity: -4, flags: WRITE | DENYOOM, permission: Permission::WriteReadWithGet,
+        name: "set", arity: -4, flags: WRITE | DENYOOM | BOUNDED, permission: Permission::WriteReadWithGet,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::set),
     },
     Del => {
@@ -349,27 +353,27 @@ command_table! {
     },
     Exists => {
         usage: "EXISTS <partition> <key> [key ...]",
-        name: "exists", arity: -3, flags: READONLY | FAST, permission: Permission::Read,
+        name: "exists", arity: -3, flags: READONLY | FAST | BOUNDED, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ALL, handler: Handler::Read(data::exists),
     },
     Incr => {
         usage: "INCR <partition> <key>",
-        name: "incr", arity: 3, flags: WRITE | DENYOOM | FAST, permission: Permission::Write,
+        name: "incr", arity: 3, flags: WRITE | DENYOOM | FAST | BOUNDED, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::incr),
     },
     Decr => {
         usage: "DECR <partition> <key>",
-        name: "decr", arity: 3, flags: WRITE | DENYOOM | FAST, permission: Permission::Write,
+        name: "decr", arity: 3, flags: WRITE | DENYOOM | FAST | BOUNDED, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::decr),
     },
     IncrBy => {
         usage: "INCRBY <partition> <key> <increment>",
-        name: "incrby", arity: 4, flags: WRITE | DENYOOM | FAST, permission: Permission::Write,
+        name: "incrby", arity: 4, flags: WRITE | DENYOOM | FAST | BOUNDED, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::incrby),
     },
     DecrBy => {
         usage: "DECRBY <partition> <key> <decrement>",
-        name: "decrby", arity: 4, flags: WRITE | DENYOOM | FAST, permission: Permission::Write,
+        name: "decrby", arity: 4, flags: WRITE | DENYOOM | FAST | BOUNDED, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::decrby),
     },
     MGet => {
@@ -385,33 +389,33 @@ command_table! {
     // The string and expire families (string.rs, expire.rs), Redis's arities plus one.
     SetNx => {
         usage: "SETNX <partition> <key> <value>",
-        name: "setnx", arity: 4, flags: WRITE | DENYOOM | FAST, permission: Permission::Write,
+        name: "setnx", arity: 4, flags: WRITE | DENYOOM | FAST | BOUNDED, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::setnx),
     },
     SetEx => {
         usage: "SETEX <partition> <key> <seconds> <value>",
-        name: "setex", arity: 5, flags: WRITE | DENYOOM, permission: Permission::Write,
+        name: "setex", arity: 5, flags: WRITE | DENYOOM | BOUNDED, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::setex),
     },
     PSetEx => {
         usage: "PSETEX <partition> <key> <milliseconds> <value>",
-        name: "psetex", arity: 5, flags: WRITE | DENYOOM, permission: Permission::Write,
+        name: "psetex", arity: 5, flags: WRITE | DENYOOM | BOUNDED, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::psetex),
     },
     GetSet => {
         usage: "GETSET <partition> <key> <value>",
-        name: "getset", arity: 4, flags: WRITE | DENYOOM | FAST,
+        name: "getset", arity: 4, flags: WRITE | DENYOOM | FAST | BOUNDED,
         permission: Permission::ReadWrite, partition_arg: Some(1), keys: Keys::ONE,
         handler: Handler::Write(string::getset),
     },
     GetDel => {
         usage: "GETDEL <partition> <key>",
-        name: "getdel", arity: 3, flags: WRITE | FAST, permission: Permission::ReadWrite,
+        name: "getdel", arity: 3, flags: WRITE | FAST | BOUNDED, permission: Permission::ReadWrite,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::getdel),
     },
     GetEx => {
         usage: "GETEX <partition> <key> [EX seconds|PX milliseconds|EXAT unix-seconds|PXAT unix-milliseconds|PERSIST]",
-        name: "getex", arity: -3, flags: WRITE | FAST, permission: Permission::ReadWrite,
+        name: "getex", arity: -3, flags: WRITE | FAST | BOUNDED, permission: Permission::ReadWrite,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(string::getex),
     },
     MSetNx => {
@@ -442,58 +446,58 @@ command_table! {
     },
     StrLen => {
         usage: "STRLEN <partition> <key>",
-        name: "strlen", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
+        name: "strlen", arity: 3, flags: READONLY | FAST | BOUNDED, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(string::strlen),
     },
     Expire => {
         usage: "EXPIRE <partition> <key> <seconds> [NX|XX|GT|LT]",
-        name: "expire", arity: -4, flags: WRITE | FAST, permission: Permission::Write,
+        name: "expire", arity: -4, flags: WRITE | FAST | BOUNDED, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(expire::expire),
     },
     PExpire => {
         usage: "PEXPIRE <partition> <key> <milliseconds> [NX|XX|GT|LT]",
-        name: "pexpire", arity: -4, flags: WRITE | FAST, permission: Permission::Write,
+        name: "pexpire", arity: -4, flags: WRITE | FAST | BOUNDED, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(expire::pexpire),
     },
     ExpireAt => {
         usage: "EXPIREAT <partition> <key> <unix-seconds> [NX|XX|GT|LT]",
-        name: "expireat", arity: -4, flags: WRITE | FAST, permission: Permission::Write,
+        name: "expireat", arity: -4, flags: WRITE | FAST | BOUNDED, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(expire::expireat),
     },
     PExpireAt => {
         usage: "PEXPIREAT <partition> <key> <unix-milliseconds> [NX|XX|GT|LT]",
-        name: "pexpireat", arity: -4, flags: WRITE | FAST, permission: Permission::Write,
+        name: "pexpireat", arity: -4, flags: WRITE | FAST | BOUNDED, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(expire::pexpireat),
     },
     Persist => {
         usage: "PERSIST <partition> <key>",
-        name: "persist", arity: 3, flags: WRITE | FAST, permission: Permission::Write,
+        name: "persist", arity: 3, flags: WRITE | FAST | BOUNDED, permission: Permission::Write,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Write(expire::persist),
     },
     Ttl => {
         usage: "TTL <partition> <key>",
-        name: "ttl", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
+        name: "ttl", arity: 3, flags: READONLY | FAST | BOUNDED, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(expire::ttl),
     },
     PTtl => {
         usage: "PTTL <partition> <key>",
-        name: "pttl", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
+        name: "pttl", arity: 3, flags: READONLY | FAST | BOUNDED, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(expire::pttl),
     },
     ExpireTime => {
         usage: "EXPIRETIME <partition> <key>",
-        name: "expiretime", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
+        name: "expiretime", arity: 3, flags: READONLY | FAST | BOUNDED, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(expire::expiretime),
     },
     PExpireTime => {
         usage: "PEXPIRETIME <partition> <key>",
-        name: "pexpiretime", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
+        name: "pexpiretime", arity: 3, flags: READONLY | FAST | BOUNDED, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(expire::pexpiretime),
     },
     // The keys family (keys.rs). UNLINK is DEL: nothing is freed in the background.
     Type => {
         usage: "TYPE <partition> <key>",
-        name: "type", arity: 3, flags: READONLY | FAST, permission: Permission::Read,
+        name: "type", arity: 3, flags: READONLY | FAST | BOUNDED, permission: Permission::Read,
         partition_arg: Some(1), keys: Keys::ONE, handler: Handler::Read(keys::key_type),
     },
     Touch => {

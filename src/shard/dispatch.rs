@@ -326,14 +326,19 @@ pub(super) fn execute_data(
     }
     let before = partition.used_memory();
     let stats = &metrics.command_stats[spec.id as usize];
-    let started = stats.begin(DATA_SAMPLE);
+    let reply_start = w.buf.len();
+    let started = stats.begin_timed(DATA_SAMPLE, slowlog::time_every_call(spec, args));
     let result = data::execute(spec, args, partition, journal, quota, limits, w);
-    let took = stats.end(started, outcome(&result));
-    // Exactly timed, every call: the slow log and the latency monitor's `command` event.
+    let mut took = stats.end(started, outcome(&result));
+    let after = partition.used_memory();
+    // An untimed call (it took "0") that moved a big value is timed from its batch's start.
+    if took == 0 && slowlog::heavy(w.buf.len().saturating_sub(reply_start), before, after) {
+        took = slowlog::since_batch_began();
+    }
+    // The slow log and the latency monitor's `command` event.
     if took >= slowlog::watch_ticks() {
         slowlog::after_command(spec, args, took);
     }
-    let after = partition.used_memory();
     if after != before {
         let gauge = &metrics.used_memory;
         ShardMetrics::set(

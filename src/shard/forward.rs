@@ -134,6 +134,7 @@ impl Core {
         // The user of the last request that needed authorizing again, looked up once per run.
         let mut reauthorized: Option<(u64, Option<Arc<User>>)> = None;
         let mut executed = 0;
+        crate::slowlog::batch_begins();
         for request in requests {
             if capped && out.is_full() {
                 break;

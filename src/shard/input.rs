@@ -245,6 +245,7 @@ impl Core {
             self.prefetch(input, &batch, conn.session.selected.as_deref());
             // 3. Run, in order. MONITOR: one relaxed load a batch while no one monitors.
             let monitored = self.shared.monitors.any();
+            crate::slowlog::batch_begins();
             for frame in &batch.frames {
                 if conn.closing || conn.over_output_limit || is_paused(conn) {
                     // The rest is framed again later; forget any partly framed request that
