@@ -183,12 +183,19 @@ pub struct Cli {
     /// one it listens on [default: none].
     #[arg(long, value_name = "PORT")]
     pub replica_announce_port: Option<u16>,
+    /// Bytes of recent replication stream a primary keeps so that a replica whose link
+    /// broke resumes instead of syncing again, for all shards together (each shard keeps an
+    /// equal share); kept from the first replica's attach on; at most half of
+    /// --repl-buffer; `0`: none [default: 16mb].
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    pub repl_backlog: Option<u64>,
 }
 
 /// What `--help` says after the flags: the rules every flag shares.
 const AFTER_HELP: &str = "\
-Sizes (max-bulk-len, max-inline-len, max-key-len, client-output-limit, max-memory) are bytes,
-or a number with b, kb, mb or gb: powers of 1024 (64kb = 65536 bytes).
+Sizes (max-bulk-len, max-inline-len, max-key-len, client-output-limit, max-memory,
+repl-buffer, repl-backlog) are bytes, or a number with b, kb, mb or gb: powers of 1024
+(64kb = 65536 bytes).
 
 Every flag but --admin-password and --accept-data-loss may also be a key of the --config
 TOML file, spelt as the flag without its dashes (max-clients = 100). A flag on the command
@@ -277,6 +284,7 @@ struct FileConfig {
     replica_priority: Option<u64>,
     replica_announce_ip: Option<String>,
     replica_announce_port: Option<u16>,
+    repl_backlog: Option<SizeValue>,
 }
 
 /// A size in the file: a number of bytes or a string like `"64mb"`.
@@ -336,6 +344,10 @@ pub struct Config {
     /// `--replica-announce-ip` / `--replica-announce-port`: what a replica's primary shows.
     pub replica_announce_ip: Option<String>,
     pub replica_announce_port: Option<u16>,
+    /// `--repl-backlog`: bytes of recent stream kept for partial resyncs, all shards
+    /// together (at most half of `repl_buffer`: a resumed replica may be sent all of it at
+    /// once).
+    pub repl_backlog: usize,
 }
 
 /// The environment variable that may carry the replica's password for its primary.
@@ -648,6 +660,9 @@ impl Default for Config {
             repl_buffer: 256 * 1024 * 1024,
             replica_announce_ip: None,
             replica_announce_port: None,
+            // Redis's is 1mb of commands; ours holds records (a SET carries the whole
+            // value), split among the shards.
+            repl_backlog: 16 * 1024 * 1024,
         }
     }
 }
@@ -815,6 +830,7 @@ impl Config {
             repl_buffer: size(cli.repl_buffer, &file.repl_buffer, d.repl_buffer)?,
             replica_announce_ip: cli.replica_announce_ip.or(file.replica_announce_ip),
             replica_announce_port: cli.replica_announce_port.or(file.replica_announce_port),
+            repl_backlog: size(cli.repl_backlog, &file.repl_backlog, d.repl_backlog)?,
             admin_password: cli
                 .admin_password
                 .or_else(|| std::env::var(ADMIN_PASSWORD_ENV).ok())

@@ -389,7 +389,7 @@ pub fn render(sources: &Sources) -> String {
     };
     let total = |f: fn(&ShardMetrics) -> &AtomicU64| m.total(f);
     let (sys, user) = cpu_seconds();
-    let scalars: [(&str, &str, &str, f64); 18] = [
+    let scalars: [(&str, &str, &str, f64); 21] = [
         ("gokv_up", "gauge", "1 while the server answers.", 1.0),
         (
             "gokv_uptime_in_seconds",
@@ -438,6 +438,24 @@ pub fn render(sources: &Sources) -> String {
             "counter",
             "Connections refused at max-clients.",
             ShardMetrics::get(&m.rejected_connections) as f64,
+        ),
+        (
+            "gokv_sync_full_total",
+            "counter",
+            "Replica links that got at least one partition sent whole (full sync).",
+            ShardMetrics::get(&m.sync_full) as f64,
+        ),
+        (
+            "gokv_sync_partial_ok_total",
+            "counter",
+            "Replica links that resumed every partition from the backlog.",
+            ShardMetrics::get(&m.sync_partial_ok) as f64,
+        ),
+        (
+            "gokv_sync_partial_err_total",
+            "counter",
+            "Replica links that asked to resume and got a full sync of some partitions.",
+            ShardMetrics::get(&m.sync_partial_err) as f64,
         ),
         (
             "gokv_commands_processed_total",

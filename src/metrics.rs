@@ -36,6 +36,12 @@ pub struct ShardMetrics {
     pub used_memory: AtomicU64,
     /// Clients this shard disconnected for passing the client output limit.
     pub output_limit_disconnects: AtomicU64,
+    /// Pub/Sub on this shard now (gauges, `shard::pubsub`): channels and patterns with a
+    /// subscriber here, and connections with a subscription. A publishing shard reads the
+    /// first two of every other shard to know where a message must go.
+    pub pubsub_channels: AtomicU64,
+    pub pubsub_patterns: AtomicU64,
+    pub pubsub_clients: AtomicU64,
     /// Clients this shard disconnected for being idle past the timeout.
     pub timeout_disconnects: AtomicU64,
     /// Writes refused with `-OOM` because of max-memory.
@@ -105,6 +111,12 @@ pub struct ServerMetrics {
     pub shards: Vec<ShardMetrics>,
     /// Connections the acceptor refused at `max-clients` (its thread is the only writer).
     pub rejected_connections: AtomicU64,
+    /// Replica links answered (primary side, `crate::replication`, "Partial resync"): with
+    /// at least one partition sent whole; with every partition resumed; asked to resume
+    /// and not given it for every partition.
+    pub sync_full: AtomicU64,
+    pub sync_partial_ok: AtomicU64,
+    pub sync_partial_err: AtomicU64,
     /// 40 random hex digits, new at every start (Redis's `run_id`).
     pub run_id: String,
     /// The catalog the shards run, as shard 0 last applied it (for the metrics endpoint,
@@ -131,6 +143,9 @@ impl ServerMetrics {
                 })
                 .collect(),
             rejected_connections: AtomicU64::new(0),
+            sync_full: AtomicU64::new(0),
+            sync_partial_ok: AtomicU64::new(0),
+            sync_partial_err: AtomicU64::new(0),
             run_id: {
                 let mut bytes = [0u8; 20];
                 // Without randomness the id is still an id for this process.

@@ -91,12 +91,15 @@ pub fn run(config: Config) -> Result<(), String> {
             )
         }
     };
-    let replication = Arc::new(crate::replication::State::open(
-        &config.data_dir,
-        shards,
-        config.repl_buffer,
-        primary_login,
-    )?);
+    let replication = Arc::new(
+        crate::replication::State::open(
+            &config.data_dir,
+            shards,
+            config.repl_buffer,
+            primary_login,
+        )?
+        .with_backlog(repl_backlog(&config)),
+    );
     let _ = replication.handles.set(handles.clone());
     if let Some(tls) = tls.as_ref().filter(|t| t.settings().replication) {
         let _ = replication.tls.set(tls.clone());
@@ -716,6 +719,21 @@ fn start_metrics(shared: &Arc<Shared>) -> Result<(), String> {
     .map_err(|e| format!("cannot start the metrics endpoint: {e}"))?;
     log::info!("metrics at http://{local}/metrics");
     Ok(())
+}
+
+/// `--repl-backlog`, at most half of `--repl-buffer`: a resumed replica may be sent the
+/// whole backlog at once, which must fit its feed with room for the live stream.
+fn repl_backlog(config: &Config) -> usize {
+    let most = config.repl_buffer / 2;
+    if config.repl_backlog > most {
+        log::info!(
+            "--repl-backlog ({} bytes) is more than half of --repl-buffer ({} bytes); the \
+             backlog keeps {most} bytes",
+            config.repl_backlog,
+            config.repl_buffer,
+        );
+    }
+    config.repl_backlog.min(most)
 }
 
 #[cfg(test)]

@@ -270,11 +270,16 @@ const REDIS_FIELDS: &[(&str, &[&str])] = &[
             "total_commands_processed",
             "instantaneous_ops_per_sec",
             "rejected_connections",
+            "sync_full",
+            "sync_partial_ok",
+            "sync_partial_err",
             "expired_keys",
             "evicted_keys",
             "keyspace_hits",
             "keyspace_misses",
             "total_error_replies",
+            "pubsub_channels",
+            "pubsub_patterns",
         ],
     ),
     (
@@ -289,6 +294,9 @@ const REDIS_FIELDS: &[(&str, &[&str])] = &[
             "master_repl_offset",
             "second_repl_offset",
             "repl_backlog_active",
+            "repl_backlog_size",
+            "repl_backlog_first_byte_offset",
+            "repl_backlog_histlen",
         ],
     ),
     (
@@ -306,7 +314,11 @@ const REDIS_FIELDS: &[(&str, &[&str])] = &[
 /// GoKV's own fields (no Redis counterpart), per section.
 const GOKV_FIELDS: &[(&str, &[&str])] = &[
     ("Server", &["gokv_version", "shards"]),
-    ("Clients", &["client_output_limit", "timeout"]),
+    // `pubsub_clients`: Redis 7.2's name, not a field of the 7.0 this is compared with.
+    (
+        "Clients",
+        &["client_output_limit", "timeout", "pubsub_clients"],
+    ),
     (
         "Persistence",
         &[

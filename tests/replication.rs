@@ -522,11 +522,12 @@ fn a_stopped_replica_is_dropped_past_its_buffer_and_resyncs() {
     signal(&replica, "-CONT");
     converge(&mut p, &mut r);
     same_partition(&mut p, &mut r, "s");
-    let syncs = replica.log_text_once_it_contains("done in");
-    assert!(
-        syncs.matches("full sync from").count() >= 2,
-        "a second full sync: {syncs}"
-    );
+    // It asked to resume; the backlog (at most half of --repl-buffer) no longer held what
+    // it lacked.
+    let syncs = replica.log_text_once_it_contains("0 partitions resumed, 1 sent whole");
+    assert!(syncs.contains("partial resync"), "{syncs}");
+    let stats: String = q_ok(&mut p, &["INFO", "stats"]);
+    assert!(stats.contains("sync_partial_err:1\r\n"), "{stats}");
 }
 
 /// A durable write whose commit fails (`-IOERR`, rolled back) never reaches the replica.
@@ -656,6 +657,12 @@ fn a_new_primary_at_the_same_address_is_a_new_history() {
         "the replica never synced from the new primary"
     );
     converge(&mut p, &mut r);
+    // It asked to resume the old history: denied, a full sync.
+    let stats: String = q_ok(&mut p, &["INFO", "stats"]);
+    assert!(
+        stats.contains("sync_full:1\r\n") && stats.contains("sync_partial_err:1\r\n"),
+        "{stats}"
+    );
     let listed: Vec<String> = q_ok(&mut r, &["LIST", "PARTITIONS"]);
     assert_eq!(
         listed,

@@ -323,6 +323,14 @@ mod tests {
         ),
         ("ROLE", [true; 5]),
         ("WAIT 1 0", [true; 5]),
+        // Pub/Sub: any login at the table; each channel's permission is the shard's check
+        // (`command::pubsub::check_channel`, tested there and in tests/pubsub.rs).
+        ("SUBSCRIBE p:c", [true; 5]),
+        ("UNSUBSCRIBE", [true; 5]),
+        ("PSUBSCRIBE p:*", [true; 5]),
+        ("PUNSUBSCRIBE", [true; 5]),
+        ("PUBLISH p:c m", [true; 5]),
+        ("PUBSUB NUMPAT", [true; 5]),
         ("PING", [true; 5]),
         ("SELECT p", [false, true, true, true, true]),
         ("RESET", [true; 5]),

@@ -105,8 +105,9 @@ pub fn shard_path(
     ))
 }
 
-/// Redis's client types. GoKV's connections are all `normal` (a MONITOR too, as in Redis);
-/// it has no replicas, masters or Pub/Sub yet, so the other types match nothing.
+/// Redis's client types. A connection with a Pub/Sub subscription is `pubsub`, any other
+/// `normal` (a MONITOR too, as in Redis); GoKV has no replicas or masters among its
+/// client connections, so those types match nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ClientType {
     Normal,
@@ -298,6 +299,9 @@ pub struct ClientLine<'a> {
     pub idle_secs: u64,
     pub flags: &'a str,
     pub db: &'a str,
+    /// Channels and patterns it is subscribed to.
+    pub sub: usize,
+    pub psub: usize,
     pub qbuf: usize,
     pub qbuf_free: usize,
     pub rbs: usize,
@@ -325,7 +329,7 @@ pub fn command_name(cmd: Option<CommandId>) -> String {
 
 /// Appends one `CLIENT LIST` line (with its `\n`), Redis 7.2's fields in its order
 /// (`catClientInfoString`), then GoKV's `shard`. What GoKV lacks is Redis's value for "none":
-/// `sub`, `psub`, `ssub` 0 (no Pub/Sub), `multi` -1 (no MULTI), `argv-mem` and `multi-mem`
+/// `ssub` 0 (no shard channels), `multi` -1 (no MULTI), `argv-mem` and `multi-mem`
 /// 0 (between commands no argument is held), `redir` -1 (no tracking). `rbp` (the read
 /// buffer's peak) is its size: the buffer only shrinks once empty.
 pub fn write_line(out: &mut String, c: &ClientLine) {
@@ -335,7 +339,7 @@ pub fn write_line(out: &mut String, c: &ClientLine) {
     // Writing to a String cannot fail.
     let _ = writeln!(
         out,
-        "id={} addr={} laddr={} fd={} name={name} age={} idle={} flags={} db={} sub=0 psub=0 \
+        "id={} addr={} laddr={} fd={} name={name} age={} idle={} flags={} db={} sub={} psub={} \
          ssub=0 multi=-1 qbuf={} qbuf-free={} argv-mem=0 multi-mem=0 rbs={} rbp={} obl={} \
          oll={} omem={} tot-mem={} events={} cmd={} user={} redir=-1 resp={} \
          lib-name={lib_name} lib-ver={lib_ver} shard={}",
@@ -347,6 +351,8 @@ pub fn write_line(out: &mut String, c: &ClientLine) {
         c.idle_secs,
         c.flags,
         c.db,
+        c.sub,
+        c.psub,
         c.qbuf,
         c.qbuf_free,
         c.rbs,

@@ -40,6 +40,7 @@ pub mod glob;
 pub mod keys;
 pub mod monitor;
 pub mod partition;
+pub mod pubsub;
 pub mod quota;
 pub mod replication;
 pub mod server;
@@ -681,6 +682,39 @@ command_table! {
         name: "monitor", arity: 1, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(client::shard_path),
     },
+    // Pub/Sub (pubsub.rs; the shard runs them: shard/pubsub.rs). Channel permissions are
+    // checked per channel by the shard (`pubsub::check_channel`), hence `Authenticated`
+    // here. PUBLISH is no write to the data: it runs on a replica too.
+    Subscribe => {
+        usage: "SUBSCRIBE <channel> [channel ...]",
+        name: "subscribe", arity: -2, flags: LOADING, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(pubsub::shard_path),
+    },
+    Unsubscribe => {
+        usage: "UNSUBSCRIBE [channel ...]",
+        name: "unsubscribe", arity: -1, flags: LOADING, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(pubsub::shard_path),
+    },
+    PSubscribe => {
+        usage: "PSUBSCRIBE <pattern> [pattern ...]",
+        name: "psubscribe", arity: -2, flags: LOADING, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(pubsub::shard_path),
+    },
+    PUnsubscribe => {
+        usage: "PUNSUBSCRIBE [pattern ...]",
+        name: "punsubscribe", arity: -1, flags: LOADING, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(pubsub::shard_path),
+    },
+    Publish => {
+        usage: "PUBLISH <channel> <message>",
+        name: "publish", arity: 3, flags: FAST | LOADING, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(pubsub::shard_path),
+    },
+    Pubsub => {
+        usage: "PUBSUB <CHANNELS [pattern]|NUMSUB [channel ...]|NUMPAT|HELP>",
+        name: "pubsub", arity: -2, flags: LOADING, permission: Permission::Authenticated,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(pubsub::shard_path),
+    },
     Info => {
         usage: "INFO [section ...]",
         name: "info", arity: -1, flags: LOADING, permission: Permission::Authenticated,
@@ -738,8 +772,8 @@ command_table! {
     },
     // A replica's handshake: the connection becomes its feed once this is answered.
     ReplSync => {
-        usage: "REPLSYNC <listening-port> <replid>",
-        name: "replsync", arity: 3, flags: ADMIN, permission: Permission::AdminAll,
+        usage: "REPLSYNC <listening-port> <replid> [<primary-replid> <primary-run-id> [<partition-id>:<offset> ...]]",
+        name: "replsync", arity: -3, flags: ADMIN, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::replsync),
     },
     // Before REPLSYNC, a replica started with --replica-announce-ip names its address.

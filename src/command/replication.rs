@@ -7,6 +7,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use crate::protocol::{Args, ReplyWriter};
+use crate::replication::backlog::Resume;
 
 use super::error::printable;
 use super::server::{ServerView, Session};
@@ -185,9 +186,12 @@ pub fn wait_target(session: &Session, state: &crate::replication::State) -> Box<
     }
 }
 
-/// `REPLSYNC <listening-port> <replid>`: a replica's handshake. Answers
-/// `+FULLSYNC <replid> <shards>`; once that is written the connection becomes the
-/// replica's feed (`Session::replica_port`).
+/// `REPLSYNC <listening-port> <replid> [<primary-replid> <primary-run> [<id>:<offset> ...]]`:
+/// a replica's handshake, with what it asks to resume when it followed a primary before
+/// (the primary's replication id and run id it last synced from, and per partition the
+/// offset it applied). Answers `+FULLSYNC <replid> <shards> <run>`; once that is written the
+/// connection becomes the replica's feed (`Session::replica_port`), and each shard resumes
+/// the partitions its backlog still holds and sends the others whole.
 pub fn replsync(
     args: &Args,
     session: &mut Session,
@@ -216,8 +220,14 @@ pub fn replsync(
                 .into(),
         ));
     }
-    w.simple(&format!("FULLSYNC {} {}", state.replid, state.shards));
+    let run_id = &view.metrics.run_id;
+    let resume = resume_request(args, &state.replid, run_id)?;
+    w.simple(&format!(
+        "FULLSYNC {} {} {run_id}",
+        state.replid, state.shards
+    ));
     session.replica_port = Some(port);
+    session.replica_resume = resume.map(Box::new);
     session.close_after_reply = true;
     Ok(())
 }
@@ -251,6 +261,57 @@ pub fn replconf(
     session.replica_ip = Some(String::from_utf8_lossy(ip).into_owned());
     w.ok();
     Ok(())
+}
+
+/// REPLSYNC's resume request (its words after the replica's replid), checked whole before
+/// anything is taken from it: `None` when it asks for nothing; the offsets only when the
+/// history it names is this server's now (`replid` and this process's `run_id`: the
+/// offsets and the backlog do not outlive the process).
+fn resume_request(args: &Args, replid: &str, run_id: &str) -> Result<Option<Resume>, CommandError> {
+    use crate::replication::backlog::MAX_RESUME_PARTITIONS;
+    if args.len() == 3 {
+        return Ok(None);
+    }
+    let bad = |what: String| CommandError::Syntax(format!("REPLSYNC: {what}"));
+    let is_id = |w: &[u8]| w.len() == 40 && w.iter().all(|b| b.is_ascii_hexdigit());
+    if args.len() < 5 || !is_id(args.get(3)) || !is_id(args.get(4)) {
+        return Err(bad(
+            "expected <primary-replid> <primary-run-id> (40 hex digits each) after the \
+             replica's replid"
+                .into(),
+        ));
+    }
+    let pairs = args.len() - 5;
+    if pairs > MAX_RESUME_PARTITIONS {
+        return Err(bad(format!(
+            "{pairs} partition offsets (at most {MAX_RESUME_PARTITIONS})"
+        )));
+    }
+    let mut offsets = hashbrown::HashMap::with_capacity(pairs);
+    for i in 5..args.len() {
+        let word = args.get(i);
+        let pair = std::str::from_utf8(word).ok().and_then(|w| {
+            let (id, offset) = w.split_once(':')?;
+            Some((id.parse::<u64>().ok()?, offset.parse::<u64>().ok()?))
+        });
+        let Some((id, offset)) = pair else {
+            return Err(bad(format!(
+                "'{}' is not <partition-id>:<offset>",
+                crate::command::error::printable(&word[..word.len().min(64)])
+            )));
+        };
+        if offsets.insert(id, offset).is_some() {
+            return Err(bad(format!("partition {id} named twice")));
+        }
+    }
+    let ours = args.get(3) == replid.as_bytes() && args.get(4) == run_id.as_bytes();
+    if !ours {
+        offsets.clear();
+    }
+    Ok(Some(Resume {
+        asked: true,
+        offsets,
+    }))
 }
 
 #[cfg(test)]

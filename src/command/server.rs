@@ -59,6 +59,8 @@ pub struct Session {
     /// Set by REPLSYNC (with the port the replica listens on): once its reply is written,
     /// the connection's socket becomes the replica's feed (`crate::replication`).
     pub replica_port: Option<u16>,
+    /// What that REPLSYNC asked to resume (`crate::replication::backlog::Resume`).
+    pub replica_resume: Option<Box<crate::replication::backlog::Resume>>,
     /// The client's address (MONITOR's lines name it; `None` only in unit tests).
     pub peer: Option<std::net::SocketAddr>,
     /// The last command looked up (CLIENT LIST's `cmd`): one store per request (its row,
@@ -75,6 +77,8 @@ pub struct Session {
     /// Set by `REPLCONF ip-address` (a replica's `--replica-announce-ip`): what its
     /// primary shows for it.
     pub replica_ip: Option<String>,
+    /// Its Pub/Sub subscriptions, while it has any (`shard::pubsub`).
+    pub pubsub: Option<Box<super::pubsub::Subscriptions>>,
 }
 
 /// Failed logins in a row after which the connection is closed: enough for a person to
@@ -121,10 +125,17 @@ pub struct ServerView<'a> {
 /// `PING [message]`
 pub fn ping(
     args: &Args,
-    _session: &mut Session,
+    session: &mut Session,
     _view: &ServerView,
     w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
+    // In RESP2 subscribed mode, Redis answers `[pong, message]` (an empty one by default).
+    if session.pubsub.is_some() && session.protocol == Protocol::Resp2 && args.len() <= 2 {
+        w.array(2);
+        w.bulk(b"pong");
+        w.bulk(if args.len() == 2 { args.get(1) } else { b"" });
+        return Ok(());
+    }
     match args.len() {
         1 => w.simple("PONG"),
         2 => w.bulk(args.get(1)),
@@ -543,9 +554,11 @@ fn info_section(
             // blocked_clients: GoKV has no blocking commands, so none ever waits in one
             // (redis-cli --stat reads the field: without it, it shows LONG_MIN).
             "# Clients\r\nconnected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\n\
-             blocked_clients:0\r\ntracking_clients:0\r\nclient_output_limit:{}\r\ntimeout:{}\r\n",
+             blocked_clients:0\r\ntracking_clients:0\r\npubsub_clients:{}\r\n\
+             client_output_limit:{}\r\ntimeout:{}\r\n",
             total(|s| &s.connections),
             view.config.live.max_clients(),
+            total(|s| &s.pubsub_clients),
             view.config.live.client_output_limit(),
             view.config.live.timeout_secs(),
         ),
@@ -593,7 +606,15 @@ fn info_section(
                     )?;
                 }
             }
-            Ok(())
+            // Gauges (RESETSTAT leaves them): each shard's channels and patterns with a
+            // subscriber, summed (one with subscribers on two shards counts on each; PUBSUB
+            // CHANNELS and NUMPAT merge the shards' sets exactly).
+            write!(
+                text,
+                "pubsub_channels:{}\r\npubsub_patterns:{}\r\n",
+                total(|s| &s.pubsub_channels),
+                total(|s| &s.pubsub_patterns),
+            )
         }
         "replication" => {
             text.push_str("# Replication\r\n");
@@ -720,7 +741,7 @@ pub fn command_totals_since_reset(
 }
 
 /// INFO's `stats` counters (all but the rate), in Redis's order, as the counters read now.
-fn stat_counters(m: &ServerMetrics, catalog: &Catalog) -> [(&'static str, u64); 13] {
+fn stat_counters(m: &ServerMetrics, catalog: &Catalog) -> [(&'static str, u64); 16] {
     let total = |f: fn(&ShardMetrics) -> &AtomicU64| m.total(f);
     [
         (
@@ -732,6 +753,9 @@ fn stat_counters(m: &ServerMetrics, catalog: &Catalog) -> [(&'static str, u64); 
             "rejected_connections",
             ShardMetrics::get(&m.rejected_connections),
         ),
+        ("sync_full", ShardMetrics::get(&m.sync_full)),
+        ("sync_partial_ok", ShardMetrics::get(&m.sync_partial_ok)),
+        ("sync_partial_err", ShardMetrics::get(&m.sync_partial_err)),
         // Counted by the shards' sweeps: cumulative, as Redis's (a dropped partition's
         // expiries stay counted).
         ("expired_keys", total(|s| &s.expired_keys)),

@@ -84,6 +84,16 @@ impl<'a> ReplyWriter<'a> {
         self.header(b'*', len);
     }
 
+    /// A push of `len` items (Pub/Sub's messages and (un)subscribe confirmations): `>` in
+    /// RESP3, an array in RESP2.
+    #[inline]
+    pub fn push(&mut self, len: usize) {
+        match self.protocol {
+            Protocol::Resp2 => self.header(b'*', len),
+            Protocol::Resp3 => self.header(b'>', len),
+        }
+    }
+
     /// A map of `pairs` entries: `%` in RESP3, a flat array of `2 * pairs` in RESP2.
     #[inline]
     pub fn map(&mut self, pairs: usize) {

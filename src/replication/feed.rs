@@ -29,6 +29,32 @@ pub const PING_EVERY: Duration = Duration::from_secs(1);
 /// that a full sync never fills the feed's bound on its own.
 pub const SNAPSHOT_HIGH_WATER: usize = 4 << 20;
 
+/// Held while frames are pushed to more than one feed (see [`push_to_all`]). One per
+/// process: a process is one server.
+static PUSH_ORDER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Pushes `frames` to each feed, in one order for every feed: with two or more, under a lock
+/// every pusher (each shard, the coordinator) takes. So all replicas receive the live stream
+/// in the same order, and of two replicas the one with the larger `slave_repl_offset` holds
+/// everything the other holds. That is what makes a failover safe: Sentinel promotes the
+/// replica with the largest offset, and every write that `WAIT` saw acknowledged (by any
+/// replica) is then on it. Without the lock, two shards' frames could reach two feeds in
+/// different orders, and a replica ahead on one shard but behind on another could win with
+/// an acknowledged write missing. `pushed` runs after each successful push. The lock is
+/// held only while frames are queued (pushes never wait on a socket).
+pub fn push_to_all<'a>(
+    feeds: impl ExactSizeIterator<Item = &'a Arc<Feed>>,
+    frames: &Arc<Vec<u8>>,
+    mut pushed: impl FnMut(&Feed),
+) {
+    let _order = (feeds.len() > 1).then(|| PUSH_ORDER.lock().unwrap_or_else(|e| e.into_inner()));
+    for feed in feeds {
+        if feed.push(frames.clone()) {
+            pushed(feed);
+        }
+    }
+}
+
 /// One replica's queue.
 pub struct Feed {
     /// Counts replicas since start (log lines).
@@ -50,6 +76,9 @@ pub struct Feed {
     last_write: AtomicU64,
     /// What the replica acknowledged ([`super::acks`]).
     pub acked: super::acks::Acked,
+    /// What the replica asked to resume (set before its sync starts), and what it got.
+    pub resume: std::sync::OnceLock<super::backlog::Resume>,
+    pub outcome: super::backlog::Outcome,
 }
 
 impl Feed {
@@ -82,6 +111,8 @@ impl Feed {
             offsets: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             last_write: AtomicU64::new(unix_secs()),
             acked: super::acks::Acked::new(shards),
+            resume: Default::default(),
+            outcome: Default::default(),
         });
         let sender = feed.clone();
         std::thread::Builder::new()
@@ -242,5 +273,75 @@ impl Feed {
             state.refresh_good();
         }
         log::info!("replication: replica {} ({}) detached", self.id, self.peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    /// A feed writing to a socket whose other end this returns.
+    fn feed_to_socket() -> (Arc<Feed>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let out = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (back, peer) = listener.accept().unwrap();
+        let feed = Feed::start(1, LinkStream::Plain(out), peer, 0, 2, 64 << 20).unwrap();
+        (feed, back)
+    }
+
+    /// Two threads (two shards) push to two feeds at once: both replicas read the very same
+    /// stream, frame for frame.
+    #[test]
+    fn every_feed_gets_the_frames_in_one_order() {
+        let (a, mut a_in) = feed_to_socket();
+        let (b, mut b_in) = feed_to_socket();
+        let feeds = Arc::new(vec![a, b]);
+        const EACH: usize = 20_000;
+        let start = Arc::new(std::sync::Barrier::new(2));
+        let pushers: Vec<_> = (0..2u8)
+            .map(|shard| {
+                let (feeds, start) = (feeds.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    for i in 0..EACH {
+                        let mut frame = Vec::new();
+                        let text = format!("{shard}:{i}");
+                        wire::encode(&mut frame, &[b"RECORDS", text.as_bytes()]);
+                        push_to_all(feeds.iter(), &Arc::new(frame), |_| {});
+                    }
+                })
+            })
+            .collect();
+        for p in pushers {
+            p.join().unwrap();
+        }
+        let read_frames = |socket: &mut TcpStream| {
+            socket
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .unwrap();
+            let mut buf = Vec::new();
+            let mut frames = Vec::new();
+            while frames.len() < 2 * EACH {
+                let mut chunk = [0u8; 65536];
+                let n = socket.read(&mut chunk).unwrap();
+                assert!(n > 0, "the feed closed early");
+                buf.extend_from_slice(&chunk[..n]);
+                let mut at = 0;
+                while let Ok(wire::Parsed::Frame(parts, used)) = wire::parse(&buf[at..]) {
+                    // PINGs (a second without frames) are not part of the stream.
+                    if parts[0] != b"PING" {
+                        frames.push(parts[1].to_vec());
+                    }
+                    at += used;
+                }
+                buf.drain(..at);
+            }
+            frames
+        };
+        let (from_a, from_b) = (read_frames(&mut a_in), read_frames(&mut b_in));
+        assert_eq!(from_a.len(), 2 * EACH);
+        assert!(from_a == from_b, "the two replicas got different orders");
     }
 }

@@ -15,10 +15,11 @@
 //! the replica as an ordinary client: it logs in
 //! (`AUTH <primary-user> <primary-password>`, a user with ADMIN on `*`), names the address
 //! to show for it when it has one (`REPLCONF ip-address <ip>`, `--replica-announce-ip`),
-//! then asks `REPLSYNC <listening-port> <its own replid>` (the port is
-//! `--replica-announce-port` when set). The primary answers
-//! `+FULLSYNC <replid> <shards>` and from then on the connection carries only frames, each
-//! a RESP array of bulk strings ([`wire`]), primary to replica:
+//! then asks `REPLSYNC <listening-port> <its own replid> [<primary-replid> <primary-run-id>
+//! [<partition-id>:<offset> ...]]` (the history it holds and what it asks to resume, see
+//! "Partial resync"; the port is `--replica-announce-port` when set). The primary answers
+//! `+FULLSYNC <replid> <shards> <run-id>` and from then on the connection carries only
+//! frames, each a RESP array of bulk strings ([`wire`]), primary to replica:
 //!
 //! ```text
 //! CATALOG <catalog text>      the whole catalog, in the catalog file's format
@@ -26,6 +27,9 @@
 //! USERS <users.json text>     every user and grant (acl::store), same
 //! FULL <shard> <shard-offset> <partition-id> <partition-offset>
 //!                             a full sync of the partition begins: the replica empties it
+//! RESUME <shard> <shard-offset> <partition-id> <partition-offset>
+//!                             the partition is resumed from <partition-offset> (the one
+//!                             the replica asked): the RECORDS that follow continue it
 //! SNAP <partition-id> <records>
 //!                             part of its snapshot (SET records), not counted in offsets
 //! SYNCED <shard>              every partition of primary shard <shard> was sent whole
@@ -50,10 +54,12 @@
 //! # Offsets and the replication id
 //! Every partition has an offset: the bytes of records streamed for it, which only grows;
 //! every primary shard has one, the sum of its partitions' (dropped ones included), and the
-//! server's `master_repl_offset` is the sum of the shards'. They grow only while a replica
-//! is attached (a MEMORY partition makes no records otherwise). The server's replication id
-//! (`master_replid`, 40 hex digits) is made when the data directory is new
-//! (`<data-dir>/replid`) and kept across restarts.
+//! server's `master_repl_offset` is the sum of the shards'. They grow while a replica is
+//! attached or the backlog exists (a MEMORY partition makes no records otherwise), and start
+//! from 0 at every start of the process. The server's replication id (`master_replid`, 40
+//! hex digits) is made when the data directory is new (`<data-dir>/replid`) and kept across
+//! restarts; the run id (`run_id`, INFO `server`) is new at every start. Offsets are only
+//! meaningful within one (replid, run id): that pair names a history a replica can resume.
 //!
 //! # Full sync, per shard, in parallel
 //! When a replica attaches, the coordinator (shard 0) sends `CATALOG` and `USERS` into its
@@ -91,6 +97,37 @@
 //! last followed (a new primary, or this process's first sync) first drops every partition
 //! of the replica: two histories are never merged.
 //!
+//! # Partial resync
+//! Each primary shard keeps a backlog ([`backlog`]): its recent `RECORDS` frames, as the
+//! feeds got them, at most its share (`--repl-backlog` / shards) of bytes, the oldest going
+//! first. It is made at the first replica's attach and kept from then on, replica or none,
+//! so the shard frames every commit from then on (what was written while no replica was
+//! attached is in it too; without that, a MEMORY partition's writes in an outage would make
+//! no records and a resume would miss them). `--repl-backlog 0`: no backlog, every link is
+//! a full sync.
+//!
+//! The replica's link thread notes, per primary partition, the offset of the last frame it
+//! handed to the replica's shards (which apply all of it, in order, even once the link
+//! broke) and whether the partition is whole (resumed, or its shard's `SYNCED` came since
+//! its `FULL`); it forgets them all on a new history, a new run of the primary, or a record
+//! a shard could not apply. Its next `REPLSYNC` names that history and every whole
+//! partition's offset. The primary takes the offsets only when the replid *and* the run id
+//! are its own now (a restarted primary keeps its replid but starts its offsets over), and
+//! each shard, in `FeedStart`, for each of its partitions: when the backlog holds every
+//! frame after the offset (the offset is a frame boundary at or past where the backlog holds
+//! the partition from), pushes `RESUME` and those frames; else `FULL` and a walk, as a full
+//! sync. Both happen on the shard's thread between passes, before it attaches the feed: the
+//! replayed frames end exactly where the partition's offset is, and the next commit's frames
+//! go to the feed after them, so nothing is missing or doubled. `SYNCED` follows as in a full
+//! sync (at once when nothing is walked). The replica keeps its data of a resumed partition;
+//! the catalog it gets first drops what the primary dropped meanwhile.
+//!
+//! Statistics, per link (the last shard to answer counts them): every partition resumed:
+//! `sync_partial_ok`; otherwise `sync_full`, and `sync_partial_err` as well when the replica
+//! asked to resume (named a history), as Redis counts a PSYNC it denies. A link that resumes
+//! some partitions and sends others whole is thus a full sync that was partly denied; the
+//! log lines of both sides say how many partitions went which way.
+//!
 //! # Acknowledgements, WAIT, min-replicas
 //! A replica's acks ([`acks`]) are read on the primary by a thread beside each feed's
 //! sender, bounded, and kept per shard in the feed: INFO's `slaveN:offset=` and ROLE's
@@ -102,14 +139,12 @@
 //! is on (`-NOREPLICAS`).
 //!
 //! # Not yet
-//! Partial resync is planned on what is here: offsets are per partition already, so a
-//! reconnecting replica can send `REPLSYNC ... <id>:<offset> ...` and the primary can
-//! resume each partition from a bounded backlog of its recent `RECORDS` frames
-//! (`--repl-backlog`), sending `FULL` only for the partitions it cannot. Until then every
-//! link starts with a full sync. Chained replication (a replica of a replica) is refused.
+//! Chained replication (a replica of a replica) is refused. A replica process that restarts
+//! holds no offsets (it keeps none on disk) and syncs fully.
 
 pub mod acks;
 pub mod apply;
+pub mod backlog;
 pub mod feed;
 pub mod link;
 pub mod replica;
@@ -180,6 +215,33 @@ pub struct State {
     ack_epoch: AtomicU64,
     /// Per shard: it has a `WAIT` parked and wants a wake-up on the next ack.
     wake_on_ack: Vec<AtomicBool>,
+    /// `--repl-backlog`, and what the shards' backlogs hold (INFO).
+    pub backlog: BacklogState,
+}
+
+/// The backlogs' size and what they hold, for INFO (each shard writes its own).
+pub struct BacklogState {
+    /// `--repl-backlog`: bytes for all shards' backlogs together; 0: none.
+    pub limit: usize,
+    /// Made (at the first replica's attach) and kept from then on.
+    pub active: AtomicBool,
+    /// Per shard: record bytes its backlog holds (offset units).
+    pub histlen: Vec<AtomicU64>,
+}
+
+impl BacklogState {
+    fn new(limit: usize, shards: usize) -> BacklogState {
+        BacklogState {
+            limit,
+            active: AtomicBool::new(false),
+            histlen: (0..shards).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// One shard's share of the limit.
+    pub fn shard_limit(&self) -> usize {
+        self.limit / self.histlen.len().max(1)
+    }
 }
 
 impl State {
@@ -210,7 +272,15 @@ impl State {
             good_replicas: AtomicUsize::new(0),
             ack_epoch: AtomicU64::new(0),
             wake_on_ack: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            backlog: BacklogState::new(0, shards),
         })
+    }
+
+    /// With backlogs of `limit` bytes in all (`--repl-backlog`; 0: none, every link
+    /// starts with a full sync).
+    pub fn with_backlog(mut self, limit: usize) -> State {
+        self.backlog = BacklogState::new(limit, self.shards);
+        self
     }
 
     /// A state kept nowhere (a fresh replication id, nothing on disk): for shards run
@@ -235,6 +305,7 @@ impl State {
             good_replicas: AtomicUsize::new(0),
             ack_epoch: AtomicU64::new(0),
             wake_on_ack: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            backlog: BacklogState::new(0, shards),
         }
     }
 
@@ -407,7 +478,6 @@ impl State {
 
     /// INFO's `replication` section, after its heading, in Redis 7's words.
     pub fn info(&self, text: &mut String) -> std::fmt::Result {
-        use std::fmt::Write;
         let feeds = self.feeds();
         match self.primary() {
             None => {
@@ -443,7 +513,8 @@ impl State {
                 writeln_crlf(text, format_args!("master_replid:{}", self.replid))?;
                 writeln_crlf(text, format_args!("master_replid2:{}", "0".repeat(40)))?;
                 writeln_crlf(text, format_args!("master_repl_offset:{}", self.offset()))?;
-                write!(text, "second_repl_offset:-1\r\nrepl_backlog_active:0\r\n")
+                text.push_str("second_repl_offset:-1\r\n");
+                self.backlog_info(text, self.offset())
             }
             Some((host, port)) => {
                 let st = &self.status;
@@ -493,9 +564,35 @@ impl State {
                 writeln_crlf(text, format_args!("master_replid:{replid}"))?;
                 writeln_crlf(text, format_args!("master_replid2:{}", "0".repeat(40)))?;
                 writeln_crlf(text, format_args!("master_repl_offset:{offset}"))?;
-                write!(text, "second_repl_offset:-1\r\nrepl_backlog_active:0\r\n")
+                text.push_str("second_repl_offset:-1\r\n");
+                self.backlog_info(text, self.offset())
             }
         }
+    }
+}
+
+impl State {
+    /// INFO's `repl_backlog_*` lines, in Redis's words: `repl_backlog_size` is
+    /// `--repl-backlog` (all shards together), `repl_backlog_histlen` the record bytes the
+    /// shards' backlogs hold now, and the first byte's offset is `offset` less that, plus
+    /// one, as Redis counts it (each shard's backlog starts at its own place; this is
+    /// their sum's view).
+    fn backlog_info(&self, text: &mut String, offset: u64) -> std::fmt::Result {
+        let b = &self.backlog;
+        let active = b.active.load(Ordering::Relaxed);
+        let histlen: u64 = b.histlen.iter().map(|h| h.load(Ordering::Relaxed)).sum();
+        let first = if active {
+            (offset + 1).saturating_sub(histlen)
+        } else {
+            0
+        };
+        writeln_crlf(
+            text,
+            format_args!("repl_backlog_active:{}", u8::from(active)),
+        )?;
+        writeln_crlf(text, format_args!("repl_backlog_size:{}", b.limit))?;
+        writeln_crlf(text, format_args!("repl_backlog_first_byte_offset:{first}"))?;
+        writeln_crlf(text, format_args!("repl_backlog_histlen:{histlen}"))
     }
 }
 

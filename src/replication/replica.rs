@@ -171,6 +171,8 @@ impl Link {
             socket: socket.clone(),
             generation,
             routes: hashbrown::HashMap::new(),
+            history: None,
+            held: hashbrown::HashMap::new(),
         };
         let spawned = std::thread::Builder::new()
             .name("gokv-replica-link".into())
@@ -212,6 +214,22 @@ struct Runner {
     generation: u64,
     /// Primary partition id -> (name, owning replica shard), from the last installed catalog.
     routes: hashbrown::HashMap<u64, (Box<[u8]>, usize)>,
+    /// The primary's replication id and run id this link last synced from: what `held`'s
+    /// offsets are offsets of (partial resync).
+    history: Option<(String, String)>,
+    /// Per primary partition: what was handed to the shards of it (see [`Held`]).
+    held: hashbrown::HashMap<u64, Held>,
+}
+
+/// What the replica holds of one of the primary's partitions: its offset after the last
+/// frame handed to the shards (which apply everything handed to them, in order, even once
+/// the link broke), and whether it is whole (resumed, or its shard's `SYNCED` came since
+/// its `FULL`), so that a new session can ask to resume it from there.
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    pshard: usize,
+    offset: u64,
+    whole: bool,
 }
 
 impl Runner {
@@ -316,12 +334,11 @@ impl Runner {
             return ended;
         }
         let listen_port = self.announced_port();
-        let mut req = Vec::new();
-        let port = listen_port.to_string();
-        wire::encode(
-            &mut req,
-            &[b"REPLSYNC", port.as_bytes(), self.state.replid.as_bytes()],
-        );
+        if status.damaged.load(Ordering::Relaxed) {
+            // A shard could not apply something: resume nothing.
+            self.held.clear();
+        }
+        let (req, asking) = self.replsync_request(listen_port);
         if let Err(e) = socket.write_all(&req) {
             return Ended::Broken(format!("cannot send REPLSYNC: {e}"));
         }
@@ -330,11 +347,15 @@ impl Runner {
             Err(ended) => return ended,
         };
         let words: Vec<&str> = line.split(' ').collect();
-        let (replid, shards) = match words.as_slice() {
-            ["+FULLSYNC", replid, shards] => match shards.parse::<usize>() {
-                Ok(n) if (1..=1024).contains(&n) && replid.len() == 40 => (replid.to_string(), n),
-                _ => return Ended::Broken(format!("unexpected handshake reply '{line}'")),
-            },
+        let (replid, shards, run) = match words.as_slice() {
+            ["+FULLSYNC", replid, shards, run @ ..] if run.len() <= 1 => {
+                match shards.parse::<usize>() {
+                    Ok(n) if (1..=1024).contains(&n) && replid.len() == 40 => {
+                        (replid.to_string(), n, run.first().map(|r| r.to_string()))
+                    }
+                    _ => return Ended::Broken(format!("unexpected handshake reply '{line}'")),
+                }
+            }
             _ if line.starts_with("-NOAUTH") && self.state.primary_login.is_none() => {
                 return Ended::Refused(
                     "it requires a login: start the replica with --primary-user and \
@@ -352,12 +373,24 @@ impl Runner {
         *lock(&status.offsets) = offsets.clone();
         *lock(&status.primary_replid) = Some(replid.clone());
         let fresh = lock(&status.followed).as_deref() != Some(replid.as_str());
+        // Offsets are of one history and one run of the primary: another one's are
+        // nothing (a primary that restarted keeps its replid, not its offsets).
+        let history = run.map(|run| (replid.clone(), run));
+        if history.is_none() || self.history != history {
+            self.held.clear();
+        }
+        self.history = history;
         status.set_state(LinkState::Sync);
         status.last_io.store(unix_secs(), Ordering::Relaxed);
         status.down_since.store(0, Ordering::Relaxed);
         status.damaged.store(false, Ordering::Relaxed);
         log::info!(
-            "replication: full sync from {}:{}{} (replid {replid}, {shards} shards) begins{}",
+            "replication: {} from {}:{}{} (replid {replid}, {shards} shards) begins{}",
+            if asking > 0 {
+                format!("partial resync (of up to {asking} partitions)")
+            } else {
+                "full sync".to_string()
+            },
             self.host,
             self.port,
             if socket.is_tls() { " over TLS" } else { "" },
@@ -375,8 +408,44 @@ impl Runner {
             offsets,
             started,
             replid,
+            resumed: 0,
+            whole: 0,
         };
-        self.stream(&mut socket, buf, &mut sync)
+        let ended = self.stream(&mut socket, buf, &mut sync);
+        if self.state.status.damaged.load(Ordering::Relaxed) {
+            self.held.clear();
+        }
+        ended
+    }
+
+    /// `REPLSYNC <port> <our replid>`, and when this link synced from a primary before,
+    /// that primary's replid and run id and the offset of every partition held whole (the
+    /// primary resumes those it still can); with how many partitions it asks to resume.
+    fn replsync_request(&self, listen_port: u16) -> (Vec<u8>, usize) {
+        let port = listen_port.to_string();
+        let mut words: Vec<Vec<u8>> = vec![
+            b"REPLSYNC".to_vec(),
+            port.into_bytes(),
+            self.state.replid.as_bytes().to_vec(),
+        ];
+        let mut asking = 0;
+        let followed = lock(&self.state.status.followed).clone();
+        if let Some((replid, run)) = &self.history {
+            if followed.as_ref() == Some(replid) {
+                words.push(replid.as_bytes().to_vec());
+                words.push(run.as_bytes().to_vec());
+                for (id, held) in &self.held {
+                    if held.whole && self.routes.contains_key(id) {
+                        words.push(format!("{id}:{}", held.offset).into_bytes());
+                        asking += 1;
+                    }
+                }
+            }
+        }
+        let parts: Vec<&[u8]> = words.iter().map(|w| w.as_slice()).collect();
+        let mut req = Vec::new();
+        wire::encode(&mut req, &parts);
+        (req, asking)
     }
 
     /// Reads one `\r\n` line (a handshake reply), leaving what follows it in `buf`.
@@ -434,13 +503,19 @@ impl Runner {
             // Parse every complete frame in the buffer.
             let mut at = 0;
             loop {
+                // (What was batched goes to the shards whatever ends the session: `held`
+                // counts it as handed over.)
                 match wire::parse(&buf[at..]) {
                     Ok(wire::Parsed::Incomplete) => break,
-                    Err(e) => return Ended::Broken(format!("damaged frame from the primary: {e}")),
+                    Err(e) => {
+                        self.send_batches(&mut batches, &sync.offsets);
+                        return Ended::Broken(format!("damaged frame from the primary: {e}"));
+                    }
                     Ok(wire::Parsed::Frame(parts, used)) => {
                         let result = self.frame(&parts, sync, &mut batches);
                         at += used;
                         if let Err(ended) = result {
+                            self.send_batches(&mut batches, &sync.offsets);
                             return ended;
                         }
                     }
@@ -561,10 +636,20 @@ impl Runner {
             }
             b"FULL" => {
                 let (pshard, shard_offset, id) = (num(1)? as usize, num(2)?, num(3)?);
+                let offset = num(4)?;
                 self.op(batches, id, pshard, shard_offset, |name| ReplOp::Full {
                     name,
                     id,
                 });
+                self.hold(id, pshard, offset, false);
+                sync.whole += 1;
+                Ok(())
+            }
+            b"RESUME" => {
+                // The partition goes on from the offset we asked: what follows continues it.
+                let (pshard, id, offset) = (num(1)? as usize, num(3)?, num(4)?);
+                self.hold(id, pshard, offset, true);
+                sync.resumed += 1;
                 Ok(())
             }
             b"SNAP" => {
@@ -579,7 +664,11 @@ impl Runner {
             }
             b"RECORDS" => {
                 let (pshard, shard_offset, id) = (num(1)? as usize, num(2)?, num(3)?);
+                let offset = num(4)?;
                 let records = parts.get(5).ok_or_else(|| bad("RECORDS"))?;
+                if let Some(held) = self.held.get_mut(&id) {
+                    held.offset = offset;
+                }
                 self.op(batches, id, pshard, shard_offset, |name| ReplOp::Records {
                     name,
                     id,
@@ -604,16 +693,24 @@ impl Runner {
                 match sync.synced.get_mut(pshard) {
                     Some(done) if !*done => {
                         *done = true;
+                        for held in self.held.values_mut() {
+                            if held.pshard == pshard {
+                                held.whole = true;
+                            }
+                        }
                         sync.synced_count += 1;
                         if sync.synced_count == sync.synced.len() {
                             let status = &self.state.status;
                             status.set_state(LinkState::Connected);
                             status.full_syncs.fetch_add(1, Ordering::Relaxed);
                             log::info!(
-                                "replication: full sync from {}:{} done in {} ms; streaming",
+                                "replication: sync from {}:{} done in {} ms: {} partitions \
+                                 resumed, {} sent whole; streaming",
                                 self.host,
                                 self.port,
-                                sync.started.elapsed().as_millis()
+                                sync.started.elapsed().as_millis(),
+                                sync.resumed,
+                                sync.whole
                             );
                         }
                         Ok(())
@@ -625,6 +722,22 @@ impl Runner {
                 "unknown frame '{}' from the primary",
                 String::from_utf8_lossy(other)
             ))),
+        }
+    }
+
+    /// Notes what a `FULL` or `RESUME` frame says of partition `id` (one we know).
+    fn hold(&mut self, id: u64, pshard: usize, offset: u64, whole: bool) {
+        if self.routes.contains_key(&id) {
+            self.held.insert(
+                id,
+                Held {
+                    pshard,
+                    offset,
+                    whole,
+                },
+            );
+        } else {
+            self.held.remove(&id);
         }
     }
 
@@ -702,6 +815,9 @@ struct Sync {
     offsets: Arc<Vec<AtomicU64>>,
     started: Instant,
     replid: String,
+    /// Partitions resumed and sent whole so far.
+    resumed: usize,
+    whole: usize,
 }
 
 impl Runner {

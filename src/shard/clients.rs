@@ -374,6 +374,9 @@ impl Core {
         if session.monitoring {
             flags.push('O');
         }
+        if session.pubsub.is_some() {
+            flags.push('P');
+        }
         if conn.closing {
             flags.push('c');
         }
@@ -405,6 +408,8 @@ impl Core {
                     .as_secs(),
                 flags: &flags,
                 db: &db,
+                sub: session.pubsub.as_ref().map_or(0, |s| s.channels.len()),
+                psub: session.pubsub.as_ref().map_or(0, |s| s.patterns.len()),
                 qbuf: conn.rend - conn.rstart,
                 qbuf_free: conn.rbuf.len() - conn.rend,
                 rbs: conn.rbuf.len(),
@@ -456,7 +461,11 @@ impl Shard {
             };
             let candidate = client::Candidate {
                 id: session.id,
-                kind: ClientType::Normal,
+                kind: if session.pubsub.is_some() {
+                    ClientType::PubSub
+                } else {
+                    ClientType::Normal
+                },
                 user,
                 addr: &addr,
                 laddr: &laddr,
@@ -475,7 +484,7 @@ impl Shard {
                 lines.push((session.id, self.core.line_of(conn)));
             }
         }
-        let count = killed.len() as u64;
+        let count = killed.len() as u64 + self.kill_replicas(query);
         for index in killed {
             if let Some(conn) = self.conns.get_mut(index) {
                 log::info!(
@@ -492,6 +501,35 @@ impl Shard {
             lines,
             killed: count,
         });
+    }
+
+    /// CLIENT KILL of replicas (`TYPE replica`, their `ADDR`, ...), on the coordinator only
+    /// (their feeds are the server's, no shard's): each one it matches is dropped, its link
+    /// broken (the replica reconnects and resumes, `crate::replication`). A feed has no
+    /// client id or user (it matches no `ID` or `USER`), and only a caller holding ADMIN on
+    /// `*` sees it.
+    fn kill_replicas(&self, query: &ClientQuery) -> u64 {
+        if !query.kill || self.core.id != super::COORDINATOR || query.only_user.is_some() {
+            return 0;
+        }
+        let mut count = 0;
+        for feed in self.core.shared.replication.feeds() {
+            let addr = feed.peer.to_string();
+            let candidate = client::Candidate {
+                // (No id a client can name: `ID` parses an i64.)
+                id: u64::MAX,
+                kind: ClientType::Replica,
+                user: None,
+                addr: &addr,
+                laddr: "",
+                age_secs: 0,
+            };
+            if query.filter.matches(&candidate, query.caller) {
+                feed.drop_replica("CLIENT KILL");
+                count += 1;
+            }
+        }
+        count
     }
 
     /// Takes one shard's answer to a CLIENT LIST, INFO or KILL; the last one answers it.

@@ -187,9 +187,7 @@ impl Coordinator {
             self.users_frame(&mut frames);
         }
         let frames = Arc::new(frames);
-        for feed in &self.feeds {
-            feed.push(frames.clone());
-        }
+        crate::replication::feed::push_to_all(self.feeds.iter(), &frames, |_| {});
     }
 
     /// From the replica's link: adopt the primary's catalog and/or users.

@@ -93,6 +93,16 @@ impl Core {
             }
             session.wrote = true;
         }
+        // RESP2 subscribed mode: only the Pub/Sub commands, PING, QUIT and RESET (one test of
+        // a field while the connection has no subscription).
+        if session.pubsub.is_some()
+            && protocol == crate::protocol::Protocol::Resp2
+            && crate::command::pubsub::refused_when_subscribed(spec.id)
+        {
+            let e = crate::command::pubsub::subscribed_mode_error(spec, args);
+            replies.push_ready(protocol, |w| e.write_to(w));
+            return false;
+        }
         match spec.handler {
             Handler::Read(_) | Handler::Write(_) => {
                 match self.routes.get_mut(spec.partition_name(args)) {
@@ -172,6 +182,10 @@ impl Core {
                 }
             }
             Handler::Connection(run) => {
+                // Pub/Sub, and RESET's end of subscriptions: see `pubsub`.
+                if self.pubsub_command(conn_ref, spec, args, session, replies) {
+                    return false;
+                }
                 // Partitions on every shard, answered as one reply: see `flushall`.
                 if spec.id == CommandId::FlushAll {
                     self.flush_all(conn_ref, args, session, replies);

@@ -578,6 +578,7 @@ impl Core {
 
     /// A partition this shard no longer owns (DROP): its memory goes, its files are deleted.
     pub(super) fn retire(&mut self, local: LocalPartition) {
+        self.feeds.forget(local.id);
         if let Durability::Logged(log) = local.log {
             let metrics = &self.shared.metrics.shards[self.id];
             ShardMetrics::sub(&metrics.log_bytes, log.disk_bytes());

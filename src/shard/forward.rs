@@ -250,5 +250,6 @@ impl Core {
             self.shared.shards[shard].send(question);
         }
         self.flush_monitor_feed();
+        self.flush_publishes();
     }
 }

@@ -145,6 +145,11 @@ impl Shard {
             conn.input_closed = true;
         }
         self.core.process_input(conn);
+        // What it published for this shard's other subscribers (`pubsub`).
+        self.deliver_local();
+        let Some(conn) = self.conns.get_mut(index) else {
+            return; // a subscriber over its output limit: itself
+        };
         // A peer that hung up while its login is checked is dropped now, unanswered: that
         // frees its client slot and cancels its argon2 job (a flood of connect, AUTH, close
         // would otherwise keep thousands of both). Other requests of a half-closed peer are

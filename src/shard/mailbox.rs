@@ -113,6 +113,22 @@ pub enum Message {
     },
     /// One pass's MONITOR lines of some shard, for this shard's monitors.
     MonitorFeed(Arc<Vec<u8>>),
+    /// One pass's PUBLISHes of another shard's connections, for this shard's subscribers
+    /// (`shard::pubsub`); answer with `Published`.
+    Publish(Box<super::pubsub::PublishBatch>),
+    /// How many of a shard's subscribers got each message of a `Publish`: (token, count).
+    Published(Vec<(u32, u64)>),
+    /// A PUBSUB question about this shard's subscribers; answer with `PubsubAnswer`.
+    PubsubQuery {
+        from: usize,
+        token: u32,
+        query: Arc<crate::command::pubsub::Query>,
+    },
+    /// A shard's answer to a `PubsubQuery`.
+    PubsubAnswer {
+        token: u32,
+        answer: crate::command::pubsub::Answer,
+    },
     /// Stop accepting work, finish what is in flight, exit.
     Shutdown,
     /// A live setting changed (CONFIG SET): nothing to do but run a pass, in which the loop

@@ -110,6 +110,7 @@ mod input;
 pub mod mailbox;
 mod observe;
 mod output;
+mod pubsub;
 mod replicate;
 mod routes;
 mod session;
@@ -256,6 +257,8 @@ struct Core {
     monitor_conns: Vec<ConnRef>,
     /// Its connections' parked `WAIT`s (`wait`).
     waits: wait::Waits,
+    /// This shard's Pub/Sub subscribers and messages in flight (`pubsub`).
+    pubsub: pubsub::PubSub,
 }
 
 pub struct Shard {
@@ -328,6 +331,7 @@ impl Shard {
             monitor_feed: Vec::new(),
             monitor_conns: Vec::new(),
             waits: wait::Waits::default(),
+            pubsub: pubsub::PubSub::new(shards),
         };
         core.recover(&catalog)?;
         // At startup no persist change is pending (recovery opened every durable partition).
@@ -450,12 +454,17 @@ impl Shard {
         if conn.session.monitoring {
             self.core.monitor_gone(conn.conn_ref);
         }
+        if let Some(subs) = conn.session.pubsub.take() {
+            self.pubsub_closed(conn.conn_ref, &subs);
+        }
         let metrics = &self.core.shared.metrics.shards[self.core.id];
         ShardMetrics::sub(&metrics.connections, 1);
         self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
         // A replica that was answered `+FULLSYNC`: its socket becomes its feed.
         if let Some(port) = conn.session.replica_port {
-            self.become_feed(conn.socket, conn.peer, port, conn.session.replica_ip.take());
+            let resume = conn.session.replica_resume.take();
+            let announce_ip = conn.session.replica_ip.take();
+            self.become_feed(conn.socket, conn.peer, port, announce_ip, resume);
         }
     }
 
@@ -499,6 +508,7 @@ impl Shard {
                     };
                     if !Arc::ptr_eq(&self.core.acl, &acl) {
                         self.apply_acl(acl);
+                        self.recheck_subscribers();
                     }
                     self.core.shared.shards[COORDINATOR].send(Message::UpdateAck { epoch, failed });
                 }
@@ -522,6 +532,12 @@ impl Shard {
                     killed,
                 } => self.take_clients_answer(reply_to, lines, killed),
                 Message::MonitorFeed(feed) => self.feed_local_monitors(&feed),
+                Message::Publish(batch) => self.take_publish(&batch),
+                Message::Published(counts) => self.take_published(&counts),
+                Message::PubsubQuery { from, token, query } => {
+                    self.answer_pubsub(from, token, &query)
+                }
+                Message::PubsubAnswer { token, answer } => self.take_pubsub_answer(token, answer),
                 Message::Shutdown => self.begin_drain(),
                 Message::Reconfigured => {}
                 Message::Observe { reply_to, query } => self.answer_observe(reply_to, query),

@@ -44,11 +44,13 @@ impl Shard {
             return;
         } else if let Some(shard) = conn.affinity.target() {
             // Idle between requests (nothing owed, nothing unwritten): the moment to move.
-            // A monitor stays where its shard counts it (`clients::Monitors`).
+            // A monitor stays where its shard counts it (`clients::Monitors`), a subscriber
+            // where its shard's registry has it (`pubsub`).
             let idle = conn.replies.in_flight() == 0
                 && !conn.barrier
                 && !conn.closing
-                && !conn.session.monitoring;
+                && !conn.session.monitoring
+                && conn.session.pubsub.is_none();
             if idle && !self.core.draining && self.core.shared.config.live.migrate_connections() {
                 self.migrate(index, shard);
                 return;

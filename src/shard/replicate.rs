@@ -19,6 +19,7 @@ use std::sync::Arc;
 use crate::metrics::ShardMetrics;
 use crate::persist::record::{self, Record};
 use crate::persist::Journal;
+use crate::replication::backlog::{Backlog, Sub};
 use crate::replication::link::LinkStream;
 use crate::replication::{apply, wire, Feed, State};
 
@@ -34,6 +35,9 @@ const WALK_SCAN_KEYS: usize = 32;
 /// of the feed's bound if that is less (`Feed::snapshot_room`): a step stays well under a
 /// millisecond.
 const WALK_STEP_BYTES: usize = 1 << 20;
+/// Partitions a shard says why it could not resume, per replica link (the rest counted in one
+/// line): a shard of thousands of partitions logs a few lines, not thousands.
+const MISSES_LOGGED: usize = 4;
 
 /// This shard's feeds and the frames of the pass.
 #[derive(Default)]
@@ -43,6 +47,11 @@ pub(super) struct Feeds {
     out: Vec<u8>,
     /// This shard's offset: bytes of records streamed, dropped partitions' included.
     offset: u64,
+    /// Where each partition's frame of this pass lies in `out` (for the backlog).
+    subs: Vec<Sub>,
+    /// Made at the first replica's attach (`--repl-backlog` above zero), kept from then
+    /// on: the shard streams into it, replica or none (`replication::backlog`).
+    backlog: Option<Backlog>,
 }
 
 /// A feed and the full sync it still needs from this shard.
@@ -60,20 +69,21 @@ struct Walk {
 
 /// Where a frame made before a commit sits in `out`, to keep or take back.
 pub(super) struct Shipped {
+    id: u64,
     start: usize,
     records: usize,
 }
 
 impl Feeds {
-    /// Whether any replica is attached.
+    /// Whether commits are framed: a replica is attached, or the backlog exists.
     #[inline]
     pub(super) fn is_streaming(&self) -> bool {
-        !self.attached.is_empty()
+        !self.attached.is_empty() || self.backlog.is_some()
     }
 
     /// Frames a partition's records (before its commit, whose outcome decides whether the
-    /// frame stays); `part_offset` is the partition's offset now. `None` when no replica is
-    /// attached.
+    /// frame stays); `part_offset` is the partition's offset now. `None` when nothing is
+    /// streamed (no replica, no backlog).
     #[inline]
     pub(super) fn ship_before_commit(
         &mut self,
@@ -82,7 +92,7 @@ impl Feeds {
         part_offset: u64,
         records: &[u8],
     ) -> Option<Shipped> {
-        if self.attached.is_empty() {
+        if !self.is_streaming() {
             return None;
         }
         Some(self.frame(shard, id, part_offset, records))
@@ -98,6 +108,7 @@ impl Feeds {
             Some(records),
         );
         Shipped {
+            id,
             start,
             records: records.len(),
         }
@@ -106,6 +117,14 @@ impl Feeds {
     /// The commit succeeded: the frame stays, the offsets move.
     pub(super) fn shipped(&mut self, shipped: Option<Shipped>, part_offset: &mut u64) {
         if let Some(s) = shipped {
+            if self.backlog.is_some() {
+                self.subs.push(Sub {
+                    id: s.id,
+                    start: *part_offset,
+                    end: *part_offset + s.records as u64,
+                    range: s.start..self.out.len(),
+                });
+            }
             self.offset += s.records as u64;
             *part_offset += s.records as u64;
         }
@@ -124,31 +143,77 @@ impl Feeds {
         self.shipped(Some(s), part_offset);
     }
 
-    /// End of the commit: pushes the pass's frames to every feed, and forgets the feeds
-    /// that were dropped. True when that left none (the caller then stops streaming).
+    /// End of the commit: pushes the pass's frames to every feed and keeps them in the
+    /// backlog, and forgets the feeds that were dropped. True when that left nothing to
+    /// stream to (the caller then stops streaming).
     pub(super) fn flush(&mut self, state: &State, shard: usize) -> bool {
         if self.out.is_empty() {
             return false;
         }
         state.shard_offsets[shard].store(self.offset, Ordering::Relaxed);
         let frames = Arc::new(std::mem::take(&mut self.out));
+        let offset = self.offset;
+        // Noted first: an ack of these records is never capped below them.
         for a in &self.attached {
-            // Noted first: an ack of these records is never capped below them.
-            a.feed.note_offset(shard, self.offset);
-            a.feed.push(frames.clone());
+            a.feed.note_offset(shard, offset);
+        }
+        crate::replication::feed::push_to_all(
+            self.attached.iter().map(|a| &a.feed),
+            &frames,
+            |_| {},
+        );
+        if let Some(backlog) = &mut self.backlog {
+            backlog.push(frames, std::mem::take(&mut self.subs));
+            state.backlog.histlen[shard].store(backlog.histlen(), Ordering::Relaxed);
         }
         self.attached.retain(|a| !a.feed.is_dropped());
-        self.attached.is_empty()
+        !self.is_streaming()
+    }
+
+    /// A partition this shard no longer owns: the backlog forgets where it holds it from.
+    pub(super) fn forget(&mut self, id: u64) {
+        if let Some(backlog) = &mut self.backlog {
+            backlog.forget(id);
+        }
     }
 }
 
 impl Core {
     /// A replica attached (from the coordinator, after the catalog and users went into its
-    /// feed): a `FULL` frame per partition, the walks for their snapshots, and from now on
-    /// every commit's records. MEMORY partitions start keeping a stream journal.
+    /// feed): per partition, a `RESUME` frame and the backlog's frames after the offset the
+    /// replica asked, when the backlog still holds them, or else a `FULL` frame and the walk
+    /// for its snapshot; from now on every commit's records. MEMORY partitions start keeping
+    /// a stream journal; the first attach makes the backlog.
     pub(super) fn start_feed(&mut self, feed: Arc<Feed>) {
+        let state = self.shared.replication.clone();
+        if self.feeds.backlog.is_none() && state.backlog.limit > 0 {
+            let partitions = self.routes.values().filter_map(|t| match t {
+                Target::Local(local) => Some((local.id, local.repl_offset)),
+                Target::Remote { .. } => None,
+            });
+            self.feeds.backlog = Some(Backlog::new(state.backlog.shard_limit(), partitions));
+            state.backlog.active.store(true, Ordering::Relaxed);
+        }
+        let asked = feed.resume.get();
+        // The replays of every partition asked for, from one walk over the backlog.
+        let mut replays = match (asked, &self.feeds.backlog) {
+            (Some(asked), Some(backlog)) if !asked.offsets.is_empty() => {
+                backlog.resume_all(self.routes.values().filter_map(|t| {
+                    match t {
+                        Target::Local(local) => asked
+                            .offsets
+                            .get(&local.id)
+                            .map(|&from| (local.id, from, local.repl_offset)),
+                        Target::Remote { .. } => None,
+                    }
+                }))
+            }
+            _ => hashbrown::HashMap::new(),
+        };
         let mut frames = Vec::new();
         let mut walks = VecDeque::new();
+        let mut resumed = 0;
+        let mut misses = 0;
         for (name, target) in self.routes.iter_mut() {
             if let Target::Local(local) = target {
                 match &mut local.log {
@@ -158,24 +223,66 @@ impl Core {
                     Durability::Logged(log) => log.journal.set_replicated(true),
                     _ => {}
                 }
-                wire::encode_with(
-                    &mut frames,
-                    b"FULL",
-                    &[
-                        self.id as u64,
-                        self.feeds.offset,
-                        local.id,
-                        local.repl_offset,
-                    ],
-                    None,
-                );
-                walks.push_back(Walk {
-                    name: name.into(),
-                    id: local.id,
-                    cursor: 0,
-                });
+                let replay = match replays.remove(&local.id) {
+                    Some(Ok(replay)) => asked
+                        .and_then(|a| a.offsets.get(&local.id).copied())
+                        .map(|from| (from, replay)),
+                    Some(Err(miss)) => {
+                        misses += 1;
+                        if misses <= MISSES_LOGGED {
+                            log::info!(
+                                "shard {}: partition {} cannot resume from offset {} for \
+                                 replica {} ({miss:?}; the backlog holds it from {} to {}): \
+                                 sent whole",
+                                self.id,
+                                local.id,
+                                asked.and_then(|a| a.offsets.get(&local.id)).unwrap_or(&0),
+                                feed.id,
+                                self.feeds.backlog.as_ref().map_or(0, |b| b.base(local.id)),
+                                local.repl_offset
+                            );
+                        }
+                        None
+                    }
+                    None => None,
+                };
+                let numbers = [
+                    self.id as u64,
+                    self.feeds.offset,
+                    local.id,
+                    local.repl_offset,
+                ];
+                match replay {
+                    Some((from, replay)) => {
+                        wire::encode_with(
+                            &mut frames,
+                            b"RESUME",
+                            &[numbers[0], numbers[1], local.id, from],
+                            None,
+                        );
+                        frames.extend_from_slice(&replay);
+                        resumed += 1;
+                    }
+                    None => {
+                        wire::encode_with(&mut frames, b"FULL", &numbers, None);
+                        walks.push_back(Walk {
+                            name: name.into(),
+                            id: local.id,
+                            cursor: 0,
+                        });
+                    }
+                }
             }
         }
+        if misses > MISSES_LOGGED {
+            log::info!(
+                "shard {}: {} more partitions cannot resume for replica {}: sent whole",
+                self.id,
+                misses - MISSES_LOGGED,
+                feed.id
+            );
+        }
+        self.count_sync(&feed, resumed, walks.len());
         if walks.is_empty() {
             self.synced(&feed, &mut frames);
         }
@@ -184,13 +291,51 @@ impl Core {
             return;
         }
         log::info!(
-            "shard {}: full sync of {} partitions to replica {} ({}) begins",
+            "shard {}: sync of {} partitions to replica {} ({}) begins: {resumed} resumed, \
+             {} sent whole",
             self.id,
-            walks.len(),
+            resumed + walks.len(),
             feed.id,
-            feed.peer
+            feed.peer,
+            walks.len()
         );
         self.feeds.attached.push(Attached { feed, walks });
+    }
+
+    /// Counts this shard's answer to a replica's sync; the last shard to answer counts the
+    /// link: `sync_partial_ok` when every partition was resumed, else `sync_full`, and
+    /// `sync_partial_err` too when the replica had asked to resume (as Redis counts a
+    /// PSYNC it denies).
+    fn count_sync(&self, feed: &Feed, resumed: usize, whole: usize) {
+        let state = &self.shared.replication;
+        if !feed.outcome.answer(resumed, whole, state.shards) {
+            return;
+        }
+        let m = &self.shared.metrics;
+        let asked = feed.resume.get().is_some_and(|r| r.asked);
+        let resumed = feed.outcome.resumed.load(Ordering::Relaxed);
+        let whole = feed.outcome.whole.load(Ordering::Relaxed);
+        let how = if asked && whole == 0 {
+            m.sync_partial_ok.fetch_add(1, Ordering::Relaxed);
+            "partial resync"
+        } else {
+            m.sync_full.fetch_add(1, Ordering::Relaxed);
+            if asked {
+                m.sync_partial_err.fetch_add(1, Ordering::Relaxed);
+            }
+            "full sync"
+        };
+        log::info!(
+            "replication: replica {} ({}): {how}: {resumed} partitions resumed, {whole} sent \
+             whole{}",
+            feed.id,
+            feed.peer,
+            if asked {
+                ""
+            } else {
+                " (it did not ask to resume)"
+            }
+        );
     }
 
     /// Appends `SYNCED` for this shard and counts it.
@@ -390,6 +535,7 @@ impl Shard {
         peer: std::net::SocketAddr,
         listening_port: u16,
         announce_ip: Option<String>,
+        resume: Option<Box<crate::replication::backlog::Resume>>,
     ) {
         use crate::tls::stream::Transport;
         use std::os::fd::{FromRawFd, IntoRawFd};
@@ -445,6 +591,9 @@ impl Shard {
                         feed.drop_replica(&format!("cannot start its ack reader: {e}"));
                         return;
                     }
+                }
+                if let Some(resume) = resume {
+                    let _ = feed.resume.set(*resume);
                 }
                 log::info!(
                     "replication: replica {id} ({peer}, port {listening_port}) attached{over}"

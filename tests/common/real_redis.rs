@@ -126,9 +126,19 @@ impl RedisConn {
 
     /// Same, with binary arguments.
     pub fn call_bytes(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.send(args);
+        self.read_reply()
+    }
+
+    /// Sends one command without waiting for its reply.
+    pub fn send(&mut self, args: &[&[u8]]) {
         self.stream
             .write_all(&cmd_bytes(args))
             .expect("send to redis");
+    }
+
+    /// Reads the next reply or push, as its exact bytes.
+    pub fn read_reply(&mut self) -> Vec<u8> {
         loop {
             if let Ok(Some((_, used))) = parse_resp(&self.buf) {
                 return self.buf.drain(..used).collect();
