@@ -201,10 +201,10 @@ def compute(scrapes):
                 bucket_quantile(prev, cur, 0.99, "gokv_fsync_duration_seconds", ["shard"]))
         put("fsync_p99", "fsyncs/s", t,
             sum(rate(prev, cur, dt, "gokv_fsyncs_total", []).values()))
-        # Arrive with replication (issue 12): nothing until the server has them.
-        if "gokv_replication_lag_seconds" in cur:
-            put("replication_lag", "lag", t,
-                max(gauge(cur, "gokv_replication_lag_seconds", []).values()))
+        # The lag is per replica (none without replicas): the worst one is drawn.
+        lags = gauge(cur, "gokv_replication_lag_seconds", ["replica"])
+        if lags:
+            put("replication_lag", "lag", t, max(lags.values()))
         if "gokv_connected_slaves" in cur:
             put("replication_lag", "replicas", t,
                 sum(gauge(cur, "gokv_connected_slaves", []).values()))
@@ -242,8 +242,7 @@ def summary(panels):
         lines.append(f"{title} ({unit}):")
         series = panels[key]
         if not series:
-            why = (" (its metrics arrive with replication)" if key == "replication_lag"
-                   else "")
+            why = (" (no replica attached)" if key == "replication_lag" else "")
             lines.append(f"  no data{why}")
         for name, points in sorted(series.items(), key=lambda s: -max(v for _, v in s[1])):
             values = [v for _, v in points]
@@ -302,8 +301,7 @@ def plot_panel(ax, key, title, unit, series):
     ax.grid(True, alpha=0.3)
     ax.tick_params(labelsize=7)
     if not series:
-        why = ("no data: gokv_replication_lag_seconds and gokv_connected_slaves\n"
-               "arrive with replication" if key == "replication_lag" else "no data")
+        why = ("no data: no replica attached" if key == "replication_lag" else "no data")
         ax.text(0.5, 0.5, why, ha="center", va="center", transform=ax.transAxes,
                 fontsize=9, color="gray")
         return

@@ -163,6 +163,26 @@ pub struct Cli {
     /// replica (which then syncs again), e.g. `256mb` [default: 256mb].
     #[arg(long, value_parser = parse_size, value_name = "SIZE")]
     pub repl_buffer: Option<u64>,
+    /// Writes answer `-NOREPLICAS` while fewer than N replicas have acknowledged within
+    /// --min-replicas-max-lag seconds; 0 is off (live) [default: 0].
+    #[arg(long, value_name = "N")]
+    pub min_replicas_to_write: Option<u64>,
+    /// Seconds since its last acknowledgement within which a replica counts as good for
+    /// --min-replicas-to-write (live) [default: 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub min_replicas_max_lag: Option<u64>,
+    /// A replica's priority for a failover (INFO's `slave_priority`; lower is preferred, 0
+    /// never promoted), read by Sentinel (live) [default: 100].
+    #[arg(long, value_name = "N")]
+    pub replica_priority: Option<u64>,
+    /// The address a replica tells its primary to show for it (INFO's `slaveN:ip=`, what
+    /// Sentinel connects to) instead of the one the connection comes from [default: none].
+    #[arg(long, value_name = "IP")]
+    pub replica_announce_ip: Option<String>,
+    /// The port a replica tells its primary to show for it (`slaveN:port=`) instead of the
+    /// one it listens on [default: none].
+    #[arg(long, value_name = "PORT")]
+    pub replica_announce_port: Option<u16>,
     /// Bytes of recent replication stream a primary keeps so that a replica whose link
     /// broke resumes instead of syncing again, for all shards together (each shard keeps an
     /// equal share); kept from the first replica's attach on; at most half of
@@ -183,7 +203,8 @@ line beats the file, and the file beats the default.
 
 Live settings: CONFIG SET changes these while the server runs, on every shard at once:
 timeout, max-clients, client-output-limit, max-memory, max-key-len, max-keys-reply,
-migrate-connections, slowlog-log-slower-than, slowlog-max-len, latency-monitor-threshold;
+migrate-connections, slowlog-log-slower-than, slowlog-max-len, latency-monitor-threshold,
+min-replicas-to-write, min-replicas-max-lag, replica-priority;
 and, with a --tls-port, tls-cert-file, tls-key-file and tls-ca-cert-file (a reload, as
 SIGHUP). Every other setting is read once at start (CONFIG SET answers that it is immutable).
 
@@ -258,6 +279,11 @@ struct FileConfig {
     replicaof: Option<String>,
     primary_user: Option<String>,
     repl_buffer: Option<SizeValue>,
+    min_replicas_to_write: Option<u64>,
+    min_replicas_max_lag: Option<u64>,
+    replica_priority: Option<u64>,
+    replica_announce_ip: Option<String>,
+    replica_announce_port: Option<u16>,
     repl_backlog: Option<SizeValue>,
 }
 
@@ -315,6 +341,9 @@ pub struct Config {
     pub primary_password: Option<Secret>,
     /// `--repl-buffer`: bytes queued for one replica before it is dropped.
     pub repl_buffer: usize,
+    /// `--replica-announce-ip` / `--replica-announce-port`: what a replica's primary shows.
+    pub replica_announce_ip: Option<String>,
+    pub replica_announce_port: Option<u16>,
     /// `--repl-backlog`: bytes of recent stream kept for partial resyncs, all shards
     /// together (at most half of `repl_buffer`: a resumed replica may be sent all of it at
     /// once).
@@ -361,6 +390,12 @@ pub struct LiveValues {
     pub slowlog_max_len: u64,
     /// Milliseconds from which a latency event is kept (LATENCY); 0: off.
     pub latency_monitor_threshold: u64,
+    /// Good replicas a write needs (`-NOREPLICAS` otherwise); 0: off.
+    pub min_replicas_to_write: u64,
+    /// Seconds since its last acknowledgement within which a replica is good.
+    pub min_replicas_max_lag: u64,
+    /// INFO's `slave_priority`.
+    pub replica_priority: u64,
 }
 
 /// The live settings: one relaxed atomic each, in the configuration every shard shares.
@@ -383,6 +418,9 @@ pub struct Live {
     slowlog_log_slower_than: AtomicI64,
     slowlog_max_len: AtomicU64,
     latency_monitor_threshold: AtomicU64,
+    min_replicas_to_write: AtomicU64,
+    min_replicas_max_lag: AtomicU64,
+    replica_priority: AtomicU64,
 }
 
 impl Live {
@@ -398,6 +436,9 @@ impl Live {
             slowlog_log_slower_than: AtomicI64::new(v.slowlog_log_slower_than),
             slowlog_max_len: AtomicU64::new(v.slowlog_max_len),
             latency_monitor_threshold: AtomicU64::new(v.latency_monitor_threshold),
+            min_replicas_to_write: AtomicU64::new(v.min_replicas_to_write),
+            min_replicas_max_lag: AtomicU64::new(v.min_replicas_max_lag),
+            replica_priority: AtomicU64::new(v.replica_priority),
         }
     }
 
@@ -414,6 +455,9 @@ impl Live {
             slowlog_log_slower_than: self.slowlog_log_slower_than(),
             slowlog_max_len: self.slowlog_max_len(),
             latency_monitor_threshold: self.latency_monitor_threshold(),
+            min_replicas_to_write: self.min_replicas_to_write(),
+            min_replicas_max_lag: self.min_replicas_max_lag(),
+            replica_priority: self.replica_priority(),
         }
     }
 
@@ -433,6 +477,11 @@ impl Live {
         self.slowlog_max_len.store(v.slowlog_max_len, Relaxed);
         self.latency_monitor_threshold
             .store(v.latency_monitor_threshold, Relaxed);
+        self.min_replicas_to_write
+            .store(v.min_replicas_to_write, Relaxed);
+        self.min_replicas_max_lag
+            .store(v.min_replicas_max_lag, Relaxed);
+        self.replica_priority.store(v.replica_priority, Relaxed);
     }
 
     #[inline]
@@ -475,6 +524,19 @@ impl Live {
     pub fn latency_monitor_threshold(&self) -> u64 {
         self.latency_monitor_threshold.load(Relaxed)
     }
+    /// Read by every write (one load; the good-replica count only when it is not 0).
+    #[inline]
+    pub fn min_replicas_to_write(&self) -> u64 {
+        self.min_replicas_to_write.load(Relaxed)
+    }
+    #[inline]
+    pub fn min_replicas_max_lag(&self) -> u64 {
+        self.min_replicas_max_lag.load(Relaxed)
+    }
+    #[inline]
+    pub fn replica_priority(&self) -> u64 {
+        self.replica_priority.load(Relaxed)
+    }
 }
 
 /// A copy holds the values as they are now (not a view of the original).
@@ -516,6 +578,16 @@ impl LiveValues {
         {
             return Err("slowlog-max-len and latency-monitor-threshold must fit 63 bits".into());
         }
+        // Redis's bounds for all three (int configs, 0 to INT_MAX).
+        for (name, n) in [
+            ("min-replicas-to-write", self.min_replicas_to_write),
+            ("min-replicas-max-lag", self.min_replicas_max_lag),
+            ("replica-priority", self.replica_priority),
+        ] {
+            if n > i32::MAX as u64 {
+                return Err(format!("{name} must be 0 to {}, got {n}", i32::MAX));
+            }
+        }
         Ok(())
     }
 }
@@ -547,6 +619,10 @@ impl Default for LiveValues {
             slowlog_max_len: 128,
             // Off, as in Redis.
             latency_monitor_threshold: 0,
+            // Redis's defaults: off, 10 s, 100.
+            min_replicas_to_write: 0,
+            min_replicas_max_lag: 10,
+            replica_priority: 100,
         }
     }
 }
@@ -582,6 +658,8 @@ impl Default for Config {
             // paced (crate::replication::feed), so only live writes faster than the replica
             // takes them fill it.
             repl_buffer: 256 * 1024 * 1024,
+            replica_announce_ip: None,
+            replica_announce_port: None,
             // Redis's is 1mb of commands; ours holds records (a SET carries the whole
             // value), split among the shards.
             repl_backlog: 16 * 1024 * 1024,
@@ -704,6 +782,18 @@ impl Config {
                 .latency_monitor_threshold
                 .or(file.latency_monitor_threshold)
                 .unwrap_or(dl.latency_monitor_threshold),
+            min_replicas_to_write: cli
+                .min_replicas_to_write
+                .or(file.min_replicas_to_write)
+                .unwrap_or(dl.min_replicas_to_write),
+            min_replicas_max_lag: cli
+                .min_replicas_max_lag
+                .or(file.min_replicas_max_lag)
+                .unwrap_or(dl.min_replicas_max_lag),
+            replica_priority: cli
+                .replica_priority
+                .or(file.replica_priority)
+                .unwrap_or(dl.replica_priority),
         };
         live.validate()?;
         let config = Config {
@@ -738,6 +828,8 @@ impl Config {
                 .or_else(|| std::env::var(PRIMARY_PASSWORD_ENV).ok())
                 .map(Secret),
             repl_buffer: size(cli.repl_buffer, &file.repl_buffer, d.repl_buffer)?,
+            replica_announce_ip: cli.replica_announce_ip.or(file.replica_announce_ip),
+            replica_announce_port: cli.replica_announce_port.or(file.replica_announce_port),
             repl_backlog: size(cli.repl_backlog, &file.repl_backlog, d.repl_backlog)?,
             admin_password: cli
                 .admin_password

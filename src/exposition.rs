@@ -60,6 +60,9 @@ pub struct Sources {
     /// read from the channels' own counters, so the shards keep no gauge for it. Empty:
     /// no such series (unit tests).
     pub inboxes: Vec<ShardHandle>,
+    /// Replication: replicas and their lag, or the link to the primary. `None`: no such
+    /// series (unit tests).
+    pub replication: Option<Arc<crate::replication::State>>,
 }
 
 /// Starts the endpoint's thread on an already bound `listener`. It runs until the process
@@ -319,6 +322,57 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// Replication, in redis_exporter's words: `connected_slaves` and each replica's lag (seconds
+/// since its last acknowledgement) on a primary; `master_link_up` and
+/// `master_last_io_seconds_ago` on a replica.
+fn replication(
+    out: &mut String,
+    state: &crate::replication::State,
+    family: impl Fn(&mut String, &str, &str, &str),
+) {
+    let feeds = state.feeds();
+    family(
+        out,
+        "gokv_connected_slaves",
+        "gauge",
+        "Replicas attached to this primary.",
+    );
+    let _ = writeln!(out, "gokv_connected_slaves {}", feeds.len());
+    family(
+        out,
+        "gokv_replication_lag_seconds",
+        "gauge",
+        "Seconds since each replica last acknowledged what it applied (it does once a second \
+         when idle).",
+    );
+    for f in &feeds {
+        let _ = writeln!(
+            out,
+            "gokv_replication_lag_seconds{{replica=\"{}:{}\",state=\"{}\"}} {}",
+            label(&f.shown_ip()),
+            f.listening_port,
+            f.state(),
+            f.acked.lag_ms() as f64 / 1000.0
+        );
+    }
+    if let Some(link) = state.link_report() {
+        family(
+            out,
+            "gokv_master_link_up",
+            "gauge",
+            "1 while this replica's link to its primary is up.",
+        );
+        let _ = writeln!(out, "gokv_master_link_up {}", u8::from(link.up));
+        family(
+            out,
+            "gokv_master_last_io_seconds_ago",
+            "gauge",
+            "Seconds since this replica last heard from its primary (-1: never).",
+        );
+        let _ = writeln!(out, "gokv_master_last_io_seconds_ago {}", link.last_io_ago);
+    }
+}
+
 /// A metric family: name, type, help, and how to read its value.
 type Family<F> = (&'static str, &'static str, &'static str, F);
 type CommandValue = fn(&crate::metrics::CommandTotals) -> f64;
@@ -461,6 +515,9 @@ pub fn render(sources: &Sources) -> String {
     for (name, kind, help, value) in scalars {
         family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {value}");
+    }
+    if let Some(state) = &sources.replication {
+        replication(&mut out, state, family);
     }
 
     family(
@@ -857,6 +914,7 @@ mod tests {
             metrics: Arc::new(ServerMetrics::new(2)),
             config: Arc::new(Config::default()),
             inboxes: Vec::new(),
+            replication: None,
         }
     }
 

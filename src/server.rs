@@ -104,8 +104,10 @@ pub fn run(config: Config) -> Result<(), String> {
     if let Some(tls) = tls.as_ref().filter(|t| t.settings().replication) {
         let _ = replication.tls.set(tls.clone());
     }
+    let config = Arc::new(config);
+    let _ = replication.config.set(config.clone());
     let shared = Arc::new(Shared {
-        config: Arc::new(config),
+        config,
         metrics: metrics.clone(),
         shards: handles,
         shutdown: shutdown.clone(),
@@ -711,6 +713,7 @@ fn start_metrics(shared: &Arc<Shared>) -> Result<(), String> {
             metrics: shared.metrics.clone(),
             config: shared.config.clone(),
             inboxes: shared.shards.clone(),
+            replication: Some(shared.replication.clone()),
         },
     )
     .map_err(|e| format!("cannot start the metrics endpoint: {e}"))?;

@@ -505,11 +505,6 @@ fn inbox_depth_is_exposed_per_shard() {
     }
 }
 
-/// Metrics the dashboard may name before the server has them: they arrive with replication
-/// (issue 12), and the dashboard's replication panel says so.
-const ARRIVING_WITH_REPLICATION: [&str; 2] =
-    ["gokv_replication_lag_seconds", "gokv_connected_slaves"];
-
 /// PromQL words that are not metric names: functions, aggregations, keywords.
 const PROMQL_WORDS: [&str; 23] = [
     "sum",
@@ -731,7 +726,6 @@ fn dashboard_queries_use_only_metrics_the_server_exposes() {
         );
     }
 
-    let mut later_used = Vec::new();
     for (panel, expr, legend) in &queries {
         let (metrics, mut labels) = promql_names(expr);
         assert!(!metrics.is_empty(), "{panel}: no metric in {expr}");
@@ -741,10 +735,6 @@ fn dashboard_queries_use_only_metrics_the_server_exposes() {
         }
         let mut known = Vec::new();
         for m in &metrics {
-            if ARRIVING_WITH_REPLICATION.contains(&m.as_str()) {
-                later_used.push(panel.clone());
-                continue;
-            }
             assert!(
                 exposed.contains(m),
                 "{panel}: {m} is not a metric the server exposes ({expr})"
@@ -757,25 +747,6 @@ fn dashboard_queries_use_only_metrics_the_server_exposes() {
                 || (label == "le" && known.iter().any(|m| m.ends_with("_bucket")))
                 || known.iter().any(|m| carries(m, label));
             assert!(ok, "{panel}: no label {label} on {known:?} ({expr})");
-        }
-    }
-    // The replication names appear only in the panel that says they arrive later.
-    assert!(!later_used.is_empty());
-    for panel in &later_used {
-        assert_eq!(panel, "Replication lag");
-    }
-    let replication = panels
-        .iter()
-        .find(|p| p["title"] == "Replication lag")
-        .unwrap();
-    assert!(replication["description"]
-        .as_str()
-        .unwrap()
-        .contains("arrive with replication"));
-    // If the server has them already, they must be the real ones (then this list shrinks).
-    for name in ARRIVING_WITH_REPLICATION {
-        if exposed.contains(name) {
-            eprintln!("{name} is exposed now: drop it from ARRIVING_WITH_REPLICATION");
         }
     }
 }
@@ -886,11 +857,13 @@ fn dashboard_script_draws_the_panels_from_a_live_server() {
         })
         .fold(0.0, f64::max);
     assert!(busiest > 0.0 && busiest < 1.5, "busiest shard {busiest}");
-    assert_eq!(
-        panels["panels"]["replication_lag"]["series"],
-        serde_json::json!({})
-    );
-    assert!(stdout.contains("arrive with replication"), "{stdout}");
+    // No replica: the count is 0 and there is no lag to draw.
+    let replication = &panels["panels"]["replication_lag"]["series"];
+    assert!(replication.get("lag").is_none(), "{replication}");
+    assert!(series("replication_lag", "replicas")
+        .iter()
+        .all(|n| *n == 0.0));
+    assert!(stdout.contains("Replication lag"), "{stdout}");
 }
 
 /// The script's arithmetic: histogram_quantile as Prometheus computes it, and a counter

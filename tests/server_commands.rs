@@ -124,7 +124,15 @@ fn config_get_appendonly_tells_the_truth() {
 /// `[^...]`, ranges, `\` escapes, case-insensitive; a pattern without `[*?` is a name).
 const CONFIG_GLOBS: &[(&[&str], &[&str])] = &[
     (&["p?rt"], &["port"]),
-    (&["*ort"], &["metrics-port", "port"]),
+    (
+        &["*ort"],
+        &[
+            "metrics-port",
+            "port",
+            "replica-announce-port",
+            "slave-announce-port",
+        ],
+    ),
     (&["[pq]ort"], &["port"]),
     (&["[^q]ort"], &["port"]),
     (&["[o-q]ort"], &["port"]),
@@ -153,6 +161,8 @@ const CONFIG_GLOBS: &[(&[&str], &[&str])] = &[
             "metrics-port",
             "port",
             "proto-max-bulk-len",
+            "replica-announce-port",
+            "slave-announce-port",
             "timeout",
         ],
     ),

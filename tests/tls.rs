@@ -650,6 +650,17 @@ fn a_replica_follows_its_primary_over_tls() {
     assert_eq!(repl_info(&mut p, "connected_slaves").as_deref(), Some("1"));
     let log = replica.log_text();
     assert!(log.contains("over TLS"), "{log}");
+    // The acks come back through the same TLS session: WAIT counts the replica, and its
+    // acknowledged offset reaches the primary's.
+    q_ok::<()>(&mut p, &["SET", "t", "acked", "3"]);
+    let acked: i64 = q_ok(&mut p, &["WAIT", "1", "20000"]);
+    assert_eq!(acked, 1, "{}", primary.log_text());
+    let caught_up = poll_until(Duration::from_secs(30), || {
+        let want = repl_info(&mut p, "master_repl_offset")?;
+        let slave = repl_info(&mut p, "slave0")?;
+        slave.contains(&format!(",offset={want},")).then_some(())
+    });
+    assert!(caught_up.is_some(), "{:?}", repl_info(&mut p, "slave0"));
 }
 
 /// A primary whose certificate does not chain to the replica's CA is refused (a clear

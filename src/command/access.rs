@@ -317,6 +317,10 @@ mod tests {
         ("REPLICAOF NO ONE", [false, false, false, false, true]),
         ("SLAVEOF h 1", [false, false, false, false, true]),
         ("REPLSYNC 1 x", [false, false, false, false, true]),
+        (
+            "REPLCONF ip-address 10.0.0.1",
+            [false, false, false, false, true],
+        ),
         ("ROLE", [true; 5]),
         ("MULTI", [true; 5]),
         ("EXEC", [true; 5]),

@@ -12,7 +12,8 @@
 //! The settings of [`Live`](crate::config::Live): `timeout`, `max-clients`,
 //! `client-output-limit`, `max-memory`, `max-key-len`, `max-keys-reply`,
 //! `migrate-connections`, `slowlog-log-slower-than`, `slowlog-max-len`,
-//! `latency-monitor-threshold`. A change is a relaxed store into the configuration every shard
+//! `latency-monitor-threshold`, `min-replicas-to-write`, `min-replicas-max-lag`,
+//! `replica-priority`. A change is a relaxed store into the configuration every shard
 //! shares, so it applies on every shard from its next request (or pass), with no message to
 //! wait for, no pause and no lock; then each shard is sent a `Reconfigured` message so that a
 //! sleeping one wakes and re-reads what it reads only when a step is due (`timeout`'s idle
@@ -253,6 +254,45 @@ const PARAMS: &[Param] = &[
             l.latency_monitor_threshold = integer(value, 0, i64::MAX)? as u64;
             Ok(())
         }),
+    },
+    Param {
+        name: "min-replicas-to-write",
+        alias: Some("min-slaves-to-write"),
+        get: |v| v.config.live.min_replicas_to_write().to_string(),
+        set: Set::Live(|l, value| {
+            l.min_replicas_to_write = integer(value, 0, i32::MAX as i64)? as u64;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "min-replicas-max-lag",
+        alias: Some("min-slaves-max-lag"),
+        get: |v| v.config.live.min_replicas_max_lag().to_string(),
+        set: Set::Live(|l, value| {
+            l.min_replicas_max_lag = integer(value, 0, i32::MAX as i64)? as u64;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "replica-priority",
+        alias: Some("slave-priority"),
+        get: |v| v.config.live.replica_priority().to_string(),
+        set: Set::Live(|l, value| {
+            l.replica_priority = integer(value, 0, i32::MAX as i64)? as u64;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "replica-announce-ip",
+        alias: Some("slave-announce-ip"),
+        get: |v| v.config.replica_announce_ip.clone().unwrap_or_default(),
+        set: Set::Immutable,
+    },
+    Param {
+        name: "replica-announce-port",
+        alias: Some("slave-announce-port"),
+        get: |v| v.config.replica_announce_port.unwrap_or(0).to_string(),
+        set: Set::Immutable,
     },
     Param {
         name: "tls-cert-file",
@@ -550,6 +590,9 @@ fn rewrite(view: &ServerView) -> Result<(), CommandError> {
             "latency-monitor-threshold",
             int(v.latency_monitor_threshold),
         ),
+        ("min-replicas-to-write", int(v.min_replicas_to_write)),
+        ("min-replicas-max-lag", int(v.min_replicas_max_lag)),
+        ("replica-priority", int(v.replica_priority)),
     ];
     for (key, value) in entries {
         set_keeping_decor(&mut doc, key, value);

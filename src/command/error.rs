@@ -124,6 +124,8 @@ pub enum CommandError {
     ReplyTooLarge,
     /// A write (or a catalog or user change) on a replica: Redis's text.
     ReadOnly,
+    /// A write while fewer replicas than `--min-replicas-to-write` are good: Redis's text.
+    NoReplicas,
 }
 
 impl CommandError {
@@ -157,6 +159,7 @@ impl CommandError {
             CommandError::OutOfMemory | CommandError::PartitionFull { .. } => "OOM",
             CommandError::Throttled(_) => "THROTTLED",
             CommandError::ReadOnly => "READONLY",
+            CommandError::NoReplicas => "NOREPLICAS",
             _ => "ERR",
         }
     }
@@ -198,6 +201,7 @@ impl fmt::Display for CommandError {
             CommandError::NoPartition(name) => write!(f, "partition '{name}' does not exist"),
             CommandError::NotAvailable(what) => f.write_str(what),
             CommandError::ReadOnly => f.write_str("You can't write against a read only replica."),
+            CommandError::NoReplicas => f.write_str("Not enough good replicas to write."),
             CommandError::NotAnInteger => {
                 write!(f, "value is not a canonical 64-bit integer (INT partition)")
             }

@@ -807,6 +807,12 @@ command_table! {
         name: "replsync", arity: -3, flags: ADMIN | NO_MULTI, permission: Permission::AdminAll,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::replsync),
     },
+    // Before REPLSYNC, a replica started with --replica-announce-ip names its address.
+    ReplConf => {
+        usage: "REPLCONF ip-address <ip>",
+        name: "replconf", arity: 3, flags: ADMIN, permission: Permission::AdminAll,
+        partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(replication::replconf),
+    },
     // AUTH and LOGIN (and HELLO ... AUTH) take the shard's login path before any handler;
     // theirs only answers if that ever stops being so.
     Auth => {

@@ -9,6 +9,7 @@ use std::net::{IpAddr, SocketAddr};
 use crate::protocol::{Args, ReplyWriter};
 use crate::replication::backlog::Resume;
 
+use super::error::printable;
 use super::server::{ServerView, Session};
 use super::CommandError;
 
@@ -95,9 +96,9 @@ pub fn role(
             w.array(feeds.len());
             for f in feeds {
                 w.array(3);
-                w.bulk(f.peer.ip().to_string().as_bytes());
+                w.bulk(f.shown_ip().as_bytes());
                 w.bulk(f.listening_port.to_string().as_bytes());
-                w.bulk(f.offset().to_string().as_bytes());
+                w.bulk(f.acked.offset().to_string().as_bytes());
             }
         }
         Some((host, port)) => {
@@ -118,16 +119,71 @@ pub fn role(
     Ok(())
 }
 
-/// `WAIT <numreplicas> <timeout>`: replicas do not acknowledge offsets yet.
+/// Redis 7's answer to `WAIT` on a replica, word for word.
+pub const WAIT_ON_REPLICA: &str = "ERR WAIT cannot be used with replica instances. Please also \
+    note that since Redis 4.0 if a replica is configured to be writable (which is not the \
+    default) writes to replicas are just local and are not propagated.";
+
+/// A parsed `WAIT <numreplicas> <timeout>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitFor {
+    /// Replicas wanted (negative: any count will do, as in Redis).
+    pub replicas: i64,
+    /// Milliseconds; `None`: forever (a timeout of 0).
+    pub timeout_ms: Option<u64>,
+}
+
+/// Parses `WAIT`'s arguments in Redis 7's order and texts: on a replica an error before
+/// anything else; `numreplicas` an integer; `timeout` a non-negative integer of
+/// milliseconds.
+pub fn parse_wait(args: &Args, is_replica: bool) -> Result<WaitFor, CommandError> {
+    if is_replica {
+        return Err(CommandError::NotAvailable(
+            WAIT_ON_REPLICA.trim_start_matches("ERR ").into(),
+        ));
+    }
+    let int = |i: usize| std::str::from_utf8(args.get(i)).ok()?.parse::<i64>().ok();
+    let replicas = int(1).ok_or(CommandError::ValueNotInteger)?;
+    let timeout = int(2).ok_or_else(|| {
+        CommandError::NotAvailable("timeout is not an integer or out of range".into())
+    })?;
+    if timeout < 0 {
+        return Err(CommandError::NotAvailable("timeout is negative".into()));
+    }
+    Ok(WaitFor {
+        replicas,
+        timeout_ms: (timeout > 0).then_some(timeout as u64),
+    })
+}
+
+/// `WAIT <numreplicas> <timeout>` without blocking: the number of replicas that
+/// acknowledged this connection's writes so far, now. A connection's WAIT takes the shard's
+/// parking path instead (`shard::wait`), which answers this same count once it is enough
+/// or the timeout passed; this handler answers where nothing may block (a transaction, as
+/// Redis's WAIT inside MULTI does). Known limit there: the offsets now may not cover a
+/// write of the same pass yet (framed by the pass's commit), so the count may be high.
 pub fn wait(
-    _args: &Args,
-    _session: &mut Session,
-    _view: &ServerView,
-    _w: &mut ReplyWriter,
+    args: &Args,
+    session: &mut Session,
+    view: &ServerView,
+    w: &mut ReplyWriter,
 ) -> Result<(), CommandError> {
-    Err(CommandError::NotAvailable(
-        "WAIT is not supported yet: replicas do not acknowledge offsets in this release".into(),
-    ))
+    let state = view.replication;
+    parse_wait(args, state.is_replica())?;
+    let target = wait_target(session, state);
+    w.integer(state.count_acks(&target) as i64);
+    Ok(())
+}
+
+/// The shard offsets that cover every write of this connection so far: the offsets now
+/// once it has written (asked once every write it sent was answered and committed: see
+/// `shard::wait`), none (zeros) when it never wrote, as Redis's `woff` of 0.
+pub fn wait_target(session: &Session, state: &crate::replication::State) -> Box<[u64]> {
+    if session.wrote {
+        state.offsets_now()
+    } else {
+        vec![0; state.shards].into_boxed_slice()
+    }
 }
 
 /// `REPLSYNC <listening-port> <replid> [<primary-replid> <primary-run> [<id>:<offset> ...]]`:
@@ -173,6 +229,37 @@ pub fn replsync(
     session.replica_port = Some(port);
     session.replica_resume = resume.map(Box::new);
     session.close_after_reply = true;
+    Ok(())
+}
+
+/// The longest address a replica may announce (a host name's limit).
+const MAX_ANNOUNCE_LEN: usize = 255;
+
+/// `REPLCONF ip-address <ip>`: the address this replica's primary shows for it (INFO's
+/// `slaveN:ip=`, ROLE), from its `--replica-announce-ip`. Kept by the session until
+/// `REPLSYNC` makes the connection a feed. Printable bytes without `,` (INFO's separator):
+/// it is only shown, never connected to by this server.
+pub fn replconf(
+    args: &Args,
+    session: &mut Session,
+    _view: &ServerView,
+    w: &mut ReplyWriter,
+) -> Result<(), CommandError> {
+    if !args.get(1).eq_ignore_ascii_case(b"ip-address") {
+        return Err(CommandError::Syntax(format!(
+            "unknown REPLCONF option '{}' (GoKV: REPLCONF ip-address <ip>)",
+            printable(args.get(1))
+        )));
+    }
+    let ip = args.get(2);
+    let shown = |b: &u8| b.is_ascii_graphic() && *b != b',';
+    if ip.is_empty() || ip.len() > MAX_ANNOUNCE_LEN || !ip.iter().all(shown) {
+        return Err(CommandError::Syntax(format!(
+            "an announced address is 1 to {MAX_ANNOUNCE_LEN} printable bytes without ','"
+        )));
+    }
+    session.replica_ip = Some(String::from_utf8_lossy(ip).into_owned());
+    w.ok();
     Ok(())
 }
 

@@ -80,6 +80,12 @@ pub struct Session {
     /// to run once the partition's part is back (`shard::transaction`): its reply slot and
     /// the queue.
     pub exec_pending: Option<Box<(u64, super::multi::Transaction)>>,
+    /// It sent a write (`WAIT` then waits for the replicas to acknowledge the offsets of
+    /// its writes; a connection that never wrote waits for nothing).
+    pub wrote: bool,
+    /// Set by `REPLCONF ip-address` (a replica's `--replica-announce-ip`): what its
+    /// primary shows for it.
+    pub replica_ip: Option<String>,
     /// Its Pub/Sub subscriptions, while it has any (`shard::pubsub`).
     pub pubsub: Option<Box<super::pubsub::Subscriptions>>,
 }

@@ -6,8 +6,8 @@
 //! second without anything else. When the socket fails, or the feed was dropped, the thread
 //! closes the socket and ends; the frames still queued are freed with the channel.
 //!
-//! Offsets a feed reports are those of what was *pushed* to it (there are no
-//! acknowledgements yet).
+//! [`Feed::offset`] is what was *pushed* to it; what the replica acknowledged is in
+//! [`Feed::acked`], read from the same socket by a thread of its own ([`super::acks`]).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -74,6 +74,8 @@ pub struct Feed {
     offsets: Vec<AtomicU64>,
     /// When the sender last wrote (unix seconds).
     last_write: AtomicU64,
+    /// What the replica acknowledged ([`super::acks`]).
+    pub acked: super::acks::Acked,
     /// What the replica asked to resume (set before its sync starts), and what it got.
     pub resume: std::sync::OnceLock<super::backlog::Resume>,
     pub outcome: super::backlog::Outcome,
@@ -108,6 +110,7 @@ impl Feed {
             shards,
             offsets: (0..shards).map(|_| AtomicU64::new(0)).collect(),
             last_write: AtomicU64::new(unix_secs()),
+            acked: super::acks::Acked::new(shards),
             resume: Default::default(),
             outcome: Default::default(),
         });
@@ -176,7 +179,14 @@ impl Feed {
         }
     }
 
-    /// The offset pushed so far (INFO's `offset=`).
+    /// The shard offset pushed so far for `shard` (what an ack is capped at).
+    pub fn pushed_offset(&self, shard: usize) -> u64 {
+        self.offsets
+            .get(shard)
+            .map_or(0, |o| o.load(Ordering::Relaxed))
+    }
+
+    /// The offset pushed so far.
     pub fn offset(&self) -> u64 {
         self.offsets.iter().map(|o| o.load(Ordering::Relaxed)).sum()
     }
@@ -190,7 +200,22 @@ impl Feed {
         }
     }
 
-    /// Seconds since the sender last wrote (INFO's `lag=`).
+    /// Every shard sent its full sync (`state=online`): counted by `WAIT` and
+    /// `--min-replicas-to-write` from then on, as Redis counts online replicas only.
+    pub fn is_online(&self) -> bool {
+        !self.is_dropped() && self.synced_shards.load(Ordering::Relaxed) >= self.shards
+    }
+
+    /// INFO's `ip=`: the address the replica announced (`--replica-announce-ip`), or the
+    /// one its connection comes from.
+    pub fn shown_ip(&self) -> String {
+        match self.acked.announce_ip.get() {
+            Some(ip) => ip.clone(),
+            None => self.peer.ip().to_string(),
+        }
+    }
+
+    /// Seconds since the sender last wrote.
     pub fn lag(&self) -> u64 {
         unix_secs().saturating_sub(self.last_write.load(Ordering::Relaxed))
     }
@@ -198,13 +223,35 @@ impl Feed {
     fn run(self: Arc<Self>, mut socket: LinkStream, rx: Receiver<Arc<Vec<u8>>>) {
         let mut ping = Vec::new();
         wire::encode(&mut ping, &[b"PING"]);
+        // A TLS feed reads its replica's acks itself, between frames (`acks::poll_tls`);
+        // a plain one has a reader thread.
+        let tls = socket.is_tls();
+        let wait = if tls {
+            let _ = socket
+                .tcp()
+                .set_read_timeout(Some(Duration::from_millis(1)));
+            super::acks::TLS_ACK_POLL
+        } else {
+            PING_EVERY
+        };
+        let mut acks = super::acks::AckReader::default();
+        let mut wrote = std::time::Instant::now();
         loop {
             if self.is_dropped() {
                 break;
             }
-            let (frames, counted) = match rx.recv_timeout(PING_EVERY) {
+            if tls {
+                if let Err(why) = super::acks::poll_tls(&mut socket, &mut acks, &self) {
+                    self.drop_replica(&why);
+                    break;
+                }
+            }
+            let (frames, counted) = match rx.recv_timeout(wait) {
                 Ok(frames) => (frames, true),
-                Err(RecvTimeoutError::Timeout) => (Arc::new(ping.clone()), false),
+                Err(RecvTimeoutError::Timeout) if wrote.elapsed() >= PING_EVERY => {
+                    (Arc::new(ping.clone()), false)
+                }
+                Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => break,
             };
             if self.is_dropped() {
@@ -219,8 +266,12 @@ impl Feed {
                 break;
             }
             self.last_write.store(unix_secs(), Ordering::Relaxed);
+            wrote = std::time::Instant::now();
         }
         socket.close();
+        if let Some(state) = self.acked.state.get().and_then(std::sync::Weak::upgrade) {
+            state.refresh_good();
+        }
         log::info!("replication: replica {} ({}) detached", self.id, self.peer);
     }
 }

@@ -13,12 +13,13 @@
 //! # The wire
 //! One TCP connection per replica (TLS with `--tls-replication yes`: [`link`]), opened by
 //! the replica as an ordinary client: it logs in
-//! (`AUTH <primary-user> <primary-password>`, a user with ADMIN on `*`), then asks
-//! `REPLSYNC <listening-port> <its own replid> [<primary-replid> <primary-run-id>
+//! (`AUTH <primary-user> <primary-password>`, a user with ADMIN on `*`), names the address
+//! to show for it when it has one (`REPLCONF ip-address <ip>`, `--replica-announce-ip`),
+//! then asks `REPLSYNC <listening-port> <its own replid> [<primary-replid> <primary-run-id>
 //! [<partition-id>:<offset> ...]]` (the history it holds and what it asks to resume, see
-//! "Partial resync"). The primary answers `+FULLSYNC <replid> <shards> <run-id>` and from
-//! then on the connection carries only frames, primary to replica, each a RESP array of bulk
-//! strings ([`wire`]):
+//! "Partial resync"; the port is `--replica-announce-port` when set). The primary answers
+//! `+FULLSYNC <replid> <shards> <run-id>` and from then on the connection carries only
+//! frames, each a RESP array of bulk strings ([`wire`]), primary to replica:
 //!
 //! ```text
 //! CATALOG <catalog text>      the whole catalog, in the catalog file's format
@@ -36,6 +37,14 @@
 //!                             the live stream: one pass's records of one partition; the
 //!                             offsets are those *after* these records
 //! PING                        once a second when nothing else was sent (liveness, lag)
+//! ```
+//!
+//! and replica to primary, once the first frame arrived ([`acks`]):
+//!
+//! ```text
+//! ACK <shard> <shard-offset>  what the replica applied of primary shard <shard>: after each
+//!                             batch it applied (the shards that moved) and every second
+//!                             (all of them)
 //! ```
 //!
 //! Numbers are decimal ASCII; `<records>` is a run of log records exactly as a log segment
@@ -119,12 +128,21 @@
 //! some partitions and sends others whole is thus a full sync that was partly denied; the
 //! log lines of both sides say how many partitions went which way.
 //!
+//! # Acknowledgements, WAIT, min-replicas
+//! A replica's acks ([`acks`]) are read on the primary by a thread beside each feed's
+//! sender, bounded, and kept per shard in the feed: INFO's `slaveN:offset=` and ROLE's
+//! offsets are the acknowledged ones, `lag=` the seconds since the last ack. `WAIT` parks
+//! its connection on its shard until the replicas acknowledged the shard offsets of the
+//! connection's writes (`shard::wait`); the readers wake the shards that wait. The same
+//! readers count the good replicas (online, last ack within `--min-replicas-max-lag`) at
+//! least once a second into one atomic, which a write checks when `--min-replicas-to-write`
+//! is on (`-NOREPLICAS`).
+//!
 //! # Not yet
-//! Acknowledgements and `WAIT`: a frame the other way (`ACK <shard> <shard-offset>`) the
-//! feed's thread reads; until then `WAIT` answers that it is not supported yet. Chained
-//! replication (a replica of a replica) is refused. A replica process that restarts holds
-//! no offsets (it keeps none on disk) and syncs fully.
+//! Chained replication (a replica of a replica) is refused. A replica process that restarts
+//! holds no offsets (it keeps none on disk) and syncs fully.
 
+pub mod acks;
 pub mod apply;
 pub mod backlog;
 pub mod feed;
@@ -133,7 +151,7 @@ pub mod replica;
 pub mod wire;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -143,6 +161,13 @@ pub use feed::Feed;
 
 /// Where the replication id is kept.
 pub const REPLID_FILE: &str = "replid";
+
+/// Milliseconds since the Unix epoch (acks' lag).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
 
 /// Seconds since the Unix epoch, for "seconds ago" fields.
 pub fn unix_secs() -> u64 {
@@ -180,6 +205,16 @@ pub struct State {
     pub primary_login: Option<(String, String)>,
     pub started: Instant,
     next_feed: AtomicU64,
+    /// The server's configuration, once it runs (the live settings acks are counted
+    /// against; `None` in tests that build shards by hand: the defaults).
+    pub config: OnceLock<Arc<crate::config::Config>>,
+    /// Replicas online whose last ack is at most `min-replicas-max-lag` seconds old,
+    /// counted by the feeds' ack readers ([`acks`]): what a write checks.
+    good_replicas: AtomicUsize,
+    /// Moves on every ack: a shard with a parked `WAIT` counts again when it moved.
+    ack_epoch: AtomicU64,
+    /// Per shard: it has a `WAIT` parked and wants a wake-up on the next ack.
+    wake_on_ack: Vec<AtomicBool>,
     /// `--repl-backlog`, and what the shards' backlogs hold (INFO).
     pub backlog: BacklogState,
 }
@@ -233,6 +268,10 @@ impl State {
             primary_login,
             started: Instant::now(),
             next_feed: AtomicU64::new(0),
+            config: OnceLock::new(),
+            good_replicas: AtomicUsize::new(0),
+            ack_epoch: AtomicU64::new(0),
+            wake_on_ack: (0..shards).map(|_| AtomicBool::new(false)).collect(),
             backlog: BacklogState::new(0, shards),
         })
     }
@@ -262,6 +301,10 @@ impl State {
             primary_login: None,
             started: Instant::now(),
             next_feed: AtomicU64::new(0),
+            config: OnceLock::new(),
+            good_replicas: AtomicUsize::new(0),
+            ack_epoch: AtomicU64::new(0),
+            wake_on_ack: (0..shards).map(|_| AtomicBool::new(false)).collect(),
             backlog: BacklogState::new(0, shards),
         }
     }
@@ -329,13 +372,110 @@ impl State {
         }
     }
 
+    /// Writes answer `-NOREPLICAS`: `--min-replicas-to-write` is on and fewer good
+    /// replicas are attached. One load when it is off (every write asks).
+    #[inline]
+    pub fn too_few_replicas(&self, min_to_write: u64) -> bool {
+        min_to_write != 0 && (self.good_replicas.load(Ordering::Relaxed) as u64) < min_to_write
+    }
+
+    /// Good replicas as last counted (INFO's `min_slaves_good_slaves`).
+    pub fn good_replicas(&self) -> usize {
+        self.good_replicas.load(Ordering::Relaxed)
+    }
+
+    /// Counts the good replicas again: online, and acknowledged within
+    /// `min-replicas-max-lag` seconds (Redis's `refreshGoodSlavesCount`). Run by every
+    /// feed's ack reader on each wake-up (at least once a second) and when it ends.
+    pub fn refresh_good(&self) {
+        let max_lag = self
+            .config
+            .get()
+            .map_or(10, |c| c.live.min_replicas_max_lag());
+        let good = self
+            .feeds()
+            .iter()
+            .filter(|f| f.is_online() && f.acked.lag_secs() <= max_lag)
+            .count();
+        self.good_replicas.store(good, Ordering::Relaxed);
+    }
+
+    /// A replica acknowledged (its reader calls this): the epoch moves, and the shards
+    /// that asked for it are woken.
+    pub fn acked(&self) {
+        self.ack_epoch.fetch_add(1, Ordering::SeqCst);
+        let Some(handles) = self.handles.get() else {
+            return;
+        };
+        for (shard, wake) in self.wake_on_ack.iter().enumerate() {
+            if wake.load(Ordering::SeqCst) && wake.swap(false, Ordering::SeqCst) {
+                if let Some(h) = handles.get(shard) {
+                    h.send(crate::shard::mailbox::Message::ReplAcked);
+                }
+            }
+        }
+    }
+
+    /// A shard with parked `WAIT`s asks to be woken by the next ack; returns the epoch to
+    /// compare with (asked first, then read: an ack after the read wakes the shard).
+    pub fn want_ack_wake(&self, shard: usize) -> u64 {
+        if let Some(w) = self.wake_on_ack.get(shard) {
+            w.store(true, Ordering::SeqCst);
+        }
+        self.ack_epoch.load(Ordering::SeqCst)
+    }
+
+    /// The ack epoch now.
+    pub fn ack_epoch(&self) -> u64 {
+        self.ack_epoch.load(Ordering::SeqCst)
+    }
+
+    /// Every shard's offset now: what a connection's writes so far are covered by.
+    pub fn offsets_now(&self) -> Box<[u64]> {
+        self.shard_offsets
+            .iter()
+            .map(|o| o.load(Ordering::Acquire))
+            .collect()
+    }
+
+    /// Replicas online that acknowledged every shard's offset of `target` (Redis's
+    /// `replicationCountAcksByOffset`).
+    pub fn count_acks(&self, target: &[u64]) -> usize {
+        self.feeds()
+            .iter()
+            .filter(|f| f.is_online() && f.acked.covers(target))
+            .count()
+    }
+
     /// The primary we follow, if any.
     pub fn primary(&self) -> Option<(String, u16)> {
         lock(&self.link).as_ref().map(|l| (l.host.clone(), l.port))
     }
 }
 
+/// A replica's link as the metrics show it.
+pub struct LinkReport {
+    pub up: bool,
+    /// Seconds since the last byte from the primary; -1: none yet.
+    pub last_io_ago: i64,
+}
+
 impl State {
+    /// The link's state when this server is a replica (`None` on a primary).
+    pub fn link_report(&self) -> Option<LinkReport> {
+        self.primary()?;
+        let st = &self.status;
+        let last_io = st.last_io.load(Ordering::Relaxed);
+        Some(LinkReport {
+            up: st.state() == replica::LinkState::Connected,
+            last_io_ago: if last_io == 0 {
+                -1
+            } else {
+                unix_secs().saturating_sub(last_io) as i64
+            },
+        })
+    }
+
     /// INFO's `replication` section, after its heading, in Redis 7's words.
     pub fn info(&self, text: &mut String) -> std::fmt::Result {
         let feeds = self.feeds();
@@ -343,16 +483,29 @@ impl State {
             None => {
                 writeln_crlf(text, format_args!("role:master"))?;
                 writeln_crlf(text, format_args!("connected_slaves:{}", feeds.len()))?;
+                let min = self.config.get().map_or((0, 10), |c| {
+                    (
+                        c.live.min_replicas_to_write(),
+                        c.live.min_replicas_max_lag(),
+                    )
+                });
+                // Shown as Redis shows it: while both settings are on.
+                if min.0 != 0 && min.1 != 0 {
+                    writeln_crlf(
+                        text,
+                        format_args!("min_slaves_good_slaves:{}", self.good_replicas()),
+                    )?;
+                }
                 for (i, f) in feeds.iter().enumerate() {
                     writeln_crlf(
                         text,
                         format_args!(
                             "slave{i}:ip={},port={},state={},offset={},lag={}",
-                            f.peer.ip(),
+                            f.shown_ip(),
                             f.listening_port,
                             f.state(),
-                            f.offset(),
-                            f.lag()
+                            f.acked.offset(),
+                            f.acked.lag_secs()
                         ),
                     )?;
                 }
@@ -399,7 +552,8 @@ impl State {
                     };
                     writeln_crlf(text, format_args!("master_link_down_since_seconds:{secs}"))?;
                 }
-                writeln_crlf(text, format_args!("slave_priority:100"))?;
+                let priority = self.config.get().map_or(100, |c| c.live.replica_priority());
+                writeln_crlf(text, format_args!("slave_priority:{priority}"))?;
                 writeln_crlf(text, format_args!("slave_read_only:1"))?;
                 writeln_crlf(text, format_args!("replica_announced:1"))?;
                 writeln_crlf(text, format_args!("connected_slaves:0"))?;

@@ -330,7 +330,10 @@ impl Runner {
                 Err(ended) => return ended,
             }
         }
-        let listen_port = self.state.listen.get().map_or(0, |a| a.port());
+        if let Err(ended) = self.announce(&mut socket, &mut buf) {
+            return ended;
+        }
+        let listen_port = self.announced_port();
         if status.damaged.load(Ordering::Relaxed) {
             // A shard could not apply something: resume nothing.
             self.held.clear();
@@ -491,7 +494,12 @@ impl Runner {
             .collect();
         let mut idle = Instant::now();
         let mut chunk = vec![0u8; 256 << 10];
+        // Acks start after the first frame: the connection is the primary's feed by then.
+        let mut acks: Option<Acks> = None;
         loop {
+            if acks.is_none() && !buf.is_empty() {
+                acks = Some(Acks::new(sync.offsets.len()));
+            }
             // Parse every complete frame in the buffer.
             let mut at = 0;
             loop {
@@ -527,6 +535,12 @@ impl Runner {
             }
             if self.stopped() {
                 return Ended::Stopped;
+            }
+            if let Some(acks) = &mut acks {
+                let applying = status.in_flight.load(Ordering::Relaxed) > 0;
+                if let Err(e) = acks.send(socket, &sync.offsets, applying) {
+                    return Ended::Broken(format!("cannot acknowledge: {e}"));
+                }
             }
             match socket.read(&mut chunk) {
                 Ok(0) => return Ended::Broken("the primary closed the connection".into()),
@@ -664,6 +678,15 @@ impl Runner {
             }
             b"SYNCED" => {
                 let (pshard, shard_offset) = (num(1)? as usize, num(2)?);
+                // The offset is acknowledged from now on: what came before it must be
+                // applied first (once per shard per full sync).
+                self.send_batches(batches, &sync.offsets);
+                while self.state.status.in_flight.load(Ordering::Relaxed) > 0 {
+                    if self.stopped() {
+                        return Err(Ended::Stopped);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 if let Some(o) = sync.offsets.get(pshard) {
                     o.fetch_max(shard_offset, Ordering::Relaxed);
                 }
@@ -797,7 +820,117 @@ struct Sync {
     whole: usize,
 }
 
-fn is_timeout(e: &std::io::Error) -> bool {
+impl Runner {
+    /// `REPLCONF ip-address <ip>` when `--replica-announce-ip` is set: the primary shows that
+    /// address for this replica (INFO, ROLE), as Redis's replicas announce theirs.
+    fn announce(&self, socket: &mut LinkStream, buf: &mut Vec<u8>) -> Result<(), Ended> {
+        let Some(ip) = self
+            .state
+            .config
+            .get()
+            .and_then(|c| c.replica_announce_ip.clone())
+        else {
+            return Ok(());
+        };
+        let mut req = Vec::new();
+        wire::encode(&mut req, &[b"REPLCONF", b"ip-address", ip.as_bytes()]);
+        socket
+            .write_all(&req)
+            .and_then(|()| socket.flush())
+            .map_err(|e| Ended::Broken(format!("cannot send REPLCONF: {e}")))?;
+        match self.read_line(socket, buf)? {
+            line if line == "+OK" => Ok(()),
+            line => Err(Ended::Refused(format!(
+                "REPLCONF ip-address: {}",
+                line.trim_start_matches('-')
+            ))),
+        }
+    }
+
+    /// The port the primary shows: `--replica-announce-port`, or the one this server
+    /// listens on.
+    fn announced_port(&self) -> u16 {
+        self.state
+            .config
+            .get()
+            .and_then(|c| c.replica_announce_port)
+            .or_else(|| self.state.listen.get().map(|a| a.port()))
+            .unwrap_or(0)
+    }
+}
+
+/// What the link acknowledged so far ([`super::acks`]): written by the link thread itself,
+/// which owns the stream (a TLS session cannot be shared with another thread). It sends
+/// the shard offsets that moved each time round its loop (at most once per read, so once
+/// per batch at most), every one once a second, and reads with a short timeout while the
+/// shards still apply what it sent, so an ack follows the apply within about a millisecond.
+struct Acks {
+    sent: Vec<Option<u64>>,
+    all_at: Instant,
+    frames: Vec<u8>,
+    /// The read timeout set on the socket now.
+    timeout: Duration,
+}
+
+/// How soon the link looks again while its shards apply what it sent.
+const APPLY_POLL: Duration = Duration::from_millis(1);
+
+impl Acks {
+    fn new(shards: usize) -> Acks {
+        Acks {
+            sent: vec![None; shards],
+            all_at: Instant::now(),
+            frames: Vec::new(),
+            timeout: Duration::from_secs(1),
+        }
+    }
+
+    /// Sends what moved (everything once a second), then sets the read timeout the loop
+    /// needs until it should look again.
+    fn send(
+        &mut self,
+        socket: &mut LinkStream,
+        offsets: &[AtomicU64],
+        applying: bool,
+    ) -> std::io::Result<()> {
+        let every = self.all_at.elapsed() >= super::acks::ACK_EVERY;
+        if every {
+            self.all_at = Instant::now();
+        }
+        self.frames.clear();
+        for (shard, (o, last)) in offsets.iter().zip(self.sent.iter_mut()).enumerate() {
+            let now = o.load(Ordering::Relaxed);
+            if every || *last != Some(now) {
+                super::acks::encode_ack(&mut self.frames, shard, now);
+                *last = Some(now);
+            }
+        }
+        if !self.frames.is_empty() {
+            socket.write_all(&self.frames)?;
+            socket.flush()?;
+        }
+        let timeout = if applying {
+            APPLY_POLL
+        } else {
+            super::acks::ACK_EVERY
+                .saturating_sub(self.all_at.elapsed())
+                .max(APPLY_POLL)
+        };
+        // A syscall: only to the short poll, or by more than 10 ms.
+        let change = if timeout == APPLY_POLL {
+            self.timeout != APPLY_POLL
+        } else {
+            timeout.abs_diff(self.timeout) >= APPLY_POLL * 10
+        };
+        if change {
+            socket.tcp().set_read_timeout(Some(timeout))?;
+            self.timeout = timeout;
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn is_timeout(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         std::io::ErrorKind::WouldBlock

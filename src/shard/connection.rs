@@ -305,6 +305,12 @@ impl ReplyQueue {
         }
     }
 
+    /// Whether `seq` waits at the head: every request before it was answered.
+    #[inline]
+    pub fn is_head(&self, seq: u64) -> bool {
+        !self.slots.is_empty() && self.first_seq == seq
+    }
+
     /// Requests whose replies are not written yet but are in the queue (waiting or parked).
     #[inline]
     pub fn in_flight(&self) -> usize {

@@ -81,10 +81,21 @@ impl Core {
         // path without replicas GET 1530 -> 1540..1543 and SET 2201..2204 -> 2220..2223
         // user-space instructions per request (`scripts/count-instructions.sh`, two runs
         // each; the spread is how a run's passes batch the requests).
-        if spec.is_write() && self.shared.replication.is_replica() {
-            transaction::spoil(session);
-            replies.push_ready(protocol, |w| CommandError::ReadOnly.write_to(w));
-            return false;
+        // `--min-replicas-to-write`: one more load (the setting), and the good-replica count
+        // only while it is on. `wrote` is what WAIT waits for.
+        if spec.is_write() {
+            let replication = &self.shared.replication;
+            if replication.is_replica() {
+                transaction::spoil(session);
+                replies.push_ready(protocol, |w| CommandError::ReadOnly.write_to(w));
+                return false;
+            }
+            if replication.too_few_replicas(self.shared.config.live.min_replicas_to_write()) {
+                transaction::spoil(session);
+                replies.push_ready(protocol, |w| CommandError::NoReplicas.write_to(w));
+                return false;
+            }
+            session.wrote = true;
         }
         // RESP2 subscribed mode: only the Pub/Sub commands, PING, QUIT and RESET (one test of
         // a field while the connection has no subscription).
@@ -205,6 +216,11 @@ impl Core {
                 // Partitions on every shard, answered as one reply: see `flushall`.
                 if spec.id == CommandId::FlushAll {
                     self.flush_all(conn_ref, args, session, replies);
+                    return false;
+                }
+                // Parked until the replicas acknowledge: see `wait`.
+                if spec.id == CommandId::Wait {
+                    self.wait_command(conn_ref, args, session, replies, barrier);
                     return false;
                 }
                 // SLOWLOG and LATENCY forms that every shard answers: see `observe`.

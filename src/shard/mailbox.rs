@@ -160,6 +160,9 @@ pub enum Message {
         acl: Option<Acl>,
         done: Sender<Result<Arc<Catalog>, String>>,
     },
+    /// From a feed's ack reader (primary): a replica acknowledged; a `WAIT` parked here
+    /// may be answered (`shard::wait`). Only a wake-up: the acks are in the feeds.
+    ReplAcked,
 }
 
 /// Replicated data for one replica shard, from one read of the link.

@@ -120,6 +120,7 @@ mod session;
 mod shutdown;
 mod tls;
 mod transaction;
+mod wait;
 
 pub use clients::Monitors;
 pub use shutdown::Shutdown;
@@ -260,6 +261,8 @@ struct Core {
     monitor_conns: Vec<ConnRef>,
     /// Connections' WATCHes of this shard's partitions (`transaction`).
     watches: transaction::Watches,
+    /// Its connections' parked `WAIT`s (`wait`).
+    waits: wait::Waits,
     /// This shard's Pub/Sub subscribers and messages in flight (`pubsub`).
     pubsub: pubsub::PubSub,
 }
@@ -334,6 +337,7 @@ impl Shard {
             monitor_feed: Vec::new(),
             monitor_conns: Vec::new(),
             watches: Default::default(),
+            waits: wait::Waits::default(),
             pubsub: pubsub::PubSub::new(shards),
         };
         core.recover(&catalog)?;
@@ -469,7 +473,8 @@ impl Shard {
         // A replica that was answered `+FULLSYNC`: its socket becomes its feed.
         if let Some(port) = conn.session.replica_port {
             let resume = conn.session.replica_resume.take();
-            self.become_feed(conn.socket, conn.peer, port, resume);
+            let announce_ip = conn.session.replica_ip.take();
+            self.become_feed(conn.socket, conn.peer, port, announce_ip, resume);
         }
     }
 
@@ -559,6 +564,7 @@ impl Shard {
                 }
                 Message::FeedStart(feed) => self.core.start_feed(feed),
                 Message::ReplApply(batch) => self.core.apply_replicated(*batch),
+                Message::ReplAcked => {}
                 Message::ReplInstall {
                     generation,
                     catalog,

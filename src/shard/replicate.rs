@@ -153,10 +153,14 @@ impl Feeds {
         state.shard_offsets[shard].store(self.offset, Ordering::Relaxed);
         let frames = Arc::new(std::mem::take(&mut self.out));
         let offset = self.offset;
+        // Noted first: an ack of these records is never capped below them.
+        for a in &self.attached {
+            a.feed.note_offset(shard, offset);
+        }
         crate::replication::feed::push_to_all(
             self.attached.iter().map(|a| &a.feed),
             &frames,
-            |feed| feed.note_offset(shard, offset),
+            |_| {},
         );
         if let Some(backlog) = &mut self.backlog {
             backlog.push(frames, std::mem::take(&mut self.subs));
@@ -530,6 +534,7 @@ impl Shard {
         socket: crate::tls::stream::Transport,
         peer: std::net::SocketAddr,
         listening_port: u16,
+        announce_ip: Option<String>,
         resume: Option<Box<crate::replication::backlog::Resume>>,
     ) {
         use crate::tls::stream::Transport;
@@ -554,6 +559,18 @@ impl Shard {
         };
         let id = state.next_feed_id();
         let over = if socket.is_tls() { " over TLS" } else { "" };
+        // The acks come back on the same socket: over plain TCP a thread of their own reads
+        // them from a clone; a TLS session cannot be shared, so its sender reads them.
+        let reader = match &socket {
+            LinkStream::Plain(tcp) => match tcp.try_clone() {
+                Ok(reader) => Some(reader),
+                Err(e) => {
+                    log::warn!("replication: cannot start the feed of {peer}: {e}");
+                    return;
+                }
+            },
+            _ => None,
+        };
         match Feed::start(
             id,
             socket,
@@ -563,6 +580,18 @@ impl Shard {
             state.buffer_limit,
         ) {
             Ok(feed) => {
+                if let Some(ip) = announce_ip {
+                    let _ = feed.acked.announce_ip.set(ip);
+                }
+                let _ = feed.acked.state.set(Arc::downgrade(state));
+                if let Some(reader) = reader {
+                    if let Err(e) =
+                        crate::replication::acks::start_reader(state.clone(), feed.clone(), reader)
+                    {
+                        feed.drop_replica(&format!("cannot start its ack reader: {e}"));
+                        return;
+                    }
+                }
                 if let Some(resume) = resume {
                     let _ = feed.resume.set(*resume);
                 }

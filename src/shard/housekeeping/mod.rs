@@ -19,6 +19,8 @@
 //!      were answered at the commit: ASYNC promises the OS has them, not the disk);
 //!    - `compaction`: one slice of each compaction in progress;
 //!    - `replication`: one slice of each replica's full sync (`shard::replicate`);
+//!    - `wait`: the parked `WAIT`s that the replicas' acks satisfy or whose timeout passed
+//!      (`shard::wait`), answered and written out at once;
 //!    - `idle-sweep`: with `timeout` on, once a second, closing connections idle for longer
 //!      (after the writes, so that a connection's last replies were tried first);
 //!    - `failed-login-log`: the count of failed logins not logged one by one;
@@ -55,6 +57,7 @@ mod fsync;
 mod idle;
 mod replication;
 mod tls_handshakes;
+mod wait;
 
 use std::time::{Duration, Instant};
 
@@ -114,6 +117,7 @@ impl Housekeeping {
                 Box::new(fsync::AsyncFsync),
                 Box::new(compaction::Compaction),
                 Box::new(replication::Replication),
+                Box::new(wait::Wait),
                 Box::new(idle::IdleSweep::new(config, now)),
                 Box::new(failed_logins::FailedLoginLog),
                 Box::new(tls_handshakes::TlsHandshakes),
