@@ -418,6 +418,51 @@ fn a_replica_killed_mid_stream_comes_back_and_converges() {
     same_partition(&mut p, &mut r, "m");
 }
 
+/// A replica killed with SIGKILL in the middle of its full sync (the primary's shards still
+/// walking their snapshots) comes back, syncs again from the start and converges; the
+/// primary drops the dead feed and keeps serving throughout.
+#[test]
+fn a_replica_killed_mid_full_sync_comes_back_and_converges() {
+    let primary = Server::start(&["--shards", "2"]);
+    let mut p = primary.client();
+    q_ok::<()>(&mut p, &["CREATE", "PARTITION", "big", "STRING", "MEMORY"]);
+    let value = "v".repeat(100);
+    for batch in 0..300 {
+        let mut args = vec!["MSET".to_string(), "big".to_string()];
+        for i in 0..1000 {
+            args.push(format!("key:{batch}:{i}"));
+            args.push(value.clone());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        q_ok::<()>(&mut p, &args);
+    }
+    let dir = DataDir::new("replica");
+    let args = replica_of(&primary);
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let replica = Server::start_in(&dir, &args);
+    // Caught while the snapshot is on its way: the primary shows the replica in
+    // `wait_bgsave` until every shard sent its partitions whole.
+    let mid_sync = poll_until(CONVERGE, || {
+        let text: String = q_ok(&mut p, &["INFO", "replication"]);
+        text.contains("state=wait_bgsave").then_some(())
+    });
+    assert!(
+        mid_sync.is_some(),
+        "the full sync of 300k keys was never seen in progress"
+    );
+    replica.kill9();
+    // The primary goes on serving while its feed to the dead replica goes away.
+    q_ok::<()>(&mut p, &["SET", "big", "after", "1"]);
+    let replica = Server::start_in(&dir, &args);
+    let mut r = replica_client(&replica);
+    converge(&mut p, &mut r);
+    let keys: i64 = q_ok(&mut r, &["DBSIZE", "big"]);
+    assert_eq!(keys, 300_001);
+    let after: Option<String> = q_ok(&mut r, &["GET", "big", "after"]);
+    assert_eq!(after.as_deref(), Some("1"));
+    assert_eq!(info(&mut p, "connected_slaves").as_deref(), Some("1"));
+}
+
 /// A replica pointed at itself gets a clear error, at once for REPLICAOF and from the
 /// handshake when the address does not look like its own.
 #[test]
