@@ -5,6 +5,9 @@
 //! primary, and the old primary, restarted, must become a replica holding the new primary's
 //! data (what it had and the new primary lacks is dropped, never merged).
 //!
+//! redis-py's Sentinel client (`Sentinel(...).master_for(...)`), unchanged, writes through the
+//! same failover and must find the new primary by itself.
+//!
 //! Skipped, with a message, when `redis-sentinel` is not installed, unless
 //! `GOKV_REQUIRE_REDIS` is set (CI installs it: never skipped there).
 
@@ -238,6 +241,77 @@ fn writer(sentinels: Arc<Vec<Sentinel>>, stop: Arc<AtomicBool>, writes: Arc<Mute
     }
 }
 
+/// redis-py's own Sentinel client, unchanged: `Sentinel(...).master_for(...)`, writing once
+/// every 50 ms across the failover. It prints `ok <port>` after each write that succeeded (the
+/// primary it wrote to) and `err <kind>` after each that failed; redis-py finds the new
+/// primary through the sentinels when its connection to the old one breaks.
+const SENTINEL_CLIENT: &str = r#"
+import sys, time
+from redis.sentinel import Sentinel
+ports = [int(p) for p in sys.argv[1].split(",")]
+sentinel = Sentinel([("127.0.0.1", p) for p in ports], socket_timeout=1)
+master = sentinel.master_for("gokv", username="admin", password=sys.argv[2],
+                             socket_timeout=2, socket_connect_timeout=1)
+i = 0
+deadline = time.monotonic() + float(sys.argv[3])
+while time.monotonic() < deadline:
+    i += 1
+    try:
+        master.execute_command("SET", "p", "py%d" % i, i)
+        host, port = sentinel.discover_master("gokv")
+        print("ok", port, flush=True)
+    except Exception as e:
+        print("err", type(e).__name__, flush=True)
+    time.sleep(0.05)
+"#;
+
+/// Starts [`SENTINEL_CLIENT`] for `secs` seconds; its lines arrive on the channel. `None`
+/// (with a message) without python3 and redis-py, a failure under `GOKV_REQUIRE_REDIS`.
+fn redis_py_client(
+    sentinels: &[Sentinel],
+    secs: u64,
+) -> Option<(Child, std::sync::mpsc::Receiver<String>)> {
+    use std::io::BufRead as _;
+    let probe = Command::new("python3")
+        .args(["-c", "import redis.sentinel"])
+        .status();
+    if !matches!(probe, Ok(s) if s.success()) {
+        if std::env::var_os("GOKV_REQUIRE_REDIS").is_some() {
+            panic!("GOKV_REQUIRE_REDIS is set but python3 with redis-py is not installed");
+        }
+        let _ = writeln!(
+            std::io::stderr(),
+            "failover: redis-py's Sentinel client skipped: no python3 with redis-py"
+        );
+        return None;
+    }
+    let ports: Vec<String> = sentinels.iter().map(|s| s.port.to_string()).collect();
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            SENTINEL_CLIENT,
+            &ports.join(","),
+            ADMIN_PASSWORD,
+            &secs.to_string(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn python3");
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Some((child, rx))
+}
+
 /// Every acknowledged key holds its value on the server at `port`; the keys missing.
 fn missing_acked(port: u16, acked: &BTreeMap<String, String>) -> Vec<String> {
     let mut con = connect(port).expect("a client of the new primary");
@@ -318,6 +392,19 @@ fn sentinel_fails_over_to_a_replica_and_no_acknowledged_write_is_lost() {
     });
     assert!(acked_some.is_some(), "no write was acknowledged by WAIT 1");
 
+    // redis-py's Sentinel client, writing through the failover.
+    let mut py = redis_py_client(&sentinels, 60);
+    if let Some((_, lines)) = &py {
+        let first = lines
+            .recv_timeout(STEP)
+            .expect("the redis-py client writes");
+        assert_eq!(
+            first,
+            format!("ok {}", a.port),
+            "redis-py found the primary"
+        );
+    }
+
     // The primary dies.
     let killed = Instant::now();
     primary.kill9();
@@ -340,6 +427,25 @@ fn sentinel_fails_over_to_a_replica_and_no_acknowledged_write_is_lost() {
         "failover: from SIGKILL to the first write on the new primary: {failover:?}"
     );
     assert!(new_port == b.port || new_port == c.port, "{new_port}");
+    // redis-py's client, unchanged, found the new primary once its connection broke.
+    if let Some((child, lines)) = &mut py {
+        let wanted = format!("ok {new_port}");
+        let deadline = Instant::now() + STEP;
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            match lines.recv_timeout(Duration::from_secs(1)) {
+                Ok(line) if line == wanted => break,
+                Ok(line) => seen.push(line),
+                Err(_) => {}
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-py's Sentinel client never wrote to the new primary: {seen:?}"
+        );
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     // Some more writes on the new primary, acknowledged by the replica that follows it.
     let before = writes.lock().unwrap().acked.len();
     let more = poll_until(STEP, || {
