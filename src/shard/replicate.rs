@@ -32,9 +32,11 @@ use super::{Core, Shard, COORDINATOR};
 /// budget whatever the values weigh; a step makes as many calls as its budget allows.
 const WALK_SCAN_KEYS: usize = 32;
 /// A step stops once its frame holds this many bytes (values can be large), or a quarter
-/// of the feed's bound if that is less (`Feed::snapshot_room`): a step stays well under a
-/// millisecond.
-const WALK_STEP_BYTES: usize = 1 << 20;
+/// of the feed's bound if that is less (`Feed::snapshot_room`): about a thousand small keys,
+/// a fraction of a millisecond. With 1 MiB steps the primary's P1 GET p99 during a full sync
+/// of 1M keys was 14-15 ms (0.15-0.19 before it); with 64 KiB, 4.4-4.8 ms, the sync as fast
+/// (0.56-0.66 s; 2 cores, the replica beside it, which is most of what is left).
+const WALK_STEP_BYTES: usize = 64 << 10;
 /// Partitions a shard says why it could not resume, per replica link (the rest counted in one
 /// line): a shard of thousands of partitions logs a few lines, not thousands.
 const MISSES_LOGGED: usize = 4;
