@@ -5,121 +5,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use common::replication::*;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{poll_until, q, q_err, q_ok, DataDir, Server, ADMIN_PASSWORD};
-
-/// How long a replica may take to converge on a loaded 2-core machine (debug build).
-const CONVERGE: Duration = Duration::from_secs(60);
-
-/// Arguments that make a server a replica of `primary`.
-fn replica_of(primary: &Server) -> Vec<String> {
-    vec![
-        "--replicaof".into(),
-        format!("127.0.0.1:{}", primary.port()),
-        "--primary-user".into(),
-        "admin".into(),
-        "--primary-password".into(),
-        ADMIN_PASSWORD.into(),
-    ]
-}
-
-fn start_replica(primary: &Server, extra: &[&str]) -> Server {
-    let mut args = replica_of(primary);
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    Server::start(&args)
-}
-
-/// A client of a replica, logged in as admin. Its login may race the full sync's `USERS`
-/// (the same password under the primary's hash: a check begun before the swap fails, as for
-/// any password change), so it is retried.
-fn replica_client(replica: &Server) -> redis::Connection {
-    let url = replica.url();
-    poll_until(Duration::from_secs(20), || {
-        let con = redis::Client::open(url.as_str())
-            .ok()?
-            .get_connection()
-            .ok()?;
-        Some(con)
-    })
-    .expect("a login on the replica")
-}
-
-/// One field of `INFO replication`.
-fn info(con: &mut redis::Connection, field: &str) -> Option<String> {
-    let text: String = q_ok(con, &["INFO", "replication"]);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|v| v.trim().to_string())
-}
-
-/// Waits until the replica's link is up and it has applied everything the primary has
-/// streamed (its `slave_repl_offset` equals the primary's `master_repl_offset`).
-fn converge(primary: &mut redis::Connection, replica: &mut redis::Connection) {
-    let done = poll_until(CONVERGE, || {
-        let want = info(primary, "master_repl_offset")?;
-        let status = info(replica, "master_link_status")?;
-        let got = info(replica, "slave_repl_offset")?;
-        (status == "up" && got == want).then_some(())
-    });
-    if done.is_none() {
-        let p: String = q_ok(primary, &["INFO", "replication"]);
-        let r: String = q_ok(replica, &["INFO", "replication"]);
-        panic!("the replica did not converge:\nprimary:\n{p}\nreplica:\n{r}");
-    }
-}
-
-/// Every key of a partition with its value (as text) and whether it has a deadline.
-fn dump(con: &mut redis::Connection, partition: &str) -> BTreeMap<String, (String, bool)> {
-    let mut out = BTreeMap::new();
-    let mut cursor = "0".to_string();
-    loop {
-        let (next, keys): (String, Vec<String>) =
-            q_ok(con, &["SCAN", partition, &cursor, "COUNT", "1000"]);
-        if !keys.is_empty() {
-            let mut args = vec!["MGET", partition];
-            args.extend(keys.iter().map(|k| k.as_str()));
-            let values: Vec<redis::Value> = q_ok(con, &args);
-            for (k, v) in keys.iter().zip(values) {
-                let text = match v {
-                    redis::Value::Int(n) => n.to_string(),
-                    redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
-                    redis::Value::Nil => continue,
-                    other => format!("{other:?}"),
-                };
-                let ttl: i64 = q_ok(con, &["PTTL", partition, k]);
-                out.insert(k.clone(), (text, ttl >= 0));
-            }
-        }
-        if next == "0" {
-            return out;
-        }
-        cursor = next;
-    }
-}
-
-/// The partition holds the same keys and values on both. Compared again for a while when
-/// they differ: the two dumps are taken one after the other, and a key whose deadline falls
-/// between them is in the first and hidden in the second (a loaded machine hit that).
-fn same_partition(p: &mut redis::Connection, r: &mut redis::Connection, partition: &str) {
-    let mut last = None;
-    for _ in 0..50 {
-        let (a, b) = (dump(p, partition), dump(r, partition));
-        if a == b {
-            return;
-        }
-        last = Some((a, b));
-        thread::sleep(Duration::from_millis(100));
-    }
-    let (a, b) = last.expect("compared at least once");
-    assert_eq!(a.len(), b.len(), "partition {partition}: key counts differ");
-    assert!(a == b, "partition {partition}: contents differ");
-}
 
 /// Full sync of every kind of partition, the catalog with options and the users, then the
 /// live stream: writes of every command family, a CREATE, an ALTER, a DROP, a FLUSH, an
@@ -154,11 +47,11 @@ fn full_sync_then_the_stream_carry_every_partition_catalog_and_users() {
     q_ok::<()>(&mut p, &["SET", "logs", "ttl", "x", "EX", "3600"]);
     q_ok::<()>(&mut p, &["SET", "mem", "short", "gone soon", "PX", "300"]);
 
-    let replica = start_replica(&primary, &["--shards", "3"]);
+    let replica = start_replica(primary.port(), &["--shards", "3"]);
     let mut r = replica_client(&replica);
     converge(&mut p, &mut r);
     for name in ["mem", "counts", "logs"] {
-        same_partition(&mut p, &mut r, name);
+        same_partition(&mut p, &mut r, name, true);
     }
     let described: Vec<redis::Value> = q_ok(&mut r, &["DESCRIBE", "PARTITION", "logs"]);
     assert!(
@@ -213,7 +106,7 @@ fn full_sync_then_the_stream_carry_every_partition_catalog_and_users() {
     q_ok::<()>(&mut p, &["SET", "mem", "last", "write"]);
     converge(&mut p, &mut r);
     for name in ["mem", "counts", "logs", "fresh"] {
-        same_partition(&mut p, &mut r, name);
+        same_partition(&mut p, &mut r, name, true);
     }
     let listed_p: Vec<String> = q_ok(&mut p, &["LIST", "PARTITIONS"]);
     let listed_r: Vec<String> = q_ok(&mut r, &["LIST", "PARTITIONS"]);
@@ -237,9 +130,9 @@ fn full_sync_then_the_stream_carry_every_partition_catalog_and_users() {
     assert_eq!(role[0], redis::Value::BulkString(b"slave".to_vec()));
     assert_eq!(role[2], redis::Value::Int(primary.port() as i64));
     assert_eq!(role[3], redis::Value::BulkString(b"connected".to_vec()));
-    assert_eq!(info(&mut p, "role").as_deref(), Some("master"));
-    assert_eq!(info(&mut p, "connected_slaves").as_deref(), Some("1"));
-    let slave0 = info(&mut p, "slave0").unwrap();
+    assert_eq!(repl_info(&mut p, "role").as_deref(), Some("master"));
+    assert_eq!(repl_info(&mut p, "connected_slaves").as_deref(), Some("1"));
+    let slave0 = repl_info(&mut p, "slave0").unwrap();
     assert!(
         slave0.starts_with(&format!(
             "ip=127.0.0.1,port={},state=online,offset=",
@@ -247,22 +140,28 @@ fn full_sync_then_the_stream_carry_every_partition_catalog_and_users() {
         )),
         "{slave0}"
     );
-    assert_eq!(info(&mut r, "role").as_deref(), Some("slave"));
-    assert_eq!(info(&mut r, "master_host").as_deref(), Some("127.0.0.1"));
+    assert_eq!(repl_info(&mut r, "role").as_deref(), Some("slave"));
     assert_eq!(
-        info(&mut r, "master_port"),
+        repl_info(&mut r, "master_host").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        repl_info(&mut r, "master_port"),
         Some(primary.port().to_string())
     );
     assert_eq!(
-        info(&mut r, "master_sync_in_progress").as_deref(),
+        repl_info(&mut r, "master_sync_in_progress").as_deref(),
         Some("0")
     );
-    assert_eq!(info(&mut r, "slave_read_only").as_deref(), Some("1"));
-    assert_eq!(info(&mut r, "slave_priority").as_deref(), Some("100"));
-    assert_eq!(info(&mut r, "master_replid"), info(&mut p, "master_replid"));
-    let replid = info(&mut p, "master_replid").unwrap();
+    assert_eq!(repl_info(&mut r, "slave_read_only").as_deref(), Some("1"));
+    assert_eq!(repl_info(&mut r, "slave_priority").as_deref(), Some("100"));
+    assert_eq!(
+        repl_info(&mut r, "master_replid"),
+        repl_info(&mut p, "master_replid")
+    );
+    let replid = repl_info(&mut p, "master_replid").unwrap();
     assert!(replid.len() == 40 && replid.bytes().all(|b| b.is_ascii_hexdigit()));
-    assert!(info(&mut r, "master_link_down_since_seconds").is_none());
+    assert!(repl_info(&mut r, "master_link_down_since_seconds").is_none());
     let acked: i64 = q_ok(&mut p, &["WAIT", "1", "0"]);
     assert_eq!(
         acked, 1,
@@ -271,7 +170,7 @@ fn full_sync_then_the_stream_carry_every_partition_catalog_and_users() {
 
     // REPLICAOF NO ONE: a primary again, writes accepted, the data stays.
     q_ok::<()>(&mut r, &["REPLICAOF", "NO", "ONE"]);
-    assert_eq!(info(&mut r, "role").as_deref(), Some("master"));
+    assert_eq!(repl_info(&mut r, "role").as_deref(), Some("master"));
     q_ok::<()>(&mut r, &["SET", "mem", "mine", "now"]);
     let v: String = q_ok(&mut r, &["GET", "mem", "renamed"]);
     assert_eq!(v, "v3");
@@ -322,10 +221,10 @@ fn writes_during_the_full_sync_are_not_lost() {
     };
     // Let the writer run before, during and after the sync.
     thread::sleep(Duration::from_millis(200));
-    let replica = start_replica(&primary, &["--shards", "2"]);
+    let replica = start_replica(primary.port(), &["--shards", "2"]);
     let mut r = replica_client(&replica);
     let synced = poll_until(CONVERGE, || {
-        (info(&mut r, "master_link_status").as_deref() == Some("up")).then_some(())
+        (repl_info(&mut r, "master_link_status").as_deref() == Some("up")).then_some(())
     });
     assert!(synced.is_some(), "the full sync did not finish");
     thread::sleep(Duration::from_millis(300));
@@ -333,8 +232,8 @@ fn writes_during_the_full_sync_are_not_lost() {
     writer.join().unwrap();
     assert!(written.load(Ordering::Relaxed) > 10, "the writer ran");
     converge(&mut p, &mut r);
-    same_partition(&mut p, &mut r, "big");
-    same_partition(&mut p, &mut r, "n");
+    same_partition(&mut p, &mut r, "big", true);
+    same_partition(&mut p, &mut r, "n", true);
 }
 
 /// kill -9 of the primary: the replica keeps serving reads and says its link is down.
@@ -344,7 +243,7 @@ fn a_dead_primary_leaves_the_replica_serving_reads() {
     let mut p = primary.client();
     q_ok::<()>(&mut p, &["CREATE", "PARTITION", "s", "STRING", "MEMORY"]);
     q_ok::<()>(&mut p, &["SET", "s", "k", "v"]);
-    let replica = start_replica(&primary, &[]);
+    let replica = start_replica(primary.port(), &[]);
     let mut r = replica_client(&replica);
     converge(&mut p, &mut r);
     // A key that expires after the primary is gone (its sweep never sends the DEL).
@@ -352,12 +251,12 @@ fn a_dead_primary_leaves_the_replica_serving_reads() {
     converge(&mut p, &mut r);
     primary.kill9();
     let down = poll_until(Duration::from_secs(20), || {
-        (info(&mut r, "master_link_status").as_deref() == Some("down")).then_some(())
+        (repl_info(&mut r, "master_link_status").as_deref() == Some("down")).then_some(())
     });
     assert!(down.is_some(), "the link never went down");
     let v: String = q_ok(&mut r, &["GET", "s", "k"]);
     assert_eq!(v, "v");
-    let since: i64 = info(&mut r, "master_link_down_since_seconds")
+    let since: i64 = repl_info(&mut r, "master_link_down_since_seconds")
         .unwrap()
         .parse()
         .unwrap();
@@ -397,12 +296,12 @@ fn a_replica_killed_mid_stream_comes_back_and_converges() {
         })
     };
     let dir = DataDir::new("replica");
-    let args = replica_of(&primary);
+    let args = replica_args(primary.port(), &[]);
     let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
     let replica = Server::start_in(&dir, &args);
     let mut r = replica_client(&replica);
     let up = poll_until(CONVERGE, || {
-        (info(&mut r, "master_link_status").as_deref() == Some("up")).then_some(())
+        (repl_info(&mut r, "master_link_status").as_deref() == Some("up")).then_some(())
     });
     assert!(up.is_some());
     thread::sleep(Duration::from_millis(300));
@@ -414,8 +313,8 @@ fn a_replica_killed_mid_stream_comes_back_and_converges() {
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
     converge(&mut p, &mut r);
-    same_partition(&mut p, &mut r, "d");
-    same_partition(&mut p, &mut r, "m");
+    same_partition(&mut p, &mut r, "d", true);
+    same_partition(&mut p, &mut r, "m", true);
 }
 
 /// A replica killed with SIGKILL in the middle of its full sync (the primary's shards still
@@ -437,7 +336,7 @@ fn a_replica_killed_mid_full_sync_comes_back_and_converges() {
         q_ok::<()>(&mut p, &args);
     }
     let dir = DataDir::new("replica");
-    let args = replica_of(&primary);
+    let args = replica_args(primary.port(), &[]);
     let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
     let replica = Server::start_in(&dir, &args);
     // Caught while the snapshot is on its way: the primary shows the replica in
@@ -460,7 +359,7 @@ fn a_replica_killed_mid_full_sync_comes_back_and_converges() {
     assert_eq!(keys, 300_001);
     let after: Option<String> = q_ok(&mut r, &["GET", "big", "after"]);
     assert_eq!(after.as_deref(), Some("1"));
-    assert_eq!(info(&mut p, "connected_slaves").as_deref(), Some("1"));
+    assert_eq!(repl_info(&mut p, "connected_slaves").as_deref(), Some("1"));
 }
 
 /// A replica pointed at itself gets a clear error, at once for REPLICAOF and from the
@@ -484,7 +383,7 @@ fn a_replica_pointed_at_itself_is_refused() {
     let mut raw = server.raw();
     let replid = {
         let mut con = server.client();
-        info(&mut con, "master_replid").unwrap()
+        repl_info(&mut con, "master_replid").unwrap()
     };
     let e = raw.call_err(&["REPLSYNC", "1234", &replid]);
     assert!(e.contains("cannot replicate from itself"), "{e}");
@@ -522,20 +421,15 @@ fn a_wrong_primary_password_is_logged_and_retried_with_backoff() {
         "no tight loop"
     );
     let mut r = replica_client(&replica);
-    assert_eq!(info(&mut r, "master_link_status").as_deref(), Some("down"));
+    assert_eq!(
+        repl_info(&mut r, "master_link_status").as_deref(),
+        Some("down")
+    );
     // A replica cannot serve as a primary for another (chained replication).
     let mut raw = replica.raw();
     let e = raw.call_err(&["REPLSYNC", "1", &"0".repeat(40)]);
     assert!(e.contains("chained replication"), "{e}");
     let _ = q::<()>(&mut r, &["REPLICAOF", "NO", "ONE"]);
-}
-
-fn signal(server: &Server, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([sig, &server.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
 }
 
 /// A replica that stops reading (SIGSTOP) never slows the primary: past `--repl-buffer`
@@ -546,10 +440,10 @@ fn a_stopped_replica_is_dropped_past_its_buffer_and_resyncs() {
     let mut p = primary.client();
     q_ok::<()>(&mut p, &["CREATE", "PARTITION", "s", "STRING", "MEMORY"]);
     q_ok::<()>(&mut p, &["SET", "s", "before", "1"]);
-    let replica = start_replica(&primary, &[]);
+    let replica = start_replica(primary.port(), &[]);
     let mut r = replica_client(&replica);
     converge(&mut p, &mut r);
-    signal(&replica, "-STOP");
+    signal(replica.pid(), "-STOP");
     // Far more than the bound and the sockets' buffers together.
     let value = "v".repeat(1000);
     let started = Instant::now();
@@ -560,13 +454,13 @@ fn a_stopped_replica_is_dropped_past_its_buffer_and_resyncs() {
     let log = primary.log_text_once_it_contains("dropping replica");
     assert!(log.contains("past --repl-buffer"), "{log}");
     let dropped = poll_until(Duration::from_secs(10), || {
-        (info(&mut p, "connected_slaves").as_deref() == Some("0")).then_some(())
+        (repl_info(&mut p, "connected_slaves").as_deref() == Some("0")).then_some(())
     });
     assert!(dropped.is_some(), "the stopped replica is still attached");
     assert!(took < Duration::from_secs(60), "writes stalled: {took:?}");
-    signal(&replica, "-CONT");
+    signal(replica.pid(), "-CONT");
     converge(&mut p, &mut r);
-    same_partition(&mut p, &mut r, "s");
+    same_partition(&mut p, &mut r, "s", true);
     // It asked to resume; the backlog (at most half of --repl-buffer) no longer held what
     // it lacked.
     let syncs = replica.log_text_once_it_contains("0 partitions resumed, 1 sent whole");
@@ -581,7 +475,7 @@ fn a_rolled_back_write_is_not_replicated() {
     let primary = Server::start(&[]);
     let mut p = primary.client();
     q_ok::<()>(&mut p, &["CREATE", "PARTITION", "d", "STRING", "SYNC"]);
-    let replica = start_replica(&primary, &[]);
+    let replica = start_replica(primary.port(), &[]);
     let mut r = replica_client(&replica);
     converge(&mut p, &mut r);
     q_ok::<()>(&mut p, &["DEBUG", "FAIL-WRITE", "1"]);
@@ -593,7 +487,7 @@ fn a_rolled_back_write_is_not_replicated() {
     assert_eq!(lost, None);
     let kept: String = q_ok(&mut r, &["GET", "d", "kept"]);
     assert_eq!(kept, "y");
-    same_partition(&mut p, &mut r, "d");
+    same_partition(&mut p, &mut r, "d", true);
 }
 
 /// A DEL of a key whose deadline passed (reclaimed on the primary without a visible
@@ -603,7 +497,7 @@ fn a_key_reclaimed_by_a_write_is_deleted_on_the_replica() {
     let primary = Server::start(&[]);
     let mut p = primary.client();
     q_ok::<()>(&mut p, &["CREATE", "PARTITION", "m", "STRING", "MEMORY"]);
-    let replica = start_replica(&primary, &[]);
+    let replica = start_replica(primary.port(), &[]);
     let mut r = replica_client(&replica);
     converge(&mut p, &mut r);
     q_ok::<()>(&mut p, &["SET", "m", "t", "v", "PX", "50"]);
@@ -614,47 +508,6 @@ fn a_key_reclaimed_by_a_write_is_deleted_on_the_replica() {
     converge(&mut p, &mut r);
     let held: i64 = q_ok(&mut r, &["DBSIZE", "m"]);
     assert_eq!(held, 1, "the expired key is gone from the replica too");
-}
-
-/// A primary started by hand on a fixed port (the harness always asks for port 0), so that a
-/// restart comes back at the same address; killed on drop.
-struct FixedPrimary(std::process::Child);
-
-impl FixedPrimary {
-    fn start(port: u16, dir: &DataDir) -> FixedPrimary {
-        let child = std::process::Command::new(common::server_bin())
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .args(["--admin-password", ADMIN_PASSWORD, "--metrics-port", "0"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn gokv-server");
-        let up = poll_until(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        assert!(up.is_some(), "the primary on port {port} did not start");
-        FixedPrimary(child)
-    }
-
-    fn client(port: u16) -> redis::Connection {
-        let url = format!("redis://admin:{ADMIN_PASSWORD}@127.0.0.1:{port}/");
-        redis::Client::open(url).unwrap().get_connection().unwrap()
-    }
-}
-
-impl Drop for FixedPrimary {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A primary restarted with an empty data directory under the same address has a new
@@ -671,7 +524,7 @@ fn a_new_primary_at_the_same_address_is_a_new_history() {
     let mut p = FixedPrimary::client(port);
     q_ok::<()>(&mut p, &["CREATE", "PARTITION", "old", "STRING", "SYNC"]);
     q_ok::<()>(&mut p, &["SET", "old", "k", "from the first primary"]);
-    let old_id = info(&mut p, "master_replid").unwrap();
+    let old_id = repl_info(&mut p, "master_replid").unwrap();
     let replica = Server::start(&[
         "--replicaof",
         &format!("127.0.0.1:{port}"),
@@ -692,10 +545,10 @@ fn a_new_primary_at_the_same_address_is_a_new_history() {
     // histories would find the old partition's log under it.
     q_ok::<()>(&mut p, &["CREATE", "PARTITION", "new", "STRING", "SYNC"]);
     q_ok::<()>(&mut p, &["SET", "new", "k2", "from the second primary"]);
-    let new_id = info(&mut p, "master_replid").unwrap();
+    let new_id = repl_info(&mut p, "master_replid").unwrap();
     assert_ne!(old_id, new_id, "a new data directory, a new replication id");
     let switched = poll_until(CONVERGE, || {
-        (info(&mut r, "master_replid").as_deref() == Some(new_id.as_str())).then_some(())
+        (repl_info(&mut r, "master_replid").as_deref() == Some(new_id.as_str())).then_some(())
     });
     assert!(
         switched.is_some(),
@@ -714,7 +567,7 @@ fn a_new_primary_at_the_same_address_is_a_new_history() {
         vec!["new".to_string()],
         "nothing of the old history stays"
     );
-    same_partition(&mut p, &mut r, "new");
+    same_partition(&mut p, &mut r, "new", true);
     let keys: i64 = q_ok(&mut r, &["DBSIZE", "new"]);
     assert_eq!(keys, 1, "nothing of the old partition's log");
 }

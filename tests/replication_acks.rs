@@ -6,56 +6,17 @@
 
 mod common;
 
+use common::replication::*;
+
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::RealRedis;
 use common::{cmd, poll_until, q_ok, RawConn, Server, ADMIN_PASSWORD};
 
-/// How long a replica may take to converge on a loaded 2-core machine (debug build).
-const CONVERGE: Duration = Duration::from_secs(60);
-
-fn replica_args(primary: &Server, extra: &[&str]) -> Vec<String> {
-    let mut args = vec![
-        "--replicaof".to_string(),
-        format!("127.0.0.1:{}", primary.port()),
-        "--primary-user".into(),
-        "admin".into(),
-        "--primary-password".into(),
-        ADMIN_PASSWORD.into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
-fn start_replica(primary: &Server, extra: &[&str]) -> Server {
-    let args = replica_args(primary, extra);
-    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    Server::start(&args)
-}
-
-/// A client of a replica; its login may race the full sync's `USERS`, so it is retried.
-fn replica_client(replica: &Server) -> redis::Connection {
-    let url = replica.url();
-    poll_until(Duration::from_secs(30), || {
-        redis::Client::open(url.as_str())
-            .ok()?
-            .get_connection()
-            .ok()
-    })
-    .expect("a login on the replica")
-}
-
-fn info(con: &mut redis::Connection, field: &str) -> Option<String> {
-    let text: String = q_ok(con, &["INFO", "replication"]);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|v| v.trim().to_string())
-}
-
 /// `slave0`'s fields, by name.
 fn slave0(con: &mut redis::Connection) -> Option<Vec<(String, String)>> {
-    let line = info(con, "slave0")?;
+    let line = repl_info(con, "slave0")?;
     Some(
         line.split(',')
             .filter_map(|kv| kv.split_once('='))
@@ -85,14 +46,6 @@ fn online(p: &mut redis::Connection) {
     );
 }
 
-fn signal(server: &Server, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([sig, &server.pid().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
 /// A raw connection that reads for up to `secs` before giving up (WAIT parks it).
 fn patient(server: &Server, secs: u64) -> RawConn {
     let c = RawConn::connect_admin(&server.addr());
@@ -111,7 +64,7 @@ fn wait_counts_the_replicas_that_applied_the_connections_writes() {
     let primary = Server::start(&["--shards", "2"]);
     let mut admin = primary.raw();
     let (a, b) = admin.one_partition_per_shard();
-    let replica = start_replica(&primary, &["--shards", "2"]);
+    let replica = start_replica(primary.port(), &["--shards", "2"]);
     let mut p = primary.client();
     online(&mut p);
 
@@ -163,7 +116,7 @@ fn wait_counts_the_replicas_that_applied_the_connections_writes() {
 
     // Quiet: the acknowledged offset is the primary's, in INFO and ROLE.
     let want = poll_until(CONVERGE, || {
-        let want = info(&mut p, "master_repl_offset")?;
+        let want = repl_info(&mut p, "master_repl_offset")?;
         let s = slave0(&mut p)?;
         (field(&s, "offset") == want).then_some(want)
     })
@@ -182,7 +135,7 @@ fn wait_counts_the_replicas_that_applied_the_connections_writes() {
         redis::Value::BulkString(want.clone().into_bytes()),
     ])]);
     assert_eq!(role[2], expected, "{role:?}");
-    assert_eq!(info(&mut r, "slave_repl_offset"), Some(want));
+    assert_eq!(repl_info(&mut r, "slave_repl_offset"), Some(want));
 }
 
 /// A replica stopped with SIGSTOP acknowledges nothing: WAIT times out with 0 after its
@@ -193,14 +146,14 @@ fn wait_with_a_stopped_replica_times_out_and_never_blocks_the_shard() {
     let primary = Server::start(&["--shards", "1"]);
     let mut admin = primary.raw();
     admin.call_ok(&["CREATE", "PARTITION", "s", "STRING", "MEMORY"]);
-    let replica = start_replica(&primary, &["--shards", "1"]);
+    let replica = start_replica(primary.port(), &["--shards", "1"]);
     let mut p = primary.client();
     online(&mut p);
     let mut c = patient(&primary, 60);
     c.call_ok(&["SET", "s", "k", "before"]);
     assert_eq!(c.call(&["WAIT", "1", "0"]), b":1\r\n");
 
-    signal(&replica, "-STOP");
+    signal(replica.pid(), "-STOP");
     // Pipelined behind a write of the same pass, to a partition of the connection's own
     // shard (answered at once, framed only by the pass's commit): WAIT waits for it too,
     // although the replica acknowledged everything before it.
@@ -242,18 +195,18 @@ fn wait_with_a_stopped_replica_times_out_and_never_blocks_the_shard() {
     c.stream
         .set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
-    signal(&replica, "-CONT");
+    signal(replica.pid(), "-CONT");
     assert_eq!(c.read_reply(), b":1\r\n");
     assert_eq!(c.read_reply(), b"$6\r\nduring\r\n");
 
     // A parked WAIT whose client goes away is forgotten; the server goes on.
-    signal(&replica, "-STOP");
+    signal(replica.pid(), "-STOP");
     c.call_ok(&["SET", "s", "k", "again"]);
     let mut gone = patient(&primary, 5);
     gone.call_ok(&["SET", "s", "g", "1"]);
     gone.send(&cmd(&["WAIT", "1", "0"]));
     drop(gone);
-    signal(&replica, "-CONT");
+    signal(replica.pid(), "-CONT");
     assert_eq!(other.call(&["WAIT", "1", "0"]), b":1\r\n");
     let clients: String = q_ok(&mut p, &["INFO", "clients"]);
     assert!(clients.contains("connected_clients:"), "{clients}");
@@ -299,7 +252,7 @@ fn wait_answers_and_errors_as_redis_7() {
         }
     }
     // A replica refuses WAIT, before it looks at the arguments (Redis's order).
-    let replica = start_replica(&server, &[]);
+    let replica = start_replica(server.port(), &[]);
     // Its login may race the full sync's `USERS` (the same password, the primary's hash).
     let mut r = poll_until(Duration::from_secs(30), || {
         let mut c = RawConn::connect(&replica.addr());
@@ -346,7 +299,10 @@ fn min_replicas_refuse_writes_until_enough_good_replicas() {
     assert_eq!(c.call(&["GET", "s", "k"]), b"$-1\r\n", "nothing was done");
     assert_eq!(c.call(&["DBSIZE", "s"]), b":0\r\n", "reads are served");
     let mut p = primary.client();
-    assert_eq!(info(&mut p, "min_slaves_good_slaves").as_deref(), Some("0"));
+    assert_eq!(
+        repl_info(&mut p, "min_slaves_good_slaves").as_deref(),
+        Some("0")
+    );
     if let Some(redis) = RealRedis::start("min_replicas_refuse_writes_until_enough_good_replicas") {
         let mut r = redis.conn();
         assert_eq!(
@@ -356,7 +312,7 @@ fn min_replicas_refuse_writes_until_enough_good_replicas() {
         assert_eq!(r.call(&["SET", "k", "v"]), refused, "Redis's own words");
     }
 
-    let replica = start_replica(&primary, &[]);
+    let replica = start_replica(primary.port(), &[]);
     let accepted = poll_until(CONVERGE, || {
         (c.call(&["SET", "s", "k", "v"]) == b"+OK\r\n").then_some(())
     });
@@ -364,9 +320,12 @@ fn min_replicas_refuse_writes_until_enough_good_replicas() {
         accepted.is_some(),
         "writes stayed refused with a good replica"
     );
-    assert_eq!(info(&mut p, "min_slaves_good_slaves").as_deref(), Some("1"));
+    assert_eq!(
+        repl_info(&mut p, "min_slaves_good_slaves").as_deref(),
+        Some("1")
+    );
 
-    signal(&replica, "-STOP");
+    signal(replica.pid(), "-STOP");
     let started = Instant::now();
     let refusing = poll_until(Duration::from_secs(30), || {
         (c.call(&["SET", "s", "k", "v2"]) == refused).then_some(())
@@ -390,7 +349,7 @@ fn min_replicas_refuse_writes_until_enough_good_replicas() {
         b"$2\r\nv3\r\n",
         "a refused write did nothing"
     );
-    signal(&replica, "-CONT");
+    signal(replica.pid(), "-CONT");
     let back = poll_until(CONVERGE, || {
         (c.call(&["SET", "s", "k", "v4"]) == b"+OK\r\n").then_some(())
     });
@@ -422,7 +381,7 @@ fn min_replicas_refuse_writes_until_enough_good_replicas() {
 fn priority_and_the_announced_address_are_shown() {
     let primary = Server::start(&[]);
     let replica = start_replica(
-        &primary,
+        primary.port(),
         &[
             "--replica-priority",
             "7",
@@ -447,9 +406,9 @@ fn priority_and_the_announced_address_are_shown() {
     assert_eq!(first[0], redis::Value::BulkString(b"10.1.2.3".to_vec()));
     assert_eq!(first[1], redis::Value::BulkString(b"6000".to_vec()));
     let mut r = replica_client(&replica);
-    assert_eq!(info(&mut r, "slave_priority").as_deref(), Some("7"));
+    assert_eq!(repl_info(&mut r, "slave_priority").as_deref(), Some("7"));
     q_ok::<()>(&mut r, &["CONFIG", "SET", "replica-priority", "3"]);
-    assert_eq!(info(&mut r, "slave_priority").as_deref(), Some("3"));
+    assert_eq!(repl_info(&mut r, "slave_priority").as_deref(), Some("3"));
     let got: Vec<String> = q_ok(&mut r, &["CONFIG", "GET", "slave-priority"]);
     assert_eq!(got, ["slave-priority", "3"]);
     let got: Vec<String> = q_ok(&mut r, &["CONFIG", "GET", "replica-announce-ip"]);
@@ -477,7 +436,7 @@ fn replication_metrics_are_exported() {
         "a primary has no link"
     );
     let (replica, replica_metrics) = with_metrics(
-        &replica_args(&primary, &[])
+        &replica_args(primary.port(), &[])
             .iter()
             .map(|s| s.as_str())
             .collect::<Vec<_>>(),
@@ -536,7 +495,7 @@ fn a_hostile_replica_is_dropped_for_bad_acks() {
             "{log}"
         );
         let gone = poll_until(Duration::from_secs(20), || {
-            (info(&mut p, "connected_slaves").as_deref() == Some("0")).then_some(())
+            (repl_info(&mut p, "connected_slaves").as_deref() == Some("0")).then_some(())
         });
         assert!(gone.is_some(), "the hostile replica is still attached");
     }

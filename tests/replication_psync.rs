@@ -10,58 +10,17 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use common::replication::*;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use common::{poll_until, q_ok, DataDir, Server, ADMIN_PASSWORD};
-
-/// How long a replica may take to converge on a loaded 2-core machine (debug build).
-const CONVERGE: Duration = Duration::from_secs(60);
-
-fn replica_args(primary_port: u16, extra: &[&str]) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "--replicaof".into(),
-        format!("127.0.0.1:{primary_port}"),
-        "--primary-user".into(),
-        "admin".into(),
-        "--primary-password".into(),
-        ADMIN_PASSWORD.into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    args
-}
-
-fn start_replica(primary_port: u16, extra: &[&str]) -> Server {
-    let args = replica_args(primary_port, extra);
-    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    Server::start(&args)
-}
-
-/// A client of a replica (its login may race the sync's `USERS`, so it is retried).
-fn replica_client(replica: &Server) -> redis::Connection {
-    let url = replica.url();
-    poll_until(Duration::from_secs(20), || {
-        redis::Client::open(url.as_str())
-            .ok()?
-            .get_connection()
-            .ok()
-    })
-    .expect("a login on the replica")
-}
-
-/// One field of an INFO section.
-fn info(con: &mut redis::Connection, section: &str, field: &str) -> Option<String> {
-    let text: String = q_ok(con, &["INFO", section]);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|v| v.trim().to_string())
-}
+use common::{poll_until, q_ok, DataDir, Server};
 
 fn stat(con: &mut redis::Connection, field: &str) -> u64 {
-    info(con, "stats", field)
+    info_field(con, "stats", field)
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("INFO stats has no {field}"))
 }
@@ -85,63 +44,6 @@ fn syncs_become(con: &mut redis::Connection, want: (u64, u64, u64)) {
     );
 }
 
-/// Waits until the replica's link is up and it applied everything the primary streamed.
-fn converge(primary: &mut redis::Connection, replica: &mut redis::Connection) {
-    let done = poll_until(CONVERGE, || {
-        let want = info(primary, "replication", "master_repl_offset")?;
-        let status = info(replica, "replication", "master_link_status")?;
-        let got = info(replica, "replication", "slave_repl_offset")?;
-        (status == "up" && got == want).then_some(())
-    });
-    if done.is_none() {
-        let p: String = q_ok(primary, &["INFO", "replication"]);
-        let r: String = q_ok(replica, &["INFO", "replication"]);
-        panic!("the replica did not converge:\nprimary:\n{p}\nreplica:\n{r}");
-    }
-}
-
-/// Every key of a partition with its value as text.
-fn dump(con: &mut redis::Connection, partition: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut cursor = "0".to_string();
-    loop {
-        let (next, keys): (String, Vec<String>) =
-            q_ok(con, &["SCAN", partition, &cursor, "COUNT", "1000"]);
-        if !keys.is_empty() {
-            let mut args = vec!["MGET", partition];
-            args.extend(keys.iter().map(|k| k.as_str()));
-            let values: Vec<redis::Value> = q_ok(con, &args);
-            for (k, v) in keys.iter().zip(values) {
-                let text = match v {
-                    redis::Value::Int(n) => n.to_string(),
-                    redis::Value::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
-                    redis::Value::Nil => continue,
-                    other => format!("{other:?}"),
-                };
-                out.insert(k.clone(), text);
-            }
-        }
-        if next == "0" {
-            return out;
-        }
-        cursor = next;
-    }
-}
-
-fn same_partition(p: &mut redis::Connection, r: &mut redis::Connection, partition: &str) {
-    let (a, b) = (dump(p, partition), dump(r, partition));
-    assert_eq!(a.len(), b.len(), "partition {partition}: key counts differ");
-    assert!(a == b, "partition {partition}: contents differ");
-}
-
-fn signal(pid: u32, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
-}
-
 /// Stops the replica, breaks its link on the primary and waits until the primary has no
 /// replica attached: what is written next is written with none.
 fn break_link(primary: &mut redis::Connection, replica_pid: u32) {
@@ -152,7 +54,8 @@ fn break_link(primary: &mut redis::Connection, replica_pid: u32) {
         "CLIENT KILL TYPE replica kills the replica's link"
     );
     let gone = poll_until(CONVERGE, || {
-        (info(primary, "replication", "connected_slaves").as_deref() == Some("0")).then_some(())
+        (info_field(primary, "replication", "connected_slaves").as_deref() == Some("0"))
+            .then_some(())
     });
     assert!(gone.is_some(), "the replica is still attached");
 }
@@ -181,7 +84,7 @@ fn a_broken_link_resumes_every_partition_without_a_full_sync() {
     converge(&mut p, &mut r);
     syncs_become(&mut p, (1, 0, 0));
     assert_eq!(
-        info(&mut p, "replication", "repl_backlog_active").as_deref(),
+        info_field(&mut p, "replication", "repl_backlog_active").as_deref(),
         Some("1")
     );
 
@@ -213,7 +116,7 @@ fn a_broken_link_resumes_every_partition_without_a_full_sync() {
     q_ok::<()>(&mut p, &["SET", &a, "during-outage", "1"]);
     q_ok::<()>(&mut p, &["SET", "durable", "during-outage", "2"]);
     q_ok::<i64>(&mut p, &["INCRBY", "counts", "outage", "3"]);
-    let histlen: u64 = info(&mut p, "replication", "repl_backlog_histlen")
+    let histlen: u64 = info_field(&mut p, "replication", "repl_backlog_histlen")
         .unwrap()
         .parse()
         .unwrap();
@@ -227,7 +130,7 @@ fn a_broken_link_resumes_every_partition_without_a_full_sync() {
     assert!(written > 10, "the writer ran");
     converge(&mut p, &mut r);
     for name in [a.as_str(), b.as_str(), "durable", "counts"] {
-        same_partition(&mut p, &mut r, name);
+        same_partition(&mut p, &mut r, name, false);
     }
     let v: String = q_ok(&mut r, &["GET", &a, "during-outage"]);
     assert_eq!(v, "1");
@@ -265,7 +168,7 @@ fn a_backlog_too_small_for_the_outage_resends_only_what_it_lost() {
     converge(&mut p, &mut r);
     syncs_become(&mut p, (1, 0, 0));
     assert_eq!(
-        info(&mut p, "replication", "repl_backlog_size").as_deref(),
+        info_field(&mut p, "replication", "repl_backlog_size").as_deref(),
         Some("65536")
     );
 
@@ -276,7 +179,7 @@ fn a_backlog_too_small_for_the_outage_resends_only_what_it_lost() {
         q_ok::<()>(&mut p, &["SET", "busy", &format!("new{i}"), &value]);
     }
     q_ok::<i64>(&mut p, &["DEL", "busy", "old7"]);
-    let histlen: u64 = info(&mut p, "replication", "repl_backlog_histlen")
+    let histlen: u64 = info_field(&mut p, "replication", "repl_backlog_histlen")
         .unwrap()
         .parse()
         .unwrap();
@@ -284,8 +187,8 @@ fn a_backlog_too_small_for_the_outage_resends_only_what_it_lost() {
     signal(replica.pid(), "-CONT");
     syncs_become(&mut p, (2, 0, 1));
     converge(&mut p, &mut r);
-    same_partition(&mut p, &mut r, "busy");
-    same_partition(&mut p, &mut r, "quiet");
+    same_partition(&mut p, &mut r, "busy", false);
+    same_partition(&mut p, &mut r, "quiet", false);
     let gone: Option<String> = q_ok(&mut r, &["GET", "busy", "old7"]);
     assert_eq!(gone, None);
     let log = replica.log_text_once_it_contains("1 partitions resumed, 1 sent whole");
@@ -311,7 +214,7 @@ fn a_replica_dropped_for_a_full_buffer_resumes_what_the_backlog_still_holds() {
     q_ok::<()>(&mut p, &["SET", "busy", "before", "1"]);
     converge(&mut p, &mut r);
     assert_eq!(
-        info(&mut p, "replication", "repl_backlog_size").as_deref(),
+        info_field(&mut p, "replication", "repl_backlog_size").as_deref(),
         Some("524288"),
         "the backlog is at most half of --repl-buffer"
     );
@@ -325,51 +228,10 @@ fn a_replica_dropped_for_a_full_buffer_resumes_what_the_backlog_still_holds() {
     signal(replica.pid(), "-CONT");
     syncs_become(&mut p, (2, 0, 1));
     converge(&mut p, &mut r);
-    same_partition(&mut p, &mut r, "busy");
-    same_partition(&mut p, &mut r, "quiet");
+    same_partition(&mut p, &mut r, "busy", false);
+    same_partition(&mut p, &mut r, "quiet", false);
     let log = replica.log_text_once_it_contains("1 partitions resumed, 1 sent whole");
     assert!(log.contains("partial resync"), "{log}");
-}
-
-/// A primary started by hand on a fixed port and data directory, so that a restart comes
-/// back at the same address with the same replication id; killed on drop.
-struct FixedPrimary(std::process::Child);
-
-impl FixedPrimary {
-    fn start(port: u16, dir: &DataDir) -> FixedPrimary {
-        let child = std::process::Command::new(common::server_bin())
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .args(["--admin-password", ADMIN_PASSWORD, "--metrics-port", "0"])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn gokv-server");
-        let up = poll_until(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
-        });
-        assert!(up.is_some(), "the primary on port {port} did not start");
-        FixedPrimary(child)
-    }
-
-    fn client(port: u16) -> redis::Connection {
-        let url = format!("redis://admin:{ADMIN_PASSWORD}@127.0.0.1:{port}/");
-        redis::Client::open(url).unwrap().get_connection().unwrap()
-    }
-}
-
-impl Drop for FixedPrimary {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A primary restarted on its own data directory keeps its replication id but not its
@@ -392,8 +254,8 @@ fn a_primary_restarted_on_its_data_dir_is_synced_fully() {
     q_ok::<()>(&mut p, &["CREATE", "PARTITION", "disk", "STRING", "SYNC"]);
     q_ok::<()>(&mut p, &["SET", "mem", "lost-at-restart", "1"]);
     q_ok::<()>(&mut p, &["SET", "disk", "kept", "1"]);
-    let replid = info(&mut p, "replication", "master_replid").unwrap();
-    let run = info(&mut p, "server", "run_id").unwrap();
+    let replid = info_field(&mut p, "replication", "master_replid").unwrap();
+    let run = info_field(&mut p, "server", "run_id").unwrap();
     let replica = start_replica(port, &[]);
     let mut r = replica_client(&replica);
     converge(&mut p, &mut r);
@@ -403,16 +265,16 @@ fn a_primary_restarted_on_its_data_dir_is_synced_fully() {
     let _second = FixedPrimary::start(port, &dir);
     let mut p = FixedPrimary::client(port);
     assert_eq!(
-        info(&mut p, "replication", "master_replid"),
+        info_field(&mut p, "replication", "master_replid"),
         Some(replid),
         "the same data directory, the same replication id"
     );
-    assert_ne!(info(&mut p, "server", "run_id"), Some(run));
+    assert_ne!(info_field(&mut p, "server", "run_id"), Some(run));
     syncs_become(&mut p, (1, 0, 1));
     q_ok::<()>(&mut p, &["SET", "disk", "after", "2"]);
     converge(&mut p, &mut r);
-    same_partition(&mut p, &mut r, "mem");
-    same_partition(&mut p, &mut r, "disk");
+    same_partition(&mut p, &mut r, "mem", false);
+    same_partition(&mut p, &mut r, "disk", false);
     let gone: Option<String> = q_ok(&mut r, &["GET", "mem", "lost-at-restart"]);
     assert_eq!(
         gone, None,

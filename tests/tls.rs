@@ -14,6 +14,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::replication::repl_info;
 use common::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -603,14 +604,6 @@ fn tls_replica_args(certs: &Certs, primary_tls_port: u16, ca: &str) -> Vec<Strin
     .iter()
     .map(|s| s.to_string())
     .collect()
-}
-
-/// One field of `INFO replication`.
-fn repl_info(con: &mut redis::Connection, field: &str) -> Option<String> {
-    let text: String = q_ok(con, &["INFO", "replication"]);
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|v| v.trim().to_string())
 }
 
 /// `--tls-replication yes`: the replica links to its primary's TLS port, checks the

@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 mod real_redis;
+pub mod replication;
 #[allow(unused_imports)] // only the binaries that compare with Redis use it
 pub use real_redis::{RealRedis, RedisConn};
 
