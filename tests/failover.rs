@@ -21,20 +21,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{poll_until, DataDir, Server, ADMIN_PASSWORD};
+use common::{free_port, poll_until, DataDir, Server, ADMIN_PASSWORD};
 
 const MASTER: &str = "gokv";
 
 /// How long a step may take on a loaded 2-core machine running debug builds.
 const STEP: Duration = Duration::from_secs(60);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn sentinel_bin() -> Option<String> {
     let bin = std::env::var("REDIS_SENTINEL_BIN").unwrap_or_else(|_| "redis-sentinel".into());

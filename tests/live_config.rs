@@ -315,21 +315,6 @@ fn live_settings_apply_on_every_shard_at_once() {
     );
 }
 
-/// A server with its metrics endpoint on a free port, and that port.
-fn with_metrics() -> (Server, u16) {
-    for _ in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if let Ok(server) = Server::launch(&["--metrics-port", &port.to_string()]).try_start() {
-            return (server, port);
-        }
-    }
-    panic!("no server with a metrics port after 5 tries");
-}
-
 /// The value of one sample line of `/metrics` (`name{labels}`), 0 when absent.
 fn metric(port: u16, sample: &str) -> f64 {
     use std::io::{Read, Write};
@@ -347,7 +332,7 @@ fn metric(port: u16, sample: &str) -> f64 {
 
 #[test]
 fn resetstat_resets_info_but_never_the_prometheus_counters() {
-    let (server, metrics_port) = with_metrics();
+    let (server, metrics_port) = with_metrics(&[]);
     let mut c = server.raw();
     c.call_ok(&["CREATE", "PARTITION", "p", "STRING", "MEMORY"]);
     for _ in 0..20 {

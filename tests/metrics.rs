@@ -12,29 +12,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// A port free now (the server is started on it; a lost race is retried).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A server with its metrics on a free port, and that port.
-fn with_metrics(args: &[&str]) -> (Server, u16) {
-    for _ in 0..5 {
-        let port = free_port();
-        let port_text = port.to_string();
-        let mut all = vec!["--metrics-port", &port_text];
-        all.extend_from_slice(args);
-        if let Ok(server) = Server::launch(&all).try_start() {
-            return (server, port);
-        }
-    }
-    panic!("no server with a metrics port after 5 tries");
-}
-
 /// Sends `request` and reads the whole reply (the endpoint closes after one).
 fn http(port: u16, request: &[u8]) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();

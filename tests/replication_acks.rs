@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::RealRedis;
-use common::{cmd, poll_until, q_ok, RawConn, Server, ADMIN_PASSWORD};
+use common::{cmd, poll_until, q_ok, with_metrics, RawConn, Server, ADMIN_PASSWORD};
 
 /// `slave0`'s fields, by name.
 fn slave0(con: &mut redis::Connection) -> Option<Vec<(String, String)>> {
@@ -504,29 +504,6 @@ fn a_hostile_replica_is_dropped_for_bad_acks() {
     assert!(log.contains("shard 77"), "{log}");
     let pong: String = q_ok(&mut p, &["PING"]);
     assert_eq!(pong, "PONG");
-}
-
-/// A port free now (the server is started on it; a lost race is retried).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A server with its metrics on a free port, and that port.
-fn with_metrics(args: &[&str]) -> (Server, u16) {
-    for _ in 0..5 {
-        let port = free_port();
-        let port_text = port.to_string();
-        let mut all = vec!["--metrics-port", &port_text];
-        all.extend_from_slice(args);
-        if let Ok(server) = Server::launch(&all).try_start() {
-            return (server, port);
-        }
-    }
-    panic!("no server with a metrics port after 5 tries");
 }
 
 /// The body of `GET /metrics`.

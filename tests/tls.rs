@@ -53,15 +53,6 @@ impl Certs {
     }
 }
 
-/// A port nobody listens on right now (for `--tls-port`, which has no "pick one" value).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A server with a TLS port on `certs`, the plain port too unless `extra` says `--port 0`;
 /// returns it and its TLS port.
 fn start_tls(certs: &Certs, extra: &[&str]) -> (Server, u16) {

@@ -456,6 +456,32 @@ impl Drop for Server {
     }
 }
 
+/// A port nobody listens on right now (for flags with no "pick one" value: `--tls-port`,
+/// `--metrics-port`, a node restarted at its address). Another process may take it before
+/// the server binds it: callers that can, retry (see [`with_metrics`]).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A server started with `args` and its metrics on a free port, and that port (a lost race
+/// for the port is retried).
+pub fn with_metrics(args: &[&str]) -> (Server, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let port_text = port.to_string();
+        let mut all = vec!["--metrics-port", &port_text];
+        all.extend_from_slice(args);
+        if let Ok(server) = Server::launch(&all).try_start() {
+            return (server, port);
+        }
+    }
+    panic!("no server with a metrics port after 5 tries");
+}
+
 /// Finds `listening on 127.0.0.1:<PORT>` in a log line.
 fn parse_listening_port(line: &str) -> Option<u16> {
     let needle = "listening on 127.0.0.1:";
