@@ -56,7 +56,8 @@ pub struct Cli {
     /// [default: 100000].
     #[arg(long, value_name = "N")]
     pub max_keys_reply: Option<usize>,
-    /// Move a connection to the shard whose partitions it alone uses [default: true].
+    /// Move a connection to the shard whose partitions it alone uses, and one that uses none
+    /// onto the lowest shard with room [default: true].
     #[arg(long, value_name = "BOOL")]
     pub migrate_connections: Option<bool>,
     /// Unwritten reply bytes one client may have before it is disconnected, e.g. `64mb`

@@ -513,3 +513,130 @@ fn connection_moves_to_the_shard_it_uses() {
         }
     }
 }
+
+/// The shard CLIENT LIST shows the connection named `name` on.
+fn listed_shard(admin: &mut RawConn, name: &str) -> String {
+    let list = admin.call_value(&["CLIENT", "LIST"]).text();
+    let line = list
+        .lines()
+        .find(|l| l.split_whitespace().any(|f| f == format!("name={name}")))
+        .unwrap_or_else(|| panic!("no client named {name} in {list}"));
+    line.rsplit("shard=").next().unwrap_or_default().to_string()
+}
+
+/// A connection on shard 1 of a two-shard server, named `name`.
+fn named_on_shard_1(server: &Server, name: &str) -> RawConn {
+    let mut c = loop {
+        let mut c = server.raw();
+        if c.shard() == "1" {
+            break c;
+        }
+    };
+    c.expect(&cmd(&["CLIENT", "SETNAME", name]), OK);
+    c
+}
+
+/// A connection that uses no partition moves onto shard 0 (`shard::gather`), session and all,
+/// and goes on working; with migration off it stays. A subscriber, a connection in the middle
+/// of a MULTI, and one that uses a partition of its own shard now and then stay where they
+/// are; one gathered while it WATCHes a key keeps its watch.
+#[test]
+fn a_connection_that_uses_no_partition_gathers_onto_shard_0() {
+    for migrate in ["true", "false"] {
+        let server = Server::start(&["--shards", "2", "--migrate-connections", migrate]);
+        let mut admin = server.raw();
+        let mut c = named_on_shard_1(&server, "pinger");
+        let id = c.call_value(&["CLIENT", "ID"]).int();
+        let before = migrated(&mut admin);
+        for _ in 0..100 {
+            c.expect(&cmd(&["PING"]), b"+PONG\r\n");
+        }
+        let expected = if migrate == "true" { "0" } else { "1" };
+        assert_eq!(c.shard(), expected, "migration {migrate}");
+        assert_eq!(listed_shard(&mut admin, "pinger"), expected);
+        let moved = if migrate == "true" { 1 } else { 0 };
+        assert_eq!(migrated(&mut admin) - before, moved);
+        // The session moved with it, and it goes on working.
+        assert_eq!(c.call_value(&["CLIENT", "ID"]).int(), id);
+        c.expect(&cmd(&["CLIENT", "GETNAME"]), &bulk(b"pinger"));
+        c.expect(&cmd(&["ECHO", "still here"]), &bulk(b"still here"));
+        // On shard 0 it stays: there is no lower shard.
+        for _ in 0..100 {
+            c.expect(&cmd(&["PING"]), b"+PONG\r\n");
+        }
+        assert_eq!(c.shard(), expected);
+    }
+
+    let server = Server::start(&["--shards", "2"]);
+    let mut admin = server.raw();
+    let (a, b) = admin.one_partition_per_shard();
+    let p1 = if admin.partition_shard(&a) == "1" {
+        a
+    } else {
+        b
+    };
+    let before = migrated(&mut admin);
+
+    // A subscriber stays where its shard's registry has it, and still gets its messages.
+    let mut sub = named_on_shard_1(&server, "subscriber");
+    sub.expect(
+        &cmd(&["SUBSCRIBE", "news"]),
+        b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n",
+    );
+    for _ in 0..100 {
+        sub.expect(&cmd(&["PING"]), b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    }
+    admin.expect(&cmd(&["PUBLISH", "news", "hi"]), b":1\r\n");
+    sub.expect(&[], b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n");
+    assert_eq!(listed_shard(&mut admin, "subscriber"), "1");
+
+    // Requests queued in a MULTI count when EXEC runs them, not before: the connection does
+    // not move in the middle of its transaction.
+    let mut tx = named_on_shard_1(&server, "tx");
+    tx.expect(&cmd(&["MULTI"]), OK);
+    for _ in 0..100 {
+        tx.expect(&cmd(&["PING"]), b"+QUEUED\r\n");
+    }
+    assert_eq!(listed_shard(&mut admin, "tx"), "1");
+    let pongs: Vec<Vec<u8>> = (0..100).map(|_| b"+PONG\r\n".to_vec()).collect();
+    tx.expect(&cmd(&["EXEC"]), &array(&pongs));
+    assert_eq!(tx.shard(), "0", "gathered once its transaction ran");
+    tx.expect(&cmd(&["PING"]), b"+PONG\r\n");
+
+    // A connection gathered while it WATCHes a key of shard 1 keeps its watch: EXEC fails
+    // once the key changed, and succeeds when it did not.
+    for touched in [true, false] {
+        let name = format!("watcher-{touched}");
+        let mut w = named_on_shard_1(&server, &name);
+        w.expect(&cmd(&["WATCH", &p1, "w"]), OK);
+        for _ in 0..100 {
+            w.expect(&cmd(&["PING"]), b"+PONG\r\n");
+        }
+        assert_eq!(w.shard(), "0");
+        if touched {
+            admin.expect(&cmd(&["SET", &p1, "w", "changed"]), OK);
+        }
+        w.expect(&cmd(&["MULTI"]), OK);
+        w.expect(&cmd(&["SET", &p1, "w", "mine"]), b"+QUEUED\r\n");
+        let reply: &[u8] = if touched {
+            b"*-1\r\n"
+        } else {
+            b"*1\r\n+OK\r\n"
+        };
+        w.expect(&cmd(&["EXEC"]), reply);
+        let value: &[u8] = if touched { b"changed" } else { b"mine" };
+        admin.expect(&cmd(&["GET", &p1, "w"]), &bulk(value));
+    }
+
+    // A connection that also uses its own shard's partition is bound to it.
+    let mut user = named_on_shard_1(&server, "user");
+    for i in 0..100 {
+        user.expect(&cmd(&["PING"]), b"+PONG\r\n");
+        if i % 32 == 0 {
+            user.expect(&cmd(&["GET", &p1, "k"]), b"$-1\r\n");
+        }
+    }
+    assert_eq!(user.shard(), "1");
+    // The transaction's and the watchers' moves, and no other.
+    assert_eq!(migrated(&mut admin) - before, 3);
+}

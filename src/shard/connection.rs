@@ -52,12 +52,15 @@ const MIGRATE_AFTER: u32 = 64;
 
 /// Where a connection's requests have been going. A connection that only uses partitions of
 /// one other shard is moved to that shard (as Dragonfly does), so its requests stop paying
-/// for the hop there and back.
+/// for the hop there and back; one that uses no partition at all may be gathered onto a
+/// lower-numbered shard (`shard::gather`).
 #[derive(Debug, Default)]
 pub struct Affinity {
     shard: usize,
     /// Requests in a row forwarded to `shard`.
     streak: u32,
+    /// Partition-less requests in a row (no data request between them).
+    unbound: u32,
 }
 
 impl Affinity {
@@ -65,11 +68,13 @@ impl Affinity {
     #[inline]
     pub fn local(&mut self) {
         self.streak = 0;
+        self.unbound = 0;
     }
 
     /// A request was forwarded to `shard`.
     #[inline]
     pub fn remote(&mut self, shard: usize) {
+        self.unbound = 0;
         if self.streak > 0 && self.shard == shard {
             self.streak = self.streak.saturating_add(1);
         } else {
@@ -78,10 +83,28 @@ impl Affinity {
         }
     }
 
+    /// A request that names no partition ran (PING, ECHO, INFO, ...).
+    #[inline]
+    pub fn unbound(&mut self) {
+        self.unbound = self.unbound.saturating_add(1);
+    }
+
     /// The shard this connection should move to, if any.
     #[inline]
     pub fn target(&self) -> Option<usize> {
         (self.streak >= MIGRATE_AFTER).then_some(self.shard)
+    }
+
+    /// Used no partition for long enough to be gathered (`shard::gather`).
+    #[inline]
+    pub fn gather_due(&self) -> bool {
+        self.unbound >= MIGRATE_AFTER
+    }
+
+    /// Asked to be gathered and stays: the next question comes after another streak.
+    #[inline]
+    pub fn stay(&mut self) {
+        self.unbound = 0;
     }
 }
 
@@ -696,6 +719,35 @@ mod tests {
             a.remote(2);
         }
         assert_eq!(a.target(), Some(2));
+    }
+
+    #[test]
+    fn gathering_needs_an_unbroken_streak_without_partitions() {
+        let mut a = Affinity::default();
+        for _ in 0..MIGRATE_AFTER - 1 {
+            a.unbound();
+        }
+        assert!(!a.gather_due());
+        a.local();
+        for _ in 0..MIGRATE_AFTER - 1 {
+            a.unbound();
+        }
+        a.remote(1);
+        a.unbound();
+        assert!(!a.gather_due(), "a forwarded request breaks the streak");
+        for _ in 1..MIGRATE_AFTER {
+            a.unbound();
+        }
+        assert!(a.gather_due());
+        a.stay();
+        assert!(!a.gather_due());
+        // Partition-less requests do not break a streak to another shard.
+        let mut b = Affinity::default();
+        for _ in 0..MIGRATE_AFTER {
+            b.remote(1);
+            b.unbound();
+        }
+        assert_eq!(b.target(), Some(1));
     }
 
     #[test]

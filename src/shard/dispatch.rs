@@ -251,6 +251,9 @@ impl Core {
                     }
                     return false;
                 }
+                // Any shard could run it: a streak of these may gather the connection
+                // onto another shard (`gather`).
+                affinity.unbound();
                 let catalog = self.catalog.clone();
                 let acl = self.acl.clone();
                 let shards = &self.shared.shards;

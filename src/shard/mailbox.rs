@@ -415,6 +415,8 @@ pub struct ShardHandle {
     waker: Arc<mio::Waker>,
     /// True while the shard is in (or about to enter) `poll` and needs a wake-up to see mail.
     sleeping: Arc<AtomicBool>,
+    /// The connections other shards gathered onto this one lately (`shard::gather`).
+    pub arrivals: Arc<super::gather::Arrivals>,
 }
 
 impl ShardHandle {
@@ -465,6 +467,7 @@ impl Mailbox {
                 sender,
                 waker,
                 sleeping,
+                arrivals: Arc::default(),
             },
         ))
     }

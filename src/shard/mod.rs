@@ -3,7 +3,9 @@
 //! # Invariants
 //! - A partition is owned by exactly one shard and touched only by that shard's thread, so a
 //!   command on a partition runs alone, without locks. No `Mutex`/`RwLock` exists in here.
-//! - A connection lives on one shard for its whole life.
+//! - A connection is touched by one shard at a time: it moves, idle and whole, only to the
+//!   owner of the partitions it uses (`session`) or, using none, onto a lower-numbered shard
+//!   with room (`gather`).
 //! - The event loop never blocks except in `poll` and in the disk work of durable partitions,
 //!   done at most once per pass and never per request: the group commit's `write` and
 //!   `fdatasync` (that wait is what SYNC promises), the ASYNC fsync every 500 ms, one slice of
@@ -51,6 +53,8 @@
 //!   compaction;
 //! - `output`: writing replies out, and what follows progress (resume, move, close);
 //! - `session`: logins, changes waited for behind a barrier, ACL versions, migration;
+//! - `gather`: where a connection that uses no partition moves (the lowest-numbered shard
+//!   with room), so that shards with nothing else to do sleep;
 //! - `replicate`: replication's shard side: feeds to replicas, full-sync walks, the commit's
 //!   frames, and (on a replica) applying what the link sends ([`crate::replication`]);
 //! - `transaction`: MULTI's queue, EXEC run in one go on the partition's shard, WATCH;
@@ -108,6 +112,7 @@ mod dispatch;
 pub mod durability;
 mod flushall;
 mod forward;
+mod gather;
 mod housekeeping;
 mod input;
 pub mod mailbox;
@@ -265,6 +270,8 @@ struct Core {
     waits: wait::Waits,
     /// This shard's Pub/Sub subscribers and messages in flight (`pubsub`).
     pubsub: pubsub::PubSub,
+    /// This shard's view of every shard's busy share, for gathering (`gather`).
+    loads: gather::Loads,
 }
 
 pub struct Shard {
@@ -339,6 +346,7 @@ impl Shard {
             watches: Default::default(),
             waits: wait::Waits::default(),
             pubsub: pubsub::PubSub::new(shards),
+            loads: gather::Loads::default(),
         };
         core.recover(&catalog)?;
         // At startup no persist change is pending (recovery opened every durable partition).

@@ -42,7 +42,7 @@ impl Shard {
         } else if conn.closing && conn.replies.in_flight() == 0 {
             self.close(index);
             return;
-        } else if let Some(shard) = conn.affinity.target() {
+        } else if conn.affinity.target().is_some() || conn.affinity.gather_due() {
             // Idle between requests (nothing owed, nothing unwritten): the moment to move.
             // A monitor stays where its shard counts it (`clients::Monitors`), a subscriber
             // where its shard's registry has it (`pubsub`).
@@ -52,8 +52,16 @@ impl Shard {
                 && !conn.session.monitoring
                 && conn.session.pubsub.is_none();
             if idle && !self.core.draining && self.core.shared.config.live.migrate_connections() {
-                self.migrate(index, shard);
-                return;
+                // To the owner of the partitions it uses; or, using none, onto a lower shard
+                // with room (`gather`), asking again only after another streak.
+                let to = conn.affinity.target().or_else(|| {
+                    conn.affinity.stay();
+                    self.core.gather_target()
+                });
+                if let Some(shard) = to {
+                    self.migrate(index, shard);
+                    return;
+                }
             }
         }
         if conn.needs_service && !conn.closing && !is_paused(conn) {
