@@ -249,12 +249,15 @@ fn a_slow_subscriber_is_dropped_and_its_publisher_keeps_going() {
     fast.read_reply();
     const N: usize = 2000;
     let payload = "x".repeat(16 * 1024);
-    // The fast one reads everything as it comes.
+    // The fast one reads everything as it comes, counting what it has read.
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = received.clone();
     let reader = thread::spawn(move || {
         for i in 0..N {
             let frame = fast.read_value();
             let items = frame.items();
             assert_eq!(items[2].bytes().len(), 16 * 1024, "message {i}");
+            counted.store(i + 1, std::sync::atomic::Ordering::Relaxed);
         }
         fast
     });
@@ -263,10 +266,15 @@ fn a_slow_subscriber_is_dropped_and_its_publisher_keeps_going() {
     let requests: Vec<Vec<u8>> = (0..N)
         .map(|_| cmd(&["PUBLISH", "app:big", &payload]))
         .collect();
-    // Eight messages (128 KiB) at a time, so that the fast subscriber, which reads as they
-    // come, stays under the limit.
+    // Eight messages (128 KiB) at a time, and never more than 32 (512 KiB) ahead of what the
+    // fast subscriber has read, so that it stays under the limit even when its reader thread
+    // is slow to be scheduled on a loaded machine.
     let mut last = Vec::new();
-    for chunk in requests.chunks(8) {
+    for (k, chunk) in requests.chunks(8).enumerate() {
+        let read_enough = poll_until(Duration::from_secs(30), || {
+            (received.load(std::sync::atomic::Ordering::Relaxed) + 32 >= k * 8).then_some(())
+        });
+        assert!(read_enough.is_some(), "the fast subscriber stopped reading");
         last = publisher.pipeline(chunk).pop().unwrap();
     }
     // 32 MiB to a subscriber that reads none of it: the publisher is answered throughout,
