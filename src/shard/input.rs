@@ -248,12 +248,13 @@ impl Core {
                 let first_span = batch.spans.len();
                 // Spans relative to the batch's start: the frame's offset in it fits a u32
                 // as the spans in the frame do (the parser's limits).
-                let parsed = conn.parser.parse_into(
-                    &mut conn.rbuf[at..conn.rend],
-                    &mut batch.spans,
-                    offset as u32,
-                    batch.gapped,
-                );
+                let (buf, shift) = (&mut conn.rbuf[at..conn.rend], offset as u32);
+                let parsed = if batch.gapped {
+                    conn.parser.parse_into::<true>(buf, &mut batch.spans, shift)
+                } else {
+                    conn.parser
+                        .parse_into::<false>(buf, &mut batch.spans, shift)
+                };
                 let kind = match parsed {
                     Ok(Parsed::Request { consumed }) => {
                         offset += consumed;
@@ -302,9 +303,12 @@ impl Core {
                 match &frame.kind {
                     FrameKind::Request => {
                         // The request as it came (past the gap, if it has one).
-                        let gap = usize::from(batch.gapped);
                         let first = frame.spans.start;
-                        let args = Args::new(input, &batch.spans[first + gap..frame.spans.end]);
+                        let args = if batch.gapped {
+                            Args::new(input, &batch.spans[first + 1..frame.spans.end])
+                        } else {
+                            Args::new(input, &batch.spans[frame.spans.clone()])
+                        };
                         commands += 1;
                         // Redis grammar (a partition is selected): a data command runs in its
                         // GoKV form, the selected partition inserted as argument 1: in place,
