@@ -192,8 +192,8 @@ impl RedisForm {
     /// With `in_place` (the caller has laid `selected` in the request's buffer and has room
     /// for its span after the first: `shard::input`), a data command is answered
     /// [`Rewrite::Insert`] and nothing is built: no byte is copied, and Redis grammar costs
-    /// what GoKV grammar does but for a few instructions (get-face 1,813 -> 1,443 user-space
-    /// instructions per request, 81 -> 18 more than the same GET in GoKV grammar as the
+    /// what GoKV grammar does but for a few instructions (get-face 1,812 -> 1,444 user-space
+    /// instructions per request, 81 -> 24 more than the same GET in GoKV grammar as the
     /// same user, `scripts/count-instructions.sh get-face` and `get-user`). The row found here
     /// goes on with the request, so nothing looks it up twice.
     #[inline]
