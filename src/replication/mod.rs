@@ -25,8 +25,10 @@
 //! CATALOG <catalog text>      the whole catalog, in the catalog file's format
 //!                             (persist::catalog_file), sent at the start and on every change
 //! USERS <users.json text>     every user and grant (acl::store), same
-//! FULL <shard> <shard-offset> <partition-id> <partition-offset>
+//! FULL <shard> <shard-offset> <partition-id> <partition-offset> <keys>
 //!                             a full sync of the partition begins: the replica empties it
+//!                             and sizes its table for <keys> (the count when the walk
+//!                             began, capped; absent from older primaries: none)
 //! RESUME <shard> <shard-offset> <partition-id> <partition-offset>
 //!                             the partition is resumed from <partition-offset> (the one
 //!                             the replica asked): the RECORDS that follow continue it

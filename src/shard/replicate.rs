@@ -266,7 +266,11 @@ impl Core {
                         resumed += 1;
                     }
                     None => {
-                        wire::encode_with(&mut frames, b"FULL", &numbers, None);
+                        // The key count lets the replica size its table once instead of
+                        // growing it twenty times while the snapshot arrives.
+                        let keys = local.data.len() as u64;
+                        let full = [numbers[0], numbers[1], numbers[2], numbers[3], keys];
+                        wire::encode_with(&mut frames, b"FULL", &full, None);
                         walks.push_back(Walk {
                             name: name.into(),
                             id: local.id,
@@ -465,9 +469,9 @@ impl Core {
             let metrics = &self.shared.metrics.shards[self.id];
             for op in batch.ops {
                 let (name, id, records, full) = match &op {
-                    ReplOp::Full { name, id } => (name, *id, &[][..], true),
+                    ReplOp::Full { name, id, keys } => (name, *id, &[][..], Some(*keys)),
                     ReplOp::Snap { name, id, records } | ReplOp::Records { name, id, records } => {
-                        (name, *id, &records[..], false)
+                        (name, *id, &records[..], None)
                     }
                 };
                 let Some(Target::Local(local)) = self.routes.get_mut(&name[..]) else {
@@ -481,8 +485,9 @@ impl Core {
                 let result = match &mut local.log {
                     Durability::Logged(log) => {
                         let first = log.journal.is_empty();
-                        let r = if full {
+                        let r = if let Some(keys) = full {
                             apply::clear(data, Some(&mut log.journal));
+                            data.reserve(keys);
                             Ok(())
                         } else {
                             apply::apply(records, data, Some(&mut log.journal)).map(|_| ())
@@ -493,8 +498,9 @@ impl Core {
                         r
                     }
                     Durability::Memory => {
-                        if full {
+                        if let Some(keys) = full {
                             apply::clear(data, None);
+                            data.reserve(keys);
                             Ok(())
                         } else {
                             apply::apply(records, data, None).map(|_| ())
