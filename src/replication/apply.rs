@@ -20,7 +20,8 @@ pub struct Applied {
 }
 
 /// Most keys a replica makes room for at a `FULL` frame's count (a bigger partition grows
-/// past it as usual): the primary's word cannot size a table of more than ~150 MB up front.
+/// past it as usual): the primary's word cannot size an index of more than 32M slots
+/// (6 bytes each, ~200 MB) up front.
 pub const MAX_RESERVE: usize = 1 << 24;
 
 fn expiry(deadline: Option<u64>) -> Expiry {
