@@ -2,7 +2,7 @@
 # GoKV vs Redis 7, side by side, with the method of scripts/README.md.
 #
 #   scripts/bench-vs-redis.sh [--rounds N] [--quick] [--mem-keys N] [--no-memory] [--no-chart]
-#                             [--port-base P] [--scenarios 1,2,7,8]
+#                             [--port-base P] [--scenarios 1,2,7,8,9]
 #
 # Installs redis-server/redis-tools if missing, builds the release binaries, then runs
 # scripts/bench_vs_redis.py, which starts GoKV (--shards 1 and 2) and Redis on 127.0.0.1
@@ -10,7 +10,9 @@
 # table and writes it, with a PNG chart, to bench-results/<timestamp>.md/.png. Scenario 7 is
 # the Redis face: plain SET/GET as a user bound to a partition, -P 1 and -P 16, beside the
 # partition-first form (1, 2) and Redis; scenario 8 is the same face driven by gokv-loadtest
-# --target redis (SET/GET 1:1). Every process started here is stopped on exit.
+# --target redis (SET/GET 1:1); scenario 9 is every other command of issue 17's list (PING -P 1,
+# INCR, MSET and MGET of 10 keys) and of the families since (EXPIRE, PUBLISH). Every process
+# started here is stopped on exit.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."

@@ -256,8 +256,10 @@ def shell_line(argv):
 
 
 def rb_command(test, kind):
-    """The redis-benchmark arguments of `test` ("set", "get", "ping", "echo", "incr") against
-    a server of `kind`: GoKV gets the partition word, Redis the same command without it.
+    """The redis-benchmark arguments of `test` ("set", "get", "ping", "echo", "incr",
+    "mset10", "mget10", "expire", "publish") against a server of `kind`: GoKV gets the
+    partition word, Redis the same command without it. redis-benchmark draws each
+    `__rand_int__` of a command on its own, so MSET/MGET touch 10 random keys.
     `echo` sends and receives the same bytes as `get` (a 32-byte argument and reply) and
     touches no data: the null path, parsed, dispatched and answered, that `get` is measured
     against. Shared with bench_ab.py."""
@@ -268,6 +270,11 @@ def rb_command(test, kind):
         "ping": ["-t", "ping_mbulk"],
         "echo": ["ECHO", VALUE32],
         "incr": ["INCR"] + part("counters") + ["ctr:__rand_int__"],
+        "mset10": ["MSET"] + part("bench") + [w for _ in range(10)
+                                               for w in ("key:__rand_int__", VALUE32)],
+        "mget10": ["MGET"] + part("bench") + ["key:__rand_int__"] * 10,
+        "expire": ["EXPIRE"] + part("bench") + ["key:__rand_int__", "100000"],
+        "publish": ["PUBLISH", "bench-channel", VALUE32],
     }[test]
 
 
@@ -468,6 +475,7 @@ def bench(args, state, pidfile, n_p1, n_p16, mem_keys):
         raise RunFailed(f"expected p0 on shard 0 and p1 on shard 1, got {placement}")
     for g in (g1, g2):
         create_partition(g, "bench")
+        create_partition(g, "counters", "INT")
     # Keys for the cross-shard scenario, so that its GETs find values (not timed).
     prefill = [args.loadtest_bin, "--port", str(g2.port), "--partitions", "p0,p1", "--prefill",
                "-n", "1", "-c", "8", "--keys", str(KEYSPACE), "--value-size", "32", "-q"]
@@ -494,6 +502,15 @@ def bench(args, state, pidfile, n_p1, n_p16, mem_keys):
         scenarios.append((f"4 SET/GET 1:1 -P 16, all {label}-shard (gokv-loadtest)", [g2],
                           lambda s, part=part: loadtest(args.loadtest_bin, s, "gokv", n_p16, 16,
                                                         [part], auth, ["--conn-shard", "0"])))
+    # 9: every other command of the issue's list, and the families that landed since
+    # (keyspace: EXPIRE; Pub/Sub: PUBLISH with no subscriber), at both depths.
+    for pipe, n in ((1, n_p1), (16, n_p16)):
+        for what in ("PING", "INCR", "MSET10", "MGET10", "EXPIRE", "PUBLISH"):
+            if what == "PING" and pipe == 16:
+                continue  # scenario 3
+            scenarios.append((f"9 {what} -P {pipe} (redis-benchmark)", servers,
+                              lambda s, w=what, p=pipe, n=n:
+                              redis_benchmark(s, n, p, rb_cmd(s, w), s.auth)))
     for pipe, n in ((1, n_p1), (16, n_p16)):
         scenarios.append((f"5 SET/GET 1:1 -P {pipe} (gokv-loadtest)", servers,
                           lambda s, p=pipe, n=n: loadtest(args.loadtest_bin, s, s.kind, n, p,

@@ -5,7 +5,8 @@
 #
 #   scripts/count-instructions.sh [BINARY] [TEST] [REQUESTS]
 #     BINARY    default target/release/gokv-server
-#     TEST      get | set | ping | incr (default get); get-face, set-face: the same GET/SET
+#     TEST      get | set | ping | incr | publish (PUBLISH to a channel nobody is subscribed
+#               to) | mget10 (MGET of 10 keys) (default get); get-face, set-face: the same GET/SET
 #               in Redis grammar (no partition word) as a user bound to partition bench
 #               (CREATE USER app ... DEFAULT bench), to compare with get-user, set-user:
 #               GET/SET bench ... as that user in GoKV grammar (app holds grants on bench
@@ -52,6 +53,13 @@ case "$test" in
     set) cmd=(SET bench key:__rand_int__ "$value") ;;
     ping) cmd=(-t ping_mbulk) ;;
     incr) cmd=(INCR counters ctr:__rand_int__) ;;
+    publish) cmd=(PUBLISH bench-channel "$value") ;;
+    mget10)
+        bench -n 100000 SET bench key:__rand_int__ "$value"
+        cmd=(MGET bench key:__rand_int__ key:__rand_int__ key:__rand_int__ key:__rand_int__
+            key:__rand_int__ key:__rand_int__ key:__rand_int__ key:__rand_int__
+            key:__rand_int__ key:__rand_int__)
+        ;;
     get-face | set-face | get-user | set-user)
         case "$test" in
             *-face) cli create user app "$pw" default bench >/dev/null ;;

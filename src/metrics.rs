@@ -627,7 +627,7 @@ impl CommandTotals {
 }
 
 /// Reply error codes counted in INFO's `errorstats` (what `CommandError::code` answers).
-pub const ERROR_CODES: [&str; 10] = [
+pub const ERROR_CODES: [&str; 13] = [
     "ERR",
     "NOPARTITION",
     "WRONGTYPE",
@@ -638,6 +638,9 @@ pub const ERROR_CODES: [&str; 10] = [
     "IOERR",
     "OOM",
     "THROTTLED",
+    "READONLY",
+    "NOREPLICAS",
+    "EXECABORT",
 ];
 
 thread_local! {

@@ -408,6 +408,79 @@ fn config_rewrite_writes_the_live_values_into_the_config_file() {
     );
 }
 
+/// Every setting CONFIG SET takes, under its name and Redis's aliases, with a value that is
+/// not its default; `config_rewrite_keeps_every_live_setting_across_a_restart` fails when a
+/// new live setting is missing here (add it, with a value it takes).
+const LIVE_SETTINGS: &[(&str, &str, &[&str])] = &[
+    ("timeout", "123", &[]),
+    ("max-clients", "777", &["maxclients"]),
+    ("client-output-limit", "12345678", &[]),
+    ("max-memory", "987654321", &["maxmemory"]),
+    ("max-key-len", "4096", &[]),
+    ("max-keys-reply", "4321", &[]),
+    ("migrate-connections", "no", &[]),
+    ("slowlog-log-slower-than", "2345", &[]),
+    ("slowlog-max-len", "77", &[]),
+    ("latency-monitor-threshold", "55", &[]),
+    ("min-replicas-to-write", "2", &["min-slaves-to-write"]),
+    ("min-replicas-max-lag", "17", &["min-slaves-max-lag"]),
+    ("replica-priority", "42", &["slave-priority"]),
+];
+
+/// CONFIG REWRITE writes every setting CONFIG SET may change, not a hand-kept list: each one
+/// set live comes back from the rewritten file after a restart. The settings are found by
+/// asking the server (every name CONFIG GET lists that CONFIG SET takes with its own value),
+/// so a live setting added later without being rewritten fails here.
+#[test]
+fn config_rewrite_keeps_every_live_setting_across_a_restart() {
+    let dir = DataDir::new("config-rewrite-all");
+    let file = dir.path().join("gokv.toml");
+    std::fs::write(&file, "# every live setting\nmax-args = 5000\n").unwrap();
+    let file_arg = file.to_str().unwrap().to_string();
+    let server = Server::start(&["--config", &file_arg]);
+    let mut c = server.raw();
+    let all = c.call_value(&["CONFIG", "GET", "*"]);
+    let known: Vec<&str> = LIVE_SETTINGS
+        .iter()
+        .flat_map(|(name, _, aliases)| std::iter::once(*name).chain(aliases.iter().copied()))
+        .collect();
+    let mut live = 0;
+    for (name, value) in all.pairs() {
+        let (name, value) = (name.text(), value.text());
+        let reply = c.call_value(&["CONFIG", "SET", &name, &value]);
+        if matches!(reply, Resp::Error(_)) {
+            continue; // immutable, or a TLS file on a server without TLS (tests/tls.rs)
+        }
+        live += 1;
+        assert!(
+            known.contains(&name.as_str()),
+            "{name} is live but missing from LIVE_SETTINGS"
+        );
+    }
+    assert_eq!(live, known.len(), "a setting of LIVE_SETTINGS is not live");
+    for (name, value, _) in LIVE_SETTINGS {
+        c.call_ok(&["CONFIG", "SET", name, value]);
+    }
+    c.call_ok(&["CONFIG", "REWRITE"]);
+    drop(server);
+    let server = Server::start(&["--config", &file_arg]);
+    let mut c = server.raw();
+    for (name, value, aliases) in LIVE_SETTINGS {
+        for name in std::iter::once(name).chain(aliases.iter()) {
+            assert_eq!(
+                &config_value(&mut c, name),
+                value,
+                "{name} after the restart"
+            );
+        }
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.starts_with("# every live setting\nmax-args = 5000\n"),
+        "{text}"
+    );
+}
+
 /// CONFIG REWRITE writes the role too (Sentinel rewrites each node's after a failover): the
 /// primary a replica follows as `replicaof`, removed again once it is a primary; the next
 /// start follows what the file says.

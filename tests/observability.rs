@@ -143,6 +143,31 @@ fn errorstats_count_replies_by_code() {
     assert_eq!(stats["total_error_replies"], "3");
 }
 
+/// The codes of replication and transactions count under their own names, as Redis's
+/// errorstats show them (`-READONLY`, `-NOREPLICAS`, `-EXECABORT`), not under `ERR`.
+#[test]
+fn errorstats_name_the_replication_and_transaction_codes() {
+    let server = Server::start(&["--min-replicas-to-write", "1"]);
+    let mut c = server.raw();
+    c.expect_prefix(
+        &cmd(&["CREATE", "PARTITION", "p", "STRING", "MEMORY"]),
+        b"-NOREPLICAS",
+    );
+    c.call_ok(&["MULTI"]);
+    c.expect_prefix(&cmd(&["NOSUCHCOMMAND"]), b"-ERR");
+    c.expect_prefix(&cmd(&["EXEC"]), b"-EXECABORT");
+    // A replica of a primary nobody runs: its link is down, its writes refused.
+    let nobody = free_port().to_string();
+    c.call_ok(&["REPLICAOF", "127.0.0.1", &nobody]);
+    c.expect_prefix(&cmd(&["SET", "p", "k", "v"]), b"-READONLY");
+    let text = c.call_value(&["INFO", "errorstats"]).text();
+    let errors = section(&text, "Errorstats");
+    for code in ["NOREPLICAS", "EXECABORT", "READONLY", "ERR"] {
+        assert_eq!(errors[&format!("errorstat_{code}")], "count=1", "{text}");
+    }
+    c.call_ok(&["REPLICAOF", "NO", "ONE"]);
+}
+
 #[test]
 fn info_sections_come_in_redis_order_and_default_leaves_out_the_long_ones() {
     let server = Server::start(&[]);

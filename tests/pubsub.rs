@@ -249,12 +249,15 @@ fn a_slow_subscriber_is_dropped_and_its_publisher_keeps_going() {
     fast.read_reply();
     const N: usize = 2000;
     let payload = "x".repeat(16 * 1024);
-    // The fast one reads everything as it comes.
+    // The fast one reads everything as it comes, counting what it has read.
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = received.clone();
     let reader = thread::spawn(move || {
         for i in 0..N {
             let frame = fast.read_value();
             let items = frame.items();
             assert_eq!(items[2].bytes().len(), 16 * 1024, "message {i}");
+            counted.store(i + 1, std::sync::atomic::Ordering::Relaxed);
         }
         fast
     });
@@ -263,10 +266,15 @@ fn a_slow_subscriber_is_dropped_and_its_publisher_keeps_going() {
     let requests: Vec<Vec<u8>> = (0..N)
         .map(|_| cmd(&["PUBLISH", "app:big", &payload]))
         .collect();
-    // Eight messages (128 KiB) at a time, so that the fast subscriber, which reads as they
-    // come, stays under the limit.
+    // Eight messages (128 KiB) at a time, and never more than 32 (512 KiB) ahead of what the
+    // fast subscriber has read, so that it stays under the limit even when its reader thread
+    // is slow to be scheduled on a loaded machine.
     let mut last = Vec::new();
-    for chunk in requests.chunks(8) {
+    for (k, chunk) in requests.chunks(8).enumerate() {
+        let read_enough = poll_until(Duration::from_secs(30), || {
+            (received.load(std::sync::atomic::Ordering::Relaxed) + 32 >= k * 8).then_some(())
+        });
+        assert!(read_enough.is_some(), "the fast subscriber stopped reading");
         last = publisher.pipeline(chunk).pop().unwrap();
     }
     // 32 MiB to a subscriber that reads none of it: the publisher is answered throughout,
@@ -412,6 +420,65 @@ fn client_list_kill_info_and_reset_know_subscribers() {
         info.contains("pubsub_channels:0\r\npubsub_patterns:0\r\n"),
         "{info}"
     );
+}
+
+/// A PUBLISH on a primary reaches its replica's subscribers too, on every replica shard,
+/// channel and pattern alike, in publish order, as Redis propagates PUBLISH to its
+/// replicas; the primary's reply counts its own receivers only, as Redis's does.
+#[test]
+fn a_publish_on_the_primary_reaches_the_replicas_subscribers() {
+    let primary = two_shards(&[]);
+    let replica = two_shards(&[
+        "--replicaof",
+        &format!("127.0.0.1:{}", primary.port()),
+        "--primary-user",
+        "admin",
+        "--primary-password",
+        ADMIN_PASSWORD,
+    ]);
+    // A login on the replica may race the full sync's users: retried; and on a given shard.
+    let login_on = |shard: &str| {
+        poll_until(Duration::from_secs(30), || {
+            let mut c = RawConn::connect(&replica.addr());
+            c.send(&cmd(&["AUTH", "admin", ADMIN_PASSWORD]));
+            (c.read_reply() == OK && c.shard() == shard).then_some(c)
+        })
+        .expect("log in to the replica")
+    };
+    poll_until(Duration::from_secs(30), || {
+        let info = login_on("0").call_value(&["INFO", "replication"]).text();
+        info.contains("master_link_status:up").then_some(())
+    })
+    .expect("the replica's link comes up");
+    let mut on_channel = login_on("0");
+    on_channel.send(&cmd(&["SUBSCRIBE", "app:news"]));
+    on_channel.read_reply();
+    let mut on_pattern = login_on("1");
+    on_pattern.send(&cmd(&["PSUBSCRIBE", "app:*"]));
+    on_pattern.read_reply();
+    let mut here = conn_on(&primary, "1");
+    here.send(&cmd(&["SUBSCRIBE", "app:news"]));
+    here.read_reply();
+    let mut publisher = conn_on(&primary, "0");
+    assert_eq!(
+        publisher.call_value(&["PUBLISH", "app:news", "hello"]),
+        Resp::Int(1)
+    );
+    assert_eq!(read_messages(&mut here, 1), ["hello"]);
+    assert_eq!(read_messages(&mut on_channel, 1), ["hello"]);
+    assert_eq!(read_messages(&mut on_pattern, 1), ["hello"]);
+    // A pipeline of messages arrives whole and in order, beside writes.
+    let mut requests = Vec::new();
+    for i in 0..200 {
+        requests.push(cmd(&["PUBLISH", "app:news", &format!("m{i}")]));
+        if i % 10 == 0 {
+            requests.push(cmd(&["PING"]));
+        }
+    }
+    publisher.pipeline(&requests);
+    let expected: Vec<String> = (0..200).map(|i| format!("m{i}")).collect();
+    assert_eq!(read_messages(&mut on_channel, 200), expected);
+    assert_eq!(read_messages(&mut on_pattern, 200), expected);
 }
 
 #[test]

@@ -1009,3 +1009,62 @@ fn redis_benchmark_tls_short_clean_run() {
     let mut admin = server.raw();
     admin.expect(&cmd(&["DBSIZE", "3"]), &int(1));
 }
+
+/// `CONFIG REWRITE` writes the TLS files CONFIG SET put in place: a restart from the
+/// rewritten file (the port flags only) serves the new certificate, not the one of the first
+/// start's flags.
+#[test]
+fn config_rewrite_writes_the_tls_files_set_live() {
+    let Some(old) = Certs::new("admin") else {
+        return;
+    };
+    let Some(new) = Certs::new("admin") else {
+        return;
+    };
+    let dir = DataDir::new("tls-rewrite");
+    let file = dir.path().join("gokv.toml");
+    std::fs::write(&file, "tls-auth-clients = \"no\"\n").unwrap();
+    let file_arg = file.to_str().unwrap().to_string();
+    let (server, tls_port) = start_tls(&old, &["--config", &file_arg]);
+    let mut admin = server.raw();
+    let (cert, key, ca) = (
+        new.path("server.crt"),
+        new.path("server.key"),
+        new.path("ca.crt"),
+    );
+    admin.call_ok(&[
+        "CONFIG",
+        "SET",
+        "tls-cert-file",
+        &cert,
+        "tls-key-file",
+        &key,
+        "tls-ca-cert-file",
+        &ca,
+    ]);
+    admin.call_ok(&["CONFIG", "REWRITE"]);
+    drop(server);
+    let text = std::fs::read_to_string(&file).unwrap();
+    for (key, path) in [
+        ("tls-cert-file", &cert),
+        ("tls-key-file", &key),
+        ("tls-ca-cert-file", &ca),
+    ] {
+        assert!(text.contains(&format!("{key} = \"{path}\"")), "{text}");
+    }
+    let port = free_port().to_string();
+    let tls_port_arg = tls_port.to_string();
+    let _restarted = Server::start(&[
+        "--config",
+        &file_arg,
+        "--port",
+        &port,
+        "--tls-port",
+        &tls_port_arg,
+    ]);
+    still_serves(tls_port, &new);
+    assert!(
+        TlsConn::connect(tls_port, client_config(&old, "ca.crt", None)).is_err(),
+        "the first start's certificate is served after the restart"
+    );
+}

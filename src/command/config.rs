@@ -546,12 +546,15 @@ fn set(args: &Args, view: &ServerView) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// `CONFIG REWRITE`: writes the live settings' values as they are now, and the role
-/// (`replicaof`: the primary this server follows, removed when it is a primary), into the
-/// `--config` file. Only those keys change: the file's other keys, its comments and its
-/// layout are kept (`toml_edit`). The new text goes to a temporary file beside it, is
-/// synced, and is renamed over the file (then the directory is synced): a crash leaves the
-/// old file or the new one, never half of each. Without a config file, Redis's error.
+/// `CONFIG REWRITE`: writes every setting CONFIG SET may change ([`Set::Live`] and
+/// [`Set::Tls`] in [`PARAMS`], under its name, as it is now; see [`toml_item`]) and the role
+/// (`replicaof`: the primary this server follows, removed when it is a primary) into the
+/// `--config` file. An immutable setting cannot differ from what the file and the flags gave
+/// at start, so it is left as the file has it. Only those keys change: the file's other keys,
+/// its comments and its layout are kept (`toml_edit`). The new text goes to a temporary file
+/// beside it, is synced, and is renamed over the file (then the directory is synced): a
+/// crash leaves the old file or the new one, never half of each. Without a config file,
+/// Redis's error.
 fn rewrite(view: &ServerView) -> Result<(), CommandError> {
     let config = view.config;
     let Some(path) = &config.config_file else {
@@ -564,38 +567,13 @@ fn rewrite(view: &ServerView) -> Result<(), CommandError> {
     let mut doc: toml_edit::DocumentMut = text
         .parse()
         .map_err(|e: toml_edit::TomlError| failed(e.to_string()))?;
-    let v = config.live.values();
-    let int = |n: u64| {
-        i64::try_from(n)
-            .map(toml_edit::value)
-            .unwrap_or_else(|_| toml_edit::value(format!("{n}b")))
-    };
-    let entries = [
-        ("timeout", int(v.timeout_secs)),
-        ("max-clients", int(v.max_clients as u64)),
-        ("client-output-limit", int(v.client_output_limit as u64)),
-        ("max-memory", int(v.max_memory)),
-        ("max-key-len", int(v.max_key_len as u64)),
-        ("max-keys-reply", int(v.max_keys_reply as u64)),
-        (
-            "migrate-connections",
-            toml_edit::value(v.migrate_connections),
-        ),
-        (
-            "slowlog-log-slower-than",
-            toml_edit::value(v.slowlog_log_slower_than),
-        ),
-        ("slowlog-max-len", int(v.slowlog_max_len)),
-        (
-            "latency-monitor-threshold",
-            int(v.latency_monitor_threshold),
-        ),
-        ("min-replicas-to-write", int(v.min_replicas_to_write)),
-        ("min-replicas-max-lag", int(v.min_replicas_max_lag)),
-        ("replica-priority", int(v.replica_priority)),
-    ];
-    for (key, value) in entries {
-        set_keeping_decor(&mut doc, key, value);
+    for param in PARAMS {
+        if matches!(param.set, Set::Immutable) {
+            continue;
+        }
+        if let Some(item) = toml_item(&(param.get)(view)) {
+            set_keeping_decor(&mut doc, param.name, item);
+        }
     }
     match view.replication.primary() {
         Some((host, port)) => set_keeping_decor(
@@ -608,6 +586,26 @@ fn rewrite(view: &ServerView) -> Result<(), CommandError> {
         }
     }
     write_atomically(path, doc.to_string().as_bytes()).map_err(|e| failed(e.to_string()))
+}
+
+/// A setting's CONFIG GET text as the TOML value the config file takes for it: `yes`/`no` a
+/// boolean, an integer an integer (one past TOML's `i64` a size string, `"<n>b"`), anything
+/// else a string (a path); nothing for an empty text (a TLS file on a server without TLS).
+fn toml_item(text: &str) -> Option<toml_edit::Item> {
+    if text.is_empty() {
+        return None;
+    }
+    Some(match text {
+        "yes" => toml_edit::value(true),
+        "no" => toml_edit::value(false),
+        _ => match text.parse::<i64>() {
+            Ok(n) => toml_edit::value(n),
+            Err(_) if text.bytes().all(|b| b.is_ascii_digit()) => {
+                toml_edit::value(format!("{text}b"))
+            }
+            Err(_) => toml_edit::value(text),
+        },
+    })
 }
 
 /// Sets `key` to `value`, keeping the comments and spacing around an existing key and value.
@@ -679,5 +677,28 @@ mod tests {
         }
         assert_eq!(yes_or_no(b"YES"), Ok(true));
         assert!(yes_or_no(b"maybe").is_err());
+    }
+
+    #[test]
+    fn rewritten_values_have_the_types_the_config_file_takes() {
+        let text = |t: &str| toml_item(t).map(|item| item.to_string());
+        assert_eq!(text("yes").as_deref(), Some("true"));
+        assert_eq!(text("no").as_deref(), Some("false"));
+        assert_eq!(text("-1").as_deref(), Some("-1"));
+        assert_eq!(text("300").as_deref(), Some("300"));
+        assert_eq!(
+            text("18446744073709551615").as_deref(),
+            Some("\"18446744073709551615b\"")
+        );
+        assert_eq!(
+            text("/etc/gokv/server.crt").as_deref(),
+            Some("\"/etc/gokv/server.crt\"")
+        );
+        assert_eq!(text(""), None);
+        // The size string is one the config file reads back as that size.
+        assert_eq!(
+            parse_size("18446744073709551615b"),
+            Ok(18446744073709551615)
+        );
     }
 }

@@ -38,6 +38,10 @@
 //! RECORDS <shard> <shard-offset> <partition-id> <partition-offset> <records>
 //!                             the live stream: one pass's records of one partition; the
 //!                             offsets are those *after* these records
+//! PUBLISH <channel> <message> a message published on the primary, after the records of
+//!                             the pass it was published in; every replica shard delivers it
+//!                             to its own subscribers (as Redis propagates PUBLISH). Not a
+//!                             record: no offset counts it, a resume never sends it again
 //! PING                        once a second when nothing else was sent (liveness, lag)
 //! ```
 //!

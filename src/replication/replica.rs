@@ -683,6 +683,22 @@ impl Runner {
                 });
                 Ok(())
             }
+            b"PUBLISH" => {
+                let (Some(channel), Some(payload)) = (parts.get(1), parts.get(2)) else {
+                    return Err(bad("PUBLISH"));
+                };
+                let (channel, payload): (Arc<[u8]>, Arc<[u8]>) =
+                    ((*channel).into(), (*payload).into());
+                for batch in batches.iter_mut() {
+                    let op = ReplOp::Publish {
+                        channel: channel.clone(),
+                        payload: payload.clone(),
+                    };
+                    batch.bytes += op.bytes();
+                    batch.ops.push(op);
+                }
+                Ok(())
+            }
             b"SYNCED" => {
                 let (pshard, shard_offset) = (num(1)? as usize, num(2)?);
                 // The offset is acknowledged from now on: what came before it must be

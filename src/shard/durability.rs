@@ -212,6 +212,10 @@ impl Shard {
     pub(super) fn commit(&mut self) {
         if self.core.commit.dirty.0.is_empty() {
             debug_assert!(self.core.commit.held.is_empty());
+            if self.core.feeds.has_publishes() {
+                // A pass that only published: its messages still go to the replicas now.
+                self.core.flush_feeds();
+            }
             return;
         }
         let failed = self.core.commit_logs();
@@ -384,10 +388,16 @@ impl Core {
                 }
             }
         }
-        if self.feeds.flush(&self.shared.replication, shard) {
+        self.flush_feeds();
+        failed
+    }
+
+    /// Pushes the pass's frames to the feeds (see `Feeds::flush`); stops streaming when no
+    /// feed is left to stream to.
+    pub(super) fn flush_feeds(&mut self) {
+        if self.feeds.flush(&self.shared.replication, self.id) {
             self.end_streaming();
         }
-        failed
     }
 
     /// Fsyncs the ASYNC partitions with unsynced commits (the `fsync` housekeeping step).

@@ -212,6 +212,12 @@ pub enum ReplOp {
         id: u64,
         records: Vec<u8>,
     },
+    /// A message published on the primary, for this shard's subscribers (every replica
+    /// shard gets it, each delivers to its own).
+    Publish {
+        channel: Arc<[u8]>,
+        payload: Arc<[u8]>,
+    },
 }
 
 impl ReplOp {
@@ -220,6 +226,7 @@ impl ReplOp {
         match self {
             ReplOp::Full { .. } => 64,
             ReplOp::Snap { records, .. } | ReplOp::Records { records, .. } => records.len() + 64,
+            ReplOp::Publish { channel, payload } => channel.len() + payload.len() + 64,
         }
     }
 }

@@ -563,7 +563,11 @@ impl Shard {
                     }
                 }
                 Message::FeedStart(feed) => self.core.start_feed(feed),
-                Message::ReplApply(batch) => self.core.apply_replicated(*batch),
+                Message::ReplApply(batch) => {
+                    for (channel, payload) in self.core.apply_replicated(*batch) {
+                        self.deliver_replicated(&channel, &payload);
+                    }
+                }
                 Message::ReplAcked => {}
                 Message::ReplInstall {
                     generation,

@@ -38,6 +38,12 @@
 //!   shards is listed once), the counts summed. INFO's `pubsub_channels`/`pubsub_patterns`
 //!   are the sums of the shards' gauges (such a channel counts on each).
 //!
+//! - **Replicas get every message.** A PUBLISH on a primary with replicas also goes into
+//!   the replication stream (`Feeds::publish`: a `PUBLISH` frame after the pass's records),
+//!   and each replica shard delivers it to its own subscribers
+//!   ([`Shard::deliver_replicated`]), as Redis propagates PUBLISH to its replicas. Its reply
+//!   counts the primary's receivers only, as Redis's does.
+//!
 //! What a subscription costs a request that is not Pub/Sub: dispatch tests whether the
 //! session has subscriptions (one load of a field it has in cache) for the RESP2
 //! subscribed-mode refusal; nothing else.
@@ -401,6 +407,7 @@ impl Core {
             return Err(CommandError::NoAuth);
         };
         pubsub::check_channel(user, channel, Perms::WRITE)?;
+        self.feeds.publish(channel, payload);
         let protocol = session.protocol;
         // Subscribed itself: its own message first, as Redis sends it.
         let mut count = 0u64;
@@ -601,6 +608,12 @@ impl Shard {
         batch.buf.clear();
         batch.items.clear();
         self.core.pubsub.local = batch;
+    }
+
+    /// Replica side: a message published on the primary, delivered to this shard's
+    /// subscribers (every replica shard is sent it; nobody waits for a count).
+    pub(super) fn deliver_replicated(&mut self, channel: &[u8], payload: &[u8]) {
+        self.deliver(channel, payload, None);
     }
 
     /// Takes another shard's messages: delivers each, and answers how many got it.

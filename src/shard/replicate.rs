@@ -49,6 +49,9 @@ const WALK_REST_RATIO: u32 = 2;
 /// line): a shard of thousands of partitions logs a few lines, not thousands.
 const MISSES_LOGGED: usize = 4;
 
+/// A message published on the primary (channel, payload), as a replica shard is handed it.
+pub(super) type Published = (Arc<[u8]>, Arc<[u8]>);
+
 /// This shard's feeds and the frames of the pass.
 #[derive(Default)]
 pub(super) struct Feeds {
@@ -59,6 +62,9 @@ pub(super) struct Feeds {
     offset: u64,
     /// Where each partition's frame of this pass lies in `out` (for the backlog).
     subs: Vec<Sub>,
+    /// `PUBLISH` frames of this pass, for the replicas' subscribers: pushed after the pass's
+    /// records ([`Feeds::publish`]).
+    publishes: Vec<u8>,
     /// Made at the first replica's attach (`--repl-backlog` above zero), kept from then
     /// on: the shard streams into it, replica or none (`replication::backlog`).
     backlog: Option<Backlog>,
@@ -189,10 +195,32 @@ impl Feeds {
         self.shipped(Some(s), part_offset);
     }
 
+    /// A message published on this shard, for the subscribers of every replica (Redis
+    /// propagates PUBLISH to its replicas). It goes out after the records of the pass it was
+    /// published in, so a subscriber told of a write by a message finds the write on its
+    /// replica when both are on one shard. It is not a record: no offset moves, and a
+    /// resumed replica is never sent it again (Pub/Sub delivers at most once).
+    pub(super) fn publish(&mut self, channel: &[u8], payload: &[u8]) {
+        if !self.attached.is_empty() {
+            wire::encode(&mut self.publishes, &[b"PUBLISH", channel, payload]);
+        }
+    }
+
+    /// Whether this pass published a message for the replicas.
+    #[inline]
+    pub(super) fn has_publishes(&self) -> bool {
+        !self.publishes.is_empty()
+    }
+
     /// End of the commit: pushes the pass's frames to every feed and keeps them in the
     /// backlog, and forgets the feeds that were dropped. True when that left nothing to
     /// stream to (the caller then stops streaming).
     pub(super) fn flush(&mut self, state: &State, shard: usize) -> bool {
+        if !self.publishes.is_empty() {
+            // After the records: the backlog holds them by their ranges, so it never replays
+            // a message.
+            self.out.append(&mut self.publishes);
+        }
         if self.out.is_empty() {
             return false;
         }
@@ -518,11 +546,14 @@ impl Core {
         self.feeds.attached.iter().any(|a| a.feed.is_dropped())
     }
 
-    /// Replica side: applies what the link sent for this shard's partitions.
-    pub(super) fn apply_replicated(&mut self, batch: ReplBatch) {
+    /// Replica side: applies what the link sent for this shard's partitions; returns the
+    /// messages published on the primary, for the caller to deliver to this shard's
+    /// subscribers once the batch's records are applied.
+    pub(super) fn apply_replicated(&mut self, batch: ReplBatch) -> Vec<Published> {
         let state = self.shared.replication.clone();
         let status = &state.status;
         let bytes = batch.bytes;
+        let mut published = Vec::new();
         if batch.generation == status.generation.load(Ordering::Relaxed) {
             let metrics = &self.shared.metrics.shards[self.id];
             for op in batch.ops {
@@ -530,6 +561,10 @@ impl Core {
                     ReplOp::Full { name, id, keys } => (name, *id, &[][..], Some(*keys)),
                     ReplOp::Snap { name, id, records } | ReplOp::Records { name, id, records } => {
                         (name, *id, &records[..], None)
+                    }
+                    ReplOp::Publish { channel, payload } => {
+                        published.push((channel.clone(), payload.clone()));
+                        continue;
                     }
                 };
                 let Some(Target::Local(local)) = self.routes.get_mut(&name[..]) else {
@@ -589,6 +624,7 @@ impl Core {
             }
         }
         status.in_flight.fetch_sub(bytes, Ordering::Relaxed);
+        published
     }
 }
 
