@@ -14,6 +14,12 @@
 #     REQUESTS  default 200000; redis-benchmark -c 50 -P 16 -r 100000
 #   OPTIONS="eviction allkeys-lru"  partition options for the `bench` partition (CREATE PARTITION
 #             ... <options>), e.g. to count what an eviction policy or a quota costs
+#   RANGE=1000000  keys drawn from (redis-benchmark -r; default 100000)
+#   FILL=300000    SETs into `bench` before counting (e.g. to reach a max-keys quota first)
+#   CACHE_SIM=1    also simulate the caches (a 48 KiB L1d and, as the last level, a 1 MiB L2,
+#             this machine's per-core sizes) and print data misses per request of each: how
+#             much a change misses the cache, which instruction counts do not show (at a quota
+#             of 100k keys the data no longer fits the L2)
 #
 # Prints "<instructions per request> <TEST> <BINARY>" and, with TOP=N set, the N functions with
 # the most instructions (inclusive). Needs valgrind, redis-cli, redis-benchmark.
@@ -35,12 +41,14 @@ for tool in valgrind callgrind_control callgrind_annotate redis-cli redis-benchm
     command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
 done
 
-valgrind --tool=callgrind --callgrind-out-file="$dir/cg.out" "$bin" --port "$port" \
+sim=()
+[ -n "${CACHE_SIM:-}" ] && sim=(--cache-sim=yes --D1=49152,12,64 --LL=1048576,16,64)
+valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$dir/cg.out" "$bin" --port "$port" \
     --data-dir "$dir/data" --shards 1 --admin-password "$pw" >"$dir/log" 2>&1 &
 pid=$!
 cli() { redis-cli -p "$port" --user admin --pass "$pw" --no-auth-warning "$@"; }
 user=admin
-bench() { redis-benchmark -p "$port" --user "$user" -a "$pw" -c 50 -P 16 -r 100000 -q "$@" >/dev/null 2>&1; }
+bench() { redis-benchmark -p "$port" --user "$user" -a "$pw" -c 50 -P 16 -r "${RANGE:-100000}" -q "$@" >/dev/null 2>&1; }
 for _ in $(seq 120); do
     cli ping 2>/dev/null | grep -q PONG && break
     sleep 0.5
@@ -80,6 +88,7 @@ case "$test" in
         ;;
     *) echo "unknown test $test" >&2; exit 2 ;;
 esac
+[ -n "${FILL:-}" ] && bench -n "$FILL" SET bench key:__rand_int__ "$value"
 callgrind_control -z "$pid" >/dev/null
 bench -n "$n" "${cmd[@]}"
 callgrind_control -d "$pid" >/dev/null
@@ -90,6 +99,17 @@ out=$(ls "$dir"/cg.out.* | head -1)
 [ -n "${KEEP:-}" ] && cp "$out" "$KEEP"
 total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "$((total / n)) $test $bin"
+if [ -n "${CACHE_SIM:-}" ]; then
+    # (The totals line holds "value (percent)" pairs in the order of "Events recorded".)
+    callgrind_annotate "$out" 2>/dev/null | awk -v n="$n" '
+        /^Events recorded:/ {for (i = 3; i <= NF; i++) ev[i - 2] = $i}
+        /PROGRAM TOTALS/ {
+            for (i = 1; 2 * i - 1 < NF - 1; i++) {x = $(2 * i - 1); gsub(",", "", x); v[ev[i]] = x}
+            printf "per request: D1 misses %.1f (read %.1f, write %.1f), L2 misses %.1f (read %.1f, write %.1f)\n",
+                (v["D1mr"] + v["D1mw"]) / n, v["D1mr"] / n, v["D1mw"] / n,
+                (v["DLmr"] + v["DLmw"]) / n, v["DLmr"] / n, v["DLmw"] / n
+        }'
+fi
 if [ -n "${TOP:-}" ]; then
     callgrind_annotate --inclusive=yes --auto=no "$out" 2>/dev/null \
         | grep -E '^ *[0-9,]+ +\(' | head -n "$TOP"

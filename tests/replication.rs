@@ -236,6 +236,81 @@ fn writes_during_the_full_sync_are_not_lost() {
     same_partition(&mut p, &mut r, "n", true);
 }
 
+/// A full sync finishes in bounded time while clients keep the primary's only shard busy
+/// (the walk rests after each step taken while clients are served, and still moves on), and
+/// the writes among them are all on the replica afterwards.
+#[test]
+fn a_full_sync_finishes_while_clients_hammer_the_primary() {
+    let primary = Server::start(&["--shards", "1"]);
+    let mut p = primary.client();
+    q_ok::<()>(&mut p, &["CREATE", "PARTITION", "big", "STRING", "MEMORY"]);
+    // ~10 MiB of records: about 150 walk steps, each followed by a rest.
+    let value = "x".repeat(160);
+    for chunk in 0..60 {
+        let mut args = vec!["MSET".to_string(), "big".to_string()];
+        for i in 0..1000 {
+            args.push(format!("key{}", chunk * 1000 + i));
+            args.push(value.clone());
+        }
+        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+        q_ok::<()>(&mut p, &args);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..4u64)
+        .map(|c| {
+            let (stop, served) = (stop.clone(), served.clone());
+            let mut con = primary.client();
+            thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    // Pipelines of reads, and a write in each, back to back.
+                    let mut pipe = redis::pipe();
+                    for j in 0..32 {
+                        pipe.cmd("GET")
+                            .arg("big")
+                            .arg(format!("key{}", (i * 32 + j) % 60_000));
+                    }
+                    pipe.cmd("SET")
+                        .arg("big")
+                        .arg(format!("key{}", (i * 7919 + c) % 60_000))
+                        .arg(format!("new{c}-{i}"))
+                        .ignore();
+                    let got: Vec<Option<String>> = pipe.query(&mut con).unwrap();
+                    assert!(got.iter().all(Option::is_some), "a loaded key went missing");
+                    i += 1;
+                    served.fetch_add(33, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(200));
+    let began = Instant::now();
+    let at_start = served.load(Ordering::Relaxed);
+    let replica = start_replica(primary.port(), &["--shards", "1"]);
+    let mut r = replica_client(&replica);
+    let synced = poll_until(Duration::from_secs(30), || {
+        (repl_info(&mut r, "master_link_status").as_deref() == Some("up")).then_some(())
+    });
+    let took = began.elapsed();
+    let during = served.load(Ordering::Relaxed) - at_start;
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert!(
+        synced.is_some(),
+        "the full sync did not finish in 30 s under load"
+    );
+    assert!(
+        during > 1000,
+        "the clients were served during the sync ({during} requests)"
+    );
+    eprintln!("full sync under load: {took:?}, {during} requests served meanwhile");
+    converge(&mut p, &mut r);
+    same_partition(&mut p, &mut r, "big", false);
+}
+
 /// kill -9 of the primary: the replica keeps serving reads and says its link is down.
 #[test]
 fn a_dead_primary_leaves_the_replica_serving_reads() {

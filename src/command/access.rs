@@ -17,6 +17,8 @@
 //! gets the same `NOPERM` as for one that exists but is not theirs. A caller holding something
 //! on `*` can list every partition anyway, so it is told `NOPARTITION`.
 
+use std::sync::Arc;
+
 use crate::acl::{Perms, User, ALL};
 use crate::catalog::Catalog;
 use crate::protocol::Args;
@@ -43,6 +45,80 @@ pub fn authorize(
         (permission, Some(user)) if user.all.covers(needed(permission)) => Ok(()),
         _ => check(spec, args, user, catalog),
     }
+}
+
+/// What a session's user holds on the partition its data requests named last: a user bound
+/// to one partition (the Redis face's tenant, `CREATE USER ... DEFAULT`) holds nothing on `*`,
+/// so without it every request of theirs would look its grant up by name in the user's map
+/// (about 200 of a GET's 1,700 user-space instructions, `scripts/count-instructions.sh
+/// get-user`). Read by [`authorize_remembered`] only.
+///
+/// It remembers the user by its `Arc`, held: a `User` never changes once built (every ACL
+/// change makes a new one, `Acl::apply`), and the session's user is a new `Arc` from the
+/// first command after any change to it (`shard::dispatch`), so a GRANT or REVOKE is seen
+/// by the very next command, as without the memo. Holding the `Arc` keeps its address from
+/// being reused for another user while remembered.
+#[derive(Debug, Default)]
+pub struct GrantMemo {
+    user: Option<Arc<User>>,
+    /// At most `catalog::MAX_NAME_LEN` bytes (longer names are never remembered).
+    partition: Vec<u8>,
+    /// [`held`] by `user` on `partition`.
+    held: Perms,
+}
+
+/// [`authorize`], for the connection's own requests: the same answer, with what a user who
+/// holds nothing sufficient on `*` holds on a partition remembered in `memo` from one
+/// request to the next (see [`GrantMemo`]). A request the memo does not allow goes through
+/// [`check`], which words the refusal.
+#[inline(always)]
+pub fn authorize_remembered(
+    spec: &CommandSpec,
+    args: &Args,
+    user: Option<&Arc<User>>,
+    catalog: &Catalog,
+    memo: &mut GrantMemo,
+) -> Result<(), CommandError> {
+    match (spec.permission, user) {
+        (Permission::Open, _) => Ok(()),
+        (permission, Some(user)) if user.all.covers(needed(permission)) => Ok(()),
+        (
+            Permission::Read
+            | Permission::Write
+            | Permission::ReadWrite
+            | Permission::WriteReadWithGet,
+            Some(user),
+        ) if spec.partition_arg.is_some() => {
+            let partition = spec.partition_name(args);
+            let known = memo.user.as_ref().is_some_and(|u| Arc::ptr_eq(u, user))
+                && crate::store::same_bytes(&memo.partition, partition);
+            if !known && !remember(memo, user, partition) {
+                return check(spec, args, Some(user), catalog);
+            }
+            if memo.held.covers(needed_by(spec, args)) {
+                Ok(())
+            } else {
+                check(spec, args, Some(user), catalog)
+            }
+        }
+        _ => check(spec, args, user.map(|u| &**u), catalog),
+    }
+}
+
+/// Fills `memo` with what `user` holds on `partition`; false (and `memo` empty) for a name
+/// too long to be a partition's, which is then never remembered.
+#[cold]
+#[inline(never)]
+fn remember(memo: &mut GrantMemo, user: &Arc<User>, partition: &[u8]) -> bool {
+    memo.user = None;
+    memo.partition.clear();
+    if partition.len() > crate::catalog::MAX_NAME_LEN {
+        return false;
+    }
+    memo.partition.extend_from_slice(partition);
+    memo.held = held(user, partition);
+    memo.user = Some(Arc::clone(user));
+    true
 }
 
 /// What a permission needs on its target at most (a `WriteReadWithGet` row needs READ only
@@ -447,6 +523,73 @@ mod tests {
                 spec.name
             );
         }
+    }
+
+    /// The memo answers as the whole check does, for every row of the matrix at every level,
+    /// through one memo carried from request to request and from user to user (as a session's
+    /// is, across logins and ACL versions), and on other partitions and names too long to
+    /// remember.
+    #[test]
+    fn remembered_grants_answer_as_the_check_does() {
+        let catalog = catalog_with_p();
+        let mut memo = GrantMemo::default();
+        let users: Vec<Arc<User>> = (0..LEVELS.len()).map(|l| Arc::new(user_at(l))).collect();
+        let long = "q".repeat(crate::catalog::MAX_NAME_LEN + 1);
+        for round in 0..2 {
+            for (line, _) in MATRIX {
+                let other = line.replace(" p", " q");
+                let too_long = line.replace(" p", &format!(" {long}"));
+                for line in [*line, other.as_str(), too_long.as_str()] {
+                    let (buf, spans) = args_of(line);
+                    let args = Args::new(&buf, &spans);
+                    let spec = lookup(&args).unwrap_or_else(|e| panic!("{line}: {e}"));
+                    for (level, user) in users.iter().enumerate() {
+                        // Twice in a row: filling the memo, then reading it.
+                        for _ in 0..=round {
+                            assert_eq!(
+                                authorize_remembered(spec, &args, Some(user), &catalog, &mut memo),
+                                check(spec, &args, Some(user), &catalog),
+                                "{line} as {}",
+                                LEVELS[level].0
+                            );
+                        }
+                    }
+                    assert_eq!(
+                        authorize_remembered(spec, &args, None, &catalog, &mut memo),
+                        check(spec, &args, None, &catalog),
+                        "{line} before login"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A REVOKE is a new `User` (the session's is replaced from the next command on): the
+    /// memo of the old one allows nothing to the new one.
+    #[test]
+    fn a_revoke_is_seen_by_the_next_request_despite_the_memo() {
+        let catalog = catalog_with_p();
+        let mut memo = GrantMemo::default();
+        let (buf, spans) = args_of("GET p k");
+        let args = Args::new(&buf, &spans);
+        let spec = lookup(&args).unwrap();
+        let reader = Arc::new(user_at(1));
+        for _ in 0..2 {
+            assert_eq!(
+                authorize_remembered(spec, &args, Some(&reader), &catalog, &mut memo),
+                Ok(())
+            );
+        }
+        let mut revoked = (*reader).clone();
+        revoked.grants.clear();
+        let revoked = Arc::new(revoked);
+        let e = authorize_remembered(spec, &args, Some(&revoked), &catalog, &mut memo);
+        assert_eq!(e.unwrap_err().code(), "NOPERM");
+        // And a grant, the other way.
+        assert_eq!(
+            authorize_remembered(spec, &args, Some(&reader), &catalog, &mut memo),
+            Ok(())
+        );
     }
 
     /// READ and WRITE granted apart, on `*` and on `p`: SET needs READ only with GET, and the

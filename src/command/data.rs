@@ -179,18 +179,20 @@ impl Writes<'_, '_> {
         } else {
             0
         };
-        let refusal = if over_memory {
-            Some(quota.over_memory())
+        // (The refusal is a function, called only when the write is refused: building its
+        // message formats the partition's name and allocates: ~300 instructions a write.)
+        let refusal: Option<fn(&Quota) -> CommandError> = if over_memory {
+            Some(Quota::over_memory)
         } else if quota.max_keys != 0
             && (self.partition.len() as u64).saturating_add(new_keys) > quota.max_keys
         {
-            Some(quota.over_keys())
+            Some(Quota::over_keys)
         } else {
             None
         };
         match refusal {
             None => Ok(()),
-            Some(refusal) if !self.partition.eviction().evicts() => Err(refusal),
+            Some(refusal) if !self.partition.eviction().evicts() => Err(refusal(quota)),
             Some(refusal) => self.evict_to_quota(keys, growth, new_keys, refusal),
         }
     }
@@ -205,7 +207,7 @@ impl Writes<'_, '_> {
         keys: impl Iterator<Item = &'k [u8]> + Clone,
         growth: u64,
         new_keys: u64,
-        refusal: CommandError,
+        refusal: fn(&Quota) -> CommandError,
     ) -> Result<(), CommandError> {
         let _event = crate::latency::Timer::start(crate::latency::Event::Eviction);
         let quota = self.quota;
@@ -214,7 +216,7 @@ impl Writes<'_, '_> {
         if (quota.max_memory != 0 && growth > quota.max_memory)
             || (quota.max_keys != 0 && new_keys > quota.max_keys)
         {
-            return Err(refusal);
+            return Err(refusal(quota));
         }
         loop {
             let over_memory = quota.max_memory != 0
@@ -226,7 +228,7 @@ impl Writes<'_, '_> {
                 return Ok(());
             }
             if !self.evict_one(keys.clone()) {
-                return Err(refusal);
+                return Err(refusal(quota));
             }
         }
     }

@@ -49,6 +49,9 @@ pub struct Session {
     /// from the next command.
     pub user: Option<Arc<User>>,
     pub acl_version: u64,
+    /// What `user` holds on the partition its last data request named (`access`): a user
+    /// without grants on `*` pays one name lookup per partition change, not per request.
+    pub grant_memo: super::access::GrantMemo,
     /// A login whose password check is on the hasher pool; the connection's barrier is up.
     pub pending_login: Option<PendingLogin>,
     /// Failed logins in a row; the connection is closed at [`MAX_AUTH_FAILURES`].

@@ -192,6 +192,11 @@ pub enum Parsed {
 /// 20 digits and the CRLF fit easily.
 const MAX_HEADER_LINE: usize = 32;
 
+/// Most arguments of a request that [`Parser::parse_into`] frames in one pass. A GET, a SET
+/// with options, an MSET of 10 keys fit; a longer request takes the general, resumable path,
+/// so that one arriving in many reads is never re-scanned from its start on each.
+const WHOLE_MAX_ARGS: usize = 32;
+
 /// Resumable state of a RESP array being framed.
 #[derive(Debug, Default, Clone, Copy)]
 struct ArrayState {
@@ -280,6 +285,101 @@ impl Parser {
             Some(b'*') => self.parse_array_header(buf),
             Some(_) => self.parse_inline(buf),
         }
+    }
+
+    /// [`Parser::parse`], with the request's arguments appended to `out` (each span moved by
+    /// `shift`) instead of kept in [`Parser::args`]: what the shard's batch framing wants,
+    /// one copy of the spans instead of two. `out` is left as it was unless a request is
+    /// returned. With `GAP`, the first argument's span is appended twice: room for one more
+    /// argument after it, where the Redis face puts the selected partition (`shard::input`);
+    /// the request as it came is then the spans from the second on.
+    ///
+    /// A request that lies whole in `buf`, with few arguments and short headers (nearly every
+    /// request of a pipeline), is framed in one pass with no state kept
+    /// ([`Parser::frame_whole`]); anything else (a partial request, `*0`, an inline line, a
+    /// malformed or huge one) goes through [`Parser::parse`], which gives the same answer for
+    /// the requests the one pass takes (the unit tests compare them at every cut of many
+    /// requests, good and bad).
+    ///
+    /// `GAP` is a constant so that GoKV grammar's framing carries no test of it.
+    #[inline]
+    pub fn parse_into<const GAP: bool>(
+        &mut self,
+        buf: &mut [u8],
+        out: &mut Vec<Span>,
+        shift: u32,
+    ) -> Result<Parsed, ProtocolError> {
+        if self.array.is_none() {
+            if let Some(consumed) = self.frame_whole::<GAP>(buf, out, shift) {
+                return Ok(Parsed::Request { consumed });
+            }
+        }
+        let parsed = self.parse(buf)?;
+        if let Parsed::Request { .. } = parsed {
+            let moved = |s: &Span| Span {
+                start: s.start + shift,
+                end: s.end + shift,
+            };
+            if GAP {
+                // Every request has a first argument (the command's name).
+                out.push(moved(&self.spans[0]));
+            }
+            out.extend(self.spans.iter().map(moved));
+        }
+        Ok(parsed)
+    }
+
+    /// The one-pass framing of [`Parser::parse_into`]: a RESP array of 1 to
+    /// [`WHOLE_MAX_ARGS`] bulk strings, every header 1 to 18 digits, all of it in `buf` and
+    /// within the limits. `None` (with `out` as it was) for anything else, which the general
+    /// path then frames (or refuses) as always. Bounded work per call: at most
+    /// [`WHOLE_MAX_ARGS`] headers are read, so a huge request that arrives in pieces is
+    /// re-scanned only by the general path's resumable framing, never from its start each time.
+    #[inline]
+    fn frame_whole<const GAP: bool>(
+        &self,
+        buf: &[u8],
+        out: &mut Vec<Span>,
+        shift: u32,
+    ) -> Option<usize> {
+        // Every offset below is < buf.len(), so each moved span fits a u32 (the general
+        // path's FrameTooLarge case never reaches here).
+        if buf.len() > (u32::MAX - shift) as usize || buf.first() != Some(&b'*') {
+            return None;
+        }
+        let (count, mut pos) = read_short_header(buf, 1)?;
+        if count == 0 || count > WHOLE_MAX_ARGS || count > self.limits.max_args {
+            return None;
+        }
+        let mark = out.len();
+        out.reserve(count + 1);
+        for i in 0..count {
+            let framed = if buf.get(pos) == Some(&b'$') {
+                read_short_header(buf, pos + 1).and_then(|(len, start)| {
+                    // No overflow: len < 10^18 and start < buf.len().
+                    let end = start + len;
+                    (len <= self.limits.max_bulk_len
+                        && buf.get(end..end + 2) == Some(b"\r\n".as_slice()))
+                    .then_some((start, end))
+                })
+            } else {
+                None
+            };
+            let Some((start, end)) = framed else {
+                out.truncate(mark);
+                return None;
+            };
+            let span = Span {
+                start: start as u32 + shift,
+                end: end as u32 + shift,
+            };
+            if GAP && i == 0 {
+                out.push(span);
+            }
+            out.push(span);
+            pos = end + 2;
+        }
+        Some(pos)
     }
 
     fn parse_array_header(&mut self, buf: &mut [u8]) -> Result<Parsed, ProtocolError> {
@@ -450,6 +550,26 @@ fn read_small_number_line(buf: &[u8], from: usize) -> Option<(i64, usize)> {
     }
     (i > from && buf.get(i) == Some(&b'\r') && buf.get(i + 1) == Some(&b'\n'))
         .then_some((value, i + 2))
+}
+
+/// [`read_small_number_line`] for the one-pass framing, with the one- and two-digit numbers
+/// of nearly every header (`*3`, `$3`, `$32`) read from one 4-byte word: same answers (a
+/// unit test compares them), a third of the instructions of the digit loop.
+#[inline(always)]
+fn read_short_header(buf: &[u8], from: usize) -> Option<(usize, usize)> {
+    if let Some(&[b0, b1, b2, b3]) = buf.get(from..from + 4) {
+        let word = u32::from_le_bytes([b0, b1, b2, b3]);
+        let (d0, d1) = (b0.wrapping_sub(b'0'), b1.wrapping_sub(b'0'));
+        if d0 <= 9 {
+            if (word >> 8) & 0xffff == 0x0a0d {
+                return Some((usize::from(d0), from + 3));
+            }
+            if d1 <= 9 && word >> 16 == 0x0a0d {
+                return Some((usize::from(d0) * 10 + usize::from(d1), from + 4));
+            }
+        }
+    }
+    read_small_number_line(buf, from).map(|(value, next)| (value as usize, next))
 }
 
 #[cold]
@@ -658,6 +778,237 @@ mod tests {
                 );
             }
         }
+    }
+
+    proptest::proptest! {
+        /// `parse_into` (its one-pass framing, or the general path behind it) answers every
+        /// byte string as `parse` does, spans and errors alike.
+        #[test]
+        fn parse_into_agrees_on_random_bytes(
+            bytes in proptest::collection::vec(proptest::sample::select(
+                b"*$0123456789-\r\nab:".to_vec()), 0..48),
+            small in proptest::bool::ANY,
+        ) {
+            let limits = if small { SMALL } else { Limits::default() };
+            both_paths_agree(&bytes, limits);
+        }
+    }
+
+    const SMALL: Limits = Limits {
+        max_bulk_len: 16,
+        max_inline_len: 32,
+        max_args: 4,
+    };
+
+    /// Frames `input` with `parse_into` (after spans already in `out`, moved by a shift) and
+    /// with `parse` on a fresh parser each, and checks they agree: outcome, error and spans.
+    fn both_paths_agree(input: &[u8], limits: Limits) {
+        let (mut whole, mut general) = (Parser::new(limits), Parser::new(limits));
+        let earlier = Span { start: 7, end: 9 };
+        let mut out = vec![earlier];
+        let got = whole.parse_into::<false>(&mut input.to_vec(), &mut out, 5);
+        let want = general.parse(&mut input.to_vec());
+        let mut spans = vec![earlier];
+        if let Ok(Parsed::Request { .. }) = want {
+            spans.extend(general.args().iter().map(|s| Span {
+                start: s.start + 5,
+                end: s.end + 5,
+            }));
+        }
+        let shown = input.escape_ascii().to_string();
+        assert_eq!(got, want, "{shown}");
+        assert_eq!(out, spans, "{shown}");
+        // With a gap: the first argument twice, the rest as without.
+        let mut gapped = Parser::new(limits);
+        let mut out = vec![earlier];
+        assert_eq!(
+            gapped.parse_into::<true>(&mut input.to_vec(), &mut out, 5),
+            want,
+            "{shown}"
+        );
+        if spans.len() > 1 {
+            spans.insert(1, spans[1]);
+        }
+        assert_eq!(out, spans, "{shown} with a gap");
+    }
+
+    /// Requests good and bad, for the one-pass framing's edges: lengths of 0, 1, 2 and 18
+    /// digits, binary data, too many arguments for it or for the limits, negative, non-digit
+    /// and huge lengths, a missing or short CRLF, leading zeros, LF without CR.
+    const EDGE_CASES: &[&[u8]] = &[
+        b"*2\r\n$3\r\nGET\r\n$5\r\nkey:1\r\n",
+        b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$32\r\nxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n",
+        b"*1\r\n$0\r\n\r\n",
+        b"*1\r\n$4\r\na\r\nb\r\n",
+        b"*01\r\n$004\r\nPING\r\n",
+        b"*0\r\n",
+        b"*-1\r\n",
+        b"*1\r\n$-1\r\n",
+        b"*1\r\n$-5\r\nabc\r\n",
+        b"*1\r\n$x\r\n",
+        b"*1\r\n$\r\n\r\n",
+        b"*\r\n",
+        b"*1\r\n:1\r\n",
+        b"*2\r\n$1\r\na\r\n*1\r\n",
+        b"*1\r\n$3\r\nabcde\r\n",
+        b"*1\r\n$3\r\nabc\rX",
+        b"*1\r\n$3\r\nabc\n\r",
+        b"*1\n$3\r\nabc\r\n",
+        b"*1\r\n$3\nabc\r\n",
+        b"*1\r\n$3 \r\nabc\r\n",
+        b"*1\r\n$17\r\n01234567890123456\r\n",
+        b"*1\r\n$999999999999999999\r\nabc\r\n",
+        b"*1\r\n$9999999999999999999\r\nabc\r\n",
+        b"*1\r\n$99999999999999999999999\r\n",
+        b"*999999999999999999\r\n$1\r\na\r\n",
+        b"*99999999999999999999\r\n",
+        b"*5\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n$1\r\ne\r\n",
+        b"*4\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n$1\r\nd\r\n",
+        b"PING\r\n",
+        b"SET p k v\n",
+    ];
+
+    /// `n` one-byte arguments: one past the one-pass framing's 32, or within it.
+    fn many_args(n: usize) -> Vec<u8> {
+        let mut request = format!("*{n}\r\n").into_bytes();
+        for _ in 0..n {
+            request.extend_from_slice(b"$1\r\nx\r\n");
+        }
+        request
+    }
+
+    #[test]
+    fn parse_into_agrees_at_every_cut_of_every_edge_case() {
+        let mut cases: Vec<Vec<u8>> = EDGE_CASES.iter().map(|c| c.to_vec()).collect();
+        cases.extend([many_args(32), many_args(33)]);
+        for case in &cases {
+            for cut in 0..=case.len() {
+                for limits in [Limits::default(), SMALL] {
+                    both_paths_agree(&case[..cut], limits);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn parse_into_frames_a_pipeline_cut_anywhere_as_parse_does() {
+        let mut pipeline = Vec::new();
+        for case in EDGE_CASES.iter().take(5) {
+            pipeline.extend_from_slice(case);
+        }
+        pipeline.extend(many_args(32));
+        pipeline.extend(many_args(33));
+        pipeline.extend_from_slice(b"PING\r\n*1\r\n$4\r\nPING\r\n");
+        let expected = feed_in_chunks(&pipeline, &[]);
+        assert_eq!(expected.len(), 9);
+        for split in 0..=pipeline.len() {
+            assert_eq!(
+                feed_in_chunks_into(&pipeline, &[split]),
+                expected,
+                "split at {split}"
+            );
+        }
+        let every: Vec<usize> = (1..pipeline.len()).collect();
+        assert_eq!(feed_in_chunks_into(&pipeline, &every), expected);
+    }
+
+    #[test]
+    fn parse_into_leaves_out_as_it_was_unless_it_frames_a_request() {
+        let mut parser = Parser::new(Limits::default());
+        let mut out = vec![Span { start: 1, end: 2 }];
+        for bad in [
+            &b"*2\r\n$3\r\nGET\r\n$5\r\nke"[..],
+            b"*1\r\n$3\r\nabcde\r\n",
+        ] {
+            let _ = parser.parse_into::<false>(&mut bad.to_vec(), &mut out, 0);
+            assert_eq!(out, [Span { start: 1, end: 2 }]);
+            parser.reset();
+        }
+        let mut get = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n".to_vec();
+        assert_eq!(
+            parser.parse_into::<false>(&mut get, &mut out, 100),
+            Ok(Parsed::Request { consumed: 20 })
+        );
+        assert_eq!(
+            out,
+            [
+                Span { start: 1, end: 2 },
+                Span {
+                    start: 108,
+                    end: 111
+                },
+                Span {
+                    start: 117,
+                    end: 118
+                }
+            ]
+        );
+    }
+
+    /// [`feed_in_chunks`] through `parse_into`, as the shard frames: spans appended to one
+    /// list, moved by the frame's offset in the buffer.
+    fn feed_in_chunks_into(input: &[u8], cuts: &[usize]) -> Vec<Vec<Vec<u8>>> {
+        let mut parser = Parser::new(Limits::default());
+        let mut buf: Vec<u8> = Vec::new();
+        let mut out = Vec::new();
+        let mut last = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+            buf.extend_from_slice(&input[last..cut]);
+            last = cut;
+            let mut offset = 0;
+            let mut spans = Vec::new();
+            loop {
+                let first = spans.len();
+                match parser
+                    .parse_into::<false>(&mut buf[offset..], &mut spans, offset as u32)
+                    .unwrap()
+                {
+                    Parsed::Request { consumed } => {
+                        out.push(
+                            spans[first..]
+                                .iter()
+                                .map(|s| buf[s.range()].to_vec())
+                                .collect(),
+                        );
+                        offset += consumed;
+                    }
+                    Parsed::Skip { consumed } => offset += consumed,
+                    Parsed::Incomplete => break,
+                }
+            }
+            buf.drain(..offset);
+        }
+        assert!(buf.is_empty(), "left over: {buf:?}");
+        out
+    }
+
+    proptest::proptest! {
+        /// The word-at-a-time header read answers as the digit loop does.
+        #[test]
+        fn short_header_agrees(
+            bytes in proptest::collection::vec(proptest::sample::select(
+                b"0123456789-\r\nx".to_vec()), 0..8),
+            from in 0usize..3,
+        ) {
+            let from = from.min(bytes.len());
+            proptest::prop_assert_eq!(
+                read_short_header(&bytes, from),
+                read_small_number_line(&bytes, from).map(|(v, n)| (v as usize, n))
+            );
+        }
+    }
+
+    #[test]
+    fn short_header_reads_one_and_two_digits_from_a_word() {
+        assert_eq!(read_short_header(b"$3\r\nGET", 1), Some((3, 4)));
+        assert_eq!(read_short_header(b"$32\r\nx", 1), Some((32, 5)));
+        assert_eq!(read_short_header(b"$3\r\n", 1), Some((3, 4)));
+        assert_eq!(read_short_header(b"$123\r\n", 1), Some((123, 6)));
+        assert_eq!(read_short_header(b"$3\rx\r\n", 1), None);
+        assert_eq!(read_short_header(b"$3x\r\n", 1), None);
+        assert_eq!(read_short_header(b"$-1\r\n", 1), None);
+        assert_eq!(read_short_header(b"$\r\n\r\n", 1), None);
+        assert_eq!(read_short_header(b"$3\r", 1), None);
     }
 
     #[test]

@@ -149,6 +149,19 @@ impl<'a> ReplyWriter<'a> {
 
     #[inline]
     fn header(&mut self, kind: u8, len: usize) {
+        // The short headers of nearly every reply (`$5`, `$32`, `*2`) in one copy instead
+        // of three.
+        if len < 10 {
+            self.buf
+                .extend_from_slice(&[kind, b'0' + len as u8, b'\r', b'\n']);
+            return;
+        }
+        if len < 100 {
+            let (tens, ones) = ((len / 10) as u8, (len % 10) as u8);
+            self.buf
+                .extend_from_slice(&[kind, b'0' + tens, b'0' + ones, b'\r', b'\n']);
+            return;
+        }
         self.buf.push(kind);
         self.buf
             .extend_from_slice(itoa::Buffer::new().format(len).as_bytes());
@@ -176,6 +189,22 @@ mod tests {
             encode(Protocol::Resp2, |w| w.error("ERR", "bad\r\nthing")),
             b"-ERR bad  thing\r\n"
         );
+    }
+
+    /// The one-copy short headers write what the general form does, at and around the
+    /// lengths where they switch.
+    #[test]
+    fn headers_of_every_length_read_as_decimal() {
+        for len in (0..1100).chain([9_999, 10_000, 1 << 20, usize::MAX]) {
+            let data = vec![b'v'; len.min(1100)];
+            let mut want = format!("${}\r\n", data.len()).into_bytes();
+            want.extend_from_slice(&data);
+            want.extend_from_slice(b"\r\n");
+            assert_eq!(encode(Protocol::Resp2, |w| w.bulk(&data)), want, "{len}");
+            let mut buf = b"x".to_vec();
+            ReplyWriter::new(&mut buf, Protocol::Resp2).header(b'*', len);
+            assert_eq!(buf, format!("x*{len}\r\n").into_bytes());
+        }
     }
 
     #[test]

@@ -19,12 +19,37 @@ pub struct Applied {
     pub skipped: u64,
 }
 
+/// Most keys a replica makes room for at a `FULL` frame's count (a bigger partition grows
+/// past it as usual): the primary's word cannot size an index of more than 32M slots
+/// (6 bytes each, ~200 MB) up front.
+pub const MAX_RESERVE: usize = 1 << 24;
+
 fn expiry(deadline: Option<u64>) -> Expiry {
     deadline.map_or(Expiry::Clear, Expiry::At)
 }
 
+/// Records decoded and prefetched together before they are applied (see [`apply`]).
+const WINDOW: usize = 16;
+
+/// The key a record touches, if any.
+fn key_of<'a>(rec: &Record<'a>) -> Option<&'a [u8]> {
+    match *rec {
+        Record::SetStr { key, .. }
+        | Record::SetInt { key, .. }
+        | Record::Del { key }
+        | Record::Deadline { key, .. } => Some(key),
+        Record::Clear | Record::End { .. } => None,
+    }
+}
+
 /// Applies every record of `records` to `partition` (through `journal` when it is durable).
 /// `Err`: a record is damaged (nothing after it is applied; the link must sync again).
+///
+/// Records go [`WINDOW`] at a time: decoded, then the table lines of all their keys
+/// prefetched in the two steps a client's batch takes (`shard::input::prefetch_keys`), then
+/// applied in order. One at a time, each write waited for two cache misses (its slot, then
+/// its entry) in turn: on a replica of a 1M-key partition under SET -P 16 that was three
+/// quarters of its shard's time.
 pub fn apply(
     records: &[u8],
     partition: &mut Partition,
@@ -32,18 +57,61 @@ pub fn apply(
 ) -> Result<Applied, String> {
     let mut done = Applied::default();
     let mut at = 0;
+    let mut window: [(Record<'_>, u64); WINDOW] = [(Record::Clear, 0); WINDOW];
     while at < records.len() {
-        let (rec, len) = match record::decode(&records[at..]) {
-            Decoded::Record(rec, len) => (rec, len),
-            Decoded::Incomplete { .. } => {
-                return Err(format!("a record cut short at byte {at} of a frame"))
+        let mut n = 0;
+        let mut damaged = None;
+        while n < WINDOW && at < records.len() {
+            match record::decode(&records[at..]) {
+                Decoded::Record(rec, len) => {
+                    let hash = key_of(&rec).map_or(0, |k| partition.hash_key(k));
+                    window[n] = (rec, hash);
+                    n += 1;
+                    at += len;
+                }
+                Decoded::Incomplete { .. } => {
+                    damaged = Some(format!("a record cut short at byte {at} of a frame"));
+                    break;
+                }
+                Decoded::Damaged(why) => {
+                    damaged = Some(format!("record at byte {at}: {why}"));
+                    break;
+                }
             }
-            Decoded::Damaged(why) => return Err(format!("record at byte {at}: {why}")),
-        };
-        at += len;
+        }
+        if n > 1 {
+            for (rec, hash) in &window[..n] {
+                if key_of(rec).is_some() {
+                    partition.prefetch(*hash);
+                }
+            }
+            for (rec, hash) in &window[..n] {
+                if key_of(rec).is_some() {
+                    partition.prefetch_entry(*hash);
+                }
+            }
+        }
+        for &(rec, _) in &window[..n] {
+            apply_one(rec, partition, &mut journal, &mut done);
+        }
+        if let Some(why) = damaged {
+            return Err(why);
+        }
+    }
+    Ok(done)
+}
+
+/// Applies one decoded record.
+fn apply_one(
+    rec: Record<'_>,
+    partition: &mut Partition,
+    journal: &mut Option<&mut Journal>,
+    done: &mut Applied,
+) {
+    {
         done.records += 1;
         let schema = partition.schema();
-        match (rec, &mut journal) {
+        match (rec, journal) {
             (Record::SetStr { .. }, _) if schema == Schema::Int => done.skipped += 1,
             (Record::SetInt { .. }, _) if schema == Schema::String => done.skipped += 1,
             (
@@ -96,7 +164,6 @@ pub fn apply(
             (Record::End { .. }, _) => done.skipped += 1,
         }
     }
-    Ok(done)
 }
 
 /// Empties a partition for its full sync (through its journal when it is durable: a
@@ -170,6 +237,52 @@ mod tests {
         assert_eq!(p.len(), 2, "but still held until the primary's DEL");
         apply(&recs(&[Record::Del { key: b"old" }]), &mut p, None).unwrap();
         assert_eq!(p.len(), 1);
+    }
+
+    /// Records go a window at a time: many windows apply in order (a key written, deleted
+    /// and written again across window boundaries ends as the last record says), and damage
+    /// in the middle of a window still applies everything before it and nothing after.
+    #[test]
+    fn windows_apply_in_order_and_damage_mid_window_stops_there() {
+        let mut p = Partition::new(Schema::String, Arc::default());
+        let keys: Vec<Vec<u8>> = (0..100).map(|i| format!("k{i}").into_bytes()).collect();
+        let mut list = Vec::new();
+        for round in 0..3u8 {
+            for (i, k) in keys.iter().enumerate() {
+                if i % 7 == round as usize {
+                    list.push(Record::Del { key: k });
+                } else {
+                    list.push(Record::SetStr {
+                        key: k,
+                        value: std::slice::from_ref(&[b'a', b'b', b'c'][round as usize]),
+                        deadline: None,
+                    });
+                }
+            }
+        }
+        let done = apply(&recs(&list), &mut p, None).unwrap();
+        assert_eq!(done.records, 300);
+        for (i, k) in keys.iter().enumerate() {
+            let want = (i % 7 != 2).then_some(ValueRef::Str(b"c"));
+            assert_eq!(p.get(k), want, "key {i}");
+        }
+        // Damage in record 20 (the second window's fifth): 20 applied, none after.
+        let mut q = Partition::new(Schema::String, Arc::default());
+        let list: Vec<Record> = keys[..40]
+            .iter()
+            .map(|k| Record::SetStr {
+                key: k,
+                value: b"v",
+                deadline: None,
+            })
+            .collect();
+        let mut bytes = recs(&list[..20]);
+        let damaged_at = bytes.len();
+        bytes.extend(recs(&list[20..]));
+        bytes[damaged_at + 5] ^= 0xff;
+        assert!(apply(&bytes, &mut q, None).is_err());
+        assert_eq!(q.len(), 20);
+        assert!(keys[..20].iter().all(|k| q.get(k).is_some()));
     }
 
     #[test]

@@ -25,8 +25,10 @@
 //! CATALOG <catalog text>      the whole catalog, in the catalog file's format
 //!                             (persist::catalog_file), sent at the start and on every change
 //! USERS <users.json text>     every user and grant (acl::store), same
-//! FULL <shard> <shard-offset> <partition-id> <partition-offset>
+//! FULL <shard> <shard-offset> <partition-id> <partition-offset> <keys>
 //!                             a full sync of the partition begins: the replica empties it
+//!                             and sizes its table for <keys> (the count when the walk
+//!                             began, capped; absent from older primaries: none)
 //! RESUME <shard> <shard-offset> <partition-id> <partition-offset>
 //!                             the partition is resumed from <partition-offset> (the one
 //!                             the replica asked): the RECORDS that follow continue it
@@ -87,7 +89,11 @@
 //! would take the queue past `--repl-buffer` bytes, the replica is dropped (its socket
 //! closed) and must sync again. Snapshot slices are paced: a walk only sends its next slice
 //! while the feed holds less than a few MiB, so a full sync never fills the queue on its
-//! own; only live writes faster than the replica can take them do.
+//! own; only live writes faster than the replica can take them do. And while the shard serves
+//! clients, each slice (at most 64 KiB or 250 us) is followed by a rest twice its time, so
+//! that the walk never keeps the shard's thread busy from pass to pass: the clients' requests
+//! wait for at most a slice, and the thread stays one the scheduler wakes promptly
+//! (`shard::replicate::WalkPace`).
 //!
 //! # The replica
 //! A thread of its own ([`replica`]) holds the link: connect, log in, `REPLSYNC`, read

@@ -637,9 +637,16 @@ impl Runner {
             b"FULL" => {
                 let (pshard, shard_offset, id) = (num(1)? as usize, num(2)?, num(3)?);
                 let offset = num(4)?;
+                // The key count came later than the rest: a primary without it sends none.
+                let keys = match parts.get(5) {
+                    Some(_) => num(5)?,
+                    None => 0,
+                };
+                let keys = keys.min(crate::replication::apply::MAX_RESERVE as u64) as usize;
                 self.op(batches, id, pshard, shard_offset, |name| ReplOp::Full {
                     name,
                     id,
+                    keys,
                 });
                 self.hold(id, pshard, offset, false);
                 sync.whole += 1;

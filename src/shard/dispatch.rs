@@ -7,7 +7,7 @@
 //! The local path and the forwarded path ([`forward`](super::forward)) both run a data
 //! command through [`execute_data`].
 
-use crate::command::access::authorize;
+use crate::command::access::authorize_remembered;
 use crate::command::data::{self, DataLimits};
 use crate::command::error::printable;
 use crate::command::quota::Quota;
@@ -70,7 +70,10 @@ impl Core {
         };
         // CLIENT LIST's `cmd`: one store.
         session.last_command = Some(spec);
-        if let Err(e) = authorize(spec, args, session.user.as_deref(), &self.catalog) {
+        let user = session.user.as_ref();
+        if let Err(e) =
+            authorize_remembered(spec, args, user, &self.catalog, &mut session.grant_memo)
+        {
             self.shared.metrics.shards[self.id].command_stats[spec.id as usize].rejected();
             transaction::spoil(session);
             replies.push_ready(protocol, |w| e.write_to(w));

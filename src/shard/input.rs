@@ -5,9 +5,11 @@
 //! [`BATCH`] requests at a time under the session's current limits; the table lines the
 //! batch's local keys will touch are prefetched together ([`prefetch_keys`]), then the
 //! requests run one by one. A request of a connection in Redis grammar (one that has
-//! `SELECT`ed a partition) is first rewritten into its GoKV form, the selected partition
-//! inserted as argument 1, in the shard's one reusable [`RedisForm`](crate::command::face)
-//! buffer; from there on it is any request. Reading pauses ([`is_paused`]) while a barrier is up, while too
+//! `SELECT`ed a partition) first becomes its GoKV form, the selected partition inserted as
+//! argument 1: in place (the name is laid once per batch just past the input, and each frame
+//! has room for its span, so nothing is copied), or, when the selection changed within the
+//! batch, built in the shard's one reusable [`RedisForm`](crate::command::face) buffer; from
+//! there on it is any request. Reading pauses ([`is_paused`]) while a barrier is up, while too
 //! many requests wait for other shards, or while too much output is unwritten.
 //!
 //! Runs on the shard's thread only; never blocks (the socket is non-blocking).
@@ -61,6 +63,11 @@ pub(super) struct Batch {
     /// Arguments of all frames, relative to the batch's start in the read buffer.
     spans: Vec<Span>,
     frames: Vec<Frame>,
+    /// Framed in Redis grammar: each request's first span is there twice (the parser's
+    /// `gap`), so that the selected partition's span can take the second's place and the
+    /// request run in its GoKV form without a copy; the request as it came is its spans from
+    /// the second on.
+    gapped: bool,
 }
 
 impl Batch {
@@ -86,7 +93,9 @@ pub(super) fn prefetch_keys<'a>(
         // `zip` asks `hashed` first, so no request is taken without a slot.
         for (slot, (name, key)) in hashed.iter_mut().zip(requests.by_ref()) {
             let partition = match last {
-                Some((previous, partition)) if previous == name => partition,
+                Some((previous, partition)) if crate::store::same_bytes(previous, name) => {
+                    partition
+                }
                 _ => {
                     let partition = match routes.get(name) {
                         Some(Target::Local(p)) => Some(&p.data),
@@ -105,6 +114,26 @@ pub(super) fn prefetch_keys<'a>(
         for (partition, hash) in hashed.iter().flatten() {
             partition.prefetch_entry(*hash);
         }
+    }
+}
+
+/// Writes `selected` into the read buffer just past the input (`rbuf[rend..]`, growing the
+/// buffer if its free space is shorter), and returns where it lies relative to `base`, the
+/// batch's start: the Redis face's rewrite then inserts that span into each request instead
+/// of copying the request's bytes next to a copy of the name (`command::face::RedisForm`).
+/// The bytes past `rend` are not input: the next read overwrites them, and nothing framed
+/// ever reaches them (the parser reads `rbuf[..rend]` only).
+fn lay_selected(rbuf: &mut Vec<u8>, base: usize, rend: usize, selected: &[u8]) -> Span {
+    let end = rend + selected.len();
+    if rbuf.len() < end {
+        rbuf.resize(end, 0);
+    }
+    rbuf[rend..end].copy_from_slice(selected);
+    // Offsets from `base` fit a u32 as the framed spans do; the name adds at most
+    // `catalog::MAX_NAME_LEN` bytes (a selected name is an existing partition's).
+    Span {
+        start: (rend - base) as u32,
+        end: (end - base) as u32,
     }
 }
 
@@ -202,6 +231,9 @@ impl Core {
             // login has succeeded).
             conn.sync_limits();
             batch.clear();
+            // In Redis grammar every frame gets room for the selected partition after its
+            // first argument (see `Batch::gapped`).
+            batch.gapped = conn.session.selected.is_some();
             let base = conn.rstart;
             let mut offset = 0;
             while batch.frames.len() < BATCH && base + offset < conn.rend {
@@ -213,15 +245,18 @@ impl Core {
                 if inline && !batch.frames.is_empty() {
                     break;
                 }
-                let parsed = conn.parser.parse(&mut conn.rbuf[at..conn.rend]);
                 let first_span = batch.spans.len();
+                // Spans relative to the batch's start: the frame's offset in it fits a u32
+                // as the spans in the frame do (the parser's limits).
+                let (buf, shift) = (&mut conn.rbuf[at..conn.rend], offset as u32);
+                let parsed = if batch.gapped {
+                    conn.parser.parse_into::<true>(buf, &mut batch.spans, shift)
+                } else {
+                    conn.parser
+                        .parse_into::<false>(buf, &mut batch.spans, shift)
+                };
                 let kind = match parsed {
                     Ok(Parsed::Request { consumed }) => {
-                        let shift = offset as u32;
-                        batch.spans.extend(conn.parser.args().iter().map(|s| Span {
-                            start: s.start + shift,
-                            end: s.end + shift,
-                        }));
                         offset += consumed;
                         FrameKind::Request
                     }
@@ -245,8 +280,15 @@ impl Core {
             if batch.frames.is_empty() {
                 break; // only an incomplete request is left
             }
-            // 2. Prefetch what the local requests will look up.
-            let input = &conn.rbuf[base..conn.rend];
+            // 2. In Redis grammar, lay the selected partition's name just past the input (see
+            // `lay_selected`); then prefetch what the local requests will look up.
+            let laid = conn
+                .session
+                .selected
+                .as_deref()
+                .map(|selected| lay_selected(&mut conn.rbuf, base, conn.rend, selected));
+            let input_end = laid.map_or(conn.rend, |span| base + span.end as usize);
+            let input = &conn.rbuf[base..input_end];
             self.prefetch(input, &batch, conn.session.selected.as_deref());
             // 3. Run, in order. MONITOR: one relaxed load a batch while no one monitors.
             let monitored = self.shared.monitors.any();
@@ -260,15 +302,38 @@ impl Core {
                 }
                 match &frame.kind {
                     FrameKind::Request => {
-                        let args = Args::new(input, &batch.spans[frame.spans.clone()]);
+                        // The request as it came (past the gap, if it has one).
+                        let first = frame.spans.start;
+                        let args = if batch.gapped {
+                            Args::new(input, &batch.spans[first + 1..frame.spans.end])
+                        } else {
+                            Args::new(input, &batch.spans[frame.spans.clone()])
+                        };
                         commands += 1;
-                        // Redis grammar (a partition is selected): the request's GoKV form
-                        // is built first, out of line, and runs as any request does. GoKV
-                        // grammar pays this one test.
+                        // Redis grammar (a partition is selected): a data command runs in its
+                        // GoKV form, the selected partition inserted as argument 1: in place,
+                        // its span written into the frame's gap when the name laid past the
+                        // input is the one selected now, else built by the face (a SELECT
+                        // earlier in this batch). GoKV grammar pays this one test.
                         let (args, spec) = match conn.session.selected.as_deref() {
                             None => (args, None),
-                            Some(selected) => match form.rewrite(&args, selected) {
+                            Some(selected) => match form.rewrite(
+                                &args,
+                                selected,
+                                batch.gapped
+                                    && laid.is_some_and(|span| {
+                                        crate::store::same_bytes(&input[span.range()], selected)
+                                    }),
+                            ) {
                                 Rewrite::AsIs => (args, None),
+                                Rewrite::Insert(spec) => {
+                                    // `in_place` was asked only with a name laid.
+                                    if let Some(name) = laid {
+                                        batch.spans[first + 1] = name;
+                                    }
+                                    let spans = &batch.spans[frame.spans.clone()];
+                                    (Args::new(input, spans), Some(spec))
+                                }
                                 Rewrite::Rewritten(spec) => (form.args(), Some(spec)),
                                 Rewrite::Refused(e) => {
                                     super::transaction::spoil(&mut conn.session);
@@ -341,11 +406,12 @@ impl Core {
             return; // nothing to overlap with
         }
         if let Some(partition) = selected {
+            // Framed with a gap (`Batch::gapped`): the first key is span 2.
             prefetch_keys(
                 &self.routes,
                 batch.frames.iter().filter_map(|frame| {
                     let spans = &batch.spans[frame.spans.clone()];
-                    (spans.len() >= 2).then(|| (partition, &input[spans[1].range()]))
+                    (spans.len() >= 3).then(|| (partition, &input[spans[2].range()]))
                 }),
             );
             return;

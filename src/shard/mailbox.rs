@@ -193,8 +193,13 @@ impl ReplBatch {
 /// One replicated operation on a partition (by name, as routes are, and id, which must
 /// match).
 pub enum ReplOp {
-    /// Its full sync begins: empty it.
-    Full { name: Box<[u8]>, id: u64 },
+    /// Its full sync begins: empty it, and make room for `keys` (the primary's count when
+    /// its walk began, at most [`crate::replication::apply::MAX_RESERVE`]) at once.
+    Full {
+        name: Box<[u8]>,
+        id: u64,
+        keys: usize,
+    },
     /// Snapshot records.
     Snap {
         name: Box<[u8]>,

@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::metrics::ShardMetrics;
 use crate::persist::record::{self, Record};
@@ -35,8 +36,15 @@ const WALK_SCAN_KEYS: usize = 32;
 /// of the feed's bound if that is less (`Feed::snapshot_room`): about a thousand small keys,
 /// a fraction of a millisecond. With 1 MiB steps the primary's P1 GET p99 during a full sync
 /// of 1M keys was 14-15 ms (0.15-0.19 before it); with 64 KiB, 4.4-4.8 ms, the sync as fast
-/// (0.56-0.66 s; 2 cores, the replica beside it, which is most of what is left).
+/// (0.56-0.66 s; 2 cores, the replica beside it). The rest after each step ([`WalkPace`])
+/// took it to ~0.8 ms (`scripts/bench-sync-latency.sh`).
 const WALK_STEP_BYTES: usize = 64 << 10;
+/// A step also stops after this long (checked every [`WALK_SCAN_KEYS`] keys): big values, a
+/// slow machine.
+const WALK_STEP_TIME: Duration = Duration::from_micros(250);
+/// While clients are served, the walk rests this many times as long as its last step took
+/// before the next (see [`WalkPace`]).
+const WALK_REST_RATIO: u32 = 2;
 /// Partitions a shard says why it could not resume, per replica link (the rest counted in one
 /// line): a shard of thousands of partitions logs a few lines, not thousands.
 const MISSES_LOGGED: usize = 4;
@@ -60,6 +68,42 @@ pub(super) struct Feeds {
     /// Made at the first replica's attach (`--repl-backlog` above zero), kept from then
     /// on: the shard streams into it, replica or none (`replication::backlog`).
     backlog: Option<Backlog>,
+    /// When the full syncs' walks may take their next step.
+    pace: WalkPace,
+}
+
+/// The walks' pacing: a step while the shard serves clients is followed by a rest
+/// ([`WALK_REST_RATIO`] times the step's time), so that the walk takes at most a third of the
+/// shard's thread and the thread sleeps between steps. A thread that never sleeps (a step
+/// every pass) was what a client's request waited behind: on a machine where the replica,
+/// the feed's sender and the clients share the cores, the scheduler gives a busy thread its
+/// turn late (the primary's P1 GET p99 during a full sync of 1M keys was ~25x its p99
+/// before, on 2 cores). With no client served since the last step the walk goes on at once,
+/// as fast as the feed drains. A rest shorter than a millisecond sleeps one (the poll's
+/// unit): with clients, a walk still sends at least [`WALK_STEP_BYTES`] a millisecond or so.
+#[derive(Default)]
+pub(super) struct WalkPace {
+    /// No step before this.
+    rest_until: Option<Instant>,
+    /// The shard's command count at the last step's end.
+    commands: u64,
+}
+
+impl WalkPace {
+    /// How long until the next step may run (zero: now).
+    pub(super) fn wait(&self, now: Instant) -> Duration {
+        self.rest_until
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now))
+    }
+
+    /// A step ran from `started` to `ended`; `commands` is the shard's command count now:
+    /// when it moved since the last step, clients are being served and the walk rests.
+    pub(super) fn stepped(&mut self, started: Instant, ended: Instant, commands: u64) {
+        let served = commands != self.commands;
+        self.commands = commands;
+        self.rest_until =
+            served.then(|| ended + ended.saturating_duration_since(started) * WALK_REST_RATIO);
+    }
 }
 
 /// A feed and the full sync it still needs from this shard.
@@ -294,7 +338,11 @@ impl Core {
                         resumed += 1;
                     }
                     None => {
-                        wire::encode_with(&mut frames, b"FULL", &numbers, None);
+                        // The key count lets the replica size its table once instead of
+                        // growing it twenty times while the snapshot arrives.
+                        let keys = local.data.len() as u64;
+                        let full = [numbers[0], numbers[1], numbers[2], numbers[3], keys];
+                        wire::encode_with(&mut frames, b"FULL", &full, None);
                         walks.push_back(Walk {
                             name: name.into(),
                             id: local.id,
@@ -394,7 +442,8 @@ impl Core {
         }
     }
 
-    /// Whether a walk has work it may do now (its feed has room).
+    /// Whether a walk has work: `None` none; `Some(true)` one whose feed has room,
+    /// `Some(false)` only ones whose feeds are full. Paced walks: [`Core::walk_wait`].
     pub(super) fn walks_due(&self) -> Option<bool> {
         let mut any = None;
         for a in &self.feeds.attached {
@@ -406,12 +455,18 @@ impl Core {
         any
     }
 
+    /// How long the walks rest before their next step ([`WalkPace`]).
+    pub(super) fn walk_wait(&self, now: Instant) -> Duration {
+        self.feeds.pace.wait(now)
+    }
+
     /// One slice of each full sync whose feed has room (the `replication` housekeeping
     /// step, after the pass's writes). Also forgets dropped feeds, and stops the MEMORY
     /// partitions' stream journals when the last one goes.
     pub(super) fn walk_steps(&mut self) {
         let shard = self.id;
         let offset = self.feeds.offset;
+        let started = Instant::now();
         let mut attached = std::mem::take(&mut self.feeds.attached);
         for a in &mut attached {
             let room = a.feed.snapshot_room();
@@ -424,6 +479,8 @@ impl Core {
             };
             let mut frames = Vec::new();
             let mut done = true;
+            // Each feed's slice has its own time (every feed makes progress in every step).
+            let slice_started = Instant::now();
             if let Some(Target::Local(local)) = self.routes.get_mut(&walk.name) {
                 if local.id == walk.id {
                     let mut records = Vec::new();
@@ -433,7 +490,10 @@ impl Core {
                             let rec = Record::set(key, entry.value, entry.deadline);
                             record::encode(&rec, &mut records);
                         });
-                        if cursor == 0 || records.len() >= slice {
+                        if cursor == 0
+                            || records.len() >= slice
+                            || slice_started.elapsed() >= WALK_STEP_TIME
+                        {
                             break;
                         }
                     }
@@ -461,6 +521,8 @@ impl Core {
         }
         attached.retain(|a| !a.feed.is_dropped());
         self.feeds.attached = attached;
+        let commands = ShardMetrics::get(&self.shared.metrics.shards[self.id].commands);
+        self.feeds.pace.stepped(started, Instant::now(), commands);
         if !self.feeds.is_streaming() {
             self.end_streaming();
         }
@@ -496,9 +558,9 @@ impl Core {
             let metrics = &self.shared.metrics.shards[self.id];
             for op in batch.ops {
                 let (name, id, records, full) = match &op {
-                    ReplOp::Full { name, id } => (name, *id, &[][..], true),
+                    ReplOp::Full { name, id, keys } => (name, *id, &[][..], Some(*keys)),
                     ReplOp::Snap { name, id, records } | ReplOp::Records { name, id, records } => {
-                        (name, *id, &records[..], false)
+                        (name, *id, &records[..], None)
                     }
                     ReplOp::Publish { channel, payload } => {
                         published.push((channel.clone(), payload.clone()));
@@ -516,8 +578,9 @@ impl Core {
                 let result = match &mut local.log {
                     Durability::Logged(log) => {
                         let first = log.journal.is_empty();
-                        let r = if full {
+                        let r = if let Some(keys) = full {
                             apply::clear(data, Some(&mut log.journal));
+                            data.reserve(keys);
                             Ok(())
                         } else {
                             apply::apply(records, data, Some(&mut log.journal)).map(|_| ())
@@ -528,8 +591,9 @@ impl Core {
                         r
                     }
                     Durability::Memory => {
-                        if full {
+                        if let Some(keys) = full {
                             apply::clear(data, None);
+                            data.reserve(keys);
                             Ok(())
                         } else {
                             apply::apply(records, data, None).map(|_| ())
@@ -641,5 +705,31 @@ impl Shard {
             }
             Err(e) => log::warn!("replication: cannot start the feed of {peer}: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step taken while the shard served clients (its command count moved) is followed by
+    /// a rest of twice its time; with no client served the next step may run at once.
+    #[test]
+    fn a_walk_rests_after_a_step_only_while_clients_are_served() {
+        let mut pace = WalkPace::default();
+        let t0 = Instant::now();
+        assert_eq!(pace.wait(t0), Duration::ZERO);
+        let step = Duration::from_micros(300);
+        pace.stepped(t0, t0 + step, 5);
+        assert_eq!(pace.wait(t0 + step), step * WALK_REST_RATIO);
+        assert_eq!(pace.wait(t0 + step * 2), step);
+        assert_eq!(pace.wait(t0 + step * 3), Duration::ZERO);
+        // Nothing served since: no rest.
+        let t1 = t0 + step * 3;
+        pace.stepped(t1, t1 + step, 5);
+        assert_eq!(pace.wait(t1 + step), Duration::ZERO);
+        // Served again.
+        pace.stepped(t1, t1 + step, 9);
+        assert_eq!(pace.wait(t1 + step), step * WALK_REST_RATIO);
     }
 }

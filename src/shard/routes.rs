@@ -45,6 +45,9 @@ pub(super) struct Routes {
 }
 
 impl Routes {
+    /// Inline, the remembered entry's test; the hash lookup out of line (inline, a GET's
+    /// route costs some 20 instructions less: no call, no spills around it).
+    #[inline]
     fn position(&self, name: &[u8]) -> Option<usize> {
         let last = self.last.get();
         if let Some((known, _)) = self.entries.get(last) {
@@ -52,6 +55,11 @@ impl Routes {
                 return Some(last);
             }
         }
+        self.find(name)
+    }
+
+    #[inline(never)]
+    fn find(&self, name: &[u8]) -> Option<usize> {
         let hash = self.hasher.hash_one(name);
         let at = *self.index.find(hash, |&i| *self.entries[i].0 == *name)?;
         self.last.set(at);

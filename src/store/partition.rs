@@ -37,7 +37,7 @@ use super::access::{AccessClock, Tracking};
 use super::clock;
 use super::eviction::{Eviction, Pool, SAMPLES};
 use super::memory::{entry_size, INT_VALUE_SIZE};
-use super::table::{EntryRef, SweepStep, Table};
+use super::table::{EntryRef, OldEntry, SweepStep, Table};
 use super::watch::WatchedKeys;
 use super::{parse_canonical_i64, PartitionStats, Schema};
 
@@ -330,24 +330,25 @@ impl Partition {
             return false;
         }
         let mut pool = self.pool.take().unwrap_or_default();
-        let victim = self.choose_victim(policy, &spare, &mut pool);
-        let found = match &victim {
-            Some(key) => {
-                let schema = self.schema;
-                let old = self
-                    .table
-                    .remove_reporting(key, |entry| evicted(key, decode_entry(schema, entry)));
-                if let Some(old) = old {
-                    self.account(key, Some((old.value_len, old.deadline.is_some())), None);
-                    self.update_keys();
+        let removed = self.remove_victim(policy, &spare, &mut evicted, &mut pool);
+        let found = match removed {
+            Some((key, old)) => {
+                self.account(&key, Some((old.value_len, old.deadline.is_some())), None);
+                self.update_keys();
+                pool.recycle_key(key);
+                // The pool's best is likely the next victim: start loading its slot now, so
+                // that the next eviction finds it in cache (at a quota of 100k keys those
+                // lines are misses, and the writes in between give them time to arrive).
+                if let Some(next) = pool.best_mut() {
+                    let hash = *next
+                        .hash
+                        .get_or_insert_with(|| self.table.hash_key(&next.key));
+                    self.table.prefetch(hash);
                 }
-                old.is_some()
+                true
             }
             None => false,
         };
-        if let Some(key) = victim {
-            pool.recycle(super::eviction::Candidate { rank: 0, key });
-        }
         self.pool = Some(pool);
         if found {
             PartitionStats::add(&self.stats.evicted_keys, 1);
@@ -355,79 +356,107 @@ impl Partition {
         found
     }
 
-    /// The key [`Partition::evict_one`] removes, if the policy finds one.
-    fn choose_victim(
+    /// Chooses the key [`Partition::evict_one`] evicts and removes it (reporting it to
+    /// `evicted` first): its key and what it held, or `None` when the policy finds none.
+    fn remove_victim(
         &mut self,
         policy: Eviction,
         spare: &impl Fn(&[u8]) -> bool,
+        evicted: &mut impl FnMut(&[u8], Entry),
         pool: &mut Pool,
-    ) -> Option<Vec<u8>> {
+    ) -> Option<(Vec<u8>, OldEntry)> {
         /// Sampling rounds before the exhaustive walk: each finds a candidate unless the
         /// keys the policy may evict are rare (volatile-* with few deadlines).
         const ROUNDS: usize = 16;
+        /// Slots one sample may span (or draw): enough to find [`SAMPLES`] keys with a
+        /// deadline when one key in 1,500 or so has one; the exhaustive walk below is the
+        /// backstop for rarer ones.
+        const MAX_SLOTS: usize = 1 << 14;
         let now = clock::now_ms();
         let volatile = policy.volatile_only();
-        // Slots a sample may look at: four times what finding SAMPLES keys the policy may take
-        // costs on average (slots per such key: the load factor, and for volatile-* the share
-        // of keys with a deadline), bounded (the exhaustive walk below is the backstop).
-        let tries = {
-            let slots = self.table.index_bytes() / 6;
-            let eligible = if volatile {
-                self.with_deadline()
-            } else {
-                self.table.len()
-            };
-            (4 * SAMPLES * (slots / eligible.max(1) + 1)).min(1 << 14)
-        };
+        let schema = self.schema;
+        // Slots per key the policy may take: the index's load, and for volatile-* the share
+        // of keys with a deadline.
+        let slots = self.table.index_bytes() / 6;
+        let eligible = if volatile {
+            self.with_deadline()
+        } else {
+            self.table.len()
+        }
+        .max(1);
         let pooled = !matches!(policy, Eviction::AllKeysRandom | Eviction::VolatileRandom);
         for _ in 0..ROUNDS {
             let random = self.table.random();
-            let table = &self.table;
-            let clock = table.access();
             if !pooled {
+                // One key, drawn uniformly from slots drawn one by one (a run of consecutive
+                // slots would favour the first key after an empty one), up to many times
+                // what finding one takes on average.
+                let tries = (4 * SAMPLES * (slots / eligible + 1)).min(MAX_SLOTS);
                 let mut chosen = None;
-                table.sample(random, 1, tries, |key, entry, _| {
+                self.table.sample(random, 1, tries, |key, entry, _| {
                     let take = (!volatile || entry.deadline.is_some()) && !spare(key);
                     if take {
                         chosen = Some(pool.copy(key));
                     }
                     take
                 });
-                if chosen.is_some() {
-                    return chosen;
+                match chosen {
+                    Some(key) => return self.remove_chosen(key, evicted),
+                    None => continue,
                 }
-                continue;
             }
+            // A run of consecutive slots holding SAMPLES keys the policy may take, on average
+            // (Redis's `maxmemory-samples 5`): each is ranked and offered to the pool.
+            let window = (SAMPLES * slots)
+                .div_ceil(eligible)
+                .clamp(SAMPLES, MAX_SLOTS);
+            if let Some(hash) = pool.best_mut().and_then(|c| c.hash) {
+                // (Its slot was prefetched after the last eviction: now its entry.)
+                self.table.prefetch_entry(hash);
+            }
+            let clock = self.table.access();
             // (A spared key is not skipped here but when it comes out of the pool below: a
             // key compare per sample saved, and spared keys are rare.)
-            table.sample(random, SAMPLES, tries, |key, entry, bits| {
-                match rank(policy, clock, entry, bits, now) {
-                    Some(r) => {
+            self.table
+                .sample_window(random, window, |key, entry, bits| {
+                    if let Some(r) = rank(policy, clock, entry, bits, now) {
                         pool.offer(r, key);
-                        true
                     }
-                    None => false,
-                }
-            });
-            // The pool's best that is still there and ranks as it did when pooled.
+                });
+            // The pool's best that is still there and ranks as it did when pooled, checked
+            // and removed with one lookup.
             let mut checks = 0;
             while let Some(candidate) = pool.pop_best() {
                 checks += 1;
-                let current = table
-                    .get_with_access(&candidate.key)
-                    .filter(|_| !spare(&candidate.key))
-                    .and_then(|(entry, bits)| rank(policy, clock, entry, bits, now));
-                match current {
-                    Some(r) if r >= candidate.rank || checks > 4 * super::eviction::POOL_SIZE => {
-                        return Some(candidate.key);
-                    }
-                    Some(r) => {
-                        // Touched since it was pooled: back in with its new rank.
-                        pool.offer(r, &candidate.key);
-                        pool.recycle(candidate);
-                    }
-                    None => pool.recycle(candidate),
+                let last_try = checks > 4 * super::eviction::POOL_SIZE;
+                let mut touched = None;
+                let key = &candidate.key;
+                let removed = self
+                    .table
+                    .remove_if(key, candidate.hash, |entry, bits, clock| {
+                        if spare(key) {
+                            return false;
+                        }
+                        match rank(policy, clock, entry, bits, now) {
+                            Some(r) if r >= candidate.rank || last_try => {
+                                evicted(key, decode_entry(schema, entry));
+                                true
+                            }
+                            Some(r) => {
+                                touched = Some(r);
+                                false
+                            }
+                            None => false,
+                        }
+                    });
+                if let Some(old) = removed {
+                    return Some((candidate.key, old));
                 }
+                if let Some(r) = touched {
+                    // Touched since it was pooled: back in with its new rank.
+                    pool.offer(r, &candidate.key);
+                }
+                pool.recycle(candidate);
             }
         }
         // Nothing found by sampling: the best over the whole table (rare; bounded by its size).
@@ -445,7 +474,22 @@ impl Partition {
             }
             true
         });
-        best.map(|(_, key)| key)
+        let (_, key) = best?;
+        self.remove_chosen(key, evicted)
+    }
+
+    /// Removes `key`, chosen for eviction, reporting it to `evicted` first.
+    fn remove_chosen(
+        &mut self,
+        key: Vec<u8>,
+        evicted: &mut impl FnMut(&[u8], Entry),
+    ) -> Option<(Vec<u8>, OldEntry)> {
+        let schema = self.schema;
+        let old = self.table.remove_if(&key, None, |entry, _, _| {
+            evicted(&key, decode_entry(schema, entry));
+            true
+        })?;
+        Some((key, old))
     }
 
     pub fn stats(&self) -> &PartitionStats {
@@ -666,6 +710,8 @@ impl Partition {
             table: std::mem::take(&mut self.table),
             used: std::mem::replace(&mut self.used, 0),
         };
+        // (Pooled candidates name keys of the table that left, with its hashes.)
+        self.pool = None;
         self.table.set_tracking(tracking_of(self.eviction));
         PartitionStats::set(&self.stats.memory, 0);
         self.update_keys();
@@ -676,6 +722,7 @@ impl Partition {
     /// now (rollback undoes the later writes of the pass first, so that is nothing).
     pub fn restore_contents(&mut self, contents: Contents) {
         self.table = contents.table;
+        self.pool = None;
         self.table.set_tracking(tracking_of(self.eviction));
         self.used = contents.used;
         PartitionStats::set(&self.stats.memory, self.used);
@@ -1119,6 +1166,48 @@ mod tests {
         let mut p = evicting(Eviction::AllKeysLru);
         assert!(p.tracks_access());
         assert!(!p.evict_one(|_| false, |_, _| unreachable!()));
+        clock::end_passes();
+    }
+
+    /// A partition small enough for one run of slots to cover its whole index: every sample
+    /// sees every key, so the pool's best is the least recently used key, and evictions come
+    /// out in exact LRU order.
+    #[test]
+    fn the_pool_picks_the_oldest_key_it_sampled() {
+        let mut p = evicting(Eviction::AllKeysLru);
+        for i in 0..5 {
+            p.set_str(&key(i), b"v", Expiry::Clear);
+        }
+        let order = [3, 0, 4, 1, 2];
+        for i in order {
+            p.touch(&key(i));
+        }
+        assert_eq!(evict(&mut p, 5), order.map(key).to_vec());
+        assert!(p.is_empty());
+        clock::end_passes();
+    }
+
+    /// Candidates pooled before a FLUSH (and the hashes cached to prefetch them) name keys of
+    /// a table that is gone: they are dropped, and evictions after a refill choose among the
+    /// new table's keys, the oldest first.
+    #[test]
+    fn eviction_after_a_flush_chooses_from_the_new_contents() {
+        let mut p = evicting(Eviction::AllKeysLru);
+        for i in 0..1000 {
+            p.set_str(&key(i), b"v", Expiry::Clear);
+        }
+        evict(&mut p, 10);
+        assert!(p.pool.as_ref().is_some_and(|pool| !pool.is_empty()));
+        drop(p.take_contents());
+        assert!(p.pool.is_none());
+        for i in 0..1000 {
+            p.set_str(&key(i), b"v", Expiry::Clear);
+        }
+        let evicted = evict(&mut p, 100);
+        let old = evicted.iter().filter(|k| *k < &key(300)).count();
+        assert!(old > 90, "{old} of 100 from the 300 oldest");
+        assert_eq!(p.len(), 900);
+        assert_memory_exact(&p);
         clock::end_passes();
     }
 

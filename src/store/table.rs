@@ -82,9 +82,11 @@
 //! track (the default): its entries have no field, and nobody calls `touch`.
 //!
 //! An evictor samples the table as Redis's `dictGetSomeKeys` samples a dict, but fairly:
-//! [`Table::sample`] draws slots uniformly over both indexes (the draining one too) and visits
-//! the full ones, so every entry is equally likely to be seen (see there for why a forward
-//! walk from one random slot is not).
+//! [`Table::sample_window`] visits every entry of a run of consecutive slots of a fixed length
+//! from a slot drawn uniformly over both indexes (the draining one too), so every entry is
+//! equally likely to be seen; [`Table::sample`] draws slots one by one (a random policy
+//! wants one key, and a walk from one random slot that stops at the first key is not fair:
+//! see there).
 
 use super::access::{AccessClock, Tracking};
 use super::arena::{Arena, Handle, WalkCursor, Walked};
@@ -310,6 +312,20 @@ impl Index {
     ) {
         self.ctrl[hole] = EMPTY;
         let mask = self.mask();
+        // Every entry up to the cluster's end is rehashed below, from its key in the arena: a
+        // cache miss each once the arena outgrows the cache (at 100k keys and a load of 3/4,
+        // about five per removal). Their addresses are in the slots, so start them all now:
+        // the misses overlap instead of coming one per step of the loop.
+        /// Entries prefetched ahead, at most (clusters are rarely longer).
+        const AHEAD: usize = 16;
+        let mut ahead = (hole + 1) & mask;
+        for _ in 0..AHEAD {
+            if self.ctrl[ahead] == EMPTY {
+                break;
+            }
+            prefetch(arena.address(self.handle(ahead)));
+            ahead = (ahead + 1) & mask;
+        }
         let mut next = (hole + 1) & mask;
         while self.ctrl[next] != EMPTY {
             let handle = self.handle(next);
@@ -800,6 +816,96 @@ impl Table {
             }
         }
         taken
+    }
+
+    /// Visits every full slot of a run of `window` consecutive slots, starting at a slot drawn
+    /// uniformly (from `random`) over both indexes, calling `visit(key, entry, access bits)`
+    /// for each; returns how many it visited. What an LRU, LFU or TTL evictor samples with
+    /// (Redis's `dictGetSomeKeys` takes keys from consecutive buckets too).
+    ///
+    /// Fair, unlike a walk that stops after a number of keys (see [`Table::sample`]): every
+    /// slot lies in the run with the same probability (`window` over the slots of both
+    /// indexes), so every entry is equally likely to be visited, wherever it sits in its
+    /// cluster. Cheaper than as many slots drawn one by one: one random number, and the run's
+    /// control words and handles share one or two cache lines, where each drawn slot is two
+    /// cache misses of its own; the entries (the remaining misses, one each) are prefetched
+    /// together before any is read.
+    pub fn sample_window(
+        &self,
+        random: u64,
+        window: usize,
+        mut visit: impl FnMut(&[u8], EntryRef, Option<u32>),
+    ) -> usize {
+        if self.len == 0 || window == 0 {
+            return 0;
+        }
+        /// Entries prefetched together: their misses overlap instead of adding up.
+        const BATCH: usize = 16;
+        let old = self.old.as_ref().map(|d| &d.index);
+        let (new_slots, old_slots) = (self.index.capacity(), old.map_or(0, |i| i.capacity()));
+        // splitmix64's finalizer: every bit of `random` reaches the top ones, which pick the
+        // slot. Both sizes are powers of two: a uniform draw below their sum by multiply-shift.
+        let mut z = random;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        let slot = ((u128::from(z) * (new_slots + old_slots) as u128) >> 64) as usize;
+        let (index, mut i) = match old {
+            Some(old) if slot >= new_slots => (old, slot - new_slots),
+            _ => (&self.index, slot),
+        };
+        let mask = index.mask();
+        let mut left = window.min(index.capacity());
+        let mut visited = 0;
+        let mut handles = [0 as Handle; BATCH];
+        while left > 0 {
+            let mut n = 0;
+            while left > 0 && n < BATCH {
+                if index.is_full(i) {
+                    let handle = index.handle(i);
+                    let entry = self.arena.address(handle);
+                    prefetch(entry);
+                    // (An entry may straddle two lines; its access bits are at its end.)
+                    prefetch(entry.wrapping_add(63));
+                    handles[n] = handle;
+                    n += 1;
+                }
+                i = (i + 1) & mask;
+                left -= 1;
+            }
+            for &handle in &handles[..n] {
+                let (key, value, deadline, bits) = self.arena.entry_with_access(handle);
+                visit(key, EntryRef { value, deadline }, bits);
+            }
+            visited += n;
+        }
+        visited
+    }
+
+    /// Looks `key` up once (by `hash`, when the caller has it: [`Table::hash_key`]) and removes
+    /// it when `decide(entry, access bits, clock)` says so:
+    /// an evictor checks that a pooled candidate still ranks as it did, then removes it, with
+    /// one lookup for both. Returns what the removed entry held; `None` when the key is absent
+    /// or `decide` kept it.
+    pub fn remove_if(
+        &mut self,
+        key: &[u8],
+        hash: Option<u64>,
+        decide: impl FnOnce(EntryRef, Option<u32>, &AccessClock) -> bool,
+    ) -> Option<OldEntry> {
+        let hash = hash.unwrap_or_else(|| self.hash(key));
+        let (at, _) = self.find_hashed(hash, key)?;
+        let (_, value, deadline, bits) = self.arena.entry_with_access(self.handle_at(at));
+        let old = OldEntry {
+            value_len: value.len(),
+            deadline,
+        };
+        if !decide(EntryRef { value, deadline }, bits, &self.access) {
+            return None;
+        }
+        self.remove_at(at, deadline.is_some());
+        self.compact_if_needed();
+        Some(old)
     }
 
     /// [`Table::sample`] over every slot of both indexes, from their first: what an evictor
@@ -1959,6 +2065,103 @@ mod tests {
             t.touch(b"k1");
             assert!(t.get_with_access(b"k1").unwrap().1.is_some());
             assert_eq!(t.get(b"k1"), Some(&b"v"[..]));
+        }
+    }
+
+    /// A window sample visits every full slot of its run, and is fair: every entry is about
+    /// equally likely to be seen, in both indexes during a drain, wherever it sits in its
+    /// cluster (so runs of consecutive slots still reach every key).
+    #[test]
+    fn window_samples_reach_every_entry_equally_in_both_indexes() {
+        for draining in [false, true] {
+            let t = if draining {
+                filled_until_draining("k", b"v").0
+            } else {
+                let mut t = Table::default();
+                for i in 0..3000u32 {
+                    t.insert(format!("k{i}").as_bytes(), b"v");
+                }
+                t
+            };
+            assert_eq!(t.draining().is_some(), draining);
+            let (n, slots) = (t.len(), t.index_bytes() / 6);
+            let window = 8;
+            let mut counts = std::collections::HashMap::new();
+            let mut next = lcg(7);
+            // 40 visits per key on average: each is in a run with probability window / slots.
+            let draws = 40 * slots / window;
+            let mut visited = 0;
+            for _ in 0..draws {
+                let random = (next() as u64) << 32 | next() as u64;
+                let mut here = Vec::new();
+                let got = t.sample_window(random, window, |key, entry, _| {
+                    assert_eq!(entry.value, b"v");
+                    here.push(key.to_vec());
+                });
+                assert_eq!(got, here.len());
+                assert!(got <= window);
+                here.sort();
+                here.dedup();
+                assert_eq!(here.len(), got, "a run visits an entry once");
+                for key in here {
+                    *counts.entry(key).or_insert(0usize) += 1;
+                }
+                visited += got;
+            }
+            assert_eq!(counts.len(), n, "every key visited at least once");
+            // Binomial with mean 40: nearly all between 15 and 80.
+            let skewed = counts
+                .values()
+                .filter(|&&c| !(15..=80).contains(&c))
+                .count();
+            assert!(skewed < n / 200, "{skewed} keys visited far off 40 times");
+            // On average a run holds window * load entries.
+            let mean = visited as f64 / draws as f64;
+            let expected = window as f64 * n as f64 / slots as f64;
+            assert!(
+                (mean - expected).abs() < 0.05 * expected,
+                "{mean} vs {expected}"
+            );
+        }
+        let empty = Table::default();
+        assert_eq!(empty.sample_window(1, 8, |_, _, _| unreachable!()), 0);
+    }
+
+    /// `remove_if` shows the entry and its access bits, removes it only when told to, with
+    /// the caller's hash or its own, and never calls `decide` for an absent key.
+    #[test]
+    fn remove_if_removes_only_what_decide_accepts() {
+        let mut t = Table::default();
+        t.set_tracking(Tracking::Lru);
+        for i in 0..100u32 {
+            t.insert(format!("k{i}").as_bytes(), b"value");
+        }
+        t.set_deadline(b"k7", Some(5));
+        let kept = t.remove_if(b"k7", None, |entry, bits, _| {
+            assert_eq!((entry.value, entry.deadline), (&b"value"[..], Some(5)));
+            assert!(bits.is_some());
+            false
+        });
+        assert_eq!(kept, None);
+        assert!(t.contains(b"k7"));
+        let hash = t.hash_key(b"k7");
+        let removed = t.remove_if(b"k7", Some(hash), |_, _, _| true);
+        assert_eq!(
+            removed,
+            Some(OldEntry {
+                value_len: 5,
+                deadline: Some(5)
+            })
+        );
+        assert!(!t.contains(b"k7"));
+        assert_eq!((t.len(), t.with_deadline()), (99, 0));
+        assert_eq!(t.remove_if(b"k7", None, |_, _, _| unreachable!()), None);
+        assert_eq!(
+            t.remove_if(b"k8", None, |_, _, _| true).unwrap().value_len,
+            5
+        );
+        for i in (0..100u32).filter(|&i| i != 7 && i != 8) {
+            assert!(t.contains(format!("k{i}").as_bytes()), "k{i}");
         }
     }
 }

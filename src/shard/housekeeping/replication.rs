@@ -1,15 +1,16 @@
 //! `replication`: one slice of each replica's full sync of this shard's partitions (see
 //! `shard::replicate`), after the pass's writes so that a slice only sees committed data;
 //! and forgetting feeds whose replica was dropped. Due now while a walk has a feed with
-//! room; every millisecond while the feeds it waits for are full (their sender threads
-//! drain them without waking this shard); not at all without replicas.
+//! room, unless the walks rest after a step taken while clients were served (`WalkPace` in
+//! `shard::replicate`); every millisecond while the feeds it waits for are full (their
+//! sender threads drain them without waking this shard); not at all without replicas.
 
 use std::time::{Duration, Instant};
 
 use super::{Budget, Step};
 use crate::shard::Shard;
 
-/// A slice is about 1 MiB of records: a fraction of a millisecond to encode.
+/// A slice is at most 64 KiB of records or 250 us (`shard::replicate`).
 const BUDGET: Duration = Duration::from_millis(2);
 
 /// How soon to look again while every feed a walk waits for is full.
@@ -26,14 +27,15 @@ impl Step for Replication {
         BUDGET
     }
 
-    fn due_in(&self, shard: &Shard, _now: Instant) -> Option<Duration> {
+    fn due_in(&self, shard: &Shard, now: Instant) -> Option<Duration> {
         if shard.core.has_dropped_feed() {
             return Some(Duration::ZERO);
         }
         match shard.core.walks_due() {
             None => None,
-            Some(true) => Some(Duration::ZERO),
-            Some(false) => Some(FULL_FEED_RETRY),
+            // Resting after a step taken while clients were served (`WalkPace`).
+            Some(true) => Some(shard.core.walk_wait(now)),
+            Some(false) => Some(FULL_FEED_RETRY.max(shard.core.walk_wait(now))),
         }
     }
 
