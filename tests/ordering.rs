@@ -590,6 +590,21 @@ fn a_connection_that_uses_no_partition_gathers_onto_shard_0() {
     sub.expect(&[], b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$2\r\nhi\r\n");
     assert_eq!(listed_shard(&mut admin, "subscriber"), "1");
 
+    // A publisher that uses no partition gathers too (its messages reach every shard's
+    // subscribers from any shard), and the subscriber on shard 1 still gets them all.
+    let mut publisher = named_on_shard_1(&server, "publisher");
+    for i in 0..100 {
+        publisher.expect(&cmd(&["PUBLISH", "news", &format!("m{i}")]), b":1\r\n");
+        let frame = format!(
+            "*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n${}\r\nm{i}\r\n",
+            1 + i.to_string().len()
+        );
+        sub.expect(&[], frame.as_bytes());
+    }
+    assert_eq!(publisher.shard(), "0", "a publisher gathers");
+    publisher.expect(&cmd(&["PUBLISH", "news", "after"]), b":1\r\n");
+    sub.expect(&[], b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$5\r\nafter\r\n");
+
     // Requests queued in a MULTI count when EXEC runs them, not before: the connection does
     // not move in the middle of its transaction.
     let mut tx = named_on_shard_1(&server, "tx");
@@ -637,6 +652,6 @@ fn a_connection_that_uses_no_partition_gathers_onto_shard_0() {
         }
     }
     assert_eq!(user.shard(), "1");
-    // The transaction's and the watchers' moves, and no other.
-    assert_eq!(migrated(&mut admin) - before, 3);
+    // The publisher's, the transaction's and the watchers' moves, and no other.
+    assert_eq!(migrated(&mut admin) - before, 4);
 }

@@ -214,6 +214,11 @@ impl Core {
                 }
                 // Pub/Sub, and RESET's end of subscriptions: see `pubsub`.
                 if self.pubsub_command(conn_ref, spec, args, session, replies) {
+                    if spec.id == CommandId::Publish {
+                        // Its messages reach every shard's subscribers from any shard: a
+                        // publisher may gather (`gather`; a subscriber never moves).
+                        affinity.unbound();
+                    }
                     return false;
                 }
                 // Partitions on every shard, answered as one reply: see `flushall`.

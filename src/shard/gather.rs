@@ -15,8 +15,9 @@
 //!
 //! # The rule
 //! - A connection that made `MIGRATE_AFTER` (64, `connection`) partition-less requests in a
-//!   row (no data request between them; connection commands other than the
-//!   plain ones, such as CLIENT, MULTI or SUBSCRIBE, neither count nor break the streak),
+//!   row (no data request between them; PUBLISH counts, as its messages reach every
+//!   shard's subscribers from any shard; connection commands other than the plain ones,
+//!   such as CLIENT, MULTI or SUBSCRIBE, neither count nor break the streak),
 //!   and is idle as a migrating connection must be, moves to the lowest-numbered shard
 //!   below its own that has room, if there is one. Moves only ever go to a lower number, so
 //!   no connection goes back and forth between two shards on gathering alone.
