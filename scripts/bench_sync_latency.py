@@ -26,36 +26,21 @@ import argparse
 import os
 import random
 import secrets
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+sys.dont_write_bytecode = True  # no scripts/__pycache__
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_vs_redis import Server, encode, interrupt_on_signals, stop_all  # noqa: E402
+
 VALUE = b"v" * 32
-
-
-def encode(args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
 
 
 def key(i):
     return b"key:%012d" % i  # 16 bytes
-
-
-def proc_cpu_seconds(pid):
-    """utime + stime of a process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[14 - 3]) + int(fields[15 - 3])) / CLK_TCK
 
 
 class Conn:
@@ -94,58 +79,6 @@ class Conn:
 
     def close(self):
         self.s.close()
-
-
-class Server:
-    registry = []
-
-    def __init__(self, name, argv, port, log_path, pidfile, auth):
-        self.name, self.port, self.auth = name, port, auth
-        self.log = open(log_path, "ab")
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        self.pid = self.proc.pid
-        Server.registry.append(self)
-        with open(pidfile, "a") as f:
-            f.write(f"{self.pid}\n")
-        deadline = time.time() + 20
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{name} exited at start; see {log_path}")
-            try:
-                c = Conn(port, auth, timeout=1)
-                ok = c.call("PING") == b"PONG"
-                c.close()
-                if ok:
-                    return
-            except (OSError, RuntimeError):
-                pass
-            if time.time() > deadline:
-                raise RuntimeError(f"{name} not answering on port {port}")
-            time.sleep(0.05)
-
-    def cpu(self):
-        return proc_cpu_seconds(self.pid)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-        if self in Server.registry:
-            Server.registry.remove(self)
-
-
-def stop_all():
-    for s in list(Server.registry):
-        try:
-            s.stop()
-        except Exception as e:  # keep stopping the others
-            print(f"warning: could not stop {s.name}: {e}", file=sys.stderr)
 
 
 def load(conn, keys, partition):
@@ -234,7 +167,7 @@ class Launcher:
         if replica:
             argv += ["--primary-user", "admin", "--primary-password", self.pw]
             argv = self.niced(argv)
-        return Server(tag, argv, port, d + ".log", self.pidfile, ("admin", self.pw))
+        return Server(tag, "gokv", argv, port, d + ".log", self.pidfile, ("admin", self.pw))
 
     def redis(self, tag, replica=False):
         port = self.port()
@@ -244,7 +177,7 @@ class Launcher:
                 "--repl-diskless-sync-delay", "0"]
         if replica:
             argv = self.niced(argv)
-        return Server(tag, argv, port, d + ".log", self.pidfile, None)
+        return Server(tag, "redis", argv, port, d + ".log", self.pidfile, None)
 
 
 def one_run(launcher, kind, bin_path, tag):
@@ -333,13 +266,7 @@ def main():
     ap.add_argument("--port-base", type=int, default=7520)
     a = ap.parse_args()
 
-    def on_signal(signum, _frame):
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    interrupt_on_signals()
 
     targets = []
     for b in a.bin or [f"gokv={a.gokv_bin}"]:
