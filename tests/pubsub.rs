@@ -422,38 +422,52 @@ fn client_list_kill_info_and_reset_know_subscribers() {
     );
 }
 
+/// A replica of `primary` (with `extra` flags), once its link is up: the full sync's users
+/// are in, so logins from here on check the primary's hashes.
+fn synced_replica(primary: &Server, extra: &[&str]) -> Server {
+    let primary_addr = format!("127.0.0.1:{}", primary.port());
+    let mut args = vec![
+        "--replicaof",
+        &primary_addr,
+        "--primary-user",
+        "admin",
+        "--primary-password",
+        ADMIN_PASSWORD,
+    ];
+    args.extend_from_slice(extra);
+    let replica = Server::start(&args);
+    poll_until(Duration::from_secs(30), || {
+        let info = replica_login(&replica, None)
+            .call_value(&["INFO", "replication"])
+            .text();
+        info.contains("master_link_status:up").then_some(())
+    })
+    .expect("the replica's link comes up");
+    replica
+}
+
+/// A connection to `replica` logged in as admin, on `shard` when one is given. A login may
+/// race the full sync's users (the same password, the primary's hash): retried.
+fn replica_login(replica: &Server, shard: Option<&str>) -> RawConn {
+    poll_until(Duration::from_secs(30), || {
+        let mut c = RawConn::connect(&replica.addr());
+        c.send(&cmd(&["AUTH", "admin", ADMIN_PASSWORD]));
+        (c.read_reply() == OK && shard.is_none_or(|s| c.shard() == s)).then_some(c)
+    })
+    .expect("log in to the replica")
+}
+
 /// A PUBLISH on a primary reaches its replica's subscribers too, on every replica shard,
 /// channel and pattern alike, in publish order, as Redis propagates PUBLISH to its
 /// replicas; the primary's reply counts its own receivers only, as Redis's does.
 #[test]
 fn a_publish_on_the_primary_reaches_the_replicas_subscribers() {
     let primary = two_shards(&[]);
-    let replica = two_shards(&[
-        "--replicaof",
-        &format!("127.0.0.1:{}", primary.port()),
-        "--primary-user",
-        "admin",
-        "--primary-password",
-        ADMIN_PASSWORD,
-    ]);
-    // A login on the replica may race the full sync's users: retried; and on a given shard.
-    let login_on = |shard: &str| {
-        poll_until(Duration::from_secs(30), || {
-            let mut c = RawConn::connect(&replica.addr());
-            c.send(&cmd(&["AUTH", "admin", ADMIN_PASSWORD]));
-            (c.read_reply() == OK && c.shard() == shard).then_some(c)
-        })
-        .expect("log in to the replica")
-    };
-    poll_until(Duration::from_secs(30), || {
-        let info = login_on("0").call_value(&["INFO", "replication"]).text();
-        info.contains("master_link_status:up").then_some(())
-    })
-    .expect("the replica's link comes up");
-    let mut on_channel = login_on("0");
+    let replica = synced_replica(&primary, &["--shards", "2"]);
+    let mut on_channel = replica_login(&replica, Some("0"));
     on_channel.send(&cmd(&["SUBSCRIBE", "app:news"]));
     on_channel.read_reply();
-    let mut on_pattern = login_on("1");
+    let mut on_pattern = replica_login(&replica, Some("1"));
     on_pattern.send(&cmd(&["PSUBSCRIBE", "app:*"]));
     on_pattern.read_reply();
     let mut here = conn_on(&primary, "1");
@@ -484,32 +498,9 @@ fn a_publish_on_the_primary_reaches_the_replicas_subscribers() {
 #[test]
 fn publish_runs_on_a_read_only_replica() {
     let primary = Server::start(&[]);
-    let replica = Server::start(&[
-        "--replicaof",
-        &format!("127.0.0.1:{}", primary.port()),
-        "--primary-user",
-        "admin",
-        "--primary-password",
-        ADMIN_PASSWORD,
-    ]);
-    // A login may race the full sync's users (the same password, the primary's hash):
-    // retried.
-    let login = || {
-        poll_until(Duration::from_secs(30), || {
-            let mut c = RawConn::connect(&replica.addr());
-            c.send(&cmd(&["AUTH", "admin", ADMIN_PASSWORD]));
-            (c.read_reply() == OK).then_some(c)
-        })
-        .expect("log in to the replica")
-    };
-    // Synced (users included) once the link is up; the connections are made after that.
-    poll_until(Duration::from_secs(30), || {
-        let info = login().call_value(&["INFO", "replication"]).text();
-        info.contains("master_link_status:up").then_some(())
-    })
-    .expect("the replica's link comes up");
-    let mut c = login();
-    let mut sub = login();
+    let replica = synced_replica(&primary, &[]);
+    let mut c = replica_login(&replica, None);
+    let mut sub = replica_login(&replica, None);
     sub.send(&cmd(&["SUBSCRIBE", "__sentinel__:hello"]));
     sub.read_reply();
     assert_eq!(
