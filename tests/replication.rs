@@ -184,16 +184,9 @@ fn writes_during_the_full_sync_are_not_lost() {
     q_ok::<()>(&mut p, &["CREATE", "PARTITION", "big", "STRING", "MEMORY"]);
     q_ok::<()>(&mut p, &["CREATE", "PARTITION", "n", "INT", "ASYNC"]);
     // Enough keys that the walk takes many passes.
-    let value = "x".repeat(32);
-    for chunk in 0..40 {
-        let mut args = vec!["MSET".to_string(), "big".to_string()];
-        for i in 0..1000 {
-            args.push(format!("key{}", chunk * 1000 + i));
-            args.push(value.clone());
-        }
-        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        q_ok::<()>(&mut p, &args);
-    }
+    mset_load(&mut p, "big", 40, &"x".repeat(32), |chunk, i| {
+        format!("key{}", chunk * 1000 + i)
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
     let writer = {
@@ -245,16 +238,9 @@ fn a_full_sync_finishes_while_clients_hammer_the_primary() {
     let mut p = primary.client();
     q_ok::<()>(&mut p, &["CREATE", "PARTITION", "big", "STRING", "MEMORY"]);
     // ~10 MiB of records: about 150 walk steps, each followed by a rest.
-    let value = "x".repeat(160);
-    for chunk in 0..60 {
-        let mut args = vec!["MSET".to_string(), "big".to_string()];
-        for i in 0..1000 {
-            args.push(format!("key{}", chunk * 1000 + i));
-            args.push(value.clone());
-        }
-        let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-        q_ok::<()>(&mut p, &args);
-    }
+    mset_load(&mut p, "big", 60, &"x".repeat(160), |chunk, i| {
+        format!("key{}", chunk * 1000 + i)
+    });
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicU64::new(0));
     let clients: Vec<_> = (0..4u64)
@@ -400,16 +386,9 @@ fn a_replica_killed_mid_full_sync_comes_back_and_converges() {
     let primary = Server::start(&["--shards", "2"]);
     let mut p = primary.client();
     q_ok::<()>(&mut p, &["CREATE", "PARTITION", "big", "STRING", "MEMORY"]);
-    let value = "v".repeat(100);
-    for batch in 0..300 {
-        let mut args = vec!["MSET".to_string(), "big".to_string()];
-        for i in 0..1000 {
-            args.push(format!("key:{batch}:{i}"));
-            args.push(value.clone());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        q_ok::<()>(&mut p, &args);
-    }
+    mset_load(&mut p, "big", 300, &"v".repeat(100), |batch, i| {
+        format!("key:{batch}:{i}")
+    });
     let dir = DataDir::new("replica");
     let args = replica_args(primary.port(), &[]);
     let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();

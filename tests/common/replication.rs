@@ -1,4 +1,5 @@
-//! What the replication tests share: starting a replica, logging in to it, reading `INFO`
+//! What the replication tests share: loading a primary, starting a replica, logging in to it,
+//! reading `INFO`
 //! fields, waiting until a replica has applied everything, comparing a partition on both
 //! sides, signals, and a primary on a fixed port (so that a restart comes back at the same
 //! address).
@@ -10,6 +11,26 @@ use super::{poll_until, q_ok, server_bin, DataDir, Server, ADMIN_PASSWORD};
 
 /// How long a replica may take to converge on a loaded 2-core machine (debug build).
 pub const CONVERGE: Duration = Duration::from_secs(60);
+
+/// Loads `chunks` x 1,000 keys of `value` into `partition`, one MSET of 1,000 keys per chunk;
+/// `key(chunk, i)` names the `i`th key of a chunk.
+pub fn mset_load(
+    con: &mut redis::Connection,
+    partition: &str,
+    chunks: usize,
+    value: &str,
+    key: impl Fn(usize, usize) -> String,
+) {
+    for chunk in 0..chunks {
+        let mut args = vec!["MSET".to_string(), partition.to_string()];
+        for i in 0..1000 {
+            args.push(key(chunk, i));
+            args.push(value.to_string());
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        q_ok::<()>(con, &args);
+    }
+}
 
 /// Arguments that make a server a replica of the primary on `primary_port`, then `extra`.
 pub fn replica_args(primary_port: u16, extra: &[&str]) -> Vec<String> {
