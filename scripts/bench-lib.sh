@@ -1,15 +1,16 @@
 # Shared by the benchmark entry scripts (bench-vs-redis.sh, bench-expiry.sh,
-# bench-scaling.sh): source it from
+# bench-scaling.sh, wakeups.sh, ...): source it from
 # the repository root. Not a script of its own.
 #
 #   bench_need_redis          install redis-server/redis-tools when missing; warn below 7
 #   bench_build               cargo build --release -p gokv -p gokv-loadtest
 #   bench_run_python PY ARGS  run scripts/PY with a scratch --state-dir and the release
-#                             binaries; on exit, Ctrl-C or SIGTERM stop it and any server it
-#                             left behind (pids in the state dir), remove the state dir, and
-#                             exit with its status
-#   bench_cleanup             that clean-up, for an entry that starts its helper itself (set
-#                             bench_state and bench_py_pid, trap bench_cleanup EXIT)
+#                             binaries; on exit, Ctrl-C, SIGTERM or SIGHUP stop it and any
+#                             server it left behind (pids in the state dir), remove the state
+#                             dir, and exit with its status
+#   bench_run_python_env PY ARGS  the same, the binaries left to the helper (its defaults and
+#                             the environment: GOKV_BIN, REDIS_BIN, ...)
+#   bench_cleanup             that clean-up (the trap the two above set)
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -65,11 +66,17 @@ bench_cleanup() {
 bench_run_python() {
     local py=$1
     shift
-    bench_state=$(mktemp -d "${TMPDIR:-/tmp}/gokv-bench.XXXXXX")
+    bench_run_python_env "$py" \
+        --gokv-bin target/release/gokv-server --loadtest-bin target/release/gokv-loadtest "$@"
+}
+
+bench_run_python_env() {
+    local py=$1
+    shift
+    bench_state=$(mktemp -d "${TMPDIR:-/tmp}/gokv-${py%.py}.XXXXXX")
     trap bench_cleanup EXIT
-    trap 'exit 130' INT TERM
-    python3 "scripts/$py" --state-dir "$bench_state" \
-        --gokv-bin target/release/gokv-server --loadtest-bin target/release/gokv-loadtest "$@" &
+    trap 'exit 130' INT TERM HUP
+    python3 "scripts/$py" --state-dir "$bench_state" "$@" &
     bench_py_pid=$!
     local rc
     set +e

@@ -70,14 +70,4 @@ if [ -z "$VALKEY_BIN" ]; then
 fi
 
 source scripts/bench-lib.sh
-bench_state=$(mktemp -d "${TMPDIR:-/tmp}/gokv-scaling.XXXXXX")
-trap bench_cleanup EXIT
-trap 'exit 130' INT TERM HUP
-python3 scripts/bench_scaling.py --state-dir "$bench_state" ${args[@]+"${args[@]}"} &
-bench_py_pid=$!
-set +e
-wait "$bench_py_pid"
-rc=$?
-set -e
-bench_py_pid=""
-exit "$rc"
+bench_run_python_env bench_scaling.py ${args[@]+"${args[@]}"}

@@ -67,14 +67,4 @@ fi
 export REDIS_BIN="${REDIS_BIN:-}"
 
 source scripts/bench-lib.sh
-bench_state=$(mktemp -d "${TMPDIR:-/tmp}/gokv-wakeups.XXXXXX")
-trap bench_cleanup EXIT
-trap 'exit 130' INT TERM HUP
-python3 scripts/wakeups.py --state-dir "$bench_state" ${args[@]+"${args[@]}"} &
-bench_py_pid=$!
-set +e
-wait "$bench_py_pid"
-rc=$?
-set -e
-bench_py_pid=""
-exit "$rc"
+bench_run_python_env wakeups.py ${args[@]+"${args[@]}"}
