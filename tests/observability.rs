@@ -166,6 +166,27 @@ fn errorstats_name_the_replication_and_transaction_codes() {
         assert_eq!(errors[&format!("errorstat_{code}")], "count=1", "{text}");
     }
     c.call_ok(&["REPLICAOF", "NO", "ONE"]);
+    // The same replies (no partition word) count under the same names on a real Redis.
+    if let Some(redis) = RealRedis::start("errorstats_name_the_replication_and_transaction_codes") {
+        let mut r = redis.conn();
+        assert_eq!(r.call(&["CONFIG", "SET", "min-replicas-to-write", "1"]), OK);
+        assert!(r.call(&["SET", "k", "v"]).starts_with(b"-NOREPLICAS"));
+        assert_eq!(r.call(&["CONFIG", "SET", "min-replicas-to-write", "0"]), OK);
+        assert_eq!(r.call(&["MULTI"]), OK);
+        assert!(r.call(&["NOSUCHCOMMAND"]).starts_with(b"-ERR"));
+        assert!(r.call(&["EXEC"]).starts_with(b"-EXECABORT"));
+        assert_eq!(r.call(&["REPLICAOF", "127.0.0.1", &nobody]), OK);
+        assert!(r.call(&["SET", "k", "v"]).starts_with(b"-READONLY"));
+        let text = resp_text(&r.call(&["INFO", "errorstats"]));
+        let errors = section(&text, "Errorstats");
+        for code in ["NOREPLICAS", "EXECABORT", "READONLY", "ERR"] {
+            assert_eq!(
+                errors[&format!("errorstat_{code}")],
+                "count=1",
+                "redis: {text}"
+            );
+        }
+    }
 }
 
 #[test]
