@@ -625,3 +625,90 @@ fn a_new_primary_at_the_same_address_is_a_new_history() {
     let keys: i64 = q_ok(&mut r, &["DBSIZE", "new"]);
     assert_eq!(keys, 1, "nothing of the old partition's log");
 }
+
+/// A replica's link lives only while its user may replicate. A REVOKE of the user's ADMIN on
+/// `*`, or DROP USER, ends the feed on the primary before it answers: nothing written or
+/// changed after that (data, users) reaches the replica, whose attempts to link again are
+/// refused until the user may replicate again.
+#[test]
+fn a_revoked_or_dropped_replication_user_loses_its_link() {
+    let primary = Server::start(&[]);
+    let mut p = primary.client();
+    let grant_repl = |p: &mut redis::Connection| {
+        q_ok::<()>(p, &["GRANT", "ADMIN", "ON", "*", "TO", "repl"]);
+    };
+    q_ok::<()>(&mut p, &["CREATE", "USER", "repl", "repl-pw"]);
+    grant_repl(&mut p);
+    q_ok::<()>(&mut p, &["CREATE", "PARTITION", "p", "STRING", "MEMORY"]);
+    q_ok::<()>(&mut p, &["SET", "p", "k", "1"]);
+    let replica = Server::start(&[
+        "--replicaof",
+        &format!("127.0.0.1:{}", primary.port()),
+        "--primary-user",
+        "repl",
+        "--primary-password",
+        "repl-pw",
+    ]);
+    let mut r = replica_client(&replica);
+    converge(&mut p, &mut r);
+
+    // Cuts the link with `cut`, checks that a write and a new user made after it stay on the
+    // primary, then lets the user replicate again with `restore` and checks the replica
+    // catches up.
+    let mut round = 1;
+    let mut check_cut = |p: &mut redis::Connection,
+                         r: &mut redis::Connection,
+                         cut: &dyn Fn(&mut redis::Connection),
+                         restore: &dyn Fn(&mut redis::Connection)| {
+        let refusals = || {
+            let log = replica.log_text();
+            log.lines()
+                .filter(|l| l.contains("refused this replica"))
+                .count()
+        };
+        let refused_before = refusals();
+        cut(p);
+        let gone = poll_until(Duration::from_secs(10), || {
+            (repl_info(p, "connected_slaves").as_deref() == Some("0")).then_some(())
+        });
+        assert!(gone.is_some(), "the replica's link outlived the revocation");
+        round += 1;
+        let value = round.to_string();
+        let later = format!("later{round}");
+        q_ok::<()>(p, &["SET", "p", "k", &value]);
+        q_ok::<()>(p, &["CREATE", "USER", &later, "later-pw"]);
+        // Past the replica's first retry (1 s): it is refused, not merely slow.
+        thread::sleep(Duration::from_millis(2500));
+        assert_eq!(repl_info(r, "master_link_status").as_deref(), Some("down"));
+        assert_eq!(
+            q::<String>(r, &["GET", "p", "k"]).unwrap(),
+            (round - 1).to_string(),
+            "a write after the revocation reached the replica"
+        );
+        let mut login = replica.raw_unauthenticated();
+        let e = login.call_err(&["AUTH", &later, "later-pw"]);
+        assert!(
+            e.starts_with("WRONGPASS"),
+            "a user made after it reached the replica: {e}"
+        );
+        assert!(refusals() > refused_before, "{}", replica.log_text());
+        restore(p);
+        converge(p, r);
+        assert_eq!(q::<String>(r, &["GET", "p", "k"]).unwrap(), value);
+    };
+    check_cut(
+        &mut p,
+        &mut r,
+        &|p| q_ok::<()>(p, &["REVOKE", "ADMIN", "ON", "*", "FROM", "repl"]),
+        &grant_repl,
+    );
+    check_cut(
+        &mut p,
+        &mut r,
+        &|p| q_ok::<()>(p, &["DROP", "USER", "repl"]),
+        &|p| {
+            q_ok::<()>(p, &["CREATE", "USER", "repl", "repl-pw"]);
+            grant_repl(p);
+        },
+    );
+}

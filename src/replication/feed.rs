@@ -20,6 +20,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::link::LinkStream;
 use super::{unix_secs, wire};
+use crate::acl::{Acl, Perms, User, ALL};
 
 /// How long the sender waits for a frame before it sends `PING`: the replica's
 /// `master_last_io_seconds_ago` and its link timeout count on it.
@@ -67,6 +68,9 @@ pub struct Feed {
     /// The replica's address, and the port it says it listens on (INFO's `slaveN`).
     pub peer: SocketAddr,
     pub listening_port: u16,
+    /// The user the replica logged in as: the feed lives only while that user (this one, not
+    /// a later one of the same name) holds ADMIN on `*` ([`Feed::still_allowed`]).
+    pub user: Arc<User>,
     tx: Sender<Arc<Vec<u8>>>,
     /// Bytes pushed and not yet written.
     queued: AtomicUsize,
@@ -93,6 +97,7 @@ impl Feed {
         socket: LinkStream,
         peer: SocketAddr,
         listening_port: u16,
+        user: Arc<User>,
         shards: usize,
         limit: usize,
     ) -> std::io::Result<Arc<Feed>> {
@@ -107,6 +112,7 @@ impl Feed {
             id,
             peer,
             listening_port,
+            user,
             tx,
             queued: AtomicUsize::new(0),
             limit,
@@ -162,6 +168,13 @@ impl Feed {
 
     pub fn is_dropped(&self) -> bool {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// May the replica's user still replicate under `acl`? It must exist (the same user: a
+    /// new one of that name is someone else) and hold ADMIN on `*`, what `REPLSYNC` needed.
+    pub fn still_allowed(&self, acl: &Acl) -> bool {
+        acl.get(self.user.name.as_bytes())
+            .is_some_and(|u| u.id == self.user.id && u.allows(Perms::ADMIN, ALL.as_bytes()))
     }
 
     /// Drops the replica (logged once): the sender thread closes its socket.
@@ -302,16 +315,75 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::acl::{AclChange, GrantChange};
     use std::io::Read;
     use std::net::{TcpListener, TcpStream};
 
-    /// A feed writing to a socket whose other end this returns.
-    fn feed_to_socket() -> (Arc<Feed>, TcpStream) {
+    /// A feed writing to a socket whose other end this returns, for `user` of `acl`.
+    fn feed_of(acl: &Acl, user: &str) -> (Arc<Feed>, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let out = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (back, peer) = listener.accept().unwrap();
-        let feed = Feed::start(1, LinkStream::Plain(out), peer, 0, 2, 64 << 20).unwrap();
+        let user = acl.get(user.as_bytes()).unwrap().clone();
+        let feed = Feed::start(1, LinkStream::Plain(out), peer, 0, user, 2, 64 << 20).unwrap();
         (feed, back)
+    }
+
+    /// A feed writing to a socket whose other end this returns.
+    fn feed_to_socket() -> (Arc<Feed>, TcpStream) {
+        feed_of(&acl_change(&Acl::default(), user("repl")), "repl")
+    }
+
+    fn acl_change(acl: &Acl, change: AclChange) -> Acl {
+        acl.apply(&change).unwrap()
+    }
+
+    fn user(name: &str) -> AclChange {
+        AclChange::CreateUser {
+            name: name.into(),
+            hash: "h".into(),
+            default_partition: None,
+        }
+    }
+
+    fn admin_on_all(name: &str, grant: bool) -> AclChange {
+        let change = GrantChange {
+            perms: Perms::ADMIN,
+            target: ALL.into(),
+            user: name.into(),
+        };
+        if grant {
+            AclChange::Grant(change)
+        } else {
+            AclChange::Revoke(change)
+        }
+    }
+
+    /// The feed may go on while its very user holds ADMIN on `*`: not once it lost the grant
+    /// (nor on a partition-level ADMIN alone), nor for a new user of the same name.
+    #[test]
+    fn a_feed_is_allowed_only_while_its_own_user_holds_admin_on_all() {
+        let acl = acl_change(&Acl::default(), user("repl"));
+        let granted = acl_change(&acl, admin_on_all("repl", true));
+        let (feed, _back) = feed_of(&granted, "repl");
+        assert!(feed.still_allowed(&granted));
+        assert!(!feed.still_allowed(&acl_change(&granted, admin_on_all("repl", false))));
+        let on_one = acl_change(
+            &acl,
+            AclChange::Grant(GrantChange {
+                perms: Perms::ADMIN,
+                target: "p".into(),
+                user: "repl".into(),
+            }),
+        );
+        assert!(!feed.still_allowed(&on_one));
+        let dropped = acl_change(&granted, AclChange::DropUser("repl".into()));
+        assert!(!feed.still_allowed(&dropped));
+        let again = acl_change(
+            &acl_change(&dropped, user("repl")),
+            admin_on_all("repl", true),
+        );
+        assert!(!feed.still_allowed(&again), "a new user of the same name");
     }
 
     /// Two threads (two shards) push to two feeds at once: both replicas read the very same

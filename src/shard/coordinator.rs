@@ -151,6 +151,11 @@ impl Coordinator {
     /// A replica attached: the catalog and users go into its feed first, then every shard
     /// starts its full sync (the shards hear it after every version broadcast so far).
     pub fn attach_feed(&mut self, feed: Arc<Feed>, shards: &[ShardHandle]) {
+        // A revocation may have come between its REPLSYNC and now.
+        if !feed.still_allowed(&self.acl) {
+            drop_unauthorized(&feed);
+            return;
+        }
         let mut frames = Vec::new();
         self.catalog_frame(&mut frames);
         self.users_frame(&mut frames);
@@ -175,6 +180,13 @@ impl Coordinator {
 
     /// Sends the new catalog and/or users to every replica (before the broadcast).
     fn feed_replicas(&mut self, catalog: bool, acl: bool) {
+        if acl {
+            // A replica whose user was dropped or lost ADMIN on `*` gets nothing more, not
+            // even these users: its link ends as a session's reads end at a REVOKE.
+            for feed in self.feeds.iter().filter(|f| !f.still_allowed(&self.acl)) {
+                drop_unauthorized(feed);
+            }
+        }
         self.feeds.retain(|f| !f.is_dropped());
         if self.feeds.is_empty() || !(catalog || acl) {
             return;
@@ -564,4 +576,12 @@ fn unsynced(made: &str, e: &dyn std::fmt::Display) -> CommandError {
     CommandError::Io(format!(
         "{made}, but {e}: a power loss may undo it (a restart keeps it)"
     ))
+}
+
+/// Ends a replica's link because its user may no longer replicate (logged once).
+fn drop_unauthorized(feed: &Feed) {
+    feed.drop_replica(&format!(
+        "its user '{}' was dropped or no longer holds ADMIN on *",
+        feed.user.name
+    ));
 }

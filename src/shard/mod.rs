@@ -479,10 +479,11 @@ impl Shard {
         ShardMetrics::sub(&metrics.connections, 1);
         self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
         // A replica that was answered `+FULLSYNC`: its socket becomes its feed.
-        if let Some(port) = conn.session.replica_port {
+        // (`REPLSYNC` needs a login with ADMIN on `*`, so it has a user.)
+        if let (Some(port), Some(user)) = (conn.session.replica_port, conn.session.user.take()) {
             let resume = conn.session.replica_resume.take();
             let announce_ip = conn.session.replica_ip.take();
-            self.become_feed(conn.socket, conn.peer, port, announce_ip, resume);
+            self.become_feed(conn.socket, conn.peer, port, user, announce_ip, resume);
         }
     }
 

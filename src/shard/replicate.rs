@@ -636,6 +636,7 @@ impl Shard {
         socket: crate::tls::stream::Transport,
         peer: std::net::SocketAddr,
         listening_port: u16,
+        user: Arc<crate::acl::User>,
         announce_ip: Option<String>,
         resume: Option<Box<crate::replication::backlog::Resume>>,
     ) {
@@ -678,6 +679,7 @@ impl Shard {
             socket,
             peer,
             listening_port,
+            user,
             state.shards,
             state.buffer_limit,
         ) {
