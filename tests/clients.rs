@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::Read;
+use std::io::{self, Read};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -438,6 +438,56 @@ fn monitor_until(m: &mut RawConn, needle: &str) -> Vec<String> {
         }
     }
     panic!("no MONITOR line with {needle:?} in {lines:#?}");
+}
+
+/// MONITOR needs ADMIN on `*`, and only while it is held: a REVOKE closes the monitors of
+/// that user on every shard before it answers, so no later command's line reaches them.
+#[test]
+fn a_monitor_is_closed_when_its_user_loses_admin_on_all() {
+    let server = Server::start(&["--shards", "2"]);
+    let (mut zero, mut one) = conns_on_both_shards(&server, 1);
+    let monitor = &mut zero[0];
+    let worker = &mut one[0];
+    worker.expect(&cmd(&["CREATE", "PARTITION", "p", "STRING", "MEMORY"]), OK);
+    worker.expect(&cmd(&["CREATE", "USER", "mon", "mon-pw"]), OK);
+    worker.expect(&cmd(&["GRANT", "ADMIN", "ON", "*", "TO", "mon"]), OK);
+    monitor.expect(&cmd(&["AUTH", "mon", "mon-pw"]), OK);
+    monitor.expect(&cmd(&["MONITOR"]), OK);
+    worker.expect(&cmd(&["SET", "p", "k", "before"]), OK);
+    monitor_until(monitor, "\"before\"");
+
+    worker.expect(&cmd(&["REVOKE", "ADMIN", "ON", "*", "FROM", "mon"]), OK);
+    worker.expect(&cmd(&["SET", "p", "k", "after-revoke"]), OK);
+    monitor
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut seen = Vec::new();
+    loop {
+        match monitor.try_read_reply() {
+            Ok(Some(line)) => seen.push(String::from_utf8_lossy(&line).into_owned()),
+            Ok(None) => break,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("the monitor is still open after the REVOKE; it saw {seen:?}")
+            }
+            Err(_) => break, // reset: closed too
+        }
+    }
+    assert!(
+        !seen.iter().any(|l| l.contains("after-revoke")),
+        "a line after the REVOKE reached the monitor: {seen:?}"
+    );
+    // An ACL change that leaves a monitor's user its ADMIN on `*` leaves the monitor be.
+    worker.expect(&cmd(&["MONITOR"]), OK);
+    let mut other = server.raw();
+    other.expect(&cmd(&["GRANT", "READ", "ON", "p", "TO", "mon"]), OK);
+    other.expect(&cmd(&["ECHO", "still-here"]), &bulk(b"still-here"));
+    monitor_until(worker, "still-here");
 }
 
 #[test]

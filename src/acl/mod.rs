@@ -269,6 +269,12 @@ impl Acl {
             .and_then(|n| self.users.get(n))
     }
 
+    /// `user` as of this version: the same user (same id; a dropped and re-created one is
+    /// someone else) with its grants now, or `None` when it was dropped.
+    pub fn current(&self, user: &User) -> Option<&Arc<User>> {
+        self.users.get(&user.name).filter(|now| now.id == user.id)
+    }
+
     /// The user with this id, if it still exists (a dropped and re-created user has a new
     /// id, so a request approved for the old one finds nobody). A scan: it runs only when a
     /// request is checked again after the ACL changed, never per request.

@@ -173,8 +173,8 @@ impl Feed {
     /// May the replica's user still replicate under `acl`? It must exist (the same user: a
     /// new one of that name is someone else) and hold ADMIN on `*`, what `REPLSYNC` needed.
     pub fn still_allowed(&self, acl: &Acl) -> bool {
-        acl.get(self.user.name.as_bytes())
-            .is_some_and(|u| u.id == self.user.id && u.allows(Perms::ADMIN, ALL.as_bytes()))
+        acl.current(&self.user)
+            .is_some_and(|u| u.allows(Perms::ADMIN, ALL.as_bytes()))
     }
 
     /// Drops the replica (logged once): the sender thread closes its socket.

@@ -42,7 +42,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::acl::Perms;
+use crate::acl::{Perms, ALL};
 use crate::command::access::authorize;
 use crate::command::client::{self, ClientLine, ClientType, Filter};
 use crate::command::server::Session;
@@ -590,6 +590,36 @@ impl Shard {
 
     /// Hands one pass's MONITOR lines of some shard to this shard's monitors; one that
     /// passes `client-output-limit` with them is closed.
+    /// After an ACL change: closes the monitors whose user no longer holds ADMIN on `*`
+    /// (what MONITOR needed), before the change answers, so that no line of a later command
+    /// reaches them. (Those of a dropped user close anyway: `apply_acl`.)
+    pub(super) fn recheck_monitors(&mut self) {
+        for conn_ref in self.core.monitor_conns.clone() {
+            let index = conn_ref.index as usize;
+            let Some(conn) = self.conns.get_mut(index) else {
+                continue;
+            };
+            let allowed = conn.session.user.as_ref().is_some_and(|u| {
+                self.core
+                    .acl
+                    .current(u)
+                    .is_some_and(|now| now.allows(Perms::ADMIN, ALL.as_bytes()))
+            });
+            if conn.conn_ref != conn_ref || allowed {
+                continue;
+            }
+            log::info!(
+                "closing connection {} from {}: its user no longer may MONITOR",
+                conn.session.id,
+                conn.peer
+            );
+            conn.session.monitoring = false;
+            conn.closing = true;
+            self.core.monitor_gone(conn_ref);
+            self.after_progress(index);
+        }
+    }
+
     pub(super) fn feed_local_monitors(&mut self, feed: &[u8]) {
         for conn_ref in self.core.monitor_conns.clone() {
             let index = conn_ref.index as usize;

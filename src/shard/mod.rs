@@ -528,6 +528,7 @@ impl Shard {
                     if !Arc::ptr_eq(&self.core.acl, &acl) {
                         self.apply_acl(acl);
                         self.recheck_subscribers();
+                        self.recheck_monitors();
                     }
                     self.core.shared.shards[COORDINATOR].send(Message::UpdateAck { epoch, failed });
                 }

@@ -729,12 +729,7 @@ impl Shard {
                 let Some(subs) = &conn.session.pubsub else {
                     return false;
                 };
-                let user = conn.session.user.as_ref().and_then(|u| {
-                    acl.users
-                        .get(&u.name)
-                        .filter(|now| now.id == u.id)
-                        .map(|now| now.as_ref())
-                });
+                let user = conn.session.user.as_ref().and_then(|u| acl.current(u));
                 user.is_none_or(|user| !pubsub::still_allowed(user, subs))
             })
             .map(|(index, _)| index)

@@ -211,7 +211,7 @@ fn user_gone(acl: &Acl, conn: &Connection) -> bool {
     conn.session
         .user
         .as_ref()
-        .is_some_and(|user| acl.users.get(&user.name).map(|u| u.id) != Some(user.id))
+        .is_some_and(|user| acl.current(user).is_none())
 }
 
 /// Binds a session to the user it proved to be, and answers the login. A user with a default
