@@ -429,3 +429,49 @@ fn a_login_flood_does_not_lock_out_real_logins() {
          ({sent} sent)"
     );
 }
+
+/// A peer that sends its requests and closes its side at once (a health check's
+/// `printf 'PING\r\n' | nc`) is answered and then closed, logged in or not: the bytes and
+/// the end of input often arrive together, and a short read that takes the bytes leaves the
+/// end unread, which the edge-triggered poll never reports again. Each such connection used
+/// to stay open for good (CLOSE-WAIT, a client slot), so any peer could fill `max-clients`.
+#[test]
+fn a_peer_that_sends_and_closes_at_once_is_answered_and_closed() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut admin = server.raw();
+    admin.expect(&cmd(&["CREATE", "USER", "u", "u-pw"]), OK);
+    let mut handles = Vec::new();
+    for i in 0..60 {
+        let mut s = socket(&server, Duration::from_secs(10));
+        let handle = thread::spawn(move || {
+            let mut sent = Vec::new();
+            if i % 2 == 1 {
+                // Logged in, then `RESET` logs it out again before the end of input.
+                s.write_all(&cmd(&["AUTH", "u", "u-pw"])).unwrap();
+                let mut ok = [0u8; 5];
+                s.read_exact(&mut ok).unwrap();
+                assert_eq!(&ok, b"+OK\r\n");
+                sent.extend_from_slice(&cmd(&["RESET"]));
+            }
+            sent.extend_from_slice(b"PING\r\n");
+            s.write_all(&sent).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            read_until_close(&mut s)
+        });
+        handles.push(handle);
+    }
+    for handle in handles {
+        let (got, closed) = handle.join().unwrap();
+        assert!(got.ends_with("+PONG\r\n"), "{got:?}");
+        assert!(
+            closed,
+            "the server kept a half-closed connection open ({got:?})"
+        );
+    }
+    drop(admin);
+    // Only the connection that asks is left.
+    let settled = poll_until(Duration::from_secs(5), || {
+        (connected_clients(&server) == 1).then_some(())
+    });
+    assert!(settled.is_some(), "{} clients", connected_clients(&server));
+}

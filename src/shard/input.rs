@@ -170,7 +170,12 @@ impl Shard {
             self.close(index);
             return;
         }
-        if outcome == Some(ReadOutcome::Closed) {
+        // The end of input was read; or a poll event already said the peer closed its side
+        // and this read took everything left (a short read): the end is next, and the
+        // edge-triggered poll will not report it again, so do not wait for it.
+        if outcome == Some(ReadOutcome::Closed)
+            || (conn.peer_closed && outcome == Some(ReadOutcome::Drained))
+        {
             conn.input_closed = true;
         }
         self.core.process_input(conn);
