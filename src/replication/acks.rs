@@ -161,14 +161,7 @@ pub fn poll_tls(
     // A full chunk may leave decrypted bytes in the session: read on without asking.
     let mut more = false;
     loop {
-        let mut poll = libc::pollfd {
-            fd: socket.tcp().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd, a zero timeout.
-        let ready = unsafe { libc::poll(&mut poll, 1, 0) } > 0;
-        if !ready && !more {
+        if !super::link::readable_now(socket.tcp().as_raw_fd()) && !more {
             break;
         }
         match socket.read(&mut chunk) {

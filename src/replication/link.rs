@@ -87,3 +87,15 @@ impl Write for LinkStream {
         }
     }
 }
+
+/// Whether `fd` has input (or, for an epoll descriptor, events) waiting now: `poll` with a
+/// zero timeout, nothing read.
+pub fn readable_now(fd: std::os::fd::RawFd) -> bool {
+    let mut poll = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a zero timeout.
+    unsafe { libc::poll(&mut poll, 1, 0) > 0 }
+}

@@ -502,6 +502,12 @@ impl Mailbox {
         }
     }
 
+    /// Whether mail waits in the inbox (a full sync's walk step stops early for it:
+    /// `shard::replicate`).
+    pub fn has_mail(&self) -> bool {
+        !self.receiver.is_empty()
+    }
+
     /// Marks the shard awake after `poll` returns: senders need not wake it now.
     pub fn woke_up(&self) {
         self.sleeping.store(false, SeqCst);

@@ -1,6 +1,7 @@
 //! `replication`: one slice of each replica's full sync of this shard's partitions (see
 //! `shard::replicate`), after the pass's writes so that a slice only sees committed data;
-//! and forgetting feeds whose replica was dropped. Due now while a walk has a feed with
+//! and forgetting feeds whose replica was dropped. A step yields to requests that arrive
+//! while it runs (`Waiting`). Due now while a walk has a feed with
 //! room, unless the walks rest after a step taken while clients were served (`WalkPace` in
 //! `shard::replicate`); every millisecond while the feeds it waits for are full (their
 //! sender threads drain them without waking this shard); not at all without replicas.
@@ -8,6 +9,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Budget, Step};
+use crate::shard::replicate::Waiting;
 use crate::shard::Shard;
 
 /// A slice is at most 64 KiB of records or 250 us (`shard::replicate`).
@@ -40,6 +42,11 @@ impl Step for Replication {
     }
 
     fn run(&mut self, shard: &mut Shard, _budget: Budget) {
-        shard.core.walk_steps();
+        use std::os::fd::AsRawFd;
+        let waiting = Waiting {
+            poll: shard.poll.as_raw_fd(),
+            mailbox: &shard.mailbox,
+        };
+        shard.core.walk_steps(&waiting);
     }
 }
