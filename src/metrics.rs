@@ -394,8 +394,8 @@ impl LatencyHistogram {
 /// answered an error, `rejected` those refused before they ran (permission, `-OOM`,
 /// `-THROTTLED`), which are not in `calls`.
 ///
-/// Data commands (GET, SET, ...: the hot path) put their time into these statistics one
-/// call in [`DATA_SAMPLE`]: the counts are exact, the time (`nanos`, `buckets`) is that of
+/// Data commands (GET, SET, ...: the hot path), PING and ECHO put their time into these
+/// statistics one call in [`DATA_SAMPLE`]: the counts are exact, the time (`nanos`, `buckets`) is that of
 /// the `sampled` calls, and the total time is estimated as `nanos * calls / sampled` (an
 /// unbiased estimate: which calls are sampled depends only on their order). Other commands
 /// are sampled every call.
