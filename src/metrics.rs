@@ -25,7 +25,8 @@ pub struct ShardMetrics {
     pub forwarded_in: AtomicU64,
     /// Messages (batches) this shard sent to other shards.
     pub batches_out: AtomicU64,
-    /// Wall time this shard's loop spent outside `poll` (serving), in ns: its busy share is
+    /// Wall time this shard's loop spent outside `poll` (serving), in ns, less the passes of
+    /// its spin after work that found nothing (`shard::SPIN`): its busy share is
     /// the rate of this (`gokv_shard_busy_seconds_total`); 1 s/s is a saturated shard.
     pub busy_ns: AtomicU64,
     /// Connections this shard handed to another shard (see `Affinity`).
