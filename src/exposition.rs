@@ -14,7 +14,7 @@
 //! Names are `gokv_` plus redis_exporter's names where one exists (`gokv_commands_total{cmd}`,
 //! `gokv_memory_used_bytes`, ...); counters only grow (`CONFIG RESETSTAT`, when it exists,
 //! resets INFO's statistics, never these). Per command the latency is a histogram of the
-//! timed calls (a data command is timed one call in [`DATA_SAMPLE`], see
+//! timed calls (a data command, PING and ECHO are timed one call in [`DATA_SAMPLE`], see
 //! [`crate::metrics::CommandStats`]), with buckets at 128 ns x 4^k. Per shard, every fsync
 //! of a durable partition's log is a histogram too (`gokv_fsync_duration_seconds`, buckets
 //! at 2^k ns from 1 us to 17 s; MEMORY partitions never fsync, so they cost it nothing), and

@@ -25,7 +25,8 @@ pub struct ShardMetrics {
     pub forwarded_in: AtomicU64,
     /// Messages (batches) this shard sent to other shards.
     pub batches_out: AtomicU64,
-    /// Wall time this shard's loop spent outside `poll` (serving), in ns: its busy share is
+    /// Wall time this shard's loop spent outside `poll` (serving), in ns, less the passes of
+    /// its spin after work that found nothing (`shard::SPIN`): its busy share is
     /// the rate of this (`gokv_shard_busy_seconds_total`); 1 s/s is a saturated shard.
     pub busy_ns: AtomicU64,
     /// Connections this shard handed to another shard (see `Affinity`).
@@ -394,8 +395,8 @@ impl LatencyHistogram {
 /// answered an error, `rejected` those refused before they ran (permission, `-OOM`,
 /// `-THROTTLED`), which are not in `calls`.
 ///
-/// Data commands (GET, SET, ...: the hot path) put their time into these statistics one
-/// call in [`DATA_SAMPLE`]: the counts are exact, the time (`nanos`, `buckets`) is that of
+/// Data commands (GET, SET, ...: the hot path), PING and ECHO put their time into these
+/// statistics one call in [`DATA_SAMPLE`]: the counts are exact, the time (`nanos`, `buckets`) is that of
 /// the `sampled` calls, and the total time is estimated as `nanos * calls / sampled` (an
 /// unbiased estimate: which calls are sampled depends only on their order). Other commands
 /// are sampled every call.

@@ -104,7 +104,8 @@ pub fn configure(live: &crate::config::LiveValues) {
 
 /// Whether a data command's call must be timed whatever the sample says: yes unless the
 /// command is [`flag::BOUNDED`](crate::command::flag::BOUNDED) (single key, its work bounded
-/// by its arguments and by the one value it reads, writes or frees), the buffer its
+/// by its arguments and by the one value it reads, writes or frees; or PING and ECHO, bounded
+/// by their arguments), the buffer its
 /// arguments lie in holds at most [`BOUNDED_BYTES`] (which bounds the arguments themselves),
 /// and the slow log and the latency monitor only watch for calls of a millisecond or more.
 /// Such a call on a small value does well under 100 µs of work, so it reaches a millisecond

@@ -960,8 +960,19 @@ fn dashboard_queries_are_valid_promql() {
     );
 }
 
+/// The server's CPU time so far (user + system, all threads), in clock ticks (100 a second
+/// on Linux), from `/proc/<pid>/stat`.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
+    // Fields after the command name, which is in parentheses: state is field 3, utime 14.
+    let rest = &stat[stat.rfind(')').expect("a stat line") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
 /// `gokv_shard_busy_seconds_total`: grows on the shard that serves, stays within the
-/// server's uptime, and an idle shard is mostly not busy (it sleeps in poll).
+/// server's uptime, and an idle shard is mostly not busy (it sleeps in poll). A shard spins
+/// a moment after work (`shard::SPIN`) and then sleeps: the idle server uses almost no CPU.
 #[test]
 fn shard_busy_time_grows_with_work_and_not_while_idle() {
     let (server, port) = with_metrics(&["--shards", "2"]);
@@ -989,7 +1000,13 @@ fn shard_busy_time_grows_with_work_and_not_while_idle() {
         busy(&before, &shard),
         busy(&after, &shard)
     );
+    let cpu_before = cpu_ticks(server.pid());
     std::thread::sleep(Duration::from_secs(2));
+    let idle_cpu = cpu_ticks(server.pid()) - cpu_before;
+    assert!(
+        idle_cpu < 50,
+        "{idle_cpu} CPU ticks (of 100 a second) in 2 idle seconds: a shard did not stop spinning"
+    );
     let (_, idle) = parse(&scrape(port));
     let uptime = value(&idle, "gokv_uptime_in_seconds", &[]);
     for s in ["0", "1"] {

@@ -115,9 +115,10 @@ pub mod flag {
     pub const ADMIN: u16 = 1 << 4;
     /// Answered while the server is loading.
     pub const LOADING: u16 = 1 << 5;
-    /// GoKV's own, not shown by `COMMAND INFO`: a single-key command whose work is bounded
-    /// by its arguments' size, so that on small arguments it cannot run long (the slow log
-    /// times it one call in `DATA_SAMPLE`: see `slowlog::time_every_call`).
+    /// GoKV's own, not shown by `COMMAND INFO`: a single-key command, or PING and ECHO,
+    /// whose work is bounded by its arguments' size, so that on small arguments it cannot
+    /// run long (its statistics and the slow log time it one call in `DATA_SAMPLE`: see
+    /// `slowlog::time_every_call`).
     pub const BOUNDED: u16 = 1 << 6;
     /// Refused between MULTI and EXEC (see `command::multi`).
     pub const NO_MULTI: u16 = 1 << 7;
@@ -618,12 +619,12 @@ command_table! {
     },
     Ping => {
         usage: "PING [message]",
-        name: "ping", arity: -1, flags: FAST, permission: Permission::Open,
+        name: "ping", arity: -1, flags: FAST | BOUNDED, permission: Permission::Open,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::ping),
     },
     Echo => {
         usage: "ECHO <message>",
-        name: "echo", arity: 2, flags: FAST, permission: Permission::Authenticated,
+        name: "echo", arity: 2, flags: FAST | BOUNDED, permission: Permission::Authenticated,
         partition_arg: None, keys: Keys::NONE, handler: Handler::Connection(server::echo),
     },
     Quit => {
