@@ -1815,6 +1815,7 @@ mod tests {
         for (key, value) in &model {
             assert_eq!(t.get(key), Some(&value[..]));
         }
+        saturated_distances(&t);
     }
 
     /// A scan that starts while the old index drains, and growths, drains and removes between
