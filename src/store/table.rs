@@ -19,11 +19,12 @@
 //! An index is open addressing with linear probing and backward-shift deletion (no
 //! tombstones), at most 7/8 full. A removal moves back each later key of the cluster whose
 //! home is not between the hole and its slot. Each slot's control word keeps how far the slot
-//! is past its key's home, saturated at 6 (6 or more: one key in 15 at a load of 3/4, one in
-//! 8 at 7/8), so the shift reads and hashes only those keys, not every one (a cache miss each
-//! once the arena outgrows the cache: an eviction at a quota of 100k keys paid about five).
-//! The field costs no memory: it replaces a `FULL` bit (a full slot's field is never 0) and
-//! two handle bits (38-bit handles: 1 TiB of entries per table).
+//! is past its key's home, saturated at 14 (14 or more: one key in 50 at a load of 3/4, one
+//! in 17 at 7/8), so the shift reads and hashes only those keys, not every one (a cache miss
+//! each once the arena outgrows the cache: an eviction at a quota of 100k keys paid about
+//! five). The field costs no memory: it replaces a `FULL` bit (a full slot's field is never
+//! 0) and three handle bits (37-bit handles: 512 GiB of entries per table). (A 3-bit field,
+//! saturated at 6, left 0.8 more L2 misses and 100 more instructions per write there.)
 //!
 //! Rehashing a big index at once stops the shard (50 ms at a
 //! million keys, even with the misses overlapped), so past [`INCREMENTAL_FROM`] slots a
@@ -122,34 +123,34 @@ const DRAIN_WALK: usize = 4096;
 const SHRINK_BELOW: usize = 16;
 
 /// Control word of an empty slot. A full slot's word holds, from the top: its *probe
-/// distance* field (3 bits, never 0 in a full slot), 7 bits of the key's hash (the tag: a
-/// probe compares keys only on a 1-in-128 false match), and the top 6 bits of the entry's
-/// 38-bit handle; the slot's `u32` holds the low 32.
+/// distance* field (4 bits, never 0 in a full slot), 7 bits of the key's hash (the tag: a
+/// probe compares keys only on a 1-in-128 false match), and the top 5 bits of the entry's
+/// 37-bit handle; the slot's `u32` holds the low 32.
 ///
 /// The distance field is how far the slot is past the key's home, plus one, saturated at
-/// [`DIST_SATURATED`] (a distance of 6 or more). The backward shift of a removal must know each
+/// [`DIST_SATURATED`] (a distance of 14 or more). The backward shift of a removal must know each
 /// later key's home, and reading it from the key meant a cache miss per key (the entries are
 /// scattered over the arena) and a hash: with the distance in the slot, only the keys that sit
-/// six or more slots past their home are read (see [`Index::remove_at`]).
+/// 14 or more slots past their home are read (see [`Index::remove_at`]).
 const EMPTY: u16 = 0;
 /// Where the distance field starts.
-const DIST_SHIFT: u32 = 13;
-/// The distance field of a slot 6 or more slots past its key's home: the key tells the rest.
-const DIST_SATURATED: u16 = 7;
+const DIST_SHIFT: u32 = 12;
+/// The distance field of a slot 14 or more slots past its key's home: the key tells the rest.
+const DIST_SATURATED: u16 = 15;
 /// The control word's bits other than the distance field.
-const DIST_CLEAR: u16 = !(7 << DIST_SHIFT);
+const DIST_CLEAR: u16 = !(15 << DIST_SHIFT);
 /// The tag's bits: what a probe compares (after seeing the slot full).
-const TAG_BITS: u16 = 0x7f << 6;
+const TAG_BITS: u16 = 0x7f << 5;
 /// The handle's top bits.
-const HANDLE_HIGH: u16 = 0x3f;
+const HANDLE_HIGH: u16 = 0x1f;
 
-const _: () = assert!(super::arena::HANDLE_LIMIT == 1 << 38);
+const _: () = assert!(super::arena::HANDLE_LIMIT == 1 << 37);
 
 /// The control word's tag bits for a hash: its low 7 bits (a key's home slot is taken from
 /// the top bits, see [`Index::home`], so the two never overlap).
 #[inline]
 fn tag(hash: u64) -> u16 {
-    ((hash & 0x7f) as u16) << 6
+    ((hash & 0x7f) as u16) << 5
 }
 
 /// The distance field of a slot `distance` slots past its key's home.
@@ -160,7 +161,7 @@ fn dist_field(distance: usize) -> u16 {
 
 /// Bits of the SCAN cursor: it is a position in the space of a hash's top [`CURSOR_BITS`]
 /// bits (see "SCAN" in the module docs). 48 covers any index this table can have (handles are
-/// 38 bits) and keeps cursors within what every client parses.
+/// 37 bits) and keeps cursors within what every client parses.
 pub const CURSOR_BITS: u32 = 48;
 
 /// One past the last cursor position.
@@ -366,7 +367,7 @@ impl Index {
         self.ctrl[hole] = EMPTY;
         let mask = self.mask();
         // Each entry up to the cluster's end is looked at below; its distance is in its control
-        // word, except for those six or more slots past their home, whose key is read and
+        // word, except for those 14 or more slots past their home, whose key is read and
         // hashed: a cache miss each once the arena outgrows the cache. Start those now, so that
         // they overlap instead of coming one per step of the loop.
         /// Slots looked at ahead, at most (clusters are rarely longer).
@@ -1558,7 +1559,7 @@ mod tests {
     }
 
     /// The probe distances kept in the control words stay true through everything that moves
-    /// slots: backward shifts (also of keys six or more slots past their home, whose field is
+    /// slots: backward shifts (also of keys 14 or more slots past their home, whose field is
     /// saturated), growth at once and incremental, removes in the draining index, and a
     /// shrink; and every key stays findable.
     #[test]
