@@ -12,7 +12,9 @@
 #   q10k    max-keys 10000, filled first: every SET of a new key evicts one first;
 #   q100k   max-keys 100000, filled first: the same with a cache ten times larger.
 # Keys are drawn from 10^6 (-r 1000000), so at a quota nearly every SET writes a key the
-# partition does not hold and evicts one. Prints requests/s per run, the medians and at/below.
+# partition does not hold and evicts one. Prints requests/s per run, the medians and at/below,
+# and beside them the server's CPU time per request (user + system, from /proc): on a busy
+# machine throughput swings with what else runs, CPU per request far less.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/gokv-server}
@@ -51,23 +53,32 @@ rps() {
 # Fill the quotas first (their first runs would otherwise partly run below them).
 rps 300000 q10k >/dev/null
 rps 1000000 q100k >/dev/null
-declare -A runs
+# The server's CPU time so far, in clock ticks.
+ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
+tick_us=$((1000000 / $(getconf CLK_TCK)))
+declare -A runs cpu
 for r in $(seq "$rounds"); do
     line="round $r:"
     for p in below q10k q100k; do
         [ "$p" = below ] && cli flush partition below >/dev/null
+        before=$(ticks)
         got=$(rps "$n" "$p")
+        us=$(echo "$(($(ticks) - before)) $tick_us $n" | awk '{printf "%.3f", $1 * $2 / $3}')
         runs[$p]+="$got "
-        line+=" $p $got"
+        cpu[$p]+="$us "
+        line+=" $p $got ($us us)"
     done
     echo "$line" >&2
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 below=$(echo "${runs[below]}" | median)
+below_cpu=$(echo "${cpu[below]}" | median)
 for p in below q10k q100k; do
     m=$(echo "${runs[$p]}" | median)
-    printf '%-6s runs: %s median %s req/s  at/below %.2f\n' "$p" "${runs[$p]}" "$m" \
-        "$(echo "$m $below" | awk '{print $1 / $2}')"
+    c=$(echo "${cpu[$p]}" | median)
+    printf '%-6s runs: %s median %s req/s  at/below %.2f;  CPU us/request: %s median %s  below/at %.2f\n' \
+        "$p" "${runs[$p]}" "$m" "$(echo "$m $below" | awk '{print $1 / $2}')" \
+        "${cpu[$p]}" "$c" "$(echo "$below_cpu $c" | awk '{print $1 / $2}')"
 done
 printf 'keys held: q10k %s, q100k %s; evicted: q10k %s, q100k %s\n' \
     "$(cli dbsize q10k 2>/dev/null || echo ?)" "$(cli dbsize q100k 2>/dev/null || echo ?)" \

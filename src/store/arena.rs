@@ -2,7 +2,7 @@
 //!
 //! An entry is `[flags: u8][deadline: u64 LE, only with EXPIRES][key_len: varint]
 //! [value_len: varint][key][value]`, padded to a multiple of `ALIGN` bytes, and is named by a
-//! 40-bit [`Handle`] (segment id and offset). A 16-byte key with a 32-byte value takes 52
+//! 37-bit [`Handle`] (segment id and offset). A 16-byte key with a 32-byte value takes 52
 //! bytes: no allocator header, no rounding up to an allocator size class, no pointer per entry
 //! (the table keeps handles, 6 bytes each).
 //!
@@ -57,8 +57,9 @@ const _: () = assert!(SEGMENT_BYTES / ALIGN == 1 << OFFSET_BITS);
 /// Largest encoded entry kept inline; larger ones are boxed.
 pub const MAX_INLINE: usize = 4096;
 
-/// Segment ids fit in 24 bits: handles are 40 bits (4 TiB of entries per table).
-const MAX_SEGMENTS: usize = 1 << 24;
+/// Segment ids fit in 21 bits: handles are 37 bits (512 GiB of entries per table), so that a
+/// table's slot has room for a probe distance beside the handle (see `super::table`).
+const MAX_SEGMENTS: usize = 1 << 21;
 
 /// `flags` bit: the entry was removed or replaced.
 const DEAD: u8 = 1;
@@ -80,11 +81,11 @@ pub const DEADLINE_BYTES: usize = 8;
 /// bits, when the stub has them, follow.
 const STUB: usize = 8;
 
-/// Names an entry: segment id (24 bits) and offset in `ALIGN` units (16 bits).
+/// Names an entry: segment id (21 bits) and offset in `ALIGN` units (16 bits).
 pub type Handle = u64;
 
 /// Largest handle value + 1.
-pub const HANDLE_LIMIT: u64 = 1 << 40;
+pub const HANDLE_LIMIT: u64 = 1 << 37;
 
 struct Segment {
     bytes: Box<[u8]>,
@@ -462,7 +463,7 @@ impl Arena {
             None => {
                 assert!(
                     self.segments.len() < MAX_SEGMENTS,
-                    "a table holds at most 4 TiB of entries"
+                    "a table holds at most 512 GiB of entries"
                 );
                 self.segments.push(segment);
                 self.segments.len() - 1
