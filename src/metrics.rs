@@ -26,7 +26,7 @@ pub struct ShardMetrics {
     /// Messages (batches) this shard sent to other shards.
     pub batches_out: AtomicU64,
     /// Wall time this shard's loop spent outside `poll` (serving), in ns, less the passes of
-    /// its spin after work that found nothing (`shard::SPIN`): its busy share is
+    /// its spin after work that found nothing (`shard::idle_poll`): its busy share is
     /// the rate of this (`gokv_shard_busy_seconds_total`); 1 s/s is a saturated shard.
     pub busy_ns: AtomicU64,
     /// Connections this shard handed to another shard (see `Affinity`).

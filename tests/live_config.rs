@@ -125,6 +125,11 @@ const REFUSALS: &[(&[&str], &str)] = &[
          must be 'yes' or 'no'",
     ),
     (
+        &["CONFIG", "SET", "idle-poll-us", "1001"],
+        "ERR CONFIG SET failed (possibly related to argument 'idle-poll-us') - argument must be \
+         between 0 and 1000 inclusive",
+    ),
+    (
         &["CONFIG", "SET", "max-clients", "99999999999"],
         "ERR CONFIG SET failed (possibly related to argument 'max-clients') - argument must be \
          between 1 and 4294967295 inclusive",
@@ -419,6 +424,7 @@ const LIVE_SETTINGS: &[(&str, &str, &[&str])] = &[
     ("max-key-len", "4096", &[]),
     ("max-keys-reply", "4321", &[]),
     ("migrate-connections", "no", &[]),
+    ("idle-poll-us", "7", &[]),
     ("slowlog-log-slower-than", "2345", &[]),
     ("slowlog-max-len", "77", &[]),
     ("latency-monitor-threshold", "55", &[]),

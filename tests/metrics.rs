@@ -972,7 +972,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 /// `gokv_shard_busy_seconds_total`: grows on the shard that serves, stays within the
 /// server's uptime, and an idle shard is mostly not busy (it sleeps in poll). A shard spins
-/// a moment after work (`shard::SPIN`) and then sleeps: the idle server uses almost no CPU.
+/// a moment after work (`--idle-poll-us`) and then sleeps: the idle server uses almost no CPU.
 #[test]
 fn shard_busy_time_grows_with_work_and_not_while_idle() {
     let (server, port) = with_metrics(&["--shards", "2"]);
@@ -1021,4 +1021,33 @@ fn shard_busy_time_grows_with_work_and_not_while_idle() {
             "shard {s}: {grew} s busy in 2 idle seconds"
         );
     }
+}
+
+/// `idle-poll-us` is how long a shard polls after work before it sleeps, changed live: under
+/// a trickle of requests (one every 2 ms) a shard that polls 1000 µs after each spends far
+/// more CPU than one that sleeps at once (0), and the same server goes from one to the other
+/// with CONFIG SET.
+#[test]
+fn idle_poll_us_is_the_spin_after_work_and_changes_live() {
+    let server = Server::start(&["--shards", "1", "--idle-poll-us", "1000"]);
+    let mut c = server.raw();
+    let trickle = |c: &mut RawConn| {
+        let before = cpu_ticks(server.pid());
+        for i in 0..400 {
+            c.expect(
+                &cmd(&["ECHO", &format!("t{i}")]),
+                &bulk(format!("t{i}").as_bytes()),
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        cpu_ticks(server.pid()) - before
+    };
+    let spinning = trickle(&mut c);
+    c.expect(&cmd(&["CONFIG", "SET", "idle-poll-us", "0"]), OK);
+    let sleeping = trickle(&mut c);
+    // About 40 ticks of spin (400 x 1 ms) against about none.
+    assert!(
+        spinning >= 10 && sleeping * 3 < spinning,
+        "CPU ticks under the trickle: {spinning} polling 1000 us after work, {sleeping} at 0"
+    );
 }

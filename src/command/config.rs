@@ -11,7 +11,7 @@
 //! # What CONFIG SET may change
 //! The settings of [`Live`](crate::config::Live): `timeout`, `max-clients`,
 //! `client-output-limit`, `max-memory`, `max-key-len`, `max-keys-reply`,
-//! `migrate-connections`, `slowlog-log-slower-than`, `slowlog-max-len`,
+//! `migrate-connections`, `idle-poll-us`, `slowlog-log-slower-than`, `slowlog-max-len`,
 //! `latency-monitor-threshold`, `min-replicas-to-write`, `min-replicas-max-lag`,
 //! `replica-priority`. A change is a relaxed store into the configuration every shard
 //! shares, so it applies on every shard from its next request (or pass), with no message to
@@ -35,7 +35,7 @@
 
 use std::borrow::Cow;
 
-use crate::config::{parse_size, LiveValues, MAX_TIMEOUT_SECS};
+use crate::config::{parse_size, LiveValues, MAX_IDLE_POLL_US, MAX_TIMEOUT_SECS};
 use crate::protocol::{Args, ReplyWriter};
 
 use super::error::printable;
@@ -225,6 +225,15 @@ const PARAMS: &[Param] = &[
         get: |v| yes_no(v.config.live.migrate_connections()),
         set: Set::Live(|l, value| {
             l.migrate_connections = yes_or_no(value)?;
+            Ok(())
+        }),
+    },
+    Param {
+        name: "idle-poll-us",
+        alias: None,
+        get: |v| v.config.live.idle_poll_us().to_string(),
+        set: Set::Live(|l, value| {
+            l.idle_poll_us = integer(value, 0, MAX_IDLE_POLL_US as i64)? as u64;
             Ok(())
         }),
     },

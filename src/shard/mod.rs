@@ -16,7 +16,8 @@
 //!
 //! # One pass of the loop
 //! 1. `poll` for socket events (without blocking when work is already waiting, or for
-//!    `SPIN` after the last work, which a client's next request usually arrives within),
+//!    the idle poll after the last work, which a client's next request usually arrives
+//!    within: [`idle_poll`]),
 //!    for no longer than until the next housekeeping step is due.
 //! 2. For each readable connection: read (bounded), parse every complete request, and for each
 //!    one either execute it now (local partition, connection command) with its reply encoded
@@ -163,17 +164,19 @@ pub const WAKER: Token = Token(usize::MAX);
 /// The shard that runs the catalog coordinator.
 pub const COORDINATOR: usize = 0;
 
-/// How long a shard that just had work keeps polling without blocking before it sleeps in
-/// `poll`. A client that answers each reply with its next request (`redis-benchmark -P 1`:
-/// a few microseconds later) then finds the shard awake: it does not have to wake a
-/// sleeping thread from its `write`, and the shard does not pay the context switch. On
-/// the 2-core machine, GET `-P 1` at `--shards 2` had a voluntary context switch every 2.3
-/// requests, Redis one every 40 (`scripts/wakeups.sh`): the spin is what Redis gets for
-/// free by being slower. Short enough that an idle shard stops within one tick of the
-/// scheduler; a pass that finds nothing yields the core to any thread waiting for it (the
-/// client, when it shares the core) and does not count as busy (`busy_ns`, which gathering
-/// reads).
-const SPIN: Duration = Duration::from_micros(50);
+/// The idle poll (`--idle-poll-us`, live; 50 µs by default): how long a shard that just
+/// had work keeps polling without blocking before it sleeps in `poll`. A client that answers
+/// each reply with its next request (`redis-benchmark -P 1`: a few microseconds later) then
+/// finds the shard awake: it does not have to wake a sleeping thread from its `write`, and
+/// the shard does not pay the context switch. On the 2-core machine, GET `-P 1` at
+/// `--shards 2` had a voluntary context switch every 2.3 requests, Redis one every 40
+/// (`scripts/wakeups.sh`): the idle poll is what Redis gets for free by being slower. Short
+/// enough that an idle shard stops within one tick of the scheduler; a pass that finds
+/// nothing yields the core to any thread waiting for it (the client, when it shares the
+/// core) and does not count as busy (`busy_ns`, which gathering reads). 0 sleeps at once.
+fn idle_poll(config: &crate::config::Config) -> Duration {
+    Duration::from_micros(config.live.idle_poll_us())
+}
 
 /// What every shard shares (read-only, or atomics).
 pub struct Shared {
@@ -377,9 +380,9 @@ impl Shard {
         crate::metrics::count_errors_of(self.core.shared.metrics.clone(), self.core.id);
         let mut events = Events::with_capacity(1024);
         let mut drain_started: Option<Instant> = None;
-        let config = &self.core.shared.config;
-        let mut housekeeping = Housekeeping::new(self.core.id, config, self.core.now);
-        // When a pass last found a socket event or a message (see `SPIN`).
+        let config = self.core.shared.config.clone();
+        let mut housekeeping = Housekeeping::new(self.core.id, &config, self.core.now);
+        // When a pass last found a socket event or a message (see `idle_poll`).
         let mut worked_at = self.core.now;
         // The pass that ended polled only because of the spin, and found nothing.
         let mut idle_spin = false;
@@ -406,8 +409,8 @@ impl Shard {
             } else if self.core.draining {
                 // While draining, check often whether every shard is done.
                 Some(Duration::from_millis(5).min(due.unwrap_or(Duration::MAX)))
-            } else if now.saturating_duration_since(worked_at) < SPIN {
-                // Work came lately: more is likely within microseconds (`SPIN`).
+            } else if now.saturating_duration_since(worked_at) < idle_poll(&config) {
+                // Work came lately: more is likely within microseconds (`idle_poll`).
                 spin = true;
                 Some(Duration::ZERO)
             } else if self.mailbox.prepare_to_sleep() {
