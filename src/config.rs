@@ -210,8 +210,8 @@ line beats the file, and the file beats the default.
 
 Live settings: CONFIG SET changes these while the server runs, on every shard at once:
 timeout, max-clients, client-output-limit, max-memory, max-key-len, max-keys-reply,
-migrate-connections, idle-poll-us, slowlog-log-slower-than, slowlog-max-len,
-latency-monitor-threshold,
+migrate-connections, idle-poll-us,
+slowlog-log-slower-than, slowlog-max-len, latency-monitor-threshold,
 min-replicas-to-write, min-replicas-max-lag, replica-priority;
 and, with a --tls-port, tls-cert-file, tls-key-file and tls-ca-cert-file (a reload, as
 SIGHUP). Every other setting is read once at start (CONFIG SET answers that it is immutable).
