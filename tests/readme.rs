@@ -201,6 +201,9 @@ fn readme_sessions_paste_into_redis_cli_as_they_are() {
         let got: Vec<String> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .chain(String::from_utf8_lossy(&out.stderr).lines())
+            // redis-cli notes a command that took over half a second as `(2.07s)` (a login
+            // hash on a loaded machine): its own timing, not a reply.
+            .filter(|l| !is_redis_cli_timing(l))
             .map(str::to_string)
             .collect();
         let (got, want) = (masked(&got), masked(&s.expected));
@@ -289,4 +292,11 @@ fn redis_cli_stat_shows_no_blocked_garbage() {
         assert!(row[2].parse::<u64>().unwrap() >= 1, "clients:\n{text}");
         assert_eq!(row[3], "0", "blocked (INFO blocked_clients):\n{text}");
     }
+}
+
+/// A line redis-cli adds after a slow command: `(<seconds>s)`.
+fn is_redis_cli_timing(line: &str) -> bool {
+    line.strip_prefix('(')
+        .and_then(|l| l.strip_suffix("s)"))
+        .is_some_and(|t| !t.is_empty() && t.parse::<f64>().is_ok())
 }
