@@ -110,6 +110,23 @@ impl Sentinel {
     }
 }
 
+/// Kills the sentinels when the test ends, by a panic too: the writer thread holds them as
+/// well (an `Arc`), and a thread still running when the test binary exits never drops its
+/// share, which left three `redis-sentinel`s running after a failed run. Declared after the
+/// sentinels, it runs before their own drop reaps them, so the pids are still theirs.
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            let _ = Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 impl Drop for Sentinel {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -359,6 +376,7 @@ fn sentinel_fails_over_to_a_replica_and_no_acknowledged_write_is_lost() {
         Sentinel::start(&bin, a.port),
         Sentinel::start(&bin, a.port),
     ]);
+    let _kill = KillOnDrop(sentinels.iter().map(|s| s.child.id()).collect());
     // The sentinels find each other through `__sentinel__:hello` on the primary and the
     // replicas (Pub/Sub), and the replicas through the primary's INFO.
     let met = poll_until(STEP, || {
