@@ -275,6 +275,13 @@ impl Acl {
         self.users.get(&user.name).filter(|now| now.id == user.id)
     }
 
+    /// May `user`, as of this version, still do `needed` on `partition`? False once it was
+    /// dropped (what a monitor and a replica's feed ask at every ACL change).
+    pub fn current_allows(&self, user: &User, needed: Perms, partition: &[u8]) -> bool {
+        self.current(user)
+            .is_some_and(|now| now.allows(needed, partition))
+    }
+
     /// The user with this id, if it still exists (a dropped and re-created user has a new
     /// id, so a request approved for the old one finds nobody). A scan: it runs only when a
     /// request is checked again after the ACL changed, never per request.

@@ -173,8 +173,7 @@ impl Feed {
     /// May the replica's user still replicate under `acl`? It must exist (the same user: a
     /// new one of that name is someone else) and hold ADMIN on `*`, what `REPLSYNC` needed.
     pub fn still_allowed(&self, acl: &Acl) -> bool {
-        acl.current(&self.user)
-            .is_some_and(|u| u.allows(Perms::ADMIN, ALL.as_bytes()))
+        acl.current_allows(&self.user, Perms::ADMIN, ALL.as_bytes())
     }
 
     /// Drops the replica (logged once): the sender thread closes its socket.

@@ -490,15 +490,7 @@ impl Shard {
         }
         let count = killed.len() as u64 + self.kill_replicas(query);
         for index in killed {
-            if let Some(conn) = self.conns.get_mut(index) {
-                log::info!(
-                    "closing connection {} from {}: CLIENT KILL",
-                    conn.session.id,
-                    conn.peer
-                );
-                conn.closing = true;
-            }
-            self.after_progress(index);
+            self.close_once_written(index, "CLIENT KILL");
         }
         self.core.shared.shards[reply_to.shard].send(Message::ClientsAnswer {
             reply_to,
@@ -588,8 +580,6 @@ impl Shard {
         }
     }
 
-    /// Hands one pass's MONITOR lines of some shard to this shard's monitors; one that
-    /// passes `client-output-limit` with them is closed.
     /// After an ACL change: closes the monitors whose user no longer holds ADMIN on `*`
     /// (what MONITOR needed), before the change answers, so that no line of a later command
     /// reaches them. (Those of a dropped user close anyway: `apply_acl`.)
@@ -602,24 +592,19 @@ impl Shard {
             let allowed = conn.session.user.as_ref().is_some_and(|u| {
                 self.core
                     .acl
-                    .current(u)
-                    .is_some_and(|now| now.allows(Perms::ADMIN, ALL.as_bytes()))
+                    .current_allows(u, Perms::ADMIN, ALL.as_bytes())
             });
             if conn.conn_ref != conn_ref || allowed {
                 continue;
             }
-            log::info!(
-                "closing connection {} from {}: its user no longer may MONITOR",
-                conn.session.id,
-                conn.peer
-            );
             conn.session.monitoring = false;
-            conn.closing = true;
             self.core.monitor_gone(conn_ref);
-            self.after_progress(index);
+            self.close_once_written(index, "its user no longer may MONITOR");
         }
     }
 
+    /// Hands one pass's MONITOR lines of some shard to this shard's monitors; one that
+    /// passes `client-output-limit` with them is closed.
     pub(super) fn feed_local_monitors(&mut self, feed: &[u8]) {
         for conn_ref in self.core.monitor_conns.clone() {
             let index = conn_ref.index as usize;

@@ -402,6 +402,13 @@ impl Core {
         ShardMetrics::add(&self.shared.metrics.shards[self.id].commands, commands);
     }
 
+    /// Requests this shard's connections sent that it has run so far (the counter
+    /// `process_input` adds to): the walk's pacing and the idle poll tell from it whether
+    /// clients were served.
+    pub(super) fn commands_run(&self) -> u64 {
+        ShardMetrics::get(&self.shared.metrics.shards[self.id].commands)
+    }
+
     /// Prefetches the table lines of the keys that a batch's local data requests will touch
     /// (argument 2: the first key; see [`prefetch_keys`]). In Redis grammar (`selected`) the
     /// first key is argument 1 and the partition the selected one, as of the batch's start

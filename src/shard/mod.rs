@@ -447,8 +447,7 @@ impl Shard {
             // The instant every command of this pass sees (expiry, see `store::clock`).
             crate::store::clock::start_pass();
             let mut worked = !events.is_empty();
-            let commands = &self.core.shared.metrics.shards[self.core.id].commands;
-            let commands_before = ShardMetrics::get(commands);
+            let commands_before = self.core.commands_run();
             let conn_events = events.iter().filter(|e| e.token() != WAKER).count();
 
             for event in events.iter() {
@@ -482,8 +481,7 @@ impl Shard {
             worked |= self.drain_inbox();
             if worked {
                 worked_at = self.core.now;
-                let commands = &self.core.shared.metrics.shards[self.core.id].commands;
-                unpipelined = spin_pays(ShardMetrics::get(commands) - commands_before, conn_events);
+                unpipelined = spin_pays(self.core.commands_run() - commands_before, conn_events);
             }
             idle_spin = spin && !worked;
             if idle_spin {

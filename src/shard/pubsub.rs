@@ -738,17 +738,11 @@ impl Shard {
             let Some(conn) = self.conns.get_mut(index) else {
                 continue;
             };
-            log::info!(
-                "closing connection {} from {}: a subscription's permission was revoked",
-                conn.session.id,
-                conn.peer
-            );
             if let Some(subs) = conn.session.pubsub.take() {
                 let conn_ref = conn.conn_ref;
-                conn.closing = true;
                 self.pubsub_closed(conn_ref, &subs);
             }
-            self.after_progress(index);
+            self.close_once_written(index, "a subscription's permission was revoked");
         }
     }
 }

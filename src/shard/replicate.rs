@@ -555,7 +555,7 @@ impl Core {
         }
         attached.retain(|a| !a.feed.is_dropped());
         self.feeds.attached = attached;
-        let commands = ShardMetrics::get(&self.shared.metrics.shards[self.id].commands);
+        let commands = self.commands_run();
         self.feeds.pace.stepped(started, Instant::now(), commands);
         if !self.feeds.is_streaming() {
             self.end_streaming();

@@ -129,12 +129,20 @@ impl Shard {
     /// Closes a connection whose user was dropped, once its replies in flight are written.
     pub(super) fn close_dropped_user(&mut self, index: usize) {
         if let Some(conn) = self.conns.get_mut(index) {
+            conn.session.user = None;
+        }
+        self.close_once_written(index, "its user was dropped");
+    }
+
+    /// Closes a connection once the replies it is owed are written (it reads nothing more),
+    /// and logs why: what a drop or a revocation does to the sessions it ends.
+    pub(super) fn close_once_written(&mut self, index: usize, why: &str) {
+        if let Some(conn) = self.conns.get_mut(index) {
             log::info!(
-                "closing connection {} from {}: its user was dropped",
+                "closing connection {} from {}: {why}",
                 conn.session.id,
                 conn.peer
             );
-            conn.session.user = None;
             conn.closing = true;
         }
         self.after_progress(index);
