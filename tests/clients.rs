@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::io::{self, Read};
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -458,26 +458,16 @@ fn a_monitor_is_closed_when_its_user_loses_admin_on_all() {
 
     worker.expect(&cmd(&["REVOKE", "ADMIN", "ON", "*", "FROM", "mon"]), OK);
     worker.expect(&cmd(&["SET", "p", "k", "after-revoke"]), OK);
-    monitor
-        .stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut seen = Vec::new();
-    loop {
-        match monitor.try_read_reply() {
-            Ok(Some(line)) => seen.push(String::from_utf8_lossy(&line).into_owned()),
-            Ok(None) => break,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                panic!("the monitor is still open after the REVOKE; it saw {seen:?}")
-            }
-            Err(_) => break, // reset: closed too
-        }
-    }
+    let (lines, end) = monitor.replies_until_closed(Duration::from_secs(10));
+    let seen: Vec<String> = lines
+        .iter()
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .collect();
+    assert_eq!(
+        end,
+        ReadEnd::Closed,
+        "the monitor is still open after the REVOKE; it saw {seen:?}"
+    );
     assert!(
         !seen.iter().any(|l| l.contains("after-revoke")),
         "a line after the REVOKE reached the monitor: {seen:?}"

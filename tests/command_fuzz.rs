@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::io::{self, Write};
+use std::io::Write;
 use std::net::Shutdown;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -255,20 +255,19 @@ fn round(server: &Server, user: &str, gen: &mut Gen, replies: &mut Replies) {
     // answered up to there is still read below.
     let _ = conn.stream.write_all(&bytes);
     let _ = conn.stream.shutdown(Shutdown::Write);
-    conn.stream.set_read_timeout(Some(ROUND_TIMEOUT)).unwrap();
-    loop {
-        match conn.try_read_reply() {
-            Ok(Some(reply)) if reply.first() == Some(&b'-') => replies.errors += 1,
-            Ok(Some(_)) => replies.others += 1,
-            Ok(None) => return,
-            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                panic!("a malformed reply ({e}) to one of {sent:?}")
-            }
-            // A parked connection (WAIT, a subscription) or a reset: the round is over.
-            Err(_) => return,
+    // A parked connection (WAIT, a subscription) stays open: the round is over then too.
+    let (got, end) = conn.replies_until_closed(ROUND_TIMEOUT);
+    if let ReadEnd::Malformed(e) = end {
+        panic!("a malformed reply ({e}) to one of {sent:?}");
+    }
+    // Nothing to check per reply: a request's reply may be an error, several replies or
+    // none (a subscription's, MULTI's), and the user's grants decide which.
+    for reply in got {
+        if reply.first() == Some(&b'-') {
+            replies.errors += 1;
+        } else {
+            replies.others += 1;
         }
-        // Nothing to check per reply: a request's reply may be an error, several replies
-        // or none (a subscription's, MULTI's), and the user's grants decide which.
     }
 }
 

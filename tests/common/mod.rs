@@ -498,6 +498,14 @@ fn parse_listening_port(line: &str) -> Option<u16> {
 // ------------------------------------------------------------------------------------------
 
 /// A plain TCP connection that sends bytes and reads whole RESP replies.
+/// How [`RawConn::replies_until_closed`] stopped reading.
+#[derive(Debug, PartialEq)]
+pub enum ReadEnd {
+    Closed,
+    StillOpen,
+    Malformed(String),
+}
+
 pub struct RawConn {
     pub stream: TcpStream,
     /// Bytes read from the socket; `buf[pos..]` belongs to replies not yet returned.
@@ -744,6 +752,32 @@ impl RawConn {
                     io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted
                 ) => {}
             Err(e) => panic!("expected the server to close the connection, got error {e}"),
+        }
+    }
+
+    /// Every reply the server still sends until it closes the connection, and how the
+    /// reading ended: the close (EOF or reset), a read that waited `within` for a byte
+    /// (still open), or a malformed reply.
+    pub fn replies_until_closed(&mut self, within: Duration) -> (Vec<Vec<u8>>, ReadEnd) {
+        self.stream.set_read_timeout(Some(within)).unwrap();
+        let mut replies = Vec::new();
+        loop {
+            match self.try_read_reply() {
+                Ok(Some(reply)) => replies.push(reply),
+                Ok(None) => return (replies, ReadEnd::Closed),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    return (replies, ReadEnd::Malformed(e.to_string()))
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return (replies, ReadEnd::StillOpen)
+                }
+                Err(_) => return (replies, ReadEnd::Closed), // reset: closed too
+            }
         }
     }
 
