@@ -435,8 +435,23 @@ fn a_login_flood_does_not_lock_out_real_logins() {
 /// the end of input often arrive together, and a short read that takes the bytes leaves the
 /// end unread, which the edge-triggered poll never reports again. Each such connection used
 /// to stay open for good (CLOSE-WAIT, a client slot), so any peer could fill `max-clients`.
+/// A real redis-server answers and closes the same way (no login there: `PING` and `RESET`
+/// run for anyone).
 #[test]
 fn a_peer_that_sends_and_closes_at_once_is_answered_and_closed() {
+    if let Some(redis) = RealRedis::start("a_peer_that_sends_and_closes_at_once") {
+        for (sent, answer) in [
+            (&b"PING\r\n"[..], "+PONG\r\n"),
+            (b"*1\r\n$5\r\nRESET\r\nPING\r\n", "+RESET\r\n+PONG\r\n"),
+        ] {
+            let mut s = redis.socket();
+            s.write_all(sent).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut got = String::new();
+            s.read_to_string(&mut got).unwrap();
+            assert_eq!(got, answer, "redis-server, then closed");
+        }
+    }
     let server = Server::start(&["--shards", "2"]);
     let mut admin = server.raw();
     admin.expect(&cmd(&["CREATE", "USER", "u", "u-pw"]), OK);

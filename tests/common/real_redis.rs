@@ -73,12 +73,17 @@ impl RealRedis {
 
     /// A new connection (RESP2 until it sends `HELLO 3`).
     pub fn conn(&self) -> RedisConn {
-        let stream = UnixStream::connect(&self.socket).expect("connect to redis-server");
-        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
         RedisConn {
-            stream,
+            stream: self.socket(),
             buf: Vec::new(),
         }
+    }
+
+    /// A bare socket to it (for what a connection does, not what it is answered: a close).
+    pub fn socket(&self) -> UnixStream {
+        let stream = UnixStream::connect(&self.socket).expect("connect to redis-server");
+        stream.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+        stream
     }
 
     /// `redis_version` from `INFO server`, as (major, minor, patch).
