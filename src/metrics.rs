@@ -396,10 +396,10 @@ impl LatencyHistogram {
 /// `-THROTTLED`), which are not in `calls`.
 ///
 /// Data commands (GET, SET, ...: the hot path), PING and ECHO put their time into these
-/// statistics one call in [`DATA_SAMPLE`]: the counts are exact, the time (`nanos`, `buckets`) is that of
-/// the `sampled` calls, and the total time is estimated as `nanos * calls / sampled` (an
-/// unbiased estimate: which calls are sampled depends only on their order). Other commands
-/// are sampled every call.
+/// statistics one call in [`DATA_SAMPLE`]: the counts are exact, the time (`nanos`,
+/// `buckets`) is that of the `sampled` calls, and the total time is estimated as
+/// `nanos * calls / sampled` (an unbiased estimate: which calls are sampled depends only on
+/// their order). Other commands are sampled every call.
 #[derive(Debug)]
 pub struct CommandStats {
     pub calls: AtomicU64,

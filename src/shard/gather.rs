@@ -22,8 +22,9 @@
 //!   below its own that has room, if there is one. Moves only ever go to a lower number, so
 //!   no connection goes back and forth between two shards on gathering alone.
 //! - A shard has room while its busy share (the rate of `gokv_shard_busy_seconds_total`,
-//!   its loop's wall time outside `poll`, its idle spin not counted) is under [`ROOM_BELOW`] and it took fewer than
-//!   [`ARRIVALS_PER_WINDOW`] gathered connections in the current [`WINDOW`]. The first
+//!   its loop's wall time outside `poll`, its idle spin not counted) is under
+//!   [`ROOM_BELOW`] and it took fewer than [`ARRIVALS_PER_WINDOW`] gathered connections in
+//!   the current [`WINDOW`]. The first
 //!   keeps a working shard from being loaded further; the second bounds how far connections
 //!   that all qualify at once (a benchmark's, at its start) overshoot before the busy share
 //!   catches up: with 16 shards and hundreds of connections, shard 0 fills to about
