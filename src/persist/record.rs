@@ -166,10 +166,57 @@ pub fn encode(record: &Record, out: &mut Vec<u8>) {
         }
     }
     let len = (out.len() - start - RECORD_HEADER) as u32;
-    let len_bytes = len.to_le_bytes();
-    let crc = crc32c::crc32c_append(crc32c::crc32c(&len_bytes), &out[start + RECORD_HEADER..]);
-    out[start..start + 4].copy_from_slice(&len_bytes);
+    let crc = record_crc(len, &out[start + RECORD_HEADER..]);
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A record's checksum: CRC32C of `len` (4 bytes LE) ++ `payload` (kind and body).
+///
+/// Every write a replica follows is checksummed once on the primary (its record is made once,
+/// for the log and the stream alike) and once on the replica, so this is on the hot path of
+/// both: it was 4-5% of the primary's CPU and ~10% of the replica's under SET -P 16. The
+/// `crc32c` crate's hardware path is built for long buffers: it aligns its input a byte at a
+/// time and takes the length's 4 bytes one by one, each a dependent 3-cycle instruction, which
+/// for a record of a few dozen bytes costs more than the 8-byte steps themselves. Short
+/// payloads here go 8 bytes at a time from wherever they start (x86 loads unaligned words at
+/// full speed), the length as one 4-byte step; the value is the same CRC32C, so nothing on
+/// disk or on the wire changes. Long payloads (past [`SHORT_CRC`]) keep the crate's 3-way
+/// interleaved path, which is faster there.
+#[inline]
+pub fn record_crc(len: u32, payload: &[u8]) -> u32 {
+    #[cfg(target_arch = "x86_64")]
+    if payload.len() <= SHORT_CRC && std::is_x86_feature_detected!("sse4.2") {
+        // SAFETY: the CPU has SSE4.2, checked just above (std caches the answer).
+        return unsafe { short_crc_sse42(len, payload) };
+    }
+    crc32c::crc32c_append(crc32c::crc32c(&len.to_le_bytes()), payload)
+}
+
+/// Payloads up to this many bytes take the word-at-a-time path of [`record_crc`].
+const SHORT_CRC: usize = 256;
+
+/// [`record_crc`] with the SSE4.2 `crc32` instruction, 8 bytes per step.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "sse4.2")]
+unsafe fn short_crc_sse42(len: u32, payload: &[u8]) -> u32 {
+    use std::arch::x86_64::{_mm_crc32_u32, _mm_crc32_u64, _mm_crc32_u8};
+    let mut crc = u64::from(_mm_crc32_u32(!0, len));
+    let mut words = payload.chunks_exact(8);
+    for word in &mut words {
+        let word: [u8; 8] = word.try_into().expect("chunks of 8");
+        crc = _mm_crc32_u64(crc, u64::from_le_bytes(word));
+    }
+    let mut crc = crc as u32;
+    let mut rest = words.remainder();
+    if let Some((word, tail)) = rest.split_first_chunk::<4>() {
+        crc = _mm_crc32_u32(crc, u32::from_le_bytes(*word));
+        rest = tail;
+    }
+    for &byte in rest {
+        crc = _mm_crc32_u8(crc, byte);
+    }
+    !crc
 }
 
 /// Decodes the record at the start of `buf`.
@@ -188,8 +235,7 @@ pub fn decode(buf: &[u8]) -> Decoded<'_> {
     let Some(payload) = buf.get(RECORD_HEADER..total) else {
         return Decoded::Incomplete { need: total };
     };
-    let actual = crc32c::crc32c_append(crc32c::crc32c(&header[..4]), payload);
-    if actual != crc {
+    if record_crc(len, payload) != crc {
         return Decoded::Damaged("checksum mismatch");
     }
     match parse_body(payload[0], &payload[1..]) {
@@ -489,6 +535,29 @@ mod tests {
             Record::Del { key: b"gone" },
             Record::End { count: 7 },
         ]
+    }
+
+    /// The short path of `record_crc` is CRC32C, as the crate computes it, for every payload
+    /// length around its word steps and its cut-over, from every alignment: records written
+    /// before it (and by a build without SSE4.2) still check, and the ones it writes check
+    /// there.
+    #[test]
+    fn the_record_checksum_is_crc32c_of_length_and_payload() {
+        let bytes: Vec<u8> = (0..SHORT_CRC as u32 + 80)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for start in 0..8 {
+            for len in 0..=SHORT_CRC + 64 {
+                let payload = &bytes[start..start + len];
+                let n = (len as u32).wrapping_mul(0x9e37_79b9);
+                let expected = crc32c::crc32c_append(crc32c::crc32c(&n.to_le_bytes()), payload);
+                assert_eq!(record_crc(n, payload), expected, "start {start}, len {len}");
+            }
+        }
+        // A known value: CRC32C("123456789") is e3069283.
+        let (len, rest) = b"123456789".split_at(4);
+        let len = u32::from_le_bytes(len.try_into().unwrap());
+        assert_eq!(record_crc(len, rest), 0xe306_9283);
     }
 
     #[test]

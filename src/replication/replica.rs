@@ -493,11 +493,13 @@ impl Runner {
             .map(|_| ReplBatch::new(self.generation, sync.offsets.clone()))
             .collect();
         let mut idle = Instant::now();
-        let mut chunk = vec![0u8; 256 << 10];
+        // The socket reads straight into `buf`'s tail, past the `filled` bytes not yet parsed
+        // (zeroed once, reused): the stream is not copied between the socket and the parser.
+        let mut filled = buf.len();
         // Acks start after the first frame: the connection is the primary's feed by then.
         let mut acks: Option<Acks> = None;
         loop {
-            if acks.is_none() && !buf.is_empty() {
+            if acks.is_none() && filled > 0 {
                 acks = Some(Acks::new(sync.offsets.len()));
             }
             // Parse every complete frame in the buffer.
@@ -505,7 +507,7 @@ impl Runner {
             loop {
                 // (What was batched goes to the shards whatever ends the session: `held`
                 // counts it as handed over.)
-                match wire::parse(&buf[at..]) {
+                match wire::parse(&buf[at..filled]) {
                     Ok(wire::Parsed::Incomplete) => break,
                     Err(e) => {
                         self.send_batches(&mut batches, &sync.offsets);
@@ -521,7 +523,8 @@ impl Runner {
                     }
                 }
             }
-            buf.drain(..at);
+            buf.copy_within(at..filled, 0);
+            filled -= at;
             self.send_batches(&mut batches, &sync.offsets);
             if status.damaged.load(Ordering::Relaxed) {
                 return Ended::Broken("a replicated record was damaged".into());
@@ -542,10 +545,13 @@ impl Runner {
                     return Ended::Broken(format!("cannot acknowledge: {e}"));
                 }
             }
-            match socket.read(&mut chunk) {
+            if buf.len() - filled < READ_CHUNK {
+                buf.resize(filled + READ_CHUNK, 0);
+            }
+            match socket.read(&mut buf[filled..]) {
                 Ok(0) => return Ended::Broken("the primary closed the connection".into()),
                 Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
+                    filled += n;
                     idle = Instant::now();
                     status.last_io.store(unix_secs(), Ordering::Relaxed);
                 }
@@ -894,6 +900,9 @@ struct Acks {
     /// The read timeout set on the socket now.
     timeout: Duration,
 }
+
+/// The most a read of the stream takes at once (the room kept free in the link's buffer).
+const READ_CHUNK: usize = 256 << 10;
 
 /// How soon the link looks again while its shards apply what it sent.
 const APPLY_POLL: Duration = Duration::from_millis(1);
