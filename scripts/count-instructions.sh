@@ -16,6 +16,11 @@
 #             ... <options>), e.g. to count what an eviction policy or a quota costs
 #   RANGE=1000000  keys drawn from (redis-benchmark -r; default 100000)
 #   FILL=300000    SETs into `bench` before counting (e.g. to reach a max-keys quota first)
+#   REPLICA=primary  a replica (run natively, --shards 1) follows the primary while it is
+#             counted: the primary's instructions per request with the replica attached (its feed
+#             sender and ack reader threads included)
+#   REPLICA=replica  the primary runs natively and the replica is counted instead: what applying
+#             the stream costs per request of the primary, counted once it caught up
 #   CACHE_SIM=1    also simulate the caches (a 48 KiB L1d and, as the last level, a 1 MiB L2,
 #             this machine's per-core sizes) and print data misses per request of each: how
 #             much a change misses the cache, which instruction counts do not show (at a quota
@@ -32,27 +37,39 @@ pw=count-pw
 value=xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx
 dir=$(mktemp -d)
 pid=""
-cleanup() {
-    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-    rm -rf "$dir"
-}
-trap cleanup EXIT
+trap 'cleanup' EXIT
 for tool in valgrind callgrind_control callgrind_annotate redis-cli redis-benchmark; do
     command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }
 done
 
 sim=()
 [ -n "${CACHE_SIM:-}" ] && sim=(--cache-sim=yes --D1=49152,12,64 --LL=1048576,16,64)
-valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$dir/cg.out" "$bin" --port "$port" \
-    --data-dir "$dir/data" --shards 1 --admin-password "$pw" >"$dir/log" 2>&1 &
-pid=$!
+replica=${REPLICA:-}
+case "$replica" in "" | primary | replica) ;; *) echo "REPLICA is primary or replica" >&2; exit 2 ;; esac
+rport=$((port + 1))
+rpid=""
+cleanup() {
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    [ -n "$rpid" ] && kill "$rpid" 2>/dev/null || true
+    rm -rf "$dir"
+}
 cli() { redis-cli -p "$port" --user admin --pass "$pw" --no-auth-warning "$@"; }
+rcli() { redis-cli -p "$rport" --user admin --pass "$pw" --no-auth-warning "$@"; }
+wait_pong() { # wait_pong <cli function>
+    for _ in $(seq 120); do
+        "$1" ping 2>/dev/null | grep -q PONG && return 0
+        sleep 0.5
+    done
+}
+counted=()
+[ "$replica" = replica ] || counted=(valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$dir/cg.out")
+"${counted[@]}" "$bin" --port "$port" --data-dir "$dir/data" --shards 1 --admin-password "$pw" \
+    >"$dir/log" 2>&1 &
+pid=$!
+counted_pid=$pid
 user=admin
 bench() { redis-benchmark -p "$port" --user "$user" -a "$pw" -c 50 -P 16 -r "${RANGE:-100000}" -q "$@" >/dev/null 2>&1; }
-for _ in $(seq 120); do
-    cli ping 2>/dev/null | grep -q PONG && break
-    sleep 0.5
-done
+wait_pong cli
 # shellcheck disable=SC2086 # OPTIONS is a list of words
 cli create partition bench string memory ${OPTIONS:-} >/dev/null
 cli create partition counters int memory >/dev/null
@@ -89,12 +106,34 @@ case "$test" in
     *) echo "unknown test $test" >&2; exit 2 ;;
 esac
 [ -n "${FILL:-}" ] && bench -n "$FILL" SET bench key:__rand_int__ "$value"
-callgrind_control -z "$pid" >/dev/null
+field() { "$1" info replication | tr -d '\r' | sed -n "s/^$2://p"; }
+caught_up() { # until the replica applied everything the primary streamed
+    for _ in $(seq 1200); do
+        [ "$(field rcli master_link_status)" = up ] \
+            && [ "$(field cli master_repl_offset)" = "$(field rcli slave_repl_offset)" ] && return 0
+        sleep 0.1
+    done
+    echo "the replica did not catch up" >&2; exit 1
+}
+if [ -n "$replica" ]; then
+    counted=()
+    [ "$replica" = replica ] && counted=(valgrind --tool=callgrind "${sim[@]}" --callgrind-out-file="$dir/cg.out")
+    "${counted[@]}" "$bin" --port "$rport" --data-dir "$dir/replica" --shards 1 \
+        --admin-password "$pw" --metrics-port 0 --replicaof "127.0.0.1:$port" --primary-user admin \
+        --primary-password "$pw" >"$dir/replica.log" 2>&1 &
+    rpid=$!
+    [ "$replica" = replica ] && counted_pid=$rpid
+    wait_pong rcli
+    caught_up
+fi
+callgrind_control -z "$counted_pid" >/dev/null
 bench -n "$n" "${cmd[@]}"
-callgrind_control -d "$pid" >/dev/null
-kill "$pid"
-wait "$pid" 2>/dev/null || true
+[ -n "$replica" ] && caught_up
+callgrind_control -d "$counted_pid" >/dev/null
+kill "$pid" $rpid
+wait "$pid" $rpid 2>/dev/null || true
 pid=""
+rpid=""
 out=$(ls "$dir"/cg.out.* | head -1)
 [ -n "${KEEP:-}" ] && cp "$out" "$KEEP"
 total=$(callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')

@@ -85,7 +85,9 @@
 //!
 //! # Bounded, never blocking
 //! A feed is a queue of frames per replica, drained by a sender thread of its own that does
-//! the blocking socket writes ([`feed`]). A shard only pushes (never waits): when a push
+//! the blocking socket writes ([`feed`]); over plain TCP a push that finds the queue empty
+//! writes its frames itself with a send that cannot block, and queues only what the socket
+//! did not take. A shard only pushes (never waits): when a push
 //! would take the queue past `--repl-buffer` bytes, the replica is dropped (its socket
 //! closed) and must sync again. Snapshot slices are paced: a walk only sends its next slice
 //! while the feed holds less than a few MiB, so a full sync never fills the queue on its
