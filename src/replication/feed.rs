@@ -5,9 +5,10 @@
 //! nothing queued and nobody writing writes its frames itself, at once, with a send that
 //! cannot block (`MSG_DONTWAIT`); what the socket does not take then (and every push while
 //! something is queued) is queued for the feed's sender thread, which takes the frames in
-//! order and does the blocking socket writes, and sends `PING` after a second without
-//! anything else; frames queued behind the one it took go in the same write (up to
-//! 256 KiB). Writing at once is what the common case costs least: handing each pass's
+//! order and does the blocking socket writes, and sends `PING` after a second in which it
+//! wrote nothing itself (so also once a second while every push writes at once: 14 bytes,
+//! which the replica skips); frames queued behind the one it took go in the same write (up
+//! to 256 KiB). Writing at once is what the common case costs least: handing each pass's
 //! frames to the sender woke it (a futex wake on the shard, two context switches on a
 //! machine whose cores the replica shares) for a write the shard can do in one syscall; the
 //! sender was 11% of the primary's CPU under SET -P 16 with a replica. One lock (`writing`)
