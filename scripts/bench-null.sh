@@ -50,15 +50,20 @@ kinds=(null redis "gokv" "gokv--shards 1")
 declare -A ops cpu client
 for round in $(seq "$rounds"); do
     for kind in "${kinds[@]}"; do
-        port=$((20000 + RANDOM % 40000))
-        start "$kind" "$port"
-        pid=$!
-        pids+=("$pid")
         auth=()
         [[ $kind == gokv* ]] && auth=(--user admin -a "$password")
-        for _ in $(seq 50); do
-            redis-cli -p "$port" "${auth[@]}" --no-auth-warning PING >/dev/null 2>&1 && break
-            sleep 0.1
+        # A random port another program holds fails the start: try another.
+        for _ in 1 2 3 4 5; do
+            port=$((20000 + RANDOM % 40000))
+            start "$kind" "$port"
+            pid=$!
+            pids+=("$pid")
+            for _ in $(seq 50); do
+                redis-cli -p "$port" "${auth[@]}" --no-auth-warning PING >/dev/null 2>&1 && break 2
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            kill "$pid" 2>/dev/null || true
         done
         before=$(cpu_ticks "$pid")
         line=$(/usr/bin/time -o "$work/time" -f '%U %S' timeout 120 redis-benchmark \
