@@ -4,7 +4,7 @@
 //! A test that claims to cross shards checks that it did: it reads `forwarded_requests` from
 //! INFO and asserts that at least the share of requests it meant to forward was forwarded.
 //! Connection migration (a connection that talks only to another shard's partitions moves
-//! there) would otherwise turn a "remote" connection local after 64 requests; the tests of
+//! there) would otherwise turn a "remote" connection local after 4 requests; the tests of
 //! remote connections turn it off, and the one that wants it asserts that it happened.
 
 mod common;
@@ -512,6 +512,47 @@ fn connection_moves_to_the_shard_it_uses() {
             assert_eq!(show(reply), show(&int(want)), "reply {i}");
         }
     }
+}
+
+/// A new connection whose first requests all go to one other shard moves there after a few
+/// of them (4, `connection::FIRST_MOVE_AFTER`), and one whose first requests use no partition
+/// gathers as soon: a benchmark's connections do not spend their start on the wrong shard.
+/// Once moved, a connection needs the full streak (64) to move again, so it cannot ping-pong.
+#[test]
+fn a_new_connection_moves_after_a_few_requests_then_only_after_a_full_streak() {
+    let server = Server::start(&["--shards", "2"]);
+    let mut admin = server.raw();
+    let (a, b) = admin.one_partition_per_shard();
+    let (p0, p1) = if admin.partition_shard(&a) == "0" {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let mut c = loop {
+        let mut c = server.raw();
+        if c.shard() == "0" {
+            break c;
+        }
+    };
+    for _ in 0..3 {
+        c.expect(&cmd(&["GET", &p1, "k"]), b"$-1\r\n");
+    }
+    assert_eq!(c.shard(), "0", "three requests do not move it");
+    c.expect(&cmd(&["GET", &p1, "k"]), b"$-1\r\n");
+    assert_eq!(c.shard(), "1", "the fourth does");
+    // Moved once: 63 requests to shard 0 leave it on shard 1, the 64th moves it back.
+    for _ in 0..63 {
+        c.expect(&cmd(&["GET", &p0, "k"]), b"$-1\r\n");
+    }
+    assert_eq!(c.shard(), "1");
+    c.expect(&cmd(&["GET", &p0, "k"]), b"$-1\r\n");
+    assert_eq!(c.shard(), "0");
+
+    let mut pinger = named_on_shard_1(&server, "new-pinger");
+    for _ in 0..4 {
+        pinger.expect(&cmd(&["PING"]), b"+PONG\r\n");
+    }
+    assert_eq!(listed_shard(&mut admin, "new-pinger"), "0");
 }
 
 /// The shard CLIENT LIST shows the connection named `name` on.

@@ -15,7 +15,8 @@
 //!
 //! # The rule
 //! - A connection that made `MIGRATE_AFTER` (64, `connection`) partition-less requests in a
-//!   row (no data request between them; PUBLISH counts, as its messages reach every
+//!   row (`FIRST_MOVE_AFTER`, 4, while it is new: see there; no data request between them;
+//!   PUBLISH counts, as its messages reach every
 //!   shard's subscribers from any shard; connection commands other than the plain ones,
 //!   such as CLIENT, MULTI or SUBSCRIBE, neither count nor break the streak),
 //!   and is idle as a migrating connection must be, moves to the lowest-numbered shard
@@ -30,7 +31,8 @@
 //!   catches up: with 16 shards and hundreds of connections, shard 0 fills to about
 //!   [`ROOM_BELOW`], then shard 1, and so on, instead of all landing on shard 0.
 //! - A connection refused (no shard with room) starts a new streak: it asks again after
-//!   another [`connection::MIGRATE_AFTER`](super::connection) requests, not on every pass.
+//!   another streak (`MIGRATE_AFTER` requests, 4 while new, `connection`), not on every
+//!   pass.
 //! - `migrate-connections no` turns gathering off with the rest of migration.
 //!
 //! Each shard judges the others' busy shares itself, from their `busy_ns` counters, at

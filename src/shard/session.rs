@@ -156,7 +156,7 @@ impl Shard {
             self.core.shared.clients.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        conn.affinity = connection::Affinity::default();
+        conn.affinity = connection::Affinity::moved();
         conn.queued_for_write = false;
         ShardMetrics::sub(
             &self.core.shared.metrics.shards[self.core.id].connections,
