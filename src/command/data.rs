@@ -89,8 +89,8 @@ impl Writes<'_, '_> {
         value_len: usize,
         deadline: bool,
     ) -> Result<(), CommandError> {
-        let growth = self.partition.set_growth(key, value_len, deadline);
-        self.admit_keys(limits, std::iter::once(key), growth)
+        let (growth, new) = self.partition.set_growth_and_new(key, value_len, deadline);
+        self.admit_counted(limits, std::iter::once(key), growth, Some(new as u64))
     }
 
     /// May a write of `keys` that grows the data by `growth` bytes go ahead? (MSET: every
@@ -102,11 +102,25 @@ impl Writes<'_, '_> {
         keys: impl Iterator<Item = &'k [u8]> + Clone,
         growth: u64,
     ) -> Result<(), CommandError> {
+        self.admit_counted(limits, keys, growth, None)
+    }
+
+    /// [`Writes::admit_keys`], given how many of `keys` the table lacks when the caller knows
+    /// (`None`: counted here, when a `max-keys` asks): a write of one key learns it from the
+    /// lookup that measured its growth, and the quota check need not look the key up again.
+    #[inline]
+    fn admit_counted<'k>(
+        &mut self,
+        limits: &DataLimits,
+        keys: impl Iterator<Item = &'k [u8]> + Clone,
+        growth: u64,
+        new_keys: Option<u64>,
+    ) -> Result<(), CommandError> {
         if !limits.memory.admits(growth) {
             self.make_room(limits, keys.clone(), growth)?;
         }
         if self.quota.limited {
-            return self.admit_quota(limits, keys, growth);
+            return self.admit_quota(limits, keys, growth, new_keys);
         }
         Ok(())
     }
@@ -161,6 +175,7 @@ impl Writes<'_, '_> {
         limits: &DataLimits,
         keys: impl Iterator<Item = &'k [u8]> + Clone,
         mut growth: u64,
+        new_keys: Option<u64>,
     ) -> Result<(), CommandError> {
         let quota = self.quota;
         if quota.default_ttl != 0 {
@@ -175,7 +190,7 @@ impl Writes<'_, '_> {
             && growth > 0
             && self.partition.used_memory().saturating_add(growth) > quota.max_memory;
         let new_keys = if quota.max_keys != 0 {
-            self.new_keys(keys.clone())
+            new_keys.unwrap_or_else(|| self.new_keys(keys.clone()))
         } else {
             0
         };

@@ -37,7 +37,7 @@ use super::access::{AccessClock, Tracking};
 use super::clock;
 use super::eviction::{Eviction, Pool, SAMPLES};
 use super::memory::{entry_size, INT_VALUE_SIZE};
-use super::table::{EntryRef, OldEntry, SweepStep, Table};
+use super::table::{EntryRef, OldEntry, SweepStep, Table, WindowPart};
 use super::watch::WatchedKeys;
 use super::{parse_canonical_i64, PartitionStats, Schema};
 
@@ -164,6 +164,17 @@ fn tracking_of(policy: Eviction) -> Tracking {
     }
 }
 
+/// Slots one eviction sample may span (or draw): enough to find [`SAMPLES`] keys with a
+/// deadline when one key in 1,500 or so has one; the exhaustive walk of
+/// `Partition::remove_victim` is the backstop for rarer ones.
+const MAX_SLOTS: usize = 1 << 14;
+
+/// Does the policy choose through the pool (ranked samples), rather than take one random key?
+#[inline]
+fn pooled(policy: Eviction) -> bool {
+    !matches!(policy, Eviction::AllKeysRandom | Eviction::VolatileRandom)
+}
+
 /// How good an eviction candidate an entry is under `policy` (higher: evict sooner), or
 /// `None` when the policy may not evict it (volatile-* and no deadline).
 #[inline]
@@ -242,18 +253,28 @@ impl Partition {
     /// without a deadline, would add to the estimate; 0 when it would not grow.
     #[inline]
     pub fn set_growth(&self, key: &[u8], value_len: usize, deadline: bool) -> u64 {
+        self.set_growth_and_new(key, value_len, deadline).0
+    }
+
+    /// [`Partition::set_growth`], and whether the table lacks `key` (as [`Partition::holds`]
+    /// answers), from one lookup: what a write of one key asks of its quotas.
+    #[inline]
+    pub fn set_growth_and_new(&self, key: &[u8], value_len: usize, deadline: bool) -> (u64, bool) {
         let value_len = match self.schema {
             Schema::Int => INT_VALUE_SIZE,
             Schema::String => value_len,
         };
         let new = entry_size(key.len(), value_len, deadline);
         match self.table.get_entry(key) {
-            Some(old) => new.saturating_sub(entry_size(
-                key.len(),
-                old.value.len(),
-                old.deadline.is_some(),
-            )),
-            None => new,
+            Some(old) => (
+                new.saturating_sub(entry_size(
+                    key.len(),
+                    old.value.len(),
+                    old.deadline.is_some(),
+                )),
+                false,
+            ),
+            None => (new, true),
         }
     }
 
@@ -345,6 +366,9 @@ impl Partition {
                         .get_or_insert_with(|| self.table.hash_key(&next.key));
                     self.table.prefetch(hash);
                 }
+                if pooled(policy) {
+                    self.prefetch_samples(&mut pool);
+                }
                 true
             }
             None => false,
@@ -354,6 +378,39 @@ impl Partition {
             PartitionStats::add(&self.stats.evicted_keys, 1);
         }
         found
+    }
+
+    /// Draws the sample position of the eviction after next and starts loading its window's
+    /// slots, and the entries of the next eviction's window (whose slots were asked for an
+    /// eviction ago): a sample then reads its slots and entries from cache, where it waited
+    /// for two cache misses in a row (at a quota of 100k keys, a fifth of an evicting SET's
+    /// time went to that wait, `perf`). The positions are random numbers like any other: the
+    /// samples are as fair as ever.
+    fn prefetch_samples(&mut self, pool: &mut Pool) {
+        let window = self.window_len(self.eviction.volatile_only());
+        let (next, after) = pool.draw_ahead(self.table.random());
+        if let Some(next) = next {
+            self.table
+                .prefetch_window(next, window, WindowPart::Entries);
+        }
+        self.table.prefetch_window(after, window, WindowPart::Slots);
+    }
+
+    /// The length of a sample window (see [`Table::sample_window`]): a run of consecutive
+    /// slots holding [`SAMPLES`] keys the policy may take, on average (Redis's
+    /// `maxmemory-samples 5`): slots per key of the index's load, and for `volatile-*` of the
+    /// share of keys with a deadline.
+    fn window_len(&self, volatile: bool) -> usize {
+        let slots = self.table.index_bytes() / 6;
+        let eligible = if volatile {
+            self.with_deadline()
+        } else {
+            self.table.len()
+        }
+        .max(1);
+        (SAMPLES * slots)
+            .div_ceil(eligible)
+            .clamp(SAMPLES, MAX_SLOTS)
     }
 
     /// Chooses the key [`Partition::evict_one`] evicts and removes it (reporting it to
@@ -368,10 +425,6 @@ impl Partition {
         /// Sampling rounds before the exhaustive walk: each finds a candidate unless the
         /// keys the policy may evict are rare (volatile-* with few deadlines).
         const ROUNDS: usize = 16;
-        /// Slots one sample may span (or draw): enough to find [`SAMPLES`] keys with a
-        /// deadline when one key in 1,500 or so has one; the exhaustive walk below is the
-        /// backstop for rarer ones.
-        const MAX_SLOTS: usize = 1 << 14;
         let now = clock::now_ms();
         let volatile = policy.volatile_only();
         let schema = self.schema;
@@ -384,9 +437,13 @@ impl Partition {
             self.table.len()
         }
         .max(1);
-        let pooled = !matches!(policy, Eviction::AllKeysRandom | Eviction::VolatileRandom);
+        let pooled = pooled(policy);
+        // A run of consecutive slots holding SAMPLES keys the policy may take, on average:
+        // each is ranked and offered to the pool.
+        let window = self.window_len(volatile);
         for _ in 0..ROUNDS {
-            let random = self.table.random();
+            // (The first round's position was drawn ahead, its memory prefetched.)
+            let random = pool.take_ahead().unwrap_or_else(|| self.table.random());
             if !pooled {
                 // One key, drawn uniformly from slots drawn one by one (a run of consecutive
                 // slots would favour the first key after an empty one), up to many times
@@ -405,11 +462,6 @@ impl Partition {
                     None => continue,
                 }
             }
-            // A run of consecutive slots holding SAMPLES keys the policy may take, on average
-            // (Redis's `maxmemory-samples 5`): each is ranked and offered to the pool.
-            let window = (SAMPLES * slots)
-                .div_ceil(eligible)
-                .clamp(SAMPLES, MAX_SLOTS);
             if let Some(hash) = pool.best_mut().and_then(|c| c.hash) {
                 // (Its slot was prefetched after the last eviction: now its entry.)
                 self.table.prefetch_entry(hash);
