@@ -169,6 +169,14 @@ fn tracking_of(policy: Eviction) -> Tracking {
 /// `Partition::remove_victim` is the backstop for rarer ones.
 const MAX_SLOTS: usize = 1 << 14;
 
+/// A sample window's length in slots for an index of `slots` holding `eligible` keys the
+/// policy may take: [`SAMPLES`] of them on average, within [`SAMPLES`]..=[`MAX_SLOTS`].
+fn window_for(slots: usize, eligible: usize) -> usize {
+    (SAMPLES * slots)
+        .div_ceil(eligible)
+        .clamp(SAMPLES, MAX_SLOTS)
+}
+
 /// Does the policy choose through the pool (ranked samples), rather than take one random key?
 #[inline]
 fn pooled(policy: Eviction) -> bool {
@@ -401,16 +409,20 @@ impl Partition {
     /// `maxmemory-samples 5`): slots per key of the index's load, and for `volatile-*` of the
     /// share of keys with a deadline.
     fn window_len(&self, volatile: bool) -> usize {
+        let (slots, eligible) = self.sampling_load(volatile);
+        window_for(slots, eligible)
+    }
+
+    /// The index's slots, and the keys among them the policy may take (at least 1): all of
+    /// them, or for `volatile-*` those with a deadline.
+    fn sampling_load(&self, volatile: bool) -> (usize, usize) {
         let slots = self.table.index_bytes() / 6;
         let eligible = if volatile {
             self.with_deadline()
         } else {
             self.table.len()
-        }
-        .max(1);
-        (SAMPLES * slots)
-            .div_ceil(eligible)
-            .clamp(SAMPLES, MAX_SLOTS)
+        };
+        (slots, eligible.max(1))
     }
 
     /// Chooses the key [`Partition::evict_one`] evicts and removes it (reporting it to
@@ -430,17 +442,11 @@ impl Partition {
         let schema = self.schema;
         // Slots per key the policy may take: the index's load, and for volatile-* the share
         // of keys with a deadline.
-        let slots = self.table.index_bytes() / 6;
-        let eligible = if volatile {
-            self.with_deadline()
-        } else {
-            self.table.len()
-        }
-        .max(1);
+        let (slots, eligible) = self.sampling_load(volatile);
         let pooled = pooled(policy);
         // A run of consecutive slots holding SAMPLES keys the policy may take, on average:
         // each is ranked and offered to the pool.
-        let window = self.window_len(volatile);
+        let window = window_for(slots, eligible);
         for _ in 0..ROUNDS {
             // (The first round's position was drawn ahead, its memory prefetched.)
             let random = pool.take_ahead().unwrap_or_else(|| self.table.random());
