@@ -50,6 +50,19 @@ const WALK_STEP_MIN: Duration = Duration::from_micros(20);
 /// While clients are served, the walk rests this many times as long as its last step took
 /// before the next (see [`WalkPace`]).
 const WALK_REST_RATIO: u32 = 2;
+/// While clients are served, a shard's walks (all its feeds together) send at most this many
+/// bytes of records a second ([`WalkPace`]); with no client served they go as fast as the
+/// feeds drain. 1M keys of 16-byte keys and 32-byte values are ~61 MB of records: ~2.5 s at
+/// this rate (issue 12 asks < 5 s), and each shard paces its own walks, so partitions spread
+/// over shards sync faster. Why a rate and not only the rests: under a P1 GET load every
+/// step is cut short at [`WALK_STEP_MIN`] (a request always waits), so the walk's share of
+/// the shard is set by the rests alone and it ran at ~70 MB/s (a sync in 0.8-0.9 s), a step
+/// or its frame's send beside nearly every GET: the primary's P1 GET p99 during the sync was
+/// 3.0-5.4x its p99 before (median 4.8x, 3 rounds, 2 cores). At this rate, 1.7-1.8x (sync
+/// 2.5 s); at 12 MiB/s 1.1-1.5x but the sync took 4.9 s; a replica under `nice 19` did not
+/// change the ratio (it is not the replica's CPU), nor did `--idle-poll-us 0`
+/// (`scripts/bench-sync-latency.sh`).
+const WALK_RATE: u64 = 24 << 20;
 /// Partitions a shard says why it could not resume, per replica link (the rest counted in one
 /// line): a shard of thousands of partitions logs a few lines, not thousands.
 const MISSES_LOGGED: usize = 4;
@@ -106,7 +119,8 @@ pub(super) struct Feeds {
 
 /// The walks' pacing: a step while the shard serves clients is followed by a rest
 /// ([`WALK_REST_RATIO`] times the step's time), so that the walk takes at most a third of the
-/// shard's thread and the thread sleeps between steps. A thread that never sleeps (a step
+/// shard's thread and the thread sleeps between steps, and long enough that the walks send
+/// at most [`WALK_RATE`] ([`rest_end`]). A thread that never sleeps (a step
 /// every pass) was what a client's request waited behind: on a machine where the replica,
 /// the feed's sender and the clients share the cores, the scheduler gives a busy thread its
 /// turn late (the primary's P1 GET p99 during a full sync of 1M keys was ~25x its p99
@@ -130,12 +144,29 @@ impl WalkPace {
 
     /// A step ran from `started` to `ended`; `commands` is the shard's command count now:
     /// when it moved since the last step, clients are being served and the walk rests.
-    pub(super) fn stepped(&mut self, started: Instant, ended: Instant, commands: u64) {
+    /// `bytes` is what the step made (records, every feed's).
+    pub(super) fn stepped(
+        &mut self,
+        started: Instant,
+        ended: Instant,
+        commands: u64,
+        bytes: usize,
+    ) {
         let served = commands != self.commands;
         self.commands = commands;
-        self.rest_until =
-            served.then(|| ended + ended.saturating_duration_since(started) * WALK_REST_RATIO);
+        self.rest_until = served.then(|| rest_end(started, ended, bytes, WALK_RATE));
     }
+}
+
+/// When a step that ran from `started` to `ended` and made `bytes` of records, taken while
+/// clients were served, lets the next one start: after a rest of [`WALK_REST_RATIO`] times
+/// its time, and not before `bytes` at `rate` bytes a second would have taken from its start
+/// (so the steps' starts are never closer than their bytes allow: at most `rate` over any
+/// stretch of steps, whatever each took).
+fn rest_end(started: Instant, ended: Instant, bytes: usize, rate: u64) -> Instant {
+    let rest = ended + ended.saturating_duration_since(started) * WALK_REST_RATIO;
+    let budget = (bytes as u128 * 1_000_000_000 / rate.max(1) as u128).min(u64::MAX as u128);
+    rest.max(started + Duration::from_nanos(budget as u64))
 }
 
 /// A feed and the full sync it still needs from this shard.
@@ -500,6 +531,8 @@ impl Core {
         let shard = self.id;
         let offset = self.feeds.offset;
         let started = Instant::now();
+        // Records made by this step, every feed's (the rate is the shard's).
+        let mut made = 0;
         let mut attached = std::mem::take(&mut self.feeds.attached);
         for a in &mut attached {
             let room = a.feed.snapshot_room();
@@ -533,6 +566,7 @@ impl Core {
                     }
                     walk.cursor = cursor;
                     done = cursor == 0;
+                    made += records.len();
                     if !records.is_empty() {
                         wire::encode_with(&mut frames, b"SNAP", &[walk.id], Some(&records));
                     }
@@ -556,7 +590,9 @@ impl Core {
         attached.retain(|a| !a.feed.is_dropped());
         self.feeds.attached = attached;
         let commands = self.commands_run();
-        self.feeds.pace.stepped(started, Instant::now(), commands);
+        self.feeds
+            .pace
+            .stepped(started, Instant::now(), commands, made);
         if !self.feeds.is_streaming() {
             self.end_streaming();
         }
@@ -804,16 +840,71 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(pace.wait(t0), Duration::ZERO);
         let step = Duration::from_micros(300);
-        pace.stepped(t0, t0 + step, 5);
+        pace.stepped(t0, t0 + step, 5, 0);
         assert_eq!(pace.wait(t0 + step), step * WALK_REST_RATIO);
         assert_eq!(pace.wait(t0 + step * 2), step);
         assert_eq!(pace.wait(t0 + step * 3), Duration::ZERO);
         // Nothing served since: no rest.
         let t1 = t0 + step * 3;
-        pace.stepped(t1, t1 + step, 5);
+        pace.stepped(t1, t1 + step, 5, 1 << 20);
         assert_eq!(pace.wait(t1 + step), Duration::ZERO);
         // Served again.
-        pace.stepped(t1, t1 + step, 9);
+        pace.stepped(t1, t1 + step, 9, 0);
         assert_eq!(pace.wait(t1 + step), step * WALK_REST_RATIO);
+        // Served, and a step of bytes: the rate's rest, from the step's start.
+        pace.stepped(t1, t1 + step, 10, WALK_STEP_BYTES);
+        let budget = Duration::from_nanos(WALK_STEP_BYTES as u64 * 1_000_000_000 / WALK_RATE);
+        assert!(budget > step * (1 + WALK_REST_RATIO));
+        assert_eq!(pace.wait(t1), budget);
+    }
+
+    /// The rest is the longer of the step's ratio and the rate's time for its bytes,
+    /// counted from the step's start; a huge step or a zero rate cannot overflow.
+    #[test]
+    fn the_rate_sets_the_rest_after_a_step_of_many_bytes() {
+        let t = Instant::now();
+        let us = Duration::from_micros;
+        // 1 MB at 1 MB/s: a second from the start, whatever the step took.
+        assert_eq!(
+            rest_end(t, t + us(100), 1_000_000, 1_000_000),
+            t + Duration::from_secs(1)
+        );
+        // Few bytes: the ratio's rest (100 us step, 200 us rest).
+        assert_eq!(
+            rest_end(t, t + us(100), 10, 1_000_000),
+            t + us(100) + us(100) * WALK_REST_RATIO
+        );
+        // 24 MiB/s: a 64 KiB step every 2.6 ms, so 61 MB of a 1M-key sync in ~2.4 s.
+        let step = rest_end(t, t + us(20), 64 << 10, WALK_RATE) - t;
+        assert_eq!(
+            step,
+            Duration::from_nanos((64u64 << 10) * 1_000_000_000 / WALK_RATE)
+        );
+        let sync = step.as_secs_f64() * (61e6 / (64u64 << 10) as f64);
+        assert!((2.0..3.0).contains(&sync), "{sync}");
+        // No overflow, no division by zero.
+        let _ = rest_end(t, t, usize::MAX, 0);
+        let _ = rest_end(t, t, usize::MAX, 1);
+    }
+
+    /// Stepped at the rate's pace, a walk under steady load sends no more than the rate
+    /// (and not much less): 100 steps of 64 KiB, each step starting when the last one's rest
+    /// ends, take 100 times the rate's time for 64 KiB.
+    #[test]
+    fn steps_under_load_send_at_the_rate() {
+        let mut pace = WalkPace::default();
+        let t0 = Instant::now();
+        let mut now = t0;
+        for i in 1..=100u64 {
+            let ended = now + Duration::from_micros(30);
+            pace.stepped(now, ended, i, WALK_STEP_BYTES);
+            now = ended + pace.wait(ended);
+        }
+        let secs = (now - t0).as_secs_f64();
+        let rate = 100.0 * WALK_STEP_BYTES as f64 / secs;
+        assert!(
+            (rate - WALK_RATE as f64).abs() / (WALK_RATE as f64) < 0.01,
+            "{rate}"
+        );
     }
 }
