@@ -16,9 +16,13 @@
 //! random eviction). Here the stamp is the low 32 bits of a per-table counter that counts
 //! touches: the order of last accesses exactly, whatever the request rate. An evictor unwraps
 //! a stamp against the current count ([`AccessClock::lru_rank`]), so stamps compare correctly
-//! as long as a key was touched within the last 2^32 touches of its partition; a key idle for
+//! as long as a key was touched within the last 2^31 touches of its partition; a key idle for
 //! longer looks recent again until it is touched or evicted (Redis's 24-bit clock wraps after
 //! 194 days in the same way).
+//!
+//! The stamp is 31 bits; the top bit says the key was read (touched) since it was last
+//! written ([`READ_SINCE_WRITTEN`]): `allkeys-lru` evicts in write order and gives such a key
+//! a second chance (CLOCK, `super::eviction`); the sampled `volatile-lru` ranks by the stamp.
 //!
 //! # LFU: Redis's counter
 //! The same 24 bits as Redis's `lru` field in LFU mode: an 8-bit logarithmic counter (bits
@@ -43,6 +47,12 @@ pub const LFU_LOG_FACTOR: u64 = 10;
 
 /// Redis's default `lfu-decay-time`, in minutes.
 pub const LFU_DECAY_MINUTES: u32 = 1;
+
+/// LRU bits: the stamp (the low 31 bits of the table's touch count).
+const STAMP: u32 = (1 << 31) - 1;
+
+/// LRU bits: the key was touched since it was last written or moved by the eviction hand.
+pub const READ_SINCE_WRITTEN: u32 = 1 << 31;
 
 /// What a table stamps in the entries it writes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -126,7 +136,7 @@ impl AccessClock {
             Tracking::Off => None,
             Tracking::Lru => {
                 self.lru_clock += 1;
-                Some(self.lru_clock as u32)
+                Some(self.lru_clock as u32 & STAMP)
             }
             Tracking::Lfu => Some((lfu_minutes() << 8) | u32::from(LFU_INIT_VAL)),
         }
@@ -139,7 +149,7 @@ impl AccessClock {
             Tracking::Off => old,
             Tracking::Lru => {
                 self.lru_clock += 1;
-                self.lru_clock as u32
+                self.lru_clock as u32 & STAMP | READ_SINCE_WRITTEN
             }
             Tracking::Lfu => {
                 let now = lfu_minutes();
@@ -164,12 +174,25 @@ impl AccessClock {
     pub fn lru_rank(&self, bits: Option<u32>) -> u64 {
         match bits {
             None => u64::MAX / 2,
-            Some(stamp) => {
-                let idle = (self.lru_clock as u32).wrapping_sub(stamp);
+            Some(bits) => {
+                let idle = (self.lru_clock as u32).wrapping_sub(bits) & STAMP;
                 let touched_at = self.lru_clock.saturating_sub(u64::from(idle));
                 u64::MAX / 2 - 1 - touched_at
             }
         }
+    }
+
+    /// Was a key with these LRU bits touched since it was written (its second chance under
+    /// the eviction hand)? Keys without bits were not.
+    #[inline]
+    pub fn read_since_written(bits: Option<u32>) -> bool {
+        bits.is_some_and(|b| b & READ_SINCE_WRITTEN != 0)
+    }
+
+    /// LRU bits as the eviction hand leaves them when it moves the key: its mark cleared.
+    #[inline]
+    pub fn passed(bits: u32) -> u32 {
+        bits & !READ_SINCE_WRITTEN
     }
 
     /// How good an eviction candidate a key with these LFU bits is: higher is less frequent
@@ -202,12 +225,22 @@ mod tests {
     fn lru_stamps_order_touches_and_unwrap_across_the_32_bit_wrap() {
         let mut c = AccessClock::default();
         c.set_tracking(Tracking::Lru);
-        c.lru_clock = u64::from(u32::MAX) - 2;
+        c.lru_clock = u64::from(STAMP) - 2;
         let old = c.fresh();
         let mid = c.fresh();
         let newer = c.touched(0);
         let newest = c.touched(0);
-        assert!(newer < mid.unwrap(), "the stamps wrapped past u32::MAX");
+        assert!(newer & STAMP < mid.unwrap(), "the stamps wrapped past 2^31");
+        assert!(
+            !AccessClock::read_since_written(mid) && AccessClock::read_since_written(Some(newer))
+        );
+        assert!(!AccessClock::read_since_written(Some(AccessClock::passed(
+            newer
+        ))));
+        assert_eq!(
+            c.lru_rank(Some(AccessClock::passed(newer))),
+            c.lru_rank(Some(newer))
+        );
         let ranks: Vec<u64> = [old, mid, Some(newer), Some(newest)]
             .into_iter()
             .map(|b| c.lru_rank(b))

@@ -358,6 +358,22 @@ impl Partition {
         {
             return false;
         }
+        if policy == Eviction::AllKeysLru {
+            // In write order with a second chance (see `store::eviction`): no sampling.
+            let schema = self.schema;
+            let removed = self
+                .table
+                .evict_by_hand(clock::now_ms(), &spare, |key, entry| {
+                    evicted(key, decode_entry(schema, entry))
+                });
+            let Some((key, old)) = removed else {
+                return false;
+            };
+            self.account(&key, Some((old.value_len, old.deadline.is_some())), None);
+            self.update_keys();
+            PartitionStats::add(&self.stats.evicted_keys, 1);
+            return true;
+        }
         let mut pool = self.pool.take().unwrap_or_default();
         let removed = self.remove_victim(policy, &spare, &mut evicted, &mut pool);
         let found = match removed {
@@ -1229,12 +1245,12 @@ mod tests {
 
     /// A partition small enough for one run of slots to cover its whole index: every sample
     /// sees every key, so the pool's best is the least recently used key, and evictions come
-    /// out in exact LRU order.
+    /// out in exact LRU order (`volatile-lru`: `allkeys-lru` takes no samples).
     #[test]
     fn the_pool_picks_the_oldest_key_it_sampled() {
-        let mut p = evicting(Eviction::AllKeysLru);
+        let mut p = evicting(Eviction::VolatileLru);
         for i in 0..5 {
-            p.set_str(&key(i), b"v", Expiry::Clear);
+            p.set_str(&key(i), b"v", Expiry::At(NOW + 1_000_000));
         }
         let order = [3, 0, 4, 1, 2];
         for i in order {
@@ -1247,25 +1263,128 @@ mod tests {
 
     /// Candidates pooled before a FLUSH (and the hashes cached to prefetch them) name keys of
     /// a table that is gone: they are dropped, and evictions after a refill choose among the
-    /// new table's keys, the oldest first.
+    /// new table's keys, the oldest first. The eviction hand starts over in the new table.
     #[test]
     fn eviction_after_a_flush_chooses_from_the_new_contents() {
+        for policy in [Eviction::VolatileLru, Eviction::AllKeysLru] {
+            let mut p = evicting(policy);
+            let fill = |p: &mut Partition, tag: &[u8]| {
+                for i in 0..1000 {
+                    p.set_str(&key(i), tag, Expiry::At(NOW + 1_000_000));
+                }
+            };
+            fill(&mut p, b"old");
+            evict(&mut p, 10);
+            if policy == Eviction::VolatileLru {
+                assert!(p.pool.as_ref().is_some_and(|pool| !pool.is_empty()));
+            }
+            drop(p.take_contents());
+            assert!(p.pool.is_none());
+            fill(&mut p, b"new");
+            let evicted = evict(&mut p, 100);
+            let old = evicted.iter().filter(|k| *k < &key(300)).count();
+            assert!(old > 90, "{policy}: {old} of 100 from the 300 oldest");
+            if policy == Eviction::AllKeysLru {
+                assert_eq!(
+                    evicted,
+                    (0..100).map(key).collect::<Vec<_>>(),
+                    "in write order"
+                );
+            }
+            assert_eq!(p.len(), 900);
+            let left = (0..1000).filter_map(|i| p.get(&key(i)));
+            assert!(left.into_iter().all(|v| v == ValueRef::Str(b"new")));
+            assert_memory_exact(&p);
+        }
+        clock::end_passes();
+    }
+
+    /// `allkeys-lru` evicts in write order and gives a key read since it was written a second
+    /// chance: it moves behind the others, its mark cleared, and goes after them.
+    #[test]
+    fn the_hand_evicts_in_write_order_with_a_second_chance() {
         let mut p = evicting(Eviction::AllKeysLru);
-        for i in 0..1000 {
+        for i in 0..5 {
             p.set_str(&key(i), b"v", Expiry::Clear);
         }
-        evict(&mut p, 10);
-        assert!(p.pool.as_ref().is_some_and(|pool| !pool.is_empty()));
-        drop(p.take_contents());
-        assert!(p.pool.is_none());
-        for i in 0..1000 {
+        p.touch(&key(3));
+        p.touch(&key(1));
+        assert_eq!(evict(&mut p, 5), [0, 2, 4, 1, 3].map(key).to_vec());
+        assert!(p.is_empty());
+        assert!(!p.evict_one(|_| false, |_, _| unreachable!()));
+        // A spared key (the write's own) is passed over, every round.
+        for i in 0..3 {
             p.set_str(&key(i), b"v", Expiry::Clear);
         }
-        let evicted = evict(&mut p, 100);
-        let old = evicted.iter().filter(|k| *k < &key(300)).count();
-        assert!(old > 90, "{old} of 100 from the 300 oldest");
-        assert_eq!(p.len(), 900);
+        let spared = key(0);
+        let mut gone = Vec::new();
+        while p.evict_one(|k| k == spared, |k, _| gone.push(k.to_vec())) {}
+        assert_eq!(gone, [1, 2].map(key).to_vec());
+        assert!(
+            p.contains(&spared),
+            "only the spared key is left, and nothing evicts it"
+        );
+        // An expired key goes when the hand meets it, read or not.
+        p.set_str(b"dead", b"v", Expiry::At(NOW + 1));
+        p.touch(b"dead");
+        p.touch(&spared);
+        clock::pin_for_tests(NOW + 2);
+        assert_eq!(evict(&mut p, 1), vec![b"dead".to_vec()]);
         assert_memory_exact(&p);
+        clock::end_passes();
+    }
+
+    /// One eviction moves at most 256 read keys: a partition whose every key was read costs
+    /// a write 257 keys' work, not all of them, and evicts in write order from there.
+    #[test]
+    fn the_hand_gives_a_bounded_number_of_second_chances() {
+        let mut p = evicting(Eviction::AllKeysLru);
+        for i in 0..10_000 {
+            p.set_str(&key(i), b"v", Expiry::Clear);
+        }
+        for i in 0..10_000 {
+            p.touch(&key(i));
+        }
+        assert_eq!(evict(&mut p, 2), vec![key(256), key(513)]);
+        assert_memory_exact(&p);
+        clock::end_passes();
+    }
+
+    /// The hand over many segments, with overwrites, deletes and touches in between (so that
+    /// compaction moves entries too): every eviction finds a key, the estimate stays exact,
+    /// and keys read again and again outlive the keys around them.
+    #[test]
+    fn the_hand_survives_compaction_overwrites_and_deletes() {
+        let mut p = evicting(Eviction::AllKeysLru);
+        let value = [b'v'; 40];
+        let mut next = 0;
+        for round in 0..20 {
+            for _ in 0..20_000 {
+                p.set_str(&key(next), &value, Expiry::Clear);
+                next += 1;
+            }
+            for i in (next - 20_000..next).step_by(7) {
+                p.remove(&key(i));
+            }
+            for i in (next - 20_000..next).step_by(5) {
+                p.set_str(&key(i), &value[..round % 40], Expiry::Clear);
+            }
+            for i in 0..50 {
+                p.touch(&key(i));
+            }
+            let target = p.len().saturating_sub(15_000);
+            evict(&mut p, target);
+            assert!(p.len() <= 15_000);
+            assert_memory_exact(&p);
+        }
+        let hot = (0..50)
+            .filter(|&i| i % 7 != 0 && p.contains(&key(i)))
+            .count();
+        assert_eq!(
+            hot,
+            (0..50).filter(|i| i % 7 != 0).count(),
+            "a hot key was evicted"
+        );
         clock::end_passes();
     }
 
@@ -1407,11 +1526,11 @@ mod tests {
         assert!(!p.tracks_access(), "random needs no access bits");
         assert_eq!(p.table.arena_usage().1 % 4, 0);
         assert_memory_exact(&p);
-        // Under LRU an expired key ranks above the least recently used one (the oldest of
-        // the live ones here): once a sample meets it, it goes next.
-        let mut p = evicting(Eviction::AllKeysLru);
+        // Under a sampled policy an expired key ranks above the least recently used one (the
+        // oldest of the live ones here): once a sample meets it, it goes next.
+        let mut p = evicting(Eviction::VolatileLru);
         for i in 0..20 {
-            p.set_str(&key(i), b"v", Expiry::Clear);
+            p.set_str(&key(i), b"v", Expiry::At(NOW + 1_000_000));
         }
         p.set_str(b"dead", b"v", Expiry::At(NOW + 1));
         clock::pin_for_tests(NOW + 2);

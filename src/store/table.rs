@@ -103,6 +103,10 @@
 use super::access::{AccessClock, Tracking};
 use super::arena::{Arena, Handle, WalkCursor, Walked};
 
+/// Keys one eviction by the hand moves to the tail at most ([`Table::evict_by_hand`]): what
+/// bounds a write's work when every key was read since it was written.
+const SECOND_CHANCES: usize = 256;
+
 /// Smallest non-empty table.
 const MIN_CAPACITY: usize = 16;
 
@@ -1025,6 +1029,57 @@ impl Table {
         self.remove_at(at, deadline.is_some());
         self.compact_if_needed();
         Some(old)
+    }
+
+    /// Evicts the entry under the eviction hand (`allkeys-lru`, CLOCK: see "The eviction
+    /// hand" in `super::arena`): the oldest entry, except that one touched since it was
+    /// written (up to [`SECOND_CHANCES`] of them), or one `keep(key)` names, is moved to the
+    /// tail with its mark cleared and the hand goes on; an expired one goes whatever its mark. Reports the victim to `evicted`
+    /// before it goes and returns its key and what it held; `None` when there is no entry, or
+    /// only kept ones.
+    pub fn evict_by_hand(
+        &mut self,
+        now: u64,
+        keep: impl Fn(&[u8]) -> bool,
+        evicted: impl FnOnce(&[u8], EntryRef),
+    ) -> Option<(Vec<u8>, OldEntry)> {
+        // A mark is cleared as its entry moves: every entry is met at most twice (kept ones
+        // once per round) before the hand finds a victim. One eviction gives at most
+        // SECOND_CHANCES of them, then takes the next key that is not kept, marked or not: a
+        // table whose every key was read since it was written (a client can read them all)
+        // would otherwise have one write move all of them.
+        let mut chances = 0;
+        for _ in 0..=2 * self.len {
+            let handle = self.arena.hand()?;
+            let (key, value, deadline, bits) = self.arena.entry_with_access(handle);
+            let hash = self.hash(key);
+            let at = self
+                .slot_of(hash, handle)
+                .expect("every live entry has a slot");
+            let expired = deadline.is_some_and(|d| now > d);
+            let marked = !expired && AccessClock::read_since_written(bits);
+            let kept = keep(key);
+            if kept || (marked && chances < SECOND_CHANCES) {
+                chances += usize::from(!kept);
+                let new = self
+                    .arena
+                    .move_to_tail(handle, bits.map(AccessClock::passed));
+                self.repoint(at, new);
+                continue;
+            }
+            evicted(key, EntryRef { value, deadline });
+            let victim = (
+                key.to_vec(),
+                OldEntry {
+                    value_len: value.len(),
+                    deadline,
+                },
+            );
+            self.remove_at(at, deadline.is_some());
+            self.compact_if_needed();
+            return Some(victim);
+        }
+        None
     }
 
     /// [`Table::sample`] over every slot of both indexes, from their first: what an evictor
