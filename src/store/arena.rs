@@ -122,15 +122,6 @@ struct Segment {
     live: usize,
 }
 
-/// Where the eviction hand is ([`Arena::hand`]): an offset in a segment named by id and epoch,
-/// as a walk's cursor names one.
-#[derive(Clone, Copy, Debug)]
-struct Hand {
-    id: usize,
-    epoch: u64,
-    offset: usize,
-}
-
 /// A segment taken out of the arena for compaction; walk it with [`TakenSegment::entries`].
 pub struct TakenSegment {
     id: usize,
@@ -330,8 +321,9 @@ pub struct Arena {
     /// way through them. Segments gone since are dropped when the hand reaches them, or when
     /// they are more than half of it.
     order: VecDeque<(usize, u64)>,
-    /// The eviction hand: the next entry [`Arena::hand`] offers.
-    hand: Option<Hand>,
+    /// The eviction hand: where the next entry [`Arena::hand`] offers is (a cursor like a
+    /// walk's, which goes by age rather than by id).
+    hand: Option<WalkCursor>,
 }
 
 impl Arena {
@@ -852,7 +844,7 @@ impl Arena {
             });
             let Some(mut hand) = current else {
                 let (id, epoch) = self.order.pop_front()?;
-                self.hand = Some(Hand {
+                self.hand = Some(WalkCursor {
                     id,
                     epoch,
                     offset: 0,
@@ -932,6 +924,24 @@ impl TakenSegment {
 mod tests {
     use super::*;
 
+    /// An arena of 1000 entries (keys 0..1000 as `u32` LE, each with `value`) and their handles.
+    fn filled(value: &[u8]) -> (Arena, Vec<Handle>) {
+        let mut arena = Arena::default();
+        let handles = (0..1000u32)
+            .map(|i| arena.alloc(&i.to_le_bytes(), value, None, None))
+            .collect();
+        (arena, handles)
+    }
+
+    /// The handles among `handles` in segment `id`.
+    fn in_segment(handles: &[Handle], id: usize) -> Vec<Handle> {
+        handles
+            .iter()
+            .copied()
+            .filter(|&h| split(h).0 == id)
+            .collect()
+    }
+
     #[test]
     fn varints_round_trip() {
         let mut buf = [0u8; 10];
@@ -965,29 +975,17 @@ mod tests {
 
     #[test]
     fn empty_segments_are_freed_and_taken_segments_walk_live_entries() {
-        let mut arena = Arena::default();
         let value = [1u8; 1000];
-        let handles: Vec<Handle> = (0..1000u32)
-            .map(|i| arena.alloc(&i.to_le_bytes(), &value, None, None))
-            .collect();
+        let (mut arena, handles) = filled(&value);
         let segments = arena.segments.iter().flatten().count();
         assert!(segments >= 3);
         // Free everything in the first segment: it goes back at once.
-        let first: Vec<Handle> = handles
-            .iter()
-            .copied()
-            .filter(|&h| split(h).0 == 0)
-            .collect();
-        for &h in &first {
+        for h in in_segment(&handles, 0) {
             arena.free(h);
         }
         assert!(arena.segments[0].is_none());
         // Free every other entry of the second; taking the emptiest yields the rest.
-        let second: Vec<Handle> = handles
-            .iter()
-            .copied()
-            .filter(|&h| split(h).0 == 1)
-            .collect();
+        let second = in_segment(&handles, 1);
         for &h in second.iter().step_by(2) {
             arena.free(h);
         }
@@ -1156,7 +1154,7 @@ mod tests {
         let handles: Vec<Handle> = (0..1000u32)
             .map(|i| arena2.alloc(&i.to_le_bytes(), &[1u8; 500], None, Some(i)))
             .collect();
-        for &h in handles.iter().filter(|&&h| split(h).0 == 0).step_by(2) {
+        for &h in in_segment(&handles, 0).iter().step_by(2) {
             arena2.free(h);
         }
         let taken = arena2.take_segment().unwrap();
@@ -1175,18 +1173,8 @@ mod tests {
     /// segments or more, and its memory is the next tail's: no fresh allocation.
     #[test]
     fn a_freed_segment_is_reused_as_the_next_tail() {
-        let mut arena = Arena::default();
-        let value = [7u8; 1000];
-        let handles: Vec<Handle> = (0..1000u32)
-            .map(|i| arena.alloc(&i.to_le_bytes(), &value, None, None))
-            .collect();
-        let in_segment = |id: usize| -> Vec<Handle> {
-            handles
-                .iter()
-                .copied()
-                .filter(|&h| split(h).0 == id)
-                .collect()
-        };
+        let (mut arena, handles) = filled(&[7u8; 1000]);
+        let in_segment = |id| in_segment(&handles, id);
         let first_bytes = arena.segment(0).bytes.as_ptr();
         for h in in_segment(0) {
             arena.free(h);
@@ -1275,16 +1263,9 @@ mod tests {
         // The hand came back to the moved ones, oldest move first.
         assert_eq!(again, Some(2u32.to_le_bytes().to_vec()));
         // Compaction never takes the hand's segment, though it has the fewest live bytes.
-        let mut arena = Arena::default();
-        let handles: Vec<Handle> = (0..1000u32)
-            .map(|i| arena.alloc(&i.to_le_bytes(), &value, None, None))
-            .collect();
+        let (mut arena, handles) = filled(&value);
         let first = arena.hand().unwrap();
-        for &h in handles
-            .iter()
-            .filter(|&&h| split(h).0 == split(first).0)
-            .skip(1)
-        {
+        for h in in_segment(&handles, split(first).0).into_iter().skip(1) {
             arena.free(h);
         }
         assert_eq!(arena.hand(), Some(first));

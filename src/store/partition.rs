@@ -366,20 +366,16 @@ impl Partition {
                 .evict_by_hand(clock::now_ms(), &spare, |key, entry| {
                     evicted(key, decode_entry(schema, entry))
                 });
-            let Some((key, old)) = removed else {
-                return false;
-            };
-            self.account(&key, Some((old.value_len, old.deadline.is_some())), None);
-            self.update_keys();
-            PartitionStats::add(&self.stats.evicted_keys, 1);
-            return true;
+            return removed.is_some_and(|(key, old)| {
+                self.count_evicted(&key, &old);
+                true
+            });
         }
         let mut pool = self.pool.take().unwrap_or_default();
         let removed = self.remove_victim(policy, &spare, &mut evicted, &mut pool);
         let found = match removed {
             Some((key, old)) => {
-                self.account(&key, Some((old.value_len, old.deadline.is_some())), None);
-                self.update_keys();
+                self.count_evicted(&key, &old);
                 pool.recycle_key(key);
                 // The pool's best is likely the next victim: start loading its slot now, so
                 // that the next eviction finds it in cache (at a quota of 100k keys those
@@ -398,10 +394,14 @@ impl Partition {
             None => false,
         };
         self.pool = Some(pool);
-        if found {
-            PartitionStats::add(&self.stats.evicted_keys, 1);
-        }
         found
+    }
+
+    /// Accounts for an evicted key: the memory estimate, the key count, `evicted_keys`.
+    fn count_evicted(&mut self, key: &[u8], old: &OldEntry) {
+        self.account(key, Some((old.value_len, old.deadline.is_some())), None);
+        self.update_keys();
+        PartitionStats::add(&self.stats.evicted_keys, 1);
     }
 
     /// Draws the sample position of the eviction after next and starts loading its window's

@@ -1034,9 +1034,9 @@ impl Table {
     /// Evicts the entry under the eviction hand (`allkeys-lru`, CLOCK: see "The eviction
     /// hand" in `super::arena`): the oldest entry, except that one touched since it was
     /// written (up to [`SECOND_CHANCES`] of them), or one `keep(key)` names, is moved to the
-    /// tail with its mark cleared and the hand goes on; an expired one goes whatever its mark. Reports the victim to `evicted`
-    /// before it goes and returns its key and what it held; `None` when there is no entry, or
-    /// only kept ones.
+    /// tail with its mark cleared and the hand goes on; an expired one goes whatever its mark.
+    /// Reports the victim to `evicted` before it goes and returns its key and what it held;
+    /// `None` when there is no entry, or only kept ones.
     pub fn evict_by_hand(
         &mut self,
         now: u64,
